@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.db import models
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def _create(self, email: str | None, password: str | None, **extra: Any) -> User:
+        user = self.model(email=self.normalize_email(email) if email else None, **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str | None = None, password: str | None = None, **extra: Any) -> User:
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create(email, password, **extra)
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.update(is_staff=True, is_superuser=True)
+        return self._create(email, password, **extra)
+
+
+class User(AbstractUser):
+    """One account for all three products. Logged in by email, or by a social account only
+    (an X login gives no email, so email may be empty)."""
+
+    username = None  # type: ignore[assignment]
+    email = models.EmailField("email address", unique=True, null=True, blank=True)
+    # Set when the user deletes their profile: inaccessible at once, purged after the grace.
+    deletion_requested_at = models.DateTimeField(null=True, blank=True)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # allauth writes "" for "no email"; NULL keeps the unique constraint satisfiable.
+        if not self.email:
+            self.email = None
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.email or f"user #{self.pk}"
+
+
+class Gender(models.TextChoices):
+    UNSPECIFIED = "", "Not said"
+    FEMALE = "f", "Female"
+    MALE = "m", "Male"
+    OTHER = "x", "Other"
+
+
+class Profile(models.Model):
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="profile")
+    nickname = models.CharField(max_length=32, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    gender = models.CharField(max_length=1, choices=Gender.choices, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2")
+    photo = models.ImageField(upload_to="profiles/%Y/%m/", blank=True)
+    language = models.CharField(max_length=8, default="en")
+    translation_target = models.CharField(max_length=8, blank=True)
+    show_online_status = models.BooleanField(default=True)
+    send_read_receipts = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.nickname or str(self.user)
+
+
+class Device(models.Model):
+    """A browser or app install, identified by an id it generates and keeps."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="devices")
+    device_id = models.CharField(max_length=64)
+    make = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=64, blank=True)
+    platform = models.CharField(max_length=64, blank=True)
+    client_version = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "device_id"], name="device_unique_per_user"),
+        ]
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.platform} {self.model}".strip() or self.device_id

@@ -1,0 +1,50 @@
+"""Reads of accounts/ that several callers need."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.utils import timezone
+
+from .models import Device, Profile, User
+
+
+def profile_of(user: User) -> Profile:
+    profile, _ = Profile.objects.get_or_create(user=user)
+    return profile
+
+
+def shows_online_status(user_id: int) -> bool:
+    return not Profile.objects.filter(user_id=user_id, show_online_status=False).exists()
+
+
+def hidden_presence_ids(user_ids: Iterable[int]) -> set[int]:
+    """Of these users, those who switched their online status off."""
+    return set(
+        Profile.objects.filter(user_id__in=list(user_ids), show_online_status=False).values_list(
+            "user_id", flat=True
+        )
+    )
+
+
+def age_on(birth_date: dt.date, today: dt.date) -> int:
+    years = today.year - birth_date.year
+    return years - ((today.month, today.day) < (birth_date.month, birth_date.day))
+
+
+def meets_age_rule(user: User, product: str, *, today: dt.date | None = None) -> bool:
+    """Whether the user is old enough for `product` (settings.AGE_RULES); an unknown birth
+    date passes only products without an age rule."""
+    minimum = settings.AGE_RULES.get(product, 0)
+    if minimum <= 0:
+        return True
+    birth_date = profile_of(user).birth_date
+    if birth_date is None:
+        return False
+    return age_on(birth_date, today or timezone.localdate()) >= minimum
+
+
+def devices_of(user: User) -> list[Device]:
+    return list(Device.objects.filter(user=user))

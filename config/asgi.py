@@ -1,0 +1,40 @@
+"""ASGI entry point for daphne or uvicorn: HTTP to Django, WebSockets to the products'
+consumers behind the origin check and session authentication."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+import realtime.routing  # noqa: E402
+import videochat.routing  # noqa: E402
+import voice.routing  # noqa: E402
+
+http_app = django_asgi_app
+if settings.SERVE_STATIC:
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    http_app = ASGIStaticFilesHandler(django_asgi_app)
+
+websocket_urlpatterns = [
+    *realtime.routing.websocket_urlpatterns,
+    *voice.routing.websocket_urlpatterns,
+    *videochat.routing.websocket_urlpatterns,
+]
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

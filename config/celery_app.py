@@ -1,0 +1,28 @@
+"""Celery: JSON only, acks late, and the beat schedule declared here in code."""
+
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+app = Celery("config")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# Privacy promises that are kept by time passing: each entry names the task that keeps one.
+app.conf.beat_schedule = {
+    "voice-connection-log-purge": {
+        "task": "voice.tasks.connection_log_purge",
+        "schedule": crontab(minute=17, hour=3),
+    },
+    "videochat-ban-images-purge": {
+        "task": "videochat.tasks.ban_images_purge",
+        "schedule": 300.0,
+    },
+    "accounts-deleted-purge": {
+        "task": "accounts.tasks.deleted_accounts_purge",
+        "schedule": crontab(minute=41, hour=3),
+    },
+}

@@ -1,0 +1,265 @@
+"""Settings shared by every environment. Everything that differs between machines is read
+from the environment (django-environ); see README "Production environment"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+env = environ.Env()
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.facebook",
+    "allauth.socialaccount.providers.vk",
+    "allauth.socialaccount.providers.twitter_oauth2",
+    "realtime",
+    "accounts",
+    "voice",
+    "videochat",
+    "messaging",
+    "payments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: PostgreSQL from DATABASE_URL, else SQLite in WAL mode in the project folder.
+if env("DATABASE_URL", default=""):
+    DATABASES = {"default": env.db("DATABASE_URL")}
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": BASE_DIR / "var" / "db.sqlite3",
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+# --- Redis: one server for the channel layer, Celery, live state and rate limits.
+REDIS_URL = env("REDIS_URL", default="")
+if not REDIS_URL:
+    from config.embedded_redis import ensure_running
+
+    REDIS_URL = ensure_running("dev")
+# Every key this project writes starts with this prefix (realtime.keys); the test run sets
+# its own so that runs sharing one Redis never see each other's keys.
+REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="cp:")
+# redis-py caps a pool at 100 connections by default; a mass disconnect needs more.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=2000)
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    # redis-py >= 6 times reads out after 5 s, colliding with the layer's
+                    # own 5 s blocking read (channels_redis #422).
+                    "socket_timeout": None,
+                    "max_connections": REDIS_MAX_CONNECTIONS,
+                }
+            ],
+            "prefix": REDIS_KEY_PREFIX + "asgi",
+            # The default (100) silently drops group sends to a busy socket.
+            "capacity": 1500,
+            "expiry": 30,
+        },
+    }
+}
+
+
+def _celery_url(url: str) -> str:
+    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=_celery_url(REDIS_URL))
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": REDIS_KEY_PREFIX + "celery:"}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+
+# --- Auth and allauth
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "home"
+ACCOUNT_LOGOUT_REDIRECT_URL = "home"
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", default="optional")
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_SIGNUP_FORM_CLASS = "accounts.forms.SignupExtraForm"
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
+SOCIALACCOUNT_LOGIN_ON_GET = False
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # our adapter decides, per trusted provider
+SOCIALACCOUNT_QUERY_EMAIL = True
+# A social login whose email matches an existing account joins it only for these providers:
+# they are the ones whose emails we trust to be verified by the provider.
+SOCIALACCOUNT_TRUSTED_EMAIL_PROVIDERS = env.list(
+    "SOCIALACCOUNT_TRUSTED_EMAIL_PROVIDERS", default=["facebook", "vk"]
+)
+SOCIALACCOUNT_PROVIDERS = {
+    "facebook": {
+        "APPS": [
+            {
+                "client_id": env("FACEBOOK_CLIENT_ID", default=""),
+                "secret": env("FACEBOOK_CLIENT_SECRET", default=""),
+            }
+        ],
+        "METHOD": "oauth2",
+        "SCOPE": ["email", "public_profile"],
+        "FIELDS": ["id", "email", "name", "first_name", "last_name", "gender", "birthday"],
+        "VERSION": "v19.0",
+    },
+    "vk": {
+        "APPS": [
+            {
+                "client_id": env("VK_CLIENT_ID", default=""),
+                "secret": env("VK_CLIENT_SECRET", default=""),
+            }
+        ],
+        "SCOPE": ["email"],
+    },
+    "twitter_oauth2": {
+        "APPS": [
+            {
+                "client_id": env("X_CLIENT_ID", default=""),
+                "secret": env("X_CLIENT_SECRET", default=""),
+            }
+        ],
+    },
+}
+
+# --- I18N, static, media
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ru", "Русский")]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))
+MEDIA_URL = "/media/"
+MEDIA_ROOT = env("DJANGO_MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
+# Serve /static/ from the ASGI app (local runs and tests); production uses the proxy.
+SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=False)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="no-reply@localhost")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}
+
+# --- realtime/: limits every WebSocket product shares (a product may lower them).
+WS_MAX_TEXT_FRAME_BYTES = env.int("WS_MAX_TEXT_FRAME_BYTES", default=16 * 1024)
+WS_MAX_BINARY_FRAME_BYTES = env.int("WS_MAX_BINARY_FRAME_BYTES", default=4 * 1024)
+WS_RATE_CAPACITY = env.int("WS_RATE_CAPACITY", default=40)  # burst, messages
+WS_RATE_REFILL_PER_SECOND = env.float("WS_RATE_REFILL_PER_SECOND", default=20.0)
+PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=90)
+
+# --- accounts/: ages of majority per product, deletion grace period.
+AGE_RULES = {"videochat": 18, "messaging": 10, "voice": 0}
+ACCOUNT_DELETION_GRACE_DAYS = env.int("ACCOUNT_DELETION_GRACE_DAYS", default=30)
+
+# --- voice/ (CBLINE)
+VOICE_AUDIO_TTL_SECONDS = env.int("VOICE_AUDIO_TTL_SECONDS", default=30)
+VOICE_PACKET_MS = env.int("VOICE_PACKET_MS", default=40)
+VOICE_MAX_TRANSMISSION_SECONDS = env.int("VOICE_MAX_TRANSMISSION_SECONDS", default=60)
+VOICE_LOCATION_TTL_SECONDS = env.int("VOICE_LOCATION_TTL_SECONDS", default=120)
+VOICE_CONNECTION_LOG_RETENTION_DAYS = env.int("VOICE_CONNECTION_LOG_RETENTION_DAYS", default=90)
+
+# --- videochat/
+VIDEOCHAT_SKIP_TTL_SECONDS = env.int("VIDEOCHAT_SKIP_TTL_SECONDS", default=600)
+VIDEOCHAT_STUN_URLS = env.list("VIDEOCHAT_STUN_URLS", default=[])
+VIDEOCHAT_TURN_URLS = env.list("VIDEOCHAT_TURN_URLS", default=[])
+VIDEOCHAT_TURN_SECRET = env("VIDEOCHAT_TURN_SECRET", default="")
+VIDEOCHAT_TURN_TTL_SECONDS = env.int("VIDEOCHAT_TURN_TTL_SECONDS", default=3600)
+TRANSLATION_BACKEND = env("TRANSLATION_BACKEND", default="none")  # none | libretranslate
+LIBRETRANSLATE_URL = env("LIBRETRANSLATE_URL", default="")
+LIBRETRANSLATE_API_KEY = env("LIBRETRANSLATE_API_KEY", default="")

@@ -1,0 +1,32 @@
+"""Production: every secret comes from the environment and the process refuses to start
+without it."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F403
+from .base import SOCIALACCOUNT_PROVIDERS, env
+
+DEBUG = False
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
+if len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to at least 50 random characters")
+for _name in ("DATABASE_URL", "REDIS_URL", "DJANGO_ALLOWED_HOSTS"):
+    if not env(_name, default=""):
+        raise ImproperlyConfigured(f"{_name} must be set in production")
+for _provider, _conf in SOCIALACCOUNT_PROVIDERS.items():
+    _app = _conf["APPS"][0]
+    if _app["client_id"] and not _app["secret"]:
+        raise ImproperlyConfigured(f"{_provider}: a client id is set without its secret")
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", default="mandatory")
+EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_URL = env("EMAIL_URL", default="")
+if EMAIL_URL:
+    vars().update(env.email_url("EMAIL_URL"))

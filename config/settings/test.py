@@ -1,0 +1,37 @@
+"""Test settings. Real PostgreSQL and Redis when DATABASE_URL / REDIS_URL are set (CI), else
+SQLite and the embedded Redis. Each test run gets its own Redis key prefix and database name,
+passed to the server processes that tests start through the environment."""
+
+import os
+import uuid
+
+from .base import *  # noqa: F403
+from .base import BASE_DIR, DATABASES, env
+
+# setdefault: the value lands in os.environ, so the daphne subprocesses a test starts agree.
+RUN_ID = os.environ.setdefault("TEST_RUN_ID", uuid.uuid4().hex[:8])
+
+DEBUG = False
+SECRET_KEY = "test-only-not-secret"  # noqa: S105
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+SERVE_STATIC = True
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
+MEDIA_ROOT = str(BASE_DIR / "var" / f"test-media-{RUN_ID}")
+
+REDIS_KEY_PREFIX = os.environ.setdefault("REDIS_KEY_PREFIX", f"t{RUN_ID}:")
+from .base import CHANNEL_LAYERS, CELERY_BROKER_TRANSPORT_OPTIONS  # noqa: E402
+
+CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = REDIS_KEY_PREFIX + "asgi"
+CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX + "celery:"
+CELERY_TASK_ALWAYS_EAGER = True
+
+# A server process started by a test connects straight to the test database.
+_test_db = env("DJANGO_TEST_DB_NAME", default="")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-{RUN_ID}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_comms_{RUN_ID}"}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+if _test_db:
+    DATABASES["default"]["NAME"] = _test_db

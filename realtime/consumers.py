@@ -1,0 +1,206 @@
+"""The base every product's WebSocket consumer extends.
+
+It gives all of them the same behaviour at the edge: anonymous sockets are closed with 4401;
+each text frame is size-checked, rate-limited per user in Redis, parsed as JSON and validated
+against the consumer's pydantic schema before a handler `on_<type>` sees it; bad input gets an
+error frame and the connection stays up; logging out closes every socket of the user.
+Subclasses implement `on_connect`, handlers named after message types, and `on_binary` if
+they take binary frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, ClassVar
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from accounts.selectors import hidden_presence_ids, shows_online_status
+
+from . import presence
+from .errors import ServiceError
+from .events import send_now
+from .keys import presence_group, rate_key, user_group
+from .ratelimit import allow_async
+from .schemas import ErrorFrame, Pong, PresenceStatus, Watch
+
+log = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_LOGGED_OUT = 4001
+CLOSE_FORBIDDEN = 4403
+
+
+class BaseConsumer(AsyncWebsocketConsumer):
+    # A TypeAdapter over the union of the product's inbound models, discriminated on "type".
+    inbound: ClassVar[TypeAdapter[Any] | None] = None
+    rate_scope: ClassVar[str] = "ws"
+    max_text_bytes: ClassVar[int] = settings.WS_MAX_TEXT_FRAME_BYTES
+    max_binary_bytes: ClassVar[int] = settings.WS_MAX_BINARY_FRAME_BYTES
+    rate_capacity: ClassVar[int] = settings.WS_RATE_CAPACITY
+    rate_per_second: ClassVar[float] = settings.WS_RATE_REFILL_PER_SECOND
+
+    user_id: int | None = None
+    show_online = False
+
+    # --- lifecycle
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        # Accept before closing so the client sees our close code rather than a 403.
+        await self.accept()
+        if user is None or not user.is_authenticated or not user.is_active:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = user
+        self.user_id = user.pk
+        self._joined: set[str] = set()
+        await self.join(user_group(user.pk))
+        self.show_online = await database_sync_to_async(shows_online_status)(user.pk)
+        if await presence.socket_up(user.pk, self.channel_name) and self.show_online:
+            await send_now(presence_group(user.pk), presence_event(user.pk, online=True))
+        try:
+            await self.on_connect()
+        except ServiceError as exc:
+            await self.send_error(exc.code, exc.detail)
+            await self.close(code=CLOSE_FORBIDDEN)
+
+    async def disconnect(self, code: int) -> None:
+        if self.user_id is None:
+            return
+        try:
+            await self.on_disconnect(code)
+        finally:
+            for group in list(self._joined):
+                await self.leave(group)
+            gone = await presence.socket_down(self.user_id, self.channel_name)
+            if gone and self.show_online:
+                await send_now(presence_group(self.user_id), presence_event(self.user_id, False))
+
+    async def on_connect(self) -> None:
+        """Subclasses: join groups, send the initial state."""
+
+    async def on_disconnect(self, code: int) -> None:
+        """Subclasses: release what the socket held (floor, queue place, location)."""
+
+    # --- groups
+    async def join(self, group: str) -> None:
+        await self.channel_layer.group_add(group, self.channel_name)
+        self._joined.add(group)
+
+    async def leave(self, group: str) -> None:
+        if group in self._joined:
+            self._joined.discard(group)
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    # --- inbound
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.user_id is None:
+            return
+        if bytes_data is not None:
+            if len(bytes_data) > self.max_binary_bytes:
+                await self.send_error("too_large", f"binary frame over {self.max_binary_bytes} bytes")
+                return
+            await self.guard(self.on_binary(bytes_data), None)
+            return
+        text = text_data or ""
+        if len(text) > self.max_text_bytes or len(text.encode()) > self.max_text_bytes:
+            await self.send_error("too_large", f"frame over {self.max_text_bytes} bytes")
+            return
+        if not await allow_async(
+            rate_key(self.rate_scope, self.user_id),
+            capacity=self.rate_capacity,
+            per_second=self.rate_per_second,
+        ):
+            await self.send_error("rate_limited", "too many messages, slow down")
+            return
+        try:
+            data = json.loads(text)
+        except ValueError:
+            await self.send_error("bad_json", "frame is not valid JSON")
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            await self.send_error("bad_message", "a message is an object with a string 'type'")
+            return
+        ref = data.get("ref") if isinstance(data.get("ref"), str) else None
+        if data["type"] == "ping":
+            await presence.heartbeat(self.user_id, self.channel_name)
+            await self.send_model(Pong())
+            return
+        try:
+            message = self.parse(data)
+        except ServiceError as exc:
+            await self.send_error(exc.code, exc.detail, ref)
+            return
+        handler = getattr(self, "on_" + message.type.replace(".", "_"))
+        await self.guard(handler(message), ref)
+
+    def parse(self, data: dict[str, Any]) -> Any:
+        """Validate against the consumer's schema; ServiceError says what is wrong."""
+        unknown = ServiceError("unknown_type", f"unknown message type {data['type']!r}")
+        if self.inbound is None:
+            raise unknown
+        try:
+            return self.inbound.validate_python(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            if any(e["type"] == "union_tag_invalid" or e["loc"] == ("type",) for e in errors):
+                raise unknown from None
+            where = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
+                for e in errors[:3]
+            )
+            raise ServiceError("invalid", where) from None
+
+    async def guard(self, coro: Any, ref: str | None) -> None:
+        """Run a handler; a refused request or a bug becomes an error frame, not a close."""
+        try:
+            await coro
+        except ServiceError as exc:
+            await self.send_error(exc.code, exc.detail, ref)
+        except Exception:
+            log.exception("handler failed for user %s", self.user_id)
+            await self.send_error("server_error", "the server could not handle that", ref)
+
+    async def on_binary(self, data: bytes) -> None:
+        await self.send_error("unexpected_binary", "this socket takes no binary frames")
+
+    # --- outbound
+    async def send_model(self, model: BaseModel) -> None:
+        await self.send(text_data=model.model_dump_json())
+
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(payload, separators=(",", ":")))
+
+    async def send_error(self, code: str, detail: str, ref: str | None = None) -> None:
+        await self.send_model(ErrorFrame(code=code, detail=detail, ref=ref))
+
+    # --- group events every socket handles
+    async def session_logout(self, event: dict[str, Any]) -> None:
+        await self.close(code=CLOSE_LOGGED_OUT)
+
+
+def presence_event(user_id: int, online: bool) -> dict[str, Any]:
+    return {"type": "presence.update", "user_id": user_id, "online": online}
+
+
+class PresenceConsumer(BaseConsumer):
+    """/ws/presence/: keeps the user online while open and reports watched users' status."""
+
+    inbound = TypeAdapter(Watch)
+
+    async def on_presence_watch(self, msg: Watch) -> None:
+        for group in [g for g in self._joined if g.startswith("presence.")]:
+            await self.leave(group)
+        ids = list(dict.fromkeys(msg.user_ids))
+        hidden = await database_sync_to_async(hidden_presence_ids)(ids)
+        for uid in ids:
+            if uid not in hidden:
+                await self.join(presence_group(uid))
+        await self.send_model(PresenceStatus(statuses=await presence.visible_online(ids, hidden)))
+
+    async def presence_update(self, event: dict[str, Any]) -> None:
+        await self.send_model(PresenceStatus(statuses={event["user_id"]: event["online"]}))

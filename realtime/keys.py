@@ -1,0 +1,31 @@
+"""Every Redis key and Channels group name the project uses is built here, so that a reader
+can see the whole live-state namespace at once and the prefix is applied everywhere."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def key(*parts: object) -> str:
+    """A Redis key: the run's prefix, then the parts joined by ':'."""
+    return settings.REDIS_KEY_PREFIX + ":".join(str(p) for p in parts)
+
+
+# --- Channels groups (names are limited to ASCII alphanumerics, '-', '_' and '.').
+def user_group(user_id: int) -> str:
+    """Every socket of one user: logout closes them all through it."""
+    return f"user.{user_id}"
+
+
+def presence_group(user_id: int) -> str:
+    """Sockets watching one user's online status."""
+    return f"presence.{user_id}"
+
+
+# --- Redis keys of realtime/ itself.
+def presence_key(user_id: int) -> str:
+    return key("presence", user_id)
+
+
+def rate_key(scope: str, user_id: int) -> str:
+    return key("rate", scope, user_id)

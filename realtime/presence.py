@@ -1,0 +1,75 @@
+"""Online status in Redis: a sorted set per user of their live sockets, scored by expiry.
+
+A socket refreshes its entry on every heartbeat, so a process that dies without saying
+goodbye stops counting after PRESENCE_TTL_SECONDS. Whether others may *see* the status is
+the user's privacy setting, applied by `visible_online`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from django.conf import settings
+
+from .keys import presence_key
+from .redis import get_async_redis
+
+
+def _expiry() -> float:
+    return time.time() + settings.PRESENCE_TTL_SECONDS
+
+
+async def socket_up(user_id: int, socket_id: str) -> bool:
+    """Record a live socket; True when the user was offline before it."""
+    r = get_async_redis()
+    k = presence_key(user_id)
+    async with r.pipeline(transaction=True) as p:
+        p.zremrangebyscore(k, "-inf", time.time())
+        p.zcard(k)
+        p.zadd(k, {socket_id: _expiry()})
+        p.expire(k, settings.PRESENCE_TTL_SECONDS)
+        _, before, _, _ = await p.execute()
+    return before == 0
+
+
+async def socket_down(user_id: int, socket_id: str) -> bool:
+    """Forget a socket; True when it was the user's last one."""
+    r = get_async_redis()
+    k = presence_key(user_id)
+    async with r.pipeline(transaction=True) as p:
+        p.zrem(k, socket_id)
+        p.zremrangebyscore(k, "-inf", time.time())
+        p.zcard(k)
+        _, _, left = await p.execute()
+    return left == 0
+
+
+async def heartbeat(user_id: int, socket_id: str) -> None:
+    r = get_async_redis()
+    k = presence_key(user_id)
+    async with r.pipeline(transaction=False) as p:
+        p.zadd(k, {socket_id: _expiry()})
+        p.expire(k, settings.PRESENCE_TTL_SECONDS)
+        await p.execute()
+
+
+async def online_ids(user_ids: Iterable[int]) -> set[int]:
+    """Which of `user_ids` have a live socket (ignores privacy: see `visible_online`)."""
+    ids = list(user_ids)
+    if not ids:
+        return set()
+    r = get_async_redis()
+    now = time.time()
+    async with r.pipeline(transaction=False) as p:
+        for uid in ids:
+            p.zcount(presence_key(uid), now, "+inf")
+        counts = await p.execute()
+    return {uid for uid, n in zip(ids, counts, strict=True) if n}
+
+
+async def visible_online(user_ids: Iterable[int], hidden: set[int]) -> dict[int, bool]:
+    """Status as others may see it: a user who hides their status always reads offline."""
+    ids = [uid for uid in user_ids]
+    online = await online_ids(uid for uid in ids if uid not in hidden)
+    return {uid: uid in online for uid in ids}

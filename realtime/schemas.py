@@ -1,0 +1,48 @@
+"""Messages every socket understands, whatever the product, and the error frame."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Inbound(BaseModel):
+    """Base of every client message: unknown fields are refused, `ref` is echoed in errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    ref: Annotated[str, Field(max_length=64)] | None = None
+
+
+class Outbound(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorFrame(Outbound):
+    type: Literal["error"] = "error"
+    code: str
+    detail: str
+    ref: str | None = None
+
+
+class Ping(Inbound):
+    type: Literal["ping"]
+
+
+class Pong(Outbound):
+    type: Literal["pong"] = "pong"
+
+
+class Watch(Inbound):
+    """Presence socket: follow the online status of these users."""
+
+    type: Literal["presence.watch"]
+    user_ids: Annotated[list[int], Field(max_length=500)]
+
+
+class PresenceStatus(Outbound):
+    type: Literal["presence"] = "presence"
+    statuses: dict[int, bool]
+
+
+PresenceInbound = Watch

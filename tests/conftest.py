@@ -1,0 +1,179 @@
+"""Fixtures every test package shares: Redis key hygiene, users with sessions, live ASGI
+server processes (daphne) on the test database, WebSocket communicators."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import connection
+
+from tests.factories import UserFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+E2E_SKIPPED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _redis_clean() -> Iterator[None]:
+    """Each test starts and ends with none of this run's keys (other runs are untouched)."""
+    from realtime.redis import get_redis
+
+    def wipe() -> None:
+        r = get_redis()
+        batch = list(r.scan_iter(match=settings.REDIS_KEY_PREFIX + "*", count=1000))
+        for i in range(0, len(batch), 500):
+            r.delete(*batch[i : i + 500])
+
+    wipe()
+    yield
+    wipe()
+
+
+def session_cookie_for(user) -> str:  # type: ignore[no-untyped-def]
+    """A real session row for `user`, as a login would make; returns the cookie value."""
+    store = SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return store.session_key  # type: ignore[return-value]
+
+
+@pytest.fixture
+def make_user(transactional_db: None) -> Callable[..., object]:
+    def make(**kwargs: object) -> object:
+        return UserFactory(**kwargs)
+
+    return make
+
+
+def communicator(path: str, user=None, *, origin: str = "http://127.0.0.1", headers=()):  # type: ignore[no-untyped-def]
+    """A WebsocketCommunicator on the real ASGI app (origin check, session auth and all)."""
+    from config.asgi import application
+
+    hdrs = [(b"origin", origin.encode()), (b"host", b"127.0.0.1"), *headers]
+    if user is not None:
+        hdrs.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_cookie_for(user)}".encode()))
+    return WebsocketCommunicator(application, path, headers=hdrs)
+
+
+async def acommunicator(path: str, user=None, **kwargs):  # type: ignore[no-untyped-def]
+    """`communicator` from async tests (creating the session is a database write)."""
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(communicator)(path, user, **kwargs)
+
+
+@pytest.fixture
+def amake_user(make_user: Callable[..., object]) -> Callable[..., object]:
+    """`await amake_user(...)` in async tests."""
+    from asgiref.sync import sync_to_async
+
+    return sync_to_async(make_user)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+def start_asgi_server(extra_env: dict[str, str] | None = None, *, server: str = "daphne") -> LiveServer:
+    """Start one ASGI server process on the current test database and this run's Redis."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DJANGO_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+    if server == "daphne":
+        cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
+               "--ws", "websockets", "--ws-per-message-deflate", "false", "--log-level", "warning",
+               "config.asgi:application"]
+    log = open(ROOT / "var" / f"server-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                if resp.status < 500:
+                    break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"ASGI server did not start; see var/server-{port}.log") from None
+            time.sleep(0.1)
+    return LiveServer(port, proc)
+
+
+def stop_asgi_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture
+def asgi_servers(transactional_db: None) -> Iterator[Callable[..., LiveServer]]:
+    """Factory: `asgi_servers()` starts one more server process; all stop after the test."""
+    started: list[LiveServer] = []
+
+    def start(extra_env: dict[str, str] | None = None, *, server: str = "daphne") -> LiveServer:
+        s = start_asgi_server(extra_env, server=server)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        stop_asgi_server(s)
+
+
+@pytest.fixture
+def live_asgi(asgi_servers: Callable[..., LiveServer]) -> LiveServer:
+    return asgi_servers()
+
+
+# --- Browser tests must not be skipped silently in CI.
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and report.nodeid.startswith("tests/e2e"):
+        E2E_SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if E2E_SKIPPED and os.environ.get("REQUIRE_BROWSER_TESTS"):
+        print(f"\n{len(E2E_SKIPPED)} browser test(s) skipped but REQUIRE_BROWSER_TESTS is set:")
+        for nodeid in E2E_SKIPPED:
+            print("  ", nodeid)
+        session.exitstatus = 1

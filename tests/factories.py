@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import factory
+from django.utils import timezone
+
+from accounts.models import Device, Profile, User
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    email = factory.Sequence(lambda n: f"user{n}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", "correct-horse-battery")
+    profile = factory.RelatedFactory("tests.factories.ProfileFactory", factory_related_name="user")
+
+    @factory.post_generation
+    def _save(obj, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
+        if create:
+            obj.save()
+
+
+class ProfileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Profile
+        django_get_or_create = ("user",)
+
+    user = factory.SubFactory(UserFactory, profile=None)
+    nickname = factory.Sequence(lambda n: f"nick{n}")
+    birth_date = dt.date(1990, 5, 17)
+    country = "DE"
+
+
+class DeviceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Device
+
+    user = factory.SubFactory(UserFactory)
+    device_id = factory.Sequence(lambda n: f"device-{n:08d}")
+    make = "Chromium 156"
+    model = "desktop"
+    platform = "Linux"
+    client_version = "web-1"
+    last_seen_at = factory.LazyFunction(timezone.now)

@@ -1,0 +1,148 @@
+"""The edge every product's socket shares, tested through the presence socket on the real
+ASGI application, session auth and Redis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from tests.conftest import acommunicator
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def connected(user):  # type: ignore[no-untyped-def]
+    comm = await acommunicator("/ws/presence/", user)
+    ok, _ = await comm.connect()
+    assert ok
+    return comm
+
+
+async def assert_usable(comm) -> None:  # type: ignore[no-untyped-def]
+    await comm.send_json_to({"type": "ping"})
+    assert await comm.receive_json_from() == {"type": "pong"}
+
+
+async def test_foreign_origin_is_refused(amake_user):
+    comm = await acommunicator("/ws/presence/", await amake_user(), origin="https://evil.example")
+    ok, _ = await comm.connect()
+    assert not ok
+
+
+async def test_anonymous_socket_is_closed_with_4401():
+    comm = await acommunicator("/ws/presence/")
+    ok, _ = await comm.connect()
+    assert ok  # accepted only to deliver the close code
+    out = await comm.receive_output()
+    assert out == {"type": "websocket.close", "code": 4401}
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "bad_json"),
+        ("[1, 2]", "bad_message"),
+        (json.dumps({"type": "no.such.type"}), "unknown_type"),
+        (json.dumps({"type": "presence.watch", "user_ids": "all"}), "invalid"),
+        (json.dumps({"type": "presence.watch", "user_ids": [1], "extra": 1}), "invalid"),
+    ],
+)
+async def test_bad_input_gets_error_frame_and_connection_stays(amake_user, frame, code):
+    comm = await connected(await amake_user())
+    await comm.send_to(text_data=frame)
+    reply = await comm.receive_json_from()
+    assert reply["type"] == "error" and reply["code"] == code
+    await assert_usable(comm)
+    await comm.disconnect()
+
+
+async def test_oversize_frame_is_refused(amake_user):
+    comm = await connected(await amake_user())
+    big = json.dumps({"type": "ping", "ref": "x" * settings.WS_MAX_TEXT_FRAME_BYTES})
+    await comm.send_to(text_data=big)
+    assert (await comm.receive_json_from())["code"] == "too_large"
+    await assert_usable(comm)
+    await comm.disconnect()
+
+
+async def test_error_frame_echoes_ref(amake_user):
+    comm = await connected(await amake_user())
+    await comm.send_json_to({"type": "presence.watch", "user_ids": "x", "ref": "r-7"})
+    reply = await comm.receive_json_from()
+    assert reply["ref"] == "r-7"
+    await comm.disconnect()
+
+
+async def test_burst_over_rate_limit_is_refused_then_recovers(amake_user):
+    comm = await connected(await amake_user())
+    for _ in range(settings.WS_RATE_CAPACITY + 10):
+        await comm.send_json_to({"type": "ping"})
+    replies = [await comm.receive_json_from() for _ in range(settings.WS_RATE_CAPACITY + 10)]
+    limited = [r for r in replies if r.get("code") == "rate_limited"]
+    assert 1 <= len(limited) <= 12
+    assert replies.count({"type": "pong"}) >= settings.WS_RATE_CAPACITY - 2
+    import asyncio
+
+    await asyncio.sleep(0.3)  # refills at WS_RATE_REFILL_PER_SECOND
+    await assert_usable(comm)
+    await comm.disconnect()
+
+
+async def test_rate_limit_is_per_user_and_spares_others(amake_user):
+    noisy, calm = await amake_user(), await amake_user()
+    a, b = await connected(noisy), await connected(calm)
+    for _ in range(settings.WS_RATE_CAPACITY + 5):
+        await a.send_json_to({"type": "ping"})
+    codes = [(await a.receive_json_from()).get("code") for _ in range(settings.WS_RATE_CAPACITY + 5)]
+    assert "rate_limited" in codes
+    await assert_usable(b)
+    await a.disconnect()
+    await b.disconnect()
+
+
+async def test_logout_closes_all_of_the_users_sockets(amake_user):
+    from asgiref.sync import sync_to_async
+
+    user, other = await amake_user(), await amake_user()
+    s1, s2, bystander = await connected(user), await connected(user), await connected(other)
+
+    def logout() -> None:
+        client = Client()
+        client.force_login(user)
+        client.post("/accounts/logout/")
+
+    await sync_to_async(logout)()
+    for comm in (s1, s2):
+        assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4001}
+    await assert_usable(bystander)
+    await bystander.disconnect()
+
+
+async def test_presence_reports_online_and_respects_privacy(amake_user):
+    from asgiref.sync import sync_to_async
+
+    watcher, visible, hidden = await amake_user(), await amake_user(), await amake_user()
+
+    def hide() -> None:
+        hidden.profile.show_online_status = False
+        hidden.profile.save()
+
+    await sync_to_async(hide)()
+    w = await connected(watcher)
+    await w.send_json_to({"type": "presence.watch", "user_ids": [visible.pk, hidden.pk]})
+    assert (await w.receive_json_from())["statuses"] == {str(visible.pk): False, str(hidden.pk): False}
+
+    v, h = await connected(visible), await connected(hidden)
+    update = await w.receive_json_from()
+    assert update == {"type": "presence", "statuses": {str(visible.pk): True}}
+    assert await w.receive_nothing(timeout=0.3)  # the hidden user's arrival is not announced
+    await w.send_json_to({"type": "presence.watch", "user_ids": [visible.pk, hidden.pk]})
+    assert (await w.receive_json_from())["statuses"] == {str(visible.pk): True, str(hidden.pk): False}
+
+    await v.disconnect()
+    assert (await w.receive_json_from())["statuses"] == {str(visible.pk): False}
+    await h.disconnect()
+    await w.disconnect()

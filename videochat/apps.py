@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class VideochatConfig(AppConfig):
+    name = "videochat"
+    verbose_name = "Video Chat Alternative"
