@@ -92,7 +92,8 @@ AUTH_USER_MODEL = "accounts.User"
 
 # --- Redis: one server for the channel layer, Celery, live state and rate limits.
 REDIS_URL = env("REDIS_URL", default="")
-if not REDIS_URL:
+# Production sets DJANGO_REQUIRE_REDIS_URL (see production.py) and refuses to start without it.
+if not REDIS_URL and not env.bool("DJANGO_REQUIRE_REDIS_URL", default=False):
     from config.embedded_redis import ensure_running
 
     REDIS_URL = ensure_running("dev")
