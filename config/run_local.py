@@ -24,8 +24,18 @@ def main() -> int:
     commands = {
         "web": [py, "-m", "daphne", "-b", HOST, "-p", PORT, "config.asgi:application"],
         "worker": [py, "-m", "celery", "-A", "config", "worker", "-l", "warning", "-c", "2"],
-        "beat": [py, "-m", "celery", "-A", "config", "beat", "-l", "warning",
-                 "-s", str(settings.BASE_DIR / "var" / "celerybeat-schedule")],
+        "beat": [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "beat",
+            "-l",
+            "warning",
+            "-s",
+            str(settings.BASE_DIR / "var" / "celerybeat-schedule"),
+        ],
     }
     procs = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}  # noqa: S603
     print(f"\n  Open http://{HOST}:{PORT}/   (Redis: {settings.REDIS_URL}; Ctrl-C stops)\n")

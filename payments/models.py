@@ -12,7 +12,9 @@ class Entitlement(models.Model):
     """A paid feature a user holds until `valid_until` (None: no end). Granted by the
     providers' webhooks (Payments phase) or by staff."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="entitlements")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="entitlements"
+    )
     feature = models.CharField(max_length=64, choices=Feature.choices)
     valid_until = models.DateTimeField(null=True, blank=True)
     source = models.CharField(max_length=32, default="staff")

@@ -102,7 +102,9 @@ class BaseConsumer(AsyncWebsocketConsumer):
             return
         if bytes_data is not None:
             if len(bytes_data) > self.max_binary_bytes:
-                await self.send_error("too_large", f"binary frame over {self.max_binary_bytes} bytes")
+                await self.send_error(
+                    "too_large", f"binary frame over {self.max_binary_bytes} bytes"
+                )
                 return
             await self.guard(self.on_binary(bytes_data), None)
             return

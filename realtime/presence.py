@@ -70,6 +70,6 @@ async def online_ids(user_ids: Iterable[int]) -> set[int]:
 
 async def visible_online(user_ids: Iterable[int], hidden: set[int]) -> dict[int, bool]:
     """Status as others may see it: a user who hides their status always reads offline."""
-    ids = [uid for uid in user_ids]
+    ids = list(user_ids)
     online = await online_ids(uid for uid in ids if uid not in hidden)
     return {uid: uid in online for uid in ids}

@@ -66,7 +66,9 @@ def communicator(path: str, user=None, *, origin: str = "http://127.0.0.1", head
 
     hdrs = [(b"origin", origin.encode()), (b"host", b"127.0.0.1"), *headers]
     if user is not None:
-        hdrs.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_cookie_for(user)}".encode()))
+        hdrs.append(
+            (b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_cookie_for(user)}".encode())
+        )
     return WebsocketCommunicator(application, path, headers=hdrs)
 
 
@@ -105,7 +107,9 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}"
 
 
-def start_asgi_server(extra_env: dict[str, str] | None = None, *, server: str = "daphne") -> LiveServer:
+def start_asgi_server(
+    extra_env: dict[str, str] | None = None, *, server: str = "daphne"
+) -> LiveServer:
     """Start one ASGI server process on the current test database and this run's Redis."""
     port = free_port()
     env = {
@@ -116,11 +120,33 @@ def start_asgi_server(extra_env: dict[str, str] | None = None, *, server: str = 
         **(extra_env or {}),
     }
     if server == "daphne":
-        cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "config.asgi:application",
+        ]
     else:
-        cmd = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
-               "--ws", "websockets", "--ws-per-message-deflate", "false", "--log-level", "warning",
-               "config.asgi:application"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ws",
+            "websockets",
+            "--ws-per-message-deflate",
+            "false",
+            "--log-level",
+            "warning",
+            "config.asgi:application",
+        ]
     log = open(ROOT / "var" / f"server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -132,7 +158,9 @@ def start_asgi_server(extra_env: dict[str, str] | None = None, *, server: str = 
         except Exception:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"ASGI server did not start; see var/server-{port}.log") from None
+                raise RuntimeError(
+                    f"ASGI server did not start; see var/server-{port}.log"
+                ) from None
             time.sleep(0.1)
     return LiveServer(port, proc)
 

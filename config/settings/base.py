@@ -166,6 +166,8 @@ SOCIALACCOUNT_LOGIN_ON_GET = False
 SOCIALACCOUNT_AUTO_SIGNUP = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False  # our adapter decides, per trusted provider
 SOCIALACCOUNT_QUERY_EMAIL = True
+# An X login gives no email: a social sign-up may go without one (User.email is nullable).
+SOCIALACCOUNT_EMAIL_REQUIRED = False
 # A social login whose email matches an existing account joins it only for these providers:
 # they are the ones whose emails we trust to be verified by the provider.
 SOCIALACCOUNT_TRUSTED_EMAIL_PROVIDERS = env.list(
@@ -180,8 +182,18 @@ SOCIALACCOUNT_PROVIDERS = {
             }
         ],
         "METHOD": "oauth2",
-        "SCOPE": ["email", "public_profile"],
-        "FIELDS": ["id", "email", "name", "first_name", "last_name", "gender", "birthday"],
+        # gender, birthday and location need their user_* permissions (the policy lists them).
+        "SCOPE": ["email", "public_profile", "user_gender", "user_birthday", "user_location"],
+        "FIELDS": [
+            "id",
+            "email",
+            "name",
+            "first_name",
+            "last_name",
+            "gender",
+            "birthday",
+            "location{location{country_code,city}}",
+        ],
         "VERSION": "v19.0",
     },
     "vk": {
@@ -225,7 +237,9 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 
-EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_BACKEND = env(
+    "DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
+)
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="no-reply@localhost")
 
 LOGGING = {

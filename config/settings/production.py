@@ -8,8 +8,8 @@ from django.core.exceptions import ImproperlyConfigured
 # Never fall back to the embedded Redis in production (read by base.py).
 os.environ["DJANGO_REQUIRE_REDIS_URL"] = "1"
 
-from .base import *  # noqa: F403, E402
-from .base import SOCIALACCOUNT_PROVIDERS, env  # noqa: E402
+from .base import *  # noqa: F403
+from .base import SOCIALACCOUNT_PROVIDERS, env
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")

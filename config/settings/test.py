@@ -12,7 +12,7 @@ from .base import BASE_DIR, DATABASES, env
 RUN_ID = os.environ.setdefault("TEST_RUN_ID", uuid.uuid4().hex[:8])
 
 DEBUG = False
-SECRET_KEY = "test-only-not-secret"  # noqa: S105
+SECRET_KEY = "test-only-not-secret"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 SERVE_STATIC = True
@@ -20,7 +20,7 @@ ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 MEDIA_ROOT = str(BASE_DIR / "var" / f"test-media-{RUN_ID}")
 
 REDIS_KEY_PREFIX = os.environ.setdefault("REDIS_KEY_PREFIX", f"t{RUN_ID}:")
-from .base import CHANNEL_LAYERS, CELERY_BROKER_TRANSPORT_OPTIONS  # noqa: E402
+from .base import CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS  # noqa: E402
 
 CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = REDIS_KEY_PREFIX + "asgi"
 CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX + "celery:"

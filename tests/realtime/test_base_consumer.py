@@ -96,7 +96,9 @@ async def test_rate_limit_is_per_user_and_spares_others(amake_user):
     a, b = await connected(noisy), await connected(calm)
     for _ in range(settings.WS_RATE_CAPACITY + 5):
         await a.send_json_to({"type": "ping"})
-    codes = [(await a.receive_json_from()).get("code") for _ in range(settings.WS_RATE_CAPACITY + 5)]
+    codes = [
+        (await a.receive_json_from()).get("code") for _ in range(settings.WS_RATE_CAPACITY + 5)
+    ]
     assert "rate_limited" in codes
     await assert_usable(b)
     await a.disconnect()
@@ -133,14 +135,20 @@ async def test_presence_reports_online_and_respects_privacy(amake_user):
     await sync_to_async(hide)()
     w = await connected(watcher)
     await w.send_json_to({"type": "presence.watch", "user_ids": [visible.pk, hidden.pk]})
-    assert (await w.receive_json_from())["statuses"] == {str(visible.pk): False, str(hidden.pk): False}
+    assert (await w.receive_json_from())["statuses"] == {
+        str(visible.pk): False,
+        str(hidden.pk): False,
+    }
 
     v, h = await connected(visible), await connected(hidden)
     update = await w.receive_json_from()
     assert update == {"type": "presence", "statuses": {str(visible.pk): True}}
     assert await w.receive_nothing(timeout=0.3)  # the hidden user's arrival is not announced
     await w.send_json_to({"type": "presence.watch", "user_ids": [visible.pk, hidden.pk]})
-    assert (await w.receive_json_from())["statuses"] == {str(visible.pk): True, str(hidden.pk): False}
+    assert (await w.receive_json_from())["statuses"] == {
+        str(visible.pk): True,
+        str(hidden.pk): False,
+    }
 
     await v.disconnect()
     assert (await w.receive_json_from())["statuses"] == {str(visible.pk): False}
