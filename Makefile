@@ -33,6 +33,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 test: install lint
+	@if command -v node >/dev/null; then node --test tests/js/; else echo "node missing: JS unit tests not run"; exit 1; fi
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
