@@ -15,7 +15,9 @@ class UserManager(BaseUserManager["User"]):
         user.save(using=self._db)
         return user
 
-    def create_user(self, email: str | None = None, password: str | None = None, **extra: Any) -> User:
+    def create_user(
+        self, email: str | None = None, password: str | None = None, **extra: Any
+    ) -> User:
         extra.setdefault("is_staff", False)
         extra.setdefault("is_superuser", False)
         return self._create(email, password, **extra)

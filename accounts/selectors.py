@@ -47,4 +47,15 @@ def meets_age_rule(user: User, product: str, *, today: dt.date | None = None) ->
 
 
 def devices_of(user: User) -> list[Device]:
-    return list(Device.objects.filter(user=user))
+    return list(Device.objects.filter(user=user).order_by("-last_seen_at", "-pk"))
+
+
+def user_by_email(email: str) -> User | None:
+    """The active account whose login email this is (case-insensitive), if any."""
+    if not email:
+        return None
+    return User.objects.filter(email__iexact=email.strip(), is_active=True).first()
+
+
+def birth_date_missing(user: User) -> bool:
+    return profile_of(user).birth_date is None

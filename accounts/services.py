@@ -2,21 +2,123 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
 
 from realtime.errors import ServiceError
+from realtime.services import user_sockets_close
 
-from .models import Device, User
-from .selectors import meets_age_rule
+from .models import Device, Profile, User
+from .selectors import meets_age_rule, profile_of
+from .social import profile_data_from
+from .validators import validate_photo
+
+log = logging.getLogger(__name__)
+
+# A browser that keeps clearing its storage makes a new device each time; keep the list sane.
+MAX_DEVICES_PER_USER = 50
+PROFILE_EDITABLE_FIELDS = frozenset(
+    {
+        "nickname",
+        "description",
+        "gender",
+        "birth_date",
+        "country",
+        "photo",
+        "language",
+        "translation_target",
+        "show_online_status",
+        "send_read_receipts",
+    }
+)
+# Fields a social login may fill, and only while the user has left them empty.
+PROVIDER_FILLABLE_FIELDS = ("gender", "birth_date", "country")
 
 
 def age_require(*, user: User, product: str) -> None:
     """Refuse a product to a user under its age rule (Video chat 18+, CallsApp 10+)."""
     if not meets_age_rule(user, product):
-        raise ServiceError(
-            "age_restricted", f"you must be old enough to use {product}", status=403
-        )
+        raise ServiceError("age_restricted", f"you must be old enough to use {product}", status=403)
+
+
+# --- profile
+
+
+@transaction.atomic
+def profile_update(*, user: User, data: Mapping[str, Any]) -> Profile:
+    """Apply the user's own edits (a subset of PROFILE_EDITABLE_FIELDS) to their profile."""
+    unknown = set(data) - PROFILE_EDITABLE_FIELDS
+    if unknown:
+        raise ServiceError("invalid", f"not editable: {', '.join(sorted(unknown))}")
+    profile = profile_of(user)
+    old_photo = profile.photo.name if profile.photo else ""
+    for field, value in data.items():
+        if field == "photo":
+            if value is None:  # no upload: keep the photo
+                continue
+            if isinstance(value, UploadedFile):
+                validate_photo(value)
+            else:
+                value = value or ""  # False: the "clear" box was ticked
+        setattr(profile, field, value)
+    profile.full_clean()
+    profile.save()
+    if old_photo and old_photo != (profile.photo.name or ""):
+        # The replaced (or cleared) photo is personal data too: remove the file.
+        name = old_photo
+        transaction.on_commit(lambda: profile.photo.storage.delete(name))
+    return profile
+
+
+@transaction.atomic
+def profile_birth_date_set(*, user: User, birth_date: dt.date) -> Profile:
+    profile = profile_of(user)
+    profile.birth_date = birth_date
+    profile.full_clean()
+    profile.save(update_fields=["birth_date", "updated_at"])
+    return profile
+
+
+@transaction.atomic
+def profile_fill_from_provider(*, user: User, provider: str, extra_data: object) -> list[str]:
+    """Fill gender, birth date and country from a social login's payload where the user has
+    not set them; returns the fields filled. What the user chose is never overwritten."""
+    found = profile_data_from(provider, extra_data)
+    profile = profile_of(user)
+    filled = [f for f in PROVIDER_FILLABLE_FIELDS if f in found and not getattr(profile, f)]
+    for field in filled:
+        setattr(profile, field, found[field])
+    if filled:
+        profile.save(update_fields=[*filled, "updated_at"])
+    return filled
+
+
+@transaction.atomic
+def profile_country_guess(*, user: User, ip: str | None) -> str:
+    """Set the country from the client's IP (GeoIP) when the user has none yet."""
+    import iptocc
+
+    profile = profile_of(user)
+    if profile.country or not ip:
+        return profile.country
+    try:
+        code = iptocc.country_code(ip) or ""
+    except ValueError:
+        code = ""
+    if code:
+        profile.country = code.upper()
+        profile.save(update_fields=["country", "updated_at"])
+    return profile.country
+
+
+# --- devices
 
 
 @transaction.atomic
@@ -29,8 +131,10 @@ def device_register(
     platform: str = "",
     client_version: str = "",
 ) -> Device:
-    """Create or refresh the device the browser names by its own id."""
-    device, _ = Device.objects.update_or_create(
+    """Create or refresh the device the browser names by its own id (all untrusted input)."""
+    if not device_id or len(device_id) > 64:
+        raise ServiceError("invalid", "a device id is 1 to 64 characters")
+    device, created = Device.objects.update_or_create(
         user=user,
         device_id=device_id,
         defaults={
@@ -41,4 +145,73 @@ def device_register(
             "last_seen_at": timezone.now(),
         },
     )
+    if created:
+        stale = Device.objects.filter(user=user).order_by("-last_seen_at", "-pk")
+        stale_ids = list(stale.values_list("pk", flat=True)[MAX_DEVICES_PER_USER:])
+        if stale_ids:
+            Device.objects.filter(pk__in=stale_ids).delete()
     return device
+
+
+@transaction.atomic
+def device_forget(*, user: User, device_pk: int) -> bool:
+    """Remove one of the user's devices from their list; False if it is not theirs."""
+    deleted, _ = Device.objects.filter(user=user, pk=device_pk).delete()
+    return deleted > 0
+
+
+# --- deletion
+
+
+@transaction.atomic
+def account_delete_request(*, user: User) -> User:
+    """The user deletes their profile: it is inaccessible at once (no login, no sessions, no
+    open sockets) and its data is purged after ACCOUNT_DELETION_GRACE_DAYS."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if user.deletion_requested_at is None:
+        user.deletion_requested_at = timezone.now()
+    user.is_active = False
+    user.save(update_fields=["is_active", "deletion_requested_at"])
+    # Sessions die with is_active (auth backends refuse inactive users on every request);
+    # sockets are told to close on commit.
+    user_sockets_close(user_id=user.pk)
+    return user
+
+
+@transaction.atomic
+def account_deletion_cancel(*, user: User) -> User:
+    """Staff restore an account whose deletion was requested (before it is purged)."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    user.deletion_requested_at = None
+    user.is_active = True
+    user.save(update_fields=["is_active", "deletion_requested_at"])
+    return user
+
+
+def deleted_accounts_purge(*, now: dt.datetime | None = None, batch_size: int = 200) -> int:
+    """Delete, with all their data, the accounts whose deletion was requested longer ago
+    than the grace period. Works in batches, each in its own transaction; returns the count."""
+    cutoff = (now or timezone.now()) - dt.timedelta(days=settings.ACCOUNT_DELETION_GRACE_DAYS)
+    purged = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                User.objects.filter(deletion_requested_at__lt=cutoff, is_active=False)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                return purged
+            photos = [p.photo for p in Profile.objects.filter(user_id__in=ids).exclude(photo="")]
+            User.objects.filter(pk__in=ids).delete()
+            transaction.on_commit(lambda photos=photos: _files_delete(photos))  # type: ignore[misc]
+        purged += len(ids)
+        log.info("purged %d deleted accounts", len(ids))
+
+
+def _files_delete(files: list[Any]) -> None:
+    for f in files:
+        try:
+            f.storage.delete(f.name)
+        except OSError:
+            log.warning("could not delete %s", f.name)

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from pydantic import ValidationError
 
+from realtime.errors import ServiceError
+
 from . import selectors, services
-from .forms import ProfileForm
+from .forms import AccountDeleteForm, BirthDateForm, ProfileForm
 from .schemas import DeviceIn
 
 
@@ -18,13 +23,34 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def profile_edit(request: HttpRequest) -> HttpResponse:
-    profile = selectors.profile_of(request.user)  # type: ignore[arg-type]
+    user = request.user
+    profile = selectors.profile_of(user)  # type: ignore[arg-type]
     form = ProfileForm(request.POST or None, request.FILES or None, instance=profile)
     if request.method == "POST" and form.is_valid():
-        form.save()
+        profile = services.profile_update(user=user, data=form.changes())  # type: ignore[arg-type]
         messages.success(request, "Profile saved.")
-        return redirect("profile_edit")
-    return render(request, "accounts/profile_edit.html", {"form": form})
+        response = redirect("profile_edit")
+        # The site language follows the profile (LocaleMiddleware reads this cookie).
+        response.set_cookie(settings.LANGUAGE_COOKIE_NAME, profile.language, samesite="Lax")
+        return response
+    profile.refresh_from_db()  # an invalid form has written its input onto the instance
+    return render(request, "accounts/profile_edit.html", {"form": form, "profile": profile})
+
+
+@login_required
+def birth_date(request: HttpRequest) -> HttpResponse:
+    """Asks the birth date of whoever has none (a social sign-up whose provider gave none)."""
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}):
+        next_url = ""
+    form = BirthDateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        services.profile_birth_date_set(
+            user=request.user,  # type: ignore[arg-type]
+            birth_date=form.cleaned_data["birth_date"],
+        )
+        return redirect(next_url or "home")
+    return render(request, "accounts/birth_date.html", {"form": form, "next": next_url})
 
 
 @login_required
@@ -36,12 +62,44 @@ def devices(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
 @require_POST
 def device_register(request: HttpRequest) -> JsonResponse:
+    # A JSON endpoint: answer 401 rather than redirecting a fetch to the login page.
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not logged in"}, status=401)
     try:
         data = DeviceIn.model_validate_json(request.body)
     except ValidationError:
         return JsonResponse({"error": "invalid device description"}, status=400)
-    device = services.device_register(user=request.user, **data.model_dump())  # type: ignore[arg-type]
+    try:
+        device = services.device_register(user=request.user, **data.model_dump())  # type: ignore[arg-type]
+    except ServiceError as exc:
+        return JsonResponse({"error": exc.detail}, status=exc.status)
     return JsonResponse({"id": device.pk})
+
+
+@login_required
+@require_POST
+def device_forget(request: HttpRequest, pk: int) -> HttpResponse:
+    if services.device_forget(user=request.user, device_pk=pk):  # type: ignore[arg-type]
+        messages.success(request, "Device forgotten.")
+    return redirect("devices")
+
+
+@login_required
+def account_delete(request: HttpRequest) -> HttpResponse:
+    form = AccountDeleteForm(request.POST or None, user=request.user)  # type: ignore[arg-type]
+    if request.method == "POST" and form.is_valid():
+        services.account_delete_request(user=request.user)  # type: ignore[arg-type]
+        logout(request)
+        messages.success(
+            request,
+            "Your profile is deleted. Its data will be erased within "
+            f"{settings.ACCOUNT_DELETION_GRACE_DAYS} days.",
+        )
+        return redirect("home")
+    return render(
+        request,
+        "accounts/account_delete.html",
+        {"form": form, "grace_days": settings.ACCOUNT_DELETION_GRACE_DAYS},
+    )
