@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -19,7 +20,7 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Re
 )
 
 
-def _pool_kwargs() -> dict[str, object]:
+def _pool_kwargs() -> dict[str, Any]:
     return {"max_connections": settings.REDIS_MAX_CONNECTIONS, "health_check_interval": 30}
 
 

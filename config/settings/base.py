@@ -4,6 +4,7 @@ from the environment (django-environ); see README "Production environment"."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -103,7 +104,7 @@ REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="cp:")
 # redis-py caps a pool at 100 connections by default; a mass disconnect needs more.
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=2000)
 
-CHANNEL_LAYERS = {
+CHANNEL_LAYERS: dict[str, Any] = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
@@ -173,7 +174,7 @@ SOCIALACCOUNT_EMAIL_REQUIRED = False
 SOCIALACCOUNT_TRUSTED_EMAIL_PROVIDERS = env.list(
     "SOCIALACCOUNT_TRUSTED_EMAIL_PROVIDERS", default=["facebook", "vk"]
 )
-SOCIALACCOUNT_PROVIDERS = {
+SOCIALACCOUNT_PROVIDERS: dict[str, dict[str, Any]] = {
     "facebook": {
         "APPS": [
             {
