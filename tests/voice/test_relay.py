@@ -1,0 +1,305 @@
+"""The PTT audio relay against the run's real Redis: delivery, filtering, storage with a TTL,
+replay, isolation of broken sockets, reconnection, and packets crossing processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from realtime.redis import get_async_redis
+from voice.relay import Relay, close_relay, get_relay, pubsub_channel, tx_audio_key, tx_key
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def packet(
+    tx_id: int, seq: int, payload: bytes = b"", *, kind: int = 1, last: bool = False
+) -> bytes:
+    """An audio frame as the protocol defines it: 16-byte header, then the payload."""
+    body = payload or bytes((seq + i) % 256 for i in range(104))
+    return struct.pack(">BBHId", kind, int(last), seq, tx_id, time.time() * 1000) + body
+
+
+class Socket:
+    """Stands in for a listener's WebSocket: records the binary frames written to it."""
+
+    def __init__(self, user_id: int) -> None:
+        self.user_id = user_id
+        self.frames: list[bytes] = []
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        assert bytes_data is not None
+        self.frames.append(bytes_data)
+
+
+class BrokenSocket(Socket):
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raise ConnectionResetError("peer went away")
+
+
+class StalledSocket(Socket):
+    """A socket whose buffer is full until `unblock` is set."""
+
+    def __init__(self, user_id: int) -> None:
+        super().__init__(user_id)
+        self.unblock = asyncio.Event()
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.unblock.wait()
+        await super().send(text_data, bytes_data)
+
+
+async def until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    yield get_relay()
+    await close_relay()
+
+
+async def test_one_relay_per_event_loop(relay: Relay) -> None:
+    assert get_relay() is relay
+
+
+async def test_listeners_get_the_bytes_unchanged_and_the_talker_gets_nothing(relay: Relay) -> None:
+    alice, bob, talker = Socket(1), Socket(2), Socket(3)
+    for s in (alice, bob, talker):
+        await relay.join(10, s)
+    await relay.transmission_start(10, 501, talker_id=3, recipients=None)
+    sent = [packet(501, seq) for seq in range(20)] + [packet(501, 20, b"\x00\xffend", last=True)]
+    for p in sent:
+        await relay.audio(10, 501, p)
+    await relay.transmission_end(10, 501)
+
+    await until(lambda: len(alice.frames) == len(sent) and len(bob.frames) == len(sent))
+    assert alice.frames == sent
+    assert bob.frames == sent
+    await asyncio.sleep(0.1)
+    assert talker.frames == []
+
+
+async def test_only_recipients_hear_a_narrowed_transmission(relay: Relay) -> None:
+    near, far, talker = Socket(1), Socket(2), Socket(3)
+    for s in (near, far, talker):
+        await relay.join(11, s)
+    await relay.transmission_start(11, 502, talker_id=3, recipients={1, 3})
+    for seq in range(5):
+        await relay.audio(11, 502, packet(502, seq))
+
+    await until(lambda: len(near.frames) == 5)
+    await asyncio.sleep(0.1)
+    assert far.frames == []
+    assert talker.frames == []
+
+
+async def test_other_channels_hear_nothing(relay: Relay) -> None:
+    here, elsewhere = Socket(1), Socket(2)
+    await relay.join(12, here)
+    await relay.join(13, elsewhere)
+    await relay.transmission_start(12, 503, talker_id=9, recipients=None)
+    await relay.audio(12, 503, packet(503, 0))
+
+    await until(lambda: len(here.frames) == 1)
+    await asyncio.sleep(0.1)
+    assert elsewhere.frames == []
+
+
+async def test_leave_stops_delivery_and_unsubscribes_the_last_listener(relay: Relay) -> None:
+    staying, leaving = Socket(1), Socket(2)
+    await relay.join(14, staying)
+    await relay.join(14, leaving)
+    await relay.transmission_start(14, 504, talker_id=9, recipients=None)
+    await relay.audio(14, 504, packet(504, 0))
+    await until(lambda: len(staying.frames) == 1 and len(leaving.frames) == 1)
+
+    await relay.leave(14, leaving)
+    await relay.audio(14, 504, packet(504, 1))
+    await until(lambda: len(staying.frames) == 2)
+    await asyncio.sleep(0.1)
+    assert len(leaving.frames) == 1
+
+    redis = get_async_redis()
+    [(_, subscribers)] = await redis.pubsub_numsub(pubsub_channel(14))
+    assert subscribers == 1
+    await relay.leave(14, staying)
+    await until(lambda: relay.local_listener_count(14) == 0)
+
+    async def numsub() -> int:
+        [(_, n)] = await redis.pubsub_numsub(pubsub_channel(14))
+        return int(n)
+
+    deadline = time.monotonic() + 5
+    while await numsub() != 0:
+        assert time.monotonic() < deadline, "channel still subscribed after the last leave"
+        await asyncio.sleep(0.02)
+
+
+async def test_audio_is_stored_briefly_then_expires(relay: Relay, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.VOICE_AUDIO_TTL_SECONDS = 1
+    await relay.transmission_start(15, 505, talker_id=9, recipients={1})
+    await relay.audio(15, 505, packet(505, 0))
+    redis = get_async_redis()
+    assert await redis.llen(tx_audio_key(505)) == 1
+    assert 0 < await redis.pttl(tx_audio_key(505)) <= 1000
+    assert 0 < await redis.pttl(tx_key(505)) <= 1000
+
+    await asyncio.sleep(1.3)
+    assert await redis.exists(tx_audio_key(505), tx_key(505)) == 0
+    assert await relay.replay(505) is None
+    assert await relay.may_hear(505, 1) is False
+
+
+async def test_replay_returns_meta_and_packets_in_order(relay: Relay) -> None:
+    await relay.transmission_start(16, 506, talker_id=9, recipients={1, 2}, mode="mediarecorder")
+    sent = [packet(506, seq, kind=2) for seq in range(30)]
+    for p in sent:
+        await relay.audio(16, 506, p)
+    await relay.transmission_end(16, 506)
+
+    replayed = await relay.replay(506)
+    assert replayed is not None
+    meta, packets = replayed
+    assert packets == sent
+    assert meta["tx_id"] == 506
+    assert meta["channel_id"] == 16
+    assert meta["talker_id"] == 9
+    assert meta["mode"] == "mediarecorder"
+    assert meta["everyone"] is False
+    assert meta["duration_ms"] >= 0
+    assert [r["tx_id"] for r in await relay.recent(16)] == [506]
+
+
+async def test_may_hear_follows_the_stored_recipients(relay: Relay) -> None:
+    await relay.transmission_start(17, 507, talker_id=9, recipients={1})
+    await relay.transmission_start(17, 508, talker_id=9, recipients=None)
+    assert await relay.may_hear(507, 1) is True
+    assert await relay.may_hear(507, 2) is False
+    assert await relay.may_hear(507, 9) is True  # the talker
+    assert await relay.may_hear(508, 2) is True
+    assert await relay.may_hear(999, 1) is False  # unknown or expired
+
+
+async def test_a_packet_for_another_transmission_is_refused(relay: Relay) -> None:
+    with pytest.raises(ValueError, match="another transmission"):
+        await relay.audio(18, 509, packet(510, 0))
+    with pytest.raises(ValueError, match="not an audio packet"):
+        await relay.audio(18, 509, b"\x00" + packet(509, 0)[1:])
+
+
+async def test_a_broken_listener_does_not_stop_the_others(relay: Relay) -> None:
+    broken, fine = BrokenSocket(1), Socket(2)
+    await relay.join(19, broken)
+    await relay.join(19, fine)
+    await relay.transmission_start(19, 511, talker_id=9, recipients=None)
+    for seq in range(10):
+        await relay.audio(19, 511, packet(511, seq))
+
+    await until(lambda: len(fine.frames) == 10)
+    assert relay.stats.errors == 10
+
+
+async def test_a_stalled_listener_does_not_hold_up_the_others(relay: Relay) -> None:
+    stalled, fine = StalledSocket(1), Socket(2)
+    await relay.join(20, stalled)
+    await relay.join(20, fine)
+    await relay.transmission_start(20, 512, talker_id=9, recipients=None)
+    sent = [packet(512, seq) for seq in range(10)]
+    for p in sent:
+        await relay.audio(20, 512, p)
+
+    await until(lambda: len(fine.frames) == 10)
+    assert stalled.frames == []
+    stalled.unblock.set()  # its buffer drains: it gets every packet, in order
+    await until(lambda: len(stalled.frames) == 10)
+    assert stalled.frames == sent
+
+
+async def test_a_late_subscriber_learns_the_recipients_from_redis(relay: Relay) -> None:
+    # The start message went out before this process had a listener in the channel.
+    await relay.transmission_start(21, 513, talker_id=9, recipients={1})
+    allowed, other = Socket(1), Socket(2)
+    await relay.join(21, allowed)
+    await relay.join(21, other)
+    await relay.audio(21, 513, packet(513, 0))
+
+    await until(lambda: len(allowed.frames) == 1)
+    await asyncio.sleep(0.1)
+    assert other.frames == []
+
+
+async def test_delivery_resumes_after_the_pubsub_connection_drops(relay: Relay) -> None:
+    listener = Socket(1)
+    await relay.join(22, listener)
+    await relay.transmission_start(22, 514, talker_id=9, recipients=None)
+    await relay.audio(22, 514, packet(514, 0))
+    await until(lambda: len(listener.frames) == 1)
+
+    redis = get_async_redis()
+    [conn] = [c for c in await redis.client_list() if c["name"] == relay.client_name]
+    assert await redis.client_kill_filter(_id=conn["id"]) == 1
+
+    async def resubscribed() -> bool:
+        [(_, n)] = await redis.pubsub_numsub(pubsub_channel(22))
+        return int(n) == 1
+
+    deadline = time.monotonic() + 10
+    while True:
+        # Keep talking until the relay is back: packets sent while it was away are lost,
+        # which is why stored audio exists for replay.
+        await relay.audio(22, 514, packet(514, 1))
+        if await resubscribed() and len(listener.frames) > 1:
+            break
+        assert time.monotonic() < deadline, "relay did not reconnect"
+        await asyncio.sleep(0.05)
+    assert listener.frames[-1][2:4] == (1).to_bytes(2, "big")
+
+
+async def test_packets_cross_processes_through_redis(relay: Relay) -> None:
+    """Another process (its own interpreter, Django and Relay) talks; this one listens."""
+    listener, other = Socket(1), Socket(2)
+    await relay.join(23, listener)
+    await relay.join(23, other)
+    script = textwrap.dedent(
+        """
+        import asyncio, struct, time
+        import django
+        django.setup()
+        from voice.relay import get_relay
+
+        async def main():
+            relay = get_relay()
+            await relay.transmission_start(23, 515, talker_id=9, recipients={1})
+            for seq in range(25):
+                head = struct.pack(">BBHId", 1, int(seq == 24), seq, 515, time.time() * 1000)
+                await relay.audio(23, 515, head + bytes([seq]) * 100)
+            await relay.transmission_end(23, 515)
+
+        asyncio.run(main())
+        """
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, cwd=ROOT, env=env, stderr=subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+
+    await until(lambda: len(listener.frames) == 25)
+    assert [f[2:4] for f in listener.frames] == [seq.to_bytes(2, "big") for seq in range(25)]
+    assert all(f[16:] == bytes([i]) * 100 for i, f in enumerate(listener.frames))
+    assert other.frames == []  # not a recipient, in the other process's terms too

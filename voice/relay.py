@@ -1,0 +1,541 @@
+"""Per-process fan-out of push-to-talk audio, bypassing Channels groups.
+
+A Channels group send costs O(listeners) Redis work per packet and drops messages silently
+when a channel's buffer is full. Here each ASGI process keeps ONE Redis pub/sub connection
+(per event loop) and subscribes once per voice channel that has at least one local listener;
+every packet published for the channel reaches each process once, and the process writes the
+same bytes to its own sockets: no per-listener Redis work, no thread hop.
+
+Pub/sub framing: first byte 0x00 = control message (JSON: transmission start/end), anything
+else = the audio packet exactly as the protocol defines it (first byte is its kind, 1 or 2;
+tx_id at offset 4). Control and audio of one channel share one Redis channel, so a process
+always learns who may hear a transmission before its first packet (Redis keeps the order of
+one publisher's messages on one channel).
+
+Audio is also kept in Redis for VOICE_AUDIO_TTL_SECONDS (replay for a reconnecting listener),
+never in SQL or on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import weakref
+from collections import deque
+from collections.abc import Coroutine, Generator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from realtime.keys import key
+from realtime.redis import get_async_redis
+
+log = logging.getLogger(__name__)
+
+CONTROL = 0x00
+HEADER_BYTES = 16
+AUDIO_KINDS = (1, 2)
+# Packets queued behind a send that is waiting on a full socket buffer; beyond this the
+# listener cannot keep up with real time and further packets are dropped for it alone.
+MAX_BACKLOG = 50
+# How long a process remembers a finished transmission's recipients (late packets, replay).
+ENDED_TX_GRACE_SECONDS = 5.0
+SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+
+
+class Listener(Protocol):
+    """A local socket: a Channels consumer qualifies."""
+
+    user_id: int | None
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None: ...
+
+
+# --- Redis names (all under the run's prefix through realtime.keys.key)
+def pubsub_channel(channel_id: int) -> str:
+    return key("voice", "ch", channel_id, "pub")
+
+
+def tx_key(tx_id: int) -> str:
+    return key("voice", "tx", tx_id)
+
+
+def tx_audio_key(tx_id: int) -> str:
+    return key("voice", "tx", tx_id, "audio")
+
+
+def tx_recipients_key(tx_id: int) -> str:
+    return key("voice", "tx", tx_id, "recipients")
+
+
+def recent_key(channel_id: int) -> str:
+    return key("voice", "ch", channel_id, "recent")
+
+
+def packet_tx_id(packet: bytes) -> int:
+    return int.from_bytes(packet[4:8], "big")
+
+
+@dataclass
+class _Tx:
+    """What a process needs to know to deliver one transmission's packets."""
+
+    channel_id: int
+    talker_id: int
+    recipients: frozenset[int] | None  # None = everyone in the channel
+    expires_at: float
+
+    def may_hear(self, user_id: int | None) -> bool:
+        if user_id is None or user_id == self.talker_id:
+            return False
+        return self.recipients is None or user_id in self.recipients
+
+
+@dataclass(eq=False)
+class _Slot:
+    listener: Listener
+    # Not None while a send to this socket is suspended; packets wait here in order.
+    backlog: deque[bytes] | None = None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class RelayStats:
+    delivered: int = 0
+    dropped: int = 0  # backlog full: a socket that cannot keep up
+    errors: int = 0  # send raised (closed socket, server error)
+    unknown_tx: int = 0  # packet whose transmission meta was gone
+
+
+class _Resume:
+    """Awaitable that carries on a coroutine which was already stepped once by hand.
+
+    Sending to a socket almost always completes without suspending (daphne writes to a
+    buffer), so the relay steps each send coroutine synchronously instead of paying for a
+    task per listener per packet; only a send that actually suspends (full buffer under
+    uvicorn, say) is handed to a task through this wrapper, which re-yields the future the
+    coroutine is waiting on so that the task resumes it correctly.
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+        self.coro = coro
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, waiting_on = self.coro, self.waiting_on
+        while True:
+            try:
+                value = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation, thrown into the coroutine
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    waiting_on = coro.send(value)
+                except StopIteration as stop:
+                    return stop.value
+
+
+@dataclass(eq=False)
+class Relay:
+    """The audio relay of one event loop. Use `get_relay()`."""
+
+    listeners: dict[int, dict[Listener, _Slot]] = field(default_factory=dict)
+    stats: RelayStats = field(default_factory=RelayStats)
+    _txs: dict[int, _Tx] = field(default_factory=dict)
+    _names: dict[bytes, int] = field(default_factory=dict)  # pub/sub channel -> channel_id
+    _pending_subs: dict[bytes, asyncio.Future[None]] = field(default_factory=dict)
+    _pubsub: Any = None
+    _reader: asyncio.Task[None] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _closed: bool = False
+
+    @property
+    def client_name(self) -> str:
+        """Names the pub/sub connection in CLIENT LIST (operators; the reconnect test)."""
+        return f"{key('voice-relay')}:{os.getpid()}:{id(self):x}"
+
+    # --- local listeners
+    async def join(self, channel_id: int, listener: Listener) -> None:
+        """Deliver the channel's audio to `listener` from now on (subscribing if first)."""
+        slots = self.listeners.setdefault(channel_id, {})
+        first = not slots
+        slots.setdefault(listener, _Slot(listener))
+        if first:
+            async with self._lock:
+                if self.listeners.get(channel_id):
+                    await self._subscribe(channel_id)
+
+    async def leave(self, channel_id: int, listener: Listener) -> None:
+        """Stop delivering to `listener`; unsubscribe when the channel has no local listener."""
+        slots = self.listeners.get(channel_id)
+        if not slots or listener not in slots:
+            return
+        slot = slots.pop(listener)
+        if slot.task is not None:
+            slot.task.cancel()
+        if not slots:
+            del self.listeners[channel_id]
+            async with self._lock:
+                if channel_id not in self.listeners:
+                    await self._unsubscribe(channel_id)
+
+    def local_listener_count(self, channel_id: int) -> int:
+        return len(self.listeners.get(channel_id, ()))
+
+    # --- publishing (called by the talker's consumer)
+    async def transmission_start(
+        self,
+        channel_id: int,
+        tx_id: int,
+        talker_id: int,
+        recipients: set[int] | None,
+        *,
+        mode: str = "webcodecs",
+        **meta: str | int,
+    ) -> None:
+        """Announce a transmission and who may hear it, before any of its audio."""
+        ttl = settings.VOICE_AUDIO_TTL_SECONDS
+        started_at = int(time.time() * 1000)
+        fields: dict[str, str | int] = {
+            **meta,
+            "tx_id": tx_id,
+            "channel_id": channel_id,
+            "talker_id": talker_id,
+            "started_at": started_at,
+            "mode": mode,
+            "everyone": int(recipients is None),
+        }
+        control = {
+            "e": "start",
+            "tx": tx_id,
+            "ch": channel_id,
+            "talker": talker_id,
+            "rcpt": None if recipients is None else sorted(recipients),
+        }
+        pipe = get_async_redis().pipeline(transaction=False)
+        pipe.hset(tx_key(tx_id), mapping=fields)
+        pipe.expire(tx_key(tx_id), ttl)
+        if recipients:
+            pipe.sadd(tx_recipients_key(tx_id), *recipients)
+            pipe.expire(tx_recipients_key(tx_id), ttl)
+        pipe.zadd(recent_key(channel_id), {str(tx_id): started_at})
+        pipe.zremrangebyscore(recent_key(channel_id), "-inf", started_at - ttl * 1000)
+        pipe.expire(recent_key(channel_id), ttl)
+        pipe.publish(pubsub_channel(channel_id), _control_frame(control))
+        await pipe.execute()
+
+    async def audio(self, channel_id: int, tx_id: int, packet: bytes) -> None:
+        """Publish one packet and keep it for replay: one round trip to Redis."""
+        if len(packet) < HEADER_BYTES or packet[0] not in AUDIO_KINDS:
+            raise ValueError("not an audio packet (16-byte header, kind 1 or 2)")
+        if packet_tx_id(packet) != tx_id:
+            raise ValueError("packet header names another transmission")
+        pipe = get_async_redis().pipeline(transaction=False)
+        pipe.publish(pubsub_channel(channel_id), packet)
+        pipe.rpush(tx_audio_key(tx_id), packet)
+        pipe.expire(tx_audio_key(tx_id), settings.VOICE_AUDIO_TTL_SECONDS)
+        await pipe.execute()
+
+    async def transmission_end(self, channel_id: int, tx_id: int) -> None:
+        """Announce the end; stored audio keeps its TTL so it can still be replayed."""
+        ended_at = int(time.time() * 1000)
+        redis = get_async_redis()
+        started = await redis.hget(tx_key(tx_id), "started_at")
+        pipe = redis.pipeline(transaction=False)
+        if started is not None:
+            # hset would recreate an expired hash without a TTL; only touch a live one.
+            duration_ms = ended_at - int(started)
+            pipe.hset(tx_key(tx_id), mapping={"ended_at": ended_at, "duration_ms": duration_ms})
+        pipe.publish(pubsub_channel(channel_id), _control_frame({"e": "end", "tx": tx_id}))
+        await pipe.execute()
+
+    # --- stored transmissions
+    async def replay(self, tx_id: int) -> tuple[dict[str, Any], list[bytes]] | None:
+        """Meta and the packets still stored, in order; None once the transmission expired.
+        Authorisation is the caller's: check `may_hear` first."""
+        pipe = get_async_redis().pipeline(transaction=False)
+        pipe.hgetall(tx_key(tx_id))
+        pipe.lrange(tx_audio_key(tx_id), 0, -1)
+        raw, packets = await pipe.execute()
+        if not raw:
+            return None
+        return _decode_meta(raw), list(packets)
+
+    async def may_hear(self, tx_id: int, user_id: int) -> bool:
+        """From the stored recipient set: may `user_id` hear `tx_id` (the talker may)."""
+        pipe = get_async_redis().pipeline(transaction=False)
+        pipe.hmget(tx_key(tx_id), ["talker_id", "everyone"])
+        pipe.sismember(tx_recipients_key(tx_id), user_id)
+        (talker, everyone), member = await pipe.execute()
+        if talker is None:
+            return False
+        return int(talker) == user_id or everyone == b"1" or bool(member)
+
+    async def recent(self, channel_id: int) -> list[dict[str, Any]]:
+        """Transmissions of the channel still on the server, oldest first (meta only)."""
+        redis = get_async_redis()
+        tx_ids = await redis.zrange(recent_key(channel_id), 0, -1)
+        if not tx_ids:
+            return []
+        pipe = redis.pipeline(transaction=False)
+        for tx in tx_ids:
+            pipe.hgetall(tx_key(int(tx)))
+        return [_decode_meta(raw) for raw in await pipe.execute() if raw]
+
+    # --- subscription management (callers hold self._lock)
+    async def _subscribe(self, channel_id: int) -> None:
+        name = pubsub_channel(channel_id).encode()
+        self._names[name] = channel_id
+        loop = asyncio.get_running_loop()
+        acked = self._pending_subs[name] = loop.create_future()
+        await self._ensure_pubsub()
+        await self._pubsub.subscribe(name)
+        self._ensure_reader()
+        # Return only once Redis has confirmed: a packet published after join() is heard.
+        try:
+            await asyncio.wait_for(asyncio.shield(acked), SUBSCRIBE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("voice relay: no subscribe confirmation for channel %s", channel_id)
+        finally:
+            self._pending_subs.pop(name, None)
+
+    async def _unsubscribe(self, channel_id: int) -> None:
+        name = pubsub_channel(channel_id).encode()
+        self._names.pop(name, None)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                await self._pubsub.unsubscribe(name)
+
+    async def _ensure_pubsub(self) -> None:
+        if self._pubsub is None:
+            self._pubsub = _pubsub_client(self.client_name).pubsub()
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+
+    async def _read_forever(self) -> None:
+        backoff = 0.05
+        while not self._closed:
+            try:
+                while True:
+                    message = await self._pubsub.get_message(timeout=None)
+                    if message is not None:
+                        await self._on_message(message)
+                    backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("voice relay: pub/sub connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                await self._reconnect()
+            except Exception:
+                log.exception("voice relay: reader failed; restarting it")
+                await asyncio.sleep(backoff)
+
+    async def _reconnect(self) -> None:
+        """A fresh pub/sub connection, subscribed again to every channel with listeners."""
+        old, self._pubsub = self._pubsub, _pubsub_client(self.client_name).pubsub()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.aclose()
+        names = list(self._names)
+        if names:
+            try:
+                await self._pubsub.subscribe(*names)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                return  # the reader's next read fails again and retries with backoff
+        # Transmissions may have started while we were away: forget what we knew.
+        self._txs.clear()
+
+    # --- inbound from Redis
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "subscribe":
+            fut = self._pending_subs.get(message["channel"])
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            return
+        if kind != "message":
+            return
+        channel_id = self._names.get(message["channel"])
+        if channel_id is None:
+            return  # unsubscribed meanwhile
+        data: bytes = message["data"]
+        if not data:
+            return
+        if data[0] == CONTROL:
+            self._on_control(json.loads(data[1:]))
+            return
+        if len(data) < HEADER_BYTES:
+            return
+        tx_id = packet_tx_id(data)
+        tx = self._txs.get(tx_id)
+        if tx is None:
+            tx = await self._load_tx(tx_id)
+        if tx is None or tx.channel_id != channel_id:
+            self.stats.unknown_tx += 1
+            return
+        self.fan_out(channel_id, data, tx)
+
+    def _on_control(self, msg: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if msg["e"] == "start":
+            rcpt = msg.get("rcpt")
+            self._txs[int(msg["tx"])] = _Tx(
+                channel_id=int(msg["ch"]),
+                talker_id=int(msg["talker"]),
+                recipients=None if rcpt is None else frozenset(rcpt),
+                expires_at=now
+                + settings.VOICE_MAX_TRANSMISSION_SECONDS
+                + settings.VOICE_AUDIO_TTL_SECONDS,
+            )
+            self._prune(now)
+        elif msg["e"] == "end":
+            tx = self._txs.get(int(msg["tx"]))
+            if tx is not None:
+                tx.expires_at = min(tx.expires_at, now + ENDED_TX_GRACE_SECONDS)
+
+    def _prune(self, now: float) -> None:
+        for tx_id in [t for t, tx in self._txs.items() if tx.expires_at < now]:
+            del self._txs[tx_id]
+
+    async def _load_tx(self, tx_id: int) -> _Tx | None:
+        """A process that subscribed after the start message learns the recipients here."""
+        pipe = get_async_redis().pipeline(transaction=False)
+        pipe.hmget(tx_key(tx_id), ["channel_id", "talker_id", "everyone"])
+        pipe.smembers(tx_recipients_key(tx_id))
+        (channel, talker, everyone), members = await pipe.execute()
+        if channel is None:
+            return None
+        tx = _Tx(
+            channel_id=int(channel),
+            talker_id=int(talker),
+            recipients=None if everyone == b"1" else frozenset(int(m) for m in members),
+            expires_at=time.monotonic() + settings.VOICE_AUDIO_TTL_SECONDS,
+        )
+        self._txs[tx_id] = tx
+        return tx
+
+    # --- local delivery
+    def fan_out(self, channel_id: int, packet: bytes, tx: _Tx) -> None:
+        """Write `packet` to every local listener of the channel allowed to hear `tx`."""
+        for slot in list(self.listeners.get(channel_id, {}).values()):
+            if tx.may_hear(slot.listener.user_id):
+                self._deliver(slot, packet)
+
+    def _deliver(self, slot: _Slot, packet: bytes) -> None:
+        if slot.backlog is not None:  # a send to this socket is still waiting: keep order
+            if len(slot.backlog) >= MAX_BACKLOG:
+                self.stats.dropped += 1
+            else:
+                slot.backlog.append(packet)
+            return
+        coro = slot.listener.send(bytes_data=packet)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            self.stats.delivered += 1
+            return
+        except Exception:
+            self.stats.errors += 1
+            log.debug("voice relay: send failed", exc_info=True)
+            return
+        # The socket is applying back-pressure: finish this send and the backlog in a task,
+        # so that the other listeners are not held up.
+        slot.backlog = deque()
+        task = asyncio.get_running_loop().create_task(self._drain(slot, coro, waiting_on))
+        slot.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, slot: _Slot, coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+        try:
+            await _Resume(coro, waiting_on)
+            self.stats.delivered += 1
+            while slot.backlog:
+                await slot.listener.send(bytes_data=slot.backlog.popleft())
+                self.stats.delivered += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.errors += 1
+            log.debug("voice relay: send failed", exc_info=True)
+        finally:
+            slot.backlog = None
+            slot.task = None
+
+    async def close(self) -> None:
+        """Stop reading and drop every subscription (tests; process shutdown)."""
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        for task in list(self._tasks):
+            task.cancel()
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        self._pubsub = None
+        self.listeners.clear()
+        self._names.clear()
+
+
+def _pubsub_client(name: str) -> aioredis.Redis:
+    # Its own client without health checks: a PING sent on the pub/sub connection would read
+    # its answer concurrently with the reader task. A subscriber waits for data indefinitely.
+    return aioredis.Redis.from_url(
+        settings.REDIS_URL, health_check_interval=0, socket_timeout=None, client_name=name
+    )
+
+
+def _control_frame(payload: dict[str, Any]) -> bytes:
+    return bytes([CONTROL]) + json.dumps(payload, separators=(",", ":")).encode()
+
+
+_INT_FIELDS = {"tx_id", "channel_id", "talker_id", "started_at", "ended_at", "duration_ms"}
+
+
+def _decode_meta(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for k, v in raw.items():
+        name, value = k.decode(), v.decode()
+        meta[name] = int(value) if name in _INT_FIELDS else value
+    meta["everyone"] = meta.get("everyone") == "1"
+    return meta
+
+
+_relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Relay] = weakref.WeakKeyDictionary()
+
+
+def get_relay() -> Relay:
+    """The relay of the running event loop (one per ASGI process in production)."""
+    loop = asyncio.get_running_loop()
+    relay = _relays.get(loop)
+    if relay is None:
+        relay = _relays[loop] = Relay()
+    return relay
+
+
+async def close_relay() -> None:
+    """Close and forget this loop's relay (tests)."""
+    relay = _relays.pop(asyncio.get_running_loop(), None)
+    if relay is not None:
+        await relay.close()
