@@ -1,0 +1,287 @@
+// Page entry of /videochat/: wires the DOM (found by data-vc attributes) to the DOM-free
+// modules: VideoChatSession (socket + state), PeerSession (WebRTC), client info, snapshots.
+import { LiveSocket } from "../../shared/js/socket.js";
+import { collectClientInfo } from "./client-info.js";
+import { countryOptions, flagEmoji, languageOptions } from "./options.js";
+import { PeerSession } from "./rtc.js";
+import { VideoChatSession } from "./session.js";
+import { captureFrame } from "./snapshot.js";
+
+const MAX_REPORT_LINES = 50;
+
+const root = document.querySelector("[data-videochat]");
+if (root) init(root);
+
+function init(root) {
+  const el = (name) => root.querySelector(`[data-vc="${name}"]`);
+  const action = (name) => root.querySelector(`[data-vc-action="${name}"]`);
+  const ui = {
+    remoteVideo: el("remote-video"), localVideo: el("local-video"), partner: el("partner"),
+    partnerFlag: el("partner-flag"), partnerName: el("partner-name"), partnerExtra: el("partner-extra"),
+    wait: el("wait"), notice: el("notice"), mediaError: el("media-error"), settings: el("settings"),
+    premiumHint: el("premium-hint"), chatLog: el("chat-log"), chatForm: el("chat-form"),
+    chatHint: el("chat-hint"), reportDialog: el("report-dialog"), reportForm: el("report-form"),
+    meFlag: el("me-flag"),
+  };
+  const chatInput = ui.chatForm.elements.text;
+  const chatSend = ui.chatForm.querySelector("button[type=submit]");
+
+  fillSelects(ui.settings, root.dataset);
+  if (ui.meFlag) ui.meFlag.textContent = flagEmoji(root.dataset.meCountry);
+  setFiltersAllowed(root.dataset.filtersAllowed === "true");
+
+  let localStream = null;
+  let lastFrame = null; // a still of the last partner, for a report after they left
+  let noticeTimer = null;
+
+  const socket = new LiveSocket("/ws/videochat/");
+  const session = new VideoChatSession({
+    socket,
+    clientInfo: () => collectClientInfo(),
+    createPeer: ({ role, iceServers, sendSignal }) =>
+      new PeerSession({ role, iceServers, sendSignal, localStream }),
+  });
+
+  // --- camera and microphone preview
+  navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: true })
+    .then((stream) => {
+      localStream = stream;
+      ui.localVideo.srcObject = stream;
+      root.dataset.media = "ready";
+      action("start").disabled = false;
+    })
+    .catch((err) => {
+      root.dataset.media = "denied";
+      if (err?.name === "NotFoundError") ui.mediaError.textContent = "No camera or microphone was found on this device.";
+    });
+
+  // --- session → page
+  session.addEventListener("state", ({ detail: { state } }) => render(state));
+  session.addEventListener("ready", ({ detail: { me, filtersAllowed } }) => {
+    setFiltersAllowed(filtersAllowed);
+    if (ui.meFlag && me?.flag) ui.meFlag.textContent = me.flag;
+  });
+  session.addEventListener("waiting", ({ detail: { expectedWaitS } }) => {
+    ui.wait.textContent = describeWait(expectedWaitS);
+  });
+  session.addEventListener("matched", ({ detail: { partner } }) => {
+    lastFrame = null;
+    ui.chatLog.replaceChildren();
+    showPartner(partner);
+    root.dataset.connection = "connecting";
+  });
+  session.addEventListener("peer", ({ detail: { peer } }) => {
+    peer.addEventListener("remotestream", ({ detail: stream }) => {
+      ui.remoteVideo.srcObject = stream;
+      ui.remoteVideo.play().catch(() => {});
+    });
+    peer.addEventListener("state", ({ detail: state }) => {
+      if (state === "connected") root.dataset.connection = "connected";
+      else if (state === "failed") notice("Connection failed. Press Next to meet someone else.");
+    });
+    peer.addEventListener("error", ({ detail: err }) => console.warn("videochat: peer error", err));
+  });
+  session.addEventListener("unmatched", ({ detail: { reason } }) => {
+    keepLastFrame();
+    ui.remoteVideo.srcObject = null;
+    showPartner(null);
+    delete root.dataset.connection;
+    if (reason !== "next") notice(reason === "disconnected" ? "Your partner's connection dropped." : "Your partner moved on.");
+  });
+  session.addEventListener("chat", ({ detail: { line } }) => appendChat(line));
+  session.addEventListener("error", ({ detail: { code, detail } }) => {
+    if (code === "banned" || code === "age_required") { location.reload(); return; }
+    notice(detail || "Something went wrong.");
+  });
+  socket.addEventListener("close", ({ detail: { code } }) => {
+    if (code === 4401 || code === 4403) location.reload(); // logged out, banned: the page explains
+  });
+
+  // --- page → session
+  action("start").addEventListener("click", () => {
+    if (!localStream) return;
+    session.start(readSettings());
+  });
+  action("next").addEventListener("click", () => session.next());
+  action("stop").addEventListener("click", () => session.stop());
+  ui.settings.addEventListener("change", () => session.updateSettings(readSettings()));
+  ui.settings.addEventListener("submit", (ev) => ev.preventDefault());
+
+  ui.chatForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (session.sendChat(chatInput.value)) chatInput.value = "";
+  });
+
+  action("toggle-mic").addEventListener("click", (ev) => toggleTracks(ev.currentTarget, "audio"));
+  action("toggle-cam").addEventListener("click", (ev) => toggleTracks(ev.currentTarget, "video"));
+
+  action("report").addEventListener("click", () => {
+    if (session.state === "matched") keepLastFrame();
+    ui.reportDialog.showModal();
+  });
+  action("report-cancel").addEventListener("click", () => ui.reportDialog.close());
+  ui.reportForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    ui.reportDialog.close();
+    sendReport(ui.reportForm.elements.reason.value);
+  });
+
+  socket.connect();
+
+  // The test hook (and a handy console probe): state and what the call is receiving.
+  window.videochat = {
+    get state() { return session.state; },
+    async stats() {
+      return {
+        remoteVideoWidth: ui.remoteVideo.videoWidth,
+        inboundBytes: session.peer ? await session.peer.inboundVideoBytes() : 0,
+        matchId: session.matchId,
+      };
+    },
+  };
+
+  // --- helpers
+  function render(state) {
+    root.dataset.state = state;
+    const matched = state === "matched";
+    chatInput.disabled = chatSend.disabled = !matched;
+    ui.chatHint.textContent = matched ? "Say hello. Messages are translated for you."
+      : "Messages appear here once you're connected.";
+    action("report").disabled = !(matched || lastFrame || session.chatLines.length);
+    if (state === "waiting") ui.wait.textContent = "";
+  }
+
+  function readSettings() {
+    const f = ui.settings.elements;
+    return {
+      gender: f.gender.value,
+      wantGender: f.want_gender.disabled ? "" : f.want_gender.value,
+      wantCountry: f.want_country.disabled ? "" : f.want_country.value,
+      language: f.language.value,
+      translateTo: f.translate_to.value,
+    };
+  }
+
+  function setFiltersAllowed(allowed) {
+    root.dataset.filtersAllowed = String(allowed);
+    for (const select of ui.settings.querySelectorAll("[data-vc-filter]")) {
+      select.disabled = !allowed;
+      if (!allowed) select.value = "";
+    }
+    ui.premiumHint.hidden = allowed;
+  }
+
+  function showPartner(partner) {
+    ui.partner.hidden = !partner;
+    if (!partner) return;
+    ui.partnerFlag.textContent = partner.flag || flagEmoji(partner.country) || "🌍";
+    ui.partnerName.textContent = partner.country_name || "Somewhere";
+    const gender = { f: "woman", m: "man" }[partner.gender] ?? "";
+    const language = partner.language ? languageName(partner.language) : "";
+    ui.partnerExtra.textContent = [gender, language && `speaks ${language}`].filter(Boolean).join(" · ");
+  }
+
+  function appendChat(line) {
+    const li = document.createElement("li");
+    li.className = `vc-line from-${line.from === "me" ? "me" : "partner"}`;
+    li.dataset.testid = "chat-line";
+    const who = document.createElement("span");
+    who.className = "vc-who";
+    who.textContent = line.from === "me" ? "You" : "Stranger";
+    const original = document.createElement("p");
+    original.className = "vc-original";
+    original.textContent = line.text;
+    if (line.lang) original.lang = line.lang;
+    li.append(who, original);
+    if (line.translation && line.translation !== line.text) {
+      const translated = document.createElement("p");
+      translated.className = "vc-translation";
+      translated.dataset.testid = "chat-translation";
+      translated.textContent = line.translation;
+      li.append(translated);
+    }
+    ui.chatLog.append(li);
+    ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+    action("report").disabled = false;
+  }
+
+  function keepLastFrame() {
+    // drawImage runs synchronously inside captureFrame, before the video is cleared.
+    const pending = captureFrame(ui.remoteVideo).catch(() => null);
+    lastFrame = pending;
+  }
+
+  async function sendReport(reason) {
+    const frame = lastFrame ? await lastFrame : null;
+    const lines = session.reportableChat().slice(-MAX_REPORT_LINES);
+    const body = new FormData();
+    body.append("reason", reason);
+    body.append("chat_lines", JSON.stringify(lines));
+    if (frame) body.append("frame", frame, "frame.jpg");
+    const csrf = document.querySelector("meta[name=csrf-token]")?.content ?? "";
+    try {
+      const resp = await fetch(root.dataset.reportUrl, {
+        method: "POST", body, credentials: "same-origin", headers: { "X-CSRFToken": csrf },
+      });
+      if (!resp.ok) throw new Error(`report refused: ${resp.status}`);
+      notice("Thanks, your report was sent to our moderators.");
+      lastFrame = null;
+      if (session.state === "matched") session.next();
+    } catch (err) {
+      console.warn("videochat:", err);
+      notice("The report could not be sent. Please try again.");
+    }
+  }
+
+  function toggleTracks(button, kind) {
+    const tracks = kind === "audio" ? localStream?.getAudioTracks() : localStream?.getVideoTracks();
+    if (!tracks?.length) return;
+    const off = tracks[0].enabled;
+    for (const t of tracks) t.enabled = !off;
+    button.setAttribute("aria-pressed", String(off));
+    button.title = kind === "audio" ? (off ? "Unmute microphone" : "Mute microphone")
+      : (off ? "Turn camera on" : "Turn camera off");
+    root.dataset[kind === "audio" ? "micOff" : "camOff"] = String(off);
+  }
+
+  function notice(text) {
+    ui.notice.textContent = text;
+    ui.notice.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => { ui.notice.hidden = true; }, 5000);
+  }
+}
+
+function fillSelects(form, data) {
+  const locale = document.documentElement.lang || navigator.language || "en";
+  const countries = countryOptions(locale);
+  const languages = languageOptions(locale);
+  for (const select of form.querySelectorAll("[data-vc-options]")) {
+    const list = select.dataset.vcOptions === "countries" ? countries : languages;
+    for (const { code, name } of list) {
+      const label = select.dataset.vcOptions === "countries" ? `${flagEmoji(code)} ${name}` : name;
+      select.append(new Option(label, code));
+    }
+  }
+  const f = form.elements;
+  const browserLang = (navigator.language || "en").slice(0, 2).toLowerCase();
+  setIfPresent(f.gender, data.gender);
+  setIfPresent(f.language, data.language || browserLang) || setIfPresent(f.language, "en");
+  setIfPresent(f.translate_to, data.translateTo);
+}
+
+function setIfPresent(select, value) {
+  if (value && [...select.options].some((o) => o.value === value)) { select.value = value; return true; }
+  return false;
+}
+
+function languageName(code) {
+  try { return new Intl.DisplayNames([navigator.language || "en"], { type: "language" }).of(code); } catch { return code; }
+}
+
+export function describeWait(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "Looking for someone for you";
+  if (seconds < 2) return "Any second now";
+  if (seconds < 60) return `Usually about ${Math.round(seconds)} seconds`;
+  return `Usually about ${Math.round(seconds / 60)} min`;
+}
