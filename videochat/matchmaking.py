@@ -1,0 +1,309 @@
+"""Random 1:1 matchmaking with gender and country filters, kept in Redis only.
+
+Every operation is one step of `videochat/lua/matchmaking.lua`, atomic on the Redis server,
+so two ASGI processes can never hand the same waiting user to two seekers. The script's
+header explains the index (one lexicographic sorted set answering "who is compatible with me"
+in at most four range lookups) and why it declares all six keys it uses.
+
+Privacy: the policy promises "no record of who communicated with whom". The current pair and
+the last partner (kept `VIDEOCHAT_LAST_PARTNER_TTL_SECONDS`, only so a report can name whom
+it is about) exist in Redis alone, under deadlines; nothing here writes to the SQL database.
+
+Liveness: a waiting entry or a pair carries a deadline (`VIDEOCHAT_WAIT_TTL_SECONDS`,
+`VIDEOCHAT_PAIR_TTL_SECONDS`). A live socket calls `heartbeat()` (or enqueues again) well
+within it; if its process dies, the deadline passes and the entry is swept by the next steps
+and never offered as a partner. We chose deadlines checked inside the step over a separate
+sweeper process because correctness then needs no extra moving part: an expired waiting user
+is skipped even if nothing has swept it yet.
+
+Re-enqueueing: a user already waiting keeps their arrival time (their place in line) under
+the new filters; a user still paired has that pair dissolved (no skip) first. A consumer that
+wants the ex-partner told should call `end_match()` before `enqueue()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+from redis.exceptions import NoScriptError
+
+from realtime.keys import key
+from realtime.redis import get_async_redis, get_redis
+
+LUA_SOURCE = (Path(__file__).resolve().parent / "lua" / "matchmaking.lua").read_text()
+
+# Defaults for the matchmaking internals; a settings module may override any by name.
+DEFAULTS: dict[str, float] = {
+    # A waiting socket heartbeats every ~30 s; two missed beats and it is gone.
+    "VIDEOCHAT_WAIT_TTL_SECONDS": 90,
+    # A chat rarely lasts hours; a pair whose sockets all died must not outlive that.
+    "VIDEOCHAT_PAIR_TTL_SECONDS": 4 * 3600,
+    # Long enough to file a report right after pressing "next", short enough to forget.
+    "VIDEOCHAT_LAST_PARTNER_TTL_SECONDS": 600,
+    # Bound on waiting entries inspected per bucket: a user who skipped many waiting people
+    # cannot make one step walk the whole queue.
+    "VIDEOCHAT_MATCH_MAX_SCAN": 256,
+    # Weight of the newest sample in the time-to-match average.
+    "VIDEOCHAT_WAIT_EWMA_ALPHA": 0.2,
+    # An average older than this no longer says anything about the queue right now.
+    "VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS": 3600,
+}
+
+_GENDERS = {"f", "m", "x", ""}
+_WANTED_GENDERS = {"f", "m", None}
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+# A Channels channel name; '|' (our field separator) can never occur in one.
+_CHANNEL = re.compile(r"^[A-Za-z0-9\-_.!]{1,200}$")
+
+
+def _conf(name: str) -> float:
+    return getattr(settings, name, DEFAULTS[name])
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+@dataclass(frozen=True)
+class Seeker:
+    user_id: int
+    channel_name: str  # the socket to notify (Channels channel name)
+    gender: str  # "f" | "m" | "x" | "" (unknown)
+    country: str  # ISO-2 or "" (unknown)
+    want_gender: str | None  # "f" | "m" | None = any
+    want_country: str | None  # ISO-2 | None = any
+
+    def __post_init__(self) -> None:
+        # Validated here because the values become parts of Redis members and bucket names.
+        if self.gender not in _GENDERS:
+            raise ValueError(f"gender must be one of f, m, x or empty, not {self.gender!r}")
+        if self.country and not _COUNTRY.match(self.country):
+            raise ValueError(f"country must be ISO-2 upper case or empty, not {self.country!r}")
+        if self.want_gender not in _WANTED_GENDERS:
+            raise ValueError(f"want_gender must be f, m or None, not {self.want_gender!r}")
+        if self.want_country is not None and not _COUNTRY.match(self.want_country):
+            raise ValueError(
+                f"want_country must be ISO-2 upper case or None, not {self.want_country!r}"
+            )
+        if not _CHANNEL.match(self.channel_name):
+            raise ValueError(f"not a channel name: {self.channel_name!r}")
+
+    @property
+    def tokens(self) -> tuple[str, str, str, str]:
+        """(gender, country, wanted gender, wanted country) as the script spells them."""
+        return (
+            self.gender or "?",
+            self.country or "?",
+            self.want_gender or "*",
+            self.want_country or "*",
+        )
+
+    @property
+    def filter_class(self) -> str:
+        """Whom the time-to-match average is kept for: own gender and the two filters."""
+        g, _c, wg, wc = self.tokens
+        return f"{g}/{wg}/{wc}"
+
+
+@dataclass(frozen=True)
+class Match:
+    match_id: str  # random, unguessable
+    partner_id: int
+    partner_channel_name: str
+    partner_gender: str  # "f" | "m" | "x" | ""
+    partner_country: str  # ISO-2 or ""
+
+
+# --- Keys: six, one hash tag, so that the script runs unchanged on Redis Cluster.
+_TAG = "{vcmm}"
+
+
+def state_keys() -> list[str]:
+    return [key("vc", _TAG, part) for part in ("idx", "wait", "pair", "last", "ttl", "stats")]
+
+
+# --- The script: EVALSHA, loading the source on the first NOSCRIPT (a fresh or restarted
+# server), so the 8 KB source is not sent with every step.
+_SHA = hashlib.sha1(LUA_SOURCE.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+
+def _run_sync(client: redis.Redis, *args: object) -> Any:
+    try:
+        return client.evalsha(_SHA, 6, *state_keys(), *args)
+    except NoScriptError:
+        client.script_load(LUA_SOURCE)
+        return client.evalsha(_SHA, 6, *state_keys(), *args)
+
+
+async def _run(client: aioredis.Redis, *args: object) -> Any:
+    try:
+        return await client.evalsha(_SHA, 6, *state_keys(), *args)
+    except NoScriptError:
+        await client.script_load(LUA_SOURCE)
+        return await client.evalsha(_SHA, 6, *state_keys(), *args)
+
+
+# --- Arguments and replies, shared by the async functions and their sync twins.
+def _enqueue_args(seeker: Seeker) -> tuple[object, ...]:
+    return (
+        "enqueue",
+        seeker.user_id,
+        seeker.channel_name,
+        *seeker.tokens,
+        secrets.token_urlsafe(18),  # the match id if this step pairs; unguessable
+        _ms(_conf("VIDEOCHAT_WAIT_TTL_SECONDS")),
+        _ms(_conf("VIDEOCHAT_PAIR_TTL_SECONDS")),
+        _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS")),
+        int(_conf("VIDEOCHAT_MATCH_MAX_SCAN")),
+        _conf("VIDEOCHAT_WAIT_EWMA_ALPHA"),
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _match(reply: list[bytes] | None) -> Match | None:
+    if not reply:
+        return None
+    match_id, partner, channel, gender, country = (_text(v) for v in reply)
+    return Match(
+        match_id=match_id,
+        partner_id=int(partner),
+        partner_channel_name=channel,
+        partner_gender="" if gender == "?" else gender,
+        partner_country="" if country == "?" else country,
+    )
+
+
+def _pair(reply: list[bytes] | None) -> tuple[str, int, str] | None:
+    if not reply:
+        return None
+    match_id, partner, channel = (_text(v) for v in reply)
+    return match_id, int(partner), channel
+
+
+def _end_args(user_id: int, skip: bool) -> tuple[object, ...]:
+    return (
+        "end",
+        user_id,
+        "1" if skip else "0",
+        _ms(settings.VIDEOCHAT_SKIP_TTL_SECONDS),
+        _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS")),
+    )
+
+
+def _heartbeat_args(user_id: int) -> tuple[object, ...]:
+    return (
+        "heartbeat",
+        user_id,
+        _ms(_conf("VIDEOCHAT_WAIT_TTL_SECONDS")),
+        _ms(_conf("VIDEOCHAT_PAIR_TTL_SECONDS")),
+    )
+
+
+def _expected_args(seeker: Seeker) -> tuple[object, ...]:
+    return ("expected", seeker.filter_class, _ms(_conf("VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS")))
+
+
+def _seconds(reply: bytes | None) -> float | None:
+    return None if reply is None else int(reply) / 1000
+
+
+# --- The interface (asyncio, for consumers).
+async def enqueue(seeker: Seeker) -> Match | None:
+    """Pair `seeker` with the longest-waiting compatible user, or put them in the queue.
+
+    Compatible: each side's wanted gender/country matches the other's attributes, not the
+    seeker themself, not skipped by either within VIDEOCHAT_SKIP_TTL_SECONDS, not already
+    paired. On a match both directions of the pair are recorded and the partner leaves every
+    index; the caller notifies the partner at `partner_channel_name`. None: now waiting.
+    """
+    return _match(await _run(get_async_redis(), *_enqueue_args(seeker)))
+
+
+async def dequeue(user_id: int) -> None:
+    """Leave the queue (tab closed, "stop"). Idempotent; a current pair is left alone."""
+    await _run(
+        get_async_redis(), "dequeue", user_id, _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS"))
+    )
+
+
+async def partner_of(user_id: int) -> tuple[str, int, str] | None:
+    """(match_id, partner_id, partner_channel_name) of the user's current pair, or None."""
+    return _pair(await _run(get_async_redis(), "partner", user_id))
+
+
+async def end_match(user_id: int, *, skip: bool) -> tuple[str, int, str] | None:
+    """Dissolve the user's pair in both directions; returns the ex-partner to notify.
+
+    skip=True ("next"): the two are not paired again for VIDEOCHAT_SKIP_TTL_SECONDS.
+    """
+    return _pair(await _run(get_async_redis(), *_end_args(user_id, skip)))
+
+
+async def last_partner(user_id: int) -> int | None:
+    """The most recent ex-partner, for VIDEOCHAT_LAST_PARTNER_TTL_SECONDS, so a report filed
+    after the chat ended can say whom it is about."""
+    reply = await _run(get_async_redis(), "last", user_id)
+    return None if reply is None else int(reply)
+
+
+async def heartbeat(user_id: int) -> bool:
+    """Extend the deadline of the user's waiting entry and/or pair; False if they have none."""
+    return bool(await _run(get_async_redis(), *_heartbeat_args(user_id)))
+
+
+async def expected_wait(seeker: Seeker) -> float | None:
+    """Seconds a user with these attributes and filters has recently waited for a partner
+    (a moving average of matched waits), or None when there is no recent sample."""
+    return _seconds(await _run(get_async_redis(), *_expected_args(seeker)))
+
+
+async def sweep(limit: int = 1000) -> int:
+    """Forget up to `limit` expired entries now (steps also do this a few at a time)."""
+    last_ttl = _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS"))
+    return int(await _run(get_async_redis(), "sweep", limit, last_ttl))
+
+
+# --- Sync twins (Celery tasks, management commands, scripts).
+def enqueue_sync(seeker: Seeker) -> Match | None:
+    return _match(_run_sync(get_redis(), *_enqueue_args(seeker)))
+
+
+def dequeue_sync(user_id: int) -> None:
+    _run_sync(get_redis(), "dequeue", user_id, _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS")))
+
+
+def partner_of_sync(user_id: int) -> tuple[str, int, str] | None:
+    return _pair(_run_sync(get_redis(), "partner", user_id))
+
+
+def end_match_sync(user_id: int, *, skip: bool) -> tuple[str, int, str] | None:
+    return _pair(_run_sync(get_redis(), *_end_args(user_id, skip)))
+
+
+def last_partner_sync(user_id: int) -> int | None:
+    reply = _run_sync(get_redis(), "last", user_id)
+    return None if reply is None else int(reply)
+
+
+def heartbeat_sync(user_id: int) -> bool:
+    return bool(_run_sync(get_redis(), *_heartbeat_args(user_id)))
+
+
+def expected_wait_sync(seeker: Seeker) -> float | None:
+    return _seconds(_run_sync(get_redis(), *_expected_args(seeker)))
+
+
+def sweep_sync(limit: int = 1000) -> int:
+    last_ttl = _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS"))
+    return int(_run_sync(get_redis(), "sweep", limit, last_ttl))
