@@ -157,6 +157,7 @@ class Relay:
     stats: RelayStats = field(default_factory=RelayStats)
     _txs: dict[int, _Tx] = field(default_factory=dict)
     _names: dict[bytes, int] = field(default_factory=dict)  # pub/sub channel -> channel_id
+    _subscribed: set[int] = field(default_factory=set)  # confirmed (or given up waiting)
     _pending_subs: dict[bytes, asyncio.Future[None]] = field(default_factory=dict)
     _pubsub: Any = None
     _reader: asyncio.Task[None] | None = None
@@ -172,13 +173,13 @@ class Relay:
     # --- local listeners
     async def join(self, channel_id: int, listener: Listener) -> None:
         """Deliver the channel's audio to `listener` from now on (subscribing if first)."""
-        slots = self.listeners.setdefault(channel_id, {})
-        first = not slots
-        slots.setdefault(listener, _Slot(listener))
-        if first:
+        self.listeners.setdefault(channel_id, {}).setdefault(listener, _Slot(listener))
+        if channel_id not in self._subscribed:
+            # Later joiners wait here too, so nobody returns before the subscription exists.
             async with self._lock:
-                if self.listeners.get(channel_id):
+                if channel_id not in self._subscribed and self.listeners.get(channel_id):
                     await self._subscribe(channel_id)
+                    self._subscribed.add(channel_id)
 
     async def leave(self, channel_id: int, listener: Listener) -> None:
         """Stop delivering to `listener`; unsubscribe when the channel has no local listener."""
@@ -191,7 +192,8 @@ class Relay:
         if not slots:
             del self.listeners[channel_id]
             async with self._lock:
-                if channel_id not in self.listeners:
+                if channel_id not in self.listeners and channel_id in self._subscribed:
+                    self._subscribed.discard(channel_id)
                     await self._unsubscribe(channel_id)
 
     def local_listener_count(self, channel_id: int) -> int:
@@ -211,7 +213,7 @@ class Relay:
         """Announce a transmission and who may hear it, before any of its audio."""
         ttl = settings.VOICE_AUDIO_TTL_SECONDS
         started_at = int(time.time() * 1000)
-        fields: dict[str, str | int] = {
+        fields: dict[Any, str | int] = {
             **meta,
             "tx_id": tx_id,
             "channel_id": channel_id,
@@ -280,7 +282,7 @@ class Relay:
         """From the stored recipient set: may `user_id` hear `tx_id` (the talker may)."""
         pipe = get_async_redis().pipeline(transaction=False)
         pipe.hmget(tx_key(tx_id), ["talker_id", "everyone"])
-        pipe.sismember(tx_recipients_key(tx_id), user_id)
+        pipe.sismember(tx_recipients_key(tx_id), str(user_id))
         (talker, everyone), member = await pipe.execute()
         if talker is None:
             return False
@@ -289,7 +291,7 @@ class Relay:
     async def recent(self, channel_id: int) -> list[dict[str, Any]]:
         """Transmissions of the channel still on the server, oldest first (meta only)."""
         redis = get_async_redis()
-        tx_ids = await redis.zrange(recent_key(channel_id), 0, -1)
+        tx_ids: list[Any] = await redis.zrange(recent_key(channel_id), 0, -1)
         if not tx_ids:
             return []
         pipe = redis.pipeline(transaction=False)
@@ -496,6 +498,7 @@ class Relay:
         self._pubsub = None
         self.listeners.clear()
         self._names.clear()
+        self._subscribed.clear()
 
 
 def _pubsub_client(name: str) -> aioredis.Redis:
