@@ -1,0 +1,258 @@
+"""The CBLINE socket protocol (docs/protocols/cbline.md) as pydantic models: every message in
+and out, and the binary packet header."""
+
+from __future__ import annotations
+
+import struct
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from realtime.schemas import Inbound, Outbound
+
+ChannelId = Annotated[int, Field(ge=1, le=2**53)]
+TxId = Annotated[int, Field(ge=1, le=2**32 - 1)]  # the header carries it as a u32
+UserId = Annotated[int, Field(ge=1, le=2**53)]
+
+
+# --- client -> server
+class ChannelJoin(Inbound):
+    type: Literal["channel.join"]
+    channel_id: ChannelId
+    password: Annotated[str, Field(max_length=128)] | None = None
+
+
+class ChannelLeave(Inbound):
+    type: Literal["channel.leave"]
+
+
+class LocationSet(Inbound):
+    type: Literal["location.set"]
+    lat: Annotated[float, Field(ge=-85.05, le=85.05, allow_inf_nan=False)]  # GEO's limits
+    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+
+
+class LocationClear(Inbound):
+    type: Literal["location.clear"]
+
+
+class FloorRequest(Inbound):
+    type: Literal["floor.request"]
+    mode: Literal["webcodecs", "mediarecorder"]
+
+
+class FloorRelease(Inbound):
+    type: Literal["floor.release"]
+    tx_id: TxId
+
+
+class TxFetch(Inbound):
+    type: Literal["tx.fetch"]
+    tx_id: TxId
+
+
+Minutes = Annotated[int, Field(ge=0, le=60 * 24 * 366)]  # 0 = forever
+
+
+class ModMute(Inbound):
+    type: Literal["mod.mute"]
+    user_id: UserId
+    minutes: Minutes = 0
+
+
+class ModKick(Inbound):
+    type: Literal["mod.kick"]
+    user_id: UserId
+
+
+class ModBan(Inbound):
+    type: Literal["mod.ban"]
+    user_id: UserId
+    minutes: Minutes = 0
+
+
+VoiceInbound = Annotated[
+    ChannelJoin
+    | ChannelLeave
+    | LocationSet
+    | LocationClear
+    | FloorRequest
+    | FloorRelease
+    | TxFetch
+    | ModMute
+    | ModKick
+    | ModBan,
+    Field(discriminator="type"),
+]
+inbound_adapter: TypeAdapter[VoiceInbound] = TypeAdapter(VoiceInbound)
+
+
+# --- server -> client
+class ChannelInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: int
+    name: str
+    description: str
+    range_km: int
+    is_protected: bool
+
+
+class Member(BaseModel):
+    """What channel members see of each other: never coordinates."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: int
+    nickname: str
+    description: str
+    country: str
+    country_name: str
+    flag: str
+    is_moderator: bool
+    muted: bool
+
+
+class Me(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int
+    has_location: bool
+    range_km: int
+    is_moderator: bool
+
+
+class Talker(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int
+    nickname: str
+    tx_id: int
+
+
+class RecentTx(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tx_id: int
+    user_id: int
+    nickname: str
+    started_at: int
+    duration_ms: int
+
+
+class ChannelJoined(Outbound):
+    type: Literal["channel.joined"] = "channel.joined"
+    channel: ChannelInfo
+    members: list[Member]
+    me: Me
+    talker: Talker | None
+    recent: list[RecentTx]
+
+
+class ChannelLeft(Outbound):
+    type: Literal["channel.left"] = "channel.left"
+    channel_id: int
+
+
+class MemberJoined(Outbound):
+    type: Literal["member.joined"] = "member.joined"
+    member: Member
+
+
+class MemberUpdated(Outbound):
+    type: Literal["member.updated"] = "member.updated"
+    member: Member
+
+
+class MemberLeft(Outbound):
+    type: Literal["member.left"] = "member.left"
+    user_id: int
+
+
+class LocationOk(Outbound):
+    type: Literal["location.ok"] = "location.ok"
+    has_location: bool
+    country: str
+    country_name: str
+    flag: str
+
+
+class FloorGranted(Outbound):
+    type: Literal["floor.granted"] = "floor.granted"
+    tx_id: int
+    max_ms: int
+    packet_ms: int
+
+
+class FloorTaken(Outbound):
+    type: Literal["floor.taken"] = "floor.taken"
+    tx_id: int
+    user_id: int
+    nickname: str
+    started_at: int
+    mode: str
+
+
+ReleaseReason = Literal["released", "disconnected", "timeout", "moderated"]
+
+
+class FloorReleased(Outbound):
+    type: Literal["floor.released"] = "floor.released"
+    tx_id: int
+    user_id: int
+    duration_ms: int
+    reason: ReleaseReason
+
+
+class TxReplay(Outbound):
+    type: Literal["tx.replay"] = "tx.replay"
+    tx_id: int
+    user_id: int
+    nickname: str
+    mode: str
+
+
+class TxReplayEnd(Outbound):
+    type: Literal["tx.replay.end"] = "tx.replay.end"
+    tx_id: int
+    user_id: int
+    nickname: str
+    mode: str
+
+
+class ModOk(Outbound):
+    type: Literal["mod.ok"] = "mod.ok"
+    action: Literal["muted", "kicked", "banned"]
+    user_id: int
+
+
+class Moderated(Outbound):
+    type: Literal["moderated"] = "moderated"
+    action: Literal["muted", "kicked", "banned"]
+    until: int | None  # ms since epoch; None = forever (or a kick)
+
+
+# --- binary audio packet: the 16-byte header (big-endian) before the payload.
+HEADER = struct.Struct(">BBHId")
+KIND_WEBCODECS = 1
+KIND_MEDIARECORDER = 2
+FLAG_LAST = 0x01
+
+
+class PacketHeader(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    kind: Literal[1, 2]
+    flags: Annotated[int, Field(ge=0, le=255)]
+    seq: Annotated[int, Field(ge=0, le=65535)]
+    tx_id: TxId
+    capture_ts: float
+
+    @property
+    def last(self) -> bool:
+        return bool(self.flags & FLAG_LAST)
+
+    @classmethod
+    def parse(cls, data: bytes) -> PacketHeader:
+        """ValueError (pydantic's ValidationError is one) when the header is not valid."""
+        if len(data) <= HEADER.size:
+            raise ValueError("a packet is a 16-byte header and a payload")
+        kind, flags, seq, tx_id, capture_ts = HEADER.unpack_from(data)
+        return cls(kind=kind, flags=flags, seq=seq, tx_id=tx_id, capture_ts=capture_ts)
+
+    def pack(self) -> bytes:
+        return HEADER.pack(self.kind, self.flags, self.seq, self.tx_id, self.capture_ts)

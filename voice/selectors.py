@@ -1,0 +1,184 @@
+"""Reads of CBLINE that several callers need: SQL (sync, call through database_sync_to_async
+from consumers) and the live state in Redis (async)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from accounts.models import Device, Profile
+from realtime.errors import ServiceError
+from realtime.redis import get_async_redis
+
+from . import keys
+from .countries import country_name, flag
+from .models import Channel, ChannelMembership, ChannelSanction, SanctionKind
+from .schemas import Member, RecentTx, Talker
+
+SEARCH_LIMIT = 50
+
+
+# --- SQL
+def channel_get(channel_id: int) -> Channel:
+    try:
+        return Channel.objects.get(pk=channel_id)
+    except Channel.DoesNotExist:
+        raise ServiceError("not_found", "no such channel", status=404) from None
+
+
+def channels_search(query: str = "", *, limit: int = SEARCH_LIMIT) -> list[Channel]:
+    channels: QuerySet[Channel] = Channel.objects.all()
+    if query.strip():
+        channels = channels.filter(name__icontains=query.strip())
+    return list(channels.order_by("name")[:limit])
+
+
+def sanction_active(channel_id: int, user_id: int, kind: SanctionKind) -> ChannelSanction | None:
+    """The user's mute or ban in the channel, if it has not run out."""
+    return (
+        ChannelSanction.objects.filter(channel_id=channel_id, user_id=user_id, kind=kind)
+        .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
+        .first()
+    )
+
+
+def is_moderator(channel: Channel, user_id: int) -> bool:
+    return channel.creator_id == user_id or channel.moderators.filter(pk=user_id).exists()
+
+
+def is_member(channel_id: int, user_id: int) -> bool:
+    return ChannelMembership.objects.filter(channel_id=channel_id, user_id=user_id).exists()
+
+
+def device_of(user_id: int, device_id: str) -> Device | None:
+    if not device_id:
+        return None
+    return Device.objects.filter(user_id=user_id, device_id=device_id[:64]).first()
+
+
+def nickname_of(user_id: int) -> str:
+    profile = Profile.objects.filter(user_id=user_id).only("nickname").first()
+    return profile.nickname if profile and profile.nickname else f"user{user_id}"
+
+
+def members_describe(channel: Channel, countries: dict[int, str]) -> list[Member]:
+    """Members as others see them. `countries` maps each live member to the country of their
+    connection; a member without one falls back to the country on their profile."""
+    ids = list(countries)
+    profiles = {p.user_id: p for p in Profile.objects.filter(user_id__in=ids)}
+    moderators = set(channel.moderators.filter(pk__in=ids).values_list("pk", flat=True))
+    if channel.creator_id:
+        moderators.add(channel.creator_id)
+    muted = set(
+        ChannelSanction.objects.filter(channel=channel, user_id__in=ids, kind=SanctionKind.MUTE)
+        .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
+        .values_list("user_id", flat=True)
+    )
+    members = []
+    for uid in ids:
+        profile = profiles.get(uid)
+        cc = countries[uid] or (profile.country.upper() if profile else "")
+        members.append(
+            Member(
+                user_id=uid,
+                nickname=(profile.nickname if profile else "") or f"user{uid}",
+                description=profile.description if profile else "",
+                country=cc,
+                country_name=country_name(cc),
+                flag=flag(cc),
+                is_moderator=uid in moderators,
+                muted=uid in muted,
+            )
+        )
+    return sorted(members, key=lambda m: m.nickname.lower())
+
+
+def member_describe(channel: Channel, user_id: int, country: str) -> Member:
+    return members_describe(channel, {user_id: country})[0]
+
+
+# --- Redis (live state)
+def _floor_decode(raw: str | bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    _, _, payload = text.partition("|")
+    return json.loads(payload)
+
+
+async def floor_holder(channel_id: int) -> dict[str, Any] | None:
+    """{"tx_id", "user_id", "nickname", "started_at", "mode"} of the talker, or None."""
+    return _floor_decode(await get_async_redis().get(keys.floor_key(channel_id)))
+
+
+async def talker_of(channel_id: int) -> Talker | None:
+    holder = await floor_holder(channel_id)
+    if holder is None:
+        return None
+    return Talker(user_id=holder["user_id"], nickname=holder["nickname"], tx_id=holder["tx_id"])
+
+
+async def live_members(channel_id: int) -> dict[int, str]:
+    """user id -> connection country of everyone with a socket in the channel now."""
+    raw = await get_async_redis().hvals(keys.sockets_key(channel_id))
+    members: dict[int, str] = {}
+    for value in raw:
+        entry = json.loads(value)
+        members[int(entry["user_id"])] = members.get(int(entry["user_id"])) or entry["country"]
+    return members
+
+
+async def recent_transmissions(channel_id: int) -> list[RecentTx]:
+    """Finished transmissions of the channel whose audio the server still holds."""
+    from .relay import get_relay
+
+    recent = []
+    for meta in await get_relay().recent(channel_id):
+        if "duration_ms" not in meta:
+            continue  # still on air: the joiner sees it as the talker instead
+        recent.append(
+            RecentTx(
+                tx_id=meta["tx_id"],
+                user_id=meta["talker_id"],
+                nickname=meta.get("nickname", ""),
+                started_at=meta["started_at"],
+                duration_ms=meta["duration_ms"],
+            )
+        )
+    return recent
+
+
+async def has_location(user_id: int) -> bool:
+    return bool(await get_async_redis().exists(keys.location_key(user_id)))
+
+
+async def recipients_in_range(*, talker_id: int, members: Iterable[int], range_km: int) -> set[int]:
+    """Who hears the talker: range narrows only when both talker and listener share a live
+    location; a listener without one hears channel-wide, as does everyone when the talker
+    has none or the channel is unlimited (range 0)."""
+    listeners = {uid for uid in members if uid != talker_id}
+    if range_km <= 0 or not listeners or not await has_location(talker_id):
+        return listeners
+    r = get_async_redis()
+    ordered = sorted(listeners)
+    async with r.pipeline(transaction=False) as p:
+        for uid in ordered:
+            p.exists(keys.location_key(uid))
+        located = await p.execute()
+    try:
+        near = await r.geosearch(
+            keys.geo_key(),
+            member=str(talker_id),
+            radius=range_km,
+            unit="km",
+        )
+    except redis.ResponseError:
+        # The talker's GEO entry vanished between the two reads: treat as no location.
+        return listeners
+    near_ids = {int(m) for m in near}
+    return {uid for uid, loc in zip(ordered, located, strict=True) if not loc or uid in near_ids}

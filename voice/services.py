@@ -1,0 +1,319 @@
+"""Every write of CBLINE.
+
+SQL writes are sync and transactional (consumers call them through database_sync_to_async)
+and announce themselves with send_on_commit. Live-state writes (who is in a channel now, the
+floor, locations) are async and go to Redis only: the privacy policy promises that location
+and audio never reach durable storage. Audio and transmission meta are voice/relay.py's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.hashers import check_password, make_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import Profile, User
+from realtime.errors import NotAllowed, ServiceError
+from realtime.events import send_on_commit
+from realtime.redis import get_async_redis
+
+from . import keys
+from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
+from .selectors import channel_get, device_of, is_moderator, sanction_active
+
+try:  # iptocc >= 3 names it country_code; older releases get_country_code.
+    from iptocc import country_code as _ip_country
+except ImportError:  # pragma: no cover
+    from iptocc import get_country_code as _ip_country
+
+MAX_RANGE_KM = 20_000  # half the Earth's circumference: anything larger means "everywhere"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- channels (SQL)
+@transaction.atomic
+def channel_create(
+    *,
+    creator: User,
+    name: str,
+    description: str = "",
+    password: str = "",
+    range_km: int = 0,
+) -> Channel:
+    """A new channel; its creator is its first member and moderator. The password is kept
+    only as a Django password hash."""
+    name = " ".join(name.split())
+    if not 1 <= len(name) <= 64:
+        raise ServiceError("invalid", "a channel name has 1 to 64 characters")
+    if not 0 <= range_km <= MAX_RANGE_KM:
+        raise ServiceError("invalid", f"range is 0 (unlimited) to {MAX_RANGE_KM} km")
+    if Channel.objects.filter(name__iexact=name).exists():
+        raise ServiceError("name_taken", "a channel with that name exists")
+    channel = Channel(
+        name=name,
+        description=description.strip()[:300],
+        password_hash=make_password(password) if password else "",
+        range_km=range_km,
+        creator=creator,
+    )
+    try:
+        channel.full_clean()
+        with transaction.atomic():
+            channel.save()
+    except (ValidationError, IntegrityError):
+        raise ServiceError("name_taken", "a channel with that name exists") from None
+    channel.moderators.add(creator)
+    ChannelMembership.objects.create(channel=channel, user=creator)
+    return channel
+
+
+def channel_password_check(*, channel: Channel, password: str | None) -> bool:
+    return not channel.is_protected or bool(
+        password and check_password(password, channel.password_hash)
+    )
+
+
+@transaction.atomic
+def channel_join(*, channel_id: int, user: User, password: str | None) -> Channel:
+    """Admit the user to the channel: not while banned; a protected channel wants its
+    password unless the user is a member already (so a reconnect needs no password)."""
+    channel = channel_get(channel_id)
+    ban = sanction_active(channel.pk, user.pk, SanctionKind.BAN)
+    if ban is not None:
+        raise NotAllowed("you are banned from this channel", code="banned")
+    member = ChannelMembership.objects.filter(channel=channel, user=user).exists()
+    if not member:
+        if not channel_password_check(channel=channel, password=password):
+            code = "wrong_password" if password else "password_required"
+            raise NotAllowed("wrong channel password", code=code)
+        ChannelMembership.objects.get_or_create(channel=channel, user=user)
+    return channel
+
+
+@dataclass(frozen=True)
+class Moderation:
+    action: str  # muted | kicked | banned
+    until: dt.datetime | None
+
+
+_ACTIONS = {"mute": "muted", "kick": "kicked", "ban": "banned"}
+
+
+@transaction.atomic
+def channel_member_moderate(
+    *, channel_id: int, moderator: User, target_id: int, action: str, minutes: int = 0
+) -> Moderation:
+    """Mute, kick or ban a member. Kick and ban take the membership away (a protected channel
+    wants its password again); the target's sockets hear of it through their voice group."""
+    if action not in _ACTIONS:
+        raise ServiceError("invalid", "unknown moderation action")
+    channel = channel_get(channel_id)
+    if not (moderator.is_staff or is_moderator(channel, moderator.pk)):
+        raise NotAllowed("only the channel's moderators may do that")
+    if target_id == moderator.pk:
+        raise ServiceError("invalid", "you cannot moderate yourself")
+    if not User.objects.filter(pk=target_id).exists():
+        raise ServiceError("not_found", "no such user", status=404)
+    if target_id == channel.creator_id:
+        raise NotAllowed("the channel's creator cannot be moderated")
+    until = timezone.now() + dt.timedelta(minutes=minutes) if minutes else None
+    if action in ("mute", "ban"):
+        ChannelSanction.objects.update_or_create(
+            channel=channel,
+            user_id=target_id,
+            kind=SanctionKind.MUTE if action == "mute" else SanctionKind.BAN,
+            defaults={"until": until, "created_by": moderator},
+        )
+    if action in ("kick", "ban"):
+        ChannelMembership.objects.filter(channel=channel, user_id=target_id).delete()
+        if action == "ban":
+            channel.moderators.remove(target_id)
+    result = Moderation(action=_ACTIONS[action], until=until if action != "kick" else None)
+    send_on_commit(
+        keys.voice_user_group(target_id),
+        {
+            "type": "voice.moderated",
+            "channel_id": channel.pk,
+            "action": result.action,
+            "until": int(until.timestamp() * 1000) if result.until else None,
+        },
+    )
+    if action == "mute":
+        send_on_commit(
+            keys.channel_group(channel.pk), {"type": "voice.member.refresh", "user_id": target_id}
+        )
+    return result
+
+
+# --- identity (the CBLINE nickname and description are the account's profile)
+@transaction.atomic
+def identity_update(*, user: User, nickname: str, description: str = "") -> Profile:
+    nickname = " ".join(nickname.split())
+    if not 1 <= len(nickname) <= 32:
+        raise ServiceError("invalid", "a nickname has 1 to 32 characters")
+    profile, _ = Profile.objects.get_or_create(user=user)
+    profile.nickname = nickname
+    profile.description = " ".join(description.split())[:200]
+    profile.full_clean(validate_unique=False, exclude=["photo"])
+    profile.save(update_fields=["nickname", "description", "updated_at"])
+    # Every CBLINE socket of the user re-announces itself to its channel.
+    send_on_commit(keys.voice_user_group(user.pk), {"type": "voice.identity.changed"})
+    return profile
+
+
+# --- connection log (SQL)
+def ip_country(ip: str | None) -> str:
+    """ISO code of the address's country; "" for loopback, private and unknown addresses."""
+    if not ip:
+        return ""
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    return (_ip_country(ip) or "").upper()
+
+
+@transaction.atomic
+def connection_log_write(*, user_id: int, ip: str | None, device_id: str = "") -> ConnectionLog:
+    """The policy's server log line for one connect: timestamp, IP, nickname, user id, the
+    device's make, model, platform and client version (from the Device row the browser
+    registered under its id), and the IP's country for the aggregates."""
+    try:
+        ipaddress.ip_address(ip or "")
+    except ValueError:
+        ip = None
+    profile = Profile.objects.filter(user_id=user_id).only("nickname").first()
+    device = device_of(user_id, device_id)
+    return ConnectionLog.objects.create(
+        ip=ip,
+        nickname=profile.nickname if profile else "",
+        user_id=user_id,
+        device_make=device.make if device else "",
+        device_model=device.model if device else "",
+        platform=device.platform if device else "",
+        client_version=device.client_version if device else "",
+        country=ip_country(ip),
+    )
+
+
+def connection_log_purge(*, older_than_days: int, batch_size: int = 1000) -> int:
+    """Delete log rows older than the retention period, one short transaction per batch so
+    a large backlog never holds a long lock. Returns how many rows went."""
+    cutoff = timezone.now() - dt.timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(
+            ConnectionLog.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[
+                :batch_size
+            ]
+        )
+        if not ids:
+            return deleted
+        with transaction.atomic():
+            deleted += ConnectionLog.objects.filter(pk__in=ids).delete()[0]
+
+
+# --- live state (Redis)
+async def channel_socket_add(*, channel_id: int, socket: str, user_id: int, country: str) -> bool:
+    """Record a socket as joined; True when it is the user's first socket in the channel."""
+    r = get_async_redis()
+    k = keys.sockets_key(channel_id)
+    async with r.pipeline(transaction=True) as p:
+        p.hvals(k)
+        p.hset(k, socket, json.dumps({"user_id": user_id, "country": country}))
+        before, _ = await p.execute()
+    return all(json.loads(v)["user_id"] != user_id for v in before)
+
+
+async def channel_socket_remove(*, channel_id: int, socket: str, user_id: int) -> bool:
+    """Forget a socket; True when it was the user's last socket in the channel."""
+    r = get_async_redis()
+    k = keys.sockets_key(channel_id)
+    async with r.pipeline(transaction=True) as p:
+        p.hdel(k, socket)
+        p.hvals(k)
+        _, after = await p.execute()
+    return all(json.loads(v)["user_id"] != user_id for v in after)
+
+
+def location_round(value: float) -> float:
+    """0.01° is about 1 km: coarse enough that no one's doorstep is ever stored."""
+    return round(value, 2)
+
+
+async def location_set(*, user_id: int, lat: float, lon: float) -> None:
+    """Keep the user's coarse position in Redis GEO while they refresh it, never in SQL."""
+    r = get_async_redis()
+    ttl = settings.VOICE_LOCATION_TTL_SECONDS
+    async with r.pipeline(transaction=True) as p:
+        p.geoadd(keys.geo_key(), [location_round(lon), location_round(lat), str(user_id)])
+        p.set(keys.location_key(user_id), "1", ex=ttl)
+        # If every process dies, the whole set still goes once no one refreshes it.
+        p.expire(keys.geo_key(), ttl)
+        await p.execute()
+
+
+async def location_clear(*, user_id: int) -> None:
+    r = get_async_redis()
+    async with r.pipeline(transaction=True) as p:
+        p.zrem(keys.geo_key(), str(user_id))
+        p.delete(keys.location_key(user_id))
+        await p.execute()
+
+
+# Delete the floor only if it still belongs to this transmission (another may hold it now).
+_RELEASE = """
+local v = redis.call('GET', KEYS[1])
+if v and string.match(v, '^(%d+)|') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Floor:
+    tx_id: int
+    user_id: int
+    nickname: str
+    started_at: int
+    mode: str
+
+
+async def floor_take(
+    *, channel_id: int, user_id: int, nickname: str, mode: str
+) -> tuple[Floor | None, dict[str, Any] | None]:
+    """Take the channel's floor atomically (SET NX, so two processes can never both win).
+    Returns (floor, None) when granted, (None, holder) when someone else talks."""
+    r = get_async_redis()
+    # The header carries tx_id as a u32 (never 0): wrap the counter into 1..2**32-1.
+    tx_id = (int(await r.incr(keys.tx_seq_key())) - 1) % (2**32 - 1) + 1
+    floor = Floor(tx_id, user_id, nickname, now_ms(), mode)
+    value = f"{tx_id}|" + json.dumps(floor.__dict__)
+    # The holder's socket releases at max_ms; the expiry is only the backstop for a process
+    # that died holding it, so it runs a little longer.
+    expiry_ms = settings.VOICE_MAX_TRANSMISSION_SECONDS * 1000 + 2000
+    if await r.set(keys.floor_key(channel_id), value, nx=True, px=expiry_ms):
+        return floor, None
+    raw = await r.get(keys.floor_key(channel_id))
+    holder = json.loads(raw.decode().partition("|")[2]) if raw else None
+    return None, holder
+
+
+async def floor_release(*, channel_id: int, floor: Floor) -> int:
+    """Free the floor if this transmission still holds it; return its length in ms."""
+    await get_async_redis().eval(_RELEASE, 1, keys.floor_key(channel_id), str(floor.tx_id))
+    return max(0, now_ms() - floor.started_at)
