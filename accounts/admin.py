@@ -1,20 +1,69 @@
-from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from __future__ import annotations
 
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from . import services
 from .models import Device, Profile, User
 
 
 class ProfileInline(admin.StackedInline):
     model = Profile
     can_delete = False
+    fields = [
+        ("nickname", "gender", "birth_date", "country"),
+        "description",
+        "photo",
+        ("language", "translation_target"),
+        ("show_online_status", "send_read_receipts"),
+    ]
+
+
+class DeviceInline(admin.TabularInline):
+    model = Device
+    extra = 0
+    fields = ["make", "model", "platform", "client_version", "last_seen_at", "created_at"]
+    readonly_fields = fields
+    can_delete = True
+    show_change_link = True
+
+
+class DeletionFilter(admin.SimpleListFilter):
+    title = "deletion"
+    parameter_name = "deletion"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+        return [("requested", "Deletion requested"), ("none", "Not requested")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[User]) -> QuerySet[User]:
+        if self.value() == "requested":
+            return queryset.filter(deletion_requested_at__isnull=False)
+        if self.value() == "none":
+            return queryset.filter(deletion_requested_at__isnull=True)
+        return queryset
 
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     ordering = ["-date_joined"]
-    list_display = ["email", "first_name", "last_name", "is_active", "is_staff", "date_joined"]
+    list_display = [
+        "__str__",
+        "nickname",
+        "country",
+        "is_active",
+        "is_staff",
+        "date_joined",
+        "deletion",
+    ]
+    list_filter = ["is_active", "is_staff", DeletionFilter, "profile__country"]
     search_fields = ["email", "first_name", "last_name", "profile__nickname"]
-    inlines = [ProfileInline]
+    list_select_related = ["profile"]
+    readonly_fields = ["last_login", "date_joined", "deletion_requested_at"]
+    inlines = [ProfileInline, DeviceInline]
+    actions = ["request_deletion", "cancel_deletion"]
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Personal info", {"fields": ("first_name", "last_name")}),
@@ -23,16 +72,59 @@ class UserAdmin(BaseUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
+    @admin.display(description="nickname", ordering="profile__nickname")
+    def nickname(self, obj: User) -> str:
+        return getattr(getattr(obj, "profile", None), "nickname", "")
+
+    @admin.display(description="country", ordering="profile__country")
+    def country(self, obj: User) -> str:
+        return getattr(getattr(obj, "profile", None), "country", "")
+
+    @admin.display(description="deletion", ordering="deletion_requested_at")
+    def deletion(self, obj: User) -> str:
+        if obj.deletion_requested_at is None:
+            return ""
+        return format_html('<span title="{}">requested</span>', obj.deletion_requested_at)
+
+    @admin.action(description="Delete profiles (inaccessible now, erased after the grace period)")
+    def request_deletion(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            services.account_delete_request(user=user)
+        self.message_user(request, f"{queryset.count()} profile(s) deleted.", messages.SUCCESS)
+
+    @admin.action(description="Restore profiles whose deletion was requested")
+    def cancel_deletion(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        pending = queryset.filter(deletion_requested_at__isnull=False)
+        count = 0
+        for user in pending:
+            services.account_deletion_cancel(user=user)
+            count += 1
+        self.message_user(request, f"{count} profile(s) restored.", messages.SUCCESS)
+
 
 @admin.register(Profile)
-class ProfileAdmin(admin.ModelAdmin):
-    list_display = ["user", "nickname", "country", "language", "gender"]
+class ProfileAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["user", "nickname", "country", "language", "gender", "birth_date", "updated_at"]
     search_fields = ["nickname", "user__email"]
-    list_filter = ["country", "gender"]
+    list_filter = ["country", "gender", "language", "show_online_status"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
-    list_display = ["user", "platform", "make", "model", "client_version", "last_seen_at"]
-    list_filter = ["platform"]
-    search_fields = ["user__email", "device_id"]
+class DeviceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = [
+        "user",
+        "make",
+        "model",
+        "platform",
+        "client_version",
+        "last_seen_at",
+        "created_at",
+    ]
+    list_filter = ["platform", "model"]
+    search_fields = ["user__email", "device_id", "make"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["created_at"]
+    date_hierarchy = "last_seen_at"

@@ -16,9 +16,60 @@ from . import selectors, services
 from .forms import AccountDeleteForm, BirthDateForm, ProfileForm
 from .schemas import DeviceIn
 
+# The three products the account opens, in the order the home page shows them.
+PRODUCTS = (
+    {
+        "key": "voice",
+        "name": "CBLINE",
+        "tagline": "Push-to-talk walkie-talkie",
+        "url": "/cbline/",
+        "cta": "Open CBLINE",
+        "points": [
+            "Join a channel, hold the button, be heard live",
+            "Range narrowed to people near you; others see only your country",
+            "Voice leaves the server within seconds",
+        ],
+    },
+    {
+        "key": "videochat",
+        "name": "Video Chat Alternative",
+        "tagline": "Meet someone new, face to face",
+        "url": "/videochat/",
+        "cta": "Start video chat",
+        "points": [
+            "Random 1:1 video, peer to peer",
+            "Filter by gender and country; chat with translation",
+            "No record of who talked with whom",
+        ],
+    },
+    {
+        "key": "messaging",
+        "name": "CallsApp",
+        "tagline": "Private messages and calls",
+        "url": "",
+        "cta": "Coming soon",
+        "points": [
+            "End-to-end encrypted chats, groups, media and calls",
+            "All your devices, each with its own keys",
+            "Messages leave the server once delivered",
+        ],
+    },
+)
+
 
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html")
+    user = request.user
+    products = []
+    for product in PRODUCTS:
+        minimum = settings.AGE_RULES.get(product["key"], 0)
+        allowed = None  # unknown for visitors
+        if user.is_authenticated:
+            allowed = selectors.meets_age_rule(user, product["key"])  # type: ignore[arg-type]
+        products.append({**product, "min_age": minimum, "allowed": allowed})
+    missing_birth_date = user.is_authenticated and selectors.birth_date_missing(user)  # type: ignore[arg-type]
+    return render(
+        request, "home.html", {"products": products, "missing_birth_date": missing_birth_date}
+    )
 
 
 @login_required

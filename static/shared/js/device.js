@@ -27,10 +27,12 @@ export function describeDevice() {
 export async function registerDevice() {
   const csrf = document.querySelector("meta[name=csrf-token]")?.content;
   const body = { device_id: deviceId(), ...describeDevice() };
-  await fetch("/devices/register/", {
+  const response = await fetch("/devices/register/", {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
     body: JSON.stringify(body),
     credentials: "same-origin",
   });
+  if (!response.ok) throw new Error(`device registration failed: ${response.status}`);
+  return response.json();
 }
