@@ -49,6 +49,7 @@ export class VideoChatSession extends EventTarget {
     s.addEventListener("open", () => {
       if (this.state === "waiting" || this.state === "matched") {
         this.dropMatch("disconnected");
+        this.setState("waiting");
         this.wantQueue = true;
         this.sendHello();
       }
