@@ -237,10 +237,10 @@ FLAG_LAST = 0x01
 class PacketHeader(BaseModel):
     model_config = ConfigDict(frozen=True)
     kind: Literal[1, 2]
-    flags: Annotated[int, Field(ge=0, le=255)]
+    flags: Annotated[int, Field(ge=0, le=FLAG_LAST)]  # no other bit is defined
     seq: Annotated[int, Field(ge=0, le=65535)]
     tx_id: TxId
-    capture_ts: float
+    capture_ts: Annotated[float, Field(allow_inf_nan=False)]
 
     @property
     def last(self) -> bool:
@@ -252,7 +252,23 @@ class PacketHeader(BaseModel):
         if len(data) <= HEADER.size:
             raise ValueError("a packet is a 16-byte header and a payload")
         kind, flags, seq, tx_id, capture_ts = HEADER.unpack_from(data)
-        return cls(kind=kind, flags=flags, seq=seq, tx_id=tx_id, capture_ts=capture_ts)
+        header = cls(kind=kind, flags=flags, seq=seq, tx_id=tx_id, capture_ts=capture_ts)
+        if kind == KIND_WEBCODECS:
+            _check_opus_frames(data)
+        return header
 
     def pack(self) -> bytes:
         return HEADER.pack(self.kind, self.flags, self.seq, self.tx_id, self.capture_ts)
+
+
+def _check_opus_frames(data: bytes) -> None:
+    """Kind 1 is a run of (u16 length, Opus bytes) that ends exactly at the packet's end: a
+    packet that does not would fail in every listener's decoder, so it is refused here."""
+    offset, end = HEADER.size, len(data)
+    while offset < end:
+        if offset + 2 > end:
+            raise ValueError("truncated Opus frame length")
+        (length,) = struct.unpack_from(">H", data, offset)
+        offset += 2 + length
+        if length == 0 or offset > end:
+            raise ValueError("Opus frame length does not match the packet")

@@ -55,6 +55,14 @@ def is_member(channel_id: int, user_id: int) -> bool:
     return ChannelMembership.objects.filter(channel_id=channel_id, user_id=user_id).exists()
 
 
+def member_channel_ids(user_id: int, channel_ids: list[int]) -> set[int]:
+    return set(
+        ChannelMembership.objects.filter(user_id=user_id, channel_id__in=channel_ids).values_list(
+            "channel_id", flat=True
+        )
+    )
+
+
 def device_of(user_id: int, device_id: str) -> Device | None:
     if not device_id:
         return None

@@ -1,2 +1,10 @@
+from django.urls import path
+
+from . import views
+
 app_name = "voice"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.page, name="page"),
+    path("api/channels/", views.channels, name="channels"),
+    path("api/identity/", views.identity, name="identity"),
+]
