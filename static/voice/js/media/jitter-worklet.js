@@ -1,0 +1,293 @@
+// Playback side of CBLINE: a jitter buffer in the audio thread. Decoded 48 kHz mono frames
+// arrive per transmission; playback of a transmission starts once `target` ms are buffered,
+// the target grows after an underrun (cap 200 ms) and shrinks slowly while playback is
+// stable. A lost packet is concealed by repeating the last frame with a fade. The node's
+// input (MediaSource playback of WebM chunks) is mixed into the output. Every output block is
+// measured: levels, and the context time of each sound onset (the playback tap).
+// Audio is held only while it waits to be played.
+
+const MS = sampleRate / 1000;
+const INITIAL_TARGET = 60 * MS;
+const MIN_TARGET = 40 * MS;
+const MAX_TARGET = 200 * MS;
+const GROW_STEP = 20 * MS;
+const CATCH_UP_ABOVE = 60 * MS; // a packet or so of slack before trimming a backlog
+const SHRINK_STEP = 10 * MS;
+const STABLE_BEFORE_SHRINK = 3 * sampleRate; // samples played without an underrun
+const MAX_CONCEAL = 60 * MS; // beyond this a loss becomes silence
+const SILENT = 1e-3;
+const ONSET_LEVEL = 0.1;
+const ONSET_QUIET = 80 * MS;
+const REPORT_EVERY = 20; // blocks (about 53 ms)
+
+class Transmission {
+  constructor(key, live) {
+    this.key = key;
+    this.live = live; // a replay arrives all at once and must not be trimmed
+    this.queue = []; // Float32Array chunks; the first one is read from `offset`
+    this.offset = 0;
+    this.buffered = 0;
+    this.ended = false;
+    this.lastFrame = null;
+    this.framesIn = 0;
+  }
+
+  push(samples) {
+    this.queue.push(samples);
+    this.buffered += samples.length;
+    this.lastFrame = samples;
+    this.framesIn++;
+  }
+
+  /** Copies up to `n` samples into out[at..]; returns how many. */
+  read(out, at, n) {
+    let done = 0;
+    while (done < n && this.queue.length) {
+      const head = this.queue[0];
+      const take = Math.min(n - done, head.length - this.offset);
+      out.set(head.subarray(this.offset, this.offset + take), at + done);
+      this.offset += take;
+      done += take;
+      if (this.offset === head.length) { this.queue.shift(); this.offset = 0; }
+    }
+    this.buffered -= done;
+    return done;
+  }
+
+  /** Drops up to `n` samples (catching up when the buffer is deeper than needed). */
+  skip(n) {
+    let left = Math.min(n, this.buffered);
+    const dropped = left;
+    while (left > 0) {
+      const head = this.queue[0];
+      const take = Math.min(left, head.length - this.offset);
+      this.offset += take;
+      left -= take;
+      if (this.offset === head.length) { this.queue.shift(); this.offset = 0; }
+    }
+    this.buffered -= dropped;
+    return dropped;
+  }
+}
+
+class CblineJitterProcessor extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.txs = new Map(); // key -> Transmission, in arrival order
+    this.current = null;
+    this.state = "idle"; // idle | buffering | playing | rebuffering
+    this.target = INITIAL_TARGET;
+    this.stableFor = 0;
+    this.concealed = 0;
+    this.blocks = 0;
+    this.quiet = ONSET_QUIET;
+    this.levelSum = 0;
+    this.levelCount = 0;
+    this.stats = {
+      playedSamples: 0, nonSilentSamples: 0, mediaSamples: 0, underruns: 0, lateFrames: 0,
+      concealedSamples: 0, skippedSamples: 0, framesIn: 0, transmissions: 0,
+    };
+    this.port.onmessage = (e) => this.onMessage(e.data);
+  }
+
+  tx(key, live = true) {
+    let tx = this.txs.get(key);
+    if (!tx) {
+      tx = new Transmission(key, live);
+      this.txs.set(key, tx);
+    }
+    return tx;
+  }
+
+  onMessage(msg) {
+    switch (msg.type) {
+      case "frame": {
+        const tx = this.tx(msg.key, msg.live !== false);
+        if (tx.ended) return;
+        if (tx === this.current && this.state === "rebuffering") this.stats.lateFrames++;
+        tx.push(msg.samples);
+        this.stats.framesIn++;
+        break;
+      }
+      case "gap": {
+        // Packets that never came: conceal with the last frame, fading out.
+        const tx = this.tx(msg.key);
+        if (tx.ended || !tx.lastFrame) return;
+        const n = Math.min(msg.samples, MAX_CONCEAL);
+        const filler = new Float32Array(msg.samples);
+        const src = tx.lastFrame;
+        for (let i = 0; i < n; i++) filler[i] = src[i % src.length] * 0.6 * (1 - i / n);
+        tx.queue.push(filler);
+        tx.buffered += filler.length;
+        this.stats.concealedSamples += filler.length;
+        break;
+      }
+      case "end":
+        this.tx(msg.key).ended = true;
+        break;
+      case "drop":
+        this.txs.delete(msg.key);
+        if (this.current?.key === msg.key) this.finish(false);
+        break;
+      case "reset":
+        this.txs.clear();
+        this.current = null;
+        this.state = "idle";
+        break;
+      case "stats":
+        this.report(msg.id);
+        break;
+      default:
+    }
+  }
+
+  report(id = null) {
+    this.port.postMessage({
+      type: "stats", id,
+      stats: {
+        ...this.stats,
+        bufferMs: (this.current ? this.current.buffered : 0) / MS,
+        targetMs: this.target / MS,
+        state: this.state,
+        level: this.levelCount ? Math.sqrt(this.levelSum / this.levelCount) : 0,
+      },
+    });
+    this.levelSum = 0;
+    this.levelCount = 0;
+  }
+
+  /** Next transmission to play: the oldest one that has audio or has ended. */
+  pick() {
+    for (const tx of this.txs.values()) {
+      if (tx.buffered > 0 || tx.ended) return tx;
+    }
+    return null;
+  }
+
+  finish(notify = true) {
+    const tx = this.current;
+    this.current = null;
+    this.state = "idle";
+    if (!tx) return;
+    this.txs.delete(tx.key);
+    this.target = INITIAL_TARGET; // each transmission starts afresh
+    this.stableFor = 0;
+    if (notify) this.port.postMessage({ type: "ended", key: tx.key });
+  }
+
+  fill(out) {
+    let at = 0;
+    while (at < out.length) {
+      if (!this.current) {
+        this.current = this.pick();
+        if (!this.current) return;
+        this.state = "buffering";
+        this.stats.transmissions++;
+      }
+      const tx = this.current;
+      if (this.state === "buffering" || this.state === "rebuffering") {
+        if (tx.buffered >= this.target || (tx.ended && tx.buffered > 0)) {
+          this.state = "playing";
+        } else if (tx.ended) {
+          this.finish();
+          continue;
+        } else {
+          if (this.state === "rebuffering") this.conceal(tx, out, at);
+          return;
+        }
+      }
+      // playing
+      if (tx.live && tx.buffered > this.target + CATCH_UP_ABOVE) this.catchUp(tx, out.length - at);
+      const got = tx.read(out, at, out.length - at);
+      at += got;
+      this.stats.playedSamples += got;
+      this.stableFor += got;
+      if (this.stableFor >= STABLE_BEFORE_SHRINK && this.target > MIN_TARGET) {
+        this.target = Math.max(MIN_TARGET, this.target - SHRINK_STEP);
+        this.stableFor = 0;
+      }
+      if (at < out.length) {
+        if (tx.ended) { this.finish(); continue; }
+        // Ran dry mid-transmission: count it, wait for a deeper buffer.
+        this.stats.underruns++;
+        this.target = Math.min(MAX_TARGET, this.target + GROW_STEP);
+        this.stableFor = 0;
+        this.concealed = 0;
+        this.state = "rebuffering";
+        this.conceal(tx, out, at);
+        return;
+      }
+    }
+  }
+
+  /** While waiting after an underrun, fade the last frame out instead of a hard cut. */
+  conceal(tx, out, at) {
+    if (!tx.lastFrame || this.concealed >= MAX_CONCEAL) return;
+    const src = tx.lastFrame;
+    for (let i = at; i < out.length && this.concealed < MAX_CONCEAL; i++, this.concealed++) {
+      out[i] = src[this.concealed % src.length] * 0.5 * (1 - this.concealed / MAX_CONCEAL);
+    }
+  }
+
+  /** Buffer deeper than needed (a burst after a stall): drop a little to get back to target. */
+  catchUp(tx, blockLen) {
+    const head = tx.queue[0];
+    let quiet = true;
+    if (head) {
+      const end = Math.min(head.length, tx.offset + blockLen);
+      for (let i = tx.offset; i < end; i++) if (Math.abs(head[i]) > 0.02) { quiet = false; break; }
+    }
+    const excess = tx.buffered - this.target;
+    const n = quiet ? Math.min(excess, blockLen) : Math.min(excess, 2);
+    this.stats.skippedSamples += tx.skip(n);
+  }
+
+  measure(out) {
+    let sum = 0;
+    let onsetAt = -1;
+    for (let i = 0; i < out.length; i++) {
+      const v = out[i];
+      const a = Math.abs(v);
+      sum += v * v;
+      if (a > SILENT) this.stats.nonSilentSamples++;
+      if (a >= ONSET_LEVEL) {
+        if (this.quiet >= ONSET_QUIET && onsetAt < 0) onsetAt = i;
+        this.quiet = 0;
+      } else {
+        this.quiet++;
+      }
+    }
+    this.levelSum += sum;
+    this.levelCount += out.length;
+    if (onsetAt >= 0) {
+      this.port.postMessage({
+        type: "onset", contextTime: currentTime + onsetAt / sampleRate,
+        key: this.current?.key ?? null,
+      });
+    }
+  }
+
+  process(inputs, outputs) {
+    const outs = outputs[0];
+    const out = outs[0];
+    out.fill(0);
+    this.fill(out);
+    const media = inputs[0];
+    if (media && media.length) {
+      const scale = 1 / media.length;
+      for (let c = 0; c < media.length; c++) {
+        const ch = media[c];
+        for (let i = 0; i < out.length; i++) {
+          const v = ch[i] * scale;
+          if (v !== 0) { out[i] += v; if (Math.abs(v) > SILENT) this.stats.mediaSamples++; }
+        }
+      }
+    }
+    for (let c = 1; c < outs.length; c++) outs[c].set(out);
+    this.measure(out);
+    if (++this.blocks % REPORT_EVERY === 0) this.report();
+    return true;
+  }
+}
+
+registerProcessor("cbline-jitter", CblineJitterProcessor);
