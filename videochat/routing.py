@@ -1,1 +1,7 @@
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from .consumers import VideochatConsumer
+
+websocket_urlpatterns = [
+    path("ws/videochat/", VideochatConsumer.as_asgi()),
+]

@@ -1,2 +1,11 @@
+from django.urls import path
+
+from . import views
+
 app_name = "videochat"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("report/", views.report, name="report"),
+    path("appeal/", views.appeal, name="appeal"),
+    path("settings/", views.chat_settings, name="settings"),
+]

@@ -1,0 +1,287 @@
+"""Every write of videochat/: reports, bans, appeals, the user's chat settings, and the
+checks that refuse a user the product."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Any
+
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from PIL import Image, UnidentifiedImageError
+
+from accounts.models import Gender, Profile, User
+from accounts.selectors import profile_of
+from accounts.services import age_require
+from realtime.errors import NotAllowed, ServiceError
+from realtime.events import send_on_commit
+
+from . import conf, events
+from .models import Appeal, AppealStatus, Ban, Report, ReportReason, ReportStatus
+from .selectors import active_ban_for, open_appeal, social_uids
+
+log = logging.getLogger(__name__)
+
+FRAME_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+FRAME_MAX_PIXELS = 4096 * 4096
+PURGE_BATCH = 200
+
+
+# --- access
+def access_require(*, user: User) -> None:
+    """Refuse video chat to a user under the age of majority or under an active ban."""
+    age_require(user=user, product="videochat")
+    ban = active_ban_for(user)
+    if ban is not None:
+        raise NotAllowed(f"banned until {ban.expires_at.isoformat()}", code="banned")
+
+
+# --- reports
+def _clean_chat_lines(lines: Any) -> list[dict[str, str]]:
+    if not isinstance(lines, list):
+        raise ServiceError("invalid", "chat_lines must be a list of {from, text}")
+    max_lines = conf.get("VIDEOCHAT_REPORT_MAX_CHAT_LINES")
+    max_chars = conf.get("VIDEOCHAT_REPORT_MAX_LINE_CHARS")
+    cleaned = []
+    # The newest lines are the ones that matter: keep the last N.
+    for line in lines[-max_lines:]:
+        if not isinstance(line, dict) or line.get("from") not in ("me", "partner"):
+            raise ServiceError("invalid", "each chat line is {from: me|partner, text}")
+        text = line.get("text")
+        if not isinstance(text, str):
+            raise ServiceError("invalid", "a chat line's text is a string")
+        cleaned.append({"from": line["from"], "text": text[:max_chars]})
+    return cleaned
+
+
+def frame_validate(frame: UploadedFile) -> str:
+    """Check an uploaded still is a JPEG, PNG or WebP image of sane size; its extension."""
+    if frame.size is None or frame.size > conf.get("VIDEOCHAT_REPORT_MAX_FRAME_BYTES"):
+        raise ServiceError("frame_too_large", "the still image is too large")
+    try:
+        frame.seek(0)
+        with Image.open(frame) as img:
+            fmt = img.format or ""
+            if img.width * img.height > FRAME_MAX_PIXELS:
+                raise ServiceError("invalid_frame", "the still image has too many pixels")
+            img.verify()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise ServiceError("invalid_frame", "the still is not a readable image") from None
+    finally:
+        frame.seek(0)
+    if fmt not in FRAME_FORMATS:
+        raise ServiceError("invalid_frame", "the still must be JPEG, PNG or WebP")
+    return FRAME_FORMATS[fmt]
+
+
+@transaction.atomic
+def report_create(
+    *,
+    reporter: User,
+    reported_id: int,
+    reason: str,
+    chat_lines: Any,
+    frame: UploadedFile | None,
+) -> Report:
+    """File a report about a partner the server itself identified (never the client)."""
+    if reported_id == reporter.pk:
+        raise ServiceError("invalid", "you cannot report yourself")
+    if reason not in ReportReason.values:
+        raise ServiceError("invalid", "unknown reason")
+    report = Report(
+        reporter=reporter,
+        reported_id=reported_id,
+        reason=reason,
+        chat_lines=_clean_chat_lines(chat_lines),
+    )
+    if frame is not None:
+        ext = frame_validate(frame)
+        # A random name: the original file name is the client's and may say anything.
+        report.frame.save(f"{os.urandom(12).hex()}.{ext}", frame, save=False)
+    report.full_clean()
+    report.save()
+    return report
+
+
+def _file_delete_on_commit(storage: Any, name: str) -> None:
+    # After commit: a rolled-back clear must not leave a row pointing at a deleted file.
+    transaction.on_commit(lambda: storage.delete(name))
+
+
+@transaction.atomic
+def report_dismiss(*, report: Report, by: User | None) -> Report:
+    """Close a report without a ban; its still is deleted, nobody needs it any more."""
+    report = Report.objects.select_for_update().get(pk=report.pk)
+    if report.frame:
+        _file_delete_on_commit(report.frame.storage, report.frame.name)
+        report.frame = ""  # type: ignore[assignment]
+    report.status = ReportStatus.DISMISSED
+    report.reviewed_at = timezone.now()
+    report.reviewed_by = by
+    report.save(update_fields=["frame", "status", "reviewed_at", "reviewed_by"])
+    return report
+
+
+# --- bans
+@transaction.atomic
+def ban_create(
+    *,
+    user: User,
+    reason: str,
+    duration: dt.timedelta,
+    created_by: User | None,
+    report: Report | None = None,
+) -> Ban:
+    """Ban `user` from video chat for `duration`, following their Facebook/VK ids; the
+    report's still is copied as the ban image. Their open sockets are closed."""
+    if duration <= dt.timedelta(0):
+        raise ServiceError("invalid", "a ban lasts a positive time")
+    now = timezone.now()
+    uids = social_uids(user_id=user.pk)
+    ban = Ban(
+        user=user,
+        reason=reason.strip() or "Breaking the rules",
+        starts_at=now,
+        expires_at=now + duration,
+        created_by=created_by,
+        report=report,
+        facebook_uid=(uids["facebook"] or [""])[0],
+        vk_uid=(uids["vk"] or [""])[0],
+    )
+    if report is not None and report.frame:
+        ext = os.path.splitext(report.frame.name)[1] or ".jpg"
+        with report.frame.open("rb") as f:
+            ban.image.save(f"{os.urandom(12).hex()}{ext}", ContentFile(f.read()), save=False)
+    ban.full_clean()
+    ban.save()
+    if report is not None:
+        Report.objects.filter(pk=report.pk).update(
+            status=ReportStatus.BANNED, reviewed_at=now, reviewed_by=created_by
+        )
+    send_on_commit(events.videochat_user_group(user.pk), events.banned(ban_id=ban.pk))
+    return ban
+
+
+def bans_from_reports(
+    *, reports: list[Report], duration: dt.timedelta, created_by: User | None
+) -> list[Ban]:
+    """The admin's "ban for N days" on selected reports: one ban per reported user."""
+    bans = []
+    seen: set[int] = set()
+    for report in reports:
+        if report.reported_id is None or report.reported_id in seen:
+            continue
+        seen.add(report.reported_id)
+        reported = User.objects.get(pk=report.reported_id)
+        reason = f"Reported for: {report.get_reason_display()}"  # type: ignore[attr-defined]
+        bans.append(
+            ban_create(
+                user=reported,
+                reason=reason,
+                duration=duration,
+                created_by=created_by,
+                report=report,
+            )
+        )
+    return bans
+
+
+@transaction.atomic
+def ban_image_purge(*, ban_id: int) -> bool:
+    """Delete an expired ban's image, and the report still it came from; keep the rows."""
+    ban = Ban.objects.select_for_update().filter(pk=ban_id).first()
+    if ban is None or ban.expires_at > timezone.now():
+        return False
+    purged = False
+    if ban.image:
+        _file_delete_on_commit(ban.image.storage, ban.image.name)
+        ban.image = ""  # type: ignore[assignment]
+        ban.save(update_fields=["image"])
+        purged = True
+    if ban.report_id is not None:
+        report = Report.objects.select_for_update().get(pk=ban.report_id)
+        if report.frame:
+            _file_delete_on_commit(report.frame.storage, report.frame.name)
+            report.frame = ""  # type: ignore[assignment]
+            report.save(update_fields=["frame"])
+            purged = True
+    return purged
+
+
+def ban_images_purge(*, now: dt.datetime | None = None) -> int:
+    """Purge the images of every expired ban, in batches; returns how many were purged."""
+    now = now or timezone.now()
+    count = 0
+    last_id = 0
+    while True:
+        ids = list(
+            Ban.objects.filter(expires_at__lte=now, pk__gt=last_id)
+            .filter(~Q(image="") | (Q(report__isnull=False) & ~Q(report__frame="")))
+            .order_by("pk")
+            .values_list("pk", flat=True)[:PURGE_BATCH]
+        )
+        if not ids:
+            return count
+        for ban_id in ids:
+            count += ban_image_purge(ban_id=ban_id)
+        last_id = ids[-1]
+
+
+# --- appeals
+@transaction.atomic
+def appeal_create(*, user: User, ban: Ban, text: str) -> Appeal:
+    if ban.user_id != user.pk and active_ban_for(user) != ban:
+        raise NotAllowed("that ban is not yours")
+    if not ban.is_active:
+        raise ServiceError("ban_over", "this ban is over")
+    text = text.strip()
+    if not text:
+        raise ServiceError("invalid", "say why the ban should be lifted")
+    Ban.objects.select_for_update().get(pk=ban.pk)  # one appeal at a time per ban
+    if open_appeal(ban) is not None:
+        raise ServiceError("appeal_open", "an appeal of this ban is already being reviewed")
+    appeal = Appeal(ban=ban, text=text)
+    appeal.full_clean()
+    appeal.save()
+    return appeal
+
+
+@transaction.atomic
+def appeal_decide(*, appeal: Appeal, accept: bool, by: User | None) -> Appeal:
+    """Staff decision; accepting lifts the ban now (its image is purged as expired)."""
+    appeal = Appeal.objects.select_for_update().get(pk=appeal.pk)
+    if appeal.status != AppealStatus.OPEN:
+        raise ServiceError("appeal_closed", "this appeal was already decided")
+    now = timezone.now()
+    appeal.status = AppealStatus.ACCEPTED if accept else AppealStatus.REJECTED
+    appeal.decided_at = now
+    appeal.decided_by = by
+    appeal.save(update_fields=["status", "decided_at", "decided_by"])
+    if accept:
+        ban = appeal.ban
+        if ban.expires_at > now:
+            ban.expires_at = max(now, ban.starts_at + dt.timedelta(microseconds=1))
+            ban.save(update_fields=["expires_at"])
+    return appeal
+
+
+# --- settings
+@transaction.atomic
+def chat_settings_update(
+    *, user: User, gender: str, language: str, translation_target: str
+) -> Profile:
+    """The video chat settings kept on the profile: gender, language, translation target."""
+    if gender not in Gender.values:
+        raise ServiceError("invalid", "unknown gender")
+    profile = profile_of(user)
+    profile.gender = gender
+    profile.language = language or "en"
+    profile.translation_target = translation_target
+    profile.full_clean()
+    profile.save(update_fields=["gender", "language", "translation_target", "updated_at"])
+    return profile

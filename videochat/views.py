@@ -1,0 +1,134 @@
+"""Video chat pages: the chat page itself (or why it is refused), reports, appeals and the
+chat settings. The chat runs over /ws/videochat/; nothing of it passes through here."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from accounts.selectors import meets_age_rule, profile_of
+from realtime.errors import ServiceError
+
+from . import geo, selectors, services
+from . import matchmaking as mm
+from .forms import AppealForm, ChatSettingsForm, ReportForm
+from .models import ReportReason
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    """/videochat/. Renders, by the user's situation:
+
+    - not signed in: videochat/login.html {next, providers: [(id, name)]};
+    - under 18 (or no birth date): videochat/age_restricted.html, status 403;
+    - banned (this account or its Facebook/VK id): videochat/banned.html, status 403,
+      {ban, appeal (the open one or None), appeal_form};
+    - otherwise videochat/index.html with this context, kept stable for the client:
+        filters_allowed  bool: the user holds the paid gender/country filters
+        me_country       geo.Country from the request IP; str() is the ISO-2 code or ""
+                         (.code, .name, .flag)
+        profile          accounts Profile (gender, language, translation_target, nickname)
+        settings_form    ChatSettingsForm posting to videochat:settings
+        report_reasons   [(value, label)] for the report dialog
+    ICE servers and everything live come over the socket (`ready`).
+    """
+    user = request.user
+    if not user.is_authenticated:
+        return render(request, "videochat/login.html", {"next": request.get_full_path()})
+    if not meets_age_rule(user, "videochat"):  # type: ignore[arg-type]
+        return render(request, "videochat/age_restricted.html", status=403)
+    ban = selectors.active_ban_for(user)  # type: ignore[arg-type]
+    if ban is not None:
+        return render(
+            request,
+            "videochat/banned.html",
+            {"ban": ban, "appeal": selectors.open_appeal(ban), "appeal_form": AppealForm()},
+            status=403,
+        )
+    profile = profile_of(user)  # type: ignore[arg-type]
+    context = {
+        "filters_allowed": selectors.filters_allowed(user_id=user.pk),
+        "me_country": geo.country_info(geo.country_of_ip(geo.request_client_ip(request))),
+        "profile": profile,
+        "settings_form": ChatSettingsForm(
+            initial={
+                "gender": profile.gender,
+                "language": profile.language,
+                "translation_target": profile.translation_target,
+            }
+        ),
+        "report_reasons": ReportReason.choices,
+    }
+    return render(request, "videochat/index.html", context)
+
+
+@login_required
+@require_POST
+def chat_settings(request: HttpRequest) -> HttpResponse:
+    """Save gender, language and translation target on the profile (form or fetch)."""
+    form = ChatSettingsForm(request.POST)
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    if not form.is_valid():
+        if wants_json:
+            return JsonResponse({"ok": False, "errors": form.errors}, status=400)
+        messages.error(request, "Those settings could not be saved.")
+        return redirect("videochat:index")
+    services.chat_settings_update(user=request.user, **form.cleaned_data)  # type: ignore[arg-type]
+    if wants_json:
+        return JsonResponse({"ok": True})
+    messages.success(request, "Settings saved.")
+    return redirect("videochat:index")
+
+
+@login_required
+@require_POST
+def appeal(request: HttpRequest) -> HttpResponse:
+    ban = selectors.active_ban_for(request.user)  # type: ignore[arg-type]
+    if ban is None:
+        return redirect("videochat:index")
+    form = AppealForm(request.POST)
+    if form.is_valid():
+        try:
+            services.appeal_create(user=request.user, ban=ban, text=form.cleaned_data["text"])  # type: ignore[arg-type]
+        except ServiceError as exc:
+            messages.error(request, exc.detail)
+        else:
+            messages.success(request, "Your appeal was sent. A moderator will review it.")
+        return redirect("videochat:index")
+    return render(
+        request,
+        "videochat/banned.html",
+        {"ban": ban, "appeal": None, "appeal_form": form},
+        status=400,
+    )
+
+
+async def report(request: HttpRequest) -> HttpResponse:
+    """POST /videochat/report/ (multipart: reason, chat_lines JSON, frame). About the current
+    partner, else the last one: matchmaking knows who that is, the client never says."""
+    if request.method != "POST":
+        return JsonResponse({"ok": False, "error": "method_not_allowed"}, status=405)
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"ok": False, "error": "login_required"}, status=401)
+    form = ReportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return JsonResponse({"ok": False, "error": "invalid", "errors": form.errors}, status=400)
+    current = await mm.partner_of(user.pk)
+    reported_id = current[1] if current is not None else await mm.last_partner(user.pk)
+    if reported_id is None:
+        return JsonResponse({"ok": False, "error": "no_partner"}, status=409)
+    try:
+        created = await database_sync_to_async(services.report_create)(
+            reporter=user,
+            reported_id=reported_id,
+            reason=form.cleaned_data["reason"],
+            chat_lines=form.cleaned_data["chat_lines"],
+            frame=form.cleaned_data["frame"],
+        )
+    except ServiceError as exc:
+        return JsonResponse({"ok": False, "error": exc.code, "detail": exc.detail}, status=400)
+    return JsonResponse({"ok": True, "report_id": created.pk}, status=201)
