@@ -82,6 +82,13 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
             self._fill_profile(sociallogin.user, account.provider, account.extra_data)  # type: ignore[arg-type]
 
     def save_user(self, request: HttpRequest, sociallogin: SocialLogin, form: Any = None) -> Any:
+        if form is not None:
+            # The sign-up form's email (perhaps none) replaces the provider's, which may be
+            # another account's: allauth would otherwise still attach it to the new user.
+            chosen = (form.cleaned_data.get("email") or "").lower()
+            sociallogin.email_addresses = [
+                a for a in sociallogin.email_addresses if a.email.lower() == chosen
+            ]
         user = super().save_user(request, sociallogin, form)
         self._fill_profile(user, sociallogin.account.provider, sociallogin.account.extra_data)
         services.profile_country_guess(user=user, ip=_client_ip(request))
