@@ -168,7 +168,11 @@ def ban_create(
 
 
 def bans_from_reports(
-    *, reports: list[Report], duration: dt.timedelta, created_by: User | None
+    *,
+    reports: list[Report],
+    duration: dt.timedelta,
+    created_by: User | None,
+    reason: str = "",
 ) -> list[Ban]:
     """The admin's "ban for N days" on selected reports: one ban per reported user."""
     bans = []
@@ -178,11 +182,11 @@ def bans_from_reports(
             continue
         seen.add(report.reported_id)
         reported = User.objects.get(pk=report.reported_id)
-        reason = f"Reported for: {report.get_reason_display()}"  # type: ignore[attr-defined]
+        shown = reason or f"Reported for: {report.get_reason_display()}"  # type: ignore[attr-defined]
         bans.append(
             ban_create(
                 user=reported,
-                reason=reason,
+                reason=shown,
                 duration=duration,
                 created_by=created_by,
                 report=report,

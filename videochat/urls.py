@@ -8,4 +8,5 @@ urlpatterns = [
     path("report/", views.report, name="report"),
     path("appeal/", views.appeal, name="appeal"),
     path("settings/", views.chat_settings, name="settings"),
+    path("evidence/<str:kind>/<int:pk>/", views.evidence, name="evidence"),
 ]

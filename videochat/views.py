@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from channels.db import database_sync_to_async
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.selectors import meets_age_rule, profile_of
@@ -16,7 +17,7 @@ from realtime.errors import ServiceError
 from . import geo, selectors, services
 from . import matchmaking as mm
 from .forms import AppealForm, ChatSettingsForm, ReportForm
-from .models import ReportReason
+from .models import Ban, Report, ReportReason
 
 
 def index(request: HttpRequest) -> HttpResponse:
@@ -132,3 +133,19 @@ async def report(request: HttpRequest) -> HttpResponse:
     except ServiceError as exc:
         return JsonResponse({"ok": False, "error": exc.code, "detail": exc.detail}, status=400)
     return JsonResponse({"ok": True, "report_id": created.pk}, status=201)
+
+
+@staff_member_required
+def evidence(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
+    """A report still or ban image, for staff only: evidence is never public media."""
+    if kind == "report":
+        field = get_object_or_404(Report, pk=pk).frame
+    elif kind == "ban":
+        field = get_object_or_404(Ban, pk=pk).image
+    else:
+        raise Http404
+    if not field:
+        raise Http404
+    response = FileResponse(field.open("rb"))
+    response["Cache-Control"] = "private, no-store"
+    return response
