@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from accounts.selectors import age_on, meets_age_rule, user_by_email
+from accounts.services import age_require
+from realtime.errors import ServiceError
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+TODAY = dt.date(2026, 6, 15)
+
+
+def user_born(birth_date: dt.date | None):  # type: ignore[no-untyped-def]
+    user = UserFactory()
+    user.profile.birth_date = birth_date
+    user.profile.save()
+    return user
+
+
+@pytest.mark.parametrize(
+    ("birth_date", "expected"),
+    [
+        (dt.date(2008, 6, 15), True),  # 18 today
+        (dt.date(2008, 6, 16), False),  # 18 tomorrow
+        (dt.date(2008, 6, 14), True),
+        (dt.date(1950, 1, 1), True),
+    ],
+)
+def test_videochat_needs_18_years(birth_date, expected):
+    assert meets_age_rule(user_born(birth_date), "videochat", today=TODAY) is expected
+
+
+@pytest.mark.parametrize(
+    ("birth_date", "expected"),
+    [(dt.date(2016, 6, 15), True), (dt.date(2016, 6, 16), False)],
+)
+def test_callsapp_is_not_for_under_10(birth_date, expected):
+    assert meets_age_rule(user_born(birth_date), "messaging", today=TODAY) is expected
+
+
+def test_unknown_birth_date_passes_only_products_without_a_rule():
+    user = user_born(None)
+    assert meets_age_rule(user, "voice", today=TODAY)
+    assert not meets_age_rule(user, "videochat", today=TODAY)
+    assert not meets_age_rule(user, "messaging", today=TODAY)
+
+
+def test_leap_day_birthday_counts_from_march_first_in_common_years():
+    born = dt.date(2008, 2, 29)
+    assert age_on(born, dt.date(2026, 2, 28)) == 17
+    assert age_on(born, dt.date(2026, 3, 1)) == 18
+
+
+def test_age_require_refuses_with_a_403_service_error():
+    child = user_born(dt.date(dt.date.today().year - 12, 1, 1))  # 12 all year
+    age_require(user=child, product="messaging")
+    with pytest.raises(ServiceError) as refused:
+        age_require(user=child, product="videochat")
+    assert (refused.value.code, refused.value.status) == ("age_restricted", 403)
+
+
+def test_user_by_email_ignores_case_and_deleted_accounts():
+    user = UserFactory(email="Mixed@Example.com")
+    assert user_by_email("mixed@example.COM") == user
+    assert user_by_email("") is None
+    user.is_active = False
+    user.save()
+    assert user_by_email("mixed@example.com") is None
