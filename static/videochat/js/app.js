@@ -8,6 +8,13 @@ import { VideoChatSession } from "./session.js";
 import { captureFrame } from "./snapshot.js";
 
 const MAX_REPORT_LINES = 50;
+const PROFILE_FIELDS = new Set(["gender", "language", "translate_to"]);
+// Error codes after which the socket is closed by the server and must not be reopened.
+const BLOCKING = {
+  banned: "You are banned from video chat",
+  age_restricted: "Video chat is for adults only",
+  replaced: "Video chat is open in another window",
+};
 
 const root = document.querySelector("[data-videochat]");
 if (root) init(root);
@@ -27,7 +34,6 @@ function init(root) {
   const chatSend = ui.chatForm.querySelector("button[type=submit]");
 
   fillSelects(ui.settings, root.dataset);
-  if (ui.meFlag) ui.meFlag.textContent = flagEmoji(root.dataset.meCountry);
   setFiltersAllowed(root.dataset.filtersAllowed === "true");
 
   let localStream = null;
@@ -90,21 +96,30 @@ function init(root) {
   });
   session.addEventListener("chat", ({ detail: { line } }) => appendChat(line));
   session.addEventListener("error", ({ detail: { code, detail } }) => {
-    if (code === "banned" || code === "age_required") { location.reload(); return; }
-    notice(detail || "Something went wrong.");
+    if (Object.hasOwn(BLOCKING, code)) block(BLOCKING[code], detail);
+    else if (code === "filters_not_allowed") { setFiltersAllowed(false); notice("Filters need Premium: searching everyone."); }
+    else notice(detail || "Something went wrong.");
   });
   socket.addEventListener("close", ({ detail: { code } }) => {
-    if (code === 4401 || code === 4403) location.reload(); // logged out, banned: the page explains
+    if (code === 4401 || code === 4001) block("You are logged out", "Log in again to keep chatting.");
+    else if (code === 4403 && root.dataset.blocked !== "true") block("Video chat is not available", "");
   });
 
   // --- page → session
+  // The socket opens at the first Start, not on page load: the server gives the video chat
+  // place to the newest socket, so merely opening this page elsewhere must not end a chat.
+  let connected = false;
   action("start").addEventListener("click", () => {
     if (!localStream) return;
+    if (!connected) { socket.connect(); connected = true; }
     session.start(readSettings());
   });
   action("next").addEventListener("click", () => session.next());
   action("stop").addEventListener("click", () => session.stop());
-  ui.settings.addEventListener("change", () => session.updateSettings(readSettings()));
+  ui.settings.addEventListener("change", (ev) => {
+    session.updateSettings(readSettings());
+    if (PROFILE_FIELDS.has(ev.target.name)) saveProfileSettings();
+  });
   ui.settings.addEventListener("submit", (ev) => ev.preventDefault());
 
   ui.chatForm.addEventListener("submit", (ev) => {
@@ -126,8 +141,6 @@ function init(root) {
     sendReport(ui.reportForm.elements.reason.value);
   });
 
-  socket.connect();
-
   // The test hook (and a handy console probe): state and what the call is receiving.
   window.videochat = {
     get state() { return session.state; },
@@ -148,7 +161,7 @@ function init(root) {
     ui.chatHint.textContent = matched ? "Say hello. Messages are translated for you."
       : "Messages appear here once you're connected.";
     action("report").disabled = !(matched || lastFrame || session.chatLines.length);
-    if (state === "waiting") ui.wait.textContent = "";
+    if (state === "waiting") ui.wait.textContent = describeWait(null);
   }
 
   function readSettings() {
@@ -174,11 +187,14 @@ function init(root) {
   function showPartner(partner) {
     ui.partner.hidden = !partner;
     if (!partner) return;
-    ui.partnerFlag.textContent = partner.flag || flagEmoji(partner.country) || "🌍";
-    ui.partnerName.textContent = partner.country_name || "Somewhere";
+    ui.partnerFlag.textContent = partner.flag || flagEmoji(partner.country);
+    ui.partnerFlag.hidden = !ui.partnerFlag.textContent;
+    ui.partnerName.textContent = partner.name || "Stranger";
+    ui.partnerFlag.title = partner.country_name || "";
     const gender = { f: "woman", m: "man" }[partner.gender] ?? "";
     const language = partner.language ? languageName(partner.language) : "";
-    ui.partnerExtra.textContent = [gender, language && `speaks ${language}`].filter(Boolean).join(" · ");
+    ui.partnerExtra.textContent = [partner.country_name, gender, language && `speaks ${language}`]
+      .filter(Boolean).join(" · ");
   }
 
   function appendChat(line) {
@@ -218,10 +234,9 @@ function init(root) {
     body.append("reason", reason);
     body.append("chat_lines", JSON.stringify(lines));
     if (frame) body.append("frame", frame, "frame.jpg");
-    const csrf = document.querySelector("meta[name=csrf-token]")?.content ?? "";
     try {
       const resp = await fetch(root.dataset.reportUrl, {
-        method: "POST", body, credentials: "same-origin", headers: { "X-CSRFToken": csrf },
+        method: "POST", body, credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() },
       });
       if (!resp.ok) throw new Error(`report refused: ${resp.status}`);
       notice("Thanks, your report was sent to our moderators.");
@@ -231,6 +246,18 @@ function init(root) {
       console.warn("videochat:", err);
       notice("The report could not be sent. Please try again.");
     }
+  }
+
+  // Gender, language and translation target are remembered on the profile for next time.
+  function saveProfileSettings() {
+    const f = ui.settings.elements;
+    const body = new URLSearchParams({
+      gender: f.gender.value, language: f.language.value, translation_target: f.translate_to.value,
+    });
+    fetch(root.dataset.settingsUrl, {
+      method: "POST", body, credentials: "same-origin",
+      headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+    }).catch(() => {});
   }
 
   function toggleTracks(button, kind) {
@@ -244,12 +271,26 @@ function init(root) {
     root.dataset[kind === "audio" ? "micOff" : "camOff"] = String(off);
   }
 
+  // The server refused us for good (ban, age, another tab): no reconnect, no Start.
+  function block(title, detail) {
+    socket.close();
+    session.stop();
+    root.dataset.blocked = "true";
+    el("blocked-title").textContent = title;
+    el("blocked-detail").textContent = detail || "";
+    ui.remoteVideo.srcObject = null;
+  }
+
   function notice(text) {
     ui.notice.textContent = text;
     ui.notice.hidden = false;
     clearTimeout(noticeTimer);
     noticeTimer = setTimeout(() => { ui.notice.hidden = true; }, 5000);
   }
+}
+
+function csrfToken() {
+  return document.querySelector("meta[name=csrf-token]")?.content ?? "";
 }
 
 function fillSelects(form, data) {

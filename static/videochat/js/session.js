@@ -160,9 +160,8 @@ export class VideoChatSession extends EventTarget {
   onMatchEnded(m) {
     if (m.match_id !== this.matchId) return;
     this.dropMatch(m.reason ?? "left");
+    // The server puts the one left behind straight back in the queue.
     if (this.state === "matched") this.setState("waiting");
-    // The server re-queues a partner who was skipped; after anything else we ask ourselves.
-    if (m.reason !== "next" && this.state === "waiting") this.socket.send({ type: "queue.join" });
   }
 
   onSignal(m) {
