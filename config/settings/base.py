@@ -80,7 +80,8 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": BASE_DIR / "var" / "db.sqlite3",
+            # DJANGO_SQLITE_PATH: a throwaway file for benchmarks (benchmarks/_common.py).
+            "NAME": env("DJANGO_SQLITE_PATH", default=str(BASE_DIR / "var" / "db.sqlite3")),
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
                 "transaction_mode": "IMMEDIATE",
