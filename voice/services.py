@@ -116,7 +116,9 @@ def channel_member_moderate(
     *, channel_id: int, moderator: User, target_id: int, action: str, minutes: int = 0
 ) -> Moderation:
     """Mute, kick or ban a member. Kick and ban take the membership away (a protected channel
-    wants its password again); the target's sockets hear of it through their voice group."""
+    wants its password again). The target's own sockets hear of it through their voice group
+    and act (leave, drop the floor, re-announce themselves as muted): one event, not one per
+    listener."""
     if action not in _ACTIONS:
         raise ServiceError("invalid", "unknown moderation action")
     channel = channel_get(channel_id)
@@ -150,10 +152,6 @@ def channel_member_moderate(
             "until": int(until.timestamp() * 1000) if result.until else None,
         },
     )
-    if action == "mute":
-        send_on_commit(
-            keys.channel_group(channel.pk), {"type": "voice.member.refresh", "user_id": target_id}
-        )
     return result
 
 
