@@ -241,9 +241,11 @@ elseif op == 'end' then
   return ended or false
 
 elseif op == 'partner' then
+  -- A pair is over as soon as either side's deadline has passed, swept or not.
   local raw = redis.call('HGET', PAIR, ARGV[2])
   if not raw or not alive('p', ARGV[2]) then return false end
   local p = split(raw)
+  if not alive('p', p[2]) then return false end
   return { p[1], p[2], p[3] }
 
 elseif op == 'last' then
