@@ -1,0 +1,280 @@
+"""Range narrowed by coarse location, replay of a missed transmission, and the retention
+promises (audio only in Redis for seconds, location only while connected) on the real
+Redis and database."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+
+from realtime.redis import get_async_redis
+from tests.voice.helpers import (
+    MARKER,
+    assert_alive,
+    binaries,
+    connect,
+    expect,
+    expect_error,
+    frames,
+    join,
+    joined,
+    packet,
+    take_floor,
+)
+from voice.keys import geo_key, location_key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BERLIN = (52.5200, 13.4050)
+POTSDAM = (52.3906, 13.0645)  # ~27 km from Berlin
+BERLIN_EAST = (52.5100, 13.4500)  # ~3 km
+PARIS = (48.8566, 2.3522)  # ~880 km
+
+
+async def locate(comm, where) -> None:  # type: ignore[no-untyped-def]
+    await comm.send_json_to({"type": "location.set", "lat": where[0], "lon": where[1]})
+    ok = await expect(comm, "location.ok")
+    assert ok["has_location"] is True
+
+
+async def test_range_narrows_who_hears(amake_user, make_channel):
+    talker, near, far, nowhere = [await amake_user() for _ in range(4)]
+    channel = await make_channel(talker, range_km=10)
+    ct, cn, cf, cx = [await joined(u, channel) for u in (talker, near, far, nowhere)]
+    await locate(ct, BERLIN)
+    await locate(cn, BERLIN_EAST)
+    await locate(cf, PARIS)
+    # `nowhere` shares no location: hears channel-wide.
+    for comm in (ct, cn, cf, cx):
+        await frames(comm)
+
+    tx_id = await take_floor(ct)
+    sent = [packet(tx_id, 0), packet(tx_id, 1, last=True)]
+    for p in sent:
+        await ct.send_to(bytes_data=p)
+    assert await binaries(cn) == sent
+    assert await binaries(cx) == sent
+    assert await binaries(cf) == []  # out of range: nothing
+
+    await ct.send_json_to({"type": "floor.release", "tx_id": tx_id})
+    await expect(ct, "floor.released")
+    # The far member clears their location: now they hear channel-wide.
+    await cf.send_json_to({"type": "location.clear"})
+    assert (await expect(cf, "location.ok"))["has_location"] is False
+    tx2 = await take_floor(ct)
+    await ct.send_to(bytes_data=packet(tx2, 0))
+    assert len(await binaries(cf)) == 1
+    for comm in (ct, cn, cf, cx):
+        await comm.disconnect()
+
+
+async def test_talker_without_location_reaches_everyone(amake_user, make_channel):
+    talker, far = await amake_user(), await amake_user()
+    channel = await make_channel(talker, range_km=5)
+    ct, cf = await joined(talker, channel), await joined(far, channel)
+    await locate(cf, PARIS)
+    tx_id = await take_floor(ct)
+    await ct.send_to(bytes_data=packet(tx_id))
+    assert len(await binaries(cf)) == 1
+    await ct.disconnect()
+    await cf.disconnect()
+
+
+async def test_unlimited_channel_ignores_distance(amake_user, make_channel):
+    talker, far = await amake_user(), await amake_user()
+    channel = await make_channel(talker, range_km=0)
+    ct, cf = await joined(talker, channel), await joined(far, channel)
+    await locate(ct, BERLIN)
+    await locate(cf, PARIS)
+    tx_id = await take_floor(ct)
+    await ct.send_to(bytes_data=packet(tx_id))
+    assert len(await binaries(cf)) == 1
+    await ct.disconnect()
+    await cf.disconnect()
+
+
+async def test_location_is_coarse_redis_only_and_gone_after_disconnect(amake_user, make_channel):
+    user = await amake_user()
+    comm = await connect(user)
+    await locate(comm, (52.523456, 13.411111))
+    r = get_async_redis()
+    ((lon, lat),) = await r.geopos(geo_key(), str(user.pk))
+    assert abs(lat - 52.52) < 1e-4 and abs(lon - 13.41) < 1e-4  # rounded to 0.01°
+    ttl = await r.ttl(location_key(user.pk))
+    assert 0 < ttl <= settings.VOICE_LOCATION_TTL_SECONDS
+    await comm.disconnect()
+    assert await r.geopos(geo_key(), str(user.pk)) == [None]
+    assert not await r.exists(location_key(user.pk))
+
+    # And after location.clear on a live socket.
+    comm = await connect(user)
+    await locate(comm, BERLIN)
+    await comm.send_json_to({"type": "location.clear"})
+    await expect(comm, "location.ok")
+    assert await r.geopos(geo_key(), str(user.pk)) == [None]
+    assert not await r.exists(location_key(user.pk))
+    await comm.disconnect()
+
+    @sync_to_async
+    def sql_has(text: str) -> bool:
+        return _sql_contains([text.encode()])
+
+    assert not await sql_has("52.52")
+
+
+# --- replay
+async def _missed_transmission(amake_user, make_channel):  # type: ignore[no-untyped-def]
+    """Talker T sends while listener L (in range) is away; returns what was sent."""
+    talker, listener, far = [await amake_user() for _ in range(3)]
+    channel = await make_channel(talker, range_km=10)
+    ct, cl, cf = [await joined(u, channel) for u in (talker, listener, far)]
+    await locate(ct, BERLIN)
+    await locate(cl, BERLIN_EAST)
+    await locate(cf, PARIS)
+    tx_id = await take_floor(ct)
+    await cl.disconnect()  # the listener's connection drops mid-transmission
+    sent = [packet(tx_id, i, last=i == 2) for i in range(3)]
+    for p in sent:
+        await ct.send_to(bytes_data=p)
+    await ct.send_json_to({"type": "floor.release", "tx_id": tx_id})
+    await expect(ct, "floor.released")
+    return channel, (talker, listener, far), (ct, cf), tx_id, sent
+
+
+async def test_reconnecting_listener_downloads_the_missed_transmission(amake_user, make_channel):
+    channel, (talker, listener, _), (ct, cf), tx_id, sent = await _missed_transmission(
+        amake_user, make_channel
+    )
+    cl = await connect(listener)
+    snapshot = await join(cl, channel)
+    (recent,) = snapshot["recent"]
+    assert recent["tx_id"] == tx_id and recent["user_id"] == talker.pk
+    await cl.send_json_to({"type": "tx.fetch", "tx_id": tx_id})
+    start = await expect(cl, "tx.replay")
+    assert start["tx_id"] == tx_id and start["user_id"] == talker.pk
+    assert start["nickname"] == talker.profile.nickname and start["mode"] == "webcodecs"
+    got = await frames(cl)
+    assert got[:-1] == sent
+    assert got[-1]["type"] == "tx.replay.end"
+    for comm in (ct, cf, cl):
+        await comm.disconnect()
+
+
+async def test_replay_refused_to_out_of_range_member_and_non_member(amake_user, make_channel):
+    _, _, (ct, cf), tx_id, _ = await _missed_transmission(amake_user, make_channel)
+    await cf.send_json_to({"type": "tx.fetch", "tx_id": tx_id})
+    await expect_error(cf, "forbidden")
+    assert await binaries(cf) == []
+    await assert_alive(cf)
+
+    stranger = await amake_user()
+    other = await make_channel(stranger)
+    cs = await joined(stranger, other)
+    await cs.send_json_to({"type": "tx.fetch", "tx_id": tx_id})
+    await expect_error(cs, "forbidden")
+    assert await binaries(cs) == []
+    await assert_alive(cs)
+    for comm in (ct, cf, cs):
+        await comm.disconnect()
+
+
+async def test_member_who_joined_after_the_transmission_cannot_fetch_it(amake_user, make_channel):
+    talker, late = await amake_user(), await amake_user()
+    channel = await make_channel(talker)
+    ct = await joined(talker, channel)
+    tx_id = await take_floor(ct)
+    await ct.send_to(bytes_data=packet(tx_id))
+    await ct.send_json_to({"type": "floor.release", "tx_id": tx_id})
+    cl = await joined(late, channel)
+    await cl.send_json_to({"type": "tx.fetch", "tx_id": tx_id})
+    await expect_error(cl, "forbidden")
+    await ct.disconnect()
+    await cl.disconnect()
+
+
+# --- retention
+def _sql_contains(needles: list[bytes]) -> bool:
+    """Whether any value in any table of the database holds one of `needles` (raw, or as
+    text: hex or base64, the ways bytes usually end up in a text column)."""
+    forms: list[bytes] = []
+    for n in needles:
+        forms += [n, n.hex().encode(), base64.b64encode(n)]
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names(cursor):
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608
+            for row in cursor.fetchall():
+                for value in row:
+                    if value is None:
+                        continue
+                    raw = (
+                        bytes(value)
+                        if isinstance(value, bytes | memoryview)
+                        else str(value).encode()
+                    )
+                    if any(f in raw for f in forms):
+                        return True
+    return False
+
+
+def _disk_contains(needle: bytes) -> list[str]:
+    """Files under the media root and the SQLite database files holding `needle`."""
+    roots = [Path(settings.MEDIA_ROOT)]
+    db_name = str(connection.settings_dict["NAME"])
+    hits = []
+    candidates = [p for r in roots if r.exists() for p in r.rglob("*") if p.is_file()]
+    candidates += [Path(db_name + s) for s in ("", "-wal") if Path(db_name + s).is_file()]
+    for path in candidates:
+        if needle in path.read_bytes():
+            hits.append(str(path))
+    return hits
+
+
+async def test_audio_never_in_sql_or_on_disk_and_gone_from_redis_within_ttl(
+    amake_user, make_channel, settings
+):
+    settings.VOICE_AUDIO_TTL_SECONDS = 2
+    talker, listener = await amake_user(), await amake_user()
+    channel = await make_channel(talker)
+    ct, cl = await joined(talker, channel), await joined(listener, channel)
+    tx_id = await take_floor(ct)
+    payload = MARKER + b"-retention"
+    sent = packet(tx_id, 0, payload=payload)
+    await ct.send_to(bytes_data=sent)
+    assert await binaries(cl) == [sent]
+    await ct.send_json_to({"type": "floor.release", "tx_id": tx_id})
+    await expect(ct, "floor.released")
+
+    r = get_async_redis()
+    audio_keys = [k async for k in r.scan_iter(match=settings.REDIS_KEY_PREFIX + "voice:*")]
+    assert audio_keys, "the audio is held in Redis for replay"
+    for k in audio_keys:
+        ttl = await r.pttl(k)
+        assert 0 < ttl <= 2000 or k.endswith(b"txseq") or b":sockets:" in k, (k, ttl)
+
+    @sync_to_async
+    def stored_anywhere() -> tuple[bool, list[str]]:
+        return _sql_contains([payload, sent]), _disk_contains(payload)
+
+    assert await stored_anywhere() == (False, [])
+
+    await asyncio.sleep(2.3)
+    leftovers = []
+    async for k in r.scan_iter(match=settings.REDIS_KEY_PREFIX + "voice:*"):
+        if k.endswith(b"txseq") or b":sockets:" in k:
+            continue  # a counter and who is connected now: no audio, no location
+        leftovers.append(k)
+    assert leftovers == []
+    # Nothing anywhere in Redis still holds the audio.
+    async for k in r.scan_iter(match=settings.REDIS_KEY_PREFIX + "*"):
+        if await r.type(k) == b"string":
+            assert payload not in (await r.get(k) or b""), k
+    await cl.send_json_to({"type": "tx.fetch", "tx_id": tx_id})
+    await expect_error(cl, "not_found")
+    await ct.disconnect()
+    await cl.disconnect()
