@@ -8,6 +8,7 @@ import { pageNow } from "./clock.js";
 
 const SAMPLE_RATE = 48000;
 const FRAME_US = 20000;
+const FRAME_SAMPLES = 960; // 20 ms at 48 kHz
 const WEBM_MIME = "audio/webm;codecs=opus";
 const ENDED_MEMORY = 64; // recently ended transmissions whose stragglers are ignored
 
@@ -125,7 +126,7 @@ export class Player {
 
   open(key, first, live) {
     const stream = { key, live, kind: first.kind, txId: first.txId, nextSeq: 0, fpp: null,
-      nextOutUs: 0, finishing: false };
+      started: false, finishing: false };
     if (first.kind === KIND_OPUS) this.openDecoder(stream);
     else if (first.kind === KIND_WEBM) this.openMedia(stream);
     else throw new RangeError(`unknown kind ${first.kind}`);
@@ -136,9 +137,10 @@ export class Player {
   feed(stream, p) {
     if (p.kind !== stream.kind) return; // a transmission never changes kind
     if (p.seq < stream.nextSeq) return; // duplicate or out of date
-    if (p.seq > stream.nextSeq) this.counters.lostPackets += p.seq - stream.nextSeq;
+    const lost = p.seq - stream.nextSeq;
+    if (lost > 0) this.counters.lostPackets += lost;
     stream.nextSeq = p.seq + 1;
-    if (p.kind === KIND_OPUS) this.decodeFrames(stream, p);
+    if (p.kind === KIND_OPUS) this.decodeFrames(stream, p, lost);
     else this.appendChunk(stream, p.chunk);
   }
 
@@ -187,6 +189,7 @@ export class Player {
   // --- kind 1: Opus frames through AudioDecoder ----------------------------------------------
 
   openDecoder(stream) {
+    stream.markers = [];
     stream.decoder = new AudioDecoder({
       output: (data) => this.onDecoded(stream, data),
       error: () => { this.counters.decodeErrors++; },
@@ -194,15 +197,19 @@ export class Player {
     stream.decoder.configure({ codec: "opus", sampleRate: SAMPLE_RATE, numberOfChannels: 1 });
   }
 
-  decodeFrames(stream, p) {
+  decodeFrames(stream, p, lost) {
     if (stream.decoder.state !== "configured") {
       this.counters.decodeErrors++;
       this.openDecoder(stream); // a corrupt frame closed it; go on with the next ones
     }
     if (stream.fpp === null && !p.last) stream.fpp = p.frames.length;
     const fpp = stream.fpp ?? p.frames.length;
+    // The decoder yields one output per frame, in order; each output learns from its marker
+    // how much audio went missing just before it (concealed in the jitter buffer, in place).
+    const gap = lost > 0 && stream.started ? lost * fpp * FRAME_SAMPLES : 0;
+    stream.started = true;
     p.frames.forEach((frame, i) => {
-      // Frame timestamps follow seq, so a missing packet shows as a hole in the output.
+      stream.markers.push(i === 0 ? gap : 0);
       const timestamp = (p.seq * fpp + i) * FRAME_US;
       stream.decoder.decode(new EncodedAudioChunk({ type: "key", timestamp, data: frame }));
     });
@@ -213,15 +220,12 @@ export class Player {
     let samples = new Float32Array(n);
     data.copyTo(samples, { planeIndex: 0, format: "f32-planar" });
     if (data.sampleRate !== SAMPLE_RATE) samples = resampleLinear(samples, data.sampleRate, SAMPLE_RATE);
-    const holeUs = data.timestamp - stream.nextOutUs;
-    stream.nextOutUs = data.timestamp + (n * 1e6) / data.sampleRate;
     data.close();
+    const gap = stream.markers.shift() ?? 0;
     this.counters.decodedFrames++;
     const port = this.node?.port;
     if (!port) return;
-    if (holeUs > FRAME_US / 2) {
-      port.postMessage({ type: "gap", key: stream.key, samples: Math.round((holeUs * SAMPLE_RATE) / 1e6) });
-    }
+    if (gap > 0) port.postMessage({ type: "gap", key: stream.key, samples: gap });
     port.postMessage({ type: "frame", key: stream.key, live: stream.live, samples }, [samples.buffer]);
   }
 

@@ -1,0 +1,344 @@
+"""CBLINE browser media path in a real Chromium: the binary frame format, Opus capture from
+the fake microphone, decoding and the jitter buffer up to the playback tap, loss concealment,
+the MediaRecorder/MediaSource fallback, and that no audio is written to browser storage.
+
+The modules are loaded from /static/ of a live daphne process into an otherwise empty page.
+The fake microphone beeps (about 20 ms every 500 ms), which gives the onsets to follow."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+MEDIA = "/static/voice/js/media"
+
+# Helpers installed on window.H in each page. Packets are recorded with the same packing
+# the page controller uses, then fed to the Player at the cadence they were captured.
+HARNESS = """
+async () => {
+  const M = "%s";
+  const protocol = await import(`${M}/protocol.js`);
+  const { Capture } = await import(`${M}/capture.js`);
+  const { Player } = await import(`${M}/player.js`);
+  const { ReplayStore } = await import(`${M}/replay-store.js`);
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const mic = () => navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+  });
+  async function record(ms, opts = {}) {
+    const stream = await mic();
+    const packets = [];
+    const onsets = [];
+    let seq = 0;
+    const cap = new Capture({
+      ...opts,
+      onOnset: (ts) => onsets.push(ts),
+      onPacket: (kind, data, captureTs, last) => {
+        const buf = protocol.packPacket({
+          kind, last, seq: seq++, txId: opts.txId ?? 42, captureTs,
+          frames: kind === 1 ? data : undefined, chunk: kind === 2 ? data : undefined,
+        });
+        packets.push({ buf, at: performance.now() });
+      },
+    });
+    await cap.start(stream);
+    await sleep(ms);
+    await cap.stop();
+    stream.getTracks().forEach((t) => t.stop());
+    return { packets, onsets, stats: cap.stats, mode: cap.mode };
+  }
+  /** Push recorded packets into a Player with their original spacing; skip `drop` seqs. */
+  async function play(player, packets, { drop = [] } = {}) {
+    const t0 = performance.now();
+    const base = packets[0].at;
+    for (const p of packets) {
+      const wait = p.at - base - (performance.now() - t0);
+      if (wait > 0) await sleep(wait);
+      const unpacked = protocol.unpackPacket(p.buf);
+      if (!drop.includes(unpacked.seq)) player.push(unpacked);
+    }
+  }
+  async function newPlayer(opts) {
+    const player = new Player(opts);
+    await player.init();
+    await player.resume();
+    return player;
+  }
+  async function waitFor(fn, ms = 5000) {
+    const end = performance.now() + ms;
+    while (performance.now() < end) { if (await fn()) return true; await sleep(20); }
+    return false;
+  }
+  window.H = { protocol, Capture, Player, ReplayStore, record, play, newPlayer, sleep, waitFor };
+  return true;
+}
+""" % MEDIA
+
+
+@pytest.fixture
+def media_page(live_asgi, new_context):  # database before the browser: see _sync_orm_beside_playwright  # type: ignore[no-untyped-def]
+    page = new_context().new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live_asgi.url}{MEDIA}/protocol.js")
+    page.set_content("<!doctype html><title>CBLINE media</title>")
+    assert page.evaluate(HARNESS)
+    yield page
+    assert errors == []
+
+
+def test_protocol_round_trip_and_malformed_input_rejected(media_page) -> None:  # type: ignore[no-untyped-def]
+    result = media_page.evaluate(
+        """() => {
+        const { packPacket, unpackPacket, KIND_OPUS, KIND_WEBM, HEADER_BYTES } = H.protocol;
+        const frames = [new Uint8Array([1, 2, 3]), new Uint8Array([250])];
+        const buf = packPacket({ kind: KIND_OPUS, last: true, seq: 65535, txId: 4294967295,
+                                 captureTs: 1.7e12 + 0.25, frames });
+        const head = Array.from(new Uint8Array(buf).subarray(0, 8));
+        const opus = unpackPacket(buf);
+        const webm = unpackPacket(packPacket({ kind: KIND_WEBM, seq: 3, txId: 9, captureTs: 5,
+                                               chunk: new Uint8Array([26, 69, 223, 163]) }));
+        const bad = [];
+        const tryIt = (name, fn) => { try { fn(); bad.push([name, "accepted"]); }
+                                      catch (e) { bad.push([name, e.name]); } };
+        const good = new Uint8Array(buf);
+        tryIt("short", () => unpackPacket(good.slice(0, 12).buffer));
+        tryIt("truncated frame", () => unpackPacket(good.slice(0, good.length - 1).buffer));
+        tryIt("dangling length byte", () => unpackPacket(new Uint8Array([...good, 0]).buffer));
+        tryIt("kind 7", () => { const b = good.slice(); b[0] = 7; unpackPacket(b.buffer); });
+        tryIt("unknown flag", () => { const b = good.slice(); b[1] = 2; unpackPacket(b.buffer); });
+        tryIt("pack seq overflow", () => packPacket({ kind: 1, seq: 65536, txId: 1, captureTs: 0, frames }));
+        tryIt("pack no frames", () => packPacket({ kind: 1, seq: 0, txId: 1, captureTs: 0, frames: [] }));
+        tryIt("pack empty chunk", () => packPacket({ kind: 2, seq: 0, txId: 1, captureTs: 0, chunk: new Uint8Array() }));
+        return { HEADER_BYTES, size: buf.byteLength, head, opus: { ...opus, frames: opus.frames.map((f) => Array.from(f)) },
+                 webm: { ...webm, chunk: Array.from(webm.chunk) }, bad };
+    }"""
+    )
+    assert result["HEADER_BYTES"] == 16
+    assert result["size"] == 16 + (2 + 3) + (2 + 1)
+    assert result["head"] == [1, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]
+    assert result["opus"] == {
+        "kind": 1, "last": True, "seq": 65535, "txId": 4294967295,
+        "captureTs": 1.7e12 + 0.25, "frames": [[1, 2, 3], [250]],
+    }
+    assert result["webm"] == {
+        "kind": 2, "last": False, "seq": 3, "txId": 9, "captureTs": 5, "chunk": [26, 69, 223, 163],
+    }
+    assert all(outcome != "accepted" for _, outcome in result["bad"]), result["bad"]
+
+
+@pytest.mark.parametrize("source", ["worklet", "processor"])
+def test_capture_sends_two_opus_frames_every_40_ms(media_page, source: str) -> None:  # type: ignore[no-untyped-def]
+    rec = media_page.evaluate(
+        """async (source) => {
+        const r = await H.record(2000, { source });
+        const ps = r.packets.map((p) => ({ ...H.protocol.unpackPacket(p.buf), at: p.at }));
+        return {
+          mode: r.mode, source: r.stats.source, onsets: r.onsets.length,
+          kinds: ps.map((p) => p.kind), seqs: ps.map((p) => p.seq), last: ps.map((p) => p.last),
+          frames: ps.map((p) => p.frames.length), sizes: ps.flatMap((p) => p.frames.map((f) => f.length)),
+          ts: ps.map((p) => p.captureTs), at: ps.map((p) => p.at),
+          now: performance.timeOrigin + performance.now(),
+        };
+    }""",
+        source,
+    )
+    n = len(rec["seqs"])
+    assert rec["mode"] == "webcodecs" and rec["source"] == source
+    assert 40 <= n <= 60, n  # 2 s in 40 ms packets
+    assert set(rec["kinds"]) == {1}
+    assert rec["seqs"] == list(range(n))
+    assert rec["last"] == [False] * (n - 1) + [True]
+    assert rec["frames"][:-1] == [2] * (n - 1) and rec["frames"][-1] in (1, 2)
+    assert all(0 < size < 400 for size in rec["sizes"])  # Opus at 24 kb/s: about 60 bytes / 20 ms
+    steps = [b - a for a, b in zip(rec["ts"], rec["ts"][1:], strict=False)]
+    assert all(step > 0 for step in steps)
+    # Capture stamps follow the audio: 40 ms apart (the stop may pad the last one).
+    assert all(abs(step - 40) < 2 for step in steps[:-1]), steps
+    assert rec["ts"][-1] < rec["now"]
+    # Packets leave as their audio is complete: about one every 40 ms.
+    spacing = sorted(b - a for a, b in zip(rec["at"], rec["at"][1:-1], strict=False))
+    assert 30 < spacing[len(spacing) // 2] < 50, spacing
+    assert rec["onsets"] >= 3  # the fake microphone beeps twice a second
+
+
+def test_player_decodes_packets_into_sound_at_the_playback_tap(media_page) -> None:  # type: ignore[no-untyped-def]
+    out = media_page.evaluate(
+        """async () => {
+        const rec = await H.record(2500);
+        const player = await H.newPlayer();
+        let ended = null;
+        player.onEnded = (txId) => { ended = txId; };
+        await H.play(player, rec.packets);
+        await H.waitFor(() => ended !== null);
+        const stats = await player.getStats();
+        const frames = rec.packets.map((p) => H.protocol.unpackPacket(p.buf).frames.length)
+          .reduce((a, b) => a + b, 0);
+        return { stats, frames, ended, capOnsets: rec.onsets.length, playOnsets: player.onsets };
+    }"""
+    )
+    stats = out["stats"]
+    assert out["ended"] == 42
+    assert stats["decodedFrames"] == out["frames"]
+    assert stats["decodeErrors"] == 0
+    assert stats["nonSilentSamples"] > 3 * 480  # beeps made it out
+    assert stats["playedSamples"] >= out["frames"] * 960 - 48 * 100  # all but a trimmed backlog
+    assert stats["underruns"] == 0
+    assert stats["state"] == "idle"
+    assert len(out["playOnsets"]) >= out["capOnsets"] - 1 >= 3
+    assert all(o["txId"] == 42 for o in out["playOnsets"])
+
+
+def test_a_dropped_packet_is_concealed(media_page) -> None:  # type: ignore[no-untyped-def]
+    out = media_page.evaluate(
+        """async () => {
+        const rec = await H.record(2000);
+        const player = await H.newPlayer();
+        let ended = false;
+        player.onEnded = () => { ended = true; };
+        await H.play(player, rec.packets, { drop: [12] });
+        await H.waitFor(() => ended);
+        return { stats: await player.getStats(), packets: rec.packets.length };
+    }"""
+    )
+    stats = out["stats"]
+    assert stats["lostPackets"] == 1
+    assert stats["concealedSamples"] == 2 * 960  # the missing 40 ms, in its place
+    assert stats["underruns"] <= 1
+    assert stats["targetMs"] <= 200
+    assert stats["decodeErrors"] == 0
+    assert stats["state"] == "idle"
+
+
+def test_jitter_buffer_grows_after_underrun_and_resets_per_transmission(media_page) -> None:  # type: ignore[no-untyped-def]
+    out = media_page.evaluate(
+        """async () => {
+        const rec = await H.record(1500);
+        const player = await H.newPlayer();
+        const targets = [];
+        const ps = rec.packets.map((p) => H.protocol.unpackPacket(p.buf));
+        // Deliver the first half, stall 150 ms past the buffer, then the rest at once.
+        for (const p of ps.slice(0, 10)) { player.push(p); await H.sleep(40); }
+        await H.sleep(250);
+        targets.push((await player.getStats()).targetMs);
+        const under = (await player.getStats()).underruns;
+        for (const p of ps.slice(10)) player.push(p);
+        await H.waitFor(async () => (await player.getStats()).state === "idle");
+        const after = await player.getStats();
+        return { under, targets, after };
+    }"""
+    )
+    assert out["under"] == 1
+    assert 60 < out["targets"][0] <= 200
+    assert out["after"]["lateFrames"] > 0
+    assert out["after"]["targetMs"] == 60  # the next transmission starts afresh
+
+
+def test_mediarecorder_fallback_chunks_play_through_media_source(media_page) -> None:  # type: ignore[no-untyped-def]
+    out = media_page.evaluate(
+        """async () => {
+        const rec = await H.record(2000, { mode: "mediarecorder", txId: 77 });
+        const ps = rec.packets.map((p) => H.protocol.unpackPacket(p.buf));
+        const player = await H.newPlayer();
+        let ended = null;
+        player.onEnded = (txId) => { ended = txId; };
+        await H.play(player, rec.packets);
+        await H.waitFor(() => ended !== null, 8000);
+        return {
+          mode: rec.mode, kinds: ps.map((p) => p.kind), seqs: ps.map((p) => p.seq),
+          last: ps.map((p) => p.last),
+          magic: ps.flatMap((p) => Array.from(p.chunk)).slice(0, 4),
+          ts: ps.map((p) => p.captureTs), ended, stats: await player.getStats(),
+        };
+    }"""
+    )
+    n = len(out["kinds"])
+    assert out["mode"] == "mediarecorder"
+    assert n >= 10 and set(out["kinds"]) == {2}
+    assert out["seqs"] == list(range(n))
+    assert out["last"] == [False] * (n - 1) + [True]
+    assert out["magic"] == [0x1A, 0x45, 0xDF, 0xA3]  # the chunks form one WebM stream (EBML header)
+    assert all(b > a for a, b in zip(out["ts"], out["ts"][1:], strict=False))
+    assert out["ended"] == 77
+    stats = out["stats"]
+    assert stats["mediaChunks"] == n
+    assert stats["decodeErrors"] == 0
+    assert stats["mediaSamples"] > 480 and stats["nonSilentSamples"] > 480
+
+
+def test_replay_store_keeps_the_last_five_and_replays_them(media_page) -> None:  # type: ignore[no-untyped-def]
+    out = media_page.evaluate(
+        """async () => {
+        const rec = await H.record(800);
+        const store = new H.ReplayStore();
+        for (let tx = 1; tx <= 7; tx++) {
+          store.begin(tx, { nickname: `n${tx}` });
+          for (const p of rec.packets) store.add({ ...H.protocol.unpackPacket(p.buf), txId: tx });
+        }
+        const player = await H.newPlayer();
+        const before = (await player.getStats()).nonSilentSamples;
+        const item = store.get(7);
+        await Promise.race([player.replay(item.packets), H.sleep(5000)]);
+        const stats = await player.getStats();
+        return { ids: store.list().map((i) => i.txId), complete: item.complete,
+                 nickname: item.meta.nickname, duration: store.list()[0].durationMs,
+                 before, stats, missing: store.get(1) };
+    }"""
+    )
+    assert out["ids"] == [7, 6, 5, 4, 3]
+    assert out["missing"] is None
+    assert out["complete"] is True and out["nickname"] == "n7"
+    assert 700 <= out["duration"] <= 1000
+    assert out["stats"]["nonSilentSamples"] > out["before"]
+    assert out["stats"]["skippedSamples"] == 0  # a replay is not trimmed
+    assert out["stats"]["state"] == "idle"
+
+
+def test_nothing_is_written_to_browser_storage(live_asgi, new_context) -> None:  # type: ignore[no-untyped-def]
+    context = new_context()
+    # Record every attempt to persist anything, from before the modules load.
+    context.add_init_script(
+        """(() => {
+        window.__writes = [];
+        const note = (what) => window.__writes.push(what);
+        for (const m of ["setItem"]) {
+          const orig = Storage.prototype[m];
+          Storage.prototype[m] = function (...a) { note(`storage.${m}`); return orig.apply(this, a); };
+        }
+        const open = IDBFactory.prototype.open;
+        IDBFactory.prototype.open = function (...a) { note("indexedDB.open"); return open.apply(this, a); };
+        if (self.CacheStorage) {
+          const copen = CacheStorage.prototype.open;
+          CacheStorage.prototype.open = function (...a) { note("caches.open"); return copen.apply(this, a); };
+        }
+        if (navigator.storage?.getDirectory) {
+          const dir = StorageManager.prototype.getDirectory;
+          StorageManager.prototype.getDirectory = function (...a) { note("opfs"); return dir.apply(this, a); };
+        }
+    })()"""
+    )
+    page = context.new_page()
+    page.goto(f"{live_asgi.url}{MEDIA}/protocol.js")
+    page.set_content("<!doctype html><title>CBLINE media</title>")
+    page.evaluate(HARNESS)
+    out = page.evaluate(
+        """async () => {
+        const store = new H.ReplayStore();
+        const player = await H.newPlayer();
+        for (const mode of ["webcodecs", "mediarecorder"]) {
+          const rec = await H.record(600, { mode, txId: mode === "webcodecs" ? 1 : 2 });
+          for (const p of rec.packets) { const u = H.protocol.unpackPacket(p.buf); store.add(u); player.push(u); }
+          await player.replay(store.get(rec.packets.length ? (mode === "webcodecs" ? 1 : 2) : 0).packets);
+        }
+        return {
+          writes: window.__writes, local: localStorage.length, session: sessionStorage.length,
+          idb: (await indexedDB.databases()).map((d) => d.name),
+          caches: await caches.keys(), stored: store.list().length,
+        };
+    }"""
+    )
+    assert out["stored"] == 2  # the audio was kept, in memory
+    assert out["writes"] == []
+    assert out["local"] == 0 and out["session"] == 0
+    assert out["idb"] == [] and out["caches"] == []
