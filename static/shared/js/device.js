@@ -16,8 +16,9 @@ export function describeDevice() {
   const uaData = navigator.userAgentData;
   const platform = uaData?.platform || (/Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS"
     : /Mac/.test(ua) ? "macOS" : /Win/.test(ua) ? "Windows" : /Linux/.test(ua) ? "Linux" : "Unknown");
-  const brand = uaData?.brands?.find((b) => !/Not.?A.?Brand/i.test(b.brand) && b.brand !== "Chromium")
-    || uaData?.brands?.[0];
+  // Skip the GREASE entry ("Not:A-Brand"); prefer the product brand over "Chromium".
+  const brands = (uaData?.brands || []).filter((b) => !/Not.?A.?Brand/i.test(b.brand));
+  const brand = brands.find((b) => b.brand !== "Chromium") || brands[0];
   const browser = brand ? `${brand.brand} ${brand.version}`
     : (ua.match(/(Firefox|Edg|Chrome|Safari)\/([\d.]+)/) || []).slice(1, 3).join(" ");
   return { make: browser || "Browser", model: uaData?.mobile ? "mobile" : "desktop", platform,
