@@ -25,7 +25,7 @@ class ProfileInline(admin.StackedInline):
 class DeviceInline(admin.TabularInline):
     model = Device
     extra = 0
-    fields = ["make", "model", "platform", "client_version", "last_seen_at", "created_at"]
+    fields = ("make", "model", "platform", "client_version", "last_seen_at", "created_at")
     readonly_fields = fields
     can_delete = True
     show_change_link = True

@@ -32,7 +32,7 @@ class User(AbstractUser):
     (an X login gives no email, so email may be empty)."""
 
     username = None  # type: ignore[assignment]
-    email = models.EmailField("email address", unique=True, null=True, blank=True)
+    email = models.EmailField("email address", unique=True, null=True, blank=True)  # type: ignore[assignment]
     # Set when the user deletes their profile: inaccessible at once, purged after the grace.
     deletion_requested_at = models.DateTimeField(null=True, blank=True)
 

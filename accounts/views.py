@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
@@ -17,7 +19,7 @@ from .forms import AccountDeleteForm, BirthDateForm, ProfileForm
 from .schemas import DeviceIn
 
 # The three products the account opens, in the order the home page shows them.
-PRODUCTS = (
+PRODUCTS: tuple[dict[str, Any], ...] = (
     {
         "key": "voice",
         "name": "CBLINE",
