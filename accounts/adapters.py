@@ -20,7 +20,7 @@ from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from allauth.socialaccount.models import SocialLogin
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.http import urlencode
 
@@ -36,13 +36,6 @@ def _client_ip(request: HttpRequest) -> str | None:
         return None
 
 
-def _ask_birth_date(request: HttpRequest, then: str) -> str:
-    user = request.user
-    if user.is_authenticated and selectors.profile_of(user).birth_date is None:  # type: ignore[arg-type]
-        return f"{reverse('birth_date')}?{urlencode({'next': then})}"
-    return then
-
-
 class AccountAdapter(DefaultAccountAdapter):
     def save_user(self, request: HttpRequest, user: Any, form: Any, commit: bool = True) -> Any:
         user = super().save_user(request, user, form, commit=commit)
@@ -50,11 +43,14 @@ class AccountAdapter(DefaultAccountAdapter):
             services.profile_country_guess(user=user, ip=_client_ip(request))
         return user
 
-    def get_login_redirect_url(self, request: HttpRequest) -> str:
-        return _ask_birth_date(request, super().get_login_redirect_url(request))
-
-    def get_signup_redirect_url(self, request: HttpRequest) -> str:
-        return _ask_birth_date(request, super().get_signup_redirect_url(request))
+    def post_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> Any:
+        # Every way in (email or social, log-in or sign-up, with or without ?next=) passes
+        # here: whoever has no birth date is asked for it before going on.
+        response = super().post_login(request, user, **kwargs)
+        if isinstance(response, HttpResponseRedirect) and selectors.birth_date_missing(user):
+            query = urlencode({"next": response["Location"]})
+            response["Location"] = f"{reverse('birth_date')}?{query}"
+        return response
 
 
 class SocialAccountAdapter(DefaultSocialAccountAdapter):

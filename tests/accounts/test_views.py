@@ -128,6 +128,20 @@ def test_login_without_birth_date_is_asked_for_it():
     assert b"birth-date-missing" in client.get("/").content
 
 
+def test_login_with_next_still_asks_the_birth_date_then_goes_on():
+    user = UserFactory(email="nobirth2@example.com")
+    Profile.objects.filter(user=user).update(birth_date=None)
+    client = Client()
+    response = client.post(
+        "/accounts/login/?next=/devices/",
+        {"login": "nobirth2@example.com", "password": "correct-horse-battery"},
+    )
+    assert response["Location"] == "/profile/birth-date/?next=%2Fdevices%2F"
+    saved = client.post("/profile/birth-date/", {"birth_date": "1980-12-24", "next": "/devices/"})
+    assert saved["Location"] == "/devices/"
+    assert Profile.objects.get(user=user).birth_date == dt.date(1980, 12, 24)
+
+
 def test_birth_date_page_refuses_foreign_next_urls(user_client):
     _, client = user_client
     response = client.post(
