@@ -260,12 +260,20 @@ class VideochatConsumer(BaseConsumer):
         )
 
     async def videochat_banned(self, event: dict[str, Any]) -> None:
+        # Give up the queue place and the match now, not when the client acknowledges the
+        # close: a banned user must not be matched in between.
+        if self.claimed:
+            self.claimed = False
+            await live.socket_release(self.user_id, self.channel_name)
+            await self._leave_all(reason="disconnected")
+        await live.card_drop(self.channel_name)
         await self.send_error("banned", "you are banned from video chat")
         await self.close(code=CLOSE_FORBIDDEN)
 
     async def videochat_replaced(self, event: dict[str, Any]) -> None:
         # The newer socket already took over the queue place and ended our match.
         self.claimed = False
+        await live.card_drop(self.channel_name)
         await self.send_error("replaced", "video chat was opened in another window")
         await self.close(code=CLOSE_REPLACED)
 

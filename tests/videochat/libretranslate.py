@@ -1,0 +1,68 @@
+"""A local HTTP server speaking LibreTranslate's /translate API, for translation tests.
+
+It "translates" by tagging the text with the target language, records what it was asked,
+and can be told to fail or to answer slowly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class FakeLibreTranslate:
+    url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    fail: bool = False
+    delay: float = 0.0
+
+
+@contextmanager
+def libretranslate_server() -> Iterator[FakeLibreTranslate]:
+    state = FakeLibreTranslate()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path != "/translate":
+                self.send_response(404)
+                self.end_headers()
+                return
+            payload = json.loads(body)
+            state.requests.append(payload)
+            if state.delay:
+                time.sleep(state.delay)
+            if state.fail:
+                out, status = {"error": "Internal error"}, 500
+            else:
+                out, status = {"translatedText": f"[{payload['target']}] {payload['q']}"}, 200
+            data = json.dumps(out).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(data)
+            except OSError:
+                pass  # the client gave up waiting (timeout tests)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
