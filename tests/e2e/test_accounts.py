@@ -90,3 +90,25 @@ def test_forget_this_device(live_asgi, new_context, make_user):
     page.get_by_test_id("forget-device").click()
     expect(page.locator(".flash")).to_contain_text("Device forgotten")
     assert not Device.objects.filter(user=user).exists()
+
+
+def test_delete_profile_locks_the_account_at_once(live_asgi, new_context, make_user):
+    user = make_user(email="leaving@example.com")
+    context = new_context()
+    page = login(context, live_asgi, user)
+    page.goto(f"{live_asgi.url}/profile/delete/")
+    page.fill("input[name=confirm]", "DELETE")
+    page.fill("input[name=password]", "correct-horse-battery")
+    page.click("[data-testid=delete-form] button[type=submit]")
+    page.wait_for_url(f"{live_asgi.url}/")
+    expect(page.locator(".flash")).to_contain_text("Your profile is deleted")
+    expect(page.get_by_test_id("hero-signup")).to_be_visible()  # logged out
+    user.refresh_from_db()
+    assert not user.is_active and user.deletion_requested_at is not None
+
+    # Logging in again is refused.
+    page.goto(f"{live_asgi.url}/accounts/login/")
+    page.fill("input[name=login]", "leaving@example.com")
+    page.fill("input[name=password]", "correct-horse-battery")
+    page.click("[data-testid=login-form] button[type=submit]")
+    expect(page.locator("h1")).to_have_text("This account is closed")
