@@ -16,7 +16,7 @@ class ReportForm(forms.Form):
     """POST /videochat/report/: the reported user is never a field; the server knows it."""
 
     reason = forms.ChoiceField(choices=ReportReason.choices)
-    chat_lines = forms.CharField(required=False, max_length=64 * 1024)
+    chat_lines = forms.CharField(required=False, max_length=256 * 1024)
     # A plain FileField: services.frame_validate checks the image (format, size, pixels).
     frame = forms.FileField(required=False)
 

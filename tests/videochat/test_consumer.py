@@ -27,8 +27,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 QUIET = 0.3  # seconds a socket must stay silent to prove nothing leaked to it
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n"}
-ICE = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host", "sdpMid": "0",
-       "sdpMLineIndex": 0}
+ICE = {
+    "candidate": "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host",
+    "sdpMid": "0",
+    "sdpMLineIndex": 0,
+}
 
 
 async def entitle(user) -> None:  # type: ignore[no-untyped-def]
@@ -50,12 +53,24 @@ async def test_pair_gets_match_found_with_opposite_roles_and_public_cards(amake_
     found_a, found_b = await pair(a, b)
     assert found_a["match_id"] == found_b["match_id"]
     assert found_b["role"] == "offer" and found_a["role"] == "answer"
-    assert found_a["partner"] == {"country": "", "country_name": "", "flag": "", "gender": "m",
-                                  "language": "ru", "name": "bob"}
+    assert found_a["partner"] == {
+        "country": "",
+        "country_name": "",
+        "flag": "",
+        "gender": "m",
+        "language": "ru",
+        "name": "bob",
+    }
     assert found_b["partner"]["name"] == "alice" and found_b["partner"]["gender"] == "f"
     # Nothing that identifies the account travels to the partner.
-    assert set(found_b["partner"]) == {"country", "country_name", "flag", "gender", "language",
-                                       "name"}
+    assert set(found_b["partner"]) == {
+        "country",
+        "country_name",
+        "flag",
+        "gender",
+        "language",
+        "name",
+    }
     assert alice.email not in str(found_b)
     await close_all(a, b)
 
@@ -74,8 +89,7 @@ async def test_country_from_ip_only_through_trusted_proxies(amake_user, settings
     # Behind our proxy: the right-most address the proxy saw (the client's own claim to the
     # left is ignored).
     a, ready_a = await sock(await amake_user(), "10.1.2.3", "8.8.8.8, 5.255.255.5")
-    assert ready_a["me"] == {"country": "RU", "country_name": "Russian Federation",
-                             "flag": "🇷🇺"}
+    assert ready_a["me"] == {"country": "RU", "country_name": "Russian Federation", "flag": "🇷🇺"}
     # Straight from the internet: the header is the client's word and is ignored.
     b, ready_b = await sock(await amake_user(), "8.8.4.4", "5.255.255.5")
     assert ready_b["me"]["country"] == "US"
@@ -172,7 +186,7 @@ async def four(amake_user):  # type: ignore[no-untyped-def]
     """Two pairs: (a, b) and (c, d); returns the sockets and the two match ids."""
     a, _ = await ready(await amake_user())
     b, _ = await ready(await amake_user())
-    fa, fb = await pair(a, b)
+    fa, _ = await pair(a, b)
     c, _ = await ready(await amake_user())
     d, _ = await ready(await amake_user())
     fc, _ = await pair(c, d)
@@ -184,7 +198,11 @@ async def test_signal_relayed_only_to_partner(amake_user):
     # b is the offerer (it arrived second).
     await b.send_json_to({"type": "signal", "match_id": ab, "kind": "offer", "data": OFFER})
     assert await a.receive_json_from(timeout=3) == {
-        "type": "signal", "match_id": ab, "kind": "offer", "data": OFFER}
+        "type": "signal",
+        "match_id": ab,
+        "kind": "offer",
+        "data": OFFER,
+    }
     await a.send_json_to({"type": "signal", "match_id": ab, "kind": "ice", "data": ICE})
     got = await b.receive_json_from(timeout=3)
     assert got["kind"] == "ice" and got["data"] == ICE
@@ -215,11 +233,13 @@ async def test_oversize_sdp_and_mismatched_data_are_refused(amake_user):
     b, _ = await ready(await amake_user())
     fa, _ = await pair(a, b)
     big = {"type": "offer", "sdp": "a=x\r\n" * 2200}  # 11 KB, under the frame limit
-    await b.send_json_to({"type": "signal", "match_id": fa["match_id"], "kind": "offer",
-                          "data": big})
+    await b.send_json_to(
+        {"type": "signal", "match_id": fa["match_id"], "kind": "offer", "data": big}
+    )
     await expect_error(b, "sdp_too_large")
-    await b.send_json_to({"type": "signal", "match_id": fa["match_id"], "kind": "answer",
-                          "data": OFFER})
+    await b.send_json_to(
+        {"type": "signal", "match_id": fa["match_id"], "kind": "answer", "data": OFFER}
+    )
     await expect_error(b, "invalid")
     assert await a.receive_nothing(QUIET)
     await close_all(a, b)
@@ -234,7 +254,10 @@ async def test_next_requeues_both_and_third_and_fourth_get_matched(amake_user):
     await a.send_json_to({"type": "next"})
     assert (await a.receive_json_from(timeout=3))["type"] == "queue.waiting"
     assert await b.receive_json_from(timeout=3) == {
-        "type": "match.ended", "match_id": old, "reason": "next"}
+        "type": "match.ended",
+        "match_id": old,
+        "reason": "next",
+    }
     # b is back in the queue without asking, and not paired again with a (skip).
     assert (await b.receive_json_from(timeout=3))["type"] == "queue.waiting"
     # Frames about the old match are refused on both sides.
@@ -291,7 +314,10 @@ async def test_disconnect_in_a_match_tells_partner_and_requeues_them(amake_user)
     fa, _ = await pair(a, b)
     await b.disconnect()
     assert await a.receive_json_from(timeout=3) == {
-        "type": "match.ended", "match_id": fa["match_id"], "reason": "disconnected"}
+        "type": "match.ended",
+        "match_id": fa["match_id"],
+        "reason": "disconnected",
+    }
     assert (await a.receive_json_from(timeout=3))["type"] == "queue.waiting"
     assert waiting_traces(ub.pk) == []
     # a's new partner is whoever comes next.
@@ -339,11 +365,21 @@ async def test_chat_relayed_with_translation_for_each_side(amake_user, settings)
         mid = fa["match_id"]
         await a.send_json_to({"type": "chat", "match_id": mid, "text": "hello"})
         assert await a.receive_json_from(timeout=3) == {
-            "type": "chat", "match_id": mid, "from": "me", "text": "hello", "lang": "en",
-            "translation": "[de] hello"}
+            "type": "chat",
+            "match_id": mid,
+            "from": "me",
+            "text": "hello",
+            "lang": "en",
+            "translation": "[de] hello",
+        }
         assert await b.receive_json_from(timeout=3) == {
-            "type": "chat", "match_id": mid, "from": "partner", "text": "hello", "lang": "en",
-            "translation": "[ru] hello"}
+            "type": "chat",
+            "match_id": mid,
+            "from": "partner",
+            "text": "hello",
+            "lang": "en",
+            "translation": "[ru] hello",
+        }
         # Same language as the reader's target: nothing to translate, no request made.
         await b.send_json_to({"type": "chat", "match_id": mid, "text": "привет"})
         mine = await b.receive_json_from(timeout=3)
@@ -352,7 +388,8 @@ async def test_chat_relayed_with_translation_for_each_side(amake_user, settings)
         assert theirs["from"] == "partner" and theirs["translation"] == "[de] привет"
         asked = [(q["q"], q["source"], q["target"]) for q in lt.requests]
         assert sorted(asked) == sorted(
-            [("hello", "en", "de"), ("hello", "en", "ru"), ("привет", "ru", "de")])
+            [("hello", "en", "de"), ("hello", "en", "ru"), ("привет", "ru", "de")]
+        )
         assert all(q["format"] == "text" and q["api_key"] == "k-123" for q in lt.requests)
         await close_all(a, b)
 
@@ -405,9 +442,20 @@ async def test_a_whole_match_writes_nothing_to_the_database(amake_user):
         assert (await comm.connect())[0]
     a, b, c = comms
     for comm in comms:
-        await comm.send_json_to({"type": "hello", "client": {
-            "browser": "Chromium 156", "os": "Linux", "cameras": 1, "microphones": 1,
-            "timezone": "Europe/Berlin", "language": "de-DE"}, "language": "de"})
+        await comm.send_json_to(
+            {
+                "type": "hello",
+                "client": {
+                    "browser": "Chromium 156",
+                    "os": "Linux",
+                    "cameras": 1,
+                    "microphones": 1,
+                    "timezone": "Europe/Berlin",
+                    "language": "de-DE",
+                },
+                "language": "de",
+            }
+        )
         assert (await comm.receive_json_from(timeout=3))["type"] == "ready"
     fa, _ = await pair(a, b)
     mid = fa["match_id"]
@@ -444,7 +492,8 @@ async def test_banned_user_is_refused_and_a_new_ban_closes_open_sockets(amake_us
     comm, _ = await ready(user)
     await join(comm)
     await sync_to_async(ban_create)(
-        user=user, reason="rude", duration=dt.timedelta(days=1), created_by=None)
+        user=user, reason="rude", duration=dt.timedelta(days=1), created_by=None
+    )
     await expect_error(comm, "banned")
     assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
     assert waiting_traces(user.pk) == []
@@ -461,7 +510,8 @@ async def test_ban_follows_the_facebook_id_to_a_new_account(amake_user):
     old, new = await amake_user(), await amake_user()
     await sync_to_async(SocialAccount.objects.create)(user=old, provider="facebook", uid="1001")
     await sync_to_async(ban_create)(
-        user=old, reason="rude", duration=dt.timedelta(days=3), created_by=None)
+        user=old, reason="rude", duration=dt.timedelta(days=3), created_by=None
+    )
     # The old account is deleted and the same Facebook profile signs up again.
     await sync_to_async(old.delete)()
     assert await sync_to_async(Ban.objects.filter(facebook_uid="1001").count)() == 1
@@ -474,8 +524,11 @@ async def test_expired_ban_lets_the_user_in(amake_user):
     user = await amake_user()
     now = timezone.now()
     await sync_to_async(Ban.objects.create)(
-        user=user, reason="old", starts_at=now - dt.timedelta(days=3),
-        expires_at=now - dt.timedelta(seconds=1))
+        user=user,
+        reason="old",
+        starts_at=now - dt.timedelta(days=3),
+        expires_at=now - dt.timedelta(seconds=1),
+    )
     comm, _ = await ready(user)
     await comm.disconnect()
 
