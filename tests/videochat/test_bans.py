@@ -1,0 +1,184 @@
+"""Reports become bans in the admin; a ban's image is deleted when it expires, the ban row
+stays; staff decide appeals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+
+import pytest
+from allauth.socialaccount.models import SocialAccount
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.utils import timezone
+from PIL import Image
+
+from tests.factories import UserFactory
+from videochat import tasks
+from videochat.models import Appeal, Ban, Report
+from videochat.services import appeal_create, ban_create, report_dismiss
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (0, 90, 200)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def make_report(reported, reporter=None) -> Report:  # type: ignore[no-untyped-def]
+    report = Report(
+        reporter=reporter or UserFactory(),
+        reported=reported,
+        reason="nudity",
+        chat_lines=[{"from": "partner", "text": "look"}],
+    )
+    report.frame.save("r.jpg", ContentFile(jpeg()), save=False)
+    report.save()
+    return report
+
+
+def test_admin_bans_for_n_days_from_reports(client):
+    offender = UserFactory()
+    SocialAccount.objects.create(user=offender, provider="facebook", uid="fb-9")
+    SocialAccount.objects.create(user=offender, provider="vk", uid="vk-9")
+    report = make_report(offender)
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    url = "/admin/videochat/report/"
+    # The action first asks for the number of days...
+    resp = client.post(url, {"action": "ban_for_n_days", "_selected_action": [report.pk]})
+    assert resp.status_code == 200 and b'name="days"' in resp.content
+    # ...then bans.
+    resp = client.post(
+        url,
+        {
+            "action": "ban_for_n_days",
+            "_selected_action": [report.pk],
+            "apply": "1",
+            "days": "3",
+            "reason": "",
+        },
+    )
+    assert resp.status_code == 302
+    ban = Ban.objects.get()
+    assert ban.user == offender and ban.created_by == staff and ban.report == report
+    assert (ban.facebook_uid, ban.vk_uid) == ("fb-9", "vk-9")
+    assert abs((ban.expires_at - ban.starts_at) - dt.timedelta(days=3)) < dt.timedelta(seconds=1)
+    assert ban.reason == "Reported for: Nudity or sexual content"
+    with ban.image.open("rb") as f:
+        assert f.read() == report.frame.open("rb").read()  # the report still, copied
+    report.refresh_from_db()
+    assert report.status == "banned"
+    # The quick actions work too.
+    other = make_report(UserFactory())
+    client.post(url, {"action": "ban_7_days", "_selected_action": [other.pk]})
+    assert Ban.objects.filter(report=other).count() == 1
+
+
+def test_admin_pages_render_with_evidence_and_lines(client):
+    report = make_report(UserFactory())
+    ban = ban_create(
+        user=report.reported,
+        reason="x",
+        duration=dt.timedelta(days=1),
+        created_by=None,
+        report=report,
+    )
+    appeal_create(user=report.reported, ban=ban, text="please")
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    for url in (
+        f"/admin/videochat/report/{report.pk}/change/",
+        f"/admin/videochat/ban/{ban.pk}/change/",
+        "/admin/videochat/appeal/",
+        "/admin/videochat/report/",
+        "/admin/videochat/ban/",
+    ):
+        resp = client.get(url)
+        assert resp.status_code == 200, url
+    body = client.get(f"/admin/videochat/report/{report.pk}/change/").content.decode()
+    assert f"/videochat/evidence/report/{report.pk}/" in body and "look" in body
+
+
+def test_admin_accepts_an_appeal_and_the_ban_ends(client):
+    user = UserFactory()
+    ban = ban_create(user=user, reason="x", duration=dt.timedelta(days=5), created_by=None)
+    appeal = appeal_create(user=user, ban=ban, text="mistake")
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    client.post("/admin/videochat/appeal/", {"action": "accept", "_selected_action": [appeal.pk]})
+    appeal.refresh_from_db()
+    ban.refresh_from_db()
+    assert appeal.status == "accepted" and not ban.is_active
+
+
+def test_expired_ban_loses_its_image_and_keeps_its_row():
+    offender, still_banned = UserFactory(), UserFactory()
+    report = make_report(offender)
+    ban = ban_create(
+        user=offender,
+        reason="nudity",
+        duration=dt.timedelta(days=1),
+        created_by=None,
+        report=report,
+    )
+    running = ban_create(
+        user=still_banned,
+        reason="spam",
+        duration=dt.timedelta(days=1),
+        created_by=None,
+        report=make_report(still_banned),
+    )
+    ban_file, frame_file = ban.image.name, report.frame.name
+    assert default_storage.exists(ban_file) and default_storage.exists(frame_file)
+
+    assert tasks.ban_images_purge.delay().get() == 0  # nothing has expired yet
+    assert default_storage.exists(ban_file)
+
+    # Move time: the day-long ban ended a second ago.
+    now = timezone.now()
+    Ban.objects.filter(pk=ban.pk).update(
+        starts_at=now - dt.timedelta(days=1, seconds=1), expires_at=now - dt.timedelta(seconds=1)
+    )
+    assert tasks.ban_images_purge.delay().get() == 1
+    ban.refresh_from_db()
+    report.refresh_from_db()
+    assert not ban.image and not report.frame
+    assert not default_storage.exists(ban_file) and not default_storage.exists(frame_file)
+    assert ban.reason == "nudity" and ban.user == offender  # the record stays
+    running.refresh_from_db()
+    assert running.image and default_storage.exists(running.image.name)
+    assert tasks.ban_images_purge.delay().get() == 0  # idempotent
+
+
+def test_dismissed_report_loses_its_still():
+    report = make_report(UserFactory())
+    name = report.frame.name
+    report_dismiss(report=report, by=None)
+    report.refresh_from_db()
+    assert report.status == "dismissed" and not report.frame
+    assert not default_storage.exists(name)
+    assert report.chat_lines == [{"from": "partner", "text": "look"}]
+
+
+def test_one_open_appeal_per_ban_is_enforced_by_the_database():
+    from django.db import IntegrityError
+
+    user = UserFactory()
+    ban = ban_create(user=user, reason="x", duration=dt.timedelta(days=1), created_by=None)
+    Appeal.objects.create(ban=ban, text="one")
+    with pytest.raises(IntegrityError):
+        Appeal.objects.create(ban=ban, text="two")
+
+
+def test_media_files_are_not_named_by_the_client():
+    report = make_report(UserFactory())
+    ban = ban_create(
+        user=report.reported,
+        reason="x",
+        duration=dt.timedelta(days=1),
+        created_by=None,
+        report=report,
+    )
+    assert os.path.basename(ban.image.name) != os.path.basename(report.frame.name)
