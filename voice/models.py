@@ -18,8 +18,9 @@ class Channel(models.Model):
     password_hash = models.CharField(max_length=128, blank=True)
     # 0 = the whole channel hears a talker; else only members within this many km.
     range_km = models.PositiveIntegerField(default=0)
+    # Empty for a channel staff made in the admin.
     creator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     moderators = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="moderated_voice_channels"

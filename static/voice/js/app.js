@@ -1,0 +1,626 @@
+// CBLINE page controller (entry of /cbline/): channel list, search and create; the channel
+// view with members, the hold-to-talk button (mouse, touch, space bar), the talking
+// indicator and busy tone, location sharing with its range, and replay of the last few
+// received transmissions.
+//
+// Audio work is in the DOM-free media modules (capture, protocol, player, replay-store).
+// Voice is kept in this page's memory only: nothing here touches IndexedDB, localStorage,
+// sessionStorage or Cache Storage (the only storage key the page reads is the shared device
+// id, which is not voice).
+
+import { LiveSocket } from "../../shared/js/socket.js";
+import { deviceId, registerDevice } from "../../shared/js/device.js";
+import { Capture, VOICE_CONSTRAINTS } from "./media/capture.js";
+import { packPacket, unpackPacket } from "./media/protocol.js";
+import { Player } from "./media/player.js";
+import { ReplayStore } from "./media/replay-store.js";
+
+const LOCATION_REFRESH_MS = 60_000; // the server forgets a location not refreshed in 120 s
+const REPLAY_LIMIT = 5;
+
+const root = document.querySelector("[data-controller=cbline]");
+if (root) start(root);
+
+function start(root) {
+  const $ = (sel) => root.querySelector(sel);
+  const ui = {
+    channelList: $("[data-cb-channel-list]"), search: $("[data-cb-search]"),
+    createToggle: $("[data-cb-create-toggle]"), createForm: $("[data-cb-create]"),
+    identityForm: $("[data-cb-identity]"), identityEdit: $("[data-cb-identity-edit]"),
+    identityFields: $("[data-cb-identity-fields]"), nicknameLabel: $("[data-cb-nickname-label]"),
+    descriptionLabel: $("[data-cb-description-label]"), avatar: $("[data-cb-avatar]"),
+    empty: $("[data-cb-empty]"), channel: $("[data-cb-channel]"),
+    channelName: $("[data-cb-channel-name]"), channelDescription: $("[data-cb-channel-description]"),
+    leave: $("[data-cb-leave]"), status: $("[data-cb-status]"), statusText: $("[data-cb-status-text]"),
+    ptt: $("[data-cb-ptt]"), pttLabel: $("[data-cb-ptt-label]"), level: $("[data-cb-level]"),
+    location: $("[data-cb-location]"), range: $("[data-cb-range]"),
+    members: $("[data-cb-members]"), memberCount: $("[data-cb-member-count]"),
+    replays: $("[data-cb-replays]"),
+    pwDialog: $("[data-cb-password-dialog]"), pwForm: $("[data-cb-password-form]"),
+    pwChannel: $("[data-cb-password-channel]"), pwError: $("[data-cb-password-error]"),
+    pwCancel: $("[data-cb-password-cancel]"), toast: $("[data-cb-toast]"),
+  };
+  const urls = { channels: root.dataset.channelsUrl, identity: root.dataset.identityUrl };
+  const csrf = () => document.querySelector("meta[name=csrf-token]")?.content || "";
+
+  // --- state
+  const state = {
+    channel: null, // {id, name, description, range_km, is_protected}
+    me: null, // {user_id, has_location, range_km, is_moderator}
+    members: new Map(), // user_id -> member
+    talker: null, // {user_id, nickname, tx_id}
+    recentOnServer: [], // from channel.joined: transmissions still held by the server
+    myCountry: null,
+    pendingJoin: null, // {channelId, password}
+    channels: [],
+  };
+  const counters = { sent: 0, received: 0, replayed: 0, busy: 0, errors: 0 };
+  const store = new ReplayStore({ limit: REPLAY_LIMIT });
+  const player = new Player({ onLevel: (v) => showLevel(v) });
+  let fetching = null; // tx id of a tx.fetch in progress
+
+  // --- socket
+  const socket = new LiveSocket("/ws/cbline/", { params: { device: deviceId() } });
+  socket.addEventListener("open", () => {
+    // After a reconnect, get back into the channel (a member needs no password again) and
+    // pick up what was missed while away (tx.fetch after channel.joined).
+    if (state.channel) socket.send({ type: "channel.join", channel_id: state.channel.id, password: null });
+    if (geo.sharing) geo.send();
+  });
+  socket.addEventListener("close", () => {
+    if (talk.active) talk.abort();
+    setStatus();
+  });
+  socket.on("channel.joined", onJoined);
+  socket.on("channel.left", () => leaveView());
+  socket.on("member.joined", (m) => { state.members.set(m.member.user_id, m.member); renderMembers(); });
+  socket.on("member.updated", (m) => { state.members.set(m.member.user_id, m.member); renderMembers(); });
+  socket.on("member.left", (m) => { state.members.delete(m.user_id); renderMembers(); });
+  socket.on("location.ok", (m) => {
+    state.myCountry = m;
+    if (state.me) state.me.has_location = m.has_location;
+    renderRange();
+  });
+  socket.on("floor.granted", (m) => talk.granted(m));
+  socket.on("floor.taken", onFloorTaken);
+  socket.on("floor.released", onFloorReleased);
+  socket.on("tx.replay", (m) => {
+    fetching = m.tx_id;
+    store.remove(m.tx_id);
+    store.begin(m.tx_id, { userId: m.user_id, nickname: m.nickname, mode: m.mode, missed: true });
+  });
+  socket.on("tx.replay.end", (m) => {
+    fetching = null;
+    store.end(m.tx_id);
+    counters.replayed++;
+    renderReplays();
+  });
+  socket.on("moderated", (m) => {
+    const until = m.until ? ` until ${new Date(m.until).toLocaleString()}` : "";
+    toast(`A moderator ${m.action} you${m.action === "kicked" ? "" : until}.`);
+    if (m.action === "muted" && talk.active) talk.abort();
+  });
+  socket.on("mod.ok", (m) => toast(`Done: ${m.action}.`, "info"));
+  socket.on("error", onError);
+  socket.onBinary(onPacket);
+
+  function onError(m) {
+    counters.errors++;
+    if (m.code === "busy") {
+      talk.busy();
+      return;
+    }
+    if (state.pendingJoin && ["password_required", "wrong_password"].includes(m.code)) {
+      askPassword(state.pendingJoin.channelId, m.code === "wrong_password" ? "Wrong password." : "");
+      return;
+    }
+    if (m.code === "no_floor" && !talk.active) return; // stragglers after a timeout
+    if (talk.requesting) talk.abort();
+    state.pendingJoin = null;
+    toast(m.detail || m.code);
+  }
+
+  // --- channels
+  async function loadChannels(q = "") {
+    const resp = await fetch(`${urls.channels}?q=${encodeURIComponent(q)}`, { credentials: "same-origin" });
+    if (!resp.ok) return;
+    state.channels = (await resp.json()).channels;
+    renderChannelList();
+  }
+
+  function renderChannelList() {
+    ui.channelList.replaceChildren();
+    if (!state.channels.length) {
+      ui.channelList.append(el("li", { class: "cb-empty-list" }, "No channels found."));
+      return;
+    }
+    for (const c of state.channels) {
+      const btn = el("button", { type: "button", "data-channel-id": c.id, "data-testid": `cb-channel-${c.id}` },
+        el("span", { class: "cb-chan-icon", "aria-hidden": "true" }, c.is_protected ? "🔒" : "📻"),
+        el("span", { class: "cb-chan-text" },
+          el("strong", {}, c.name),
+          el("small", {}, [c.range_km ? `${c.range_km} km range` : "Unlimited range", c.description].filter(Boolean).join(" · "))));
+      if (state.channel?.id === c.id) btn.setAttribute("aria-current", "true");
+      btn.addEventListener("click", () => requestJoin(c));
+      ui.channelList.append(el("li", {}, btn));
+    }
+  }
+
+  function requestJoin(c) {
+    if (state.channel?.id === c.id) return;
+    if (c.is_protected && !c.is_member) askPassword(c.id, "");
+    else join(c.id, null);
+  }
+
+  function join(channelId, password) {
+    player.resume().catch(() => {}); // a click: the moment browsers allow audio to start
+    state.pendingJoin = { channelId, password };
+    socket.send({ type: "channel.join", channel_id: channelId, password });
+  }
+
+  function askPassword(channelId, error) {
+    const c = state.channels.find((x) => x.id === channelId);
+    ui.pwChannel.textContent = c ? c.name : "";
+    ui.pwError.textContent = error;
+    ui.pwForm.dataset.channelId = String(channelId);
+    ui.pwForm.reset();
+    if (!ui.pwDialog.open) ui.pwDialog.showModal();
+  }
+
+  ui.pwForm.addEventListener("submit", () => {
+    const password = new FormData(ui.pwForm).get("password");
+    join(Number(ui.pwForm.dataset.channelId), String(password));
+  });
+  ui.pwCancel.addEventListener("click", () => { state.pendingJoin = null; ui.pwDialog.close(); });
+
+  function onJoined(m) {
+    const switched = state.channel?.id !== m.channel.id;
+    if (switched) {
+      player.reset();
+      store.clear();
+    }
+    state.pendingJoin = null;
+    state.channel = m.channel;
+    state.me = m.me;
+    state.me.has_location = geo.sharing || m.me.has_location;
+    state.members = new Map(m.members.map((x) => [x.user_id, x]));
+    state.talker = m.talker;
+    state.recentOnServer = m.recent;
+    if (ui.pwDialog.open) ui.pwDialog.close();
+    const known = state.channels.find((c) => c.id === m.channel.id);
+    if (known) known.is_member = true;
+    ui.empty.hidden = true;
+    ui.channel.hidden = false;
+    ui.channelName.textContent = m.channel.name + (m.channel.is_protected ? " 🔒" : "");
+    ui.channelDescription.textContent = m.channel.description;
+    renderChannelList();
+    renderMembers();
+    renderRange();
+    renderReplays();
+    setStatus();
+    // Reconnected mid-transmission: fetch the ones we heard begin but not end.
+    for (const r of m.recent) {
+      const item = store.find(r.tx_id);
+      if (item && !item.complete) socket.send({ type: "tx.fetch", tx_id: r.tx_id });
+    }
+  }
+
+  function leaveView() {
+    if (talk.active) talk.abort();
+    talk.stopMicrophone();
+    player.reset();
+    store.clear();
+    state.channel = state.me = state.talker = null;
+    state.members.clear();
+    ui.channel.hidden = true;
+    ui.empty.hidden = false;
+    renderChannelList();
+  }
+
+  ui.leave.addEventListener("click", () => {
+    socket.send({ type: "channel.leave" });
+  });
+
+  let searchTimer = null;
+  ui.search.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => loadChannels(ui.search.value.trim()), 200);
+  });
+
+  ui.createToggle.addEventListener("click", () => {
+    ui.createForm.hidden = !ui.createForm.hidden;
+    ui.createToggle.setAttribute("aria-expanded", String(!ui.createForm.hidden));
+    if (!ui.createForm.hidden) ui.createForm.querySelector("input").focus();
+  });
+
+  ui.createForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const resp = await fetch(urls.channels, {
+      method: "POST", body: new FormData(ui.createForm), credentials: "same-origin",
+      headers: { "X-CSRFToken": csrf() },
+    });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) { toast(body.detail || "Could not create the channel."); return; }
+    ui.createForm.reset();
+    ui.createForm.hidden = true;
+    ui.createToggle.setAttribute("aria-expanded", "false");
+    await loadChannels(ui.search.value.trim());
+    join(body.channel.id, null);
+  });
+
+  // --- identity
+  ui.identityEdit.addEventListener("click", () => {
+    ui.identityFields.hidden = !ui.identityFields.hidden;
+    ui.identityEdit.setAttribute("aria-expanded", String(!ui.identityFields.hidden));
+  });
+  ui.identityForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const resp = await fetch(urls.identity, {
+      method: "POST", body: new FormData(ui.identityForm), credentials: "same-origin",
+      headers: { "X-CSRFToken": csrf() },
+    });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) { toast(body.detail || "Could not save."); return; }
+    ui.nicknameLabel.textContent = body.nickname;
+    ui.descriptionLabel.textContent = body.description || "No description";
+    ui.avatar.textContent = body.nickname.slice(0, 1).toUpperCase();
+    ui.identityFields.hidden = true;
+    ui.identityEdit.setAttribute("aria-expanded", "false");
+  });
+
+  // --- members
+  function renderMembers() {
+    const list = [...state.members.values()].sort((a, b) => a.nickname.localeCompare(b.nickname));
+    ui.memberCount.textContent = String(list.length);
+    ui.members.replaceChildren(...list.map((m) => {
+      const me = m.user_id === state.me?.user_id;
+      const text = el("span", { class: "cb-member-text" },
+        el("strong", {}, m.nickname + (me ? " (you)" : ""),
+          m.is_moderator ? el("span", { class: "cb-tag" }, "mod") : "",
+          m.muted ? el("span", { class: "cb-tag muted" }, "muted") : ""),
+        el("small", {}, [m.country_name, m.description].filter(Boolean).join(" · ") || "—"));
+      const li = el("li", { "data-user-id": m.user_id, "data-talking": String(state.talker?.user_id === m.user_id) },
+        el("span", { class: "cb-flag", title: m.country_name || "Country unknown" }, m.flag || "🏳️"), text);
+      if (state.me?.is_moderator && !me) {
+        const mod = el("span", { class: "cb-mod" });
+        for (const [type, label, cls] of [["mod.mute", "Mute", ""], ["mod.kick", "Kick", ""], ["mod.ban", "Ban", "danger"]]) {
+          const b = el("button", { type: "button", class: cls, title: `${label} ${m.nickname}` }, label);
+          b.addEventListener("click", () => {
+            if (type !== "mod.mute" && !confirm(`${label} ${m.nickname}?`)) return;
+            socket.send(type === "mod.kick" ? { type, user_id: m.user_id } : { type, user_id: m.user_id, minutes: 0 });
+          });
+          mod.append(b);
+        }
+        li.append(mod);
+      }
+      return li;
+    }));
+  }
+
+  // --- floor and talking indicator
+  function onFloorTaken(m) {
+    state.talker = { user_id: m.user_id, nickname: m.nickname, tx_id: m.tx_id };
+    store.begin(m.tx_id, { userId: m.user_id, nickname: m.nickname, mode: m.mode });
+    setStatus();
+    renderMembers();
+  }
+
+  function onFloorReleased(m) {
+    if (state.talker?.tx_id === m.tx_id) state.talker = null;
+    if (talk.txId === m.tx_id && talk.active) talk.abort(m.reason === "timeout" ? "Maximum length reached." : "");
+    else player.endTransmission(m.tx_id);
+    store.end(m.tx_id);
+    const item = store.find(m.tx_id);
+    if (item) item.meta.durationMs = m.duration_ms;
+    setStatus();
+    renderMembers();
+    renderReplays();
+  }
+
+  function setStatus() {
+    let st = "idle";
+    let text = state.channel ? "Channel is quiet" : "";
+    if (!socket.open) { st = "offline"; text = "Reconnecting…"; }
+    else if (talk.active) { st = "me"; text = "You are talking"; }
+    else if (state.talker) { st = "talking"; text = `${state.talker.nickname} is talking`; }
+    ui.status.dataset.state = st;
+    ui.statusText.textContent = text;
+    let ptt = "idle";
+    let label = "Hold to talk";
+    if (talk.active) { ptt = "talking"; label = "Talking…"; }
+    else if (talk.requesting) { ptt = "requesting"; label = "…"; }
+    else if (talk.busyUntil > performance.now()) { ptt = "busy"; label = "Busy"; }
+    else if (state.talker) { ptt = "listening"; label = "Listening"; }
+    ui.ptt.dataset.state = ptt;
+    ui.pttLabel.textContent = label;
+    ui.ptt.disabled = !state.channel;
+  }
+
+  // --- received audio
+  function onPacket(buffer) {
+    let p;
+    try { p = unpackPacket(buffer); } catch { return; }
+    counters.received++;
+    store.add(p);
+    if (fetching === p.txId) return; // a downloaded transmission: played from the list
+    try { player.push(p); } catch { /* the player is not initialised until a gesture */ }
+    if (p.last) renderReplays();
+  }
+
+  function showLevel(v) {
+    ui.level.style.width = `${Math.min(100, Math.round(v * 400))}%`;
+  }
+
+  function renderReplays() {
+    const heard = store.list();
+    const items = heard.map((r) => {
+      const b = el("button", { type: "button", class: "secondary", "data-testid": `cb-replay-${r.txId}` }, "▶ Play");
+      b.addEventListener("click", async () => {
+        await player.resume();
+        const full = store.get(r.txId);
+        if (full?.packets.length) player.replay(full.packets);
+      });
+      const secs = Math.max(1, Math.round((r.meta.durationMs || r.durationMs || 0) / 1000));
+      return el("li", {},
+        el("span", { class: "cb-member-text" },
+          el("strong", {}, r.meta.nickname || "Someone"),
+          el("small", {}, `${new Date(r.startedAt).toLocaleTimeString()} · ${secs} s${r.meta.missed ? " · missed, downloaded" : ""}`)),
+        r.packets ? b : "");
+    });
+    // Missed transmissions the server still holds: offer to download them.
+    for (const r of state.recentOnServer) {
+      if (store.find(r.tx_id)) continue;
+      const b = el("button", { type: "button", class: "secondary" }, "⤓ Fetch");
+      b.addEventListener("click", () => socket.send({ type: "tx.fetch", tx_id: r.tx_id }));
+      items.push(el("li", {},
+        el("span", { class: "cb-member-text" }, el("strong", {}, r.nickname),
+          el("small", {}, `${new Date(r.started_at).toLocaleTimeString()} · on the server for a few seconds`)), b));
+    }
+    if (!items.length) items.push(el("li", { class: "muted-text" }, "Nothing received yet."));
+    ui.replays.replaceChildren(...items);
+  }
+
+  // --- talking: press, grant, capture, release
+  const talk = {
+    pressed: false, requesting: false, active: false, txId: null, capture: null, stream: null,
+    seq: 0, timer: null, busyUntil: 0, maxMs: 0,
+
+    async press() {
+      if (this.pressed || !state.channel || !socket.open) return;
+      this.pressed = true;
+      player.resume().catch(() => {});
+      if (state.talker && state.talker.user_id !== state.me?.user_id) { this.busy(); return; }
+      this.requesting = true;
+      setStatus();
+      const mode = Capture.preferredMode();
+      if (!mode) { this.requesting = false; toast("This browser cannot record audio."); return; }
+      // Ask for the floor and the microphone at once: whichever is slower sets the delay.
+      this.micReady = this.microphone().catch((err) => { toast(`Microphone: ${err.message}`); return null; });
+      socket.send({ type: "floor.request", mode });
+    },
+
+    async microphone() {
+      if (this.stream?.getAudioTracks().some((t) => t.readyState === "live")) return this.stream;
+      this.stream = await navigator.mediaDevices.getUserMedia(VOICE_CONSTRAINTS);
+      return this.stream;
+    },
+
+    async granted(m) {
+      this.requesting = false;
+      this.txId = m.tx_id;
+      this.maxMs = m.max_ms;
+      if (!this.pressed) { socket.send({ type: "floor.release", tx_id: m.tx_id }); this.txId = null; return; }
+      const stream = await this.micReady;
+      if (!stream || !this.pressed || this.txId !== m.tx_id) {
+        socket.send({ type: "floor.release", tx_id: m.tx_id });
+        this.txId = null;
+        setStatus();
+        return;
+      }
+      this.active = true;
+      this.seq = 0;
+      const txId = m.tx_id;
+      this.capture = new Capture({
+        packetMs: m.packet_ms,
+        onLevel: (v) => showLevel(v),
+        onPacket: (kind, data, captureTs, last) => {
+          if (this.seq > 0xffff) return;
+          const packet = packPacket({ kind, last, seq: this.seq++, txId, captureTs,
+            ...(kind === 1 ? { frames: data } : { chunk: data }) });
+          if (socket.sendBinary(packet)) counters.sent++;
+        },
+      });
+      this.timer = setTimeout(() => this.release(), this.maxMs);
+      setStatus();
+      try {
+        await this.capture.start(stream);
+      } catch (err) {
+        toast(`Could not start the microphone: ${err.message}`);
+        this.release();
+      }
+    },
+
+    async release() {
+      this.pressed = false;
+      clearTimeout(this.timer);
+      if (!this.active) { setStatus(); return; }
+      this.active = false;
+      const txId = this.txId;
+      const capture = this.capture;
+      this.capture = null;
+      setStatus();
+      try { await capture?.stop(); } catch { /* the last packet is lost, the release is not */ }
+      if (txId !== null) socket.send({ type: "floor.release", tx_id: txId });
+      this.txId = null;
+      showLevel(0);
+    },
+
+    abort(message = "") {
+      this.pressed = false;
+      this.requesting = false;
+      clearTimeout(this.timer);
+      const capture = this.capture;
+      this.capture = null;
+      this.active = false;
+      this.txId = null;
+      capture?.stop().catch(() => {});
+      if (message) toast(message, "info");
+      setStatus();
+    },
+
+    busy() {
+      counters.busy++;
+      this.requesting = false;
+      this.pressed = false;
+      this.busyUntil = performance.now() + 900;
+      busyTone();
+      setStatus();
+      setTimeout(setStatus, 950);
+    },
+
+    stopMicrophone() {
+      for (const t of this.stream?.getTracks() || []) t.stop();
+      this.stream = null;
+    },
+  };
+
+  ui.ptt.addEventListener("pointerdown", (ev) => {
+    if (ev.button !== 0) return;
+    ev.preventDefault();
+    ui.ptt.setPointerCapture?.(ev.pointerId);
+    talk.press();
+  });
+  for (const type of ["pointerup", "pointercancel", "lostpointercapture"]) {
+    ui.ptt.addEventListener(type, () => { if (talk.pressed || talk.active) talk.release(); });
+  }
+  ui.ptt.addEventListener("contextmenu", (ev) => ev.preventDefault()); // long-press on touch
+  ui.ptt.addEventListener("keydown", (ev) => { if (ev.key === "Enter") ev.preventDefault(); });
+
+  const typing = (t) => t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+  document.addEventListener("keydown", (ev) => {
+    if (ev.code !== "Space" || ev.repeat || typing(ev.target) || ui.pwDialog.open) return;
+    ev.preventDefault();
+    talk.press();
+  });
+  document.addEventListener("keyup", (ev) => {
+    if (ev.code !== "Space" || typing(ev.target)) return;
+    ev.preventDefault();
+    talk.release();
+  });
+  window.addEventListener("blur", () => { if (talk.pressed || talk.active) talk.release(); });
+
+  // --- busy tone: the telephone "engaged" signal, three short beeps (480 + 620 Hz)
+  let toneCtx = null;
+  function busyTone() {
+    toneCtx = toneCtx || new AudioContext();
+    toneCtx.resume().catch(() => {});
+    const t0 = toneCtx.currentTime + 0.02;
+    const gain = toneCtx.createGain();
+    gain.gain.value = 0;
+    gain.connect(toneCtx.destination);
+    for (let i = 0; i < 3; i++) {
+      const on = t0 + i * 0.25;
+      gain.gain.setValueAtTime(0.15, on);
+      gain.gain.setValueAtTime(0, on + 0.15);
+    }
+    for (const f of [480, 620]) {
+      const osc = toneCtx.createOscillator();
+      osc.frequency.value = f;
+      osc.connect(gain);
+      osc.start(t0);
+      osc.stop(t0 + 0.8);
+    }
+  }
+
+  // --- location: coarse, only while the switch is on, never stored in the browser
+  const geo = {
+    sharing: false, timer: null,
+    async on() {
+      if (!navigator.geolocation) { toast("This browser cannot tell its location."); ui.location.checked = false; return; }
+      this.sharing = true;
+      await this.send();
+      this.timer = setInterval(() => this.send(), LOCATION_REFRESH_MS);
+    },
+    send() {
+      return new Promise((resolve) => {
+        navigator.geolocation.getCurrentPosition(
+          (pos) => {
+            if (this.sharing) socket.send({ type: "location.set", lat: pos.coords.latitude, lon: pos.coords.longitude });
+            resolve();
+          },
+          (err) => {
+            toast(`Location unavailable: ${err.message}`);
+            this.off();
+            ui.location.checked = false;
+            resolve();
+          },
+          { enableHighAccuracy: false, maximumAge: 60_000, timeout: 15_000 },
+        );
+      });
+    },
+    off() {
+      const was = this.sharing;
+      this.sharing = false;
+      clearInterval(this.timer);
+      if (was) socket.send({ type: "location.clear" });
+    },
+  };
+  ui.location.addEventListener("change", () => (ui.location.checked ? geo.on() : geo.off()));
+
+  function renderRange() {
+    if (!state.channel) return;
+    const km = state.channel.range_km;
+    const has = state.me?.has_location;
+    const country = state.myCountry?.country_name ? ` Others see only your country: ${state.myCountry.flag} ${state.myCountry.country_name}.` : "";
+    let text;
+    if (!km) text = "Unlimited channel: everyone in it hears you, wherever they are.";
+    else if (has) text = `Your range: ${km} km. You hear and reach members within ${km} km (and those who share no location).`;
+    else text = `This channel has a ${km} km range. Without sharing your location you hear and reach the whole channel.`;
+    ui.range.textContent = text + (has ? country : "");
+    ui.range.dataset.range = has && km ? String(km) : "all";
+  }
+
+  // --- small helpers
+  let toastTimer = null;
+  function toast(text, kind = "error") {
+    ui.toast.textContent = text;
+    ui.toast.className = `cb-toast ${kind}`;
+    ui.toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { ui.toast.hidden = true; }, 4000);
+  }
+
+  // --- test and diagnostics hook (numbers only: no audio is exposed)
+  window.cbline = {
+    get stats() {
+      const p = player.stats;
+      return {
+        ...counters, packetsPlayed: p.packets, decodedFrames: p.decodedFrames, decodeErrors: p.decodeErrors,
+        playedSamples: p.playedSamples, nonSilentSamples: p.nonSilentSamples, mediaSamples: p.mediaSamples,
+        level: p.level ?? 0, replayStored: store.list().length,
+      };
+    },
+    playbackStats: () => player.getStats(),
+    get state() {
+      return { channelId: state.channel?.id ?? null, talker: state.talker, talking: talk.active,
+        hasLocation: !!state.me?.has_location, members: [...state.members.keys()], open: socket.open };
+    },
+    press: () => talk.press(),
+    release: () => talk.release(),
+  };
+
+  // --- go
+  // The audio graph exists from the start (suspended until a gesture where browsers insist),
+  // so packets that arrive before the first click are decoded rather than dropped.
+  player.init().catch(() => {});
+  loadChannels();
+  registerDevice().catch(() => {}).finally(() => socket.connect());
+  setStatus();
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children.flat()) if (c !== "" && c !== null && c !== undefined) node.append(c);
+  return node;
+}

@@ -1,0 +1,124 @@
+"""The CBLINE page and its JSON endpoints, the admin's aggregate-only connection log, and the
+log row a socket connect writes."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from tests.factories import DeviceFactory, UserFactory
+from tests.voice.helpers import assert_alive, connect
+from voice import services
+from voice.models import Channel, ConnectionLog
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_page_needs_login_and_renders(client):
+    assert client.get("/cbline/").status_code == 302
+    user = UserFactory()
+    client.force_login(user)
+    resp = client.get("/cbline/")
+    assert resp.status_code == 200
+    html = resp.content.decode()
+    assert 'data-controller="cbline"' in html
+    assert "voice/js/app.js" in html
+    assert user.profile.nickname in html
+
+
+def test_create_search_and_list_channels(client):
+    user = UserFactory()
+    client.force_login(user)
+    resp = client.post(
+        "/cbline/api/channels/",
+        {"name": "Highway 61", "description": "truckers", "password": "pw-1", "range_km": "30"},
+    )
+    assert resp.status_code == 201, resp.content
+    created = resp.json()["channel"]
+    assert created["is_protected"] and created["range_km"] == 30 and created["is_member"]
+    stored = Channel.objects.get(pk=created["id"])
+    assert stored.password_hash and "pw-1" not in stored.password_hash
+    services.channel_create(creator=UserFactory(), name="Fishing")
+
+    assert client.post("/cbline/api/channels/", {"name": "highway 61"}).json()["code"] == (
+        "name_taken"
+    )
+    assert client.post("/cbline/api/channels/", {"name": ""}).status_code == 400
+    assert client.post("/cbline/api/channels/", {"name": "x", "range_km": "-3"}).status_code == 400
+
+    names = [c["name"] for c in client.get("/cbline/api/channels/").json()["channels"]]
+    assert names == ["Fishing", "Highway 61"]
+    found = client.get("/cbline/api/channels/", {"q": "WAY"}).json()["channels"]
+    assert [c["name"] for c in found] == ["Highway 61"]
+    assert "password_hash" not in str(found)
+    other = UserFactory()
+    client.force_login(other)
+    listed = client.get("/cbline/api/channels/", {"q": "high"}).json()["channels"]
+    assert listed[0]["is_member"] is False
+
+
+def test_identity_endpoint(client):
+    user = UserFactory()
+    client.force_login(user)
+    resp = client.post("/cbline/api/identity/", {"nickname": "Bear", "description": "smokey"})
+    assert resp.json() == {"nickname": "Bear", "description": "smokey"}
+    user.profile.refresh_from_db()
+    assert user.profile.nickname == "Bear"
+    assert client.post("/cbline/api/identity/", {"nickname": ""}).status_code == 400
+
+
+def test_admin_shows_connection_aggregates_only(client):
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    user = UserFactory()
+    DeviceFactory(user=user, device_id="d1", platform="Android", client_version="web-7")
+    for ip in ("8.8.8.8", "8.8.4.4", "203.0.113.9"):
+        services.connection_log_write(user_id=user.pk, ip=ip, device_id="d1")
+    client.force_login(staff)
+    resp = client.get("/admin/voice/connectionlog/")
+    assert resp.status_code == 200
+    html = resp.content.decode()
+    assert "Android" in html and "web-7" in html and "United States" in html
+    assert "8.8.8.8" not in html and user.profile.nickname not in html and user.email not in html
+    # No per-row pages.
+    row = ConnectionLog.objects.first()
+    assert client.get(f"/admin/voice/connectionlog/{row.pk}/change/").status_code == 404
+    assert client.get("/admin/voice/connectionlog/add/").status_code == 404
+    # Staff manage channels.
+    assert client.get("/admin/voice/channel/add/").status_code == 200
+    resp = client.post(
+        "/admin/voice/channel/add/",
+        {
+            "name": "Staff made",
+            "description": "",
+            "range_km": "0",
+            "new_password": "pw-2",
+            "sanctions-TOTAL_FORMS": "0",
+            "sanctions-INITIAL_FORMS": "0",
+        },
+    )
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    channel = Channel.objects.get(name="Staff made")
+    assert services.channel_password_check(channel=channel, password="pw-2")
+
+
+async def test_socket_connect_writes_a_connection_log_row(amake_user):
+    user = await amake_user()
+    await sync_to_async(DeviceFactory)(
+        user=user,
+        device_id="dev-9",
+        make="Firefox 140",
+        model="mobile",
+        platform="Android",
+        client_version="web-2",
+    )
+    comm = await connect(user, device="dev-9", client=("8.8.8.8", 40000))
+    await assert_alive(comm)  # the socket is accepted first; the row is written just after
+    row = await sync_to_async(lambda: ConnectionLog.objects.get(user=user))()
+    assert (row.ip, row.nickname, row.country) == ("8.8.8.8", user.profile.nickname, "US")
+    assert (row.device_make, row.device_model, row.platform, row.client_version) == (
+        "Firefox 140",
+        "mobile",
+        "Android",
+        "web-2",
+    )
+    await comm.disconnect()
