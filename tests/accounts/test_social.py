@@ -122,6 +122,7 @@ def test_untrusted_facebook_login_does_not_join_by_email(providers, client, sett
     page = client.get("/accounts/3rdparty/signup/")
     assert page.status_code == 200
     assert b"birth_date" in page.content
+    assert b"signing up with your Facebook account" in page.content
 
     # Insisting on the taken email is refused ...
     taken = client.post(
