@@ -1,0 +1,194 @@
+"""Helpers the benchmark scripts share: a throwaway environment (SQLite file, Redis key
+prefix), starting and stopping ASGI server processes of the real app, CPU accounting from
+/proc, percentiles and plain-text tables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+
+
+@dataclass
+class BenchEnv:
+    """Environment for the app under test: its own SQLite file and Redis key prefix."""
+
+    run_id: str
+    db_path: Path | None
+    env: dict[str, str]
+
+    def apply(self) -> None:
+        """Make this process's Django (fixtures, setup) use the same database and Redis."""
+        os.environ.update(self.env)
+
+
+def bench_env(database_url: str = "", redis_url: str = "") -> BenchEnv:
+    run_id = uuid.uuid4().hex[:8]
+    VAR.mkdir(exist_ok=True)
+    db_path = None
+    if not database_url:
+        # Through the settings' own SQLite branch (WAL, immediate transactions, busy timeout):
+        # two server processes write the connection log concurrently.
+        db_path = VAR / f"bench-{run_id}.sqlite3"
+    if not redis_url:
+        # A Redis of its own, so that a benchmark never competes with test runs' keys.
+        from config.embedded_redis import ensure_running
+
+        redis_url = ensure_running("bench")
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DJANGO_DEBUG": "false",  # DEBUG keeps every SQL query in memory
+        "DJANGO_LOG_LEVEL": "WARNING",
+        "DATABASE_URL": database_url,  # empty: SQLite at DJANGO_SQLITE_PATH
+        "DJANGO_SQLITE_PATH": str(db_path or ""),
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": f"bench{run_id}:",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return BenchEnv(run_id, db_path, env)
+
+
+def migrate(bench: BenchEnv) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env={**os.environ, **bench.env},
+        check=True,
+    )
+
+
+def cleanup(bench: BenchEnv) -> None:
+    import redis
+
+    r = redis.Redis.from_url(bench.env["REDIS_URL"])
+    batch = list(r.scan_iter(match=bench.env["REDIS_KEY_PREFIX"] + "*", count=1000))
+    for i in range(0, len(batch), 500):
+        r.delete(*batch[i : i + 500])
+    if bench.db_path is not None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(bench.db_path) + suffix).unlink(missing_ok=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+def server_command(kind: str, port: int) -> list[str]:
+    app = "config.asgi:application"
+    if kind == "daphne":
+        # -v 0: no access log line per socket.
+        return [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
+    if kind == "uvicorn":
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ws",
+            "websockets-sansio",
+            "--ws-per-message-deflate",
+            "false",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            app,
+        ]
+    raise ValueError(f"unknown server {kind}")
+
+
+def start_server(kind: str, env: dict[str, str], *, cmd: list[str] | None = None) -> Server:
+    port = free_port()
+    log = open(VAR / f"bench-server-{port}.log", "wb")  # noqa: SIM115
+    argv = server_command(kind, port) if cmd is None else [*cmd, str(port)]
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if kind == "bare":
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                if resp.status < 500:
+                    break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log_name = f"var/bench-server-{port}.log"
+                raise RuntimeError(f"{kind} did not start; see {log_name}") from None
+            time.sleep(0.1)
+    return Server(kind, port, proc)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(ordered: Sequence[float], p: float) -> float:
+    if not ordered:
+        return float("nan")
+    i = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[i]
+
+
+def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers], *[[_fmt(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = "+-" + "-+-".join("-" * w for w in widths) + "-+"
+    out = [title, line]
+    for n, row in enumerate(cells):
+        out.append("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            out.append(line)
+    out.append(line)
+    return "\n".join(out)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
