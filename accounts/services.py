@@ -13,6 +13,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from realtime.errors import ServiceError
+from realtime.events import send_on_commit
+from realtime.keys import presence_group
 from realtime.services import user_sockets_close
 
 from .models import Device, Profile, User
@@ -59,6 +61,7 @@ def profile_update(*, user: User, data: Mapping[str, Any]) -> Profile:
         raise ServiceError("invalid", f"not editable: {', '.join(sorted(unknown))}")
     profile = profile_of(user)
     old_photo = profile.photo.name if profile.photo else ""
+    was_visible = profile.show_online_status
     for field, value in data.items():
         if field == "photo":
             if value is None:  # no upload: keep the photo
@@ -70,6 +73,12 @@ def profile_update(*, user: User, data: Mapping[str, Any]) -> Profile:
         setattr(profile, field, value)
     profile.full_clean()
     profile.save()
+    if was_visible and not profile.show_online_status:
+        # Hiding takes effect now: whoever watches this user sees them go offline.
+        send_on_commit(
+            presence_group(user.pk),
+            {"type": "presence.update", "user_id": user.pk, "online": False},
+        )
     if old_photo and old_photo != (profile.photo.name or ""):
         # The replaced (or cleared) photo is personal data too: remove the file.
         name = old_photo

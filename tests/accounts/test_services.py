@@ -91,6 +91,16 @@ def test_profile_update_saves_and_refuses_unknown_fields():
         services.profile_update(user=user, data={"user_id": 5})
 
 
+def test_hiding_online_status_tells_watchers_at_once(django_capture_on_commit_callbacks):
+    user = UserFactory()
+    with capture_events() as events, django_capture_on_commit_callbacks(execute=True):
+        services.profile_update(user=user, data={"nickname": "still visible"})
+        services.profile_update(user=user, data={"show_online_status": False})
+        services.profile_update(user=user, data={"show_online_status": False})
+    offline = {"type": "presence.update", "user_id": user.pk, "online": False}
+    assert events == [(f"presence.{user.pk}", offline)]
+
+
 def test_profile_update_validates_the_photo_even_without_a_form():
     user = UserFactory()
     fake = SimpleUploadedFile("x.png", b"not an image", content_type="image/png")
