@@ -9,6 +9,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -121,7 +122,7 @@ class ReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 "form": form,
                 "reports": queryset,
                 "opts": self.model._meta,
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             },
         )
 
@@ -137,7 +138,7 @@ class ReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class AppealInline(admin.TabularInline):  # type: ignore[type-arg]
     model = Appeal
     extra = 0
-    fields = ["created_at", "text", "status", "decided_at", "decided_by"]
+    fields = ("created_at", "text", "status", "decided_at", "decided_by")
     readonly_fields = fields
     can_delete = False
 

@@ -111,6 +111,7 @@ class VideochatConsumer(BaseConsumer):
         self.heartbeat_task = asyncio.create_task(self._heartbeat())
 
     async def on_disconnect(self, code: int) -> None:
+        assert self.user_id is not None
         if self.heartbeat_task is not None:
             self.heartbeat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -260,6 +261,7 @@ class VideochatConsumer(BaseConsumer):
         )
 
     async def videochat_banned(self, event: dict[str, Any]) -> None:
+        assert self.user_id is not None
         # Give up the queue place and the match now, not when the client acknowledges the
         # close: a banned user must not be matched in between.
         if self.claimed:

@@ -48,7 +48,7 @@ async def socket_claim(user_id: int, channel_name: str) -> str | None:
     ttl = conf.get("VIDEOCHAT_CARD_TTL_SECONDS")
     r = get_async_redis()
     old = await r.set(socket_key(user_id), channel_name, ex=ttl, get=True)
-    old_name = old.decode() if isinstance(old, bytes) else old
+    old_name = old.decode() if isinstance(old, bytes) else old if isinstance(old, str) else None
     return old_name if old_name and old_name != channel_name else None
 
 

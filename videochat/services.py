@@ -108,7 +108,9 @@ def report_create(
     return report
 
 
-def _file_delete_on_commit(storage: Any, name: str) -> None:
+def _file_delete_on_commit(storage: Any, name: str | None) -> None:
+    if not name:
+        return
     # After commit: a rolled-back clear must not leave a row pointing at a deleted file.
     transaction.on_commit(lambda: storage.delete(name))
 
@@ -154,7 +156,7 @@ def ban_create(
         vk_uid=(uids["vk"] or [""])[0],
     )
     if report is not None and report.frame:
-        ext = os.path.splitext(report.frame.name)[1] or ".jpg"
+        ext = os.path.splitext(report.frame.name or "")[1] or ".jpg"
         with report.frame.open("rb") as f:
             ban.image.save(f"{os.urandom(12).hex()}{ext}", ContentFile(f.read()), save=False)
     ban.full_clean()

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -136,7 +137,7 @@ async def report(request: HttpRequest) -> HttpResponse:
 
 
 @staff_member_required
-def evidence(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
+def evidence(request: HttpRequest, kind: str, pk: int) -> HttpResponseBase:
     """A report still or ban image, for staff only: evidence is never public media."""
     if kind == "report":
         field = get_object_or_404(Report, pk=pk).frame
