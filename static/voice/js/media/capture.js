@@ -74,6 +74,16 @@ export class Capture {
     return typeof MediaRecorder === "function" && MediaRecorder.isTypeSupported(WEBM_MIME);
   }
 
+  /**
+   * Prepare the capture audio graph ahead of the first press (joining a channel is a good
+   * moment): the first press then starts sending about 50 ms sooner.
+   */
+  static async warmUp() {
+    if (Capture.preferredMode() === "webcodecs" && typeof AudioWorkletNode === "function") {
+      await captureContext();
+    }
+  }
+
   /** The `mode` to announce in `floor.request`. */
   static preferredMode() {
     if (Capture.supportsWebCodecs()) return "webcodecs";

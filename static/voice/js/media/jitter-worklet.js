@@ -1,17 +1,21 @@
 // Playback side of CBLINE: a jitter buffer in the audio thread. Decoded 48 kHz mono frames
-// arrive per transmission; playback of a transmission starts once `target` ms are buffered,
-// the target grows after an underrun (cap 200 ms) and shrinks slowly while playback is
-// stable. A lost packet is concealed by repeating the last frame with a fade. The node's
-// input (MediaSource playback of WebM chunks) is mixed into the output. Every output block is
-// measured: levels, and the context time of each sound onset (the playback tap).
+// arrive per transmission, a packet (40 ms) at a time. `target` is the depth the buffer has
+// right after a packet lands: playback starts once the audio buffered plus the time waited
+// since the first packet reaches it, so with 40 ms packets and the initial 60 ms target the
+// buffer never falls below 20 ms (the margin for late packets) and the delay added here is
+// only that margin. After an underrun the target grows (cap 200 ms); while playback is
+// stable it shrinks slowly back, and a backlog above it is trimmed in quiet moments. A lost
+// packet is concealed by repeating the last frame with a fade. The node's input (MediaSource
+// playback of WebM chunks) is mixed into the output. Every output block is measured: levels,
+// and the context time of each sound onset (the playback tap).
 // Audio is held only while it waits to be played.
 
 const MS = sampleRate / 1000;
 const INITIAL_TARGET = 60 * MS;
-const MIN_TARGET = 40 * MS;
+const MIN_TARGET = INITIAL_TARGET; // shrinking only undoes growth
 const MAX_TARGET = 200 * MS;
 const GROW_STEP = 20 * MS;
-const CATCH_UP_ABOVE = 60 * MS; // a packet or so of slack before trimming a backlog
+const CATCH_UP_ABOVE = 20 * MS; // slack before a backlog is trimmed
 const SHRINK_STEP = 10 * MS;
 const STABLE_BEFORE_SHRINK = 3 * sampleRate; // samples played without an underrun
 const MAX_CONCEAL = 60 * MS; // beyond this a loss becomes silence
@@ -79,6 +83,7 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
     this.target = INITIAL_TARGET;
     this.stableFor = 0;
     this.concealed = 0;
+    this.waitFrom = null; // frame at which audio first waited to be played
     this.blocks = 0;
     this.quiet = ONSET_QUIET;
     this.levelSum = 0;
@@ -182,11 +187,19 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
         this.current = this.pick();
         if (!this.current) return;
         this.state = "buffering";
+        this.waitFrom = null;
         this.stats.transmissions++;
       }
       const tx = this.current;
       if (this.state === "buffering" || this.state === "rebuffering") {
-        if (tx.buffered >= this.target || (tx.ended && tx.buffered > 0)) {
+        if (tx.buffered > 0 && this.waitFrom === null) this.waitFrom = currentFrame + at;
+        const waited = this.waitFrom === null ? 0 : currentFrame + at - this.waitFrom;
+        if (tx.buffered + waited >= this.target || (tx.ended && tx.buffered > 0)) {
+          this.waitFrom = null;
+          if (this.state === "buffering") {
+            // The transmission's first sample leaves now (press-to-first-audio).
+            this.port.postMessage({ type: "started", key: tx.key, contextTime: currentTime + at / sampleRate });
+          }
           this.state = "playing";
         } else if (tx.ended) {
           this.finish();
@@ -213,6 +226,7 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
         this.target = Math.min(MAX_TARGET, this.target + GROW_STEP);
         this.stableFor = 0;
         this.concealed = 0;
+        this.waitFrom = null;
         this.state = "rebuffering";
         this.conceal(tx, out, at);
         return;

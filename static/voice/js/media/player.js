@@ -18,11 +18,14 @@ export class Player {
    * @param {(rms:number)=>void} [o.onLevel] output level, about every 50 ms
    * @param {(onset:{ts:number, key:string|null, txId:number|null})=>void} [o.onOnset] page time
    *   at which a sound (after silence) comes out of the playback path
+   * @param {(started:{ts:number, key:string, txId:number|null})=>void} [o.onStarted] page time
+   *   at which a transmission's first sample comes out
    * @param {(txId:number, key:string)=>void} [o.onEnded] a transmission finished playing
    */
-  constructor({ onLevel = null, onOnset = null, onEnded = null } = {}) {
+  constructor({ onLevel = null, onOnset = null, onStarted = null, onEnded = null } = {}) {
     this.onLevel = onLevel;
     this.onOnset = onOnset;
+    this.onStarted = onStarted;
     this.onEnded = onEnded;
     this.ctx = null;
     this.node = null;
@@ -31,6 +34,7 @@ export class Player {
     this.waiters = new Map(); // key -> resolve, for replay()
     this.replays = 0;
     this.onsets = [];
+    this.starts = [];
     this.counters = { packets: 0, decodedFrames: 0, decodeErrors: 0, lostPackets: 0, mediaChunks: 0 };
     this.workletStats = {
       playedSamples: 0, nonSilentSamples: 0, mediaSamples: 0, underruns: 0, lateFrames: 0,
@@ -295,6 +299,11 @@ export class Player {
       this.onsets.push(onset);
       if (this.onsets.length > 500) this.onsets.shift();
       if (this.onOnset) this.onOnset(onset);
+    } else if (msg.type === "started") {
+      const started = { ts: this.contextToPage(msg.contextTime), key: msg.key, txId: txIdOf(msg.key) };
+      this.starts.push(started);
+      if (this.starts.length > 100) this.starts.shift();
+      if (this.onStarted) this.onStarted(started);
     } else if (msg.type === "ended") {
       const stream = this.streams.get(msg.key);
       if (stream && stream.kind === KIND_OPUS) this.streams.delete(msg.key);

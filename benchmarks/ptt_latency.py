@@ -1,0 +1,446 @@
+"""CBLINE push-to-talk latency in real Chromium pages: from the moment a sound is captured at
+the talker's microphone to the moment it comes out of the listener's playback path.
+
+Two pages (two users, two browser contexts, one Chromium) join one CBLINE channel on a live
+daphne process (throwaway SQLite file and Redis key prefix, see benchmarks/_common.py). The
+talker holds the floor for `--seconds` per round, `--rounds` times. Chromium's fake
+microphone beeps about every 500 ms (or plays `--click-track`, a WAV written here with the
+`wave` module). Both ends stamp on the same clock, `performance.timeOrigin +
+performance.now()`:
+
+- the talker, each beep's onset in the captured samples (static/voice/js/media/capture.js,
+  sample index mapped to page time);
+- the listener, the onset of the same beep in the audio leaving its jitter buffer
+  (static/voice/js/media/jitter-worklet.js; AudioWorklet context time mapped to page time
+  with AudioContext.getOutputTimestamp(), so the output device latency is included).
+
+talk-to-hear = listener onset - talker onset, per beep.
+press-to-first-audio = press (floor.request sent; the microphone is already open) to the
+listener's first played sample of that transmission.
+
+The pages speak docs/protocols/cbline.md themselves with the media modules, so the number
+is the media path plus the server, not any particular page's UI. `--local` measures the
+same pipeline inside one page without a server (encoder + jitter buffer + output).
+
+    .venv/bin/python benchmarks/ptt_latency.py                   # 3 rounds x 10 s
+    .venv/bin/python benchmarks/ptt_latency.py --local --seconds 10
+    .venv/bin/python benchmarks/ptt_latency.py --mode mediarecorder --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+import wave
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import (
+    VAR,
+    BenchEnv,
+    bench_env,
+    cleanup,
+    migrate,
+    percentile,
+    start_server,
+    stop_server,
+    table,
+)
+
+MEDIA = "/static/voice/js/media"
+TARGET_P95_MS = 150.0
+MATCH_WINDOW_MS = 400.0  # beeps are 500 ms apart: a playback onset belongs to the beep before it
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+# Installed in each page as window.B: the media modules plus a minimal CBLINE socket client.
+DRIVER = """
+async ([M, deviceId]) => {
+  const protocol = await import(`${M}/protocol.js`);
+  const { Capture } = await import(`${M}/capture.js`);
+  const { Player } = await import(`${M}/player.js`);
+  const now = () => performance.timeOrigin + performance.now();
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const B = { protocol, Capture, Player, now, sleep, log: [], errors: [], waiting: new Map(),
+              talkerOnsets: [], presses: [], sent: [] };
+  B.expect = (type, ms = 5000) => new Promise((resolve, reject) => {
+    B.waiting.set(type, resolve);
+    setTimeout(() => reject(new Error(`no ${type} within ${ms} ms`)), ms);
+  });
+  B.connect = () => new Promise((resolve, reject) => {
+    const url = `ws://${location.host}/ws/cbline/?device=${deviceId}`;
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error("socket failed"));
+    ws.onmessage = (e) => {
+      if (typeof e.data !== "string") { B.onBinary?.(e.data); return; }
+      const msg = JSON.parse(e.data);
+      if (msg.type === "error") B.errors.push(msg);
+      const w = B.waiting.get(msg.type);
+      if (w) { B.waiting.delete(msg.type); w(msg); }
+      B.onMessage?.(msg);
+    };
+    B.ws = ws;
+  });
+  B.send = (msg) => B.ws.send(JSON.stringify(msg));
+  B.join = async (channelId) => {
+    const joined = B.expect("channel.joined");
+    B.send({ type: "channel.join", channel_id: channelId, password: null });
+    return joined;
+  };
+  B.listen = async () => {
+    B.player = new Player();
+    await B.player.init();
+    await B.player.resume();
+    B.ages = [];
+    B.onBinary = (buf) => {
+      const p = protocol.unpackPacket(buf);
+      B.ages.push(now() - p.captureTs); // packetisation + capture + server + socket
+      B.player.push(p);
+    };
+    B.onMessage = (msg) => {
+      if (msg.type === "floor.released") B.player.endTransmission(msg.tx_id);
+    };
+  };
+  B.openMic = async () => {
+    B.stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    await Capture.warmUp();
+  };
+  B.talk = async (ms, mode) => {
+    const press = now();
+    const granted = B.expect("floor.granted");
+    B.send({ type: "floor.request", mode });
+    const g = await granted;
+    const grantedAt = now();
+    let seq = 0;
+    let firstSent = null;
+    const cap = new Capture({
+      packetMs: g.packet_ms, mode,
+      onOnset: (ts) => B.talkerOnsets.push(ts),
+      onPacket: (kind, data, captureTs, last) => {
+        B.ws.send(protocol.packPacket({
+          kind, last, seq: seq++, txId: g.tx_id, captureTs,
+          frames: kind === 1 ? data : undefined, chunk: kind === 2 ? data : undefined,
+        }));
+        if (firstSent === null) firstSent = now();
+      },
+    });
+    await cap.start(B.stream);
+    const started = now();
+    await sleep(ms);
+    await cap.stop();
+    B.send({ type: "floor.release", tx_id: g.tx_id });
+    B.presses.push({ txId: g.tx_id, press, grantedAt, started, firstSent, packets: seq,
+                     source: cap.stats.source });
+    return g.tx_id;
+  };
+  /** No server: capture -> pack -> unpack -> Player in this page. */
+  B.local = async (ms, mode) => {
+    await B.listen();
+    let seq = 0;
+    const press = now();
+    const cap = new Capture({
+      mode, onOnset: (ts) => B.talkerOnsets.push(ts),
+      onPacket: (kind, data, captureTs, last) => {
+        const buf = protocol.packPacket({
+          kind, last, seq: seq++, txId: 1, captureTs,
+          frames: kind === 1 ? data : undefined, chunk: kind === 2 ? data : undefined,
+        });
+        B.player.push(protocol.unpackPacket(buf));
+      },
+    });
+    await cap.start(B.stream);
+    await sleep(ms);
+    await cap.stop();
+    B.presses.push({ txId: 1, press, grantedAt: press, started: press, firstSent: null,
+                     packets: seq, source: cap.stats.source });
+  };
+  window.B = B;
+  return true;
+}
+"""
+
+
+def write_click_track(path: Path, seconds: float = 60.0, rate: int = 48000) -> Path:
+    """20 ms 1 kHz bursts every 500 ms, 16-bit mono: onsets as sharp as the fake beeps."""
+    frames = bytearray()
+    burst = int(0.020 * rate)
+    period = int(0.500 * rate)
+    for i in range(int(seconds * rate)):
+        k = i % period
+        v = 0.8 * math.sin(2 * math.pi * 1000 * k / rate) if k < burst else 0.0
+        frames += struct.pack("<h", int(v * 32767))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames))
+    return path
+
+
+def make_people(bench: BenchEnv) -> tuple[list[str], int]:
+    """Two users with sessions and one public channel, straight into the benchmark DB."""
+    bench.apply()
+    import django
+
+    django.setup()
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from accounts.models import Profile, User
+    from voice import services
+
+    tag = bench.run_id
+    users = []
+    for name in ("talker", "listener"):
+        u = User.objects.create_user(email=f"{name}-{tag}@example.com", password=None)
+        Profile.objects.update_or_create(user=u, defaults={"nickname": f"{name}{tag[:4]}"})
+        users.append(u)
+    channel = services.channel_create(creator=users[0], name=f"latency-{tag}")
+    cookies: list[str] = []
+    for u in users:
+        store = SessionStore()
+        store[SESSION_KEY] = str(u.pk)
+        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[HASH_SESSION_KEY] = u.get_session_auth_hash()
+        store.create()
+        cookies.append(str(store.session_key))
+    return cookies, channel.pk
+
+
+def open_page(browser: Any, base_url: str, cookie: str | None, device: str) -> Any:
+    ctx = browser.new_context()
+    if cookie:
+        ctx.add_cookies([{"name": "sessionid", "value": cookie, "url": base_url}])
+    page = ctx.new_page()
+    page.goto(f"{base_url}{MEDIA}/protocol.js")
+    page.set_content("<!doctype html><title>CBLINE latency</title>")
+    page.evaluate(DRIVER, [MEDIA, device])
+    return page
+
+
+def clock_skew_ms(a: Any, b: Any) -> float:
+    """How far page b's clock is from page a's (should be ~0: one machine, one clock)."""
+    samples = []
+    for _ in range(5):
+        t1 = a.evaluate("performance.timeOrigin + performance.now()")
+        t2 = b.evaluate("performance.timeOrigin + performance.now()")
+        t3 = a.evaluate("performance.timeOrigin + performance.now()")
+        samples.append((t3 - t1, t2 - (t1 + t3) / 2))
+    return min(samples)[1]
+
+
+def match_onsets(talker: list[float], heard: list[float]) -> list[float]:
+    """Pair each playback onset with the latest talker onset before it (within the window)."""
+    latencies = []
+    used: set[int] = set()
+    for h in heard:
+        best = None
+        for i, t in enumerate(talker):
+            if i not in used and 0 < h - t < MATCH_WINDOW_MS and (best is None or t > talker[best]):
+                best = i
+        if best is not None:
+            used.add(best)
+            latencies.append(h - talker[best])
+    return latencies
+
+
+def summarize(lat: list[float]) -> list[object]:
+    s = sorted(lat)
+    if not s:
+        return [0, "-", "-", "-", "-", "-"]
+    return [
+        len(s),
+        percentile(s, 0),
+        percentile(s, 50),
+        percentile(s, 95),
+        percentile(s, 99),
+        s[-1],
+    ]
+
+
+def run_local(browser: Any, base_url: str, seconds: float, mode: str) -> dict[str, Any]:
+    page = open_page(browser, base_url, None, "bench-local")
+    page.evaluate("B.openMic()")
+    page.evaluate(f"B.local({int(seconds * 1000)}, {json.dumps(mode)})")
+    page.wait_for_timeout(800)
+    out = page.evaluate(
+        "async () => ({talker: B.talkerOnsets, heard: B.player.onsets.map((o) => o.ts),"
+        " starts: B.player.starts, presses: B.presses, stats: await B.player.getStats()})"
+    )
+    page.context.close()
+    return out
+
+
+def run_channel(
+    browser: Any,
+    base_url: str,
+    cookies: list[str],
+    channel_id: int,
+    seconds: float,
+    rounds: int,
+    mode: str,
+) -> dict[str, Any]:
+    talker = open_page(browser, base_url, cookies[0], "bench-talker")
+    listener = open_page(browser, base_url, cookies[1], "bench-listener")
+    for page in (talker, listener):
+        page.evaluate("B.connect()")
+        page.evaluate(f"B.join({channel_id})")
+    listener.evaluate("B.listen()")
+    talker.evaluate("B.openMic()")
+    skew = clock_skew_ms(talker, listener)
+    for _ in range(rounds):
+        talker.evaluate(f"B.talk({int(seconds * 1000)}, {json.dumps(mode)})")
+        listener.wait_for_timeout(1200)  # play out, then the next press
+    t = talker.evaluate("({talker: B.talkerOnsets, presses: B.presses, errors: B.errors})")
+    h = listener.evaluate(
+        "async () => ({heard: B.player.onsets.map((o) => o.ts), starts: B.player.starts,"
+        " stats: await B.player.getStats(), errors: B.errors, ages: B.ages})"
+    )
+    talker.context.close()
+    listener.context.close()
+    return {**t, **h, "errors": t["errors"] + h["errors"], "skew": skew}
+
+
+def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]:
+    lat = match_onsets(out["talker"], out["heard"])
+    starts = {s["txId"]: s["ts"] for s in out["starts"]}
+    press_rows = []
+    for p in out["presses"]:
+        first = starts.get(p["txId"])
+        press_rows.append(
+            [
+                p["txId"],
+                p["source"],
+                p["grantedAt"] - p["press"],
+                p["started"] - p["press"],
+                (p["firstSent"] - p["press"]) if p["firstSent"] else "-",
+                (first - p["press"]) if first else "-",
+                p["packets"],
+            ]
+        )
+    st = out["stats"]
+    lines = [
+        table(
+            f"{title}: talk-to-hear per beep (ms), {len(out['presses'])} x {seconds:g} s",
+            ["beeps sent", "heard", "min", "p50", "p95", "p99", "max"],
+            [[len(out["talker"]), *summarize(lat)]],
+        ),
+        table(
+            f"{title}: press-to-first-audio (ms after floor.request / press)",
+            ["tx", "source", "granted", "capturing", "1st packet sent", "1st audio out", "packets"],
+            press_rows,
+        ),
+        table(
+            f"{title}: listener's jitter buffer",
+            [
+                "decoded frames",
+                "underruns",
+                "late frames",
+                "concealed ms",
+                "trimmed ms",
+                "target ms (end)",
+                "lost packets",
+            ],
+            [
+                [
+                    st.get("decodedFrames", 0),
+                    st.get("underruns", 0),
+                    st.get("lateFrames", 0),
+                    st.get("concealedSamples", 0) / 48,
+                    st.get("skippedSamples", 0) / 48,
+                    st.get("targetMs", 0),
+                    st.get("lostPackets", 0),
+                ]
+            ],
+        ),
+    ]
+    if out.get("ages"):
+        ages = sorted(out["ages"])
+        lines.append(
+            table(
+                f"{title}: packet age on arrival at the listener (ms since its first sample)",
+                ["packets", "min", "p50", "p95", "p99", "max"],
+                [summarize(ages)[:1] + summarize(ages)[1:6]],
+            )
+        )
+    p95 = percentile(sorted(lat), 95) if lat else float("inf")
+    return "\n\n".join(lines), p95
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="floor held per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--mode", choices=["webcodecs", "mediarecorder"], default="webcodecs")
+    ap.add_argument("--local", action="store_true", help="one page, no server")
+    ap.add_argument(
+        "--click-track",
+        action="store_true",
+        help="feed a generated WAV click track instead of the fake device's beeps",
+    )
+    ap.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    args = ap.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
+    launch_args = list(CHROMIUM_ARGS)
+    if args.click_track:
+        wav = write_click_track(VAR / "ptt-click-track.wav")
+        launch_args.append(f"--use-file-for-fake-audio-capture={wav}")
+
+    bench = bench_env()
+    server = None
+    try:
+        migrate(bench)
+        cookies, channel_id = make_people(bench)  # ORM before Playwright's event loop starts
+        server = start_server(args.server, bench.env)
+        base_url = f"http://127.0.0.1:{server.port}"
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=launch_args, headless=True)
+            if args.local:
+                out = run_local(browser, base_url, args.seconds, args.mode)
+                text, p95 = report(f"local pipeline, {args.mode}, no server", out, args.seconds)
+                print(text)
+            else:
+                out = run_channel(
+                    browser, base_url, cookies, channel_id, args.seconds, args.rounds, args.mode
+                )
+                text, p95 = report(f"two pages via {args.server}, {args.mode}", out, args.seconds)
+                print(text)
+                print(
+                    f"\nclock skew between the pages: {out['skew']:.2f} ms; "
+                    f"socket errors: {out['errors'] or 'none'}"
+                )
+            browser.close()
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"machine: {os.cpu_count()} CPUs, load average {load} (1, 5, 15 min) at the end")
+        verdict = "meets" if p95 <= TARGET_P95_MS else "MISSES"
+        print(f"talk-to-hear p95 {p95:.1f} ms {verdict} the {TARGET_P95_MS:.0f} ms target")
+    finally:
+        if server is not None:
+            stop_server(server)
+        cleanup(bench)
+
+
+if __name__ == "__main__":
+    main()
