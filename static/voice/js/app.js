@@ -496,7 +496,11 @@ function start(root) {
   ui.ptt.addEventListener("contextmenu", (ev) => ev.preventDefault()); // long-press on touch
   ui.ptt.addEventListener("keydown", (ev) => { if (ev.key === "Enter") ev.preventDefault(); });
 
-  const typing = (t) => t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+  // Space is the talk key everywhere except where it types (a focused checkbox or button
+  // would otherwise toggle or click instead).
+  const TEXT_INPUTS = /^(text|search|email|password|number|url|tel)$/;
+  const typing = (t) => t instanceof HTMLElement && (t.isContentEditable || t.tagName === "TEXTAREA"
+    || t.tagName === "SELECT" || (t.tagName === "INPUT" && TEXT_INPUTS.test(t.type)));
   document.addEventListener("keydown", (ev) => {
     if (ev.code !== "Space" || ev.repeat || typing(ev.target) || ui.pwDialog.open) return;
     ev.preventDefault();

@@ -1,0 +1,178 @@
+"""CBLINE in real Chromium pages against a live daphne process: A holds the big button with
+the fake microphone and B's page plays it; C (another channel) and D (out of range) get
+nothing; busy while someone talks; the listener's page keeps no voice in browser storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import login
+from tests.factories import UserFactory
+from voice.services import channel_create
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+BERLIN = {"latitude": 52.5200, "longitude": 13.4050}
+BERLIN_EAST = {"latitude": 52.5100, "longitude": 13.4500}  # ~3 km away
+PARIS = {"latitude": 48.8566, "longitude": 2.3522}  # ~880 km away
+
+# Every attempt to persist anything, recorded from before the page's modules load.
+STORAGE_SPY = """(() => {
+  window.__writes = [];
+  const note = (what) => window.__writes.push(what);
+  const setItem = Storage.prototype.setItem;
+  Storage.prototype.setItem = function (k, v) {
+    note(`${this === window.localStorage ? "local" : "session"}:${k}`);
+    return setItem.call(this, k, v);
+  };
+  const open = IDBFactory.prototype.open;
+  IDBFactory.prototype.open = function (...a) { note("indexedDB.open"); return open.apply(this, a); };
+  if (self.CacheStorage) {
+    const copen = CacheStorage.prototype.open;
+    CacheStorage.prototype.open = function (...a) { note("caches.open"); return copen.apply(this, a); };
+  }
+})()"""
+
+
+def open_cbline(new_context: Any, server: Any, user: Any, geolocation: dict | None = None) -> Any:
+    kwargs: dict[str, Any] = {"permissions": ["microphone"]}
+    if geolocation:
+        kwargs.update(geolocation=geolocation, permissions=["microphone", "geolocation"])
+    context = new_context(**kwargs)
+    context.add_init_script(STORAGE_SPY)
+    page = login(context, server, user)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
+    page.goto(f"{server.url}/cbline/")
+    wait(page, "() => window.cbline && window.cbline.state.open")
+    return page
+
+
+def wait(page: Any, expression: str, timeout: float = 30_000) -> None:
+    # Poll on a timer: the default (animation frames) stalls in pages that are not in front.
+    page.wait_for_function(expression, polling=100, timeout=timeout)
+
+
+def enter(page: Any, channel: Any) -> None:
+    page.get_by_test_id(f"cb-channel-{channel.pk}").click()
+    wait(page, f"() => window.cbline.state.channelId === {channel.pk}")
+
+
+def share_location(page: Any) -> None:
+    page.get_by_test_id("cb-location").check()
+    wait(page, "() => window.cbline.state.hasLocation")
+
+
+def stats(page: Any) -> dict[str, Any]:
+    return page.evaluate("() => window.cbline.stats")
+
+
+def test_push_to_talk_heard_in_range_only(live_asgi, new_context) -> None:  # type: ignore[no-untyped-def]
+    a, b, c, d = (UserFactory() for _ in range(4))
+    main = channel_create(creator=a, name="Highway", range_km=50, description="convoy")
+    other = channel_create(creator=c, name="Elsewhere")
+
+    pa = open_cbline(new_context, live_asgi, a, BERLIN)
+    pb = open_cbline(new_context, live_asgi, b, BERLIN_EAST)
+    pc = open_cbline(new_context, live_asgi, c)
+    pd = open_cbline(new_context, live_asgi, d, PARIS)
+    for page in (pa, pb, pd):
+        enter(page, main)
+        share_location(page)
+    enter(pc, other)
+    assert "50 km" in pb.get_by_test_id("cb-range").inner_text()
+    wait(pa, "() => window.cbline.state.members.length === 3")
+
+    # Members see each other's nickname and country flag, never coordinates.
+    members = pb.get_by_test_id("cb-members").inner_text()
+    assert a.profile.nickname in members and "Germany" in members
+    assert "52.5" not in pb.content() and "13.4" not in pb.content()
+
+    # A holds the big button (mouse) while the fake microphone beeps.
+    ptt = pa.get_by_test_id("cb-ptt")
+    ptt.hover()
+    pa.mouse.down()
+    wait(pa, "() => window.cbline.state.talking")
+    wait(pb, "() => window.cbline.state.talker !== null")
+    assert a.profile.nickname in pb.get_by_test_id("cb-status").inner_text()
+
+    # B presses meanwhile (space bar): busy.
+    pb.keyboard.press("Space")  # focus is still on the location switch: Space must talk
+    wait(pb, "() => window.cbline.stats.busy >= 1")
+    assert pb.get_by_test_id("cb-ptt").get_attribute("data-state") in ("busy", "listening")
+
+    pa.wait_for_timeout(2500)
+    pa.mouse.up()
+    wait(pb, "() => window.cbline.state.talker === null", timeout=10_000)
+    assert stats(pa)["sent"] > 20  # ~2.5 s in 40 ms packets
+
+    # B's page decoded and played non-silent audio.
+    wait(pb, 
+        "() => window.cbline.stats.nonSilentSamples > 0 && window.cbline.stats.decodedFrames > 20",
+        timeout=10_000,
+    )
+    heard = stats(pb)
+    assert heard["received"] > 20 and heard["decodeErrors"] == 0
+    assert heard["replayStored"] == 1
+    assert pb.get_by_test_id("cb-location").is_checked()  # Space did not toggle it
+    pb.get_by_test_id("cb-replays").get_by_role("button", name="▶ Play").click()
+
+    # C (other channel) and D (880 km away, range 50 km) got nothing.
+    for page in (pc, pd):
+        got = stats(page)
+        assert got["received"] == 0 and got["nonSilentSamples"] == 0, got
+    assert pd.evaluate("() => window.cbline.state.talker") is None  # saw the end too
+
+    # The listener's page kept the voice in memory only.
+    stored = pb.evaluate(
+        """async () => ({
+        writes: window.__writes,
+        local: Object.keys(localStorage),
+        idb: (await indexedDB.databases()).map((d) => d.name),
+        caches: await caches.keys(),
+    })"""
+    )
+    assert stored["local"] == ["cp.device_id"]
+    assert [w for w in stored["writes"] if w.startswith("local:")] in ([], ["local:cp.device_id"])
+    assert not [w for w in stored["writes"] if not w.startswith(("local:cp.device_id", "session:"))]
+    assert stored["idb"] == [] and stored["caches"] == []
+    for page in (pa, pb, pc, pd):
+        assert page.errors == []
+
+
+def test_protected_channel_create_and_join_with_password(live_asgi, new_context) -> None:  # type: ignore[no-untyped-def]
+    owner, guest = UserFactory(), UserFactory()
+    po = open_cbline(new_context, live_asgi, owner)
+    po.get_by_test_id("cb-create-toggle").click()
+    po.get_by_test_id("cb-new-name").fill("Secret Garden")
+    po.locator("#cb-new-password").fill("tulips-77")
+    po.get_by_test_id("cb-create-submit").click()
+    wait(po, "() => window.cbline.state.channelId !== null")
+    assert po.get_by_test_id("cb-channel-name").inner_text().startswith("Secret Garden")
+
+    pg = open_cbline(new_context, live_asgi, guest)
+    pg.get_by_test_id("cb-search").fill("garden")
+    item = pg.locator("[data-channel-id]").filter(has_text="Secret Garden")
+    item.click()
+    pg.get_by_test_id("cb-password").fill("wrong")
+    pg.get_by_test_id("cb-password-submit").click()
+    wait(pg, 
+        "() => document.querySelector('[data-cb-password-error]').textContent.includes('Wrong')"
+    )
+    pg.get_by_test_id("cb-password").fill("tulips-77")
+    pg.get_by_test_id("cb-password-submit").click()
+    wait(pg, "() => window.cbline.state.channelId !== null")
+    wait(po, "() => window.cbline.state.members.length === 2")
+
+    # Renaming from the page reaches the other member.
+    pg.locator("[data-cb-identity-edit]").click()
+    pg.get_by_test_id("cb-nickname").fill("Gardener")
+    pg.locator("[data-cb-identity] button[type=submit]").click()
+    wait(po, 
+        "() => document.querySelector('[data-testid=cb-members]').textContent.includes('Gardener')"
+    )
+    for page in (po, pg):
+        assert page.errors == []
