@@ -28,10 +28,16 @@ STORAGE_SPY = """(() => {
     return setItem.call(this, k, v);
   };
   const open = IDBFactory.prototype.open;
-  IDBFactory.prototype.open = function (...a) { note("indexedDB.open"); return open.apply(this, a); };
+  IDBFactory.prototype.open = function (...a) {
+    note("indexedDB.open");
+    return open.apply(this, a);
+  };
   if (self.CacheStorage) {
     const copen = CacheStorage.prototype.open;
-    CacheStorage.prototype.open = function (...a) { note("caches.open"); return copen.apply(this, a); };
+    CacheStorage.prototype.open = function (...a) {
+      note("caches.open");
+      return copen.apply(this, a);
+    };
   }
 })()"""
 
@@ -110,7 +116,8 @@ def test_push_to_talk_heard_in_range_only(live_asgi, new_context) -> None:  # ty
     assert stats(pa)["sent"] > 20  # ~2.5 s in 40 ms packets
 
     # B's page decoded and played non-silent audio.
-    wait(pb, 
+    wait(
+        pb,
         "() => window.cbline.stats.nonSilentSamples > 0 && window.cbline.stats.decodedFrames > 20",
         timeout=10_000,
     )
@@ -159,8 +166,8 @@ def test_protected_channel_create_and_join_with_password(live_asgi, new_context)
     item.click()
     pg.get_by_test_id("cb-password").fill("wrong")
     pg.get_by_test_id("cb-password-submit").click()
-    wait(pg, 
-        "() => document.querySelector('[data-cb-password-error]').textContent.includes('Wrong')"
+    wait(
+        pg, "() => document.querySelector('[data-cb-password-error]').textContent.includes('Wrong')"
     )
     pg.get_by_test_id("cb-password").fill("tulips-77")
     pg.get_by_test_id("cb-password-submit").click()
@@ -171,8 +178,9 @@ def test_protected_channel_create_and_join_with_password(live_asgi, new_context)
     pg.locator("[data-cb-identity-edit]").click()
     pg.get_by_test_id("cb-nickname").fill("Gardener")
     pg.locator("[data-cb-identity] button[type=submit]").click()
-    wait(po, 
-        "() => document.querySelector('[data-testid=cb-members]').textContent.includes('Gardener')"
+    wait(
+        po,
+        "() => document.querySelector('[data-testid=cb-members]').textContent.includes('Gardener')",
     )
     for page in (po, pg):
         assert page.errors == []
