@@ -60,6 +60,9 @@ from .schemas import (
 log = logging.getLogger(__name__)
 db = database_sync_to_async
 
+MIN_FRAME_MS = 20  # the shortest audio a packet carries (one Opus frame)
+PACKET_SLACK = 25  # MediaRecorder's first chunks may come early and small
+
 
 class VoiceConsumer(BaseConsumer):
     inbound = inbound_adapter
@@ -71,6 +74,8 @@ class VoiceConsumer(BaseConsumer):
     country = ""
     nickname = ""
     _floor_deadline = 0.0
+    _floor_packets = 0
+    _floor_packet_limit = 0
     _floor_timer: asyncio.Task[None] | None = None
 
     # --- lifecycle
@@ -217,6 +222,8 @@ class VoiceConsumer(BaseConsumer):
         self.floor = floor
         loop = asyncio.get_running_loop()
         self._floor_deadline = loop.time() + max_ms / 1000
+        self._floor_packets = 0
+        self._floor_packet_limit = max_ms // MIN_FRAME_MS + PACKET_SLACK
         self._floor_timer = loop.create_task(self._floor_timeout(floor, max_ms / 1000))
         await self.send_model(
             FloorGranted(tx_id=floor.tx_id, max_ms=max_ms, packet_ms=settings.VOICE_PACKET_MS)
@@ -286,6 +293,11 @@ class VoiceConsumer(BaseConsumer):
             raise ServiceError("no_floor", "you do not hold the floor for that transmission")
         if asyncio.get_running_loop().time() > self._floor_deadline:
             raise ServiceError("no_floor", "the transmission reached its maximum length")
+        # Every packet holds at least one 20 ms frame: more packets than the maximum length
+        # can hold is a flood that would only fill Redis, not a transmission.
+        self._floor_packets += 1
+        if self._floor_packets > self._floor_packet_limit:
+            raise ServiceError("too_many_packets", "more packets than a transmission can hold")
         await get_relay().audio(channel.pk, floor.tx_id, data)
 
     # --- replay of a missed transmission

@@ -298,8 +298,17 @@ function start(root) {
   }
 
   // --- floor and talking indicator
+  const maxMs = Number(root.dataset.maxSeconds || 60) * 1000;
+  let talkerTimer = null;
+
   function onFloorTaken(m) {
     state.talker = { user_id: m.user_id, nickname: m.nickname, tx_id: m.tx_id };
+    // If the talker's server process dies, no floor.released ever comes: the floor expires
+    // on the server after the maximum length, and so does the indicator here.
+    clearTimeout(talkerTimer);
+    talkerTimer = setTimeout(() => {
+      if (state.talker?.tx_id === m.tx_id) { state.talker = null; setStatus(); renderMembers(); }
+    }, maxMs + 3000);
     store.begin(m.tx_id, { userId: m.user_id, nickname: m.nickname, mode: m.mode });
     setStatus();
     renderMembers();
