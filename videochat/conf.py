@@ -25,6 +25,11 @@ DEFAULTS: dict[str, Any] = {
     "VIDEOCHAT_REPORT_MAX_CHAT_LINES": 50,
     "VIDEOCHAT_REPORT_MAX_LINE_CHARS": 500,
     "VIDEOCHAT_REPORT_MAX_FRAME_BYTES": 2 * 1024 * 1024,
+    # Matchmaking forgets a waiting user or a pair whose deadline passes (a process that died
+    # cannot clean up); a live socket renews them well within the shortest deadline (90 s).
+    "VIDEOCHAT_HEARTBEAT_SECONDS": 30.0,
+    # Reports a user may file per hour (each may carry an image).
+    "VIDEOCHAT_REPORTS_PER_HOUR": 10,
     # The per-connection public card (name, country...) the partner is shown at a match.
     "VIDEOCHAT_CARD_TTL_SECONDS": 6 * 3600,
 }

@@ -48,9 +48,6 @@ from .schemas import (
 log = logging.getLogger(__name__)
 
 CLOSE_REPLACED = 4409
-# Matchmaking forgets a waiting user or a pair whose deadline passes (a process that died
-# cannot clean up); a live socket renews them well within the shortest deadline.
-HEARTBEAT_SECONDS = 30.0
 
 
 @dataclass
@@ -123,7 +120,7 @@ class VideochatConsumer(BaseConsumer):
     async def _heartbeat(self) -> None:
         assert self.user_id is not None
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(conf.get("VIDEOCHAT_HEARTBEAT_SECONDS"))
             try:
                 if self.claimed and (self.waiting or self.match is not None):
                     await mm.heartbeat(self.user_id)
@@ -180,9 +177,11 @@ class VideochatConsumer(BaseConsumer):
         self._require_hello()
         self.match = None
         ended = await mm.end_match(self.user_id, skip=True)
+        # The one who pressed Next queues first, then the partner is told (and re-queued):
+        # whoever is already waiting meets the person who moved on, deterministically.
+        await self._enqueue()
         if ended is not None:
             await self._tell_ended(ended, reason="next")
-        await self._enqueue()
 
     async def on_signal(self, msg: Signal) -> None:
         assert self.user_id is not None

@@ -14,8 +14,10 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import meets_age_rule, profile_of
 from realtime.errors import ServiceError
+from realtime.keys import rate_key
+from realtime.ratelimit import allow_async
 
-from . import geo, selectors, services
+from . import conf, geo, selectors, services
 from . import matchmaking as mm
 from .forms import AppealForm, ChatSettingsForm, ReportForm
 from .models import Ban, Report, ReportReason
@@ -116,6 +118,11 @@ async def report(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     if not user.is_authenticated:
         return JsonResponse({"ok": False, "error": "login_required"}, status=401)
+    per_hour = conf.get("VIDEOCHAT_REPORTS_PER_HOUR")
+    if not await allow_async(
+        rate_key("videochat-report", user.pk), capacity=per_hour, per_second=per_hour / 3600
+    ):
+        return JsonResponse({"ok": False, "error": "rate_limited"}, status=429)
     form = ReportForm(request.POST, request.FILES)
     if not form.is_valid():
         return JsonResponse({"ok": False, "error": "invalid", "errors": form.errors}, status=400)

@@ -4,6 +4,7 @@ who is refused at the door."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -557,3 +558,32 @@ async def test_anonymous_is_closed_4401():
     comm = await acommunicator(WS)
     await comm.connect()
     assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_who_presses_next_meets_the_one_already_waiting(amake_user):
+    a, _ = await ready(await amake_user())
+    b, _ = await ready(await amake_user())
+    await pair(a, b)
+    c, _ = await ready(await amake_user())
+    assert (await join(c))["type"] == "queue.waiting"
+    await a.send_json_to({"type": "next"})
+    found_a = await a.receive_json_from(timeout=3)
+    found_c = await c.receive_json_from(timeout=3)
+    assert found_a["type"] == found_c["type"] == "match.found"
+    assert found_a["match_id"] == found_c["match_id"]
+    assert (await b.receive_json_from(timeout=3))["type"] == "match.ended"
+    assert (await b.receive_json_from(timeout=3))["type"] == "queue.waiting"
+    await close_all(a, b, c)
+
+
+async def test_heartbeat_keeps_a_long_wait_in_the_queue(amake_user, settings):
+    settings.VIDEOCHAT_WAIT_TTL_SECONDS = 1
+    settings.VIDEOCHAT_HEARTBEAT_SECONDS = 0.2
+    patient_user = await amake_user()
+    patient, _ = await ready(patient_user)
+    assert (await join(patient))["type"] == "queue.waiting"
+    await asyncio.sleep(2.0)  # twice the deadline: only the heartbeat keeps the entry alive
+    late, _ = await ready(await amake_user())
+    assert (await join(late))["type"] == "match.found"
+    assert (await patient.receive_json_from(timeout=3))["type"] == "match.found"
+    await close_all(patient, late)

@@ -238,3 +238,13 @@ def test_evidence_is_for_staff_only(client):
     assert resp.status_code == 200
     assert b"".join(resp.streaming_content) == Report.objects.get().frame.open("rb").read()
     assert "no-store" in resp["Cache-Control"]
+
+
+def test_reports_are_rate_limited(client, settings):
+    settings.VIDEOCHAT_REPORTS_PER_HOUR = 2
+    me, partner = UserFactory(), UserFactory()
+    paired(me, partner)
+    client.force_login(me)
+    codes = [client.post("/videochat/report/", {"reason": "spam"}).status_code for _ in range(3)]
+    assert codes == [201, 201, 429]
+    assert Report.objects.count() == 2
