@@ -277,6 +277,9 @@ VIDEOCHAT_STUN_URLS = env.list("VIDEOCHAT_STUN_URLS", default=[])
 VIDEOCHAT_TURN_URLS = env.list("VIDEOCHAT_TURN_URLS", default=[])
 VIDEOCHAT_TURN_SECRET = env("VIDEOCHAT_TURN_SECRET", default="")
 VIDEOCHAT_TURN_TTL_SECONDS = env.int("VIDEOCHAT_TURN_TTL_SECONDS", default=3600)
+# Proxies (IPs or CIDRs) whose X-Forwarded-For gives the client IP for the GeoIP country;
+# nobody else's header is believed (videochat/geo.py).
+VIDEOCHAT_TRUSTED_PROXIES = env.list("VIDEOCHAT_TRUSTED_PROXIES", default=[])
 TRANSLATION_BACKEND = env("TRANSLATION_BACKEND", default="none")  # none | libretranslate
 LIBRETRANSLATE_URL = env("LIBRETRANSLATE_URL", default="")
 LIBRETRANSLATE_API_KEY = env("LIBRETRANSLATE_API_KEY", default="")
