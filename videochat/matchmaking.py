@@ -130,12 +130,16 @@ def state_keys() -> list[str]:
     return [key("vc", _TAG, part) for part in ("idx", "wait", "pair", "last", "ttl", "stats")]
 
 
+# What a script argument may be (redis-py encodes each to bytes).
+Arg = str | int | float
+
+
 # --- The script: EVALSHA, loading the source on the first NOSCRIPT (a fresh or restarted
 # server), so the 8 KB source is not sent with every step.
 _SHA = hashlib.sha1(LUA_SOURCE.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 
-def _run_sync(client: redis.Redis, *args: object) -> Any:
+def _run_sync(client: redis.Redis, *args: Arg) -> Any:
     try:
         return client.evalsha(_SHA, 6, *state_keys(), *args)
     except NoScriptError:
@@ -143,7 +147,7 @@ def _run_sync(client: redis.Redis, *args: object) -> Any:
         return client.evalsha(_SHA, 6, *state_keys(), *args)
 
 
-async def _run(client: aioredis.Redis, *args: object) -> Any:
+async def _run(client: aioredis.Redis, *args: Arg) -> Any:
     try:
         return await client.evalsha(_SHA, 6, *state_keys(), *args)
     except NoScriptError:
@@ -152,7 +156,7 @@ async def _run(client: aioredis.Redis, *args: object) -> Any:
 
 
 # --- Arguments and replies, shared by the async functions and their sync twins.
-def _enqueue_args(seeker: Seeker) -> tuple[object, ...]:
+def _enqueue_args(seeker: Seeker) -> tuple[Arg, ...]:
     return (
         "enqueue",
         seeker.user_id,
@@ -191,7 +195,7 @@ def _pair(reply: list[bytes] | None) -> tuple[str, int, str] | None:
     return match_id, int(partner), channel
 
 
-def _end_args(user_id: int, skip: bool) -> tuple[object, ...]:
+def _end_args(user_id: int, skip: bool) -> tuple[Arg, ...]:
     return (
         "end",
         user_id,
@@ -201,7 +205,7 @@ def _end_args(user_id: int, skip: bool) -> tuple[object, ...]:
     )
 
 
-def _heartbeat_args(user_id: int) -> tuple[object, ...]:
+def _heartbeat_args(user_id: int) -> tuple[Arg, ...]:
     return (
         "heartbeat",
         user_id,
@@ -210,7 +214,7 @@ def _heartbeat_args(user_id: int) -> tuple[object, ...]:
     )
 
 
-def _expected_args(seeker: Seeker) -> tuple[object, ...]:
+def _expected_args(seeker: Seeker) -> tuple[Arg, ...]:
     return ("expected", seeker.filter_class, _ms(_conf("VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS")))
 
 
