@@ -144,7 +144,7 @@ class VideochatConsumer(BaseConsumer):
             want_country=msg.want_country,
             language=(msg.language if "language" in sent else "")
             or self.defaults["language"]
-            or msg.client.language[:8],
+            or translation.base_language(msg.client.language)[:3],
             translate_to=msg.translate_to
             if "translate_to" in sent
             else self.defaults["translate_to"],

@@ -64,7 +64,8 @@ def get_backend() -> TranslationBackend:
 
 def base_language(code: str) -> str:
     """ "pt-BR" and "pt" are one language for deciding whether to translate."""
-    return code.split("-")[0].split("_")[0].lower()
+    base = code.split("-")[0].split("_")[0].lower()
+    return base if base.isascii() and base.isalpha() else ""
 
 
 def translate(text: str, *, source: str, target: str) -> str | None:
