@@ -111,7 +111,7 @@ def member_describe(channel: Channel, user_id: int, country: str) -> Member:
 
 
 # --- Redis (live state)
-def _floor_decode(raw: str | bytes | None) -> dict[str, Any] | None:
+def floor_decode(raw: str | bytes | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
@@ -121,7 +121,7 @@ def _floor_decode(raw: str | bytes | None) -> dict[str, Any] | None:
 
 async def floor_holder(channel_id: int) -> dict[str, Any] | None:
     """{"tx_id", "user_id", "nickname", "started_at", "mode"} of the talker, or None."""
-    return _floor_decode(await get_async_redis().get(keys.floor_key(channel_id)))
+    return floor_decode(await get_async_redis().get(keys.floor_key(channel_id)))
 
 
 async def talker_of(channel_id: int) -> Talker | None:
@@ -188,5 +188,5 @@ async def recipients_in_range(*, talker_id: int, members: Iterable[int], range_k
     except redis.ResponseError:
         # The talker's GEO entry vanished between the two reads: treat as no location.
         return listeners
-    near_ids = {int(m) for m in near}
+    near_ids = {int(m) for m in near if isinstance(m, bytes | str)}
     return {uid for uid, loc in zip(ordered, located, strict=True) if not loc or uid in near_ids}

@@ -12,9 +12,11 @@ import datetime as dt
 import ipaddress
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import iptocc
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.exceptions import ValidationError
@@ -28,12 +30,13 @@ from realtime.redis import get_async_redis
 
 from . import keys
 from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
-from .selectors import channel_get, device_of, is_moderator, sanction_active
+from .selectors import channel_get, device_of, floor_decode, is_moderator, sanction_active
 
-try:  # iptocc >= 3 names it country_code; older releases get_country_code.
-    from iptocc import country_code as _ip_country
-except ImportError:  # pragma: no cover
-    from iptocc import get_country_code as _ip_country
+# iptocc >= 3 names it country_code; older releases get_country_code.
+_IPTOCC_NAMES = ("country_code", "get_country_code")
+_ip_country: Callable[[str], str | None] = next(
+    getattr(iptocc, name) for name in _IPTOCC_NAMES if hasattr(iptocc, name)
+)
 
 MAX_RANGE_KM = 20_000  # half the Earth's circumference: anything larger means "everywhere"
 
@@ -149,7 +152,7 @@ def channel_member_moderate(
             "type": "voice.moderated",
             "channel_id": channel.pk,
             "action": result.action,
-            "until": int(until.timestamp() * 1000) if result.until else None,
+            "until": int(result.until.timestamp() * 1000) if result.until else None,
         },
     )
     return result
@@ -306,9 +309,7 @@ async def floor_take(
     expiry_ms = settings.VOICE_MAX_TRANSMISSION_SECONDS * 1000 + 2000
     if await r.set(keys.floor_key(channel_id), value, nx=True, px=expiry_ms):
         return floor, None
-    raw = await r.get(keys.floor_key(channel_id))
-    holder = json.loads(raw.decode().partition("|")[2]) if raw else None
-    return None, holder
+    return None, floor_decode(await r.get(keys.floor_key(channel_id)))
 
 
 async def floor_release(*, channel_id: int, floor: Floor) -> int:

@@ -74,7 +74,7 @@ def channels(request: HttpRequest) -> JsonResponse:
             return _service_error(exc)
         return JsonResponse({"channel": _channel_json(channel, {channel.pk})}, status=201)
     found = selectors.channels_search(request.GET.get("q", "")[:64])
-    member_ids = selectors.member_channel_ids(user.pk, [c.pk for c in found])
+    member_ids = selectors.member_channel_ids(user.pk or 0, [c.pk for c in found])
     return JsonResponse({"channels": [_channel_json(c, member_ids) for c in found]})
 
 
