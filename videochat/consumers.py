@@ -179,9 +179,11 @@ class VideochatConsumer(BaseConsumer):
         ended = await mm.end_match(self.user_id, skip=True)
         # The one who pressed Next queues first, then the partner is told (and re-queued):
         # whoever is already waiting meets the person who moved on, deterministically.
-        await self._enqueue()
-        if ended is not None:
-            await self._tell_ended(ended, reason="next")
+        try:
+            await self._enqueue()
+        finally:
+            if ended is not None:
+                await self._tell_ended(ended, reason="next")
 
     async def on_signal(self, msg: Signal) -> None:
         assert self.user_id is not None
@@ -196,9 +198,9 @@ class VideochatConsumer(BaseConsumer):
         )
 
     async def on_chat(self, msg: Chat) -> None:
-        assert self.user_id is not None and self.session is not None
+        assert self.user_id is not None
         partner_channel = await self._partner_channel(msg.match_id)
-        lang = self.session.language
+        lang = self.session.language if self.session is not None else ""
         # Relayed, never stored: the line exists only in the two sockets' frames.
         await self.channel_layer.send(
             partner_channel,
