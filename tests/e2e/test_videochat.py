@@ -24,6 +24,13 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "var"
 MEDIA_TIMEOUT_S = 25.0
+FRAMES: dict[Any, list[str]] = {}
+
+
+@pytest.fixture(autouse=True)
+def _forget_frames() -> Iterator[None]:
+    yield
+    FRAMES.clear()
 
 
 # --- a LibreTranslate stand-in: POST /translate {q, source, target} -> {translatedText}
@@ -71,6 +78,19 @@ def server(asgi_servers: Callable[..., Any], translator: Translator) -> Any:
 # --- helpers
 def open_videochat(new_context, server, user, **context_args):  # type: ignore[no-untyped-def]
     page = login(new_context(**context_args), server, user)
+    # The socket's frames (signals left out), to say what happened when a wait times out.
+    log: list[str] = []
+    page.on("console", lambda m: log.append(f"console {m.type}: {m.text}"))
+
+    def watch(ws):  # type: ignore[no-untyped-def]
+        for event, arrow in (("framesent", ">"), ("framereceived", "<")):
+            ws.on(
+                event,
+                lambda f, a=arrow: log.append(f"{a} {f}"[:300]) if '"signal"' not in f else None,
+            )
+
+    page.on("websocket", watch)
+    FRAMES[page] = log
     page.goto(f"{server.url}/videochat/")
     # The camera preview is up once Start is enabled.
     page.wait_for_selector("[data-testid=start]:enabled", timeout=15000)
@@ -95,9 +115,26 @@ def stats(page) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
 
 def wait_state(page, wanted: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_function(
-        "s => window.videochat && window.videochat.state === s", arg=wanted, timeout=timeout * 1000
-    )
+    try:
+        page.wait_for_function(
+            "s => window.videochat && window.videochat.state === s",
+            arg=wanted,
+            timeout=timeout * 1000,
+        )
+    except Exception:
+        history = "\n".join(
+            f"{'*' if p is page else ' '}{i} {line}"
+            for i, p in enumerate(FRAMES)
+            for line in FRAMES[p][-12:]
+        )
+        raise AssertionError(
+            f"state {state(page)!r}, wanted {wanted!r}; last frames:\n{history}"
+        ) from None
+
+
+def wait_queued(page) -> None:  # type: ignore[no-untyped-def]
+    """Until the server has put this person in the queue (arrival order is the server's)."""
+    page.wait_for_selector("[data-videochat][data-queued=true]", state="attached", timeout=15000)
 
 
 def wait_video(page) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -115,7 +152,7 @@ def wait_video(page) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 def meet(a, b) -> str:  # type: ignore[no-untyped-def]
     """Both press Start; returns the match id once each receives the other's video."""
     press_start(a)
-    wait_state(a, "waiting")
+    wait_queued(a)
     press_start(b)
     wait_state(a, "matched")
     wait_state(b, "matched")
@@ -148,6 +185,73 @@ def test_lobby_shows_preview_and_locks_paid_filters(server, make_user, new_conte
     assert page.locator("[data-testid=want-country] option").count() > 200
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / "videochat-lobby.png"))
+
+    # Mute: the microphone track stops sending; the camera likewise.
+    page.click("[data-testid=toggle-mic]")
+    assert page.get_attribute("[data-testid=toggle-mic]", "aria-pressed") == "true"
+    assert page.evaluate(
+        "document.querySelector('[data-testid=local-video]').srcObject"
+        ".getAudioTracks().every(t => !t.enabled)"
+    )
+    page.click("[data-testid=toggle-cam]")
+    assert page.evaluate(
+        "document.querySelector('[data-testid=local-video]').srcObject"
+        ".getVideoTracks().every(t => !t.enabled)"
+    )
+    page.click("[data-testid=toggle-mic]")
+    assert page.get_attribute("[data-testid=toggle-mic]", "aria-pressed") == "false"
+
+
+def test_language_choices_are_remembered_on_the_profile(server, make_user, new_context) -> None:  # type: ignore[no-untyped-def]
+    from accounts.models import Profile
+
+    user = make_user()
+    page = open_videochat(new_context, server, user)
+    page.select_option("[data-testid=gender]", "f")
+    choose(page, language="fr", translate_to="de")
+    wait_until(
+        lambda: Profile.objects.filter(
+            user=user, gender="f", language="fr", translation_target="de"
+        ).exists(),
+        what="the profile to hold the chat settings",
+    )
+    page.reload()
+    page.wait_for_selector("[data-testid=start]:enabled", timeout=15000)
+    assert page.input_value("[data-testid=gender]") == "f"
+    assert page.input_value("[data-testid=language]") == "fr"
+    assert page.input_value("[data-testid=translate-to]") == "de"
+
+
+def test_premium_gender_filter_decides_who_is_met(server, make_user, new_context) -> None:  # type: ignore[no-untyped-def]
+    from payments.models import Entitlement
+    from videochat.selectors import FILTERS_FEATURE
+
+    premium_user = make_user()
+    Entitlement.objects.create(user=premium_user, feature=FILTERS_FEATURE)
+    premium = open_videochat(new_context, server, premium_user)
+    mike = open_videochat(new_context, server, make_user())
+    fiona = open_videochat(new_context, server, make_user())
+
+    assert premium.is_enabled("[data-testid=want-gender]")
+    assert not premium.is_visible("text=Gender and country filters come with Premium")
+    premium.select_option("[data-testid=gender]", "m")
+    premium.select_option("[data-testid=want-gender]", "f")
+    mike.select_option("[data-testid=gender]", "m")
+    fiona.select_option("[data-testid=gender]", "f")
+
+    press_start(premium)
+    wait_queued(premium)
+    press_start(mike)
+    wait_queued(mike)
+    premium.wait_for_timeout(500)
+    assert state(premium) == "waiting" and state(mike) == "waiting"  # a man is not a match
+
+    press_start(fiona)
+    wait_state(fiona, "matched")
+    wait_state(premium, "matched")
+    assert wait_video(premium)["matchId"] == wait_video(fiona)["matchId"]
+    assert state(mike) == "waiting"
+    assert "woman" in premium.inner_text("[data-testid=partner]")
 
 
 def test_two_strangers_see_each_other_and_chat_is_translated(  # type: ignore[no-untyped-def]
@@ -199,8 +303,12 @@ def test_two_strangers_see_each_other_and_chat_is_translated(  # type: ignore[no
 
     # The page on a phone: the two videos stacked.
     phone = open_videochat(
-        new_context, server, make_user(),
-        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+        new_context,
+        server,
+        make_user(),
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
     )
     remote_box = phone.locator(".vc-remote").bounding_box()
     local_box = phone.locator(".vc-local").bounding_box()
@@ -217,7 +325,7 @@ def test_next_requeues_both_and_a_third_person_meets_one_of_them(  # type: ignor
     first = meet(alice, bob)
 
     press_start(carol)
-    wait_state(carol, "waiting")
+    wait_queued(carol)
 
     alice.click("[data-testid=next]")
     # Alice skipped Bob: she meets Carol, who was waiting; Bob is back in the queue.

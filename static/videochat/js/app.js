@@ -69,6 +69,7 @@ function init(root) {
   });
   session.addEventListener("waiting", ({ detail: { expectedWaitS } }) => {
     ui.wait.textContent = describeWait(expectedWaitS);
+    root.dataset.queued = "true"; // the server has us in line (not just "Start was pressed")
   });
   session.addEventListener("matched", ({ detail: { partner } }) => {
     lastFrame = null;
@@ -156,6 +157,7 @@ function init(root) {
   // --- helpers
   function render(state) {
     root.dataset.state = state;
+    delete root.dataset.queued;
     const matched = state === "matched";
     chatInput.disabled = chatSend.disabled = !matched;
     ui.chatHint.textContent = matched ? "Say hello. Messages are translated for you."
@@ -249,12 +251,21 @@ function init(root) {
   }
 
   // Gender, language and translation target are remembered on the profile for next time.
+  // Changes are debounced and saved one request at a time, each with the values current when
+  // it is sent, so a burst of changes cannot land out of order.
+  let saveTimer = null;
+  let saving = Promise.resolve();
   function saveProfileSettings() {
+    clearTimeout(saveTimer);
+    saveTimer = setTimeout(() => { saving = saving.then(postProfileSettings, postProfileSettings); }, 300);
+  }
+
+  function postProfileSettings() {
     const f = ui.settings.elements;
     const body = new URLSearchParams({
       gender: f.gender.value, language: f.language.value, translation_target: f.translate_to.value,
     });
-    fetch(root.dataset.settingsUrl, {
+    return fetch(root.dataset.settingsUrl, {
       method: "POST", body, credentials: "same-origin",
       headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
     }).catch(() => {});
