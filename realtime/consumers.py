@@ -97,6 +97,16 @@ class BaseConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     # --- inbound
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels runs close_old_connections() in the DB thread before EVERY handler; for
+        # binary frames (PTT audio, up to 25 a second per talker, no database) that thread
+        # hop queued packets behind other sockets' DB work: hundreds of ms measured under
+        # daphne (benchmarks/ptt_fanout.py). Binary frames go straight to the handler.
+        if message["type"] == "websocket.receive" and message.get("bytes") is not None:
+            await self.websocket_receive(message)
+            return
+        await super().dispatch(message)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.user_id is None:
             return
