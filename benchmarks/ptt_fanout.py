@@ -526,6 +526,21 @@ class Target:
             r.delete(*batch[i : i + 500])
 
 
+def settle(target: Target, limit: float = 600.0) -> float:
+    """Wait until the servers are idle again; returns how long that took.
+
+    Every join announces the member to the whole channel through a Channels group, so N
+    sockets joining one channel cost O(N^2) group messages; measuring audio while that is
+    still being delivered would measure the joins."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        before = target.cpu()
+        time.sleep(1.0)
+        if target.cpu() - before < 0.03 * len(target.servers):
+            break
+    return time.monotonic() - started
+
+
 def open_sockets(
     target: Target, lay: Layout, fx: Fixtures, clients: Clients
 ) -> tuple[dict[int, int], dict[str, int]]:
@@ -659,9 +674,16 @@ def scenario_fixed(
         target = Target(kind, bench, args.procs)
         clients = Clients(args.clients)
         try:
+            opened = time.monotonic()
             listeners, errors = open_sockets(target, lay, fx, clients)
+            opened = time.monotonic() - opened
             if errors:
                 notes.append(f"{kind}: sockets that failed to open/join: {dict(errors)}")
+            quiet = settle(target)
+            notes.append(
+                f"{kind}: sockets opened and joined in {opened:.1f} s; servers busy "
+                f"{quiet:.1f} s more with the join announcements before the measurement"
+            )
             active = [fx.channel_ids[c] for c in range(len(lay.groups))]
             r = run_step(target, clients, listeners, active, args.seconds, args.packet_ms)
             if r.errors:
@@ -682,9 +704,16 @@ def scenario_saturation(
         target = Target(kind, bench, args.procs)
         clients = Clients(args.clients)
         try:
+            opened = time.monotonic()
             listeners, errors = open_sockets(target, lay, fx, clients)
+            opened = time.monotonic() - opened
             if errors:
                 notes.append(f"{kind}: sockets that failed to open/join: {dict(errors)}")
+            quiet = settle(target)
+            notes.append(
+                f"{kind}: sockets opened and joined in {opened:.1f} s; servers busy "
+                f"{quiet:.1f} s more with the join announcements before the measurement"
+            )
             best[kind] = 0.0
             for k in args.sat_steps:
                 active = [fx.channel_ids[c] for c in range(k)]
