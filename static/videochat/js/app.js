@@ -131,14 +131,19 @@ function init(root) {
   action("toggle-mic").addEventListener("click", (ev) => toggleTracks(ev.currentTarget, "audio"));
   action("toggle-cam").addEventListener("click", (ev) => toggleTracks(ev.currentTarget, "video"));
 
+  let reportMatchId = null; // the match the open report dialog is about
   action("report").addEventListener("click", () => {
     if (session.state === "matched") keepLastFrame();
+    reportMatchId = session.lastMatchId;
     ui.reportDialog.showModal();
   });
   action("report-cancel").addEventListener("click", () => ui.reportDialog.close());
   ui.reportForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
     ui.reportDialog.close();
+    // The server reports the current partner, else the last one: if someone new came along
+    // while the dialog was open, this report would land on the wrong person.
+    if (session.lastMatchId !== reportMatchId) { notice("That chat is over, so the report was not sent."); return; }
     sendReport(ui.reportForm.elements.reason.value);
   });
 
@@ -331,7 +336,7 @@ function languageName(code) {
   try { return new Intl.DisplayNames([navigator.language || "en"], { type: "language" }).of(code); } catch { return code; }
 }
 
-export function describeWait(seconds) {
+function describeWait(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "Looking for someone for you";
   if (seconds < 2) return "Any second now";
   if (seconds < 60) return `Usually about ${Math.round(seconds)} seconds`;
