@@ -136,7 +136,7 @@ async ([M, deviceId]) => {
     let firstSent = null;
     const cap = new Capture({
       packetMs: g.packet_ms, mode,
-      onOnset: (ts) => B.talkerOnsets.push(ts),
+      onOnset: () => {},
       onPacket: (kind, data, captureTs, last) => {
         B.ws.send(protocol.packPacket({
           kind, last, seq: seq++, txId: g.tx_id, captureTs,
@@ -149,6 +149,7 @@ async ([M, deviceId]) => {
     const started = now();
     await sleep(ms);
     await cap.stop();
+    B.talkerOnsets.push(...cap.onsetTimes());
     B.send({ type: "floor.release", tx_id: g.tx_id });
     B.presses.push({ txId: g.tx_id, press, grantedAt, started, firstSent, packets: seq,
                      source: cap.stats.source });
@@ -160,7 +161,7 @@ async ([M, deviceId]) => {
     let seq = 0;
     const press = now();
     const cap = new Capture({
-      mode, onOnset: (ts) => B.talkerOnsets.push(ts),
+      mode, onOnset: () => {},
       onPacket: (kind, data, captureTs, last) => {
         const buf = protocol.packPacket({
           kind, last, seq: seq++, txId: 1, captureTs,
@@ -172,6 +173,7 @@ async ([M, deviceId]) => {
     await cap.start(B.stream);
     await sleep(ms);
     await cap.stop();
+    B.talkerOnsets.push(...cap.onsetTimes());
     B.presses.push({ txId: 1, press, grantedAt: press, started: press, firstSent: null,
                      packets: seq, source: cap.stats.source });
   };
@@ -328,7 +330,9 @@ def run_channel(
 # page hands to its Opus encoder; the listener's come from its jitter worklet's tap.
 PAGE_PROBE = """(() => {
   const now = () => performance.timeOrigin + performance.now();
-  const T = (window.__latency = { talker: [], heard: [], starts: [] });
+  const T = (window.__latency = { onsets: [], heard: [], starts: [] });
+  // Onsets are kept as sample indices and stamped with the encoder's final (best) anchor.
+  T.talker = () => T.onsets.flatMap(({ s, i, rate }) => s.anchor + (i * 1000) / rate);
   const encoders = new WeakMap();
   const encode = AudioEncoder.prototype.encode;
   AudioEncoder.prototype.encode = function (data) {
@@ -338,12 +342,13 @@ PAGE_PROBE = """(() => {
       const rate = data.sampleRate;
       const n = data.numberOfFrames;
       const start = Math.round((data.timestamp * rate) / 1e6);
-      s.anchor = Math.min(s.anchor, now() - ((start + n) * 1000) / rate);
+      // Not while releasing: the page pads its last frame with silence, all at once.
+      if (!T.frozen) s.anchor = Math.min(s.anchor, now() - ((start + n) * 1000) / rate);
       const buf = new Float32Array(n);
       data.copyTo(buf, { planeIndex: 0, format: "f32-planar" });
       for (let i = 0; i < n; i++) {
         if (Math.abs(buf[i]) >= 0.1) {
-          if (s.quiet >= 0.08 * rate) T.talker.push(s.anchor + ((start + i) * 1000) / rate);
+          if (s.quiet >= 0.08 * rate) T.onsets.push({ s, i: start + i, rate });
           s.quiet = 0;
         } else s.quiet++;
       }
@@ -391,13 +396,13 @@ def run_page(
     for _ in range(rounds):
         press = talker.evaluate(
             "() => { const t = performance.timeOrigin + performance.now();"
-            " window.cbline.press(); return t; }"
+            " window.__latency.frozen = false; window.cbline.press(); return t; }"
         )
         talker.wait_for_timeout(seconds * 1000)
-        talker.evaluate("() => window.cbline.release()")
+        talker.evaluate("() => { window.__latency.frozen = true; return window.cbline.release(); }")
         listener.wait_for_timeout(1200)
         presses.append(press)
-    t = talker.evaluate("() => ({talker: window.__latency.talker, sent: window.cbline.stats})")
+    t = talker.evaluate("() => ({talker: window.__latency.talker()})")
     h = listener.evaluate(
         "async () => ({heard: window.__latency.heard, starts: window.__latency.starts,"
         " stats: await window.cbline.playbackStats()})"

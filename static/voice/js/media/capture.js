@@ -151,6 +151,7 @@ export class Capture {
     this.stopping = false;
     this.clock = new SampleClock(rate);
     this.onsets = this.onOnset ? new OnsetDetector({ sampleRate: rate }) : null;
+    this.onsetIndices = [];
     this.encoderError = null;
     this.encoder = new AudioEncoder({
       output: (chunk) => this.onEncoded(chunk),
@@ -203,7 +204,12 @@ export class Capture {
       this.clock.observe(this.fed, arrival);
       this.stats.samples += samples.length;
       if (this.onLevel) this.onLevel(rms(samples));
-      if (this.onsets) for (const i of this.onsets.feed(samples)) this.onOnset(this.clock.at(start + i));
+      if (this.onsets) {
+        for (const i of this.onsets.feed(samples)) {
+          this.onsetIndices.push(start + i);
+          this.onOnset(this.clock.at(start + i));
+        }
+      }
     }
     const data = new AudioData({
       format: "f32-planar", sampleRate: this.rate, numberOfFrames: samples.length,
@@ -255,6 +261,15 @@ export class Capture {
     while (this.pending.length > this.framesPerPacket) this.emitOpus(this.framesPerPacket, false);
     if (this.pending.length) this.emitOpus(this.pending.length, true);
     if (this.encoderError) throw this.encoderError;
+  }
+
+  /**
+   * Page times of the sound onsets of the last transmission, re-stamped with everything the
+   * clock learned by its end (more exact than the live `onOnset` stamps; for measurements).
+   */
+  onsetTimes() {
+    if (!this.clock || !this.onsetIndices) return [];
+    return this.onsetIndices.map((i) => this.clock.bestAt(i));
   }
 
   // --- MediaRecorder fallback ------------------------------------------------------------

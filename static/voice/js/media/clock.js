@@ -8,21 +8,32 @@ export function pageNow() {
 /**
  * Maps a sample index of a continuous stream to the page time at which that sample existed.
  * Each block of samples is observed when it arrives; the earliest (least delayed) arrival
- * seen so far anchors the stream, so a busy main thread does not shift the stamps.
+ * seen so far anchors the stream, so a busy main thread does not shift the stamps. The
+ * anchor used for stamping moves towards a better one by at most `slewMs` per block, so
+ * consecutive packets stay exactly their duration apart; `best` is the unslewed estimate,
+ * for measurements made after the fact.
  */
 export class SampleClock {
-  constructor(sampleRate) {
+  constructor(sampleRate, { slewMs = 0.25 } = {}) {
     this.sampleRate = sampleRate;
+    this.slewMs = slewMs;
     this.anchor = Infinity;
+    this.best = Infinity;
   }
 
   observe(endIndex, arrivalMs) {
-    const anchor = arrivalMs - (endIndex * 1000) / this.sampleRate;
-    if (anchor < this.anchor) this.anchor = anchor;
+    const candidate = arrivalMs - (endIndex * 1000) / this.sampleRate;
+    if (candidate < this.best) this.best = candidate;
+    if (!Number.isFinite(this.anchor)) this.anchor = candidate;
+    else if (this.best < this.anchor) this.anchor = Math.max(this.best, this.anchor - this.slewMs);
   }
 
   at(index) {
     return this.anchor + (index * 1000) / this.sampleRate;
+  }
+
+  bestAt(index) {
+    return this.best + (index * 1000) / this.sampleRate;
   }
 }
 

@@ -74,6 +74,19 @@ class Transmission {
   }
 }
 
+/**
+ * Writes the concealment for positions `pos`.. of a loss into out[at..]: the last frame
+ * repeated at half level, fading to silence over MAX_CONCEAL. Returns the samples written.
+ */
+function fade(src, out, at, pos) {
+  let n = 0;
+  for (let i = at; i < out.length && pos + n < MAX_CONCEAL; i++, n++) {
+    const p = pos + n;
+    out[i] = src[p % src.length] * 0.5 * (1 - p / MAX_CONCEAL);
+  }
+  return n;
+}
+
 class CblineJitterProcessor extends AudioWorkletProcessor {
   constructor() {
     super();
@@ -82,7 +95,8 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
     this.state = "idle"; // idle | buffering | playing | rebuffering
     this.target = INITIAL_TARGET;
     this.stableFor = 0;
-    this.concealed = 0;
+    this.concealed = 0; // concealment samples played since the last underrun
+    this.stall = 0; // samples output since the last underrun (how far playback fell behind)
     this.waitFrom = null; // frame at which audio first waited to be played
     this.blocks = 0;
     this.quiet = ONSET_QUIET;
@@ -115,16 +129,28 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
         break;
       }
       case "gap": {
-        // Packets that never came: conceal with the last frame, fading out.
+        // Packets that never came (the next one says so): conceal them in place, with the
+        // last frame fading out. If playback already ran dry waiting for them, the stall
+        // was the loss, not a late network: it counts as concealment, not as an underrun.
         const tx = this.tx(msg.key);
         if (tx.ended || !tx.lastFrame) return;
-        const n = Math.min(msg.samples, MAX_CONCEAL);
-        const filler = new Float32Array(msg.samples);
-        const src = tx.lastFrame;
-        for (let i = 0; i < n; i++) filler[i] = src[i % src.length] * 0.6 * (1 - i / n);
-        tx.queue.push(filler);
-        tx.buffered += filler.length;
-        this.stats.concealedSamples += filler.length;
+        let missing = msg.samples;
+        let from = 0;
+        if (tx === this.current && this.state === "rebuffering" && this.stall > 0) {
+          const covered = Math.min(this.stall, missing);
+          missing -= covered;
+          from = this.concealed;
+          this.stall = 0;
+          this.stats.underruns--;
+          this.target = Math.max(INITIAL_TARGET, this.target - GROW_STEP);
+          this.state = "playing";
+        }
+        if (missing > 0) {
+          const filler = new Float32Array(missing);
+          this.stats.concealedSamples += fade(tx.lastFrame, filler, 0, from);
+          tx.queue.push(filler);
+          tx.buffered += filler.length;
+        }
         break;
       }
       case "end":
@@ -226,6 +252,7 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
         this.target = Math.min(MAX_TARGET, this.target + GROW_STEP);
         this.stableFor = 0;
         this.concealed = 0;
+        this.stall = 0;
         this.waitFrom = null;
         this.state = "rebuffering";
         this.conceal(tx, out, at);
@@ -236,11 +263,11 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
 
   /** While waiting after an underrun, fade the last frame out instead of a hard cut. */
   conceal(tx, out, at) {
+    this.stall += out.length - at;
     if (!tx.lastFrame || this.concealed >= MAX_CONCEAL) return;
-    const src = tx.lastFrame;
-    for (let i = at; i < out.length && this.concealed < MAX_CONCEAL; i++, this.concealed++) {
-      out[i] = src[this.concealed % src.length] * 0.5 * (1 - this.concealed / MAX_CONCEAL);
-    }
+    const written = fade(tx.lastFrame, out, at, this.concealed);
+    this.concealed += written;
+    this.stats.concealedSamples += written;
   }
 
   /** Buffer deeper than needed (a burst after a stall): drop a little to get back to target. */
