@@ -191,6 +191,7 @@ function start(root) {
     if (known) known.is_member = true;
     ui.empty.hidden = true;
     ui.channel.hidden = false;
+    root.dataset.inChannel = "true";
     ui.channelName.textContent = m.channel.name + (m.channel.is_protected ? " 🔒" : "");
     ui.channelDescription.textContent = m.channel.description;
     renderChannelList();
@@ -214,6 +215,7 @@ function start(root) {
     state.members.clear();
     ui.channel.hidden = true;
     ui.empty.hidden = false;
+    root.dataset.inChannel = "false";
     renderChannelList();
   }
 
@@ -378,7 +380,7 @@ function start(root) {
     });
     // Missed transmissions the server still holds: offer to download them.
     for (const r of state.recentOnServer) {
-      if (store.find(r.tx_id)) continue;
+      if (store.find(r.tx_id) || r.user_id === state.me?.user_id) continue;
       const b = el("button", { type: "button", class: "secondary" }, "⤓ Fetch");
       b.addEventListener("click", () => socket.send({ type: "tx.fetch", tx_id: r.tx_id }));
       items.push(el("li", {},
