@@ -351,6 +351,22 @@ def test_next_requeues_both_and_a_third_person_meets_one_of_them(  # type: ignor
     wait_state(carol, "waiting")
 
 
+def test_a_partner_who_closes_the_page_frees_the_other(server, make_user, new_context) -> None:  # type: ignore[no-untyped-def]
+    alice = open_videochat(new_context, server, make_user())
+    bob = open_videochat(new_context, server, make_user())
+    meet(alice, bob)
+    bob.close()
+    wait_state(alice, "waiting")
+    alice.wait_for_selector("text=Your partner's connection dropped", timeout=10000)
+    assert stats(alice)["remoteVideoWidth"] == 0
+
+    carol = open_videochat(new_context, server, make_user())
+    press_start(carol)
+    wait_state(carol, "matched")
+    wait_state(alice, "matched")
+    assert wait_video(alice)["matchId"] == wait_video(carol)["matchId"]
+
+
 def test_report_sends_chat_lines_and_a_still_of_the_partner(  # type: ignore[no-untyped-def]
     server, make_user, new_context
 ) -> None:
@@ -388,4 +404,44 @@ def test_report_sends_chat_lines_and_a_still_of_the_partner(  # type: ignore[no-
         assert img.format == "JPEG"
         assert img.size[0] >= 320
     # Reporting moves the reporter on, and the reported partner back to the queue.
+    bob.wait_for_selector("text=your report was sent", timeout=10000)
     wait_state(alice, "waiting")
+
+    # A moderator bans Alice from the report: her open page stops at once and says why.
+    ban_in_another_thread(report)
+    alice.wait_for_selector("[data-videochat][data-blocked=true]", state="attached", timeout=10000)
+    assert alice.is_visible("text=You are banned from video chat")
+    assert not alice.is_visible("[data-testid=start]")
+    alice.reload()
+    alice.wait_for_selector("[data-testid=videochat-banned]")
+
+
+def ban_in_another_thread(report) -> None:  # type: ignore[no-untyped-def]
+    """services.ban_create, run off this thread: Playwright's event loop runs in this one, and
+    the ban's socket event is sent through async_to_sync."""
+    import datetime as dt
+
+    from django.db import connection
+
+    from videochat.services import ban_create
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ban_create(
+                user=report.reported,
+                reason="Spam",
+                duration=dt.timedelta(days=1),
+                created_by=None,
+                report=report,
+            )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=20)
+    assert not errors, errors
