@@ -3,6 +3,8 @@ chat settings. The chat runs over /ws/videochat/; nothing of it passes through h
 
 from __future__ import annotations
 
+import math
+
 from channels.db import database_sync_to_async
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
@@ -10,6 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.selectors import meets_age_rule, profile_of
@@ -29,7 +32,7 @@ def index(request: HttpRequest) -> HttpResponse:
     - not signed in: videochat/login.html {next, providers: [(id, name)]};
     - under 18 (or no birth date): videochat/age_restricted.html, status 403;
     - banned (this account or its Facebook/VK id): videochat/banned.html, status 403,
-      {ban, appeal (the open one or None), appeal_form};
+      {ban, appeal (the open one or None), appeal_form, seconds_left};
     - otherwise videochat/index.html with this context, kept stable for the client:
         filters_allowed  bool: the user holds the paid gender/country filters
         me_country       geo.Country from the request IP; str() is the ISO-2 code or ""
@@ -46,12 +49,7 @@ def index(request: HttpRequest) -> HttpResponse:
         return render(request, "videochat/age_restricted.html", status=403)
     ban = selectors.active_ban_for(user)  # type: ignore[arg-type]
     if ban is not None:
-        return render(
-            request,
-            "videochat/banned.html",
-            {"ban": ban, "appeal": selectors.open_appeal(ban), "appeal_form": AppealForm()},
-            status=403,
-        )
+        return _banned_page(request, ban, AppealForm(), status=403)
     profile = profile_of(user)  # type: ignore[arg-type]
     context = {
         "filters_allowed": selectors.filters_allowed(user_id=user.pk),
@@ -102,12 +100,19 @@ def appeal(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, "Your appeal was sent. A moderator will review it.")
         return redirect("videochat:index")
-    return render(
-        request,
-        "videochat/banned.html",
-        {"ban": ban, "appeal": None, "appeal_form": form},
-        status=400,
-    )
+    return _banned_page(request, ban, form, status=400)
+
+
+def _banned_page(request: HttpRequest, ban: Ban, form: AppealForm, *, status: int) -> HttpResponse:
+    # The countdown starts from the server's clock: the browser's may be off.
+    seconds_left = math.ceil((ban.expires_at - timezone.now()).total_seconds())
+    context = {
+        "ban": ban,
+        "appeal": selectors.open_appeal(ban),
+        "appeal_form": form,
+        "seconds_left": max(seconds_left, 1),
+    }
+    return render(request, "videochat/banned.html", context, status=status)
 
 
 async def report(request: HttpRequest) -> HttpResponse:
