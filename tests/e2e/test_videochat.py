@@ -360,11 +360,24 @@ def test_a_partner_who_closes_the_page_frees_the_other(server, make_user, new_co
     alice.wait_for_selector("text=Your partner's connection dropped", timeout=10000)
     assert stats(alice)["remoteVideoWidth"] == 0
 
-    carol = open_videochat(new_context, server, make_user())
+    # Carol is on a phone.
+    carol = open_videochat(
+        new_context,
+        server,
+        make_user(),
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+    )
     press_start(carol)
     wait_state(carol, "matched")
     wait_state(alice, "matched")
     assert wait_video(alice)["matchId"] == wait_video(carol)["matchId"]
+    alice.fill("[data-testid=chat-input]", "Hi from a laptop")
+    alice.click("[data-testid=chat-send]")
+    carol.locator("[data-testid=chat-line]").first.wait_for(timeout=10000)
+    SHOTS.mkdir(exist_ok=True)
+    carol.screenshot(path=str(SHOTS / "videochat-mobile-match.png"), full_page=True)
 
 
 def test_report_sends_chat_lines_and_a_still_of_the_partner(  # type: ignore[no-untyped-def]

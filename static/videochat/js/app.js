@@ -165,8 +165,10 @@ function init(root) {
     delete root.dataset.queued;
     const matched = state === "matched";
     chatInput.disabled = chatSend.disabled = !matched;
-    ui.chatHint.textContent = matched ? "Say hello. Messages are translated for you."
-      : "Messages appear here once you're connected.";
+    const target = ui.settings.elements.translate_to.value;
+    ui.chatHint.textContent = !matched ? "Messages appear here once you're connected."
+      : target ? `Say hello. Your partner's messages are translated into ${languageName(target)}.`
+        : "Say hello.";
     action("report").disabled = !(matched || lastFrame || session.chatLines.length);
     if (state === "waiting") ui.wait.textContent = describeWait(null);
   }
