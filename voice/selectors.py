@@ -4,6 +4,7 @@ from consumers) and the live state in Redis (async)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from accounts.models import Device, Profile
 from realtime.errors import ServiceError
+from realtime.keys import presence_key
 from realtime.redis import get_async_redis
 
 from . import keys
@@ -132,12 +134,31 @@ async def talker_of(channel_id: int) -> Talker | None:
 
 
 async def live_members(channel_id: int) -> dict[int, str]:
-    """user id -> connection country of everyone with a socket in the channel now."""
-    raw = await get_async_redis().hvals(keys.sockets_key(channel_id))
+    """user id -> connection country of everyone with a live socket in the channel now.
+
+    A socket whose process died never removed its entry; realtime's presence (refreshed by
+    every heartbeat, expiring otherwise) says which sockets are still alive, and the dead
+    ones are dropped here, so they neither show as members nor count as listeners."""
+    r = get_async_redis()
+    k = keys.sockets_key(channel_id)
+    entries = {sock: json.loads(value) for sock, value in (await r.hgetall(k)).items()}
+    if not entries:
+        return {}
+    async with r.pipeline(transaction=False) as p:
+        for sock, entry in entries.items():
+            p.zscore(presence_key(int(entry["user_id"])), sock)
+        expiries = await p.execute()
+    now = time.time()
     members: dict[int, str] = {}
-    for value in raw:
-        entry = json.loads(value)
-        members[int(entry["user_id"])] = members.get(int(entry["user_id"])) or entry["country"]
+    dead = []
+    for (sock, entry), expiry in zip(entries.items(), expiries, strict=True):
+        if expiry is None or expiry < now:
+            dead.append(sock)
+            continue
+        uid = int(entry["user_id"])
+        members[uid] = members.get(uid) or entry["country"]
+    if dead:
+        await r.hdel(k, *dead)
     return members
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ from tests.voice.helpers import (
     packet,
     take_floor,
 )
-from voice.keys import geo_key, location_key
+from voice.keys import geo_key, location_key, sockets_key
+from voice.selectors import live_members
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -278,3 +280,21 @@ async def test_audio_never_in_sql_or_on_disk_and_gone_from_redis_within_ttl(
     await expect_error(cl, "not_found")
     await ct.disconnect()
     await cl.disconnect()
+
+
+async def test_a_dead_process_socket_is_neither_member_nor_listener(amake_user, make_channel):
+    """A socket whose server process died left its entry behind; its presence has expired."""
+    a, ghost = await amake_user(), await amake_user()
+    channel = await make_channel(a)
+    ca = await joined(a, channel)
+    await get_async_redis().hset(
+        sockets_key(channel.pk),
+        "specific..dead!socket",
+        json.dumps({"user_id": ghost.pk, "country": ""}),
+    )
+    assert set(await live_members(channel.pk)) == {a.pk}
+    assert not await get_async_redis().hexists(sockets_key(channel.pk), "specific..dead!socket")
+    cb = await joined(await amake_user(), channel)
+    assert ghost.pk not in {m["user_id"] for m in cb.joined["members"]}
+    await ca.disconnect()
+    await cb.disconnect()
