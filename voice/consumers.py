@@ -83,6 +83,8 @@ class VoiceConsumer(BaseConsumer):
         assert self.user_id is not None
         query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
         device_id = (query.get("device") or [""])[0][:64]
+        # The peer's address; behind a proxy the server is run with --proxy-headers (daphne
+        # and uvicorn both), which puts the forwarded client address here instead.
         client = self.scope.get("client") or [None]
         entry = await db(services.connection_log_write)(
             user_id=self.user_id, ip=client[0], device_id=device_id
