@@ -8,6 +8,11 @@ import { VideoChatSession } from "./session.js";
 import { captureFrame } from "./snapshot.js";
 
 const MAX_REPORT_LINES = 50;
+const REPORT_ERRORS = {
+  no_partner: "There is nobody to report yet.",
+  429: "You have sent many reports recently. Please try again later.",
+  401: "Log in again to send a report.",
+};
 const PROFILE_FIELDS = new Set(["gender", "language", "translate_to"]);
 // Error codes after which the socket is closed by the server and must not be reopened.
 const BLOCKING = {
@@ -98,7 +103,13 @@ function init(root) {
   session.addEventListener("chat", ({ detail: { line } }) => appendChat(line));
   session.addEventListener("error", ({ detail: { code, detail } }) => {
     if (Object.hasOwn(BLOCKING, code)) block(BLOCKING[code], detail);
-    else if (code === "filters_not_allowed") { setFiltersAllowed(false); notice("Filters need Premium: searching everyone."); }
+    else if (code === "filters_not_allowed") {
+      // Either our hello was refused (no "ready" comes: say it again without filters) or the
+      // server dropped filters at queue entry because the subscription lapsed.
+      setFiltersAllowed(false);
+      if (session.wantQueue) session.updateSettings(readSettings());
+      notice("Filters need Premium: searching everyone.");
+    }
     else notice(detail || "Something went wrong.");
   });
   socket.addEventListener("close", ({ detail: { code } }) => {
@@ -247,7 +258,11 @@ function init(root) {
       const resp = await fetch(root.dataset.reportUrl, {
         method: "POST", body, credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() },
       });
-      if (!resp.ok) throw new Error(`report refused: ${resp.status}`);
+      if (!resp.ok) {
+        const answer = await resp.json().catch(() => ({}));
+        notice(REPORT_ERRORS[answer.error] ?? REPORT_ERRORS[resp.status] ?? "The report could not be sent. Please try again.");
+        return;
+      }
       notice("Thanks, your report was sent to our moderators.");
       lastFrame = null;
       if (session.state === "matched") session.next();

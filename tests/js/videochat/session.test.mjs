@@ -123,24 +123,21 @@ test("next does nothing unless matched", async () => {
   assert.deepEqual(ctx.socket.types(), ["hello"]);
 });
 
-test("partner pressed next: the peer is torn down, the server already re-queued us", async () => {
-  const ctx = setup();
-  await matched(ctx);
-  const sentBefore = ctx.socket.sent.length;
-  ctx.socket.receive({ type: "match.ended", match_id: "m1", reason: "next" });
-  assert.ok(ctx.peers[0].closed);
-  assert.equal(ctx.session.state, "waiting");
-  assert.equal(ctx.socket.sent.length, sentBefore);
-});
-
-test("partner left or dropped: we re-join the queue ourselves", async () => {
-  const ctx = setup();
-  await matched(ctx);
-  ctx.socket.receive({ type: "match.ended", match_id: "m1", reason: "disconnected" });
-  assert.equal(ctx.session.state, "waiting");
-  assert.equal(ctx.socket.sent.at(-1).type, "queue.join");
-  assert.deepEqual(ctx.events.filter(([t]) => t === "unmatched").at(-1)[1], { matchId: "m1", reason: "disconnected" });
-});
+for (const reason of ["next", "left", "disconnected"]) {
+  test(`match.ended (${reason}): the peer is torn down; the server re-queued us`, async () => {
+    const ctx = setup();
+    await matched(ctx);
+    const sentBefore = ctx.socket.sent.length;
+    ctx.socket.receive({ type: "match.ended", match_id: "m1", reason });
+    assert.ok(ctx.peers[0].closed);
+    assert.equal(ctx.session.state, "waiting");
+    assert.equal(ctx.socket.sent.length, sentBefore);
+    assert.deepEqual(ctx.events.filter(([t]) => t === "unmatched").at(-1)[1], { matchId: "m1", reason });
+    ctx.socket.receive({ type: "queue.waiting", expected_wait_s: 2 });
+    ctx.socket.receive({ type: "match.found", match_id: "m2", role: "answer", partner: {} });
+    assert.equal(ctx.session.state, "matched");
+  });
+}
 
 test("match.ended of another match is ignored", async () => {
   const ctx = setup();
@@ -207,4 +204,17 @@ test("error frames are passed on", () => {
   const ctx = setup();
   ctx.socket.receive({ type: "error", code: "invalid", detail: "text: too long" });
   assert.deepEqual(ctx.events.at(-1), ["error", { code: "invalid", detail: "text: too long" }]);
+});
+
+test("a hello refused for its filters is said again without them, then the queue is joined", async () => {
+  const ctx = setup();
+  await ctx.session.start(SETTINGS);
+  ctx.socket.receive({ type: "error", code: "filters_not_allowed", detail: "gender and country filters are paid" });
+  assert.equal(ctx.session.wantQueue, true); // still waiting for a "ready"
+  await ctx.session.updateSettings({ ...SETTINGS, wantGender: "", wantCountry: "" });
+  const hello = ctx.socket.last("hello");
+  assert.equal(hello.want_gender, null);
+  assert.equal(hello.want_country, null);
+  ctx.socket.receive({ type: "ready", filters_allowed: false, ice_servers: [] });
+  assert.deepEqual(ctx.socket.types(), ["hello", "hello", "queue.join"]);
 });
