@@ -419,12 +419,15 @@ def test_report_sends_chat_lines_and_a_still_of_the_partner(  # type: ignore[no-
     # Reporting moves the reporter on, and the reported partner back to the queue.
     bob.wait_for_selector("text=your report was sent", timeout=10000)
     wait_state(alice, "waiting")
+    assert not alice.is_visible("[data-testid=partner]")
 
     # A moderator bans Alice from the report: her open page stops at once and says why.
     ban_in_another_thread(report)
     alice.wait_for_selector("[data-videochat][data-blocked=true]", state="attached", timeout=10000)
     assert alice.is_visible("text=You are banned from video chat")
     assert not alice.is_visible("[data-testid=start]")
+    SHOTS.mkdir(exist_ok=True)
+    alice.screenshot(path=str(SHOTS / "videochat-banned-live.png"))
     alice.reload()
     alice.wait_for_selector("[data-testid=videochat-banned]")
 

@@ -8,6 +8,7 @@ import { VideoChatSession } from "./session.js";
 import { captureFrame } from "./snapshot.js";
 
 const MAX_REPORT_LINES = 50;
+const CONNECT_TIMEOUT_MS = 20000;
 const REPORT_ERRORS = {
   no_partner: "There is nobody to report yet.",
   429: "You have sent many reports recently. Please try again later.",
@@ -87,9 +88,18 @@ function init(root) {
       ui.remoteVideo.srcObject = stream;
       ui.remoteVideo.play().catch(() => {});
     });
+    // A call that cannot connect (strict NATs without TURN, a partner gone silent) is skipped
+    // rather than leaving the user staring at "Connecting…".
+    const giveUp = () => {
+      if (session.peer !== peer || session.state !== "matched") return;
+      notice("Couldn't connect to that person. Finding someone else…");
+      session.next();
+    };
+    const timer = setTimeout(giveUp, CONNECT_TIMEOUT_MS);
     peer.addEventListener("state", ({ detail: state }) => {
-      if (state === "connected") root.dataset.connection = "connected";
-      else if (state === "failed") notice("Connection failed. Press Next to meet someone else.");
+      if (state === "connected") { root.dataset.connection = "connected"; clearTimeout(timer); }
+      else if (state === "failed") giveUp();
+      else if (state === "closed") clearTimeout(timer);
     });
     peer.addEventListener("error", ({ detail: err }) => console.warn("videochat: peer error", err));
   });
@@ -310,8 +320,9 @@ function init(root) {
     session.stop();
     root.dataset.blocked = "true";
     el("blocked-title").textContent = title;
-    el("blocked-detail").textContent = detail || "";
+    el("blocked-detail").textContent = detail && detail.toLowerCase() !== title.toLowerCase() ? detail : "";
     ui.remoteVideo.srcObject = null;
+    for (const track of localStream?.getTracks() ?? []) track.stop(); // the camera light goes off
   }
 
   function notice(text) {
