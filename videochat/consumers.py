@@ -102,9 +102,10 @@ class VideochatConsumer(BaseConsumer):
         replaced = await live.socket_claim(self.user_id, self.channel_name)
         self.claimed = True
         if replaced:
-            # The queue and the pairing are per user: the older tab gives them up.
-            await self.channel_layer.send(replaced, events.replaced())
+            # The queue and the pairing are per user: the older tab's are given up first,
+            # then it is told to close.
             await self._leave_all(reason="disconnected")
+            await self.channel_layer.send(replaced, events.replaced())
         self.heartbeat_task = asyncio.create_task(self._heartbeat())
 
     async def on_disconnect(self, code: int) -> None:
