@@ -27,6 +27,7 @@ from .keys import channel_group, voice_user_group
 from .models import Channel, SanctionKind
 from .relay import get_relay
 from .schemas import (
+    ChannelInfo,
     ChannelJoin,
     ChannelJoined,
     ChannelLeave,
@@ -123,17 +124,18 @@ class VoiceConsumer(BaseConsumer):
         me = next(m for m in members if m.user_id == uid)
         await self.send_model(
             ChannelJoined(
-                channel={
-                    "id": channel.pk,
-                    "name": channel.name,
-                    "description": channel.description,
-                    "range_km": channel.range_km,
-                    "is_protected": channel.is_protected,
-                },
+                channel=ChannelInfo(
+                    id=channel.pk,
+                    name=channel.name,
+                    description=channel.description,
+                    range_km=channel.range_km,
+                    is_protected=channel.is_protected,
+                ),
                 members=members,
                 me=Me(
                     user_id=uid,
-                    has_location=self.has_location,
+                    # Location is the user's (another tab may have shared it), not the socket's.
+                    has_location=self.has_location or await selectors.has_location(uid),
                     range_km=channel.range_km,
                     is_moderator=me.is_moderator,
                 ),
