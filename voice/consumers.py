@@ -197,7 +197,12 @@ class VoiceConsumer(BaseConsumer):
         channel = self._require_channel()
         if self.floor is not None:
             raise ServiceError("already_talking", "you hold the floor already")
-        if await db(selectors.sanction_active)(channel.pk, self._uid, SanctionKind.MUTE):
+        # Checked on every request, not only at join: staff may ban or mute in the admin
+        # while the user is connected.
+        sanctions = await db(selectors.sanctions_active)(channel.pk, self._uid)
+        if SanctionKind.BAN in sanctions:
+            raise NotAllowed("you are banned from this channel", code="banned")
+        if SanctionKind.MUTE in sanctions:
             raise NotAllowed("a moderator muted you in this channel", code="muted")
         floor, holder = await services.floor_take(
             channel_id=channel.pk, user_id=self._uid, nickname=self.nickname, mode=msg.mode

@@ -49,6 +49,15 @@ def sanction_active(channel_id: int, user_id: int, kind: SanctionKind) -> Channe
     )
 
 
+def sanctions_active(channel_id: int, user_id: int) -> set[str]:
+    """Kinds ("mute", "ban") of the user's sanctions in the channel that have not run out."""
+    return set(
+        ChannelSanction.objects.filter(channel_id=channel_id, user_id=user_id)
+        .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
+        .values_list("kind", flat=True)
+    )
+
+
 def is_moderator(channel: Channel, user_id: int) -> bool:
     return channel.creator_id == user_id or channel.moderators.filter(pk=user_id).exists()
 

@@ -22,6 +22,7 @@ from tests.voice.helpers import (
     packet,
     take_floor,
 )
+from voice.models import ChannelSanction, SanctionKind
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -407,4 +408,16 @@ async def test_packet_flood_is_cut_at_what_a_transmission_can_hold(
     await expect_error(ca, "too_many_packets")
     assert len(await binaries(cb)) == 75
     await ca.disconnect()
+    await cb.disconnect()
+
+
+async def test_ban_made_in_the_admin_stops_a_connected_talker(amake_user, make_channel):
+    a, b = await amake_user(), await amake_user()
+    channel = await make_channel(a)
+    cb = await joined(b, channel)
+    await sync_to_async(ChannelSanction.objects.create)(
+        channel=channel, user=b, kind=SanctionKind.BAN
+    )
+    await cb.send_json_to({"type": "floor.request", "mode": "webcodecs"})
+    await expect_error(cb, "banned")
     await cb.disconnect()
