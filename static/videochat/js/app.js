@@ -120,6 +120,8 @@ function init(root) {
       if (session.wantQueue) session.updateSettings(readSettings());
       notice("Filters need Premium: searching everyone.");
     }
+    // A line or candidate that crossed a Next on the wire: nothing for the user to act on.
+    else if (code === "not_in_match") console.info("videochat:", detail);
     else notice(detail || "Something went wrong.");
   });
   socket.addEventListener("close", ({ detail: { code } }) => {
