@@ -587,3 +587,14 @@ async def test_heartbeat_keeps_a_long_wait_in_the_queue(amake_user, settings):
     assert (await join(late))["type"] == "match.found"
     assert (await patient.receive_json_from(timeout=3))["type"] == "match.found"
     await close_all(patient, late)
+
+
+async def test_waiting_carries_the_recent_expected_wait(amake_user):
+    a, _ = await ready(await amake_user())
+    b, _ = await ready(await amake_user())
+    await pair(a, b)  # a waited a moment: now there is a sample for users like a
+    c, _ = await ready(await amake_user())
+    waiting = await join(c)
+    assert waiting["type"] == "queue.waiting"
+    assert isinstance(waiting["expected_wait_s"], float) and waiting["expected_wait_s"] >= 0
+    await close_all(a, b, c)
