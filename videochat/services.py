@@ -93,6 +93,9 @@ def report_create(
         raise ServiceError("invalid", "you cannot report yourself")
     if reason not in ReportReason.values:
         raise ServiceError("invalid", "unknown reason")
+    if not User.objects.filter(pk=reported_id).exists():
+        # The partner deleted their account in the meantime.
+        raise ServiceError("no_partner", "that person is no longer here", status=409)
     report = Report(
         reporter=reporter,
         reported_id=reported_id,

@@ -144,7 +144,9 @@ async def report(request: HttpRequest) -> HttpResponse:
             frame=form.cleaned_data["frame"],
         )
     except ServiceError as exc:
-        return JsonResponse({"ok": False, "error": exc.code, "detail": exc.detail}, status=400)
+        return JsonResponse(
+            {"ok": False, "error": exc.code, "detail": exc.detail}, status=exc.status
+        )
     return JsonResponse({"ok": True, "report_id": created.pk}, status=201)
 
 

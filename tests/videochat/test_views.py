@@ -250,3 +250,12 @@ def test_reports_are_rate_limited(client, settings):
     codes = [client.post("/videochat/report/", {"reason": "spam"}).status_code for _ in range(3)]
     assert codes == [201, 201, 429]
     assert Report.objects.count() == 2
+
+
+def test_report_about_a_partner_who_deleted_their_account(client):
+    me, partner = UserFactory(), UserFactory()
+    paired(me, partner)
+    partner.delete()
+    client.force_login(me)
+    resp = client.post("/videochat/report/", {"reason": "spam"})
+    assert resp.status_code == 409 and resp.json()["error"] == "no_partner"
