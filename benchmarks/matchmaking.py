@@ -131,6 +131,7 @@ class Worker:
         await asyncio.gather(*(mm.partner_of(0) for _ in range(64)))
         await asyncio.to_thread(ready.wait)  # everyone is set up ...
         await asyncio.to_thread(ready.wait)  # ... and the start time is written
+        cpu0 = time.process_time()
         reader = asyncio.create_task(self.read_inbox())
         sessions: set[asyncio.Task[None]] = set()
         total = int(self.cfg.rate * self.cfg.seconds)
@@ -153,6 +154,7 @@ class Worker:
             await asyncio.gather(*list(sessions))
         self.stopping = True
         await reader
+        self.log.append(["cpu", self.cfg.index, time.process_time() - cpu0])
         Path(self.cfg.log_path).write_text("\n".join(json.dumps(e) for e in self.log))
 
     async def read_inbox(self) -> None:
@@ -320,10 +322,12 @@ def prefill(n: int) -> None:
         )
 
 
-def commandstats(r: Any) -> tuple[int, int]:
-    """(calls, microseconds) of EVALSHA on the server so far: the Redis time of our steps."""
+def commandstats(r: Any) -> tuple[int, int, float]:
+    """(calls, microseconds) of EVALSHA on the server so far (the Redis time of our steps),
+    and the server's CPU seconds."""
     s = r.info("commandstats").get("cmdstat_evalsha", {})
-    return int(s.get("calls", 0)), int(s.get("usec", 0))
+    cpu = r.info("cpu")
+    return int(s.get("calls", 0)), int(s.get("usec", 0)), cpu["used_cpu_user"] + cpu["used_cpu_sys"]
 
 
 def main() -> None:
@@ -355,7 +359,7 @@ def main() -> None:
     try:
         r = get_redis()
         prefill(args.waiting)
-        calls0, usec0 = commandstats(r)
+        calls0, usec0, rcpu0 = commandstats(r)
         ctx = multiprocessing.get_context("spawn")
         # time.monotonic() of the first arrival: one clock for every process on Linux.
         ready, start_at = ctx.Barrier(PROCESSES + 1, timeout=120), ctx.Value("d", 0.0)
@@ -381,7 +385,8 @@ def main() -> None:
                 p.kill()
             if p.exitcode != 0:
                 raise SystemExit(f"a worker process failed (exit code {p.exitcode})")
-        calls1, usec1 = commandstats(r)
+        calls1, usec1, rcpu1 = commandstats(r)
+        load = os.getloadavg()[0]
         events = []
         for _, cfg in procs:
             events += [json.loads(line) for line in Path(cfg.log_path).read_text().splitlines()]
@@ -397,6 +402,9 @@ def main() -> None:
             (calls1 - calls0, usec1 - usec0),
             left_pairs,
             left_waiting,
+            client_cpu=sum(e[2] for e in events if e[0] == "cpu"),
+            redis_cpu=rcpu1 - rcpu0,
+            load=load,
         )
     finally:
         cleanup(bench)
@@ -412,9 +420,14 @@ def report(
     evalsha: tuple[int, int],
     left_pairs: int,
     left_waiting: int,
+    *,
+    client_cpu: float,
+    redis_cpu: float,
+    load: float,
 ) -> None:
     seeker, overall = res["seeker_ms"], res["overall_ms"]
     elapsed = max(e[2] for e in done) - start_at
+    arrivals = max(1, res["arrivals"])
     v = res["violations"]
     rows: list[list[object]] = [
         ["arrivals", res["arrivals"]],
@@ -434,6 +447,13 @@ def report(
         ["time to match, all matched users: p50 (ms)", percentile(overall, 50)],
         ["time to match, all matched users: p99 (ms)", percentile(overall, 99)],
         ["Redis time per step, mean (us)", evalsha[1] / max(1, evalsha[0])],
+        ["client CPU per arrival, both processes (ms)", 1000 * client_cpu / arrivals],
+        ["Redis CPU per arrival (ms)", 1000 * redis_cpu / arrivals],
+        [
+            "CPU this rate needs, clients + Redis (cores)",
+            (client_cpu + redis_cpu) / arrivals * args.rate,
+        ],
+        ["machine load average at the end (2 cores)", f"{load:.1f}"],
         ["pairs skipped (then kept apart)", res["skipped_pairs"]],
         *[[f"violations: {k}", n] for k, n in v.items()],
         ["client errors", f"{res['error_count']} {' '.join(res['errors'])}".strip()],

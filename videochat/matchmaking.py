@@ -126,8 +126,18 @@ class Match:
 _TAG = "{vcmm}"
 
 
-def state_keys() -> list[str]:
-    return [key("vc", _TAG, part) for part in ("idx", "wait", "pair", "last", "ttl", "stats")]
+_keys: tuple[str, tuple[str, ...]] = ("", ())
+
+
+def state_keys() -> tuple[str, ...]:
+    """idx, wait, pair, last, ttl, stats (see the script's header). Built once per prefix:
+    every step passes them, and building them is a measurable part of a step's client CPU."""
+    global _keys
+    prefix = settings.REDIS_KEY_PREFIX
+    if _keys[0] != prefix:
+        parts = ("idx", "wait", "pair", "last", "ttl", "stats")
+        _keys = (prefix, tuple(key("vc", _TAG, p) for p in parts))
+    return _keys[1]
 
 
 # What a script argument may be (redis-py encodes each to bytes).
