@@ -20,6 +20,10 @@ from realtime.redis import get_redis
 from videochat import matchmaking as mm
 from videochat.matchmaking import Match, Seeker
 
+# Deadlines in the tests that wait for one to pass: long enough that a busy machine does not
+# run past one by accident, short enough to keep the tests quick.
+SHORT_TTL = 2.0
+
 
 def seeker(
     uid: int,
@@ -178,7 +182,7 @@ async def test_match_ids_are_unguessable_and_distinct() -> None:
 
 
 async def test_skip_prevents_repairing_for_the_skip_ttl_then_expires(settings: Any) -> None:
-    settings.VIDEOCHAT_SKIP_TTL_SECONDS = 1
+    settings.VIDEOCHAT_SKIP_TTL_SECONDS = SHORT_TTL
     await pair_up(seeker(1, "f", "US"), seeker(2, "m", "US"))
     assert await mm.end_match(1, skip=True) is not None  # 1 pressed "next"
     # Neither the skipper nor the skipped one gets the other back, whoever arrives first.
@@ -188,7 +192,7 @@ async def test_skip_prevents_repairing_for_the_skip_ttl_then_expires(settings: A
     assert (await mm.enqueue(seeker(3, "x", "BR"))).partner_id == 2  # type: ignore[union-attr]
     assert await mm.end_match(3, skip=False)
     assert await mm.enqueue(seeker(2, "m", "US", want_gender="f")) is None  # waits behind 1
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(SHORT_TTL + 0.1)
     # After the TTL, 2 (re-enqueueing, same filters) finds 1 waiting.
     assert (await mm.enqueue(seeker(2, "m", "US", want_gender="f"))).partner_id == 1  # type: ignore[union-attr]
 
@@ -204,12 +208,12 @@ async def test_skipped_user_is_passed_over_not_blocking_the_queue(settings: Any)
 
 
 async def test_last_partner_is_forgotten_after_its_ttl(settings: Any) -> None:
-    settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS = 1
+    settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS = SHORT_TTL
     await pair_up(seeker(1), seeker(2))
     assert await mm.last_partner(1) is None  # current partner: partner_of, not last_partner
     await mm.end_match(1, skip=False)
     assert await mm.last_partner(2) == 1
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(SHORT_TTL + 0.1)
     assert await mm.last_partner(1) is None and await mm.last_partner(2) is None
     await mm.sweep()
     assert redis_mentions(1) == [] and redis_mentions(2) == []
@@ -250,12 +254,12 @@ async def test_dequeue_does_not_touch_a_pair() -> None:
 
 
 async def test_waiting_entry_of_a_dead_process_expires_unless_heartbeating(settings: Any) -> None:
-    settings.VIDEOCHAT_WAIT_TTL_SECONDS = 1
+    settings.VIDEOCHAT_WAIT_TTL_SECONDS = SHORT_TTL
     await mm.enqueue(seeker(1))  # its process will "die": no heartbeat
     await mm.enqueue(seeker(2, want_gender="f"))  # alive, heartbeating
     assert not await mm.heartbeat(3)  # nobody
-    for _ in range(3):
-        await asyncio.sleep(0.45)
+    for _ in range(4):  # 1.4 x the TTL in all
+        await asyncio.sleep(SHORT_TTL * 0.35)
         assert await mm.heartbeat(2)
     # 1 is past its deadline: skipped even before a sweep, and removed on the way.
     assert await mm.enqueue(seeker(4)) is None
@@ -264,14 +268,14 @@ async def test_waiting_entry_of_a_dead_process_expires_unless_heartbeating(setti
 
 
 async def test_pair_nobody_ends_expires(settings: Any) -> None:
-    settings.VIDEOCHAT_PAIR_TTL_SECONDS = 1
+    settings.VIDEOCHAT_PAIR_TTL_SECONDS = SHORT_TTL
     await pair_up(seeker(1), seeker(2))
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(SHORT_TTL * 0.6)
     assert await mm.heartbeat(1) and await mm.heartbeat(2)
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(SHORT_TTL * 0.6)
     assert await mm.partner_of(1) is not None  # kept alive by the heartbeats
     assert await mm.heartbeat(1)  # ... but 2's process has died
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(SHORT_TTL * 0.6)
     # A pair is over when either side's deadline passes.
     assert await mm.partner_of(1) is None and await mm.partner_of(2) is None
     await mm.sweep()
