@@ -14,6 +14,7 @@ import json
 import logging
 from typing import Any, ClassVar
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -98,14 +99,15 @@ class BaseConsumer(AsyncWebsocketConsumer):
 
     # --- inbound
     async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels runs close_old_connections() in the DB thread before EVERY handler; for
-        # binary frames (PTT audio, up to 25 a second per talker, no database) that thread
-        # hop queued packets behind other sockets' DB work: hundreds of ms measured under
-        # daphne (benchmarks/ptt_fanout.py). Binary frames go straight to the handler.
-        if message["type"] == "websocket.receive" and message.get("bytes") is not None:
-            await self.websocket_receive(message)
-            return
-        await super().dispatch(message)
+        # Channels runs close_old_connections() in the DB thread before EVERY handler: a
+        # thread hop per audio frame and per group event. Measured (benchmarks/ptt_fanout.py):
+        # audio queued for hundreds of ms behind them, and a floor.taken to 500 sockets
+        # delayed the transmission's first second. Every ORM call here goes through
+        # database_sync_to_async, which closes stale connections itself, so skip it.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.user_id is None:
