@@ -61,6 +61,11 @@ from .schemas import (
 log = logging.getLogger(__name__)
 db = database_sync_to_async
 
+# Presence chatter is O(members) per join or leave, O(members²) for a crowd arriving: past
+# these sizes a joiner sees part of the list (and the count), and joins and leaves are not
+# announced one by one. Audio is unaffected (the relay does not use groups).
+MEMBER_LIST_LIMIT = 200
+MEMBER_EVENTS_LIMIT = 200
 MIN_FRAME_MS = 20  # the shortest audio a packet carries (one Opus frame)
 PACKET_SLACK = 25  # MediaRecorder's first chunks may come early and small
 
@@ -113,14 +118,16 @@ class VoiceConsumer(BaseConsumer):
         uid = self._uid
         # Group and relay first, then the snapshot: nothing said meanwhile is missed.
         await self.join(channel_group(channel.pk))
-        first = await services.channel_socket_add(
+        first, sockets = await services.channel_socket_add(
             channel_id=channel.pk, socket=self.channel_name, user_id=uid, country=self.country
         )
         self.channel = channel
         await get_relay().join(channel.pk, self)
         countries = await selectors.live_members(channel.pk)
         countries.setdefault(uid, self.country)
-        members = await db(selectors.members_describe)(channel, countries)
+        members = await db(selectors.members_describe)(
+            channel, countries, limit=MEMBER_LIST_LIMIT, first=uid
+        )
         me = next(m for m in members if m.user_id == uid)
         await self.send_model(
             ChannelJoined(
@@ -132,6 +139,7 @@ class VoiceConsumer(BaseConsumer):
                     is_protected=channel.is_protected,
                 ),
                 members=members,
+                member_count=len(countries),
                 me=Me(
                     user_id=uid,
                     # Location is the user's (another tab may have shared it), not the socket's.
@@ -143,7 +151,7 @@ class VoiceConsumer(BaseConsumer):
                 recent=await selectors.recent_transmissions(channel.pk),
             )
         )
-        if first:
+        if first and sockets <= MEMBER_EVENTS_LIMIT:
             await self._announce("voice.member.joined", me)
 
     async def on_channel_leave(self, msg: ChannelLeave) -> None:
@@ -159,11 +167,11 @@ class VoiceConsumer(BaseConsumer):
             await self._end_floor(reason)
         self.channel = None
         await get_relay().leave(channel.pk, self)
-        last = await services.channel_socket_remove(
+        last, sockets = await services.channel_socket_remove(
             channel_id=channel.pk, socket=self.channel_name, user_id=self._uid
         )
         await self.leave(channel_group(channel.pk))
-        if last:
+        if last and sockets < MEMBER_EVENTS_LIMIT:
             await send_now(
                 channel_group(channel.pk), {"type": "voice.member.left", "user_id": self._uid}
             )

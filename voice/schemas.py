@@ -139,6 +139,7 @@ class ChannelJoined(Outbound):
     type: Literal["channel.joined"] = "channel.joined"
     channel: ChannelInfo
     members: list[Member]
+    member_count: int  # everyone present; `members` may list only part of a big channel
     me: Me
     talker: Talker | None
     recent: list[RecentTx]

@@ -85,10 +85,16 @@ def nickname_of(user_id: int) -> str:
     return profile.nickname if profile and profile.nickname else f"user{user_id}"
 
 
-def members_describe(channel: Channel, countries: dict[int, str]) -> list[Member]:
+def members_describe(
+    channel: Channel, countries: dict[int, str], *, limit: int | None = None, first: int = 0
+) -> list[Member]:
     """Members as others see them. `countries` maps each live member to the country of their
-    connection; a member without one falls back to the country on their profile."""
+    connection; a member without one falls back to the country on their profile. With a
+    `limit`, a big channel is described in part: `first` (the asking user), the moderators,
+    then the others by id, so that a join costs the same in a crowd as in a small channel."""
     ids = list(countries)
+    if limit is not None and len(ids) > limit:
+        ids = _members_to_show(channel, ids, limit, first)
     profiles = {p.user_id: p for p in Profile.objects.filter(user_id__in=ids)}
     moderators = set(channel.moderators.filter(pk__in=ids).values_list("pk", flat=True))
     if channel.creator_id:
@@ -115,6 +121,14 @@ def members_describe(channel: Channel, countries: dict[int, str]) -> list[Member
             )
         )
     return sorted(members, key=lambda m: m.nickname.lower())
+
+
+def _members_to_show(channel: Channel, ids: list[int], limit: int, first: int) -> list[int]:
+    mods = set(channel.moderators.filter(pk__in=ids).values_list("pk", flat=True))
+    if channel.creator_id in ids:
+        mods.add(channel.creator_id)
+    ordered = [first, *sorted(mods - {first}), *sorted(set(ids) - mods - {first})]
+    return ordered[:limit]
 
 
 def member_describe(channel: Channel, user_id: int, country: str) -> Member:

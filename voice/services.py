@@ -227,26 +227,31 @@ def connection_log_purge(*, older_than_days: int, batch_size: int = 1000) -> int
 
 
 # --- live state (Redis)
-async def channel_socket_add(*, channel_id: int, socket: str, user_id: int, country: str) -> bool:
-    """Record a socket as joined; True when it is the user's first socket in the channel."""
+async def channel_socket_add(
+    *, channel_id: int, socket: str, user_id: int, country: str
+) -> tuple[bool, int]:
+    """Record a socket as joined. Returns (whether it is the user's first socket in the
+    channel, how many sockets the channel has now)."""
     r = get_async_redis()
     k = keys.sockets_key(channel_id)
     async with r.pipeline(transaction=True) as p:
         p.hvals(k)
         p.hset(k, socket, json.dumps({"user_id": user_id, "country": country}))
         before, _ = await p.execute()
-    return all(json.loads(v)["user_id"] != user_id for v in before)
+    first = all(json.loads(v)["user_id"] != user_id for v in before)
+    return first, len(before) + 1
 
 
-async def channel_socket_remove(*, channel_id: int, socket: str, user_id: int) -> bool:
-    """Forget a socket; True when it was the user's last socket in the channel."""
+async def channel_socket_remove(*, channel_id: int, socket: str, user_id: int) -> tuple[bool, int]:
+    """Forget a socket. Returns (whether it was the user's last socket in the channel, how
+    many sockets the channel has left)."""
     r = get_async_redis()
     k = keys.sockets_key(channel_id)
     async with r.pipeline(transaction=True) as p:
         p.hdel(k, socket)
         p.hvals(k)
         _, after = await p.execute()
-    return all(json.loads(v)["user_id"] != user_id for v in after)
+    return all(json.loads(v)["user_id"] != user_id for v in after), len(after)
 
 
 def location_round(value: float) -> float:

@@ -421,3 +421,26 @@ async def test_ban_made_in_the_admin_stops_a_connected_talker(amake_user, make_c
     await cb.send_json_to({"type": "floor.request", "mode": "webcodecs"})
     await expect_error(cb, "banned")
     await cb.disconnect()
+
+
+async def test_big_channel_lists_part_of_its_members_and_stops_announcing(
+    amake_user, make_channel, monkeypatch
+):
+    monkeypatch.setattr("voice.consumers.MEMBER_LIST_LIMIT", 2)
+    monkeypatch.setattr("voice.consumers.MEMBER_EVENTS_LIMIT", 2)
+    creator, b, c = await amake_user(), await amake_user(), await amake_user()
+    channel = await make_channel(creator)
+    ca, cb = await joined(creator, channel), await joined(b, channel)
+    assert (await expect(ca, "member.joined"))["member"]["user_id"] == b.pk
+    cc = await joined(c, channel)
+    snapshot = cc.joined
+    assert snapshot["member_count"] == 3
+    # The joiner and the moderator (the creator) come first.
+    assert {m["user_id"] for m in snapshot["members"]} == {c.pk, creator.pk}
+    assert await frames(ca) == [] and await frames(cb) == []  # no member.joined past the limit
+    # Audio still reaches everyone.
+    tx_id = await take_floor(ca)
+    await ca.send_to(bytes_data=packet(tx_id))
+    assert len(await binaries(cb)) == 1 and len(await binaries(cc)) == 1
+    for comm in (ca, cb, cc):
+        await comm.disconnect()

@@ -48,6 +48,7 @@ function start(root) {
     channel: null, // {id, name, description, range_km, is_protected}
     me: null, // {user_id, has_location, range_km, is_moderator}
     members: new Map(), // user_id -> member
+    memberCount: 0,
     talker: null, // {user_id, nickname, tx_id}
     recentOnServer: [], // from channel.joined: transmissions still held by the server
     myCountry: null,
@@ -73,9 +74,16 @@ function start(root) {
   });
   socket.on("channel.joined", onJoined);
   socket.on("channel.left", () => leaveView());
-  socket.on("member.joined", (m) => { state.members.set(m.member.user_id, m.member); renderMembers(); });
+  socket.on("member.joined", (m) => {
+    if (!state.members.has(m.member.user_id)) state.memberCount++;
+    state.members.set(m.member.user_id, m.member);
+    renderMembers();
+  });
   socket.on("member.updated", (m) => { state.members.set(m.member.user_id, m.member); renderMembers(); });
-  socket.on("member.left", (m) => { state.members.delete(m.user_id); renderMembers(); });
+  socket.on("member.left", (m) => {
+    if (state.members.delete(m.user_id)) state.memberCount--;
+    renderMembers();
+  });
   socket.on("location.ok", (m) => {
     state.myCountry = m;
     if (state.me) state.me.has_location = m.has_location;
@@ -184,6 +192,7 @@ function start(root) {
     state.me = m.me;
     state.me.has_location = geo.sharing || m.me.has_location;
     state.members = new Map(m.members.map((x) => [x.user_id, x]));
+    state.memberCount = m.member_count; // a big channel lists only part of its members
     state.talker = m.talker;
     state.recentOnServer = m.recent;
     if (ui.pwDialog.open) ui.pwDialog.close();
@@ -273,7 +282,7 @@ function start(root) {
   // --- members
   function renderMembers() {
     const list = [...state.members.values()].sort((a, b) => a.nickname.localeCompare(b.nickname));
-    ui.memberCount.textContent = String(list.length);
+    ui.memberCount.textContent = String(Math.max(state.memberCount || 0, list.length));
     ui.members.replaceChildren(...list.map((m) => {
       const me = m.user_id === state.me?.user_id;
       const text = el("span", { class: "cb-member-text" },
