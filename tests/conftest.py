@@ -193,6 +193,14 @@ def live_asgi(asgi_servers: Callable[..., LiveServer]) -> LiveServer:
     return asgi_servers()
 
 
+# --- Browser tests run last: Playwright's sync API keeps an event loop running in the main
+# thread for the rest of the session once it starts, and pytest-asyncio cannot run an async
+# test while one runs ("Runner.run() cannot be called from a running event loop"), so every
+# async test collected after tests/e2e (realtime, videochat, voice) would fail.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)  # stable
+
+
 # --- Browser tests must not be skipped silently in CI.
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and report.nodeid.startswith("tests/e2e"):
