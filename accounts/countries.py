@@ -280,3 +280,15 @@ def country_code(value: str | None) -> str:
     if text.upper() in COUNTRY_NAMES:
         return text.upper()
     return _BY_NAME.get(text.casefold(), "")
+
+
+def country_name(code: str) -> str:
+    """The English short name of an ISO-2 code, or "" when unknown."""
+    return COUNTRY_NAMES.get(code.upper(), "") if code else ""
+
+
+def flag(code: str) -> str:
+    """The flag emoji: the two regional-indicator symbols that spell a known ISO-2 code."""
+    if len(code) != 2 or code.upper() not in COUNTRY_NAMES:
+        return ""
+    return "".join(chr(0x1F1E6 + ord(ch) - ord("A")) for ch in code.upper())

@@ -203,7 +203,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # --- Browser tests must not be skipped silently in CI.
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.skipped and report.nodeid.startswith("tests/e2e"):
+    if report.skipped and ("e2e" in report.keywords or report.nodeid.startswith("tests/e2e")):
         E2E_SKIPPED.append(report.nodeid)
 
 

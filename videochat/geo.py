@@ -14,12 +14,10 @@ from functools import lru_cache
 from django.utils.module_loading import import_string
 from iptocc import country_code
 
-from . import conf
+from accounts.countries import COUNTRY_NAMES
+from accounts.countries import flag as flag_emoji
 
-try:  # The English names live with accounts' profile country list.
-    from accounts.countries import COUNTRY_NAMES
-except ImportError:  # pragma: no cover - names are a nicety, the code is what matters
-    COUNTRY_NAMES = {}
+from . import conf
 
 
 @dataclass(frozen=True)
@@ -32,13 +30,6 @@ class Country:
 
     def __str__(self) -> str:
         return self.code
-
-
-def flag_emoji(code: str) -> str:
-    """The flag is two regional indicator symbols spelling the ISO-2 code."""
-    if len(code) != 2 or not code.isalpha():
-        return ""
-    return "".join(chr(0x1F1E6 + ord(c) - ord("A")) for c in code.upper())
 
 
 def country_info(code: str | None) -> Country:

@@ -15,7 +15,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from .countries import country_name, flag
+from accounts.countries import country_name, flag
+
 from .models import Channel, ChannelSanction, ConnectionLog
 
 AGGREGATE_DAYS = 30

@@ -17,12 +17,12 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from accounts.countries import country_name, flag
 from realtime.consumers import BaseConsumer
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now
 
 from . import selectors, services
-from .countries import country_name, flag
 from .keys import channel_group, voice_user_group
 from .models import Channel, SanctionKind
 from .relay import get_relay

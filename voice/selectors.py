@@ -12,13 +12,13 @@ import redis
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from accounts.countries import country_name, flag
 from accounts.models import Device, Profile
 from realtime.errors import ServiceError
 from realtime.keys import presence_key
 from realtime.redis import get_async_redis
 
 from . import keys
-from .countries import country_name, flag
 from .models import Channel, ChannelMembership, ChannelSanction, SanctionKind
 from .schemas import Member, RecentTx, Talker
 
