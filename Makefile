@@ -26,6 +26,7 @@ superuser: migrate
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy config realtime accounts voice videochat payments messaging
 	$(PY) manage.py makemigrations --check --dry-run --settings=config.settings.test
 
 format: install
