@@ -30,6 +30,7 @@ same pipeline inside one page without a server (encoder + jitter buffer + output
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -55,9 +56,8 @@ from benchmarks._common import (
 
 MEDIA = "/static/voice/js/media"
 TARGET_P95_MS = 150.0
-# Beeps are 500 ms apart: a playback onset belongs to the latest beep before it, at least a
-# packet's worth earlier (nothing is heard before its packet is complete and sent).
-MATCH_WINDOW_MS = (30.0, 400.0)
+MIN_LATENCY_MS = 30.0  # nothing is heard before its packet is complete and sent
+MATCH_TOLERANCE_MS = 200.0  # beeps are 500 ms apart
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -252,19 +252,35 @@ def clock_skew_ms(a: Any, b: Any) -> float:
     return min(samples)[1]
 
 
-def match_onsets(talker: list[float], heard: list[float]) -> list[float]:
-    """Pair each playback onset with the latest talker onset before it (within the window)."""
-    latencies = []
-    used: set[int] = set()
-    for h in heard:
-        best = None
-        for i, t in enumerate(talker):
-            lo, hi = MATCH_WINDOW_MS
-            if i not in used and lo < h - t < hi and (best is None or t > talker[best]):
-                best = i
-        if best is not None:
-            used.add(best)
-            latencies.append(h - talker[best])
+def match_onsets(talker: list[float], heard: list[float], presses: list[float]) -> list[float]:
+    """Pair playback onsets with the beeps that caused them, one transmission at a time.
+
+    Beeps are periodic, so a delay is only known up to a multiple of their period: the first
+    sound heard in a transmission is its first beep (the audio before it was silence), which
+    fixes the delay; every later onset is paired with the beep nearest to the delay so far,
+    which follows a jitter buffer that grows or shrinks. Onsets without a beep within
+    MATCH_TOLERANCE_MS of that are left out (and show as beeps not matched).
+    """
+    latencies: list[float] = []
+    bounds = [*sorted(presses), float("inf")]
+    for start, end in itertools.pairwise(bounds):
+        # A round plays out before the next press (the benchmark pauses between rounds).
+        sent = sorted(t for t in talker if start <= t < end)
+        got = sorted(h for h in heard if start <= h < end)
+        got = [h for h in got if sent and h > sent[0] + MIN_LATENCY_MS]
+        if not sent or not got:
+            continue
+        delay = got[0] - sent[0]
+        used: set[int] = set()
+        for h in got:
+            errors = [abs(h - t - delay) for t in sent]
+            i = errors.index(min(errors))
+            d = h - sent[i]
+            if i in used or abs(d - delay) > MATCH_TOLERANCE_MS or d < MIN_LATENCY_MS:
+                continue
+            used.add(i)
+            latencies.append(d)
+            delay = d
     return latencies
 
 
@@ -428,7 +444,7 @@ def run_page(
 
 
 def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]:
-    lat = match_onsets(out["talker"], out["heard"])
+    lat = match_onsets(out["talker"], out["heard"], [p["press"] for p in out["presses"]])
     starts = {s["txId"]: s["ts"] for s in out["starts"]}
     press_rows = []
     for p in out["presses"]:
@@ -452,7 +468,7 @@ def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]
     lines = [
         table(
             f"{title}: talk-to-hear per beep (ms), {len(out['presses'])} x {seconds:g} s",
-            ["beeps sent", "heard", "min", "p50", "p95", "p99", "max"],
+            ["beeps sent", "matched", "min", "p50", "p95", "p99", "max"],
             [[len(out["talker"]), *summarize(lat)]],
         ),
         table(
@@ -470,6 +486,7 @@ def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]
                 "trimmed ms",
                 "target ms (end)",
                 "lost packets",
+                "WebM chunks",
             ],
             [
                 [
@@ -480,6 +497,7 @@ def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]
                     st.get("skippedSamples", 0) / 48,
                     st.get("targetMs", 0),
                     st.get("lostPackets", 0),
+                    st.get("mediaChunks", 0),
                 ]
             ],
         ),

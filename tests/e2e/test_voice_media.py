@@ -198,8 +198,9 @@ def test_player_decodes_packets_into_sound_at_the_playback_tap(media_page) -> No
     assert stats["decodedFrames"] == out["frames"]
     assert stats["decodeErrors"] == 0
     assert stats["nonSilentSamples"] > 3 * 480  # beeps made it out
-    assert stats["playedSamples"] >= out["frames"] * 960 - 48 * 100  # all but a trimmed backlog
-    assert stats["underruns"] <= 2  # packets are replayed by timers: allow a busy machine
+    # Every decoded sample was played, or trimmed from a backlog. (Underruns depend on how busy
+    # the machine is; tests/js/jitter-worklet.test.mjs pins the buffer's behaviour exactly.)
+    assert stats["playedSamples"] + stats["skippedSamples"] >= out["frames"] * 960
     assert stats["state"] == "idle"
     assert len(out["playOnsets"]) >= out["capOnsets"] - 1 >= 3
     assert all(o["txId"] == 42 for o in out["playOnsets"])

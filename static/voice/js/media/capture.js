@@ -98,6 +98,7 @@ export class Capture {
     this.mode = this.requestedMode === "auto" ? Capture.preferredMode() : this.requestedMode;
     if (!this.mode) throw new Error("this browser can neither encode Opus nor record WebM audio");
     this.running = true;
+    this.tapOnly = false;
     this.stats = { packets: 0, frames: 0, samples: 0, source: null, config: null };
     this.lastTs = -Infinity;
     try {
@@ -143,15 +144,11 @@ export class Capture {
       if (supported) { config = candidate; break; }
     }
     if (!config) throw new Error(`Opus encoding at ${rate} Hz is not supported`);
-    this.rate = rate;
+    this.initSamples(rate);
     this.frameSamples = Math.round((rate * OPUS_FRAME_MS) / 1000);
     this.framesPerPacket = Math.max(1, Math.round(this.packetMs / OPUS_FRAME_MS));
-    this.fed = 0;
     this.pending = [];
     this.stopping = false;
-    this.clock = new SampleClock(rate);
-    this.onsets = this.onOnset ? new OnsetDetector({ sampleRate: rate }) : null;
-    this.onsetIndices = [];
     this.encoderError = null;
     this.encoder = new AudioEncoder({
       output: (chunk) => this.onEncoded(chunk),
@@ -159,6 +156,15 @@ export class Capture {
     });
     this.encoder.configure(config);
     this.stats.config = config;
+  }
+
+  /** Sample bookkeeping shared by the encoder and the level/onset tap. */
+  initSamples(rate) {
+    this.rate = rate;
+    this.fed = 0;
+    this.clock = new SampleClock(rate);
+    this.onsets = this.onOnset ? new OnsetDetector({ sampleRate: rate }) : null;
+    this.onsetIndices = [];
   }
 
   async startWorklet(stream) {
@@ -197,7 +203,8 @@ export class Capture {
 
   /** Samples in (mono, this.rate): stamp, meter, encode. `arrival` null for padding. */
   feed(samples, arrival) {
-    if (!this.encoder || this.encoder.state !== "configured") return;
+    const encoding = this.encoder?.state === "configured";
+    if (!encoding && !this.tapOnly) return;
     const start = this.fed;
     this.fed += samples.length;
     if (arrival !== null) {
@@ -211,6 +218,7 @@ export class Capture {
         }
       }
     }
+    if (!encoding) return;
     const data = new AudioData({
       format: "f32-planar", sampleRate: this.rate, numberOfFrames: samples.length,
       numberOfChannels: 1, timestamp: Math.round((start * 1e6) / this.rate), data: samples,
@@ -300,6 +308,12 @@ export class Capture {
     this.recordStart = pageNow();
     rec.start(this.packetMs);
     await started;
+    if ((this.onLevel || this.onOnset) && typeof AudioWorkletNode === "function") {
+      // Levels and onsets come from a tap beside the recorder; it never blocks recording.
+      this.initSamples(48000);
+      this.tapOnly = true;
+      await this.startWorklet(stream).catch(() => { this.tapOnly = false; });
+    }
   }
 
   emitChunk({ chunk, ts }, last) {
@@ -310,6 +324,11 @@ export class Capture {
   }
 
   async stopRecorder() {
+    if (this.tapNode) {
+      this.tapNode.port.postMessage({ type: "flush" });
+      await Promise.race([this.flushed, sleep(250)]);
+    }
+    this.tapOnly = false;
     const rec = this.recorder;
     if (rec && rec.state !== "inactive") rec.stop();
     await Promise.race([this.recorderStopped, sleep(1000)]);

@@ -240,7 +240,7 @@ export class Player {
     const ms = new MediaSource();
     const audio = new Audio();
     const url = URL.createObjectURL(ms);
-    const m = { ms, audio, url, sb: null, queue: [], ended: false, source: null };
+    const m = { ms, audio, url, sb: null, queue: [], ended: false, source: null, started: false };
     stream.media = m;
     audio.src = url;
     m.source = this.ctx.createMediaElementSource(audio);
@@ -251,6 +251,13 @@ export class Player {
       m.sb.addEventListener("updateend", () => this.pump(stream));
       this.pump(stream);
     }, { once: true });
+    audio.addEventListener("playing", () => {
+      if (m.started) return;
+      m.started = true;
+      const started = { ts: this.contextToPage(this.ctx.currentTime), key: stream.key, txId: stream.txId };
+      this.starts.push(started);
+      if (this.onStarted) this.onStarted(started);
+    });
     audio.addEventListener("ended", () => this.mediaDone(stream));
     audio.addEventListener("error", () => { this.counters.decodeErrors++; this.mediaDone(stream); });
     audio.play().catch(() => { /* starts once data arrives, or after a gesture */ });
