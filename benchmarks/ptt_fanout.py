@@ -188,7 +188,7 @@ async def client_main() -> None:
     socks: list[Sock] = []
     readers: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
+    stdin = asyncio.StreamReader(limit=1 << 26)  # a connect command lists every socket
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
 
     def reply(payload: dict[str, Any]) -> None:
@@ -289,6 +289,7 @@ async def client_main() -> None:
             reply({"ok": len(socks), "errors": errors, "listeners": listeners})
         elif cmd["cmd"] == "run":
             state.received, state.lat = 0, array("d")
+            cpu0 = time.process_time()
             active = set(cmd["active"])
             talkers = [s for s in socks if s.talker and s.channel in active]
             t0, seconds = cmd["t0"], cmd["seconds"]
@@ -309,7 +310,8 @@ async def client_main() -> None:
                         errors[res[1]] += 1
             with open(cmd["out"], "wb") as f:
                 state.lat.tofile(f)
-            reply({"received": state.received, "sent": sent, "errors": errors})
+            cpu = time.process_time() - cpu0
+            reply({"received": state.received, "sent": sent, "errors": errors, "cpu": cpu})
         elif cmd["cmd"] == "quit":
             break
     gate = asyncio.Semaphore(200)
@@ -442,6 +444,7 @@ class RunResult:
     seconds: float
     lat: list[float]
     server_cpu: float  # CPU seconds of all server processes during the run
+    client_cpu: float  # and of all client processes
     errors: dict[str, int]
 
     @property
@@ -620,6 +623,7 @@ def run_step(
         seconds=seconds,
         lat=sorted(lat),
         server_cpu=cpu,
+        client_cpu=sum(a["cpu"] for a in answers),
         errors=dict(errors),
     )
 
@@ -638,6 +642,7 @@ RESULT_HEADERS = [
     "p99 ms",
     "max ms",
     "server CPU %",
+    "client CPU %",
     "ok",
 ]
 
@@ -657,6 +662,7 @@ def result_row(target: Target, r: RunResult) -> list[object]:
         r.p(99),
         r.lat[-1] if r.lat else float("nan"),
         100 * r.server_cpu / (r.seconds + DRAIN_SECONDS + 1),
+        100 * r.client_cpu / (r.seconds + DRAIN_SECONDS + 1),
         "yes" if r.ok else "NO",
     ]
 

@@ -16,7 +16,17 @@ from pathlib import Path
 import pytest
 
 from realtime.redis import get_async_redis
-from voice.relay import Relay, close_relay, get_relay, pubsub_channel, tx_audio_key, tx_key
+from voice.relay import (
+    Relay,
+    RespConnection,
+    RespError,
+    close_relay,
+    get_relay,
+    pubsub_channel,
+    resp_command,
+    tx_audio_key,
+    tx_key,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -303,3 +313,26 @@ async def test_packets_cross_processes_through_redis(relay: Relay) -> None:
     assert [f[2:4] for f in listener.frames] == [seq.to_bytes(2, "big") for seq in range(25)]
     assert all(f[16:] == bytes([i]) * 100 for i, f in enumerate(listener.frames))
     assert other.frames == []  # not a recipient, in the other process's terms too
+
+
+async def test_the_redis_wire_reads_replies_split_anywhere() -> None:
+    """Binary audio may contain CR LF and arrive a byte at a time: pushes stay intact."""
+    pushes: list[list[object]] = []
+    conn = RespConnection(pushes.append)
+    data = b"\x01\x00\r\n\r\n" + bytes(range(256))
+    wire = resp_command(b"message", b"chan", data)
+    for i in range(len(wire)):
+        conn.data_received(wire[i : i + 1])
+    assert pushes == [[b"message", b"chan", data]]
+
+
+async def test_audio_goes_out_in_one_round_trip_and_reports_redis_errors(relay: Relay) -> None:
+    listener = Socket(1)
+    await relay.join(24, listener)
+    await relay.transmission_start(24, 516, talker_id=9, recipients=None)
+    await relay.audio(24, 516, packet(516, 0))
+    await until(lambda: len(listener.frames) == 1)
+    # A wrong type at the audio key makes RPUSH fail: the caller hears about it.
+    await get_async_redis().set(tx_audio_key(517), "not a list")
+    with pytest.raises(RespError, match="WRONGTYPE"):
+        await relay.audio(24, 517, packet(517, 0))
