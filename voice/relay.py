@@ -14,6 +14,10 @@ one publisher's messages on one channel).
 
 Audio is also kept in Redis for VOICE_AUDIO_TTL_SECONDS (replay for a reconnecting listener),
 never in SQL or on disk.
+
+The hot path (publishing a packet, reading the subscription) speaks RESP itself over two
+connections per event loop (`RespConnection`): redis-py's per-command overhead was the
+server's limit with many talkers. Rare operations (start, end, replay) use redis-py.
 """
 
 from __future__ import annotations
@@ -494,10 +498,12 @@ class Relay:
             self._sub.write(resp_command(b"UNSUBSCRIBE", name))
 
     async def _subscriber(self) -> RespConnection:
-        if self._sub is None or not self._sub.is_open:
+        # Only the first connection is made here; after a drop the supervisor alone
+        # reconnects (two connections would both deliver) and subscribes to every name,
+        # this one included.
+        if self._sub is None:
             self._sub = await RespConnection.open(self.client_name, self._on_push)
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.get_running_loop().create_task(self._supervise())
+            self._reader = asyncio.get_running_loop().create_task(self._supervise())
         return self._sub
 
     async def _supervise(self) -> None:
