@@ -22,18 +22,15 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _sync_orm_beside_playwright(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Playwright's sync API runs an event loop in the test's thread, so Django would refuse
-    the test's own (synchronous) ORM calls. Only browser tests get this exemption: consumer
-    tests elsewhere keep Django's check, which catches ORM calls made from async code."""
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
 @pytest.fixture(scope="session")
 def browser_type_launch_args() -> dict[str, object]:
     if not os.path.exists(CHROMIUM):
         pytest.skip("Chromium is not installed (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in the test's thread from here on, so Django
+    # would refuse the tests' own synchronous ORM calls. Browser tests run last (see
+    # tests/conftest.py), so consumer tests, which rely on Django's check to catch ORM calls
+    # made from async code, never run with this exemption.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     return {"executable_path": CHROMIUM, "args": CHROMIUM_ARGS, "headless": True}
 
 
@@ -61,3 +58,20 @@ def login(context, server, user, password: str = "correct-horse-battery"):  # ty
     page.click("button[type=submit]")
     page.wait_for_url(f"{server.url}/")
     return page
+
+
+def off_loop(fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Run `fn` in a worker thread: services that emit real-time events (async_to_sync)
+    cannot run in the thread where Playwright's event loop is running."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    def call():  # type: ignore[no-untyped-def]
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(call).result()
