@@ -270,6 +270,23 @@ async def client_main() -> None:
         await sock.ws.send(json.dumps({"type": "floor.release", "tx_id": tx_id}))
         return seq, ""
 
+    async def heartbeat() -> None:
+        """A ping per socket every 30 s, as the page sends: the server counts a socket whose
+        presence expired (PRESENCE_TTL_SECONDS) as gone, and it stops being a listener."""
+        ping = json.dumps({"type": "ping"})
+        while True:
+            batch = list(socks)
+            for sock in batch:
+                with contextlib.suppress(Exception):
+                    if isinstance(sock.ws, LeanListener):
+                        sock.ws.send_frame(1, ping.encode())
+                    else:
+                        await sock.ws.send(ping)
+                await asyncio.sleep(30 / max(len(batch), 1))
+            if not batch:
+                await asyncio.sleep(1)
+
+    beating = loop.create_task(heartbeat())
     while line := await stdin.readline():
         cmd = json.loads(line)
         if cmd["cmd"] == "connect":
@@ -321,6 +338,7 @@ async def client_main() -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sock.ws.close(), 10)
 
+    beating.cancel()
     await asyncio.gather(*(close(s) for s in socks))
     for task in readers:
         task.cancel()
