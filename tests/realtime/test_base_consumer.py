@@ -19,6 +19,10 @@ async def connected(user):  # type: ignore[no-untyped-def]
     comm = await acommunicator("/ws/presence/", user)
     ok, _ = await comm.connect()
     assert ok
+    # connect() returns at accept; the pong comes after the consumer's connect handler has
+    # finished (presence recorded and announced), so later assertions see a settled state.
+    await comm.send_json_to({"type": "ping"})
+    assert await comm.receive_json_from() == {"type": "pong"}
     return comm
 
 
