@@ -79,6 +79,17 @@ async def acommunicator(path: str, user=None, **kwargs):  # type: ignore[no-unty
     return await sync_to_async(communicator)(path, user, **kwargs)
 
 
+async def aconnected(path: str, user):  # type: ignore[no-untyped-def]
+    """A connected, settled socket: connect() returns at accept, and the pong comes only after
+    the consumer's connect handler has finished (presence recorded and announced)."""
+    comm = await acommunicator(path, user)
+    ok, _ = await comm.connect()
+    assert ok
+    await comm.send_json_to({"type": "ping"})
+    assert await comm.receive_json_from() == {"type": "pong"}
+    return comm
+
+
 @pytest.fixture
 def amake_user(make_user: Callable[..., object]) -> Callable[..., object]:
     """`await amake_user(...)` in async tests."""

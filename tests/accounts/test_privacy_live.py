@@ -6,20 +6,13 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from accounts import services
-from tests.conftest import acommunicator
+from tests.conftest import acommunicator, aconnected
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def connected(user):  # type: ignore[no-untyped-def]
-    comm = await acommunicator("/ws/presence/", user)
-    ok, _ = await comm.connect()
-    assert ok
-    # connect() returns at accept; the pong comes after the consumer's connect handler has
-    # finished (presence recorded and announced), so later assertions see a settled state.
-    await comm.send_json_to({"type": "ping"})
-    assert await comm.receive_json_from() == {"type": "pong"}
-    return comm
+    return await aconnected("/ws/presence/", user)
 
 
 async def test_hiding_online_status_shows_the_user_offline_at_once(amake_user):
