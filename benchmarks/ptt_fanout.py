@@ -557,7 +557,8 @@ def settle(target: Target, limit: float = 600.0) -> float:
     while time.monotonic() - started < limit:
         before = target.cpu()
         time.sleep(1.0)
-        if target.cpu() - before < 0.03 * len(target.servers):
+        # Idle, give or take the clients' 30 s heartbeats (3,500 sockets: about 4 % a core).
+        if target.cpu() - before < 0.08 * len(target.servers):
             break
     return time.monotonic() - started
 
