@@ -156,3 +156,15 @@ async def test_presence_reports_online_and_respects_privacy(amake_user):
     assert (await w.receive_json_from())["statuses"] == {str(visible.pk): False}
     await h.disconnect()
     await w.disconnect()
+
+
+async def test_binary_frames_take_the_fast_path_and_are_checked(amake_user):
+    """Binary frames skip Channels' per-message database hop (BaseConsumer.dispatch) but still
+    meet the size check and the consumer's handler; a socket that takes none says so."""
+    comm = await connected(await amake_user())
+    await comm.send_to(bytes_data=b"\x01" * (settings.WS_MAX_BINARY_FRAME_BYTES + 1))
+    assert (await comm.receive_json_from())["code"] == "too_large"
+    await comm.send_to(bytes_data=b"\x01\x00")
+    assert (await comm.receive_json_from())["code"] == "unexpected_binary"
+    await assert_usable(comm)
+    await comm.disconnect()
