@@ -18,6 +18,7 @@ from django.conf import settings  # noqa: E402
 import realtime.routing  # noqa: E402
 import videochat.routing  # noqa: E402
 import voice.routing  # noqa: E402
+from realtime.rawsocket import RawSocketMiddleware  # noqa: E402
 
 http_app = django_asgi_app
 if settings.SERVE_STATIC:
@@ -34,8 +35,8 @@ websocket_urlpatterns = [
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        "websocket": RawSocketMiddleware(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

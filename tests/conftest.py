@@ -3,17 +3,20 @@ server processes (daphne) on the test database, WebSocket communicators."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
@@ -151,7 +154,7 @@ def start_asgi_server(
             "--port",
             str(port),
             "--ws",
-            "websockets",
+            "websockets-sansio",
             "--ws-per-message-deflate",
             "false",
             "--log-level",
@@ -202,6 +205,38 @@ def asgi_servers(transactional_db: None) -> Iterator[Callable[..., LiveServer]]:
 @pytest.fixture
 def live_asgi(asgi_servers: Callable[..., LiveServer]) -> LiveServer:
     return asgi_servers()
+
+
+@pytest.fixture
+async def uvicorn_in_loop() -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """`await uvicorn_in_loop(app)` serves an ASGI app with uvicorn (websockets-sansio, as in
+    production) in the test's own event loop, so the test sees the server's in-process state
+    (the voice relay's counters, say); returns the ws:// URL. Stopped after the test."""
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(app: Any) -> str:
+        port = free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,
+            lifespan="off",
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        task = asyncio.get_running_loop().create_task(server.serve())
+        servers.append((server, task))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        return f"ws://127.0.0.1:{port}/"
+
+    yield start
+    for server, task in servers:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
 
 
 # --- Browser tests run last: Playwright's sync API keeps an event loop running in the main

@@ -21,6 +21,7 @@ from accounts.countries import country_name, flag
 from realtime.consumers import BaseConsumer
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now
+from realtime.rawsocket import SCOPE_KEY, RawSocket
 
 from . import selectors, services
 from .keys import channel_group, voice_user_group
@@ -79,6 +80,7 @@ class VoiceConsumer(BaseConsumer):
     has_location = False
     country = ""
     nickname = ""
+    raw_socket: RawSocket | None = None  # the relay writes audio here when the server allows
     _floor_deadline = 0.0
     _floor_packets = 0
     _floor_packet_limit = 0
@@ -87,6 +89,7 @@ class VoiceConsumer(BaseConsumer):
     # --- lifecycle
     async def on_connect(self) -> None:
         assert self.user_id is not None
+        self.raw_socket = self.scope.get(SCOPE_KEY)
         query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
         device_id = (query.get("device") or [""])[0][:64]
         # The peer's address; behind a proxy the server is run with --proxy-headers (daphne

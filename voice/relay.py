@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from django.conf import settings
 
 from realtime.keys import key
+from realtime.rawsocket import RawSocket, Write, binary_frame
 from realtime.redis import get_async_redis
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ SUBSCRIBE_TIMEOUT_SECONDS = 5.0
 
 
 class Listener(Protocol):
-    """A local socket: a Channels consumer qualifies."""
+    """A local socket: a Channels consumer qualifies. One with a `raw_socket`
+    (realtime.rawsocket) gets audio written straight to its transport."""
 
     user_id: int | None
 
@@ -271,6 +273,7 @@ class _Tx:
 @dataclass(eq=False)
 class _Slot:
     listener: Listener
+    raw: RawSocket | None = None
     # Not None while a send to this socket is suspended; packets wait here in order.
     backlog: deque[bytes] | None = None
     task: asyncio.Task[None] | None = None
@@ -279,7 +282,8 @@ class _Slot:
 @dataclass
 class RelayStats:
     delivered: int = 0
-    dropped: int = 0  # backlog full: a socket that cannot keep up
+    raw: int = 0  # of those delivered, written straight to the transport
+    dropped: int = 0  # a socket that cannot keep up (backlog or write buffer full)
     errors: int = 0  # send raised (closed socket, server error)
     unknown_tx: int = 0  # packet whose transmission meta was gone
 
@@ -345,7 +349,8 @@ class Relay:
     # --- local listeners
     async def join(self, channel_id: int, listener: Listener) -> None:
         """Deliver the channel's audio to `listener` from now on (subscribing if first)."""
-        self.listeners.setdefault(channel_id, {}).setdefault(listener, _Slot(listener))
+        slot = _Slot(listener, getattr(listener, "raw_socket", None))
+        self.listeners.setdefault(channel_id, {}).setdefault(listener, slot)
         if channel_id not in self._subscribed:
             # Later joiners wait here too, so nobody returns before the subscription exists.
             async with self._lock:
@@ -626,10 +631,30 @@ class Relay:
 
     # --- local delivery
     def fan_out(self, channel_id: int, packet: bytes, tx: _Tx) -> None:
-        """Write `packet` to every local listener of the channel allowed to hear `tx`."""
-        for slot in list(self.listeners.get(channel_id, {}).values()):
-            if tx.may_hear(slot.listener.user_id):
+        """Write `packet` to every local listener of the channel allowed to hear `tx`:
+        framed once and written to each raw socket, else through the ASGI send."""
+        slots = self.listeners.get(channel_id)
+        if not slots:
+            return
+        frame = None
+        stats = self.stats
+        for slot in list(slots.values()):
+            if not tx.may_hear(slot.listener.user_id):
+                continue
+            raw = slot.raw
+            if raw is None or slot.backlog is not None:
                 self._deliver(slot, packet)
+                continue
+            if frame is None:
+                frame = binary_frame(packet)
+            result = raw.write(frame)
+            if result is Write.SENT:
+                stats.delivered += 1
+                stats.raw += 1
+            elif result is Write.BEHIND:
+                stats.dropped += 1
+            else:
+                stats.errors += 1
 
     def _deliver(self, slot: _Slot, packet: bytes) -> None:
         if slot.backlog is not None:  # a send to this socket is still waiting: keep order

@@ -1,6 +1,8 @@
-"""CBLINE in real Chromium pages against a live daphne process: A holds the big button with
-the fake microphone and B's page plays it; C (another channel) and D (out of range) get
-nothing; busy while someone talks; the listener's page keeps no voice in browser storage."""
+"""CBLINE in real Chromium pages against a live server process (daphne, whose audio goes
+through ASGI send, and uvicorn, whose audio the relay writes straight to the socket): A
+holds the big button with the fake microphone and B's page plays it; C (another channel)
+and D (out of range) get nothing; busy while someone talks; the listener's page keeps no
+voice in browser storage."""
 
 from __future__ import annotations
 
@@ -76,7 +78,13 @@ def stats(page: Any) -> dict[str, Any]:
     return page.evaluate("() => window.cbline.stats")
 
 
-def test_push_to_talk_heard_in_range_only(live_asgi, new_context) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["daphne", "uvicorn"])
+def voice_server(request, asgi_servers):  # type: ignore[no-untyped-def]
+    return asgi_servers(server=request.param)
+
+
+def test_push_to_talk_heard_in_range_only(voice_server, new_context) -> None:  # type: ignore[no-untyped-def]
+    live_asgi = voice_server
     a, b, c, d = (UserFactory() for _ in range(4))
     main = channel_create(creator=a, name="Highway", range_km=50, description="convoy")
     other = channel_create(creator=c, name="Elsewhere")
