@@ -20,6 +20,7 @@ export class LiveSocket extends EventTarget {
     this.binaryHandler = null;
     this.backoff = 500;
     this.closedByUs = false;
+    this.ended = false; // true once the socket will not reconnect by itself
     this.ws = null;
   }
 
@@ -30,6 +31,7 @@ export class LiveSocket extends EventTarget {
 
   connect() {
     this.closedByUs = false;
+    this.ended = false;
     const ws = new WebSocket(wsUrl(this.path, this.params));
     ws.binaryType = "arraybuffer";
     this.ws = ws;
@@ -48,8 +50,9 @@ export class LiveSocket extends EventTarget {
     };
     ws.onclose = (ev) => {
       clearInterval(this.timer);
-      this.dispatchEvent(new CustomEvent("close", { detail: { code: ev.code } }));
-      if (this.closedByUs || !this.reconnect || FINAL_CLOSE_CODES.has(ev.code)) return;
+      this.ended = this.closedByUs || !this.reconnect || FINAL_CLOSE_CODES.has(ev.code);
+      this.dispatchEvent(new CustomEvent("close", { detail: { code: ev.code, final: this.ended } }));
+      if (this.ended) return;
       setTimeout(() => this.connect(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, 10000);
     };

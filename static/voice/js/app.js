@@ -186,6 +186,8 @@ function start(root) {
     if (switched) {
       player.reset();
       store.clear();
+      // Joining is a click: set up the capture graph now, not on the first press.
+      Capture.warmUp().catch(() => {});
     }
     state.pendingJoin = null;
     state.channel = m.channel;
@@ -340,7 +342,11 @@ function start(root) {
   function setStatus() {
     let st = "idle";
     let text = state.channel ? "Channel is quiet" : "";
-    if (!socket.open) { st = "offline"; text = "Reconnecting…"; }
+    if (!socket.open) {
+      st = "offline";
+      // After a logout elsewhere (or a refused connection) nothing will reconnect by itself.
+      text = socket.ended ? "Disconnected. Reload the page to connect again." : "Reconnecting…";
+    }
     else if (talk.active) { st = "me"; text = "You are talking"; }
     else if (state.talker) { st = "talking"; text = `${state.talker.nickname} is talking`; }
     ui.status.dataset.state = st;
