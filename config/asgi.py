@@ -1,7 +1,6 @@
 """ASGI entry point for daphne or uvicorn: HTTP to Django, WebSockets to the products'
 consumers behind the origin check and session authentication."""
 
-import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
@@ -18,6 +17,7 @@ from django.conf import settings  # noqa: E402
 import realtime.routing  # noqa: E402
 import videochat.routing  # noqa: E402
 import voice.routing  # noqa: E402
+from config import gc_policy  # noqa: E402
 from realtime.rawsocket import RawSocketMiddleware  # noqa: E402
 
 http_app = django_asgi_app
@@ -32,7 +32,7 @@ websocket_urlpatterns = [
     *videochat.routing.websocket_urlpatterns,
 ]
 
-application = ProtocolTypeRouter(
+router = ProtocolTypeRouter(
     {
         "http": http_app,
         "websocket": RawSocketMiddleware(
@@ -41,8 +41,11 @@ application = ProtocolTypeRouter(
     }
 )
 
-# Everything made while importing (Django, the URL conf, every module) lives as long as the
-# process: keep full garbage collections from walking it again and again. Measured with
-# 1,500 sockets a process (benchmarks/ptt_fanout.py): gen2 pauses of 80-160 ms, the audio
-# latency tail.
-gc.freeze()
+
+async def application(scope, receive, send):  # type: ignore[no-untyped-def]
+    gc_policy.start_in_loop()
+    return await router(scope, receive, send)
+
+
+# Last, so that everything made while importing is frozen (see config/gc_policy.py).
+gc_policy.install(settings.ASGI_GC_FULL_SECONDS, settings.ASGI_GC_MAX_DEFER_SECONDS)

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.conf import settings
 
+from config import gc_policy
 from realtime.keys import key
 from realtime.rawsocket import RawSocket, Write, binary_frame
 from realtime.redis import get_async_redis
@@ -263,6 +264,7 @@ class _Tx:
     talker_id: int
     recipients: frozenset[int] | None  # None = everyone in the channel
     expires_at: float
+    live: bool = True  # until its end message
 
     def may_hear(self, user_id: int | None) -> bool:
         if user_id is None or user_id == self.talker_id:
@@ -372,6 +374,12 @@ class Relay:
                 if channel_id not in self.listeners and channel_id in self._subscribed:
                     self._subscribed.discard(channel_id)
                     await self._unsubscribe(channel_id)
+
+    def gc_should_wait(self) -> bool:
+        """A full collection stops the event loop for up to ~100 ms: not while someone
+        whose audio passes through this process is talking (config/gc_policy.py)."""
+        now = time.monotonic()
+        return any(tx.live and tx.expires_at > now for tx in self._txs.values())
 
     def local_listener_count(self, channel_id: int) -> int:
         return len(self.listeners.get(channel_id, ()))
@@ -606,6 +614,7 @@ class Relay:
         elif msg["e"] == "end":
             tx = self._txs.get(int(msg["tx"]))
             if tx is not None:
+                tx.live = False
                 tx.expires_at = min(tx.expires_at, now + ENDED_TX_GRACE_SECONDS)
 
     def _prune(self, now: float) -> None:
@@ -740,6 +749,7 @@ def get_relay() -> Relay:
     relay = _relays.get(loop)
     if relay is None:
         relay = _relays[loop] = Relay()
+        gc_policy.defer_while(relay)
     return relay
 
 

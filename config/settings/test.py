@@ -25,6 +25,8 @@ from .base import CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS  # noqa: E402
 CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = REDIS_KEY_PREFIX + "asgi"
 CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX + "celery:"
 CELERY_TASK_ALWAYS_EAGER = True
+# The test process imports the ASGI app too: keep CPython's own collection schedule there.
+ASGI_GC_FULL_SECONDS = env.float("ASGI_GC_FULL_SECONDS", default=0.0)
 
 # A server process started by a test connects straight to the test database.
 _test_db = env("DJANGO_TEST_DB_NAME", default="")

@@ -86,6 +86,16 @@ async def test_one_relay_per_event_loop(relay: Relay) -> None:
     assert get_relay() is relay
 
 
+async def test_a_live_transmission_holds_off_scheduled_full_collections(relay: Relay) -> None:
+    """config/gc_policy.py waits for a quiet moment while audio passes through this process."""
+    await relay.join(12, Socket(1))
+    assert not relay.gc_should_wait()
+    await relay.transmission_start(12, 601, talker_id=2, recipients=None)
+    await until(relay.gc_should_wait)
+    await relay.transmission_end(12, 601)
+    await until(lambda: not relay.gc_should_wait())
+
+
 async def test_listeners_get_the_bytes_unchanged_and_the_talker_gets_nothing(relay: Relay) -> None:
     alice, bob, talker = Socket(1), Socket(2), Socket(3)
     for s in (alice, bob, talker):
