@@ -51,6 +51,7 @@ from .schemas import (
     ModKick,
     ModMute,
     ModOk,
+    ModUnmute,
     PacketHeader,
     ReleaseReason,
     TxFetch,
@@ -345,6 +346,9 @@ class VoiceConsumer(BaseConsumer):
     async def on_mod_mute(self, msg: ModMute) -> None:
         await self._moderate("mute", msg.user_id, msg.minutes)
 
+    async def on_mod_unmute(self, msg: ModUnmute) -> None:
+        await self._moderate("unmute", msg.user_id, 0)
+
     async def on_mod_kick(self, msg: ModKick) -> None:
         await self._moderate("kick", msg.user_id, 0)
 
@@ -387,9 +391,9 @@ class VoiceConsumer(BaseConsumer):
         if channel is None or channel.pk != event["channel_id"]:
             return
         await self.send_model(Moderated(action=event["action"], until=event["until"]))
-        if self.floor is not None:
+        if self.floor is not None and event["action"] != "unmuted":
             await self._end_floor("moderated")
-        if event["action"] == "muted":
+        if event["action"] in ("muted", "unmuted"):
             await self._announce("voice.member.updated", await self._describe_me(channel))
         else:
             await self._leave_channel("moderated")

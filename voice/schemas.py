@@ -60,6 +60,11 @@ class ModMute(Inbound):
     minutes: Minutes = 0
 
 
+class ModUnmute(Inbound):
+    type: Literal["mod.unmute"]
+    user_id: UserId
+
+
 class ModKick(Inbound):
     type: Literal["mod.kick"]
     user_id: UserId
@@ -80,6 +85,7 @@ VoiceInbound = Annotated[
     | FloorRelease
     | TxFetch
     | ModMute
+    | ModUnmute
     | ModKick
     | ModBan,
     Field(discriminator="type"),
@@ -218,13 +224,13 @@ class TxReplayEnd(Outbound):
 
 class ModOk(Outbound):
     type: Literal["mod.ok"] = "mod.ok"
-    action: Literal["muted", "kicked", "banned"]
+    action: Literal["muted", "unmuted", "kicked", "banned"]
     user_id: int
 
 
 class Moderated(Outbound):
     type: Literal["moderated"] = "moderated"
-    action: Literal["muted", "kicked", "banned"]
+    action: Literal["muted", "unmuted", "kicked", "banned"]
     until: int | None  # ms since epoch; None = forever (or a kick)
 
 

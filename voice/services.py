@@ -107,20 +107,20 @@ def channel_join(*, channel_id: int, user: User, password: str | None) -> Channe
 
 @dataclass(frozen=True)
 class Moderation:
-    action: str  # muted | kicked | banned
+    action: str  # muted | unmuted | kicked | banned
     until: dt.datetime | None
 
 
-_ACTIONS = {"mute": "muted", "kick": "kicked", "ban": "banned"}
+_ACTIONS = {"mute": "muted", "unmute": "unmuted", "kick": "kicked", "ban": "banned"}
 
 
 @transaction.atomic
 def channel_member_moderate(
     *, channel_id: int, moderator: User, target_id: int, action: str, minutes: int = 0
 ) -> Moderation:
-    """Mute, kick or ban a member. Kick and ban take the membership away (a protected channel
-    wants its password again). The target's own sockets hear of it through their voice group
-    and act (leave, drop the floor, re-announce themselves as muted): one event, not one per
+    """Mute, unmute, kick or ban a member. Kick and ban take the membership away (a protected
+    channel wants its password again). The target's own sockets hear of it through their voice
+    group and act (leave, drop the floor, re-announce themselves (un)muted): one event, not one per
     listener."""
     if action not in _ACTIONS:
         raise ServiceError("invalid", "unknown moderation action")
@@ -141,11 +141,15 @@ def channel_member_moderate(
             kind=SanctionKind.MUTE if action == "mute" else SanctionKind.BAN,
             defaults={"until": until, "created_by": moderator},
         )
+    if action == "unmute":
+        ChannelSanction.objects.filter(
+            channel=channel, user_id=target_id, kind=SanctionKind.MUTE
+        ).delete()
     if action in ("kick", "ban"):
         ChannelMembership.objects.filter(channel=channel, user_id=target_id).delete()
         if action == "ban":
             channel.moderators.remove(target_id)
-    result = Moderation(action=_ACTIONS[action], until=until if action != "kick" else None)
+    result = Moderation(action=_ACTIONS[action], until=until if action in ("mute", "ban") else None)
     send_on_commit(
         keys.voice_user_group(target_id),
         {

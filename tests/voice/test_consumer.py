@@ -312,6 +312,17 @@ async def test_mute_stops_talking_but_not_listening(amake_user, make_channel):
     tx_a = await take_floor(ca)
     await ca.send_to(bytes_data=packet(tx_a))
     assert len(await binaries(cb)) == 1
+    await ca.send_json_to({"type": "floor.release", "tx_id": tx_a})
+    await expect(cb, "floor.released")
+
+    # A moderator lifts the mute: B is told, everyone sees it, and B may talk again.
+    await ca.send_json_to({"type": "mod.unmute", "user_id": b.pk})
+    assert (await expect(ca, "mod.ok"))["action"] == "unmuted"
+    unmuted = await expect(cb, "moderated")
+    assert unmuted == {"type": "moderated", "action": "unmuted", "until": None}
+    updated = await expect(ca, "member.updated")
+    assert updated["member"]["user_id"] == b.pk and updated["member"]["muted"] is False
+    assert await take_floor(cb)
     await ca.disconnect()
     await cb.disconnect()
 
@@ -352,6 +363,8 @@ async def test_only_moderators_moderate(amake_user, make_channel):
     await cb.send_json_to({"type": "mod.kick", "user_id": c.pk})
     await expect_error(cb, "forbidden")
     await cb.send_json_to({"type": "mod.ban", "user_id": a.pk})
+    await expect_error(cb, "forbidden")
+    await cb.send_json_to({"type": "mod.unmute", "user_id": c.pk})
     await expect_error(cb, "forbidden")
     assert await frames(cc) == [] and await frames(ca) == []
     for comm in (ca, cb, cc):

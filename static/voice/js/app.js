@@ -105,6 +105,7 @@ function start(root) {
   });
   socket.on("moderated", (m) => {
     const until = m.until ? ` until ${new Date(m.until).toLocaleString()}` : "";
+    if (m.action === "unmuted") { toast("A moderator unmuted you: you can talk again.", "info"); return; }
     toast(`A moderator ${m.action} you${m.action === "kicked" ? "" : until}.`);
     if (m.action === "muted" && talk.active) talk.abort();
   });
@@ -296,11 +297,14 @@ function start(root) {
         el("span", { class: "cb-flag", title: m.country_name || "Country unknown" }, m.flag || "🏳️"), text);
       if (state.me?.is_moderator && !me) {
         const mod = el("span", { class: "cb-mod" });
-        for (const [type, label, cls] of [["mod.mute", "Mute", ""], ["mod.kick", "Kick", ""], ["mod.ban", "Ban", "danger"]]) {
+        const actions = [m.muted ? ["mod.unmute", "Unmute", ""] : ["mod.mute", "Mute", ""],
+          ["mod.kick", "Kick", ""], ["mod.ban", "Ban", "danger"]];
+        for (const [type, label, cls] of actions) {
           const b = el("button", { type: "button", class: cls, title: `${label} ${m.nickname}` }, label);
           b.addEventListener("click", () => {
-            if (type !== "mod.mute" && !confirm(`${label} ${m.nickname}?`)) return;
-            socket.send(type === "mod.kick" ? { type, user_id: m.user_id } : { type, user_id: m.user_id, minutes: 0 });
+            if ((type === "mod.kick" || type === "mod.ban") && !confirm(`${label} ${m.nickname}?`)) return;
+            const timed = type === "mod.mute" || type === "mod.ban";
+            socket.send(timed ? { type, user_id: m.user_id, minutes: 0 } : { type, user_id: m.user_id });
           });
           mod.append(b);
         }
