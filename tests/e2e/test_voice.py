@@ -192,3 +192,31 @@ def test_protected_channel_create_and_join_with_password(live_asgi, new_context)
     )
     for page in (po, pg):
         assert page.errors == []
+
+
+def test_moderator_mutes_and_unmutes_a_member(live_asgi, new_context) -> None:  # type: ignore[no-untyped-def]
+    owner, member = UserFactory(), UserFactory()
+    channel = channel_create(creator=owner, name="Dispatch")
+    po = open_cbline(new_context, live_asgi, owner)
+    pm = open_cbline(new_context, live_asgi, member)
+    enter(po, channel)
+    enter(pm, channel)
+    wait(po, "() => window.cbline.state.members.length === 2")
+    row = po.locator(f"[data-testid=cb-members] li[data-user-id='{member.pk}']")
+    toast = "document.querySelector('[data-cb-toast]').textContent"
+
+    row.get_by_role("button", name="Mute").click()
+    wait(pm, f"() => {toast}.includes('muted you')")
+    row.locator(".cb-tag.muted").wait_for()
+    # Pressing while muted is refused by the server, and the page says why.
+    pm.get_by_test_id("cb-ptt").hover()
+    pm.mouse.down()
+    wait(pm, f"() => {toast}.includes('moderator muted you in this channel')")
+    pm.mouse.up()
+
+    row.get_by_role("button", name="Unmute").click()
+    wait(pm, f"() => {toast}.includes('talk again')")
+    row.locator(".cb-tag.muted").wait_for(state="detached")
+    assert row.get_by_role("button", name="Mute").is_visible()
+    for page in (po, pm):
+        assert page.errors == []
