@@ -59,3 +59,18 @@ def user_by_email(email: str) -> User | None:
 
 def birth_date_missing(user: User) -> bool:
     return profile_of(user).birth_date is None
+
+
+# Uploaded files by folder, and who may read them. Photos are shown to other signed-in users
+# (profile pages, the nav bar); report frames and ban images are evidence for staff only.
+# A folder not listed here is staff-only too.
+MEDIA_FOR_SIGNED_IN = ("profiles/",)
+
+
+def media_readable_by(user: User, name: str) -> bool:
+    """May `user` (possibly anonymous) read the uploaded file stored as `name`?"""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_staff:
+        return True
+    return name.startswith(MEDIA_FOR_SIGNED_IN)

@@ -2,15 +2,15 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 
+from accounts.views import media_file
+
 urlpatterns: list[URLPattern | URLResolver] = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("cbline/", include("voice.urls")),
     path("videochat/", include("videochat.urls")),
+    # Uploaded files go through a permission check in every environment (evidence attached
+    # to reports and bans is for staff only).
+    path(settings.MEDIA_URL.lstrip("/") + "<path:name>", media_file, name="media"),
 ]
-
-if settings.DEBUG:
-    from django.conf.urls.static import static
-
-    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -228,6 +228,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = env("DJANGO_MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
+# Behind nginx: the internal location that serves MEDIA_ROOT (e.g. "/protected-media/"); the
+# app checks who may read a file and nginx sends it. Empty: the app sends the file itself.
+MEDIA_X_ACCEL_REDIRECT = env("MEDIA_X_ACCEL_REDIRECT", default="")
 # Serve /static/ from the ASGI app (local runs and tests); production uses the proxy.
 SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
