@@ -87,4 +87,7 @@ async def _full_collections(interval: float) -> None:
         started = time.perf_counter()
         freed = gc.collect()
         ms = (time.perf_counter() - started) * 1e3
-        log.info("scheduled full gc: %d unreachable, %.1f ms", freed, ms)
+        # Operators want to hear of pauses long enough to matter, not of every collection.
+        (log.info if ms > 50 else log.debug)(
+            "scheduled full gc: %d unreachable, %.1f ms", freed, ms
+        )

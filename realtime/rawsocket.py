@@ -20,6 +20,9 @@ from typing import Any, Protocol
 from channels.middleware import BaseMiddleware
 
 SCOPE_KEY = "raw_socket"
+# Raw writes are for real-time data: past this much unsent (a few seconds of voice), more
+# would only arrive too late to be played, so the frame is refused for this socket.
+MAX_BUFFERED_BYTES = 16 * 1024
 
 
 class Write(enum.Enum):
@@ -64,9 +67,10 @@ class _UvicornSansIO:
             or self.transport.is_closing()
         ):
             return Write.CLOSED
-        # uvicorn clears `writable` when the transport pauses writing: a listener that
-        # cannot keep up with real time loses packets instead of growing our memory.
-        if not p.writable.is_set():
+        # A listener that cannot keep up with real time loses packets instead of hearing
+        # them late and growing our memory (uvicorn also clears `writable` when the
+        # transport pauses writing).
+        if not p.writable.is_set() or self.transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
             return Write.BEHIND
         self.transport.write(frame)
         return Write.SENT
