@@ -5,7 +5,10 @@ prefix, and drives them with real WebSocket clients (the `websockets` library, m
 per client process, several client processes) speaking docs/protocols/cbline.md: listeners
 join a channel, a talker takes the floor and sends 40 ms packets of 120 bytes whose header's
 capture-time field carries the send time (`time.time()*1000`); each listener computes
-receive - stamp on the same clock.
+receive - stamp on the same clock. Every talker of a step presses at the same instant; the
+time to each grant is reported on its own (grant p50/p99), and all talk together from
+`--press-seconds` later, each at its own phase within the first packet, so the audio latency
+is that of steady talk.
 
 Scenarios (see benchmarks/README.md):
   a  one talker, N listeners in one channel, split over the two server processes
@@ -25,6 +28,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -252,23 +256,30 @@ async def client_main() -> None:
             return type(exc).__name__
         return None if joined["type"] == "channel.joined" else f"join:{joined.get('code')}"
 
-    async def talk(sock: Sock, t0: float, seconds: float, packet_ms: float) -> tuple[int, str]:
+    async def talk(
+        sock: Sock, t0: float, t1: float, seconds: float, packet_ms: float
+    ) -> tuple[int, str, float]:
+        """Press at t0 (every talker at once), talk from t1 (or from the grant if later)."""
         await asyncio.sleep(max(0.0, t0 - time.time()))
+        pressed = time.time()
         granted = await request(
             sock, {"type": "floor.request", "mode": "webcodecs"}, "floor.granted"
         )
+        grant_ms = (time.time() - pressed) * 1000
         if granted["type"] != "floor.granted":
-            return 0, f"floor:{granted.get('code')}"
-        tx_id, start, seq = granted["tx_id"], time.time(), 0
+            return 0, f"floor:{granted.get('code')}", grant_ms
         step = packet_ms / 1000
-        while (due := start + seq * step) < t0 + seconds:
+        # Independent talkers are not in phase: each starts somewhere in the first packet.
+        await asyncio.sleep(max(0.0, t1 + random.random() * step - time.time()))
+        tx_id, start, seq = granted["tx_id"], time.time(), 0
+        while (due := start + seq * step) < t1 + seconds:
             delay = due - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             await sock.ws.send(HEADER.pack(1, 0, seq & 0xFFFF, tx_id, time.time() * 1000) + PAYLOAD)
             seq += 1
         await sock.ws.send(json.dumps({"type": "floor.release", "tx_id": tx_id}))
-        return seq, ""
+        return seq, "", grant_ms
 
     async def heartbeat() -> None:
         """A ping per socket every 30 s, as the page sends: the server counts a socket whose
@@ -309,26 +320,37 @@ async def client_main() -> None:
             cpu0 = time.process_time()
             active = set(cmd["active"])
             talkers = [s for s in socks if s.talker and s.channel in active]
-            t0, seconds = cmd["t0"], cmd["seconds"]
+            t0, t1, seconds = cmd["t0"], cmd["t1"], cmd["seconds"]
             state.counting = True
             outcome = await asyncio.gather(
-                *(talk(s, t0, seconds, cmd["packet_ms"]) for s in talkers), return_exceptions=True
+                *(talk(s, t0, t1, seconds, cmd["packet_ms"]) for s in talkers),
+                return_exceptions=True,
             )
-            await asyncio.sleep(max(0.0, t0 + seconds + cmd["drain"] - time.time()))
+            await asyncio.sleep(max(0.0, t1 + seconds + cmd["drain"] - time.time()))
             state.counting = False
             sent: dict[int, int] = defaultdict(int)
             errors = defaultdict(int)
+            grants: list[float] = []
             for sock, res in zip(talkers, outcome, strict=True):
                 if isinstance(res, BaseException):
                     errors[type(res).__name__] += 1
                 else:
                     sent[sock.channel] += res[0]
+                    grants.append(res[2])
                     if res[1]:
                         errors[res[1]] += 1
             with open(cmd["out"], "wb") as f:
                 state.lat.tofile(f)
             cpu = time.process_time() - cpu0
-            reply({"received": state.received, "sent": sent, "errors": errors, "cpu": cpu})
+            reply(
+                {
+                    "received": state.received,
+                    "sent": sent,
+                    "errors": errors,
+                    "cpu": cpu,
+                    "grants": grants,
+                }
+            )
         elif cmd["cmd"] == "quit":
             break
     gate = asyncio.Semaphore(200)
@@ -464,6 +486,8 @@ class RunResult:
     server_cpu: float  # CPU seconds of all server processes during the run
     client_cpu: float  # and of all client processes
     errors: dict[str, int]
+    grants: list[float]  # ms from each talker's press to its floor.granted
+    wall: float  # seconds the step took, presses included (for CPU %)
 
     @property
     def pct(self) -> float:
@@ -603,8 +627,10 @@ def run_step(
     active: list[int],
     seconds: float,
     packet_ms: float,
+    press_seconds: float,
 ) -> RunResult:
     t0 = time.time() + 1.0
+    t1 = t0 + press_seconds
     cpu0 = target.cpu()
     outs = [VAR / f"bench-lat-{os.getpid()}-{i}.bin" for i in range(len(clients.procs))]
     answers = clients.ask(
@@ -612,6 +638,7 @@ def run_step(
             {
                 "cmd": "run",
                 "t0": t0,
+                "t1": t1,
                 "seconds": seconds,
                 "packet_ms": packet_ms,
                 "active": active,
@@ -622,6 +649,7 @@ def run_step(
         ]
     )
     cpu = target.cpu() - cpu0
+    wall = time.time() - t0 + 1.0
     lat = array("d")
     for out in outs:
         lat.frombytes(out.read_bytes())
@@ -644,6 +672,8 @@ def run_step(
         server_cpu=cpu,
         client_cpu=sum(a["cpu"] for a in answers),
         errors=dict(errors),
+        grants=sorted(g for a in answers for g in a["grants"]),
+        wall=wall,
     )
 
 
@@ -663,6 +693,8 @@ RESULT_HEADERS = [
     "server CPU %",
     "client CPU %",
     "ok",
+    "grant p50 ms",
+    "grant p99 ms",
 ]
 
 
@@ -680,9 +712,11 @@ def result_row(target: Target, r: RunResult) -> list[object]:
         r.p(50),
         r.p(99),
         r.lat[-1] if r.lat else float("nan"),
-        100 * r.server_cpu / (r.seconds + DRAIN_SECONDS + 1),
-        100 * r.client_cpu / (r.seconds + DRAIN_SECONDS + 1),
+        100 * r.server_cpu / r.wall,
+        100 * r.client_cpu / r.wall,
         "yes" if r.ok else "NO",
+        percentile(r.grants, 50),
+        percentile(r.grants, 99),
     ]
 
 
@@ -710,7 +744,9 @@ def scenario_fixed(
                 f"{quiet:.1f} s more with the join announcements before the measurement"
             )
             active = [fx.channel_ids[c] for c in range(len(lay.groups))]
-            r = run_step(target, clients, listeners, active, args.seconds, args.packet_ms)
+            r = run_step(
+                target, clients, listeners, active, args.seconds, args.packet_ms, args.press_seconds
+            )
             if r.errors:
                 notes.append(f"{kind}: talker errors: {r.errors}")
             rows.append(result_row(target, r))
@@ -742,7 +778,15 @@ def scenario_saturation(
             best[kind] = 0.0
             for k in args.sat_steps:
                 active = [fx.channel_ids[c] for c in range(k)]
-                r = run_step(target, clients, listeners, active, args.sat_seconds, args.packet_ms)
+                r = run_step(
+                    target,
+                    clients,
+                    listeners,
+                    active,
+                    args.sat_seconds,
+                    args.packet_ms,
+                    args.press_seconds,
+                )
                 offered = sum(listeners[c] for c in active) * 1000 / args.packet_ms
                 rows.append(
                     [*result_row(target, r)[:3], k, round(offered), *result_row(target, r)[7:]]
@@ -800,6 +844,14 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=5, help="scenario b")
     parser.add_argument("--seconds", type=float, default=20.0, help="scenarios a and b")
     parser.add_argument("--packet-ms", type=float, default=40.0)
+    parser.add_argument(
+        "--press-seconds",
+        type=float,
+        default=3.0,
+        help="every talker presses at once, then all talk together this long after: the "
+        "grant time is reported on its own and the audio latency is that of steady talk "
+        "(0: talk from one's own grant, the presses' work inside the measurement)",
+    )
     parser.add_argument("--sat-members", type=int, default=100, help="scenario c: per channel")
     parser.add_argument("--sat-steps", default="5,10,15,20,25,30", help="scenario c: channels")
     parser.add_argument("--sat-seconds", type=float, default=8.0)
