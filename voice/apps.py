@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class VoiceConfig(AppConfig):
     name = "voice"
     verbose_name = "CBLINE"
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401  (connects the receivers)

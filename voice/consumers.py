@@ -82,6 +82,8 @@ class VoiceConsumer(BaseConsumer):
     country = ""
     nickname = ""
     raw_socket: RawSocket | None = None  # the relay writes audio here when the server allows
+    # (version, kind -> end ms or None) of the user's sanctions in the current channel.
+    _sanctions: tuple[bytes | None, dict[str, int | None]] | None = None
     _floor_deadline = 0.0
     _floor_packets = 0
     _floor_packet_limit = 0
@@ -119,6 +121,7 @@ class VoiceConsumer(BaseConsumer):
         )
         if self.channel is not None:
             await self._leave_channel("released")
+        self._sanctions = None
         uid = self._uid
         # Group and relay first, then the snapshot: nothing said meanwhile is missed.
         await self.join(channel_group(channel.pk))
@@ -209,9 +212,7 @@ class VoiceConsumer(BaseConsumer):
         channel = self._require_channel()
         if self.floor is not None:
             raise ServiceError("already_talking", "you hold the floor already")
-        # Checked on every request, not only at join: staff may ban or mute in the admin
-        # while the user is connected.
-        sanctions = await db(selectors.sanctions_active)(channel.pk, self._uid)
+        sanctions = await self._active_sanctions(channel.pk)
         if SanctionKind.BAN in sanctions:
             raise NotAllowed("you are banned from this channel", code="banned")
         if SanctionKind.MUTE in sanctions:
@@ -261,6 +262,18 @@ class VoiceConsumer(BaseConsumer):
                 "mode": floor.mode,
             },
         )
+
+    async def _active_sanctions(self, channel_id: int) -> set[str]:
+        """Checked on every press, not only at join (staff may ban or mute in the admin while
+        the user is connected), from a cache that the user's sanctions version in Redis
+        vouches for: one Redis read instead of a database round trip."""
+        version = await selectors.sanctions_version(self._uid)  # before the database read
+        cached = self._sanctions
+        if cached is None or cached[0] != version:
+            until = await db(selectors.sanctions_until)(channel_id, self._uid)
+            cached = self._sanctions = (version, until)
+        now = services.now_ms()
+        return {kind for kind, end in cached[1].items() if end is None or end > now}
 
     async def on_floor_release(self, msg: FloorRelease) -> None:
         self._require_channel()

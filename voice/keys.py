@@ -43,3 +43,9 @@ def geo_key() -> str:
 def location_key(user_id: int) -> str:
     """Marks a user's GEO entry as live; expires unless the client refreshes it."""
     return key("voice", "loc", user_id)
+
+
+def sanctions_version_key(user_id: int) -> str:
+    """Bumped whenever any of the user's channel sanctions changes (voice/signals.py): a
+    socket's cached sanctions hold while this is unchanged."""
+    return key("voice", "sanctver", user_id)

@@ -49,13 +49,21 @@ def sanction_active(channel_id: int, user_id: int, kind: SanctionKind) -> Channe
     )
 
 
-def sanctions_active(channel_id: int, user_id: int) -> set[str]:
-    """Kinds ("mute", "ban") of the user's sanctions in the channel that have not run out."""
-    return set(
+def sanctions_until(channel_id: int, user_id: int) -> dict[str, int | None]:
+    """Kind ("mute", "ban") -> end in ms since the epoch (None: forever) of the user's
+    sanctions in the channel that have not run out."""
+    rows = (
         ChannelSanction.objects.filter(channel_id=channel_id, user_id=user_id)
         .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
-        .values_list("kind", flat=True)
+        .values_list("kind", "until")
     )
+    return {kind: None if until is None else int(until.timestamp() * 1000) for kind, until in rows}
+
+
+async def sanctions_version(user_id: int) -> bytes | None:
+    """The counter voice/signals.py bumps on every change of the user's sanctions."""
+    version = await get_async_redis().get(keys.sanctions_version_key(user_id))
+    return version.encode() if isinstance(version, str) else version
 
 
 def is_moderator(channel: Channel, user_id: int) -> bool:

@@ -26,7 +26,7 @@ from django.utils import timezone
 from accounts.models import Profile, User
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_on_commit
-from realtime.redis import get_async_redis
+from realtime.redis import get_async_redis, get_redis
 
 from . import keys
 from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
@@ -160,6 +160,17 @@ def channel_member_moderate(
         },
     )
     return result
+
+
+SANCTIONS_VERSION_TTL_SECONDS = 30 * 24 * 3600  # gone: sockets reload, nothing is lost
+
+
+def sanctions_bump(user_id: int) -> None:
+    """Tell every socket of the user that its cached sanctions are stale."""
+    with get_redis().pipeline(transaction=False) as pipe:
+        pipe.incr(keys.sanctions_version_key(user_id))
+        pipe.expire(keys.sanctions_version_key(user_id), SANCTIONS_VERSION_TTL_SECONDS)
+        pipe.execute()
 
 
 # --- identity (the CBLINE nickname and description are the account's profile)
@@ -303,22 +314,34 @@ class Floor:
     mode: str
 
 
+# Take the floor if free, in one round trip: the transmission id (a u32 in the packet
+# header, never 0, hence the wrap) is handed out only to a granted request.
+_TAKE = """
+local holder = redis.call('GET', KEYS[2])
+if holder then return {0, holder} end
+local id = (redis.call('INCR', KEYS[1]) - 1) % 4294967295 + 1
+local value = id .. '|{"tx_id": ' .. id .. ', ' .. string.sub(ARGV[1], 2)
+redis.call('SET', KEYS[2], value, 'PX', ARGV[2])
+return {1, id}
+"""
+
+
 async def floor_take(
     *, channel_id: int, user_id: int, nickname: str, mode: str
 ) -> tuple[Floor | None, dict[str, Any] | None]:
-    """Take the channel's floor atomically (SET NX, so two processes can never both win).
-    Returns (floor, None) when granted, (None, holder) when someone else talks."""
-    r = get_async_redis()
-    # The header carries tx_id as a u32 (never 0): wrap the counter into 1..2**32-1.
-    tx_id = (int(await r.incr(keys.tx_seq_key())) - 1) % (2**32 - 1) + 1
-    floor = Floor(tx_id, user_id, nickname, now_ms(), mode)
-    value = f"{tx_id}|" + json.dumps(floor.__dict__)
+    """Take the channel's floor atomically (one Lua step, so two processes can never both
+    win). Returns (floor, None) when granted, (None, holder) when someone else talks."""
+    started_at = now_ms()
+    about = {"user_id": user_id, "nickname": nickname, "started_at": started_at, "mode": mode}
     # The holder's socket releases at max_ms; the expiry is only the backstop for a process
     # that died holding it, so it runs a little longer.
     expiry_ms = settings.VOICE_MAX_TRANSMISSION_SECONDS * 1000 + 2000
-    if await r.set(keys.floor_key(channel_id), value, nx=True, px=expiry_ms):
-        return floor, None
-    return None, floor_decode(await r.get(keys.floor_key(channel_id)))
+    granted, value = await get_async_redis().eval(
+        _TAKE, 2, keys.tx_seq_key(), keys.floor_key(channel_id), json.dumps(about), expiry_ms
+    )
+    if not granted:
+        return None, floor_decode(value)
+    return Floor(int(value), user_id, nickname, started_at, mode), None
 
 
 async def floor_release(*, channel_id: int, floor: Floor) -> int:

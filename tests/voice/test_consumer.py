@@ -3,11 +3,14 @@ real relay: channels, the floor, audio fan-out, bad input, moderation, identity.
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from tests.conftest import acommunicator
 from tests.voice.helpers import (
@@ -457,3 +460,35 @@ async def test_big_channel_lists_part_of_its_members_and_stops_announcing(
     assert len(await binaries(cb)) == 1 and len(await binaries(cc)) == 1
     for comm in (ca, cb, cc):
         await comm.disconnect()
+
+
+async def test_sanction_changes_reach_a_socket_that_already_pressed(amake_user, make_channel):
+    """Presses read sanctions from the socket's cache: a change made anywhere (here the ORM,
+    as the admin does) must still count at the very next press, and a mute runs out on
+    time with nobody touching it."""
+    a, b = await amake_user(), await amake_user()
+    channel = await make_channel(a)
+    cb = await joined(b, channel)
+    tx = await take_floor(cb)  # primes the cache: no sanctions
+    await cb.send_json_to({"type": "floor.release", "tx_id": tx})
+    await expect(cb, "floor.released")
+
+    ban = await sync_to_async(ChannelSanction.objects.create)(
+        channel=channel, user=b, kind=SanctionKind.BAN
+    )
+    await cb.send_json_to({"type": "floor.request", "mode": "webcodecs"})
+    await expect_error(cb, "banned")
+    await sync_to_async(ban.delete)()
+    tx = await take_floor(cb)
+    await cb.send_json_to({"type": "floor.release", "tx_id": tx})
+    await expect(cb, "floor.released")
+
+    soon = timezone.now() + dt.timedelta(seconds=1)
+    await sync_to_async(ChannelSanction.objects.create)(
+        channel=channel, user=b, kind=SanctionKind.MUTE, until=soon
+    )
+    await cb.send_json_to({"type": "floor.request", "mode": "webcodecs"})
+    await expect_error(cb, "muted")
+    await asyncio.sleep(max(0.0, (soon - timezone.now()).total_seconds()) + 0.1)
+    assert await take_floor(cb)
+    await cb.disconnect()

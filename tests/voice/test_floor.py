@@ -1,0 +1,57 @@
+"""The floor in Redis (voice.services.floor_take/floor_release): one holder per channel,
+a busy request learns who talks and costs no transmission id, ids wrap within a u32 and
+are never 0."""
+
+from __future__ import annotations
+
+import pytest
+
+from realtime.redis import get_async_redis
+from voice import keys, services
+from voice.selectors import floor_holder
+
+
+async def take(channel_id: int, user_id: int):  # type: ignore[no-untyped-def]
+    return await services.floor_take(
+        channel_id=channel_id, user_id=user_id, nickname=f"u{user_id}", mode="webcodecs"
+    )
+
+
+async def test_one_holder_and_the_busy_side_learns_who() -> None:
+    floor, holder = await take(71, 1)
+    assert floor is not None and holder is None
+    assert await floor_holder(71) == {
+        "tx_id": floor.tx_id,
+        "user_id": 1,
+        "nickname": "u1",
+        "started_at": floor.started_at,
+        "mode": "webcodecs",
+    }
+    seq_before = await get_async_redis().get(keys.tx_seq_key())
+    busy, holder = await take(71, 2)
+    assert busy is None and holder is not None and holder["user_id"] == 1
+    assert await get_async_redis().get(keys.tx_seq_key()) == seq_before  # no id spent
+    # Another channel is free meanwhile.
+    other, _ = await take(72, 2)
+    assert other is not None and other.tx_id != floor.tx_id
+
+    await services.floor_release(channel_id=71, floor=floor)
+    again, _ = await take(71, 2)
+    assert again is not None and again.tx_id not in (floor.tx_id, other.tx_id)
+
+
+@pytest.mark.parametrize(
+    ("counter", "expected"), [(2**32 - 2, 2**32 - 1), (2**32 - 1, 1), (2**33 - 2, 1)]
+)
+async def test_ids_wrap_within_a_u32_and_skip_zero(counter: int, expected: int) -> None:
+    await get_async_redis().set(keys.tx_seq_key(), counter)
+    floor, _ = await take(73, 1)
+    assert floor is not None and floor.tx_id == expected
+
+
+async def test_the_floor_expires_as_a_backstop(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.VOICE_MAX_TRANSMISSION_SECONDS = 1
+    floor, _ = await take(74, 1)
+    assert floor is not None
+    ttl = await get_async_redis().pttl(keys.floor_key(74))
+    assert 2000 < ttl <= 3000  # max length + 2 s
