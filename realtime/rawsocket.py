@@ -37,12 +37,21 @@ class RawSocket(Protocol):
 
 def binary_frame(payload: bytes) -> bytes:
     """One unmasked, unfragmented binary message (FIN + opcode 2)."""
+    return _frame(0x82, payload)
+
+
+def text_frame(utf8: bytes) -> bytes:
+    """One unmasked, unfragmented text message (FIN + opcode 1); `utf8` must be UTF-8."""
+    return _frame(0x81, utf8)
+
+
+def _frame(first: int, payload: bytes) -> bytes:
     n = len(payload)
     if n < 126:
-        return b"\x82" + bytes((n,)) + payload
+        return bytes((first, n)) + payload
     if n < 1 << 16:
-        return b"\x82\x7e" + struct.pack("!H", n) + payload
-    return b"\x82\x7f" + struct.pack("!Q", n) + payload
+        return bytes((first, 126)) + struct.pack("!H", n) + payload
+    return bytes((first, 127)) + struct.pack("!Q", n) + payload
 
 
 class _UvicornSansIO:

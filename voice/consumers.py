@@ -2,9 +2,10 @@
 
 Thin: BaseConsumer authenticates, size- and rate-limits and validates every text frame
 against voice.schemas; handlers here authorise, call voice.services / voice.selectors and
-reply. Control events travel through Channels groups; audio never does: it goes through the
-per-process relay (voice.relay), which the floor holder's packets are handed to after a
-check that costs no I/O (the floor is the socket's own state).
+reply. Member and moderation events travel through Channels groups. Audio and the floor's
+announcements (floor.taken, floor.released) never do: they go through the per-process relay
+(voice.relay), which the floor holder's packets are handed to after a check that costs no
+I/O (the floor is the socket's own state).
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ from .schemas import (
     ChannelLeft,
     FloorGranted,
     FloorRelease,
-    FloorReleased,
     FloorRequest,
-    FloorTaken,
     LocationClear,
     LocationOk,
     LocationSet,
@@ -229,6 +228,7 @@ class VoiceConsumer(BaseConsumer):
                 members=await selectors.live_members(channel.pk),
                 range_km=channel.range_km,
             )
+            # Also floor.taken for every other socket in the channel, through the relay.
             await get_relay().transmission_start(
                 channel.pk,
                 floor.tx_id,
@@ -236,6 +236,7 @@ class VoiceConsumer(BaseConsumer):
                 recipients,
                 mode=msg.mode,
                 nickname=floor.nickname,
+                origin=self.channel_name,
             )
         except BaseException:
             await services.floor_release(channel_id=channel.pk, floor=floor)
@@ -249,18 +250,6 @@ class VoiceConsumer(BaseConsumer):
         self._floor_timer = loop.create_task(self._floor_timeout(floor, max_ms / 1000))
         await self.send_model(
             FloorGranted(tx_id=floor.tx_id, max_ms=max_ms, packet_ms=settings.VOICE_PACKET_MS)
-        )
-        await send_now(
-            channel_group(channel.pk),
-            {
-                "type": "voice.floor.taken",
-                "origin": self.channel_name,
-                "tx_id": floor.tx_id,
-                "user_id": floor.user_id,
-                "nickname": floor.nickname,
-                "started_at": floor.started_at,
-                "mode": floor.mode,
-            },
         )
 
     async def _active_sanctions(self, channel_id: int) -> set[str]:
@@ -299,19 +288,10 @@ class VoiceConsumer(BaseConsumer):
             self._floor_timer.cancel()
             self._floor_timer = None
         duration = await services.floor_release(channel_id=channel.pk, floor=floor)
-        try:
-            await get_relay().transmission_end(channel.pk, floor.tx_id)
-        finally:
-            await send_now(
-                channel_group(channel.pk),
-                {
-                    "type": "voice.floor.released",
-                    "tx_id": floor.tx_id,
-                    "user_id": floor.user_id,
-                    "duration_ms": duration,
-                    "reason": reason,
-                },
-            )
+        # floor.released reaches every socket in the channel (this one too) through the relay.
+        await get_relay().transmission_end(
+            channel.pk, floor.tx_id, talker_id=floor.user_id, duration_ms=duration, reason=reason
+        )
 
     # --- audio (hot path: no database, one Redis round trip in the relay)
     async def on_binary(self, data: bytes) -> None:
@@ -380,13 +360,6 @@ class VoiceConsumer(BaseConsumer):
         await self.send_model(ModOk(action=result.action, user_id=target_id))  # type: ignore[arg-type]
 
     # --- group events: only serialise to the socket (or act on this socket's own state)
-    async def voice_floor_taken(self, event: dict[str, Any]) -> None:
-        if event["origin"] != self.channel_name:
-            await self.send_model(FloorTaken(**_without(event, "type", "origin")))
-
-    async def voice_floor_released(self, event: dict[str, Any]) -> None:
-        await self.send_model(FloorReleased(**_without(event, "type")))
-
     async def voice_member_joined(self, event: dict[str, Any]) -> None:
         if event["origin"] != self.channel_name:
             await self.send_model(MemberJoined(member=event["member"]))
@@ -437,7 +410,3 @@ class VoiceConsumer(BaseConsumer):
             channel_group(self.channel.pk),
             {"type": event_type, "origin": self.channel_name, "member": member.model_dump()},
         )
-
-
-def _without(event: dict[str, Any], *names: str) -> dict[str, Any]:
-    return {k: v for k, v in event.items() if k not in names}

@@ -10,7 +10,10 @@ Pub/sub framing: first byte 0x00 = control message (JSON: transmission start/end
 else = the audio packet exactly as the protocol defines it (first byte is its kind, 1 or 2;
 tx_id at offset 4). Control and audio of one channel share one Redis channel, so a process
 always learns who may hear a transmission before its first packet (Redis keeps the order of
-one publisher's messages on one channel).
+one publisher's messages on one channel). The same control messages are the channel's
+floor.taken and floor.released announcements: each process writes them to its own sockets,
+so a press costs O(processes) messages, not one per member, and every listener reads
+floor.taken before the transmission's first packet.
 
 Audio is also kept in Redis for VOICE_AUDIO_TTL_SECONDS (replay for a reconnecting listener),
 never in SQL or on disk.
@@ -40,8 +43,10 @@ from django.conf import settings
 
 from config import gc_policy
 from realtime.keys import key
-from realtime.rawsocket import RawSocket, Write, binary_frame
+from realtime.rawsocket import RawSocket, Write, binary_frame, text_frame
 from realtime.redis import get_async_redis
+
+from .schemas import FloorReleased, FloorTaken, ReleaseReason
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +63,11 @@ SUBSCRIBE_TIMEOUT_SECONDS = 5.0
 
 class Listener(Protocol):
     """A local socket: a Channels consumer qualifies. One with a `raw_socket`
-    (realtime.rawsocket) gets audio written straight to its transport."""
+    (realtime.rawsocket) gets audio written straight to its transport; `channel_name` tells
+    the talker's own socket (which hears floor.granted instead of floor.taken)."""
 
     user_id: int | None
+    channel_name: str
 
     async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None: ...
 
@@ -276,13 +283,16 @@ class _Tx:
 class _Slot:
     listener: Listener
     raw: RawSocket | None = None
-    # Not None while a send to this socket is suspended; packets wait here in order.
-    backlog: deque[bytes] | None = None
+    # Not None while a send to this socket is suspended; frames wait here in order
+    # (bytes: audio, str: an announcement).
+    backlog: deque[bytes | str] | None = None
     task: asyncio.Task[None] | None = None
 
 
 @dataclass
 class RelayStats:
+    """Counts of audio frames (announcements are not counted)."""
+
     delivered: int = 0
     raw: int = 0  # of those delivered, written straight to the transport
     dropped: int = 0  # a socket that cannot keep up (backlog or write buffer full)
@@ -393,13 +403,17 @@ class Relay:
         recipients: set[int] | None,
         *,
         mode: str = "webcodecs",
+        nickname: str = "",
+        origin: str = "",
         **meta: str | int,
     ) -> None:
-        """Announce a transmission and who may hear it, before any of its audio."""
+        """Announce a transmission and who may hear it, before any of its audio: listeners
+        everywhere get floor.taken (except the `origin` socket, the talker's own)."""
         ttl = settings.VOICE_AUDIO_TTL_SECONDS
         started_at = int(time.time() * 1000)
         fields: dict[Any, str | int] = {
             **meta,
+            "nickname": nickname,
             "tx_id": tx_id,
             "channel_id": channel_id,
             "talker_id": talker_id,
@@ -413,6 +427,14 @@ class Relay:
             "ch": channel_id,
             "talker": talker_id,
             "rcpt": None if recipients is None else sorted(recipients),
+            "origin": origin,
+            "say": FloorTaken(
+                tx_id=tx_id,
+                user_id=talker_id,
+                nickname=nickname,
+                started_at=started_at,
+                mode=mode,
+            ).model_dump_json(),
         }
         pipe = get_async_redis().pipeline(transaction=False)
         pipe.hset(tx_key(tx_id), mapping=fields)
@@ -442,17 +464,30 @@ class Relay:
         )
         await (await self._publisher()).call(payload, 3)
 
-    async def transmission_end(self, channel_id: int, tx_id: int) -> None:
-        """Announce the end; stored audio keeps its TTL so it can still be replayed."""
+    async def transmission_end(
+        self,
+        channel_id: int,
+        tx_id: int,
+        *,
+        talker_id: int = 0,
+        duration_ms: int = 0,
+        reason: ReleaseReason = "released",
+    ) -> None:
+        """Announce the end (floor.released to every listener); stored audio keeps its TTL
+        so it can still be replayed."""
         ended_at = int(time.time() * 1000)
         redis = get_async_redis()
         started = await redis.hget(tx_key(tx_id), "started_at")
         pipe = redis.pipeline(transaction=False)
         if started is not None:
             # hset would recreate an expired hash without a TTL; only touch a live one.
-            duration_ms = ended_at - int(started)
-            pipe.hset(tx_key(tx_id), mapping={"ended_at": ended_at, "duration_ms": duration_ms})
-        pipe.publish(pubsub_channel(channel_id), _control_frame({"e": "end", "tx": tx_id}))
+            stored_ms = ended_at - int(started)
+            pipe.hset(tx_key(tx_id), mapping={"ended_at": ended_at, "duration_ms": stored_ms})
+        say = FloorReleased(
+            tx_id=tx_id, user_id=talker_id, duration_ms=duration_ms, reason=reason
+        ).model_dump_json()
+        control = {"e": "end", "tx": tx_id, "say": say}
+        pipe.publish(pubsub_channel(channel_id), _control_frame(control))
         await pipe.execute()
 
     # --- stored transmissions
@@ -563,7 +598,7 @@ class Relay:
         if channel_id is None or not data:
             return  # unsubscribed meanwhile
         if data[0] == CONTROL:
-            self._on_control(json.loads(data[1:]))
+            self._on_control(channel_id, json.loads(data[1:]))
             return
         if len(data) < HEADER_BYTES:
             return
@@ -598,8 +633,11 @@ class Relay:
             return
         self.fan_out(channel_id, data, tx)
 
-    def _on_control(self, msg: dict[str, Any]) -> None:
+    def _on_control(self, channel_id: int, msg: dict[str, Any]) -> None:
         now = time.monotonic()
+        say = msg.get("say")
+        if say:
+            self.announce(channel_id, say, skip=msg.get("origin") or None)
         if msg["e"] == "start":
             rcpt = msg.get("rcpt")
             self._txs[int(msg["tx"])] = _Tx(
@@ -639,6 +677,25 @@ class Relay:
         return tx
 
     # --- local delivery
+    def announce(self, channel_id: int, text: str, *, skip: str | None = None) -> None:
+        """Write a JSON text frame to every local socket of the channel (framed once)."""
+        slots = self.listeners.get(channel_id)
+        if not slots:
+            return
+        frame = None
+        for slot in list(slots.values()):
+            if skip is not None and getattr(slot.listener, "channel_name", None) == skip:
+                continue
+            raw = slot.raw
+            if raw is None or slot.backlog is not None:
+                self._deliver(slot, text)
+                continue
+            if frame is None:
+                frame = text_frame(text.encode())
+            if raw.write(frame) is not Write.SENT:
+                # Control must not be lost like late audio: through the ordinary send.
+                self._deliver(slot, text)
+
     def fan_out(self, channel_id: int, packet: bytes, tx: _Tx) -> None:
         """Write `packet` to every local listener of the channel allowed to hear `tx`:
         framed once and written to each raw socket, else through the ASGI send."""
@@ -665,42 +722,49 @@ class Relay:
             else:
                 stats.errors += 1
 
-    def _deliver(self, slot: _Slot, packet: bytes) -> None:
+    def _deliver(self, slot: _Slot, frame: bytes | str) -> None:
         if slot.backlog is not None:  # a send to this socket is still waiting: keep order
-            if len(slot.backlog) >= MAX_BACKLOG:
+            if isinstance(frame, bytes) and len(slot.backlog) >= MAX_BACKLOG:
                 self.stats.dropped += 1
             else:
-                slot.backlog.append(packet)
+                slot.backlog.append(frame)
             return
-        coro = slot.listener.send(bytes_data=packet)
+        coro = _send(slot.listener, frame)
         try:
             waiting_on = coro.send(None)
         except StopIteration:
-            self.stats.delivered += 1
+            if isinstance(frame, bytes):
+                self.stats.delivered += 1
             return
         except Exception:
-            self.stats.errors += 1
+            self.stats.errors += isinstance(frame, bytes)
             log.debug("voice relay: send failed", exc_info=True)
             return
         # The socket is applying back-pressure: finish this send and the backlog in a task,
         # so that the other listeners are not held up.
         slot.backlog = deque()
-        task = asyncio.get_running_loop().create_task(self._drain(slot, coro, waiting_on))
+        task = asyncio.get_running_loop().create_task(
+            self._drain(slot, coro, waiting_on, isinstance(frame, bytes))
+        )
         slot.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _drain(self, slot: _Slot, coro: Coroutine[Any, Any, Any], waiting_on: Any) -> None:
+    async def _drain(
+        self, slot: _Slot, coro: Coroutine[Any, Any, Any], waiting_on: Any, audio: bool
+    ) -> None:
         try:
             await _Resume(coro, waiting_on)
-            self.stats.delivered += 1
+            self.stats.delivered += audio
             while slot.backlog:
-                await slot.listener.send(bytes_data=slot.backlog.popleft())
-                self.stats.delivered += 1
+                frame = slot.backlog.popleft()
+                audio = isinstance(frame, bytes)
+                await _send(slot.listener, frame)
+                self.stats.delivered += audio
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.stats.errors += 1
+            self.stats.errors += audio
             log.debug("voice relay: send failed", exc_info=True)
         finally:
             slot.backlog = None
@@ -722,6 +786,12 @@ class Relay:
         self.listeners.clear()
         self._names.clear()
         self._subscribed.clear()
+
+
+def _send(listener: Listener, frame: bytes | str) -> Coroutine[Any, Any, None]:
+    if isinstance(frame, str):
+        return listener.send(text_data=frame)  # type: ignore[return-value]
+    return listener.send(bytes_data=frame)  # type: ignore[return-value]
 
 
 def _control_frame(payload: dict[str, Any]) -> bytes:

@@ -48,6 +48,8 @@ async def test_listeners_get_audio_written_straight_to_their_sockets(
     before = get_relay().stats.raw
 
     tx = await talker.take()
+    for c in listeners:  # announced through the relay, as a raw text frame
+        assert (await c.expect("floor.taken"))["tx_id"] == tx
     sent = [packet(tx, i, last=i == 4) for i in range(5)]
     for p in sent:
         await talker.ws.send(p)
@@ -56,7 +58,7 @@ async def test_listeners_get_audio_written_straight_to_their_sockets(
     assert await talker.binaries(timeout=0.2) == []  # a talker does not hear itself
     assert get_relay().stats.raw - before == len(sent) * len(listeners)
 
-    # Control frames still take the ASGI path, interleaved whole with the audio.
+    # Announcements are framed once and written raw too, interleaved whole with the audio.
     await talker.send(type="floor.release", tx_id=tx)
     for c in listeners:
         assert (await c.expect("floor.released"))["tx_id"] == tx

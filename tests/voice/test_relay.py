@@ -4,6 +4,7 @@ replay, isolation of broken sockets, reconnection, and packets crossing processe
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import struct
 import subprocess
@@ -12,6 +13,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,15 +42,24 @@ def packet(
 
 
 class Socket:
-    """Stands in for a listener's WebSocket: records the binary frames written to it."""
+    """Stands in for a listener's WebSocket: records the binary frames (audio) and the text
+    frames (floor announcements) written to it."""
 
     def __init__(self, user_id: int) -> None:
         self.user_id = user_id
+        self.channel_name = f"test.socket.{user_id}"
         self.frames: list[bytes] = []
+        self.texts: list[dict[str, Any]] = []
+        self.order: list[str] = []  # "audio" or the text frame's type, as they came
 
     async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is not None:
+            self.texts.append(json.loads(text_data))
+            self.order.append(self.texts[-1]["type"])
+            return
         assert bytes_data is not None
         self.frames.append(bytes_data)
+        self.order.append("audio")
 
 
 class BrokenSocket(Socket):
@@ -94,6 +105,39 @@ async def test_a_live_transmission_holds_off_scheduled_full_collections(relay: R
     await until(relay.gc_should_wait)
     await relay.transmission_end(12, 601)
     await until(lambda: not relay.gc_should_wait())
+
+
+async def test_floor_announcements_reach_every_local_socket_but_the_talkers_own(
+    relay: Relay,
+) -> None:
+    talker, other_tab, near, far = Socket(3), Socket(3), Socket(4), Socket(5)
+    other_tab.channel_name = "test.socket.3-second-tab"
+    for s in (talker, other_tab, near, far):
+        await relay.join(30, s)
+    await relay.transmission_start(
+        30, 701, talker_id=3, recipients={4}, nickname="Ann", origin=talker.channel_name
+    )
+    await relay.audio(30, 701, packet(701, 0))
+    await until(lambda: len(near.frames) == 1)
+    taken = near.texts[0]
+    assert taken["type"] == "floor.taken" and taken["tx_id"] == 701
+    assert taken["user_id"] == 3 and taken["nickname"] == "Ann" and taken["mode"] == "webcodecs"
+    assert near.order == ["floor.taken", "audio"]  # who talks, before what they say
+    # Out of range: told who talks, hears nothing. The talker's own socket is told nothing
+    # (it got floor.granted); the same user's other tab is told like everyone else.
+    assert far.texts == [taken] and far.frames == []
+    assert other_tab.texts == [taken] and talker.texts == []
+
+    await relay.transmission_end(30, 701, talker_id=3, duration_ms=1234, reason="timeout")
+    released = {
+        "type": "floor.released",
+        "tx_id": 701,
+        "user_id": 3,
+        "duration_ms": 1234,
+        "reason": "timeout",
+    }
+    await until(lambda: all(s.texts[-1:] == [released] for s in (talker, other_tab, near, far)))
+    assert relay.stats.delivered == 1  # the counters are audio's
 
 
 async def test_listeners_get_the_bytes_unchanged_and_the_talker_gets_nothing(relay: Relay) -> None:
