@@ -261,8 +261,7 @@ class VoiceConsumer(BaseConsumer):
         if cached is None or cached[0] != version:
             until = await db(selectors.sanctions_until)(channel_id, self._uid)
             cached = self._sanctions = (version, until)
-        now = services.now_ms()
-        return {kind for kind, end in cached[1].items() if end is None or end > now}
+        return selectors.sanctions_in_force(cached[1], services.now_ms())
 
     async def on_floor_release(self, msg: FloorRelease) -> None:
         self._require_channel()

@@ -60,6 +60,12 @@ def sanctions_until(channel_id: int, user_id: int) -> dict[str, int | None]:
     return {kind: None if until is None else int(until.timestamp() * 1000) for kind, until in rows}
 
 
+def sanctions_in_force(until: dict[str, int | None], now_ms: int) -> set[str]:
+    """Of `sanctions_until`'s answer, the kinds still running at `now_ms` (a cached answer
+    goes on being right as mutes and bans run out)."""
+    return {kind for kind, end in until.items() if end is None or end > now_ms}
+
+
 async def sanctions_version(user_id: int) -> bytes | None:
     """The counter voice/signals.py bumps on every change of the user's sanctions."""
     version = await get_async_redis().get(keys.sanctions_version_key(user_id))

@@ -142,9 +142,11 @@ def channel_member_moderate(
             defaults={"until": until, "created_by": moderator},
         )
     if action == "unmute":
-        ChannelSanction.objects.filter(
+        deleted, _ = ChannelSanction.objects.filter(
             channel=channel, user_id=target_id, kind=SanctionKind.MUTE
         ).delete()
+        if not deleted:
+            raise ServiceError("not_muted", "that member is not muted")
     if action in ("kick", "ban"):
         ChannelMembership.objects.filter(channel=channel, user_id=target_id).delete()
         if action == "ban":

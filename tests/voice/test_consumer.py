@@ -369,6 +369,10 @@ async def test_only_moderators_moderate(amake_user, make_channel):
     await expect_error(cb, "forbidden")
     await cb.send_json_to({"type": "mod.unmute", "user_id": c.pk})
     await expect_error(cb, "forbidden")
+    await ca.send_json_to(
+        {"type": "mod.unmute", "user_id": c.pk}
+    )  # a moderator, but c is not muted
+    await expect_error(ca, "not_muted")
     assert await frames(cc) == [] and await frames(ca) == []
     for comm in (ca, cb, cc):
         await comm.disconnect()

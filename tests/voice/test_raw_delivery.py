@@ -5,12 +5,8 @@ and the listener reads the talker's bytes unchanged."""
 from __future__ import annotations
 
 import pytest
-from asgiref.sync import sync_to_async
-from django.conf import settings
-from websockets.asyncio.client import connect
 
 from config.asgi import application
-from tests.conftest import session_cookie_for
 from tests.voice.helpers import packet
 from tests.voice.test_processes import Client
 from voice.relay import get_relay
@@ -24,25 +20,14 @@ class Server:
         self.url = self.ws_url.replace("ws://", "http://")
 
 
-async def open_client(server: Server, user) -> Client:  # type: ignore[no-untyped-def]
-    cookie = await sync_to_async(session_cookie_for)(user)
-    ws = await connect(
-        f"{server.ws_url}/ws/cbline/",
-        origin=server.url,  # type: ignore[arg-type]
-        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"},
-        compression=None,
-    )
-    return Client(ws)
-
-
 async def test_listeners_get_audio_written_straight_to_their_sockets(
     uvicorn_in_loop, amake_user, make_channel
 ):
     server = Server(await uvicorn_in_loop(application))
     talker_user, *listener_users = [await amake_user() for _ in range(3)]
     channel = await make_channel(talker_user)
-    talker = await open_client(server, talker_user)
-    listeners = [await open_client(server, u) for u in listener_users]
+    talker = await Client.open(server, talker_user)
+    listeners = [await Client.open(server, u) for u in listener_users]
     for c in (talker, *listeners):
         await c.join(channel)
     before = get_relay().stats.raw
