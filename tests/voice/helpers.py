@@ -83,6 +83,28 @@ async def expect(comm: Any, type_: str, timeout: float = 5) -> dict[str, Any]:
             raise AssertionError(f"error while waiting for {type_}: {msg}")
 
 
+async def expect_each(comm: Any, *types: str, timeout: float = 5) -> dict[str, dict[str, Any]]:
+    """The first JSON frame of each of `types`, in whatever order they come. Frames through
+    the relay (floor.*) do not queue behind the socket's own handler, so they may come
+    before that handler's reply."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    found: dict[str, dict[str, Any]] = {}
+    while len(found) < len(types):
+        left = deadline - loop.time()
+        if left <= 0:
+            raise AssertionError(f"no {sorted(set(types) - set(found))} within {timeout}s")
+        frame = await comm.receive_output(timeout=left)
+        if frame.get("text") is None:
+            continue
+        msg = json.loads(frame["text"])
+        if msg["type"] in types and msg["type"] not in found:
+            found[msg["type"]] = msg
+        elif msg["type"] == "error":
+            raise AssertionError(f"error while waiting for {types}: {msg}")
+    return found
+
+
 async def expect_error(comm: Any, code: str) -> dict[str, Any]:
     msg = await expect(comm, "error")
     assert msg["code"] == code, msg
