@@ -12,7 +12,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.lock
 	touch $@
 
-install: $(VENV)/.installed
+# Browser libraries (package.json, exact versions in package-lock.json), served from
+# node_modules under /static/vendor/.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+install: $(VENV)/.installed node_modules/.package-lock.json
 
 migrate: install
 	$(PY) manage.py migrate --noinput
