@@ -1,10 +1,16 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
+from django.views.generic import RedirectView
 
 from accounts.views import media_file
 
 urlpatterns: list[URLPattern | URLResolver] = [
+    # Browsers ask for /favicon.ico on pages without a <link rel="icon"> (the admin).
+    path(
+        "favicon.ico",
+        RedirectView.as_view(url=f"{settings.STATIC_URL}shared/img/favicon.svg", permanent=True),
+    ),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
