@@ -10,9 +10,12 @@ class AccountsConfig(AppConfig):
 
         from realtime.services import user_sockets_close
 
+        from .privacy import accounts_step
+
         def close_sockets(sender, request, user, **kwargs):  # type: ignore[no-untyped-def]
             # Logging out anywhere (allauth, admin) closes the user's open sockets.
             if user is not None:
                 user_sockets_close(user_id=user.pk)
 
         user_logged_out.connect(close_sockets, weak=False, dispatch_uid="accounts.close_sockets")
+        accounts_step.register()

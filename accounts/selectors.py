@@ -73,4 +73,7 @@ def media_readable_by(user: User, name: str) -> bool:
         return False
     if user.is_staff:
         return True
-    return name.startswith(MEDIA_FOR_SIGNED_IN)
+    if not name.startswith(MEDIA_FOR_SIGNED_IN):
+        return False
+    # A deleted profile is invisible at once, its photo included (erased after the grace).
+    return Profile.objects.filter(photo=name, user__is_active=True).exists()

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
@@ -18,6 +17,7 @@ from realtime.keys import presence_group
 from realtime.services import user_sockets_close
 
 from .models import Device, Profile, User
+from .privacy import services as privacy_services
 from .selectors import meets_age_rule, profile_of
 from .social import profile_data_from
 from .validators import validate_photo
@@ -198,29 +198,6 @@ def account_deletion_cancel(*, user: User) -> User:
 
 
 def deleted_accounts_purge(*, now: dt.datetime | None = None, batch_size: int = 200) -> int:
-    """Delete, with all their data, the accounts whose deletion was requested longer ago
-    than the grace period. Works in batches, each in its own transaction; returns the count."""
-    cutoff = (now or timezone.now()) - dt.timedelta(days=settings.ACCOUNT_DELETION_GRACE_DAYS)
-    purged = 0
-    while True:
-        with transaction.atomic():
-            ids = list(
-                User.objects.filter(deletion_requested_at__lt=cutoff, is_active=False)
-                .order_by("pk")
-                .values_list("pk", flat=True)[:batch_size]
-            )
-            if not ids:
-                return purged
-            photos = [p.photo for p in Profile.objects.filter(user_id__in=ids).exclude(photo="")]
-            User.objects.filter(pk__in=ids).delete()
-            transaction.on_commit(lambda photos=photos: _files_delete(photos))  # type: ignore[misc]
-        purged += len(ids)
-        log.info("purged %d deleted accounts", len(ids))
-
-
-def _files_delete(files: list[Any]) -> None:
-    for f in files:
-        try:
-            f.storage.delete(f.name)
-        except OSError:
-            log.warning("could not delete %s", f.name)
+    """Erase, in every app, the accounts whose deletion was requested longer ago than the
+    grace period (accounts/privacy: each app registers its own step)."""
+    return privacy_services.deleted_accounts_purge(now=now, batch_size=batch_size)

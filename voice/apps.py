@@ -6,4 +6,9 @@ class VoiceConfig(AppConfig):
     verbose_name = "CBLINE"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401  (connects the receivers)
+        from . import (
+            privacy,
+            signals,  # noqa: F401  (connects the receivers)
+        )
+
+        privacy.register()

@@ -8,6 +8,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.test import Client
 
+from accounts import services
+from accounts.models import Profile
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -34,16 +36,32 @@ def get(user, name: str):  # type: ignore[no-untyped-def]
     return client.get(f"/media/{name}")
 
 
+def profile_photo(name: str) -> str:
+    """Make `name` somebody's profile photo (a photo nobody's profile shows is not served)."""
+    Profile.objects.filter(user=UserFactory()).update(photo=name)
+    return name
+
+
 def body(response) -> bytes:  # type: ignore[no-untyped-def]
     return b"".join(response.streaming_content)
 
 
 def test_photos_are_for_signed_in_users(stored) -> None:  # type: ignore[no-untyped-def]
-    name = stored("profiles/2026/11/a1b2.jpg", b"photo-bytes")
+    name = profile_photo(stored("profiles/2026/11/a1b2.jpg", b"photo-bytes"))
     assert get(None, name).status_code == 404
     response = get(UserFactory(), name)
     assert response.status_code == 200 and body(response) == b"photo-bytes"
     assert response["Cache-Control"] == "private, max-age=3600"
+
+
+def test_a_deleted_profiles_photo_is_invisible_at_once(stored) -> None:  # type: ignore[no-untyped-def]
+    owner = UserFactory()
+    name = stored("profiles/2026/11/e5f6.jpg", b"photo")
+    Profile.objects.filter(user=owner).update(photo=name)
+    assert get(UserFactory(), name).status_code == 200
+    services.account_delete_request(user=owner)
+    assert get(UserFactory(), name).status_code == 404
+    assert get(UserFactory(is_staff=True), name).status_code == 200  # staff still can
 
 
 @pytest.mark.parametrize("folder", ["videochat/reports/2026/11/", "videochat/bans/2026/11/"])
@@ -66,7 +84,7 @@ def test_unlisted_folders_missing_files_and_traversal_are_refused(stored) -> Non
 
 def test_behind_nginx_the_bytes_come_from_its_internal_location(stored, settings) -> None:  # type: ignore[no-untyped-def]
     settings.MEDIA_X_ACCEL_REDIRECT = "/protected-media/"
-    name = stored("profiles/2026/11/c3d4.jpg", b"photo")
+    name = profile_photo(stored("profiles/2026/11/c3d4.jpg", b"photo"))
     response = get(UserFactory(), name)
     assert response.status_code == 200
     assert response["X-Accel-Redirect"] == f"/protected-media/{name}"

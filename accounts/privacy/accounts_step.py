@@ -1,0 +1,134 @@
+"""The accounts app's own privacy step: profile, photo, devices, email addresses, linked
+social logins, and the user row itself (deleted by the pipeline, after every other step)."""
+
+from __future__ import annotations
+
+from allauth.account.models import EmailAddress
+from allauth.socialaccount.models import SocialAccount, SocialToken
+from django.contrib.admin.models import LogEntry
+from django.db.models.fields.files import FieldFile
+
+from ..models import Device, Profile, User
+from . import registry
+from .registry import ExportPart
+
+DELETES = (
+    "accounts.Profile.user",
+    "accounts.Device.user",
+    "account.EmailAddress.user",
+    "account.EmailConfirmation.email_address",
+    "socialaccount.SocialAccount.user",
+    "socialaccount.SocialToken.account",
+    "admin.LogEntry.user",
+)
+EXPORTS = (
+    "accounts.Profile.user",
+    "accounts.Device.user",
+    "account.EmailAddress.user",
+    "socialaccount.SocialAccount.user",
+)
+REASONS = {
+    "account.EmailConfirmation.email_address": (
+        "a pending confirmation key for one of the email addresses (exported); a secret, "
+        "not data about the user"
+    ),
+    "socialaccount.SocialToken.account": (
+        "the access token a social login gave us: a credential, never shown or exported"
+    ),
+    "admin.LogEntry.user": (
+        "what a staff account did in the admin; kept for staff accountability, deleted "
+        "with the staff account"
+    ),
+}
+
+
+def user_data_delete(*, user_id: int) -> list[FieldFile]:
+    photos: list[FieldFile] = [
+        p.photo for p in Profile.objects.filter(user_id=user_id).exclude(photo="")
+    ]
+    SocialToken.objects.filter(account__user_id=user_id).delete()
+    SocialAccount.objects.filter(user_id=user_id).delete()
+    EmailAddress.objects.filter(user_id=user_id).delete()  # confirmations cascade
+    Device.objects.filter(user_id=user_id).delete()
+    Profile.objects.filter(user_id=user_id).delete()
+    LogEntry.objects.filter(user_id=user_id).delete()
+    return photos
+
+
+def user_data_export(*, user_id: int) -> ExportPart:
+    user = User.objects.get(pk=user_id)
+    part = ExportPart()
+    part.collections["account"] = [
+        {
+            "id": user.pk,
+            "email": user.email,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "date_joined": user.date_joined,
+            "last_login": user.last_login,
+            "deletion_requested_at": user.deletion_requested_at,
+        }
+    ]
+    profile = Profile.objects.filter(user_id=user_id).first()
+    if profile is not None:
+        part.collections["profile"] = [
+            {
+                "nickname": profile.nickname,
+                "description": profile.description,
+                "gender": profile.gender,
+                "birth_date": profile.birth_date,
+                "country": profile.country,
+                "photo": profile.photo.name or None,
+                "language": profile.language,
+                "translation_target": profile.translation_target,
+                "show_online_status": profile.show_online_status,
+                "send_read_receipts": profile.send_read_receipts,
+                "updated_at": profile.updated_at,
+            }
+        ]
+        if profile.photo:
+            part.files.append(profile.photo)
+    part.collections["devices"] = [
+        {
+            "device_id": d.device_id,
+            "name": d.name,
+            "make": d.make,
+            "model": d.model,
+            "platform": d.platform,
+            "client_version": d.client_version,
+            "created_at": d.created_at,
+            "last_seen_at": d.last_seen_at,
+        }
+        for d in Device.objects.filter(user_id=user_id).order_by("created_at", "pk")
+    ]
+    part.collections["email_addresses"] = [
+        {"email": e.email, "verified": e.verified, "primary": e.primary}
+        for e in EmailAddress.objects.filter(user_id=user_id).order_by("pk")
+    ]
+    part.collections["linked_logins"] = [
+        {
+            "provider": a.provider,
+            "uid": a.uid,
+            "date_joined": a.date_joined,
+            "last_login": a.last_login,
+            # What the provider told us at login (profile fields the policy lists).
+            "data": a.extra_data,
+        }
+        for a in SocialAccount.objects.filter(user_id=user_id).order_by("pk")
+    ]
+    return part
+
+
+def register() -> None:
+    # Last: the pipeline deletes the user row after every step, and other apps' rows may
+    # hang on the devices this step deletes.
+    registry.register(
+        app="accounts",
+        title="Your account",
+        delete=user_data_delete,
+        export=user_data_export,
+        deletes=DELETES,
+        exports=EXPORTS,
+        reasons=REASONS,
+        order=1000,
+    )

@@ -1,0 +1,87 @@
+"""A user with data in every app, for the deletion and export tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from allauth.account.models import EmailAddress
+from allauth.socialaccount.models import SocialAccount, SocialToken
+from django.core.files.base import ContentFile
+from django.utils import timezone
+from PIL import Image
+
+from accounts.models import Profile, User
+from payments.models import Entitlement
+from tests.factories import DeviceFactory, UserFactory
+from videochat.models import Appeal, Ban, Report, ReportStatus
+from voice.models import Channel, ChannelMembership, ChannelSanction, ConnectionLog
+
+
+def png(size: tuple[int, int] = (32, 32)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (40, 90, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Holdings:
+    user: User
+    files: list[Path] = field(default_factory=list)  # stored files about the user
+
+
+def user_with_data_everywhere(email: str, *, other: User) -> Holdings:
+    """`email`'s account, with rows in accounts, allauth, CBLINE, video chat and payments,
+    several of them shared with `other` (who must keep theirs)."""
+    user = UserFactory(email=email)
+    held = Holdings(user)
+    profile = Profile.objects.get(user=user)
+    profile.photo.save("me.png", ContentFile(png()), save=True)
+    held.files.append(Path(profile.photo.path))
+    DeviceFactory(user=user, make="Firefox 140")
+    EmailAddress.objects.create(user=user, email=email, primary=True, verified=True)
+    account = SocialAccount.objects.create(
+        user=user, provider="vk", uid=f"vk-{user.pk}", extra_data={"sex": 2, "city": "Kazan"}
+    )
+    SocialToken.objects.create(account=account, token="t", app=None)
+
+    # CBLINE: a channel they made and moderate, one they joined, sanctions both ways, log.
+    own = Channel.objects.create(name=f"own-{user.pk}", creator=user)
+    own.moderators.add(user)
+    theirs = Channel.objects.create(name=f"theirs-{user.pk}", creator=other)
+    ChannelMembership.objects.create(channel=theirs, user=user)
+    ChannelMembership.objects.create(channel=own, user=other)
+    ChannelSanction.objects.create(channel=theirs, user=user, kind="mute", created_by=other)
+    ChannelSanction.objects.create(channel=own, user=other, kind="ban", created_by=user)
+    ConnectionLog.objects.create(
+        user=user, ip="203.0.113.9", nickname="gone", device_make="Firefox", platform="Linux"
+    )
+    ConnectionLog.objects.create(user=other, ip="198.51.100.1", nickname="stays")
+
+    # Video chat: a report they filed and one against them (open), each with a frame; a
+    # report against them that led to a ban, the ban's image and their appeal.
+    filed = Report.objects.create(reporter=user, reported=other, reason="spam", chat_lines=[])
+    filed.frame.save("f1.png", ContentFile(png()), save=True)
+    against = Report.objects.create(
+        reporter=other,
+        reported=user,
+        reason="harassment",
+        chat_lines=[{"from": "partner", "text": "hey"}],
+    )
+    against.frame.save("f2.png", ContentFile(png()), save=True)
+    banned = Report.objects.create(
+        reporter=other, reported=user, reason="nudity", status=ReportStatus.BANNED
+    )
+    banned.frame.save("f3.png", ContentFile(png()), save=True)
+    now = timezone.now()
+    ban = Ban.objects.create(
+        user=user, reason="nudity", report=banned, expires_at=now + dt.timedelta(days=400)
+    )
+    ban.image.save("b.png", ContentFile(png()), save=True)
+    Appeal.objects.create(ban=ban, text="It was not me")
+    held.files += [Path(r.frame.path) for r in (filed, against, banned)] + [Path(ban.image.path)]
+
+    Entitlement.objects.create(user=user, feature="videochat.filters", source="stripe")
+    return held
