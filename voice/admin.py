@@ -1,5 +1,9 @@
 """What staff see of CBLINE: channels to manage, and the connection log only in aggregate
-(the privacy policy: "we use this information for analytical purposes in aggregated form")."""
+(the privacy policy: "we use this information for analytical purposes in aggregated form").
+
+Sanctions edited in a channel's inline go through `services.channel_member_moderate`, as a
+moderator's socket does: the member's sockets act at once (a banned listener leaves before
+the next audio packet), and staff get the same refusals as a form error."""
 
 from __future__ import annotations
 
@@ -9,15 +13,20 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.hashers import make_password
+from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from accounts.countries import country_name, flag
+from accounts.models import User
+from realtime.errors import ServiceError
 
-from .models import Channel, ChannelSanction, ConnectionLog
+from . import services
+from .models import Channel, ChannelSanction, ConnectionLog, SanctionKind
 
 AGGREGATE_DAYS = 30
 
@@ -47,13 +56,49 @@ class ChannelAdminForm(forms.ModelForm):
         return channel
 
 
+class SanctionFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
+    """Refuses what the service would refuse, before anything is saved."""
+
+    moderator: User
+
+    def clean(self) -> None:
+        super().clean()
+        channel = self.instance
+        if channel.pk is None:
+            if any(f.has_changed() for f in self.forms):
+                raise ValidationError("save the channel first, then sanction its members")
+            return
+        for form in self.forms:
+            if not form.has_changed() or not hasattr(form, "cleaned_data"):
+                continue
+            user = form.cleaned_data.get("user")
+            if user is None:
+                continue
+            try:
+                services.channel_member_moderate_check(
+                    channel=channel, moderator=self.moderator, target_id=user.pk
+                )
+            except ServiceError as exc:
+                form.add_error("user", exc.detail)
+
+
+_SET = {SanctionKind.MUTE: "mute", SanctionKind.BAN: "ban"}
+_LIFT = {SanctionKind.MUTE: "unmute", SanctionKind.BAN: "unban"}
+
+
 class SanctionInline(admin.TabularInline):
     model = ChannelSanction
+    formset = SanctionFormSet
     fk_name = "channel"
     extra = 0
     fields = ["user", "kind", "until", "created_by", "created_at"]
     readonly_fields = ["created_by", "created_at"]
     raw_id_fields = ["user"]
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        formset = super().get_formset(request, obj, **kwargs)
+        # A class per request (the factory makes a new one each call): who is acting.
+        return type(formset.__name__, (formset,), {"moderator": request.user})
 
 
 @admin.register(Channel)
@@ -68,6 +113,41 @@ class ChannelAdmin(admin.ModelAdmin):
     @admin.display(boolean=True)
     def protected(self, obj: Channel) -> bool:
         return obj.is_protected
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if not isinstance(formset, SanctionFormSet):
+            super().save_formset(request, form, formset, change)
+            return
+        channel = form.instance
+        moderator: User = request.user  # type: ignore[assignment]
+
+        def act(target_id: int, action: str, until: dt.datetime | None = None) -> None:
+            services.channel_member_moderate(
+                channel_id=channel.pk,
+                moderator=moderator,
+                target_id=target_id,
+                action=action,
+                until=until,
+            )
+
+        originals = ChannelSanction.objects.in_bulk(
+            [f.instance.pk for f in formset.forms if f.instance.pk is not None]
+        )
+        for sub in formset.deleted_forms:
+            gone = originals.get(sub.instance.pk)
+            if gone is not None:
+                act(gone.user_id, _LIFT[SanctionKind(gone.kind)])
+        for sub in formset.forms:
+            if sub in formset.deleted_forms or not sub.has_changed():
+                continue
+            data = sub.cleaned_data
+            old = originals.get(sub.instance.pk)
+            if old is not None and (old.user_id, old.kind) != (data["user"].pk, data["kind"]):
+                # Another member or kind on an existing row: lift the old, impose the new.
+                act(old.user_id, _LIFT[SanctionKind(old.kind)])
+            act(data["user"].pk, _SET[SanctionKind(data["kind"])], data.get("until"))
+        # What the admin's history message reads (the services did the saving).
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
 
 @admin.register(ConnectionLog)

@@ -224,6 +224,7 @@ class VoiceConsumer(BaseConsumer):
             raise ServiceError("busy", f"{who} is talking")
         try:
             recipients = await selectors.recipients_in_range(
+                channel_id=channel.pk,
                 talker_id=self._uid,
                 members=await selectors.live_members(channel.pk),
                 range_km=channel.range_km,
@@ -373,7 +374,7 @@ class VoiceConsumer(BaseConsumer):
     async def voice_moderated(self, event: dict[str, Any]) -> None:
         """A moderator acted on this user: tell the page, and for a kick or ban leave."""
         channel = self.channel
-        if channel is None or channel.pk != event["channel_id"]:
+        if channel is None or channel.pk != event["channel_id"] or event["action"] == "unbanned":
             return
         await self.send_model(Moderated(action=event["action"], until=event["until"]))
         if self.floor is not None and event["action"] != "unmuted":

@@ -224,13 +224,13 @@ class TxReplayEnd(Outbound):
 
 class ModOk(Outbound):
     type: Literal["mod.ok"] = "mod.ok"
-    action: Literal["muted", "unmuted", "kicked", "banned"]
+    action: Literal["muted", "unmuted", "kicked", "banned", "unbanned"]
     user_id: int
 
 
 class Moderated(Outbound):
     type: Literal["moderated"] = "moderated"
-    action: Literal["muted", "unmuted", "kicked", "banned"]
+    action: Literal["muted", "unmuted", "kicked", "banned", "unbanned"]
     until: int | None  # ms since epoch; None = forever (or a kick)
 
 

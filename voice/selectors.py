@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from channels.db import database_sync_to_async
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -223,11 +224,29 @@ async def has_location(user_id: int) -> bool:
     return bool(await get_async_redis().exists(keys.location_key(user_id)))
 
 
-async def recipients_in_range(*, talker_id: int, members: Iterable[int], range_km: int) -> set[int]:
-    """Who hears the talker: range narrows only when both talker and listener share a live
-    location; a listener without one hears channel-wide, as does everyone when the talker
-    has none or the channel is unlimited (range 0)."""
+def banned_among(channel_id: int, user_ids: Iterable[int]) -> set[int]:
+    """Which of `user_ids` are banned from the channel now."""
+    ids = list(user_ids)
+    if not ids:
+        return set()
+    return set(
+        ChannelSanction.objects.filter(
+            channel_id=channel_id, user_id__in=ids, kind=SanctionKind.BAN
+        )
+        .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
+        .values_list("user_id", flat=True)
+    )
+
+
+async def recipients_in_range(
+    *, channel_id: int, talker_id: int, members: Iterable[int], range_km: int
+) -> set[int]:
+    """Who hears the talker: never a banned member (a ban written past the services tells no
+    socket); range narrows only when both talker and listener share a live location; a
+    listener without one hears channel-wide, as does everyone when the talker has none or
+    the channel is unlimited (range 0)."""
     listeners = {uid for uid in members if uid != talker_id}
+    listeners -= await database_sync_to_async(banned_among)(channel_id, listeners)
     if range_km <= 0 or not listeners or not await has_location(talker_id):
         return listeners
     r = get_async_redis()

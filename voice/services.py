@@ -107,24 +107,22 @@ def channel_join(*, channel_id: int, user: User, password: str | None) -> Channe
 
 @dataclass(frozen=True)
 class Moderation:
-    action: str  # muted | unmuted | kicked | banned
+    action: str  # muted | unmuted | kicked | banned | unbanned
     until: dt.datetime | None
 
 
-_ACTIONS = {"mute": "muted", "unmute": "unmuted", "kick": "kicked", "ban": "banned"}
+_ACTIONS = {
+    "mute": "muted",
+    "unmute": "unmuted",
+    "kick": "kicked",
+    "ban": "banned",
+    "unban": "unbanned",
+}
 
 
-@transaction.atomic
-def channel_member_moderate(
-    *, channel_id: int, moderator: User, target_id: int, action: str, minutes: int = 0
-) -> Moderation:
-    """Mute, unmute, kick or ban a member. Kick and ban take the membership away (a protected
-    channel wants its password again). The target's own sockets hear of it through their voice
-    group and act (leave, drop the floor, re-announce themselves (un)muted): one event, not one per
-    listener."""
-    if action not in _ACTIONS:
-        raise ServiceError("invalid", "unknown moderation action")
-    channel = channel_get(channel_id)
+def channel_member_moderate_check(*, channel: Channel, moderator: User, target_id: int) -> None:
+    """May `moderator` act on `target_id` in `channel`? ServiceError says why not. The admin's
+    form runs this too, so staff see the same refusals as a moderator's socket."""
     if not (moderator.is_staff or is_moderator(channel, moderator.pk)):
         raise NotAllowed("only the channel's moderators may do that")
     if target_id == moderator.pk:
@@ -133,7 +131,29 @@ def channel_member_moderate(
         raise ServiceError("not_found", "no such user", status=404)
     if target_id == channel.creator_id:
         raise NotAllowed("the channel's creator cannot be moderated")
-    until = timezone.now() + dt.timedelta(minutes=minutes) if minutes else None
+
+
+@transaction.atomic
+def channel_member_moderate(
+    *,
+    channel_id: int,
+    moderator: User,
+    target_id: int,
+    action: str,
+    minutes: int = 0,
+    until: dt.datetime | None = None,
+) -> Moderation:
+    """Mute, unmute, kick, ban or unban a member, from a moderator's socket or the admin
+    (`until` instead of `minutes` there). Kick and ban take the membership away (a protected
+    channel wants its password again). The target's own sockets hear of it through their
+    voice group and act at once (leave, drop the floor, re-announce themselves (un)muted):
+    one event, not one per listener."""
+    if action not in _ACTIONS:
+        raise ServiceError("invalid", "unknown moderation action")
+    channel = channel_get(channel_id)
+    channel_member_moderate_check(channel=channel, moderator=moderator, target_id=target_id)
+    if until is None and minutes:
+        until = timezone.now() + dt.timedelta(minutes=minutes)
     if action in ("mute", "ban"):
         ChannelSanction.objects.update_or_create(
             channel=channel,
@@ -141,12 +161,15 @@ def channel_member_moderate(
             kind=SanctionKind.MUTE if action == "mute" else SanctionKind.BAN,
             defaults={"until": until, "created_by": moderator},
         )
-    if action == "unmute":
+    if action in ("unmute", "unban"):
+        kind = SanctionKind.MUTE if action == "unmute" else SanctionKind.BAN
         deleted, _ = ChannelSanction.objects.filter(
-            channel=channel, user_id=target_id, kind=SanctionKind.MUTE
+            channel=channel, user_id=target_id, kind=kind
         ).delete()
         if not deleted:
-            raise ServiceError("not_muted", "that member is not muted")
+            raise ServiceError(
+                f"not_{_ACTIONS[action][2:]}", f"that member is not {kind.label.lower()}"
+            )
     if action in ("kick", "ban"):
         ChannelMembership.objects.filter(channel=channel, user_id=target_id).delete()
         if action == "ban":
