@@ -87,6 +87,9 @@ class BaseConsumer(AsyncWebsocketConsumer):
     async def on_disconnect(self, code: int) -> None:
         """Subclasses: release what the socket held (floor, queue place, location)."""
 
+    async def on_ping(self) -> None:
+        """Subclasses: a keep-alive came (the durable stream re-reads itself here)."""
+
     # --- groups
     async def join(self, group: str) -> None:
         await self.channel_layer.group_add(group, self.channel_name)
@@ -143,6 +146,7 @@ class BaseConsumer(AsyncWebsocketConsumer):
         if data["type"] == "ping":
             await presence.heartbeat(self.user_id, self.channel_name)
             await self.send_model(Pong())
+            await self.on_ping()
             return
         try:
             message = self.parse(data)

@@ -29,3 +29,8 @@ def presence_key(user_id: int) -> str:
 
 def rate_key(scope: str, user_id: int) -> str:
     return key("rate", scope, user_id)
+
+
+def stream_group(device_pk: int) -> str:
+    """The sockets reading one device's durable stream: a nudge to read it again."""
+    return f"stream.{device_pk}"

@@ -46,3 +46,23 @@ class PresenceStatus(Outbound):
 
 
 PresenceInbound = Watch
+
+
+# --- The durable stream (docs/protocols/stream.md).
+class Hello(Inbound):
+    """(Re)connect: send everything after `last_seq` (0 for a new device)."""
+
+    type: Literal["hello"]
+    last_seq: Annotated[int, Field(ge=0)]
+
+
+class Ack(Inbound):
+    """Everything up to `seq` is stored by the client: the server may delete it."""
+
+    type: Literal["ack"]
+    seq: Annotated[int, Field(ge=0)]
+
+
+class CaughtUp(Outbound):
+    type: Literal["caught_up"] = "caught_up"
+    seq: int

@@ -268,6 +268,8 @@ WS_MAX_BINARY_FRAME_BYTES = env.int("WS_MAX_BINARY_FRAME_BYTES", default=4 * 102
 WS_RATE_CAPACITY = env.int("WS_RATE_CAPACITY", default=40)  # burst, messages
 WS_RATE_REFILL_PER_SECOND = env.float("WS_RATE_REFILL_PER_SECOND", default=20.0)
 PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=90)
+# Durable stream (docs/protocols/stream.md): items a socket may have in flight unacked.
+STREAM_WINDOW = env.int("STREAM_WINDOW", default=200)
 # Full garbage collections of an ASGI process run this often instead of when CPython's
 # heuristic fires (config/gc_policy.py); 0 leaves CPython's defaults.
 ASGI_GC_FULL_SECONDS = env.float("ASGI_GC_FULL_SECONDS", default=60.0)

@@ -1,0 +1,211 @@
+"""The durable per-device stream: append in the writer's transaction, nudge after commit,
+read after a seq, trim on ack, apply a client operation once per idempotency key.
+
+See docs/protocols/stream.md. Products register how their items look on the wire
+(`register_renderer`) and what to do when items are trimmed (`register_trim_hook`) in their
+`AppConfig.ready`; realtime never imports them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+
+from .errors import ServiceError
+from .events import send_on_commit
+from .keys import stream_group
+from .models import IdempotencyKey, StreamHead, StreamItem
+
+Json = dict[str, Any]
+# (device_pk, items) -> one wire frame per item, in order, without "seq" (the socket adds it).
+Renderer = Callable[[int, Sequence[StreamItem]], list[Json]]
+# refs of the trimmed items of one kind (items without a ref are not reported).
+TrimHook = Callable[[list[int]], None]
+
+_renderers: dict[str, Renderer] = {}
+_trim_hooks: dict[str, list[TrimHook]] = defaultdict(list)
+
+NUDGE = {"type": "stream.nudge"}
+
+
+def register_renderer(kind: str, renderer: Renderer) -> None:
+    _renderers[kind] = renderer
+
+
+def register_trim_hook(kind: str, hook: TrimHook) -> None:
+    if hook not in _trim_hooks[kind]:
+        _trim_hooks[kind].append(hook)
+
+
+@dataclass(frozen=True)
+class NewItem:
+    user_id: int
+    device_pk: int
+    kind: str
+    body: Json = field(default_factory=dict)
+    ref: int | None = None
+
+
+def _bump_heads(counts: dict[tuple[int, int], int]) -> dict[int, int]:
+    """Reserve `n` seqs per device; returns each device's new last_seq. Devices in pk order,
+    so two writers to overlapping sets of devices never wait on each other in a cycle."""
+    ordered = sorted(counts.items(), key=lambda kv: kv[0][1])
+    table = connection.ops.quote_name(StreamHead._meta.db_table)
+    rows = ", ".join(["(%s, %s, %s)"] * len(ordered))
+    params: list[int] = []
+    for (user_id, device_pk), n in ordered:
+        params += [device_pk, user_id, n]
+    sql = (
+        f"INSERT INTO {table} (device_pk, user_id, last_seq) VALUES {rows} "  # noqa: S608
+        f"ON CONFLICT (device_pk) DO UPDATE SET last_seq = {table}.last_seq + EXCLUDED.last_seq "
+        "RETURNING device_pk, last_seq"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return {int(pk): int(last) for pk, last in cur.fetchall()}
+
+
+def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
+    """Append items to their devices' streams, in the caller's transaction; each device is
+    nudged after commit. Returns the seqs given, per device, in the order of `items`."""
+    if not items:
+        return {}
+    counts = Counter((i.user_id, i.device_pk) for i in items)
+    with transaction.atomic():
+        last = _bump_heads(dict(counts))
+        next_seq = {pk: last[pk] - n + 1 for (_, pk), n in counts.items()}
+        rows: list[StreamItem] = []
+        given: dict[int, list[int]] = defaultdict(list)
+        for it in items:
+            seq = next_seq[it.device_pk]
+            next_seq[it.device_pk] = seq + 1
+            given[it.device_pk].append(seq)
+            rows.append(
+                StreamItem(
+                    device_pk=it.device_pk,
+                    user_id=it.user_id,
+                    seq=seq,
+                    kind=it.kind,
+                    ref=it.ref,
+                    body=it.body,
+                )
+            )
+        StreamItem.objects.bulk_create(rows)
+        for device_pk in given:
+            send_on_commit(stream_group(device_pk), NUDGE)
+    return dict(given)
+
+
+def stream_read(*, device_pk: int, after_seq: int, limit: int) -> list[StreamItem]:
+    """The device's items after `after_seq`, oldest first (reads only)."""
+    return list(
+        StreamItem.objects.filter(device_pk=device_pk, seq__gt=after_seq).order_by("seq")[:limit]
+    )
+
+
+def stream_last_seq(*, device_pk: int) -> int:
+    head = StreamHead.objects.filter(device_pk=device_pk).values_list("last_seq", flat=True)
+    return next(iter(head), 0)
+
+
+def stream_render(*, device_pk: int, items: Sequence[StreamItem]) -> list[Json]:
+    """Wire frames for `items` (each with its "seq"), grouped by kind for the renderers."""
+    frames: list[Json] = []
+    i = 0
+    while i < len(items):
+        kind = items[i].kind
+        j = i
+        while j < len(items) and items[j].kind == kind:
+            j += 1
+        renderer = _renderers.get(kind)
+        chunk = items[i:j]
+        rendered = (
+            renderer(device_pk, chunk) if renderer else [{"type": kind, **it.body} for it in chunk]
+        )
+        for item, frame in zip(chunk, rendered, strict=True):
+            frames.append({**frame, "seq": item.seq})
+        i = j
+    return frames
+
+
+def stream_ack(*, device_pk: int, seq: int, limit: int | None = None) -> int:
+    """Delete the device's items up to `seq`. `limit` is the highest seq this client may
+    ack (what its socket was sent); by default the device's own last seq. An ack beyond it
+    is refused and trims nothing: it is not about this device's stream. Returns the count."""
+    ceiling = stream_last_seq(device_pk=device_pk) if limit is None else limit
+    if seq > ceiling:
+        raise ServiceError("ack_ahead", f"seq {seq} is beyond this device's stream ({ceiling})")
+    with transaction.atomic():
+        doomed = StreamItem.objects.filter(device_pk=device_pk, seq__lte=seq)
+        trimmed = list(doomed.exclude(ref=None).values_list("kind", "ref"))
+        deleted, _ = doomed.delete()
+        _after_trim(trimmed)
+    return deleted
+
+
+def _after_trim(trimmed: Sequence[tuple[str, int | None]]) -> None:
+    """Tell each product which of its refs lost an item (in the trimming transaction)."""
+    refs: dict[str, list[int]] = defaultdict(list)
+    for kind, ref in trimmed:
+        if ref is not None:
+            refs[kind].append(ref)
+    for kind, kind_refs in refs.items():
+        for hook in _trim_hooks.get(kind, []):
+            hook(kind_refs)
+
+
+def stream_delete(*, kind: str, refs: Sequence[int]) -> int:
+    """Drop pending items of `kind` about `refs` (a message deleted for everyone)."""
+    deleted, _ = StreamItem.objects.filter(kind=kind, ref__in=list(refs)).delete()
+    return deleted
+
+
+def stream_drop_devices(*, device_pks: Sequence[int]) -> None:
+    """A device is gone (signed out, forgotten, account deleted): its stream goes too."""
+    StreamItem.objects.filter(device_pk__in=device_pks).delete()
+    StreamHead.objects.filter(device_pk__in=device_pks).delete()
+    IdempotencyKey.objects.filter(device_pk__in=device_pks).delete()
+
+
+def stream_purge(*, older_than: dt.datetime) -> dict[str, int]:
+    """Retention: items never acked and idempotency keys older than `older_than`. Trim hooks
+    run as for an ack, so products drop what only those items kept alive."""
+    counts = {"items": 0, "keys": 0}
+    while True:
+        with transaction.atomic():
+            batch = list(
+                StreamItem.objects.filter(created_at__lt=older_than).values_list(
+                    "pk", "kind", "ref"
+                )[:1000]
+            )
+            if not batch:
+                break
+            StreamItem.objects.filter(pk__in=[pk for pk, _, _ in batch]).delete()
+            _after_trim([(kind, ref) for _, kind, ref in batch])
+            counts["items"] += len(batch)
+    counts["keys"], _ = IdempotencyKey.objects.filter(created_at__lt=older_than).delete()
+    return counts
+
+
+def stream_once(*, device_pk: int, key: str, apply: Callable[[], Json]) -> Json:
+    """Apply a client operation once per (device, idempotency key). The key is inserted in
+    the same transaction as the operation's writes: a failed `apply` stores neither, and a
+    concurrent resend waits on the key's unique index, then gets the stored answer."""
+    with transaction.atomic():
+        done = IdempotencyKey.objects.filter(device_pk=device_pk, key=key).first()
+        if done is not None:
+            return done.result
+        try:
+            with transaction.atomic():
+                claim = IdempotencyKey.objects.create(device_pk=device_pk, key=key)
+        except IntegrityError:
+            return IdempotencyKey.objects.get(device_pk=device_pk, key=key).result
+        result = apply()
+        claim.result = result
+        claim.save(update_fields=["result"])
+        return result

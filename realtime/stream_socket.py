@@ -1,0 +1,104 @@
+"""Serve one device's durable stream over a socket: `hello{last_seq}` sends the backlog,
+`ack{seq}` trims it, a nudge from `stream_append` (or a ping) sends what is new.
+
+Mix into a `BaseConsumer` subclass whose `inbound` includes `Hello` and `Ack`, and call
+`stream_start(device_pk)` from `on_connect`. Channels runs one handler at a time per
+consumer, so the counters below need no lock.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from .errors import ServiceError
+from .keys import stream_group
+from .schemas import Ack, CaughtUp, Hello
+from .stream import stream_ack, stream_last_seq, stream_read, stream_render
+
+if TYPE_CHECKING:
+    from .consumers import BaseConsumer as _Base
+else:
+    _Base = object
+
+FETCH_BATCH = 100
+
+
+class StreamConsumerMixin(_Base):
+    stream_device_pk: int | None = None
+    _stream_said_hello = False
+    _stream_caught_up = False
+    _stream_sent = 0
+    _stream_acked = 0
+
+    async def stream_start(self, device_pk: int) -> None:
+        self.stream_device_pk = device_pk
+        await self.join(stream_group(device_pk))
+
+    async def on_hello(self, msg: Hello) -> None:
+        device_pk = self._stream_device()
+        last = await database_sync_to_async(stream_last_seq)(device_pk=device_pk)
+        # The client has everything up to last_seq: trim it. A client ahead of the stream
+        # (its device's stream was dropped) starts again from what is there.
+        start = min(msg.last_seq, last)
+        if start:
+            await database_sync_to_async(stream_ack)(device_pk=device_pk, seq=start)
+        self._stream_sent = self._stream_acked = start
+        self._stream_said_hello = True
+        self._stream_caught_up = False
+        await self.stream_pump()
+
+    async def on_ack(self, msg: Ack) -> None:
+        device_pk = self._stream_device()
+        if not self._stream_said_hello:
+            raise ServiceError("hello_first", "say hello{last_seq} before acking")
+        if msg.seq > self._stream_sent:
+            raise ServiceError(
+                "ack_ahead", f"seq {msg.seq} was not sent on this socket ({self._stream_sent})"
+            )
+        if msg.seq > self._stream_acked:
+            await database_sync_to_async(stream_ack)(
+                device_pk=device_pk, seq=msg.seq, limit=self._stream_sent
+            )
+            self._stream_acked = msg.seq
+        await self.stream_pump()
+
+    async def stream_nudge(self, event: dict[str, Any]) -> None:
+        if self._stream_said_hello:
+            await self.stream_pump()
+
+    async def on_ping(self) -> None:
+        # A nudge lost on the way (a full channel, a GC pause) costs a delay until here.
+        if self._stream_said_hello:
+            await self.stream_pump()
+
+    async def stream_pump(self) -> None:
+        """Send what is new, within the window of unacked items."""
+        device_pk = self._stream_device()
+        while True:
+            room = settings.STREAM_WINDOW - (self._stream_sent - self._stream_acked)
+            if room <= 0:
+                return
+            frames = await database_sync_to_async(_fetch)(
+                device_pk, self._stream_sent, min(room, FETCH_BATCH)
+            )
+            if not frames:
+                break
+            for frame in frames:
+                await self.send_json(frame)
+            self._stream_sent = frames[-1]["seq"]
+        if not self._stream_caught_up:
+            self._stream_caught_up = True
+            await self.send_model(CaughtUp(seq=self._stream_sent))
+
+    def _stream_device(self) -> int:
+        if self.stream_device_pk is None:
+            raise ServiceError("no_stream", "this socket has no device stream")
+        return self.stream_device_pk
+
+
+def _fetch(device_pk: int, after_seq: int, limit: int) -> list[dict[str, Any]]:
+    items = stream_read(device_pk=device_pk, after_seq=after_seq, limit=limit)
+    return stream_render(device_pk=device_pk, items=items)
