@@ -50,8 +50,8 @@ PRODUCTS: tuple[dict[str, Any], ...] = (
         "key": "messaging",
         "name": "CallsApp",
         "tagline": "Private messages and calls",
-        "url": "",
-        "cta": "Coming soon",
+        "url": "/messaging/",
+        "cta": "Open CallsApp",
         "points": [
             "End-to-end encrypted chats, groups, media and calls",
             "All your devices, each with its own keys",

@@ -53,6 +53,11 @@ export function cryptoStoreName(userId, deviceId) {
   return `callsapp:${userId}:${deviceId}`;
 }
 
+/** The name of this device's local conversation history (sealed records). */
+export function historyStoreName(userId, deviceId) {
+  return `callsapp-history:${userId}:${deviceId}`;
+}
+
 /** Whether this browser holds the secrets of (user, device). False after storage eviction. */
 export async function hasDeviceSecrets(userId, deviceId) {
   const record = await withStore("readonly", (s) => idb(s.get(recordKey(userId, deviceId))));
@@ -91,12 +96,22 @@ export async function storePassphrase(userId, deviceId) {
   return passphrase;
 }
 
+/**
+ * The device's non-extractable AES-GCM key, to seal what this browser keeps of the
+ * conversations (the server deletes a message once delivered, so this copy is the only one).
+ */
+export async function deviceSealingKey(userId, deviceId) {
+  const record = await withStore("readonly", (s) => idb(s.get(recordKey(userId, deviceId))));
+  if (!record) throw new Error("no secrets for this device");
+  return record.cryptoKey;
+}
+
 /** Forget (user, device): its passphrase and its SDK store (on logout or device removal). */
 export async function forgetDevice(userId, deviceId) {
   await withStore("readwrite", (s) => idb(s.delete(recordKey(userId, deviceId))));
-  const name = cryptoStoreName(userId, deviceId);
+  const names = [cryptoStoreName(userId, deviceId), historyStoreName(userId, deviceId)];
   for (const db of await indexedDB.databases()) {
-    if (db.name?.startsWith(name)) await idb(indexedDB.deleteDatabase(db.name));
+    if (names.some((n) => db.name?.startsWith(n))) await idb(indexedDB.deleteDatabase(db.name));
   }
 }
 

@@ -1,0 +1,599 @@
+// CallsApp page: conversation list, chat view, composer, group management, devices and
+// verification. The cryptography and the sync stream are in client.js; this file only draws.
+import { CallsClient, undecryptableReason } from "./client.js";
+
+const root = document.querySelector("[data-callsapp]");
+const $ = (sel, el = root) => el.querySelector(sel);
+const $$ = (sel, el = root) => [...el.querySelectorAll(sel)];
+
+let client = null;
+let current = null; // open room id
+let verification = null; // { request, sas }
+
+function setState(state, text) {
+  root.dataset.state = state;
+  const status = $("[data-status]");
+  status.textContent = text || "";
+  status.hidden = !text;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "text") node.textContent = v;
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function icon(name) {
+  return el("span", { class: `icon icon-${name}`, "aria-hidden": "true" });
+}
+
+function time(ts) {
+  const d = new Date(ts);
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleDateString();
+}
+
+function showError(form, err) {
+  const box = $("[data-error]", form);
+  if (!box) return;
+  box.textContent = err ? err.message || String(err) : "";
+  box.hidden = !err;
+}
+
+async function roomTitle(room) {
+  if (room.name) return room.name;
+  const others = room.members.filter((u) => u !== client.userId);
+  if (!others.length) return "Just you";
+  return others.map((u) => client.displayName(u)).join(", ");
+}
+
+// --- conversation list
+
+async function drawRooms() {
+  const rooms = (await client.history.rooms()).sort((a, b) => (b.last_ts || 0) - (a.last_ts || 0));
+  const list = $("[data-room-list]");
+  list.replaceChildren();
+  for (const room of rooms) {
+    const unread = room.unread || 0;
+    const item = el(
+      "li",
+      { dataset: { roomId: room.room_id }, class: room.room_id === current ? "active" : "" },
+      el(
+        "button",
+        { type: "button", class: "ca-room", "data-testid": "room" },
+        el("span", { class: "ca-avatar", "aria-hidden": "true", text: (await roomTitle(room)).slice(0, 1).toUpperCase() }),
+        el(
+          "span",
+          { class: "ca-room-main" },
+          el("strong", { class: "ca-room-name", text: await roomTitle(room) }),
+          el("small", { class: "ca-room-sub", text: room.left ? "Left" : room.is_direct ? "Direct" : `${room.members.length} members` }),
+        ),
+        unread ? el("span", { class: "ca-unread", "data-testid": "unread", "aria-label": `${unread} unread`, text: String(unread) }) : null,
+      ),
+    );
+    list.append(item);
+  }
+  $("[data-rooms-empty]").hidden = rooms.length > 0;
+}
+
+// --- chat view
+
+function ticks(record) {
+  const labels = { sending: "Sending", sent: "Sent", delivered: "Delivered", seen: "Seen", failed: "Not sent" };
+  const icons = { sending: "clock", sent: "check", delivered: "check-check", seen: "check-check", failed: "circle-alert" };
+  const status = record.status || "sent";
+  return el(
+    "span",
+    { class: `ca-tick ca-tick-${status}`, "data-testid": "tick", "data-status": status, title: labels[status] },
+    icon(icons[status]),
+    el("span", { class: "sr", text: labels[status] }),
+  );
+}
+
+async function drawAttachment(record) {
+  const c = record.content;
+  const box = el("div", { class: "ca-file" });
+  if (record.fileError) {
+    box.append(el("span", { class: "ca-refused", text: record.fileError }));
+    return box;
+  }
+  try {
+    const bytes = await client.attachment(c);
+    const url = URL.createObjectURL(new Blob([bytes], { type: c.info?.mimetype || "application/octet-stream" }));
+    if (c.msgtype === "m.image") box.append(el("img", { src: url, alt: c.body, class: "ca-image", "data-testid": "image" }));
+    box.append(
+      el("a", { href: url, download: c.body, "data-testid": "file-link" }, icon("paperclip"), ` ${c.body}`),
+    );
+  } catch (err) {
+    box.append(el("span", { class: "ca-refused", text: err.message }));
+  }
+  return box;
+}
+
+async function drawMessage(record) {
+  const sdk = client.sdk;
+  const mine = record.mine;
+  const li = el("li", {
+    class: `ca-msg ${mine ? "mine" : "theirs"} ca-${record.kind}`,
+    dataset: { eventId: record.event_id, kind: record.kind },
+    "data-testid": "message",
+  });
+  if (record.kind === "notice") {
+    li.className = "ca-notice";
+    li.setAttribute("data-testid", "notice");
+    li.textContent = record.content?.body || "";
+    return li;
+  }
+  const bubble = el("div", { class: "ca-bubble" });
+  if (!mine) bubble.append(el("div", { class: "ca-sender", text: client.displayName(record.sender) }));
+  if (record.redacted) {
+    bubble.append(el("em", { class: "ca-deleted", "data-testid": "deleted", text: "Message deleted" }));
+  } else if (record.kind === "utd" || record.kind === "refused") {
+    bubble.classList.add("ca-undecryptable");
+    bubble.append(
+      el("div", { class: "ca-refused", "data-testid": "undecryptable" }, icon("lock-open"), " ", undecryptableReason(record.error, sdk)),
+    );
+  } else if (record.content?.file) {
+    bubble.append(await drawAttachment(record));
+  } else {
+    bubble.append(el("div", { class: "ca-body", "data-testid": "body", text: record.content?.body || "" }));
+  }
+  const meta = el("div", { class: "ca-meta" }, el("time", { text: time(record.ts) }));
+  if (record.kind === "message" && record.shield && record.shield.color === sdk.ShieldColor.Red) {
+    meta.prepend(el("span", { class: "ca-shield", title: record.shield.message || "Unverified", "data-testid": "shield" }, icon("shield-alert")));
+  }
+  if (mine) meta.append(ticks(record));
+  if (record.status === "failed") meta.append(el("span", { class: "ca-refused", text: " Not sent" }));
+  bubble.append(meta);
+  if (mine && record.kind === "message" && !record.redacted && !record.event_id.startsWith("~")) {
+    bubble.append(
+      el("button", { type: "button", class: "link ca-delete", "data-action": "redact", "data-testid": "redact" }, "Delete for everyone"),
+    );
+  }
+  li.append(bubble);
+  return li;
+}
+
+async function drawTimeline() {
+  if (!current) return;
+  const list = $("[data-timeline]");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const events = (await client.history.timeline(current)).filter((r) => r.kind !== "hidden");
+  const items = [];
+  for (const record of events) items.push(await drawMessage(record));
+  list.replaceChildren(...items);
+  if (atBottom || items.length < 30) list.scrollTop = list.scrollHeight;
+  if (!document.hidden && client.caughtUp) client.markRead(current).catch(() => {});
+}
+
+async function drawChatHead() {
+  const room = await client.history.room(current);
+  if (!room) return;
+  $("[data-room-name]").textContent = await roomTitle(room);
+  const sub = $("[data-room-sub]");
+  sub.textContent = room.is_direct ? "" : `· ${room.members.length} members`;
+  if (room.is_direct) {
+    const other = room.members.find((u) => u !== client.userId);
+    if (other) {
+      client.presence(other).then((p) => {
+        if (p === "online") sub.textContent = "· online";
+      }).catch(() => {});
+    }
+  }
+  $("[data-left]").hidden = !room.left;
+  $("[data-form=composer]").hidden = Boolean(room.left);
+  await drawKeyChange(room);
+}
+
+async function drawKeyChange(room) {
+  const changed = [];
+  for (const u of room.members) if (u !== client.userId && (await client.keyChanged(u))) changed.push(u);
+  const box = $("[data-keychange]");
+  box.hidden = !changed.length;
+  box.dataset.users = changed.join(" ");
+  $("[data-keychange-text]").textContent = changed.length
+    ? `The safety keys of ${changed.map((u) => client.displayName(u)).join(", ")} changed. They may have reinstalled or signed in anew, or someone may be in the middle: verify them in Devices and safety.`
+    : "";
+}
+
+async function openRoom(roomId) {
+  current = roomId;
+  client.openRoom = roomId;
+  root.classList.add("room-open");
+  $("[data-placeholder]").hidden = true;
+  $("[data-chat]").hidden = false;
+  closePanels();
+  await drawChatHead();
+  await drawTimeline();
+  await drawRooms();
+  $("[data-form=composer] textarea").focus();
+}
+
+function closePanels() {
+  for (const p of $$("[data-panel]")) p.hidden = true;
+  if (current) $("[data-chat]").hidden = false;
+}
+
+function openPanel(name) {
+  for (const p of $$("[data-panel]")) p.hidden = p.dataset.panel !== name;
+  $("[data-chat]").hidden = true;
+  $("[data-placeholder]").hidden = true;
+  root.classList.add("room-open");
+}
+
+// --- panels
+
+async function drawUndelivered() {
+  const list = $("[data-undelivered-list]");
+  list.replaceChildren(el("li", { class: "ca-hint", text: "Loading…" }));
+  const { events } = await client.undelivered(current);
+  const rows = [];
+  for (const item of events) {
+    const record = await client.history.event(item.event_id);
+    const content = record ? await client.history.unseal(record.sealed) : null;
+    rows.push(
+      el(
+        "li",
+        { "data-testid": "undelivered", dataset: { eventId: item.event_id } },
+        el("span", { class: "ca-body", text: content?.body || "(message)" }),
+        el("small", {
+          class: "ca-hint",
+          text: ` waiting for ${item.pending_devices} device${item.pending_devices === 1 ? "" : "s"}; deleted undelivered on ${new Date(item.expires_at).toLocaleString()}`,
+        }),
+      ),
+    );
+  }
+  list.replaceChildren(...(rows.length ? rows : [el("li", { class: "ca-hint", text: "Everything you sent here has been delivered." })]));
+}
+
+async function drawManage() {
+  const room = await client.history.room(current);
+  const admin = room.admins?.includes(client.userId);
+  for (const node of $$("[data-group-only]")) node.hidden = room.is_direct || (node.dataset.form && !admin);
+  $("[data-form=rename] input").value = room.name || "";
+  const blocked = new Set(await client.blocked().catch(() => []));
+  const list = $("[data-members]");
+  list.replaceChildren();
+  for (const userId of room.members) {
+    const isMe = userId === client.userId;
+    const row = el(
+      "li",
+      { dataset: { userId }, "data-testid": "member" },
+      el("span", { class: "ca-member-name", text: isMe ? "You" : client.displayName(userId) }),
+      room.admins?.includes(userId) ? el("span", { class: "badge", text: "admin" }) : null,
+    );
+    if (!isMe) {
+      row.append(el("button", { type: "button", class: "button small secondary", "data-action": "verify-user", "data-testid": "verify-user" }, "Verify"));
+      row.append(
+        el("button", { type: "button", class: "button small secondary", "data-action": blocked.has(userId) ? "unblock" : "block", "data-testid": "block" }, blocked.has(userId) ? "Unblock" : "Block"),
+      );
+      if (admin && !room.is_direct) {
+        row.append(el("button", { type: "button", class: "button small secondary", "data-action": room.admins?.includes(userId) ? "unadmin" : "admin" }, room.admins?.includes(userId) ? "Remove admin" : "Make admin"));
+        row.append(el("button", { type: "button", class: "button small danger", "data-action": "kick", "data-testid": "kick" }, "Remove"));
+      }
+    }
+    list.append(row);
+  }
+}
+
+async function drawDevices(userId = client.userId) {
+  const list = $("[data-my-devices]");
+  list.replaceChildren(el("li", { class: "ca-hint", text: "Loading…" }));
+  const devices = await client.devicesOf(userId);
+  const rows = devices.map((d) =>
+    el(
+      "li",
+      { dataset: { deviceId: d.deviceId, userId }, "data-testid": "device" },
+      el("span", { class: "ca-member-name" }, d.deviceId, d.deviceId === client.deviceId && userId === client.userId ? " (this browser)" : ""),
+      el("span", { class: d.verified ? "badge ok" : "badge", "data-testid": "device-trust", text: d.verified ? "verified" : "not verified" }),
+      el("code", { class: "ca-fingerprint", title: "Ed25519 key", text: d.ed25519.replace(/(.{4})/g, "$1 ").trim() }),
+      d.deviceId !== client.deviceId && !d.verified
+        ? el("button", { type: "button", class: "button small secondary", "data-action": "verify-device", "data-testid": "verify-device" }, "Verify")
+        : null,
+    ),
+  );
+  list.replaceChildren(...rows);
+  $("[data-devices-owner]")?.remove();
+  if (userId !== client.userId) {
+    list.before(el("p", { class: "ca-hint", "data-devices-owner": true, text: `Devices of ${client.displayName(userId)}` }));
+  }
+  const settings = await client.settings().catch(() => null);
+  if (settings) {
+    const form = $("[data-form=settings]");
+    form.read_receipts.checked = settings.read_receipts;
+    form.online_status.checked = settings.online_status;
+  }
+  const blocked = await client.blocked().catch(() => []);
+  $("[data-blocked]").replaceChildren(
+    ...(blocked.length
+      ? blocked.map((u) =>
+          el("li", { dataset: { userId: u } }, el("span", { text: client.displayName(u) }), el("button", { type: "button", class: "button small secondary", "data-action": "unblock" }, "Unblock")),
+        )
+      : [el("li", { class: "ca-hint", text: "Nobody." })]),
+  );
+}
+
+// --- verification (SAS emoji)
+
+async function drawVerification() {
+  const box = $("[data-verify]");
+  if (!verification) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  const { request } = verification;
+  const who = request.otherUserId.toString() === client.userId ? "your other device" : client.displayName(request.otherUserId.toString());
+  $("[data-verify-title]").textContent = `Verify ${who}`;
+  const text = $("[data-verify-text]");
+  const emojiList = $("[data-emoji]");
+  const match = $("[data-action=sas-match]");
+  const accept = $("[data-action=sas-accept]");
+  match.hidden = true;
+  accept.hidden = true;
+  emojiList.replaceChildren();
+  const sas = verification.sas || (request.getVerification?.() ?? null);
+  if (request.isCancelled() || sas?.isCancelled?.()) {
+    text.textContent = "Verification cancelled.";
+  } else if (request.isDone() || sas?.isDone?.()) {
+    text.textContent = "Verified. Messages from this device are now trusted.";
+    $("[data-verify]").dataset.done = "true";
+  } else if (sas && sas.canBePresented()) {
+    text.textContent = "Compare these emoji with the other screen. Tap 'They match' only if they are the same, in the same order.";
+    for (const e of sas.emoji() || []) emojiList.append(el("li", {}, el("span", { class: "ca-emoji-symbol", text: e.symbol }), el("small", { text: e.description })));
+    match.hidden = sas.haveWeConfirmed();
+    if (sas.haveWeConfirmed()) text.textContent = "Waiting for the other side to confirm…";
+  } else if (!request.weStarted() && !request.isReady()) {
+    text.textContent = `${who} wants to verify with this device.`;
+    accept.hidden = false;
+  } else {
+    text.textContent = "Waiting for the other device…";
+  }
+}
+
+function watchVerification(request) {
+  verification = { request, sas: null };
+  request.registerChangesCallback(async () => {
+    const v = request.getVerification();
+    if (v && !verification.sas && v.constructor?.name === "Sas") {
+      verification.sas = v;
+      v.registerChangesCallback(async () => drawVerification());
+      if (!v.weStarted() && !v.hasBeenAccepted()) await client.sendVerificationRequest(v.accept());
+    }
+    if (request.isReady() && request.weStarted() && !verification.sas) {
+      const started = await request.startSas();
+      if (started) {
+        const [sas, outgoing] = started;
+        verification.sas = sas;
+        sas.registerChangesCallback(async () => drawVerification());
+        await client.sendVerificationRequest(outgoing);
+      }
+    }
+    if (request.isDone()) await client.afterVerification();
+    await drawVerification();
+  });
+  drawVerification();
+}
+
+// --- actions
+
+async function act(action, target) {
+  const userId = target.closest("[data-user-id]")?.dataset.userId;
+  switch (action) {
+    case "new-chat":
+    case "new-group": {
+      const form = $(`[data-form=${action}]`);
+      form.hidden = !form.hidden;
+      if (!form.hidden) $("input", form).focus();
+      break;
+    }
+    case "devices":
+      openPanel("devices");
+      await drawDevices();
+      break;
+    case "back":
+      root.classList.remove("room-open");
+      current = null;
+      client.openRoom = null;
+      break;
+    case "close-panel":
+      closePanels();
+      if (!current) root.classList.remove("room-open");
+      break;
+    case "undelivered":
+      openPanel("undelivered");
+      await drawUndelivered();
+      break;
+    case "manage":
+      openPanel("manage");
+      await drawManage();
+      break;
+    case "redact":
+      if (window.confirm("Delete this message for everyone?")) {
+        await client.redact(current, target.closest("[data-event-id]").dataset.eventId);
+      }
+      break;
+    case "kick":
+      await client.removeMember(current, userId);
+      await drawManage();
+      break;
+    case "admin":
+    case "unadmin":
+      await client.setAdmin(current, userId, action === "admin");
+      await drawManage();
+      break;
+    case "block":
+    case "unblock":
+      await client.setBlocked(userId, action === "block");
+      if (!$("[data-panel=manage]").hidden) await drawManage();
+      else await drawDevices();
+      break;
+    case "leave":
+      await client.leaveRoom(current);
+      closePanels();
+      await drawChatHead();
+      break;
+    case "verify-user":
+      openPanel("devices");
+      await drawDevices(userId);
+      break;
+    case "verify-device": {
+      const row = target.closest("[data-device-id]");
+      watchVerification(await client.requestVerification(row.dataset.userId, row.dataset.deviceId));
+      break;
+    }
+    case "sas-accept":
+      await client.sendVerificationRequest(verification.request.accept());
+      await drawVerification();
+      break;
+    case "sas-match":
+      for (const outgoing of await verification.sas.confirm()) await client.sendVerificationRequest(outgoing);
+      await drawVerification();
+      break;
+    case "sas-cancel":
+      if (verification) await client.sendVerificationRequest((verification.sas || verification.request).cancel());
+      verification = null;
+      await drawVerification();
+      break;
+    case "ack-keychange":
+      for (const u of $("[data-keychange]").dataset.users.split(" ").filter(Boolean)) await client.acknowledgeKeyChange(u);
+      await drawChatHead();
+      break;
+    default:
+      break;
+  }
+}
+
+root.addEventListener("click", (ev) => {
+  const button = ev.target.closest("[data-action]");
+  if (button) {
+    act(button.dataset.action, button).catch((err) => setState("ready", err.message));
+    return;
+  }
+  const room = ev.target.closest("[data-room-id] .ca-room");
+  if (room) openRoom(room.closest("[data-room-id]").dataset.roomId);
+});
+
+async function submit(form) {
+  const name = form.dataset.form;
+  showError(form, null);
+  try {
+    if (name === "new-chat") {
+      const roomId = await client.startDirect(form.term.value);
+      if (!roomId) throw new Error("Nobody has exactly that nickname or email.");
+      form.reset();
+      form.hidden = true;
+      await openRoom(roomId);
+    } else if (name === "new-group") {
+      const ids = [];
+      for (const term of form.members.value.split(/[\n,]+/).map((t) => t.trim()).filter(Boolean)) {
+        const found = await client.findUser(term);
+        if (!found) throw new Error(`Nobody has exactly the nickname or email "${term}".`);
+        client.names.set(found.user_id, found.display_name || found.user_id);
+        ids.push(found.user_id);
+      }
+      await client.saveNames();
+      const roomId = await client.createGroup(form.name.value.trim(), ids);
+      form.reset();
+      form.hidden = true;
+      await openRoom(roomId);
+    } else if (name === "composer") {
+      const body = form.body.value;
+      if (!body.trim()) return;
+      form.body.value = "";
+      await client.sendText(current, body);
+    } else if (name === "rename") {
+      await client.renameGroup(current, form.name.value.trim());
+      await drawChatHead();
+    } else if (name === "add-member") {
+      const found = await client.findUser(form.term.value);
+      if (!found) throw new Error("Nobody has exactly that nickname or email.");
+      client.names.set(found.user_id, found.display_name || found.user_id);
+      await client.addMember(current, found.user_id);
+      form.reset();
+      await drawManage();
+    }
+  } catch (err) {
+    showError(form, err);
+    if (name === "composer") setState("ready", `Not sent: ${err.message}`);
+  }
+}
+
+root.addEventListener("submit", (ev) => {
+  const form = ev.target.closest("[data-form]");
+  if (!form) return;
+  ev.preventDefault();
+  submit(form);
+});
+
+root.addEventListener("keydown", (ev) => {
+  if (ev.target.name === "body" && ev.key === "Enter" && !ev.shiftKey) {
+    ev.preventDefault();
+    ev.target.form.requestSubmit();
+  }
+});
+
+root.addEventListener("change", async (ev) => {
+  if (ev.target.name === "file" && ev.target.files[0]) {
+    const file = ev.target.files[0];
+    ev.target.value = "";
+    try {
+      await client.sendFile(current, file);
+    } catch (err) {
+      setState("ready", `Not sent: ${err.message}`);
+    }
+  }
+  const settings = ev.target.closest("[data-form=settings]");
+  if (settings) await client.saveSettings({ [ev.target.name]: ev.target.checked });
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && current && client) client.markRead(current).catch(() => {});
+});
+
+async function main() {
+  try {
+    client = await CallsClient.start({
+      onWait: () => setState("waiting", "CallsApp is open in another tab of this browser. This tab takes over when that one is closed."),
+    });
+  } catch (err) {
+    setState("error", `CallsApp could not start: ${err.message}`);
+    return;
+  }
+  window.callsapp = client; // for the browser tests and the curious
+  if (client.evicted) {
+    setState(
+      "evicted",
+      "This browser no longer has your message keys (its storage was cleared). Log out and sign in again: this browser becomes a new device, and your contacts will see it announced.",
+    );
+    return;
+  }
+  client.addEventListener("rooms", () => drawRooms());
+  client.addEventListener("timeline", (ev) => {
+    if (ev.detail === current) drawTimeline();
+  });
+  client.addEventListener("identity", () => current && drawChatHead());
+  client.addEventListener("verification", (ev) => {
+    openPanel("devices");
+    drawDevices();
+    watchVerification(ev.detail);
+  });
+  client.addEventListener("status", (ev) => {
+    if (ev.detail === "reconnecting") setState("reconnecting", "Reconnecting…");
+    else if (ev.detail === "signed-out") setState("signed-out", "You were signed out. Log in again to continue.");
+  });
+  client.addEventListener("ready", () => setState("ready", ""));
+  setState("syncing", "Fetching new messages…");
+  await drawRooms();
+  if (client.needsVerification) {
+    setState("syncing", "");
+  }
+}
+
+main();
