@@ -64,7 +64,8 @@ def test_second_tab_of_a_device_waits_for_the_first(live_asgi, new_context):
     take = """async (path) => {
         const ks = await import(path);
         window.lockState = "asking";
-        ks.acquireDeviceLock("@1:test", "AAAAAAAAAA", {onWait: () => { window.lockState = "waiting"; }})
+        const onWait = () => { window.lockState = "waiting"; };
+        ks.acquireDeviceLock("@1:test", "AAAAAAAAAA", {onWait})
           .then((release) => { window.lockState = "held"; window.releaseLock = release; });
     }"""
     first.evaluate(take, KEYSTORE)

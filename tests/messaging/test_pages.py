@@ -51,4 +51,4 @@ def test_page_has_no_inline_script_style_or_handlers():
     assert "style=" not in html
     assert " onclick=" not in html and " onsubmit=" not in html
     for chunk in html.split("<script")[1:]:
-        assert chunk.lstrip().startswith("type=\"module\" src=")
+        assert chunk.lstrip().startswith('type="module" src=')
