@@ -67,8 +67,23 @@ def birth_date_missing(user: User) -> bool:
 MEDIA_FOR_SIGNED_IN = ("profiles/",)
 
 
+def media_clean_name(name: str) -> str | None:
+    """The stored name a media URL path names, or None when it is not a plain relative path.
+    Django has already decoded %xx once, so `..%2f` arrives as `../`; a `%` still present
+    (double encoding) would be decoded again by nginx's X-Accel-Redirect, so it is refused
+    too. Checked before any folder rule: a prefix check on an unnormalised name lets
+    `profiles/../videochat/reports/...` through."""
+    if not name or "%" in name or "\\" in name or "\x00" in name:
+        return None
+    segments = name.split("/")
+    if any(seg in ("", ".", "..") for seg in segments):
+        return None
+    return "/".join(segments)
+
+
 def media_readable_by(user: User, name: str) -> bool:
-    """May `user` (possibly anonymous) read the uploaded file stored as `name`?"""
+    """May `user` (possibly anonymous) read the uploaded file stored as `name` (a name
+    already cleaned by `media_clean_name`)?"""
     if not user.is_authenticated or not user.is_active:
         return False
     if user.is_staff:

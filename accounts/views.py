@@ -163,8 +163,10 @@ def account_delete(request: HttpRequest) -> HttpResponse:
 def media_file(request: HttpRequest, name: str) -> HttpResponse | FileResponse:
     """An uploaded file, to whoever may read it (404 to anyone else: a name says nothing).
     Behind nginx, MEDIA_X_ACCEL_REDIRECT hands the bytes to nginx's internal location."""
-    if not selectors.media_readable_by(request.user, name):  # type: ignore[arg-type]
+    clean = selectors.media_clean_name(name)
+    if clean is None or not selectors.media_readable_by(request.user, clean):  # type: ignore[arg-type]
         raise Http404
+    name = clean  # the same checked name for the file and for nginx
     try:
         path = default_storage.path(name)  # refuses names that climb out of MEDIA_ROOT
     except SuspiciousFileOperation:

@@ -90,3 +90,34 @@ def test_behind_nginx_the_bytes_come_from_its_internal_location(stored, settings
     assert response["X-Accel-Redirect"] == f"/protected-media/{name}"
     assert response.content == b""
     assert get(None, name).status_code == 404
+
+
+# A signed-in user must not climb from the photo folder into the evidence folders, whatever
+# encoding hides the `..` (each one the review tried, and their mixes).
+CLIMBS = [
+    "profiles/../videochat/reports/{f}",
+    "profiles/%2e%2e/videochat/reports/{f}",
+    "profiles/%2E%2E/videochat/reports/{f}",
+    "profiles/..%2fvideochat/reports/{f}",
+    "profiles/..%2Fvideochat/reports/{f}",
+    "profiles/.%2e/videochat/reports/{f}",
+    "profiles/%252e%252e/videochat/reports/{f}",
+    "profiles/./../videochat/reports/{f}",
+    "profiles//../videochat/reports/{f}",
+    "profiles\\..\\videochat/reports/{f}",
+]
+
+
+@pytest.mark.parametrize("x_accel", ["", "/protected-media/"])
+@pytest.mark.parametrize("climb", CLIMBS)
+def test_traversal_from_photos_into_evidence_is_refused(stored, settings, climb, x_accel) -> None:  # type: ignore[no-untyped-def]
+    settings.MEDIA_X_ACCEL_REDIRECT = x_accel
+    evidence = stored("videochat/reports/2026/11/frame.jpg", b"evidence")
+    f = evidence.removeprefix("videochat/reports/")
+    user = UserFactory()
+    response = get(user, climb.format(f=f))
+    assert response.status_code == 404
+    assert "X-Accel-Redirect" not in response
+    # Staff are refused the crafted name too: only the plain name is served.
+    assert get(UserFactory(is_staff=True), climb.format(f=f)).status_code == 404
+    assert get(UserFactory(is_staff=True), evidence).status_code == 200
