@@ -6,8 +6,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from realtime.errors import ServiceError
+
 from . import services
-from .models import Device, Profile, User
+from .models import BirthDateChange, Device, Profile, User
 
 
 class ProfileInline(admin.StackedInline):
@@ -19,7 +21,10 @@ class ProfileInline(admin.StackedInline):
         "photo",
         ("language", "translation_target"),
         ("show_online_status", "send_read_receipts"),
+        "guardian_allows_privacy_changes",
     ]
+    # Changed only through a reviewed BirthDateChange, which keeps the audit trail.
+    readonly_fields = ["birth_date"]
 
 
 class DeviceInline(admin.TabularInline):
@@ -128,3 +133,60 @@ class DeviceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     raw_id_fields = ["user"]
     readonly_fields = ["created_at"]
     date_hierarchy = "last_seen_at"
+
+
+@admin.register(BirthDateChange)
+class BirthDateChangeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Requests to correct a birth date: staff approve or refuse; each row is the audit record
+    (who asked, from what to what, why, who decided and when)."""
+
+    list_display = ["__str__", "status", "created_at", "decided_by", "decided_at"]
+    list_filter = ["status"]
+    search_fields = ["user__email", "user__profile__nickname"]
+    list_select_related = ["user", "decided_by"]
+    date_hierarchy = "created_at"
+    actions = ["approve", "refuse"]
+    readonly_fields = [
+        "user",
+        "current",
+        "requested",
+        "reason",
+        "status",
+        "created_at",
+        "decided_by",
+        "decided_at",
+    ]
+    fields = [*readonly_fields, "note"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # users ask; staff only decide
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # the audit record stays (it goes with the account)
+
+    def _decide(
+        self, request: HttpRequest, queryset: QuerySet[BirthDateChange], approve: bool
+    ) -> None:
+        done = 0
+        for change in queryset:
+            try:
+                services.birth_date_change_decide(
+                    change_id=change.pk,
+                    staff=request.user,  # type: ignore[arg-type]
+                    approve=approve,
+                    note=change.note,
+                )
+            except ServiceError as e:
+                self.message_user(request, f"{change}: {e.detail}", messages.WARNING)
+            else:
+                done += 1
+        verb = "approved" if approve else "refused"
+        self.message_user(request, f"{done} request(s) {verb}.", messages.SUCCESS)
+
+    @admin.action(description="Approve: set the requested birth date")
+    def approve(self, request: HttpRequest, queryset: QuerySet[BirthDateChange]) -> None:
+        self._decide(request, queryset, approve=True)
+
+    @admin.action(description="Refuse: keep the birth date")
+    def refuse(self, request: HttpRequest, queryset: QuerySet[BirthDateChange]) -> None:
+        self._decide(request, queryset, approve=False)

@@ -41,7 +41,9 @@ class SignupExtraForm(forms.Form):
     def signup(self, request: Any, user: User) -> None:
         from .services import profile_birth_date_set
 
-        profile_birth_date_set(user=user, birth_date=self.cleaned_data["birth_date"])
+        profile_birth_date_set(
+            user=user, birth_date=self.cleaned_data["birth_date"], at_signup=True
+        )
 
 
 class BirthDateForm(forms.Form):
@@ -49,6 +51,20 @@ class BirthDateForm(forms.Form):
 
     def clean_birth_date(self) -> dt.date:
         return clean_birth_date(self.cleaned_data["birth_date"])
+
+
+class BirthDateChangeForm(forms.Form):
+    """A correction of the birth date, for staff to review."""
+
+    requested = forms.DateField(label="Correct birth date", widget=DATE_INPUT)
+    reason = forms.CharField(
+        label="Why is the current one wrong?",
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3, "maxlength": 500}),
+    )
+
+    def clean_requested(self) -> dt.date:
+        return clean_birth_date(self.cleaned_data["requested"])
 
 
 class ProfileForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -71,7 +87,6 @@ class ProfileForm(forms.ModelForm):  # type: ignore[type-arg]
             "nickname",
             "description",
             "gender",
-            "birth_date",
             "country",
             "language",
             "translation_target",
@@ -88,17 +103,16 @@ class ProfileForm(forms.ModelForm):  # type: ignore[type-arg]
             "photo": "JPEG, PNG or WebP, at most 2 MB.",
         }
         widgets = {
-            "birth_date": DATE_INPUT,
             "description": forms.Textarea(attrs={"rows": 3, "maxlength": 200}),
             "photo": forms.ClearableFileInput(attrs={"accept": "image/jpeg,image/png,image/webp"}),
         }
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, privacy_locked: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["birth_date"].required = True
-
-    def clean_birth_date(self) -> dt.date:
-        return clean_birth_date(self.cleaned_data["birth_date"])
+        if privacy_locked:
+            # A disabled field ignores what is posted and keeps the (protective) current value.
+            for name in ("show_online_status", "send_read_receipts"):
+                self.fields[name].disabled = True
 
     def clean_photo(self) -> Any:
         photo = self.cleaned_data.get("photo")

@@ -69,6 +69,13 @@ class Profile(models.Model):
     translation_target = models.CharField(max_length=8, blank=True)
     show_online_status = models.BooleanField(default=True)
     send_read_receipts = models.BooleanField(default=True)
+    # EEA users under 16 keep the protective privacy defaults unless a legal guardian asked
+    # otherwise in writing (staff record that here).
+    guardian_allows_privacy_changes = models.BooleanField(
+        default=False,
+        help_text="A legal guardian's written instruction lets this under-16 EEA user change "
+        "their privacy settings.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -96,3 +103,41 @@ class Device(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"{self.platform} {self.model}".strip() or self.device_id
+
+
+class BirthDateChange(models.Model):
+    """A user's request to correct their birth date, decided by staff. The birth date gates
+    products (Video chat 18+), so it is fixed once given; this row is also the audit record of
+    who changed it, from what, to what, and when."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for review"
+        APPROVED = "approved", "Approved"
+        REFUSED = "refused", "Refused"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="birth_date_changes")
+    current = models.DateField(help_text="The birth date on the profile when asked.")
+    requested = models.DateField()
+    reason = models.CharField(max_length=500)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    note = models.CharField(max_length=500, blank=True, help_text="Why, as told to the user.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(status="pending"),
+                name="birth_date_change_one_pending",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.user} asks to change their birth date from {self.current} to {self.requested}"
+        )

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from django.conf import settings
 from django.utils import timezone
 
-from .models import Device, Profile, User
+from .countries import EEA
+from .models import BirthDateChange, Device, Profile, User
 
 
 def profile_of(user: User) -> Profile:
@@ -44,6 +45,27 @@ def meets_age_rule(user: User, product: str, *, today: dt.date | None = None) ->
     if birth_date is None:
         return False
     return age_on(birth_date, today or timezone.localdate()) >= minimum
+
+
+def privacy_defaults_locked(profile: Profile, *, today: dt.date | None = None) -> bool:
+    """CallsApp's policy: in the EEA, users under 16 keep the protective privacy defaults
+    (online status hidden, no read receipts) unless a legal guardian instructs otherwise."""
+    if profile.guardian_allows_privacy_changes or profile.birth_date is None:
+        return False
+    if profile.country.upper() not in EEA:
+        return False
+    return age_on(profile.birth_date, today or timezone.localdate()) < settings.EEA_PRIVACY_AGE
+
+
+def birth_date_change_pending(user: User) -> BirthDateChange | None:
+    return BirthDateChange.objects.filter(user=user, status=BirthDateChange.Status.PENDING).first()
+
+
+def birth_date_changes_decided(user: User) -> list[BirthDateChange]:
+    decided = BirthDateChange.objects.filter(user=user).exclude(
+        status=BirthDateChange.Status.PENDING
+    )
+    return list(decided.order_by("-created_at")[:5])
 
 
 def devices_of(user: User) -> list[Device]:

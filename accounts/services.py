@@ -16,9 +16,9 @@ from realtime.events import send_on_commit
 from realtime.keys import presence_group
 from realtime.services import user_sockets_close
 
-from .models import Device, Profile, User
+from .models import BirthDateChange, Device, Profile, User
 from .privacy import services as privacy_services
-from .selectors import meets_age_rule, profile_of
+from .selectors import meets_age_rule, privacy_defaults_locked, profile_of
 from .social import profile_data_from
 from .validators import validate_photo
 
@@ -31,7 +31,6 @@ PROFILE_EDITABLE_FIELDS = frozenset(
         "nickname",
         "description",
         "gender",
-        "birth_date",
         "country",
         "photo",
         "language",
@@ -40,6 +39,8 @@ PROFILE_EDITABLE_FIELDS = frozenset(
         "send_read_receipts",
     }
 )
+# The birth date is not among them: it gates products, so it is given once and changed only
+# through a request that staff review (birth_date_change_request / birth_date_change_decide).
 # Fields a social login may fill, and only while the user has left them empty.
 PROVIDER_FILLABLE_FIELDS = ("gender", "birth_date", "country")
 
@@ -71,6 +72,7 @@ def profile_update(*, user: User, data: Mapping[str, Any]) -> Profile:
             else:
                 value = value or ""  # False: the "clear" box was ticked
         setattr(profile, field, value)
+    _privacy_defaults_apply(profile)
     profile.full_clean()
     profile.save()
     if was_visible and not profile.show_online_status:
@@ -86,13 +88,83 @@ def profile_update(*, user: User, data: Mapping[str, Any]) -> Profile:
     return profile
 
 
+def _privacy_defaults_apply(profile: Profile) -> list[str]:
+    """Hold an EEA under-16's privacy settings at their protective defaults; returns the
+    fields changed (the caller saves)."""
+    if not privacy_defaults_locked(profile):
+        return []
+    changed = [f for f in ("show_online_status", "send_read_receipts") if getattr(profile, f)]
+    for field in changed:
+        setattr(profile, field, False)
+    return changed
+
+
 @transaction.atomic
-def profile_birth_date_set(*, user: User, birth_date: dt.date) -> Profile:
-    profile = profile_of(user)
+def profile_birth_date_set(*, user: User, birth_date: dt.date, at_signup: bool = False) -> Profile:
+    """Record the birth date of a user who has none. Once given it is fixed: a correction is
+    a request to staff (birth_date_change_request). `at_signup`: the sign-up form's answer
+    replaces what a social provider filled a moment before, in the same sign-up."""
+    profile = Profile.objects.select_for_update().get(pk=profile_of(user).pk)
+    fixed = profile.birth_date is not None and not at_signup
+    if fixed and profile.birth_date != birth_date:
+        raise ServiceError(
+            "birth_date_fixed",
+            "Your birth date is already set. Ask for a correction instead.",
+            status=409,
+        )
     profile.birth_date = birth_date
+    changed = _privacy_defaults_apply(profile)
     profile.full_clean()
-    profile.save(update_fields=["birth_date", "updated_at"])
+    profile.save(update_fields=["birth_date", *changed, "updated_at"])
     return profile
+
+
+@transaction.atomic
+def birth_date_change_request(*, user: User, requested: dt.date, reason: str) -> BirthDateChange:
+    """Ask staff to correct the birth date. One open request at a time; nothing changes on
+    the profile until staff approve."""
+    profile = profile_of(user)
+    if profile.birth_date is None:
+        raise ServiceError("birth_date_missing", "Add your birth date first.")
+    if requested == profile.birth_date:
+        raise ServiceError("unchanged", "That is the birth date we already have.")
+    reason = reason.strip()
+    if not reason:
+        raise ServiceError("reason_required", "Say why the birth date is wrong.")
+    if BirthDateChange.objects.filter(user=user, status=BirthDateChange.Status.PENDING).exists():
+        raise ServiceError("pending", "You already have a request waiting for review.", status=409)
+    change = BirthDateChange(
+        user=user, current=profile.birth_date, requested=requested, reason=reason
+    )
+    change.full_clean()
+    change.save()
+    log.info("birth date change requested", extra={"user_id": user.pk, "change_id": change.pk})
+    return change
+
+
+@transaction.atomic
+def birth_date_change_decide(
+    *, change_id: int, staff: User, approve: bool, note: str = ""
+) -> BirthDateChange:
+    """Staff approve or refuse a pending request; approval writes the new birth date. The
+    request keeps who decided, when and why."""
+    if not staff.is_staff:
+        raise ServiceError("forbidden", "Only staff decide birth date changes.", status=403)
+    change = BirthDateChange.objects.select_for_update().get(pk=change_id)
+    if change.status != BirthDateChange.Status.PENDING:
+        raise ServiceError("decided", "This request was already decided.", status=409)
+    change.status = BirthDateChange.Status.APPROVED if approve else BirthDateChange.Status.REFUSED
+    change.decided_at = timezone.now()
+    change.decided_by = staff
+    change.note = note.strip()[:500]
+    change.save(update_fields=["status", "decided_at", "decided_by", "note"])
+    if approve:
+        profile = Profile.objects.select_for_update().get(user_id=change.user_id)
+        profile.birth_date = change.requested
+        changed = _privacy_defaults_apply(profile)
+        profile.full_clean()
+        profile.save(update_fields=["birth_date", *changed, "updated_at"])
+    return change
 
 
 @transaction.atomic
@@ -105,7 +177,8 @@ def profile_fill_from_provider(*, user: User, provider: str, extra_data: object)
     for field in filled:
         setattr(profile, field, found[field])
     if filled:
-        profile.save(update_fields=[*filled, "updated_at"])
+        changed = _privacy_defaults_apply(profile)
+        profile.save(update_fields=[*filled, *changed, "updated_at"])
     return filled
 
 
@@ -123,7 +196,8 @@ def profile_country_guess(*, user: User, ip: str | None) -> str:
         code = ""
     if code:
         profile.country = code.upper()
-        profile.save(update_fields=["country", "updated_at"])
+        changed = _privacy_defaults_apply(profile)
+        profile.save(update_fields=["country", *changed, "updated_at"])
     return profile.country
 
 

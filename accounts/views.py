@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from realtime.errors import ServiceError
 
 from . import selectors, services
-from .forms import AccountDeleteForm, BirthDateForm, ProfileForm
+from .forms import AccountDeleteForm, BirthDateChangeForm, BirthDateForm, ProfileForm
 from .schemas import DeviceIn
 
 # The three products the account opens, in the order the home page shows them.
@@ -80,7 +80,10 @@ def home(request: HttpRequest) -> HttpResponse:
 def profile_edit(request: HttpRequest) -> HttpResponse:
     user = request.user
     profile = selectors.profile_of(user)  # type: ignore[arg-type]
-    form = ProfileForm(request.POST or None, request.FILES or None, instance=profile)
+    locked = selectors.privacy_defaults_locked(profile)
+    form = ProfileForm(
+        request.POST or None, request.FILES or None, instance=profile, privacy_locked=locked
+    )
     if request.method == "POST" and form.is_valid():
         profile = services.profile_update(user=user, data=form.changes())  # type: ignore[arg-type]
         messages.success(request, "Profile saved.")
@@ -89,7 +92,13 @@ def profile_edit(request: HttpRequest) -> HttpResponse:
         response.set_cookie(settings.LANGUAGE_COOKIE_NAME, profile.language, samesite="Lax")
         return response
     profile.refresh_from_db()  # an invalid form has written its input onto the instance
-    return render(request, "accounts/profile_edit.html", {"form": form, "profile": profile})
+    context = {
+        "form": form,
+        "profile": profile,
+        "privacy_locked": locked,
+        "birth_date_change": selectors.birth_date_change_pending(user),  # type: ignore[arg-type]
+    }
+    return render(request, "accounts/profile_edit.html", context)
 
 
 @login_required
@@ -98,14 +107,51 @@ def birth_date(request: HttpRequest) -> HttpResponse:
     next_url = request.POST.get("next") or request.GET.get("next") or ""
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}):
         next_url = ""
+    if not selectors.birth_date_missing(request.user):  # type: ignore[arg-type]
+        return redirect("birth_date_change")  # given once; corrections go through staff
     form = BirthDateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        services.profile_birth_date_set(
-            user=request.user,  # type: ignore[arg-type]
-            birth_date=form.cleaned_data["birth_date"],
-        )
-        return redirect(next_url or "home")
+        try:
+            services.profile_birth_date_set(
+                user=request.user,  # type: ignore[arg-type]
+                birth_date=form.cleaned_data["birth_date"],
+            )
+        except ServiceError as e:  # set by another tab meanwhile
+            form.add_error(None, e.detail)
+        else:
+            return redirect(next_url or "home")
     return render(request, "accounts/birth_date.html", {"form": form, "next": next_url})
+
+
+@login_required
+def birth_date_change(request: HttpRequest) -> HttpResponse:
+    """Ask staff to correct the birth date (it gates Video chat and CallsApp, so the user
+    cannot simply edit it)."""
+    user = request.user
+    if selectors.birth_date_missing(user):  # type: ignore[arg-type]
+        return redirect("birth_date")
+    form = BirthDateChangeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.birth_date_change_request(
+                user=user,  # type: ignore[arg-type]
+                requested=form.cleaned_data["requested"],
+                reason=form.cleaned_data["reason"],
+            )
+        except ServiceError as e:
+            form.add_error(None, e.detail)
+        else:
+            messages.success(
+                request, "Request sent. Staff will review it; this page shows their answer."
+            )
+            return redirect("birth_date_change")
+    context = {
+        "form": form,
+        "profile": selectors.profile_of(user),  # type: ignore[arg-type]
+        "pending": selectors.birth_date_change_pending(user),  # type: ignore[arg-type]
+        "history": selectors.birth_date_changes_decided(user),  # type: ignore[arg-type]
+    }
+    return render(request, "accounts/birth_date_change.html", context)
 
 
 @login_required

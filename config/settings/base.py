@@ -277,6 +277,8 @@ ASGI_GC_MAX_DEFER_SECONDS = env.float("ASGI_GC_MAX_DEFER_SECONDS", default=60.0)
 
 # --- accounts/: ages of majority per product, deletion grace period.
 AGE_RULES = {"videochat": 18, "messaging": 10, "voice": 0}
+# Under this age, EEA users keep protective privacy defaults (CallsApp policy).
+EEA_PRIVACY_AGE = 16
 ACCOUNT_DELETION_GRACE_DAYS = env.int("ACCOUNT_DELETION_GRACE_DAYS", default=30)
 
 # --- voice/ (CBLINE)
