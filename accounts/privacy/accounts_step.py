@@ -8,13 +8,14 @@ from allauth.socialaccount.models import SocialAccount, SocialToken
 from django.contrib.admin.models import LogEntry
 from django.db.models.fields.files import FieldFile
 
-from ..models import Device, Profile, User
+from ..models import BirthDateChange, Device, Profile, User
 from . import registry
 from .registry import ExportPart
 
 DELETES = (
     "accounts.Profile.user",
     "accounts.Device.user",
+    "accounts.BirthDateChange.user",
     "account.EmailAddress.user",
     "account.EmailConfirmation.email_address",
     "socialaccount.SocialAccount.user",
@@ -24,10 +25,15 @@ DELETES = (
 EXPORTS = (
     "accounts.Profile.user",
     "accounts.Device.user",
+    "accounts.BirthDateChange.user",
     "account.EmailAddress.user",
     "socialaccount.SocialAccount.user",
 )
 REASONS = {
+    "accounts.BirthDateChange.decided_by": (
+        "the staff account that decided someone's birth date request (audit); set to empty "
+        "when that staff account is deleted"
+    ),
     "account.EmailConfirmation.email_address": (
         "a pending confirmation key for one of the email addresses (exported); a secret, "
         "not data about the user"
@@ -50,6 +56,7 @@ def user_data_delete(*, user_id: int) -> list[FieldFile]:
     SocialAccount.objects.filter(user_id=user_id).delete()
     EmailAddress.objects.filter(user_id=user_id).delete()  # confirmations cascade
     Device.objects.filter(user_id=user_id).delete()
+    BirthDateChange.objects.filter(user_id=user_id).delete()
     Profile.objects.filter(user_id=user_id).delete()
     LogEntry.objects.filter(user_id=user_id).delete()
     return photos
@@ -83,6 +90,7 @@ def user_data_export(*, user_id: int) -> ExportPart:
                 "translation_target": profile.translation_target,
                 "show_online_status": profile.show_online_status,
                 "send_read_receipts": profile.send_read_receipts,
+                "guardian_allows_privacy_changes": profile.guardian_allows_privacy_changes,
                 "updated_at": profile.updated_at,
             }
         ]
@@ -100,6 +108,18 @@ def user_data_export(*, user_id: int) -> ExportPart:
             "last_seen_at": d.last_seen_at,
         }
         for d in Device.objects.filter(user_id=user_id).order_by("created_at", "pk")
+    ]
+    part.collections["birth_date_changes"] = [
+        {
+            "current": c.current,
+            "requested": c.requested,
+            "reason": c.reason,
+            "status": c.status,
+            "created_at": c.created_at,
+            "decided_at": c.decided_at,
+            "note": c.note,
+        }
+        for c in BirthDateChange.objects.filter(user_id=user_id).order_by("created_at", "pk")
     ]
     part.collections["email_addresses"] = [
         {"email": e.email, "verified": e.verified, "primary": e.primary}

@@ -13,7 +13,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 from PIL import Image
 
-from accounts.models import Profile, User
+from accounts.models import BirthDateChange, Profile, User
 from payments.models import Entitlement
 from tests.factories import DeviceFactory, UserFactory
 from videochat.models import Appeal, Ban, Report, ReportStatus
@@ -41,6 +41,9 @@ def user_with_data_everywhere(email: str, *, other: User) -> Holdings:
     profile.photo.save("me.png", ContentFile(png()), save=True)
     held.files.append(Path(profile.photo.path))
     DeviceFactory(user=user, make="Firefox 140")
+    BirthDateChange.objects.create(
+        user=user, current=profile.birth_date, requested=dt.date(1991, 1, 1), reason="typo"
+    )
     EmailAddress.objects.create(user=user, email=email, primary=True, verified=True)
     account = SocialAccount.objects.create(
         user=user, provider="vk", uid=f"vk-{user.pk}", extra_data={"sex": 2, "city": "Kazan"}
