@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 
 from accounts.views import media_file
+from config import health
 
 urlpatterns: list[URLPattern | URLResolver] = [
     # Browsers ask for /favicon.ico on pages without a <link rel="icon"> (the admin).
@@ -12,6 +13,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
         RedirectView.as_view(url=f"{settings.STATIC_URL}shared/img/favicon.svg", permanent=True),
     ),
     path("admin/", admin.site.urls),
+    # For the load balancer: liveness (this process answers) and readiness (its backends do).
+    path("health/live/", health.live, name="health_live"),
+    path("health/ready/", health.ready, name="health_ready"),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("cbline/", include("voice.urls")),

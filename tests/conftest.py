@@ -161,6 +161,7 @@ def start_asgi_server(
             "warning",
             "config.asgi:application",
         ]
+    (ROOT / "var").mkdir(exist_ok=True)
     log = open(ROOT / "var" / f"server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30

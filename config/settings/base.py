@@ -4,6 +4,7 @@ from the environment (django-environ); see README "Production environment"."""
 from __future__ import annotations
 
 import mimetypes
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "videochat",
     "messaging",
     "payments",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -51,6 +53,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -132,6 +136,15 @@ def _celery_url(url: str) -> str:
     return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
 
 
+# Django's cache (allauth's rate limits, login throttling) is shared by every process.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": REDIS_KEY_PREFIX + "cache",
+    }
+}
+
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=_celery_url(REDIS_URL))
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": REDIS_KEY_PREFIX + "celery:"}
 CELERY_TASK_SERIALIZER = "json"
@@ -145,6 +158,8 @@ CELERY_TIMEZONE = "UTC"
 
 # --- Auth and allauth
 AUTHENTICATION_BACKENDS = [
+    # First: refuses a login from a locked-out account or address before a password is tried.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
 ]
@@ -300,3 +315,37 @@ VIDEOCHAT_TRUSTED_PROXIES = env.list("VIDEOCHAT_TRUSTED_PROXIES", default=[])
 TRANSLATION_BACKEND = env("TRANSLATION_BACKEND", default="none")  # none | libretranslate
 LIBRETRANSLATE_URL = env("LIBRETRANSLATE_URL", default="")
 LIBRETRANSLATE_API_KEY = env("LIBRETRANSLATE_API_KEY", default="")
+
+# --- Operations: health, login throttling, errors (README "Operating it").
+# Readiness fails when the media disk is fuller than this.
+HEALTH_DISK_MAX_PERCENT = env.float("HEALTH_DISK_MAX_PERCENT", default=95.0)
+
+# Failed logins (django-axes): an account is locked after AXES_FAILURE_LIMIT failures from
+# anywhere, and an address after as many against any account, for AXES_COOLOFF_TIME. Counts
+# live in the shared cache and expire with the cool-off: no table of who failed when.
+# allauth's own failed-login limit would answer first with a different message; axes owns it.
+ACCOUNT_RATE_LIMITS = {"login_failed": None}
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_USERNAME_FORM_FIELD = "login"  # allauth's login form
+AXES_USERNAME_CALLABLE = "accounts.throttling.login_username"
+# The ASGI server has already replaced the peer with the client named by a trusted proxy
+# (uvicorn --proxy-headers --forwarded-allow-ips, daphne --proxy-headers).
+AXES_CLIENT_IP_CALLABLE = "accounts.throttling.login_client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.throttling.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+
+# Errors go to Sentry only when a DSN is set; personal data is scrubbed before sending.
+SENTRY_DSN = env("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from config.sentry import init_sentry
+
+    init_sentry(
+        dsn=SENTRY_DSN,
+        environment=env("SENTRY_ENVIRONMENT", default="production"),
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )

@@ -20,8 +20,9 @@ ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 MEDIA_ROOT = str(BASE_DIR / "var" / f"test-media-{RUN_ID}")
 
 REDIS_KEY_PREFIX = os.environ.setdefault("REDIS_KEY_PREFIX", f"t{RUN_ID}:")
-from .base import CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS  # noqa: E402
+from .base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS  # noqa: E402
 
+CACHES["default"]["KEY_PREFIX"] = REDIS_KEY_PREFIX + "cache"
 CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = REDIS_KEY_PREFIX + "asgi"
 CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX + "celery:"
 CELERY_TASK_ALWAYS_EAGER = True
