@@ -159,7 +159,7 @@ CELERY_TIMEZONE = "UTC"
 # --- Auth and allauth
 AUTHENTICATION_BACKENDS = [
     # First: refuses a login from a locked-out account or address before a password is tried.
-    "axes.backends.AxesStandaloneBackend",
+    "accounts.throttling.LoginThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
 ]
