@@ -324,6 +324,8 @@ export class CallsClient extends EventTarget {
       room.admins = Object.entries(c.users || {})
         .filter(([, level]) => level >= 100)
         .map(([u]) => u);
+      // 1:1 chats have no admins (nobody can add or remove anyone there).
+      if (c.users && !room.admins.length && room.is_direct === undefined) room.is_direct = true;
     }
     if (ev.type === "m.room.member") {
       const user = ev.state_key;
@@ -365,11 +367,13 @@ export class CallsClient extends EventTarget {
     const c = ev.content || {};
     let text = null;
     if (ev.type === "m.room.member") {
-      const who = this.displayName(ev.state_key);
+      const who = ev.state_key === this.userId ? "you" : this.displayName(ev.state_key);
       const by = this.displayName(ev.sender);
-      if (c.membership === "join") text = ev.sender === ev.state_key ? `${who} joined` : `${by} added ${who}`;
+      if (c.membership === "join") {
+        text = ev.sender === ev.state_key ? `${this.displayName(ev.state_key)} joined` : `${by} added ${who}`;
+      }
       if (c.membership === "leave") {
-        text = ev.sender === ev.state_key ? `${who} left` : `${by} removed ${who}`;
+        text = ev.sender === ev.state_key ? `${this.displayName(ev.state_key)} left` : `${by} removed ${who}`;
         // A member left: the next message starts a new room key they never get.
         await this.machine.invalidateGroupSession(new this.sdk.RoomId(roomId));
       }
@@ -471,9 +475,11 @@ export class CallsClient extends EventTarget {
   async onEphemeral(roomId, ev) {
     if (ev.type === "org.callsapp.delivered") {
       for (const id of ev.content?.event_ids || []) {
-        await this.history.updateEvent(id, (r) => {
+        const updated = await this.history.updateEvent(id, (r) => {
           if (r.status !== "seen") r.status = "delivered";
         });
+        // The tick can overtake the answer to our own send: keep it for when that comes.
+        if (!updated) await this.history.setMeta(`status:${id}`, "delivered");
       }
     } else if (ev.type === "m.receipt") {
       for (const [eventId, receipt] of Object.entries(ev.content || {})) {
@@ -542,8 +548,8 @@ export class CallsClient extends EventTarget {
         const local = await this.history.event(localId);
         await this.history.deleteEvent(localId);
         // The delivered tick may have raced ahead of this answer.
-        const already = await this.history.event(eventId);
-        await this.history.putEvent({ ...local, event_id: eventId, status: already?.status || "sent", fingerprint });
+        const early = await this.history.getMeta(`status:${eventId}`);
+        await this.history.putEvent({ ...local, event_id: eventId, status: early || "sent", fingerprint });
         await this.history.updateRoom(roomId, (r) => (r.last_ts = Math.max(r.last_ts || 0, ts)));
         return eventId;
       } catch (err) {
@@ -578,7 +584,7 @@ export class CallsClient extends EventTarget {
       info: { mimetype: file.type || "application/octet-stream", size: file.size },
       file: { ...info, url },
     };
-    await this.history.setMeta(`file:${url}`, await this.history.seal({ bytes: Array.from(plain) }));
+    await this.history.setMeta(`file:${url}`, await this.history.sealBytes(plain));
     return this.sendMessage(roomId, content);
   }
 
@@ -586,7 +592,7 @@ export class CallsClient extends EventTarget {
   async attachment(content) {
     const url = content.file.url;
     const cached = await this.history.getMeta(`file:${url}`);
-    if (cached) return new Uint8Array((await this.history.unseal(cached)).bytes);
+    if (cached) return this.history.unsealBytes(cached);
     const [server, mediaId] = url.slice("mxc://".length).split("/");
     const ciphertext = await api("GET", `${MEDIA_DOWNLOAD}${enc(server)}/${enc(mediaId)}`, undefined, { bytes: true });
     // Check the digest the sender put inside the encrypted event before decrypting anything.
@@ -595,7 +601,7 @@ export class CallsClient extends EventTarget {
     }
     const { url: _url, ...info } = content.file;
     const plain = this.sdk.Attachment.decrypt(new this.sdk.EncryptedAttachment(ciphertext, JSON.stringify(info)));
-    await this.history.setMeta(`file:${url}`, await this.history.seal({ bytes: Array.from(plain) }));
+    await this.history.setMeta(`file:${url}`, await this.history.sealBytes(plain));
     return plain;
   }
 

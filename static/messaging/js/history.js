@@ -47,6 +47,15 @@ export class History {
     return JSON.parse(new TextDecoder().decode(plain));
   }
 
+  async sealBytes(bytes) {
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    return { iv, data: await crypto.subtle.encrypt({ name: "AES-GCM", iv }, this.key, bytes) };
+  }
+
+  async unsealBytes(sealed) {
+    return new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv: sealed.iv }, this.key, sealed.data));
+  }
+
   async tx(stores, mode, fn) {
     const tx = this.db.transaction(stores, mode);
     const result = await fn(tx);
@@ -85,7 +94,7 @@ export class History {
       const room = (await idb(store.get(roomId))) || {
         room_id: roomId,
         name: "",
-        is_direct: false,
+        is_direct: undefined,
         members: [],
         admins: [],
         unread: 0,
