@@ -190,3 +190,7 @@ class BirthDateChangeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.action(description="Refuse: keep the birth date")
     def refuse(self, request: HttpRequest, queryset: QuerySet[BirthDateChange]) -> None:
         self._decide(request, queryset, approve=False)
+
+
+# The privacy records' admin lives with them.
+from .privacy import admin as privacy_admin  # noqa: E402, F401

@@ -141,3 +141,7 @@ class BirthDateChange(models.Model):
         return (
             f"{self.user} asks to change their birth date from {self.current} to {self.requested}"
         )
+
+
+# Models kept in their own modules, registered with this app by being imported here.
+from .privacy.models import DataExport, DeletionRequest  # noqa: E402, F401

@@ -17,7 +17,6 @@ from realtime.keys import presence_group
 from realtime.services import user_sockets_close
 
 from .models import BirthDateChange, Device, Profile, User
-from .privacy import services as privacy_services
 from .selectors import meets_age_rule, privacy_defaults_locked, profile_of
 from .social import profile_data_from
 from .validators import validate_photo
@@ -269,9 +268,3 @@ def account_deletion_cancel(*, user: User) -> User:
     user.is_active = True
     user.save(update_fields=["is_active", "deletion_requested_at"])
     return user
-
-
-def deleted_accounts_purge(*, now: dt.datetime | None = None, batch_size: int = 200) -> int:
-    """Erase, in every app, the accounts whose deletion was requested longer ago than the
-    grace period (accounts/privacy: each app registers its own step)."""
-    return privacy_services.deleted_accounts_purge(now=now, batch_size=batch_size)

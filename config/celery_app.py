@@ -25,4 +25,12 @@ app.conf.beat_schedule = {
         "task": "accounts.tasks.deleted_accounts_purge",
         "schedule": crontab(minute=41, hour=3),
     },
+    "accounts-data-exports-expire": {
+        "task": "accounts.tasks.data_exports_expire",
+        "schedule": crontab(minute=7),
+    },
+    "accounts-deletion-requests-purge": {
+        "task": "accounts.tasks.deletion_requests_purge",
+        "schedule": crontab(minute=53, hour=3),
+    },
 }

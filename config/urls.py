@@ -18,6 +18,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("health/ready/", health.ready, name="health_ready"),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
+    path("privacy/", include("accounts.privacy.urls")),
     path("cbline/", include("voice.urls")),
     path("videochat/", include("videochat.urls")),
     path("messaging/", include("messaging.urls")),

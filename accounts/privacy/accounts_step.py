@@ -8,7 +8,7 @@ from allauth.socialaccount.models import SocialAccount, SocialToken
 from django.contrib.admin.models import LogEntry
 from django.db.models.fields.files import FieldFile
 
-from ..models import BirthDateChange, Device, Profile, User
+from ..models import BirthDateChange, DataExport, DeletionRequest, Device, Profile, User
 from . import registry
 from .registry import ExportPart
 
@@ -21,8 +21,12 @@ DELETES = (
     "socialaccount.SocialAccount.user",
     "socialaccount.SocialToken.account",
     "admin.LogEntry.user",
+    "accounts.DataExport.user",
+    "accounts.DeletionRequest.user",
 )
 EXPORTS = (
+    "accounts.DataExport.user",
+    "accounts.DeletionRequest.user",
     "accounts.Profile.user",
     "accounts.Device.user",
     "accounts.BirthDateChange.user",
@@ -59,7 +63,12 @@ def user_data_delete(*, user_id: int) -> list[FieldFile]:
     BirthDateChange.objects.filter(user_id=user_id).delete()
     Profile.objects.filter(user_id=user_id).delete()
     LogEntry.objects.filter(user_id=user_id).delete()
-    return photos
+    exports = DataExport.objects.filter(user_id=user_id)
+    archives: list[FieldFile] = [e.file for e in exports.exclude(file="")]
+    exports.delete()
+    # The record that a request by email was made and carried out stays, without the address.
+    DeletionRequest.objects.filter(user_id=user_id).update(user=None, email="", message="")
+    return photos + archives
 
 
 def user_data_export(*, user_id: int) -> ExportPart:
@@ -135,6 +144,14 @@ def user_data_export(*, user_id: int) -> ExportPart:
             "data": a.extra_data,
         }
         for a in SocialAccount.objects.filter(user_id=user_id).order_by("pk")
+    ]
+    part.collections["data_exports"] = [
+        {"status": e.status, "created_at": e.created_at, "expires_at": e.expires_at}
+        for e in DataExport.objects.filter(user_id=user_id).order_by("pk")
+    ]
+    part.collections["deletion_requests"] = [
+        {"email": r.email, "status": r.status, "created_at": r.created_at}
+        for r in DeletionRequest.objects.filter(user_id=user_id).order_by("pk")
     ]
     return part
 

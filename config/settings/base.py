@@ -349,3 +349,13 @@ if SENTRY_DSN:
         environment=env("SENTRY_ENVIRONMENT", default="production"),
         traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
     )
+
+# --- accounts/privacy: export archives, deletion requests by email
+PRIVACY_EXPORT_ROOT = env("PRIVACY_EXPORT_ROOT", default=str(BASE_DIR / "var" / "exports"))
+PRIVACY_EXPORT_LINK_HOURS = env.int("PRIVACY_EXPORT_LINK_HOURS", default=48)
+PRIVACY_EXPORT_MIN_INTERVAL_HOURS = env.int("PRIVACY_EXPORT_MIN_INTERVAL_HOURS", default=24)
+PRIVACY_DELETION_CONFIRM_HOURS = env.int("PRIVACY_DELETION_CONFIRM_HOURS", default=24)
+# How long the record of a request made by email is kept (unconfirmed ones: the link's life).
+PRIVACY_DELETION_REQUEST_RETENTION_DAYS = env.int(
+    "PRIVACY_DELETION_REQUEST_RETENTION_DAYS", default=365
+)

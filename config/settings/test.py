@@ -18,6 +18,7 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 SERVE_STATIC = True
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 MEDIA_ROOT = str(BASE_DIR / "var" / f"test-media-{RUN_ID}")
+PRIVACY_EXPORT_ROOT = str(BASE_DIR / "var" / f"test-exports-{RUN_ID}")
 
 REDIS_KEY_PREFIX = os.environ.setdefault("REDIS_KEY_PREFIX", f"t{RUN_ID}:")
 from .base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS  # noqa: E402

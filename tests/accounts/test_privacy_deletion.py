@@ -11,6 +11,7 @@ from django.test import Client
 from accounts import services
 from accounts.models import Profile, User
 from accounts.privacy import registry
+from accounts.privacy import services as privacy_services
 from accounts.tasks import deleted_accounts_purge as purge_task
 from tests.accounts.privacy_data import user_with_data_everywhere
 from tests.factories import UserFactory
@@ -72,13 +73,16 @@ def test_deletion_end_to_end_with_time_moved_30_days(settings, django_capture_on
     assert b"This account is closed" in response.content
     assert b"erased" in response.content
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.deleted_accounts_purge(now=requested + dt.timedelta(days=29)) == 0
+        assert privacy_services.deleted_accounts_purge(now=requested + dt.timedelta(days=29)) == 0
     assert User.objects.filter(pk=user.pk).exists()
 
     # Time moves 30 days on: the beat's purge erases everything, in every app.
     with django_capture_on_commit_callbacks(execute=True):
         assert (
-            services.deleted_accounts_purge(now=requested + dt.timedelta(days=30, seconds=1)) == 1
+            privacy_services.deleted_accounts_purge(
+                now=requested + dt.timedelta(days=30, seconds=1)
+            )
+            == 1
         )
 
     assert not User.objects.filter(pk=user.pk).exists()
@@ -108,7 +112,7 @@ def test_the_beat_task_erases_in_batches_and_is_idempotent(settings):
     User.objects.filter(deletion_requested_at__isnull=False).update(
         deletion_requested_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     )
-    assert services.deleted_accounts_purge(batch_size=2) == 3
+    assert privacy_services.deleted_accounts_purge(batch_size=2) == 3
     assert purge_task.delay().get() == 0
     assert list(User.objects.values_list("pk", flat=True)) == [other.pk]
 
@@ -139,9 +143,9 @@ def test_an_erasure_that_fails_leaves_that_account_for_the_next_run(settings, mo
             reasons=step.reasons,
         ),
     )
-    assert services.deleted_accounts_purge() == 1
+    assert privacy_services.deleted_accounts_purge() == 1
     # Nothing of the failed account was half-deleted: its transaction rolled back.
     assert User.objects.filter(pk=first.pk).exists()
     assert not User.objects.filter(pk=second.pk).exists()
     monkeypatch.undo()
-    assert services.deleted_accounts_purge() == 1
+    assert privacy_services.deleted_accounts_purge() == 1

@@ -15,6 +15,7 @@ from PIL import Image
 
 from accounts import services
 from accounts.models import Device, Gender, Profile, User
+from accounts.privacy import services as privacy_services
 from accounts.tasks import deleted_accounts_purge as purge_task
 from realtime.errors import ServiceError
 from realtime.events import capture_events
@@ -194,7 +195,7 @@ def test_purge_erases_old_requests_and_keeps_younger_ones(
     User.objects.filter(pk=young.pk).update(deletion_requested_at=now - dt.timedelta(days=29))
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.deleted_accounts_purge(now=now) == 1
+        assert privacy_services.deleted_accounts_purge(now=now) == 1
 
     assert not User.objects.filter(pk=old.pk).exists()
     assert not Profile.objects.filter(user_id=old.pk).exists()
@@ -204,7 +205,7 @@ def test_purge_erases_old_requests_and_keeps_younger_ones(
     assert not photo.exists()
     assert User.objects.filter(pk__in=[young.pk, active.pk]).count() == 2
     # Two days later the young one goes too; an active account never does.
-    assert services.deleted_accounts_purge(now=now + dt.timedelta(days=2)) == 1
+    assert privacy_services.deleted_accounts_purge(now=now + dt.timedelta(days=2)) == 1
     assert list(User.objects.values_list("email", flat=True)) == ["active@example.com"]
 
 
@@ -213,7 +214,7 @@ def test_purge_works_in_batches_and_the_beat_task_runs_it(settings):
     long_ago = timezone.now() - dt.timedelta(days=40)
     for _ in range(5):
         UserFactory(is_active=False, deletion_requested_at=long_ago)
-    assert services.deleted_accounts_purge(batch_size=2) == 5
+    assert privacy_services.deleted_accounts_purge(batch_size=2) == 5
     UserFactory(is_active=False, deletion_requested_at=long_ago)
     assert purge_task.delay().get() == 1
     assert purge_task.delay().get() == 0  # idempotent
