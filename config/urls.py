@@ -22,6 +22,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("cbline/", include("voice.urls")),
     path("videochat/", include("videochat.urls")),
     path("messaging/", include("messaging.urls")),
+    path("premium/", include("payments.urls")),
     # Uploaded files go through a permission check in every environment (evidence attached
     # to reports and bans is for staff only).
     path(settings.MEDIA_URL.lstrip("/") + "<path:name>", media_file, name="media"),

@@ -1,15 +1,71 @@
-"""The one place every product asks whether a user holds a paid feature."""
+"""Reads of payments/: the one place every product asks whether a user may use a paid
+feature now, and what the plans and purchases pages show."""
 
 from __future__ import annotations
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from .models import Entitlement
+from .models import Entitlement, Order, OrderStatus, Price, Product
 
 
-def user_has_entitlement(*, user_id: int, feature: str) -> bool:
+def _in_force() -> Q:
     now = timezone.now()
-    return Entitlement.objects.filter(
-        Q(valid_until__isnull=True) | Q(valid_until__gt=now), user_id=user_id, feature=feature
-    ).exists()
+    return Q(revoked_at__isnull=True) & (Q(valid_until__isnull=True) | Q(valid_until__gt=now))
+
+
+def has_entitlement(*, user_id: int, feature: str) -> bool:
+    """May this user use `feature` now? True while an entitlement to a product that grants
+    it is in force (not revoked, not past its end)."""
+    products = (
+        Entitlement.objects.filter(_in_force(), user_id=user_id)
+        .values_list("product__features", flat=True)
+        .distinct()
+    )
+    return any(feature in (features or []) for features in products)
+
+
+def features_of(*, user_id: int) -> set[str]:
+    """Every feature the user holds now."""
+    held: set[str] = set()
+    rows = Entitlement.objects.filter(_in_force(), user_id=user_id).values_list(
+        "product__features", flat=True
+    )
+    for features in rows:
+        held.update(features or [])
+    return held
+
+
+def plans() -> QuerySet[Price]:
+    """Active prices of active products, cheapest first within a product."""
+    return (
+        Price.objects.filter(active=True, product__active=True)
+        .select_related("product")
+        .order_by("product__name", "kind", "amount_minor")
+    )
+
+
+def purchases_of(*, user_id: int) -> QuerySet[Order]:
+    """The user's orders that got past checkout (paid, then perhaps refunded or expired)."""
+    return (
+        Order.objects.filter(user_id=user_id)
+        .exclude(status__in=[OrderStatus.PENDING, OrderStatus.CANCELED])
+        .select_related("price__product")
+        .order_by("-ordered_at")
+    )
+
+
+def active_entitlements(*, user_id: int) -> QuerySet[Entitlement]:
+    return (
+        Entitlement.objects.filter(_in_force(), user_id=user_id)
+        .select_related("product", "order")
+        .order_by("valid_until")
+    )
+
+
+def product_for_feature(*, feature: str) -> Product | None:
+    """A product that sells `feature` (for links from a locked feature to its plans)."""
+    for product in Product.objects.filter(active=True):
+        if feature in (product.features or []):
+            return product
+    return None

@@ -45,3 +45,37 @@ class DeviceFactory(factory.django.DjangoModelFactory):
     platform = "Linux"
     client_version = "web-1"
     last_seen_at = factory.LazyFunction(timezone.now)
+
+
+class ProductFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "payments.Product"
+
+    code = factory.Sequence(lambda n: f"premium-{n}")
+    name = "Premium"
+    features = factory.LazyFunction(lambda: ["videochat.filters"])
+
+
+class PriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "payments.Price"
+
+    product = factory.SubFactory(ProductFactory)
+    kind = "one_off"
+    amount_minor = 599
+    currency = "EUR"
+    duration_days = 30
+
+
+class SubscriptionPriceFactory(PriceFactory):
+    kind = "subscription"
+    amount_minor = 499
+    interval = "month"
+    duration_days = None
+
+
+def grant_premium(user, **kwargs):  # type: ignore[no-untyped-def]
+    """A staff grant of a product with the video chat filters."""
+    from payments.models import Entitlement
+
+    return Entitlement.objects.create(user=user, product=ProductFactory(), **kwargs)

@@ -6,7 +6,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
-from payments.selectors import user_has_entitlement
+from payments.selectors import has_entitlement
 
 from .models import Appeal, AppealStatus, Ban
 
@@ -17,7 +17,7 @@ BAN_FOLLOWS_PROVIDERS = ("facebook", "vk")
 
 def filters_allowed(*, user_id: int) -> bool:
     """Gender/country filters are paid; payments decides who holds them."""
-    return user_has_entitlement(user_id=user_id, feature=FILTERS_FEATURE)
+    return has_entitlement(user_id=user_id, feature=FILTERS_FEATURE)
 
 
 def social_uids(*, user_id: int) -> dict[str, list[str]]:

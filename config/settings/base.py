@@ -359,3 +359,27 @@ PRIVACY_DELETION_CONFIRM_HOURS = env.int("PRIVACY_DELETION_CONFIRM_HOURS", defau
 PRIVACY_DELETION_REQUEST_RETENTION_DAYS = env.int(
     "PRIVACY_DELETION_REQUEST_RETENTION_DAYS", default=365
 )
+
+# --- payments/: provider credentials come from the environment only (README "Payments").
+# PAYMENT_PROVIDERS names the providers in use; production refuses to start when one of them
+# lacks a credential (production.py).
+PAYMENT_PROVIDERS = env.list("PAYMENT_PROVIDERS", default=[])
+# A verified webhook older (or newer) than this is refused: a captured delivery cannot be
+# replayed later.
+PAYMENTS_EVENT_TOLERANCE_SECONDS = env.int("PAYMENTS_EVENT_TOLERANCE_SECONDS", default=300)
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
+# Empty: Stripe's own API. Tests point it at a local stand-in that speaks Stripe's HTTP API.
+STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
+PAYPAL_CLIENT_ID = env("PAYPAL_CLIENT_ID", default="")
+PAYPAL_CLIENT_SECRET = env("PAYPAL_CLIENT_SECRET", default="")
+PAYPAL_WEBHOOK_ID = env("PAYPAL_WEBHOOK_ID", default="")
+PAYPAL_SANDBOX = env.bool("PAYPAL_SANDBOX", default=False)
+# CA bundle that PayPal's webhook signing certificates must chain to (empty: certifi's).
+PAYPAL_CERT_CA_BUNDLE = env("PAYPAL_CERT_CA_BUNDLE", default="")
+GOOGLE_PLAY_PACKAGE_NAME = env("GOOGLE_PLAY_PACKAGE_NAME", default="")
+# Path to the service account's JSON key (Play Console: API access), for purchases.* calls.
+GOOGLE_PLAY_SERVICE_ACCOUNT_FILE = env("GOOGLE_PLAY_SERVICE_ACCOUNT_FILE", default="")
+# The Pub/Sub push subscription's OIDC token: its audience and service account e-mail.
+GOOGLE_PUBSUB_AUDIENCE = env("GOOGLE_PUBSUB_AUDIENCE", default="")
+GOOGLE_PUBSUB_SERVICE_ACCOUNT = env("GOOGLE_PUBSUB_SERVICE_ACCOUNT", default="")

@@ -223,11 +223,10 @@ def test_language_choices_are_remembered_on_the_profile(server, make_user, new_c
 
 
 def test_premium_gender_filter_decides_who_is_met(server, make_user, new_context) -> None:  # type: ignore[no-untyped-def]
-    from payments.models import Entitlement
-    from videochat.selectors import FILTERS_FEATURE
+    from tests.factories import grant_premium
 
     premium_user = make_user()
-    Entitlement.objects.create(user=premium_user, feature=FILTERS_FEATURE)
+    grant_premium(premium_user)
     premium = open_videochat(new_context, server, premium_user)
     mike = open_videochat(new_context, server, make_user())
     fiona = open_videochat(new_context, server, make_user())

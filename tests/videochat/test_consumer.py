@@ -16,9 +16,9 @@ from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.utils import timezone
 
-from payments.models import Entitlement
 from realtime.redis import get_redis
 from tests.conftest import acommunicator
+from tests.factories import grant_premium
 from tests.videochat.helpers import WS, close_all, connect, join, pair, ready
 from tests.videochat.libretranslate import libretranslate_server
 from videochat import matchmaking as mm
@@ -36,7 +36,7 @@ ICE = {
 
 
 async def entitle(user) -> None:  # type: ignore[no-untyped-def]
-    await sync_to_async(Entitlement.objects.create)(user=user, feature="videochat.filters")
+    await sync_to_async(grant_premium)(user)
 
 
 async def expect_error(comm, code: str) -> dict:  # type: ignore[no-untyped-def]

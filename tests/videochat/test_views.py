@@ -13,8 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from PIL import Image
 
-from payments.models import Entitlement
-from tests.factories import UserFactory
+from tests.factories import UserFactory, grant_premium
 from videochat import matchmaking as mm
 from videochat.models import Appeal, Ban, Report
 from videochat.services import ban_create
@@ -72,7 +71,7 @@ def test_adult_gets_the_chat_page_with_its_context(client, settings):
     assert resp.context["filters_allowed"] is False
     assert str(resp.context["me_country"]) == ""  # loopback has no country
     assert resp.context["profile"].gender == "f"
-    Entitlement.objects.create(user=user, feature="videochat.filters")
+    grant_premium(user)
     settings.VIDEOCHAT_TRUSTED_PROXIES = ["127.0.0.1"]
     resp = client.get("/videochat/", HTTP_X_FORWARDED_FOR="8.8.8.8")
     assert resp.context["filters_allowed"] is True

@@ -73,6 +73,10 @@ function init(root) {
     setFiltersAllowed(filtersAllowed);
     if (ui.meFlag && me?.flag) ui.meFlag.textContent = me.flag;
   });
+  session.addEventListener("entitlements", ({ detail: { filtersAllowed } }) => {
+    setFiltersAllowed(filtersAllowed);
+    notice(filtersAllowed ? "Premium is on: choose who you'd like to meet." : "Premium has ended: searching everyone.");
+  });
   session.addEventListener("waiting", ({ detail: { expectedWaitS } }) => {
     ui.wait.textContent = describeWait(expectedWaitS);
     root.dataset.queued = "true"; // the server has us in line (not just "Start was pressed")

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views, webhooks
+
+app_name = "payments"
+urlpatterns = [
+    path("", views.plans, name="plans"),
+    path("checkout/", views.checkout, name="checkout"),
+    path("purchases/", views.purchases, name="purchases"),
+    path("purchases/<int:pk>/cancel/", views.renewal_cancel, name="renewal_cancel"),
+    path("webhooks/stripe/", webhooks.stripe_webhook, name="webhook_stripe"),
+]
