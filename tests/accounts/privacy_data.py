@@ -14,8 +14,8 @@ from django.utils import timezone
 from PIL import Image
 
 from accounts.models import BirthDateChange, Profile, User
-from payments.models import Entitlement
-from tests.factories import DeviceFactory, UserFactory
+from payments.models import Order
+from tests.factories import DeviceFactory, PriceFactory, UserFactory, grant_premium
 from videochat.models import Appeal, Ban, Report, ReportStatus
 from voice.models import Channel, ChannelMembership, ChannelSanction, ConnectionLog
 
@@ -86,5 +86,15 @@ def user_with_data_everywhere(email: str, *, other: User) -> Holdings:
     Appeal.objects.create(ban=ban, text="It was not me")
     held.files += [Path(r.frame.path) for r in (filed, against, banned)] + [Path(ban.image.path)]
 
-    Entitlement.objects.create(user=user, feature="videochat.filters", source="stripe")
+    grant_premium(user, source="stripe")
+    Order.objects.create(
+        user=user,
+        price=PriceFactory(),
+        provider="stripe",
+        status="paid",
+        amount_minor=599,
+        currency="EUR",
+        transaction_id="pi_kept_for_accounting",
+        payer_email=email,
+    )
     return held

@@ -13,6 +13,7 @@ from accounts.models import Profile, User
 from accounts.privacy import registry
 from accounts.privacy import services as privacy_services
 from accounts.tasks import deleted_accounts_purge as purge_task
+from payments.models import Order
 from tests.accounts.privacy_data import user_with_data_everywhere
 from tests.factories import UserFactory
 from videochat.models import Ban, Report
@@ -101,6 +102,9 @@ def test_deletion_end_to_end_with_time_moved_30_days(settings, django_capture_on
     kept = Report.objects.get()
     assert kept.reported_id is None and not kept.frame and kept.reporter == other
     assert User.objects.filter(pk=other.pk, is_active=True).exists()
+    # The sale stays as the accounting record, unlinked from the account.
+    sale = Order.objects.get(transaction_id="pi_kept_for_accounting")
+    assert sale.user_id is None and sale.payer_email == "leaving@example.com"
 
 
 def test_the_beat_task_erases_in_batches_and_is_idempotent(settings):
