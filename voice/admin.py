@@ -12,7 +12,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
@@ -49,7 +48,9 @@ class ChannelAdminForm(forms.ModelForm):
         if self.cleaned_data.get("make_public"):
             channel.password_hash = ""
         elif self.cleaned_data.get("new_password"):
-            channel.password_hash = make_password(self.cleaned_data["new_password"])
+            channel.password_hash = services.channel_password_hash(
+                self.cleaned_data["new_password"]
+            )
         if commit:
             channel.save()
             self.save_m2m()

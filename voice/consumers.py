@@ -115,7 +115,7 @@ class VoiceConsumer(BaseConsumer):
 
     # --- channels
     async def on_channel_join(self, msg: ChannelJoin) -> None:
-        channel = await db(services.channel_join)(
+        channel = await services.channel_admit(
             channel_id=msg.channel_id, user=self.user, password=msg.password
         )
         if self.channel is not None:

@@ -49,3 +49,8 @@ def sanctions_version_key(user_id: int) -> str:
     """Bumped whenever any of the user's channel sanctions changes (voice/signals.py): a
     socket's cached sanctions hold while this is unchanged."""
     return key("voice", "sanctver", user_id)
+
+
+def password_attempts_key(channel_id: int, user_id: int) -> str:
+    """Token bucket of one user's password attempts on one channel (checked before hashing)."""
+    return key("voice", "pwtry", channel_id, user_id)

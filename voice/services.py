@@ -8,17 +8,23 @@ and audio never reach durable storage. Audio and transmission meta are voice/rel
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
 import ipaddress
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import iptocc
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.auth.hashers import check_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -26,6 +32,7 @@ from django.utils import timezone
 from accounts.models import Profile, User
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_on_commit
+from realtime.ratelimit import allow_async
 from realtime.redis import get_async_redis, get_redis
 
 from . import keys
@@ -67,7 +74,7 @@ def channel_create(
     channel = Channel(
         name=name,
         description=description.strip()[:300],
-        password_hash=make_password(password) if password else "",
+        password_hash=channel_password_hash(password) if password else "",
         range_km=range_km,
         creator=creator,
     )
@@ -82,27 +89,112 @@ def channel_create(
     return channel
 
 
+# --- channel passwords
+# A channel password guards a room for a join, not an account: it is checked on every join
+# attempt, so its cost must fit a join (about a millisecond), not a login (Django's
+# PBKDF2 with a million iterations took ~1 s on the database thread and stalled everyone's
+# joins). Guessing online is held back by CHANNEL_PASSWORD_ATTEMPTS per user and channel,
+# counted before any hashing; guessing offline from a leaked database needs the pepper too,
+# a server secret that is not in the database. Hence a few PBKDF2 rounds keyed by the pepper.
+CHANNEL_HASH_ALGORITHM = "cbline-pbkdf2-sha256"
+CHANNEL_HASH_ITERATIONS = 1_000  # about 1 ms here
+CHANNEL_PASSWORD_ATTEMPTS = 5  # burst per user and channel...
+CHANNEL_PASSWORD_ATTEMPTS_PER_MINUTE = 5  # ...then this many a minute
+
+
+def _channel_pepper() -> bytes:
+    pepper: str = settings.VOICE_CHANNEL_PASSWORD_PEPPER or settings.SECRET_KEY
+    return hashlib.sha256(b"cbline-channel-password:" + pepper.encode()).digest()
+
+
+def _channel_digest(password: str, salt: str, iterations: int) -> str:
+    key = hmac.new(_channel_pepper(), password.encode(), hashlib.sha256).digest()
+    raw = hashlib.pbkdf2_hmac("sha256", key, salt.encode(), iterations)
+    return base64.b64encode(raw).decode()
+
+
+def channel_password_hash(password: str) -> str:
+    salt = secrets.token_urlsafe(12)
+    digest = _channel_digest(password, salt, CHANNEL_HASH_ITERATIONS)
+    return f"{CHANNEL_HASH_ALGORITHM}${CHANNEL_HASH_ITERATIONS}${salt}${digest}"
+
+
+def channel_password_verify(password: str, stored: str) -> bool:
+    """CPU work, no database: callers run it off the database thread. Hashes made before
+    this scheme (Django's password hashers) still verify."""
+    algorithm, _, rest = stored.partition("$")
+    if algorithm != CHANNEL_HASH_ALGORITHM:
+        return check_password(password, stored)
+    iterations, salt, digest = rest.split("$", 2)
+    return hmac.compare_digest(_channel_digest(password, salt, int(iterations)), digest)
+
+
 def channel_password_check(*, channel: Channel, password: str | None) -> bool:
     return not channel.is_protected or bool(
-        password and check_password(password, channel.password_hash)
+        password and channel_password_verify(password, channel.password_hash)
     )
 
 
 @transaction.atomic
-def channel_join(*, channel_id: int, user: User, password: str | None) -> Channel:
+def channel_join(
+    *, channel_id: int, user: User, password: str | None, password_ok: bool = False
+) -> Channel:
     """Admit the user to the channel: not while banned; a protected channel wants its
-    password unless the user is a member already (so a reconnect needs no password)."""
+    password unless the user is a member already (so a reconnect needs no password).
+    `password_ok`: the caller verified the password already (channel_admit, off this thread)."""
     channel = channel_get(channel_id)
     ban = sanction_active(channel.pk, user.pk, SanctionKind.BAN)
     if ban is not None:
         raise NotAllowed("you are banned from this channel", code="banned")
     member = ChannelMembership.objects.filter(channel=channel, user=user).exists()
     if not member:
-        if not channel_password_check(channel=channel, password=password):
+        if not (password_ok or channel_password_check(channel=channel, password=password)):
             code = "wrong_password" if password else "password_required"
             raise NotAllowed("wrong channel password", code=code)
         ChannelMembership.objects.get_or_create(channel=channel, user=user)
     return channel
+
+
+def _join_needs_password(*, channel_id: int, user: User) -> str:
+    """The stored hash when this user must give the channel's password to join, else ""."""
+    channel = channel_get(channel_id)
+    if not channel.is_protected:
+        return ""
+    if ChannelMembership.objects.filter(channel=channel, user=user).exists():
+        return ""
+    return channel.password_hash
+
+
+async def channel_admit(*, channel_id: int, user: User, password: str | None) -> Channel:
+    """channel_join for a socket: the password is checked after the attempt limit and
+    outside the database thread, which every socket's queries share."""
+    stored = await database_sync_to_async(_join_needs_password)(channel_id=channel_id, user=user)
+    if not stored:
+        return await database_sync_to_async(channel_join)(
+            channel_id=channel_id, user=user, password=password
+        )
+    if not password:
+        raise NotAllowed("this channel wants its password", code="password_required")
+    if not await allow_async(
+        keys.password_attempts_key(channel_id, user.pk),
+        capacity=CHANNEL_PASSWORD_ATTEMPTS,
+        per_second=CHANNEL_PASSWORD_ATTEMPTS_PER_MINUTE / 60,
+    ):
+        raise ServiceError(
+            "too_many_attempts", "too many password attempts; try again in a minute", status=429
+        )
+    verify = sync_to_async(channel_password_verify, thread_sensitive=False)
+    if not await verify(password, stored):
+        raise NotAllowed("wrong channel password", code="wrong_password")
+    if not stored.startswith(CHANNEL_HASH_ALGORITHM + "$"):
+        # A hash from before this scheme: the password is known now, store it the new way.
+        new_hash = await sync_to_async(channel_password_hash, thread_sensitive=False)(password)
+        await database_sync_to_async(
+            Channel.objects.filter(pk=channel_id, password_hash=stored).update
+        )(password_hash=new_hash)
+    return await database_sync_to_async(channel_join)(
+        channel_id=channel_id, user=user, password=None, password_ok=True
+    )
 
 
 @dataclass(frozen=True)

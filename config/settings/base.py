@@ -298,6 +298,9 @@ ACCOUNT_DELETION_GRACE_DAYS = env.int("ACCOUNT_DELETION_GRACE_DAYS", default=30)
 
 # --- voice/ (CBLINE)
 VOICE_AUDIO_TTL_SECONDS = env.int("VOICE_AUDIO_TTL_SECONDS", default=30)
+# Keys channel password hashes (voice.services.channel_password_hash); empty: from SECRET_KEY.
+# Changing it invalidates every channel password.
+VOICE_CHANNEL_PASSWORD_PEPPER = env("VOICE_CHANNEL_PASSWORD_PEPPER", default="")
 VOICE_PACKET_MS = env.int("VOICE_PACKET_MS", default=40)
 VOICE_MAX_TRANSMISSION_SECONDS = env.int("VOICE_MAX_TRANSMISSION_SECONDS", default=60)
 VOICE_LOCATION_TTL_SECONDS = env.int("VOICE_LOCATION_TTL_SECONDS", default=120)
