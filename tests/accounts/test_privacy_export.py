@@ -64,7 +64,8 @@ def test_the_export_holds_every_apps_data(django_capture_on_commit_callbacks):
     assert c["voice"]["sanctions_given"][0]["kind"] == "ban"
     assert c["videochat"]["reports_filed"][0]["reason"] == "spam"
     assert c["videochat"]["appeals"][0]["text"] == "It was not me"
-    assert c["payments"]["entitlements"][0]["feature"] == "videochat.filters"
+    assert c["payments"]["entitlements"][0]["product"] == "Premium"
+    assert c["payments"]["orders"][0]["transaction_id"] == "pi_kept_for_accounting"
     # Nothing of the other user's: their log row, their IP.
     assert b"198.51.100.1" not in b"".join(archive.read(n) for n in archive.namelist())
     # The photo and the images are in the archive, byte for byte.
@@ -201,7 +202,7 @@ def test_what_we_hold_lists_it_all_and_links_to_export_and_delete():
         "Firefox 140",  # devices
         "Kazan",  # linked logins
         "203.0.113.9",  # CBLINE connection log
-        "videochat.filters",  # entitlements
+        "pi_kept_for_accounting",  # payments (orders)
         'action="/privacy/export/"',
         'href="/profile/delete/"',
     ):
