@@ -193,4 +193,5 @@ class BirthDateChangeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 # The privacy records' admin lives with them.
+from .contact import admin as contact_admin  # noqa: E402, F401
 from .privacy import admin as privacy_admin  # noqa: E402, F401

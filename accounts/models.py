@@ -144,4 +144,5 @@ class BirthDateChange(models.Model):
 
 
 # Models kept in their own modules, registered with this app by being imported here.
+from .contact.models import ContactAttachment, ContactMessage  # noqa: E402, F401
 from .privacy.models import DataExport, DeletionRequest  # noqa: E402, F401

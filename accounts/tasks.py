@@ -36,3 +36,11 @@ def deletion_requests_purge() -> int:
     from .privacy.services import deletion_requests_purge as purge
 
     return purge()
+
+
+@shared_task(name="accounts.tasks.contact_messages_purge")
+def contact_messages_purge() -> int:
+    """Beat, daily: contact messages older than CONTACT_RETENTION_DAYS go, with their files."""
+    from .contact.services import contact_messages_purge as purge
+
+    return purge()

@@ -29,6 +29,10 @@ app.conf.beat_schedule = {
         "task": "accounts.tasks.data_exports_expire",
         "schedule": crontab(minute=7),
     },
+    "accounts-contact-messages-purge": {
+        "task": "accounts.tasks.contact_messages_purge",
+        "schedule": crontab(minute=23, hour=4),
+    },
     "accounts-deletion-requests-purge": {
         "task": "accounts.tasks.deletion_requests_purge",
         "schedule": crontab(minute=53, hour=3),

@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 
+from accounts.privacy import pages as privacy_pages
 from accounts.views import media_file
 from config import health
 
@@ -19,6 +20,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("privacy/", include("accounts.privacy.urls")),
+    path("privacy/", privacy_pages.privacy_index, name="privacy_index"),
+    path("privacy/cookies/", privacy_pages.cookies, name="privacy_cookies"),
+    path("privacy/<slug:product>/", privacy_pages.policy, name="privacy_policy"),
+    path("security/", privacy_pages.security, name="security"),
+    path(".well-known/security.txt", privacy_pages.security_txt, name="security_txt"),
+    path("contact/", include("accounts.contact.urls")),
     path("cbline/", include("voice.urls")),
     path("videochat/", include("videochat.urls")),
     path("messaging/", include("messaging.urls")),

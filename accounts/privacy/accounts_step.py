@@ -6,8 +6,11 @@ from __future__ import annotations
 from allauth.account.models import EmailAddress
 from allauth.socialaccount.models import SocialAccount, SocialToken
 from django.contrib.admin.models import LogEntry
+from django.db.models import Q
 from django.db.models.fields.files import FieldFile
 
+from ..contact.models import ContactMessage
+from ..contact.services import contact_messages_delete
 from ..models import BirthDateChange, DataExport, DeletionRequest, Device, Profile, User
 from . import registry
 from .registry import ExportPart
@@ -23,8 +26,10 @@ DELETES = (
     "admin.LogEntry.user",
     "accounts.DataExport.user",
     "accounts.DeletionRequest.user",
+    "accounts.ContactMessage.user",
 )
 EXPORTS = (
+    "accounts.ContactMessage.user",
     "accounts.DataExport.user",
     "accounts.DeletionRequest.user",
     "accounts.Profile.user",
@@ -34,6 +39,10 @@ EXPORTS = (
     "socialaccount.SocialAccount.user",
 )
 REASONS = {
+    "accounts.ContactMessage.answered_by": (
+        "the staff member who answered a contact message; unlinked when that staff account "
+        "is erased, not exported (support records)"
+    ),
     "accounts.BirthDateChange.decided_by": (
         "the staff account that decided someone's birth date request (audit); set to empty "
         "when that staff account is deleted"
@@ -66,9 +75,20 @@ def user_data_delete(*, user_id: int) -> list[FieldFile]:
     exports = DataExport.objects.filter(user_id=user_id)
     archives: list[FieldFile] = [e.file for e in exports.exclude(file="")]
     exports.delete()
+    # Their correspondence: messages sent signed in, or from their address.
+    user = User.objects.filter(pk=user_id).first()
+    mine = (
+        Q(user_id=user_id) | Q(email__iexact=user.email)
+        if user and user.email
+        else Q(user_id=user_id)
+    )
+    letters = contact_messages_delete(
+        ids=list(ContactMessage.objects.filter(mine).values_list("pk", flat=True))
+    )
+    ContactMessage.objects.filter(answered_by_id=user_id).update(answered_by=None)
     # The record that a request by email was made and carried out stays, without the address.
     DeletionRequest.objects.filter(user_id=user_id).update(user=None, email="", message="")
-    return photos + archives
+    return photos + archives + letters
 
 
 def user_data_export(*, user_id: int) -> ExportPart:
@@ -152,6 +172,21 @@ def user_data_export(*, user_id: int) -> ExportPart:
     part.collections["deletion_requests"] = [
         {"email": r.email, "status": r.status, "created_at": r.created_at}
         for r in DeletionRequest.objects.filter(user_id=user_id).order_by("pk")
+    ]
+    part.collections["contact_messages"] = [
+        {
+            "topic": m.topic,
+            "name": m.name,
+            "email": m.email,
+            "message": m.message,
+            "created_at": m.created_at,
+            "answer": m.answer,
+            "answered_at": m.answered_at,
+            "attachments": [a.original_name for a in m.attachments.all()],
+        }
+        for m in ContactMessage.objects.filter(user_id=user_id)
+        .prefetch_related("attachments")
+        .order_by("pk")
     ]
     return part
 

@@ -386,3 +386,16 @@ GOOGLE_PLAY_SERVICE_ACCOUNT_FILE = env("GOOGLE_PLAY_SERVICE_ACCOUNT_FILE", defau
 # The Pub/Sub push subscription's OIDC token: its audience and service account e-mail.
 GOOGLE_PUBSUB_AUDIENCE = env("GOOGLE_PUBSUB_AUDIENCE", default="")
 GOOGLE_PUBSUB_SERVICE_ACCOUNT = env("GOOGLE_PUBSUB_SERVICE_ACCOUNT", default="")
+
+# --- accounts/contact: the contact form
+CONTACT_RETENTION_DAYS = env.int("CONTACT_RETENTION_DAYS", default=365)
+CONTACT_MAX_ATTACHMENTS = env.int("CONTACT_MAX_ATTACHMENTS", default=3)
+CONTACT_MAX_ATTACHMENT_BYTES = env.int("CONTACT_MAX_ATTACHMENT_BYTES", default=5 * 1024 * 1024)
+CONTACT_MAX_TOTAL_BYTES = env.int("CONTACT_MAX_TOTAL_BYTES", default=10 * 1024 * 1024)
+CONTACT_MAX_IMAGE_PIXELS = env.int("CONTACT_MAX_IMAGE_PIXELS", default=40_000_000)
+CONTACT_ZIP_MAX_UNPACKED_BYTES = env.int("CONTACT_ZIP_MAX_UNPACKED_BYTES", default=50 * 1024 * 1024)
+CONTACT_ZIP_MAX_MEMBERS = env.int("CONTACT_ZIP_MAX_MEMBERS", default=500)
+# Messages one address (or one network address) may send per hour.
+CONTACT_MESSAGES_PER_HOUR = env.int("CONTACT_MESSAGES_PER_HOUR", default=5)
+# Where people report security flaws (security.txt and /security/).
+SECURITY_CONTACT_EMAIL = env("SECURITY_CONTACT_EMAIL", default="security@localhost")

@@ -13,7 +13,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 from PIL import Image
 
-from accounts.models import BirthDateChange, Profile, User
+from accounts.models import BirthDateChange, ContactAttachment, ContactMessage, Profile, User
 from payments.models import Order
 from tests.factories import DeviceFactory, PriceFactory, UserFactory, grant_premium
 from videochat.models import Appeal, Ban, Report, ReportStatus
@@ -97,4 +97,14 @@ def user_with_data_everywhere(email: str, *, other: User) -> Holdings:
         transaction_id="pi_kept_for_accounting",
         payer_email=email,
     )
+
+    # Correspondence: a message sent signed in, with a screenshot.
+    letter = ContactMessage.objects.create(
+        user=user, name="Me", email=email, topic="privacy", message="What do you keep?"
+    )
+    shot = ContactAttachment(
+        message=letter, original_name="s.png", content_type="image/png", size=1
+    )
+    shot.file.save("s.png", ContentFile(png()), save=True)
+    held.files.append(Path(shot.file.path))
     return held

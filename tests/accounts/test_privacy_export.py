@@ -66,6 +66,7 @@ def test_the_export_holds_every_apps_data(django_capture_on_commit_callbacks):
     assert c["videochat"]["appeals"][0]["text"] == "It was not me"
     assert c["payments"]["entitlements"][0]["product"] == "Premium"
     assert c["payments"]["orders"][0]["transaction_id"] == "pi_kept_for_accounting"
+    assert c["accounts"]["contact_messages"][0]["message"] == "What do you keep?"
     # Nothing of the other user's: their log row, their IP.
     assert b"198.51.100.1" not in b"".join(archive.read(n) for n in archive.namelist())
     # The photo and the images are in the archive, byte for byte.
