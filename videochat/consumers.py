@@ -19,7 +19,6 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
 from accounts.selectors import profile_of
-from payments.events import entitlements_group
 from realtime.consumers import CLOSE_FORBIDDEN, BaseConsumer
 from realtime.errors import ServiceError
 
@@ -30,7 +29,6 @@ from .schemas import (
     ChatOut,
     ClientInfo,
     CountryCard,
-    Entitlements,
     Hello,
     IceServer,
     MatchEnded,
@@ -101,7 +99,6 @@ class VideochatConsumer(BaseConsumer):
         self.country = geo.country_of_ip(geo.scope_client_ip(self.scope))
         self.defaults = await database_sync_to_async(_profile_defaults)(self.user)
         await self.join(events.videochat_user_group(self.user_id))
-        await self.join(entitlements_group(self.user_id))
         replaced = await live.socket_claim(self.user_id, self.channel_name)
         self.claimed = True
         if replaced:
@@ -276,15 +273,6 @@ class VideochatConsumer(BaseConsumer):
         await live.card_drop(self.channel_name)
         await self.send_error("banned", "you are banned from video chat")
         await self.close(code=CLOSE_FORBIDDEN)
-
-    async def payments_entitlements(self, event: dict[str, Any]) -> None:
-        # Premium bought or lost while the page is open: the page unlocks or locks the filters
-        # now; matchmaking re-checks the selector at every queue entry anyway.
-        assert self.user_id is not None
-        self.filters_allowed = await database_sync_to_async(selectors.filters_allowed)(
-            user_id=self.user_id
-        )
-        await self.send_model(Entitlements(filters_allowed=self.filters_allowed))
 
     async def videochat_replaced(self, event: dict[str, Any]) -> None:
         # The newer socket already took over the queue place and ended our match.

@@ -133,13 +133,6 @@ class Ready(Outbound):
     ice_servers: list[IceServer]
 
 
-class Entitlements(Outbound):
-    """The user's paid features changed (bought, refunded, expired): unlock or lock now."""
-
-    type: Literal["entitlements"] = "entitlements"
-    filters_allowed: bool
-
-
 class QueueWaiting(Outbound):
     type: Literal["queue.waiting"] = "queue.waiting"
     expected_wait_s: float | None

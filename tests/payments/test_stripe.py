@@ -294,4 +294,5 @@ def test_checkout_of_a_plan_not_on_sale_is_refused(make_user, stripe_stub) -> No
 
 def test_video_chat_premium_hint_links_to_the_plans_page(make_user) -> None:  # type: ignore[no-untyped-def]
     page = logged_in(make_user()).get("/videochat/").content.decode()
-    assert 'href="/premium/" data-testid="premium-link"' in page
+    # In a new tab: the video chat page stays open and unlocks when the payment lands.
+    assert 'href="/premium/" target="_blank" rel="noopener" data-testid="premium-link"' in page

@@ -12,8 +12,11 @@ from django.utils import timezone
 
 from payments import services
 from payments.models import Entitlement, Order
+from tests.conftest import acommunicator
 from tests.factories import PriceFactory
 from tests.videochat.helpers import close_all, join, ready
+
+FEATURE = "videochat.filters"
 
 
 async def frames_until(comm, kind: str) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -58,9 +61,12 @@ async def test_refund_locks_the_filters_now_and_the_next_match_ignores_them(  # 
     man, _ = await ready(await amake_user(), gender="m")
     assert (await join(man))["type"] == "queue.waiting"  # filtered out while Premium holds
 
+    watcher = await acommunicator("/ws/payments/", buyer)
+    assert (await watcher.connect())[0]
+    assert await watcher.receive_json_from() == {"type": "entitlements", "features": [FEATURE]}
     await sync_to_async(services.order_refund)(order_id=order.pk)
-    pushed = await picky.receive_json_from(timeout=5)
-    assert pushed == {"type": "entitlements", "filters_allowed": False}
+    # Every open page hears of it at once.
+    assert await watcher.receive_json_from(timeout=5) == {"type": "entitlements", "features": []}
 
     # The next queue entry drops the filter: the man waiting is now a match.
     await picky.send_json_to({"type": "queue.leave"})
@@ -68,7 +74,7 @@ async def test_refund_locks_the_filters_now_and_the_next_match_ignores_them(  # 
     await picky.send_json_to({"type": "queue.join"})
     seen = await frames_until(picky, "match.found")
     assert {"type": "error", "code": "filters_not_allowed"}.items() <= seen[0].items()
-    await close_all(picky, man)
+    await close_all(picky, man, watcher)
 
 
 async def test_expiry_takes_the_filters_away_at_the_next_match(amake_user, stripe_stub):  # type: ignore[no-untyped-def]

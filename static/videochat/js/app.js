@@ -1,6 +1,7 @@
 // Page entry of /videochat/: wires the DOM (found by data-vc attributes) to the DOM-free
 // modules: VideoChatSession (socket + state), PeerSession (WebRTC), client info, snapshots.
 import { LiveSocket } from "../../shared/js/socket.js";
+import { watchEntitlements } from "../../payments/js/entitlements.js";
 import { collectClientInfo } from "./client-info.js";
 import { countryOptions, flagEmoji, languageOptions } from "./options.js";
 import { PeerSession } from "./rtc.js";
@@ -8,6 +9,7 @@ import { VideoChatSession } from "./session.js";
 import { captureFrame } from "./snapshot.js";
 
 const MAX_REPORT_LINES = 50;
+const FILTERS_FEATURE = "videochat.filters";
 const CONNECT_TIMEOUT_MS = 20000;
 const REPORT_ERRORS = {
   no_partner: "There is nobody to report yet.",
@@ -41,6 +43,18 @@ function init(root) {
 
   fillSelects(ui.settings, root.dataset);
   setFiltersAllowed(root.dataset.filtersAllowed === "true");
+
+  // Premium bought (or lost) in another tab: unlock (or lock) the filters here at once.
+  let premiumKnown = false;
+  watchEntitlements((features) => {
+    const allowed = features.has(FILTERS_FEATURE);
+    if (premiumKnown && allowed !== (root.dataset.filtersAllowed === "true")) {
+      notice(allowed ? "Premium is on: choose who you'd like to meet." : "Premium has ended: searching everyone.");
+    }
+    premiumKnown = true;
+    root.dataset.entitlementsLive = "true"; // the server will tell this page of changes
+    setFiltersAllowed(allowed);
+  });
 
   let localStream = null;
   let lastFrame = null; // a still of the last partner, for a report after they left

@@ -10,7 +10,6 @@
 //   "peer"    {peer}                     the PeerSession of this match (for the page's video)
 //   "unmatched" {matchId, reason}        the match is over ("next" by me, or the server's reason)
 //   "chat"    {line}                     a chat line of this match {from, text, lang, translation}
-//   "entitlements" {filtersAllowed}     Premium was bought or lost while the page is open
 //   "error"   {code, detail}             the server refused something
 
 export const STATES = Object.freeze(["idle", "waiting", "matched", "ended"]);
@@ -45,10 +44,6 @@ export class VideoChatSession extends EventTarget {
       .on("match.ended", (m) => this.onMatchEnded(m))
       .on("signal", (m) => this.onSignal(m))
       .on("chat", (m) => this.onChat(m))
-      .on("entitlements", (m) => {
-        this.filtersAllowed = Boolean(m.filters_allowed);
-        this.emit("entitlements", { filtersAllowed: this.filtersAllowed });
-      })
       .on("error", (m) => this.emit("error", { code: m.code, detail: m.detail }));
     // After a reconnect the server knows nothing of us: say hello again and re-queue.
     s.addEventListener("open", () => {
