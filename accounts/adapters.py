@@ -43,6 +43,20 @@ class AccountAdapter(DefaultAccountAdapter):
             services.profile_country_guess(user=user, ip=_client_ip(request))
         return user
 
+    def add_message(
+        self,
+        request: HttpRequest,
+        level: int,
+        message_template: str | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        # A logout leaves an empty session, so its cookie is deleted (the cookies page says
+        # so); "You have signed out" would keep one alive just to say it.
+        if message_template == "account/messages/logged_out.txt":
+            return
+        super().add_message(request, level, message_template, *args, **kwargs)
+
     def post_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> Any:
         # Every way in (email or social, log-in or sign-up, with or without ?next=) passes
         # here: whoever has no birth date is asked for it before going on.

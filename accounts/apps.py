@@ -10,7 +10,7 @@ class AccountsConfig(AppConfig):
 
         from realtime.services import user_sockets_close
 
-        from .privacy import accounts_step
+        from .privacy import accounts_step, cookies
 
         def close_sockets(sender, request, user, **kwargs):  # type: ignore[no-untyped-def]
             # Logging out anywhere (allauth, admin) closes the user's open sockets.
@@ -19,3 +19,6 @@ class AccountsConfig(AppConfig):
 
         user_logged_out.connect(close_sockets, weak=False, dispatch_uid="accounts.close_sockets")
         accounts_step.register()
+        user_logged_out.connect(
+            cookies.mark_logged_out, weak=False, dispatch_uid="accounts.privacy.cookies"
+        )

@@ -87,10 +87,8 @@ def profile_edit(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         profile = services.profile_update(user=user, data=form.changes())  # type: ignore[arg-type]
         messages.success(request, "Profile saved.")
-        response = redirect("profile_edit")
-        # The site language follows the profile (LocaleMiddleware reads this cookie).
-        response.set_cookie(settings.LANGUAGE_COOKIE_NAME, profile.language, samesite="Lax")
-        return response
+        # The site language follows the profile (accounts/privacy/cookies.py), no cookie.
+        return redirect("profile_edit")
     profile.refresh_from_db()  # an invalid form has written its input onto the instance
     context = {
         "form": form,

@@ -161,7 +161,9 @@ def test_profile_edit_saves_everything(user_client):
     response = client.post("/profile/", profile_post(photo=photo))
 
     assert response.status_code == 302
-    assert response.cookies["django_language"].value == "ru"
+    # The language follows the profile, without a cookie of its own (the cookies promise).
+    assert "django_language" not in response.cookies
+    assert client.get("/")["Content-Language"] == "ru"
     p = Profile.objects.get(user=user)
     assert (p.nickname, p.description, p.gender, p.country) == ("Nova", "Hi there", "f", "PT")
     assert (p.language, p.translation_target) == ("ru", "en")
