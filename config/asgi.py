@@ -14,6 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+import messaging.routing  # noqa: E402
 import payments.routing  # noqa: E402
 import realtime.routing  # noqa: E402
 import videochat.routing  # noqa: E402
@@ -32,6 +33,7 @@ websocket_urlpatterns = [
     *voice.routing.websocket_urlpatterns,
     *videochat.routing.websocket_urlpatterns,
     *payments.routing.websocket_urlpatterns,
+    *messaging.routing.websocket_urlpatterns,
 ]
 
 router = ProtocolTypeRouter(

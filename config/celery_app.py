@@ -21,6 +21,10 @@ app.conf.beat_schedule = {
         "task": "videochat.tasks.ban_images_purge",
         "schedule": 300.0,
     },
+    "messaging-undelivered-purge": {
+        "task": "messaging.tasks.undelivered_purge",
+        "schedule": crontab(minute=23),
+    },
     "accounts-deleted-purge": {
         "task": "accounts.tasks.deleted_accounts_purge",
         "schedule": crontab(minute=41, hour=3),

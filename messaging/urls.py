@@ -1,8 +1,67 @@
+"""/messaging/_matrix/...: the Matrix client-server subset (docs/protocols/callsapp.md)."""
+
 from django.urls import path
 
 from . import views
 
 app_name = "messaging"
+
+C = "_matrix/client/v3/"
+
 urlpatterns = [
-    path("", views.app, name="app"),
+    path(C + "account/whoami", views.whoami, name="whoami"),
+    path(C + "devices", views.devices, name="devices"),
+    path(C + "keys/upload", views.keys_upload, name="keys_upload"),
+    path(C + "keys/query", views.keys_query, name="keys_query"),
+    path(C + "keys/claim", views.keys_claim, name="keys_claim"),
+    path(C + "keys/device_signing/upload", views.signing_keys_upload, name="signing_upload"),
+    path(C + "keys/signatures/upload", views.signatures_upload, name="signatures_upload"),
+    path(
+        C + "sendToDevice/<str:event_type>/<str:txn_id>",
+        views.send_to_device,
+        name="send_to_device",
+    ),
+    path(C + "createRoom", views.create_room, name="create_room"),
+    path(C + "joined_rooms", views.joined_rooms, name="joined_rooms"),
+    path(C + "rooms/<str:room_id>/state", views.room_state, name="room_state"),
+    path(C + "rooms/<str:room_id>/joined_members", views.joined_members, name="joined_members"),
+    path(C + "rooms/<str:room_id>/invite", views.invite, name="invite"),
+    path(C + "rooms/<str:room_id>/kick", views.kick, name="kick"),
+    path(C + "rooms/<str:room_id>/leave", views.leave, name="leave"),
+    path(C + "rooms/<str:room_id>/state/m.room.name/", views.room_name, name="room_name"),
+    path(
+        C + "rooms/<str:room_id>/state/m.room.power_levels/",
+        views.power_levels,
+        name="power_levels",
+    ),
+    path(
+        C + "rooms/<str:room_id>/send/<str:event_type>/<str:txn_id>",
+        views.send_event,
+        name="send",
+    ),
+    path(
+        C + "rooms/<str:room_id>/redact/<str:event_id>/<str:txn_id>",
+        views.redact,
+        name="redact",
+    ),
+    path(
+        C + "rooms/<str:room_id>/receipt/m.read/<str:event_id>",
+        views.receipt,
+        name="receipt",
+    ),
+    path(C + "user_directory/search", views.directory_search, name="directory_search"),
+    path(
+        C + "user/<str:user_id>/account_data/m.ignored_user_list",
+        views.ignored_users,
+        name="ignored_users",
+    ),
+    path(C + "presence/<str:user_id>/status", views.presence_status, name="presence"),
+    path("api/settings", views.privacy_settings, name="settings"),
+    path("api/rooms/<str:room_id>/undelivered", views.undelivered, name="undelivered"),
+    path("_matrix/media/v3/upload", views.media_upload, name="media_upload"),
+    path(
+        "_matrix/client/v1/media/download/<str:server_name>/<str:media_id>",
+        views.media_download,
+        name="media_download",
+    ),
 ]

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from django.conf import settings
 
 from .keys import presence_key
-from .redis import get_async_redis
+from .redis import get_async_redis, get_redis
 
 
 def _expiry() -> float:
@@ -73,3 +73,16 @@ async def visible_online(user_ids: Iterable[int], hidden: set[int]) -> dict[int,
     ids = list(user_ids)
     online = await online_ids(uid for uid in ids if uid not in hidden)
     return {uid: uid in online for uid in ids}
+
+
+def online_ids_sync(user_ids: Iterable[int]) -> set[int]:
+    """`online_ids` for sync code (HTTP views)."""
+    ids = list(user_ids)
+    if not ids:
+        return set()
+    now = time.time()
+    with get_redis().pipeline(transaction=False) as p:
+        for uid in ids:
+            p.zcount(presence_key(uid), now, "+inf")
+        counts = p.execute()
+    return {uid for uid, n in zip(ids, counts, strict=True) if n}

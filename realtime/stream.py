@@ -24,8 +24,8 @@ from .models import IdempotencyKey, StreamHead, StreamItem
 Json = dict[str, Any]
 # (device_pk, items) -> one wire frame per item, in order, without "seq" (the socket adds it).
 Renderer = Callable[[int, Sequence[StreamItem]], list[Json]]
-# refs of the trimmed items of one kind (items without a ref are not reported).
-TrimHook = Callable[[list[int]], None]
+# (refs of the trimmed items of one kind, acked?): acked is False when retention purged them.
+TrimHook = Callable[[list[int], bool], None]
 
 _renderers: dict[str, Renderer] = {}
 _trim_hooks: dict[str, list[TrimHook]] = defaultdict(list)
@@ -144,11 +144,11 @@ def stream_ack(*, device_pk: int, seq: int, limit: int | None = None) -> int:
         doomed = StreamItem.objects.filter(device_pk=device_pk, seq__lte=seq)
         trimmed = list(doomed.exclude(ref=None).values_list("kind", "ref"))
         deleted, _ = doomed.delete()
-        _after_trim(trimmed)
+        _after_trim(trimmed, acked=True)
     return deleted
 
 
-def _after_trim(trimmed: Sequence[tuple[str, int | None]]) -> None:
+def _after_trim(trimmed: Sequence[tuple[str, int | None]], *, acked: bool) -> None:
     """Tell each product which of its refs lost an item (in the trimming transaction)."""
     refs: dict[str, list[int]] = defaultdict(list)
     for kind, ref in trimmed:
@@ -156,7 +156,7 @@ def _after_trim(trimmed: Sequence[tuple[str, int | None]]) -> None:
             refs[kind].append(ref)
     for kind, kind_refs in refs.items():
         for hook in _trim_hooks.get(kind, []):
-            hook(kind_refs)
+            hook(kind_refs, acked)
 
 
 def stream_delete(*, kind: str, refs: Sequence[int]) -> int:
@@ -186,7 +186,7 @@ def stream_purge(*, older_than: dt.datetime) -> dict[str, int]:
             if not batch:
                 break
             StreamItem.objects.filter(pk__in=[pk for pk, _, _ in batch]).delete()
-            _after_trim([(kind, ref) for _, kind, ref in batch])
+            _after_trim([(kind, ref) for _, kind, ref in batch], acked=False)
             counts["items"] += len(batch)
     counts["keys"], _ = IdempotencyKey.objects.filter(created_at__lt=older_than).delete()
     return counts

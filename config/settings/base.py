@@ -310,6 +310,21 @@ VOICE_MAX_TRANSMISSION_SECONDS = env.int("VOICE_MAX_TRANSMISSION_SECONDS", defau
 VOICE_LOCATION_TTL_SECONDS = env.int("VOICE_LOCATION_TTL_SECONDS", default=120)
 VOICE_CONNECTION_LOG_RETENTION_DAYS = env.int("VOICE_CONNECTION_LOG_RETENTION_DAYS", default=90)
 
+# --- messaging/ (CallsApp; docs/protocols/callsapp.md)
+MESSAGING_SERVER_NAME = env("MESSAGING_SERVER_NAME", default="localhost")
+# Undelivered events, deliveries and media are deleted after this (the policy: 2 weeks).
+MESSAGING_RETENTION_DAYS = env.int("MESSAGING_RETENTION_DAYS", default=14)
+MESSAGING_MAX_EVENT_BYTES = env.int("MESSAGING_MAX_EVENT_BYTES", default=64 * 1024)
+MESSAGING_MAX_REQUEST_BYTES = env.int("MESSAGING_MAX_REQUEST_BYTES", default=1024 * 1024)
+MESSAGING_MAX_ONE_TIME_KEYS = 100  # per upload
+MESSAGING_MAX_CLAIM_DEVICES = 50  # (user, device) pairs per claim
+MESSAGING_MAX_GROUP_MEMBERS = env.int("MESSAGING_MAX_GROUP_MEMBERS", default=256)
+# Claims per user: a burst, then a refill rate. Keeps one user from draining others' keys.
+MESSAGING_CLAIM_CAPACITY = env.int("MESSAGING_CLAIM_CAPACITY", default=60)
+MESSAGING_CLAIM_PER_SECOND = env.float("MESSAGING_CLAIM_PER_SECOND", default=1.0)
+MESSAGING_MEDIA_MAX_BYTES = env.int("MESSAGING_MEDIA_MAX_BYTES", default=25 * 1024 * 1024)
+MESSAGING_MEDIA_QUOTA_BYTES = env.int("MESSAGING_MEDIA_QUOTA_BYTES", default=200 * 1024 * 1024)
+
 # --- videochat/
 VIDEOCHAT_SKIP_TTL_SECONDS = env.int("VIDEOCHAT_SKIP_TTL_SECONDS", default=600)
 VIDEOCHAT_STUN_URLS = env.list("VIDEOCHAT_STUN_URLS", default=[])

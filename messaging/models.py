@@ -1,0 +1,198 @@
+"""CallsApp's server state: public keys, rooms, and ciphertext awaiting delivery. Never a
+private key or a plaintext. A room event's ciphertext is stored once; each target device's
+pending delivery is an item of that device's durable stream (realtime.StreamItem, kind
+"messaging.event", ref = the event's pk), deleted on the device's ack."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Device
+
+
+class DeviceKeys(models.Model):
+    """A device's signed identity keys (the spec's `device_keys` object), as uploaded."""
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, related_name="e2e_keys")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="e2e_device_keys"
+    )
+    keys = models.JSONField()
+    curve25519 = models.CharField(max_length=128)
+    ed25519 = models.CharField(max_length=128)
+    uploaded_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"keys of {self.device}"
+
+
+class OneTimeKey(models.Model):
+    """Handed out exactly once (claimed and deleted in one transaction)."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="one_time_keys")
+    algorithm = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=128)
+    key = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "algorithm", "key_id"], name="one_time_key_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["device", "algorithm", "id"], name="otk_claim_order")]
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.key_id}"
+
+
+class FallbackKey(models.Model):
+    """Given out when a device has no one-time key left; kept until replaced."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="fallback_keys")
+    algorithm = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=128)
+    key = models.JSONField()
+    used = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "algorithm"], name="fallback_key_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"fallback {self.algorithm}:{self.key_id}"
+
+
+class CrossSigningKey(models.Model):
+    class Usage(models.TextChoices):
+        MASTER = "master"
+        SELF_SIGNING = "self_signing"
+        USER_SIGNING = "user_signing"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="cross_signing_keys"
+    )
+    usage = models.CharField(max_length=16, choices=Usage.choices)
+    key = models.JSONField()
+    uploaded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "usage"], name="cross_signing_key_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.usage} key of user {self.user_id}"
+
+
+class Room(models.Model):
+    room_id = models.CharField(max_length=128, unique=True)
+    name = models.CharField(max_length=100, blank=True)
+    is_direct = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name or self.room_id
+
+
+class Membership(models.Model):
+    """A joined member. Leaving deletes the row (the leave event says so to the others)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_memberships"
+    )
+    is_admin = models.BooleanField(default=False)
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="membership_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} in {self.room_id}"
+
+
+class RoomEvent(models.Model):
+    """One event's content, stored once until every target device acked it (or 14 days)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="events")
+    event_id = models.CharField(max_length=64, unique=True)
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_events"
+    )
+    sender_device = models.ForeignKey(
+        Device, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    type = models.CharField(max_length=128)
+    state_key = models.CharField(max_length=255, null=True, blank=True)
+    content = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Set when the last target device acked: the content is emptied then ("stored only until
+    # delivered"); the row stays, content-free, so the sender can still delete it for
+    # everyone, until the retention purge.
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+
+class Block(models.Model):
+    """`blocker` refuses everything from `blocked` (the spec's ignored users)."""
+
+    blocker = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="blocks_made"
+    )
+    blocked = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="blocks_received"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["blocker", "blocked"], name="block_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.blocker_id} blocks {self.blocked_id}"
+
+
+def media_path(instance: MediaBlob, filename: str) -> str:
+    return f"messaging/media/{instance.media_id}"
+
+
+class MediaBlob(models.Model):
+    """An encrypted attachment (ciphertext only). Deleted once every target device fetched
+    it, or after 14 days."""
+
+    media_id = models.CharField(max_length=64, unique=True)
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="media_blobs"
+    )
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="media")
+    file = models.FileField(upload_to=media_path)
+    size = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.media_id
+
+
+class MediaFetch(models.Model):
+    """A device that may still fetch a blob; deleted when it does."""
+
+    blob = models.ForeignKey(MediaBlob, on_delete=models.CASCADE, related_name="pending")
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["blob", "device"], name="media_fetch_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.blob_id} for device {self.device_id}"

@@ -1,0 +1,114 @@
+"""Every CallsApp message in and out, as pydantic models: the HTTP bodies of the Matrix
+subset (docs/protocols/callsapp.md; field names are the spec's) and the sync socket's
+frames. Key objects are signed by the client, so they are kept exactly as sent
+(`extra="allow"`), checked only for the fields the server routes by."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from realtime.schemas import Ack, Hello, Outbound
+
+Json = dict[str, Any]
+Id = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Signed(BaseModel):
+    """A signed key object: whatever the client signed, with its signatures."""
+
+    model_config = ConfigDict(extra="allow")
+    signatures: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class DeviceKeysBody(Signed):
+    user_id: Id
+    device_id: Id
+    algorithms: list[str]
+    keys: dict[str, str]
+
+
+class KeysUpload(Body):
+    device_keys: DeviceKeysBody | None = None
+    one_time_keys: dict[Id, Json | str] | None = None
+    fallback_keys: dict[Id, Json | str] | None = None
+
+
+class KeysQuery(Body):
+    device_keys: Annotated[dict[Id, list[Id]], Field(max_length=1000)]
+    timeout: int | None = None
+
+
+class KeysClaim(Body):
+    one_time_keys: dict[Id, dict[Id, Id]]
+    timeout: int | None = None
+
+
+class CrossSigningKeyBody(Signed):
+    user_id: Id
+    usage: list[str]
+    keys: dict[str, str]
+
+
+class SigningKeysUpload(Body):
+    master_key: CrossSigningKeyBody | None = None
+    self_signing_key: CrossSigningKeyBody | None = None
+    user_signing_key: CrossSigningKeyBody | None = None
+
+
+class SendToDevice(Body):
+    messages: dict[Id, dict[Id, Json]]
+
+
+class CreateRoom(Body):
+    name: Annotated[str, Field(max_length=100)] = ""
+    invite: Annotated[list[Id], Field(max_length=255)] = Field(default_factory=list)
+    is_direct: bool = False
+
+
+class UserIdBody(Body):
+    user_id: Id
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class RoomName(Body):
+    name: Annotated[str, Field(max_length=100)]
+
+
+class PowerLevels(Body):
+    users: dict[Id, int]
+
+
+class Redact(Body):
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class DirectorySearch(Body):
+    search_term: Annotated[str, Field(min_length=1, max_length=254)]
+    limit: int | None = None
+
+
+class IgnoredUsers(Body):
+    ignored_users: Annotated[dict[Id, Json], Field(max_length=10000)]
+
+
+class PrivacySettings(Body):
+    read_receipts: bool | None = None
+    online_status: bool | None = None
+
+
+# --- The sync socket (/ws/messaging/): hello and ack are the durable stream's.
+MessagingInbound = Hello | Ack
+
+
+class SyncFrame(Outbound):
+    """A Matrix /sync-shaped batch. `seq` is null for a frame that needs no ack."""
+
+    type: Literal["sync"] = "sync"
+    seq: int | None = None
+    sync: Json

@@ -1,0 +1,343 @@
+"""Reads of messaging/ that views, services and the socket share. Selectors never write."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q
+
+from accounts.models import Device, Profile, User
+from realtime.models import StreamItem
+
+from .errors import not_found
+from .ids import mxid, user_pk
+from .models import (
+    Block,
+    CrossSigningKey,
+    DeviceKeys,
+    FallbackKey,
+    Membership,
+    OneTimeKey,
+    Room,
+    RoomEvent,
+)
+
+EVENT_KIND = "messaging.event"
+SYNC_KIND = "messaging.sync"
+OTK_ALGORITHM = "signed_curve25519"
+
+
+def display_name(user: User) -> str:
+    profile = getattr(user, "profile", None)
+    return (profile.nickname if profile else "") or f"user {user.pk}"
+
+
+def user_for_mxid(user_mxid: str) -> User | None:
+    pk = user_pk(user_mxid)
+    if pk is None:
+        return None
+    return (
+        User.objects.select_related("profile")
+        .filter(pk=pk, is_active=True, deletion_requested_at=None)
+        .first()
+    )
+
+
+def room_of_member(*, room_id: str, user_id: int) -> Room:
+    """The room, if `user_id` is a member; a non-member cannot tell it from a missing room."""
+    room = Room.objects.filter(room_id=room_id, memberships__user_id=user_id).first()
+    if room is None:
+        raise not_found("no such room, or you are not a member")
+    return room
+
+
+def member_ids(room: Room) -> list[int]:
+    return list(room.memberships.order_by("joined_at", "pk").values_list("user_id", flat=True))
+
+
+def is_admin(room: Room, user_id: int) -> bool:
+    return room.memberships.filter(user_id=user_id, is_admin=True).exists()
+
+
+def blocker_ids(*, of_user_id: int, among: Iterable[int]) -> set[int]:
+    """Who among `among` blocked `of_user_id`."""
+    return set(
+        Block.objects.filter(blocked_id=of_user_id, blocker_id__in=list(among)).values_list(
+            "blocker_id", flat=True
+        )
+    )
+
+
+def blocked_either_way(a: int, b: int) -> bool:
+    return Block.objects.filter(
+        Q(blocker_id=a, blocked_id=b) | Q(blocker_id=b, blocked_id=a)
+    ).exists()
+
+
+def contact_ids(user_id: int) -> set[int]:
+    """Users who share a room with `user_id`, and the user."""
+    rooms = Membership.objects.filter(user_id=user_id).values("room_id")
+    ids = set(Membership.objects.filter(room_id__in=rooms).values_list("user_id", flat=True))
+    ids.add(user_id)
+    return ids
+
+
+def key_devices_of(user_ids: Iterable[int]) -> list[tuple[int, int]]:
+    """(user_id, device_pk) of the users' devices that run CallsApp (uploaded keys)."""
+    return list(
+        DeviceKeys.objects.filter(user_id__in=list(user_ids))
+        .order_by("device_id")
+        .values_list("user_id", "device_id")
+    )
+
+
+def target_devices(
+    *, room: Room, sender_id: int, exclude_device_pk: int | None
+) -> list[tuple[int, int]]:
+    """Who gets an event of `sender_id` in `room`: every keyed device of every member who has
+    not blocked the sender, less the sending device."""
+    members = member_ids(room)
+    blockers = blocker_ids(of_user_id=sender_id, among=members)
+    return [
+        (uid, pk)
+        for uid, pk in key_devices_of(m for m in members if m not in blockers)
+        if pk != exclude_device_pk
+    ]
+
+
+def key_counts(device_pk: int) -> dict[str, Any]:
+    """The sync fields the OlmMachine needs to keep its keys topped up."""
+    counts = dict(
+        OneTimeKey.objects.filter(device_id=device_pk)
+        .values("algorithm")
+        .annotate(n=Count("id"))
+        .values_list("algorithm", "n")
+    )
+    counts.setdefault(OTK_ALGORITHM, 0)
+    unused = sorted(
+        FallbackKey.objects.filter(device_id=device_pk, used=False).values_list(
+            "algorithm", flat=True
+        )
+    )
+    return {"device_one_time_keys_count": counts, "device_unused_fallback_key_types": unused}
+
+
+def keys_query(*, user: User, wanted: dict[str, list[str]]) -> dict[str, Any]:
+    """keys/query: device keys and cross-signing keys of the asked users that share a room
+    with `user` (others: an empty map, so accounts cannot be probed)."""
+    visible = contact_ids(user.pk)
+    pks = {m: user_pk(m) for m in wanted}
+    allowed = {m: pk for m, pk in pks.items() if pk is not None and pk in visible}
+    device_keys: dict[str, dict[str, Any]] = {m: {} for m in wanted}
+    rows = DeviceKeys.objects.filter(user_id__in=allowed.values()).select_related("device")
+    by_pk = {pk: m for m, pk in allowed.items()}
+    for row in rows:
+        m = by_pk[row.user_id]
+        only = wanted[m]
+        if only and row.device.device_id not in only:
+            continue
+        keys = dict(row.keys)
+        keys["unsigned"] = {"device_display_name": row.device.name or str(row.device)}
+        device_keys[m][row.device.device_id] = keys
+    answer: dict[str, Any] = {
+        "device_keys": device_keys,
+        "failures": {},
+        "master_keys": {},
+        "self_signing_keys": {},
+        "user_signing_keys": {},
+    }
+    field = {
+        CrossSigningKey.Usage.MASTER: "master_keys",
+        CrossSigningKey.Usage.SELF_SIGNING: "self_signing_keys",
+        CrossSigningKey.Usage.USER_SIGNING: "user_signing_keys",
+    }
+    for key in CrossSigningKey.objects.filter(user_id__in=allowed.values()):
+        # A user-signing key is shown to its owner only (the spec's rule).
+        if key.usage == CrossSigningKey.Usage.USER_SIGNING and key.user_id != user.pk:
+            continue
+        answer[field[CrossSigningKey.Usage(key.usage)]][by_pk[key.user_id]] = key.key
+    return answer
+
+
+def room_state(room: Room) -> list[dict[str, Any]]:
+    """The room's current state as state events (built from the tables, not history)."""
+    members = list(room.memberships.select_related("user__profile").order_by("joined_at", "pk"))
+    creator = members[0].user_id if members else 0
+    state: list[dict[str, Any]] = [
+        state_event(room, creator, "m.room.create", "", {"creator": mxid(creator)}),
+        state_event(room, creator, "m.room.encryption", "", encryption_content()),
+        state_event(room, creator, "m.room.name", "", {"name": room.name}),
+        state_event(room, creator, "m.room.power_levels", "", power_levels(members)),
+    ]
+    for m in members:
+        state.append(
+            state_event(
+                room,
+                m.user_id,
+                "m.room.member",
+                mxid(m.user_id),
+                {"membership": "join", "displayname": display_name(m.user)},
+            )
+        )
+    return state
+
+
+def encryption_content() -> dict[str, Any]:
+    return {
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "rotation_period_ms": 7 * 24 * 3600 * 1000,
+        "rotation_period_msgs": 100,
+    }
+
+
+def power_levels(members: Iterable[Membership]) -> dict[str, Any]:
+    return {
+        "users": {mxid(m.user_id): 100 for m in members if m.is_admin},
+        "users_default": 0,
+        "events_default": 0,
+        "state_default": 100,
+        "invite": 100,
+        "kick": 100,
+        "redact": 100,
+    }
+
+
+def state_event(room: Room, sender_id: int, type_: str, state_key: str, content: Any) -> dict:
+    return {
+        "type": type_,
+        "state_key": state_key,
+        "sender": mxid(sender_id),
+        "room_id": room.room_id,
+        "content": content,
+    }
+
+
+def joined_members(room: Room) -> dict[str, Any]:
+    return {
+        "joined": {
+            mxid(m.user_id): {"display_name": display_name(m.user)}
+            for m in room.memberships.select_related("user__profile").order_by("joined_at")
+        }
+    }
+
+
+def event_json(event: RoomEvent, room_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "event_id": event.event_id,
+        "type": event.type,
+        "sender": mxid(event.sender_id),
+        "origin_server_ts": int(event.created_at.timestamp() * 1000),
+        "room_id": room_id,
+        "content": event.content,
+    }
+    if event.state_key is not None:
+        data["state_key"] = event.state_key
+    if event.type == "m.room.redaction":
+        data["redacts"] = event.content.get("redacts")
+    return data
+
+
+def expiry_of(created_at: dt.datetime) -> dt.datetime:
+    return created_at + dt.timedelta(days=settings.MESSAGING_RETENTION_DAYS)
+
+
+def undelivered(*, user: User, room: Room) -> list[dict[str, Any]]:
+    """The user's events in `room` that some device has not acked, with their expiry."""
+    events = list(
+        RoomEvent.objects.filter(
+            room=room, sender=user, delivered_at=None, type="m.room.encrypted"
+        ).order_by("created_at")
+    )
+    pending: dict[int, int] = defaultdict(int)
+    for ref in StreamItem.objects.filter(
+        kind=EVENT_KIND, ref__in=[e.pk for e in events]
+    ).values_list("ref", flat=True):
+        if ref is not None:
+            pending[ref] += 1
+    return [
+        {
+            "event_id": e.event_id,
+            "pending_devices": pending[e.pk],
+            "expires_at": int(expiry_of(e.created_at).timestamp() * 1000),
+        }
+        for e in events
+        if pending[e.pk]
+    ]
+
+
+def directory_search(*, user: User, term: str) -> list[dict[str, Any]]:
+    """Exactly one nickname (any case) or one email; never a listing. Someone who blocked
+    the searcher is not found."""
+    term = term.strip()
+    q = Q(email__iexact=term) if "@" in term else Q(profile__nickname__iexact=term)
+    found = list(
+        User.objects.select_related("profile")
+        .filter(q, is_active=True, deletion_requested_at=None)
+        .exclude(pk=user.pk)[:2]
+    )
+    if len(found) != 1 or blocker_ids(of_user_id=user.pk, among=[found[0].pk]):
+        return []
+    return [{"user_id": mxid(found[0].pk), "display_name": display_name(found[0])}]
+
+
+def ignored_users(user: User) -> dict[str, Any]:
+    ids = Block.objects.filter(blocker=user).values_list("blocked_id", flat=True)
+    return {"ignored_users": {mxid(pk): {} for pk in ids}}
+
+
+def own_devices(user: User) -> dict[str, Any]:
+    return {
+        "devices": [
+            {
+                "device_id": d.device_id,
+                "display_name": d.name or str(d),
+                "last_seen_ts": int(d.last_seen_at.timestamp() * 1000),
+            }
+            for d in Device.objects.filter(user=user).order_by("-last_seen_at")
+        ]
+    }
+
+
+def render_stream_items(device_pk: int, items: Sequence[StreamItem]) -> list[dict[str, Any]]:
+    """The sync socket's frames for a run of this app's stream items: each a Matrix
+    /sync-shaped batch, with the device's current key counts."""
+    counts = key_counts(device_pk)
+    refs = [it.ref for it in items if it.kind == EVENT_KIND and it.ref is not None]
+    events = {
+        e.pk: e for e in RoomEvent.objects.filter(pk__in=refs).select_related("room")
+    }
+    frames = []
+    for it in items:
+        sync: dict[str, Any]
+        if it.kind == EVENT_KIND:
+            event = events.get(it.ref or 0)
+            sync = _timeline_sync(event, it.user_id) if event is not None else {}
+        else:
+            sync = dict(it.body)
+        frames.append({"type": "sync", "sync": {**sync, **counts}})
+    return frames
+
+
+def _timeline_sync(event: RoomEvent, user_id: int) -> dict[str, Any]:
+    room_id = event.room.room_id
+    own_leave = (
+        event.type == "m.room.member"
+        and event.state_key == mxid(user_id)
+        and event.content.get("membership") == "leave"
+    )
+    section = "leave" if own_leave else "join"
+    return {
+        "rooms": {section: {room_id: {"timeline": {"events": [event_json(event, room_id)]}}}}
+    }
+
+
+def privacy_settings(user: User) -> dict[str, bool]:
+    profile = Profile.objects.filter(user=user).first()
+    return {
+        "read_receipts": profile.send_read_receipts if profile else True,
+        "online_status": profile.show_online_status if profile else True,
+    }

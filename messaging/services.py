@@ -1,0 +1,774 @@
+"""Every write of CallsApp. Each is one transaction that validates first; what must reach a
+device goes onto that device's durable stream (realtime.stream), never only a group send.
+
+Field names and shapes are the Matrix client-server spec's (docs/protocols/callsapp.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from accounts.models import Device, Profile, User
+from realtime.models import StreamItem
+from realtime.ratelimit import allow
+from realtime.stream import (
+    NewItem,
+    stream_append,
+    stream_delete,
+    stream_drop_devices,
+    stream_once,
+    stream_purge,
+)
+
+from . import selectors
+from .errors import forbidden, invalid, not_found, quota, rate_limited, too_large
+from .ids import content_uri, mxid, new_event_id, new_media_id, new_room_id, user_pk
+from .keys import claim_rate_key
+from .models import (
+    Block,
+    CrossSigningKey,
+    DeviceKeys,
+    FallbackKey,
+    MediaBlob,
+    MediaFetch,
+    Membership,
+    OneTimeKey,
+    Room,
+    RoomEvent,
+)
+from .schemas import DeviceKeysBody, SigningKeysUpload
+from .selectors import EVENT_KIND, SYNC_KIND
+
+Json = dict[str, Any]
+
+
+def _size(obj: Any) -> int:
+    return len(json.dumps(obj, separators=(",", ":")).encode())
+
+
+def _sync_items(targets: Iterable[tuple[int, int]], sync: Json) -> list[NewItem]:
+    return [NewItem(user_id=u, device_pk=d, kind=SYNC_KIND, body=sync) for u, d in targets]
+
+
+def _device_lists_changed(user_ids: Iterable[int], *, about: int) -> None:
+    """Tell every keyed device of `user_ids` that `about`'s devices changed."""
+    stream_append(
+        items=_sync_items(
+            selectors.key_devices_of(user_ids), {"device_lists": {"changed": [mxid(about)]}}
+        )
+    )
+
+
+# --- keys --------------------------------------------------------------------------------
+def keys_upload(
+    *,
+    device: Device,
+    device_keys: DeviceKeysBody | None,
+    one_time_keys: dict[str, Any] | None,
+    fallback_keys: dict[str, Any] | None,
+) -> Json:
+    """keys/upload: the device's identity keys (once), one-time keys, its fallback key."""
+    user_id = device.user_id
+    if one_time_keys and len(one_time_keys) > settings.MESSAGING_MAX_ONE_TIME_KEYS:
+        raise invalid(f"at most {settings.MESSAGING_MAX_ONE_TIME_KEYS} one-time keys per upload")
+    otks = _split_key_ids(one_time_keys or {})
+    fallbacks = _split_key_ids(fallback_keys or {})
+    with transaction.atomic():
+        announced = False
+        if device_keys is not None:
+            announced = _device_keys_store(device, device_keys)
+        new = [
+            OneTimeKey(device=device, algorithm=alg, key_id=kid, key=key) for alg, kid, key in otks
+        ]
+        OneTimeKey.objects.bulk_create(new, ignore_conflicts=True)
+        for alg, kid, key in fallbacks:
+            FallbackKey.objects.update_or_create(
+                device=device, algorithm=alg, defaults={"key_id": kid, "key": key, "used": False}
+            )
+        if announced:
+            _device_lists_changed(selectors.contact_ids(user_id), about=user_id)
+        counts = selectors.key_counts(device.pk)["device_one_time_keys_count"]
+    return {"one_time_key_counts": counts}
+
+
+def _split_key_ids(keys: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    out = []
+    for full_id, key in keys.items():
+        alg, _, kid = full_id.partition(":")
+        if not alg or not kid or len(alg) > 64 or len(kid) > 128:
+            raise invalid(f"key id {full_id!r} is not <algorithm>:<key id>")
+        if _size(key) > 4096:
+            raise too_large(f"key {full_id!r} is too large")
+        out.append((alg, kid, key))
+    return out
+
+
+def _device_keys_store(device: Device, body: DeviceKeysBody) -> bool:
+    """Store the device's identity keys; True when they are new (announce them)."""
+    if body.user_id != mxid(device.user_id) or body.device_id != device.device_id:
+        raise invalid("device_keys must name your own user_id and device_id")
+    curve = body.keys.get(f"curve25519:{device.device_id}")
+    ed = body.keys.get(f"ed25519:{device.device_id}")
+    if not curve or not ed:
+        raise invalid("device_keys needs curve25519 and ed25519 keys for this device")
+    if f"ed25519:{device.device_id}" not in body.signatures.get(body.user_id, {}):
+        raise invalid("device_keys must be signed by the device's ed25519 key")
+    existing = DeviceKeys.objects.filter(device=device).first()
+    if existing is not None:
+        if (existing.curve25519, existing.ed25519) != (curve, ed):
+            raise invalid("this device's identity keys are already set; sign in as a new device")
+        existing.keys = body.model_dump()
+        existing.save(update_fields=["keys"])
+        return False
+    DeviceKeys.objects.create(
+        device=device, user_id=device.user_id, keys=body.model_dump(), curve25519=curve, ed25519=ed
+    )
+    return True
+
+
+def keys_claim(*, user: User, wanted: dict[str, dict[str, str]]) -> Json:
+    """keys/claim: one one-time key per asked device, each handed out exactly once (locked
+    and deleted in this transaction; concurrent claimers skip each other's locked rows),
+    then the device's fallback key."""
+    pairs = [(m, d, alg) for m, devices in wanted.items() for d, alg in devices.items()]
+    if len(pairs) > settings.MESSAGING_MAX_CLAIM_DEVICES:
+        raise invalid(f"at most {settings.MESSAGING_MAX_CLAIM_DEVICES} devices per claim")
+    if pairs and not allow(
+        claim_rate_key(user.pk),
+        capacity=settings.MESSAGING_CLAIM_CAPACITY,
+        per_second=settings.MESSAGING_CLAIM_PER_SECOND,
+        cost=len(pairs),
+    ):
+        raise rate_limited("too many key claims, slow down", retry_after_ms=2000)
+    contacts = selectors.contact_ids(user.pk)
+    blockers = selectors.blocker_ids(
+        of_user_id=user.pk, among=[pk for m, _, _ in pairs if (pk := user_pk(m)) is not None]
+    )
+    answer: dict[str, dict[str, Any]] = {}
+    failures: dict[str, dict[str, str]] = defaultdict(dict)
+    with transaction.atomic():
+        for m, device_id, alg in pairs:
+            pk = user_pk(m)
+            device = (
+                Device.objects.filter(user_id=pk, device_id=device_id).first()
+                if pk in contacts
+                else None
+            )
+            if device is None:
+                failures[m][device_id] = "M_NOT_FOUND"
+                continue
+            if pk in blockers:
+                failures[m][device_id] = "M_FORBIDDEN"
+                continue
+            key = _claim_one(device, alg)
+            if key is not None:
+                answer.setdefault(m, {})[device_id] = key
+    return {"one_time_keys": answer, "failures": dict(failures)}
+
+
+def _claim_one(device: Device, alg: str) -> dict[str, Any] | None:
+    otk = (
+        OneTimeKey.objects.select_for_update(skip_locked=True)
+        .filter(device=device, algorithm=alg)
+        .order_by("id")
+        .first()
+    )
+    if otk is not None:
+        otk.delete()
+        return {f"{alg}:{otk.key_id}": otk.key}
+    fallback = FallbackKey.objects.filter(device=device, algorithm=alg).first()
+    if fallback is None:
+        return None
+    if not fallback.used:
+        FallbackKey.objects.filter(pk=fallback.pk).update(used=True)
+    return {f"{alg}:{fallback.key_id}": fallback.key}
+
+
+def signing_keys_upload(*, user: User, body: SigningKeysUpload) -> None:
+    """keys/device_signing/upload: the user's cross-signing keys."""
+    usages = {
+        CrossSigningKey.Usage.MASTER: body.master_key,
+        CrossSigningKey.Usage.SELF_SIGNING: body.self_signing_key,
+        CrossSigningKey.Usage.USER_SIGNING: body.user_signing_key,
+    }
+    with transaction.atomic():
+        changed = False
+        for usage, key in usages.items():
+            if key is None:
+                continue
+            if key.user_id != mxid(user.pk) or usage.value not in key.usage:
+                raise invalid(f"{usage.value} key must be yours and say its usage")
+            CrossSigningKey.objects.update_or_create(
+                user=user, usage=usage, defaults={"key": key.model_dump()}
+            )
+            changed = True
+        if changed:
+            _device_lists_changed(selectors.contact_ids(user.pk), about=user.pk)
+
+
+def signatures_upload(*, user: User, body: dict[str, Any]) -> Json:
+    """keys/signatures/upload: add signatures to device keys and cross-signing keys. The
+    server keeps them; the clients verify them."""
+    failures: dict[str, dict[str, Any]] = defaultdict(dict)
+    with transaction.atomic():
+        touched: set[int] = set()
+        for m, objs in body.items():
+            pk = user_pk(m)
+            if pk is None or not isinstance(objs, dict):
+                failures[m]["*"] = {"errcode": "M_INVALID_PARAM", "error": "bad user"}
+                continue
+            for key_id, signed in objs.items():
+                if not isinstance(signed, dict) or _size(signed) > 16384:
+                    failures[m][key_id] = {"errcode": "M_INVALID_PARAM", "error": "bad object"}
+                    continue
+                if _add_signatures(pk, key_id, signed.get("signatures", {}), by=user):
+                    touched.add(pk)
+                else:
+                    failures[m][key_id] = {"errcode": "M_NOT_FOUND", "error": "unknown key"}
+        for pk in touched:
+            _device_lists_changed(selectors.contact_ids(pk), about=pk)
+    return {"failures": dict(failures)}
+
+
+def _add_signatures(owner_pk: int, key_id: str, signatures: Any, *, by: User) -> bool:
+    if not isinstance(signatures, dict):
+        return False
+    mine = signatures.get(mxid(by.pk))
+    if not isinstance(mine, dict):
+        return False
+    row = DeviceKeys.objects.filter(user_id=owner_pk, device__device_id=key_id).first()
+    target: DeviceKeys | CrossSigningKey | None = row
+    if target is None:
+        target = next(
+            (
+                k
+                for k in CrossSigningKey.objects.filter(user_id=owner_pk)
+                if key_id in "".join(k.key.get("keys", {}).values())
+            ),
+            None,
+        )
+    if target is None:
+        return False
+    data = target.keys if isinstance(target, DeviceKeys) else target.key
+    data.setdefault("signatures", {}).setdefault(mxid(by.pk), {}).update(
+        {str(k): str(v) for k, v in mine.items()}
+    )
+    target.save()
+    return True
+
+
+# --- to-device ---------------------------------------------------------------------------
+def to_device_send(
+    *, device: Device, event_type: str, txn_id: str, messages: dict[str, dict[str, Json]]
+) -> Json:
+    """sendToDevice: each target device's message on its stream. Unknown targets and users
+    who blocked the sender are named in `failures`; the others get theirs. Once per txnId."""
+
+    def apply() -> Json:
+        return _to_device(device, event_type, messages)
+
+    return stream_once(device_pk=device.pk, key=f"todevice:{event_type}:{txn_id}", apply=apply)
+
+
+def _to_device(device: Device, event_type: str, messages: dict[str, dict[str, Json]]) -> Json:
+    sender = device.user_id
+    contacts = selectors.contact_ids(sender)
+    wanted = {m: user_pk(m) for m in messages}
+    blockers = selectors.blocker_ids(
+        of_user_id=sender, among=[pk for pk in wanted.values() if pk is not None]
+    )
+    items: list[NewItem] = []
+    failures: dict[str, dict[str, str]] = defaultdict(dict)
+    for m, per_device in messages.items():
+        pk = wanted[m]
+        devices = (
+            {d.device_id: d for d in Device.objects.filter(user_id=pk)} if pk in contacts else {}
+        )
+        for device_id, content in per_device.items():
+            if _size(content) > settings.MESSAGING_MAX_EVENT_BYTES:
+                raise too_large(f"to-device content for {m} {device_id} is too large")
+            if pk in blockers:
+                failures[m][device_id] = "M_FORBIDDEN"
+                continue
+            targets = list(devices.values()) if device_id == "*" else [devices.get(device_id)]
+            if not targets or targets[0] is None:
+                failures[m][device_id] = "M_NOT_FOUND"
+                continue
+            event = {"type": event_type, "sender": mxid(sender), "content": content}
+            items += [
+                NewItem(
+                    user_id=t.user_id,
+                    device_pk=t.pk,
+                    kind=SYNC_KIND,
+                    body={"to_device": {"events": [event]}},
+                )
+                for t in targets
+                if t is not None and t.pk != device.pk
+            ]
+    with transaction.atomic():
+        stream_append(items=items)
+    return {"failures": dict(failures)} if failures else {}
+
+
+# --- rooms -------------------------------------------------------------------------------
+def _emit(
+    room: Room,
+    sender_id: int,
+    type_: str,
+    content: Json,
+    *,
+    state_key: str | None,
+    targets: Sequence[tuple[int, int]],
+    device: Device | None = None,
+) -> RoomEvent:
+    event = RoomEvent.objects.create(
+        room=room,
+        event_id=new_event_id(),
+        sender_id=sender_id,
+        sender_device=device,
+        type=type_,
+        state_key=state_key,
+        content=content,
+    )
+    stream_append(
+        items=[NewItem(user_id=u, device_pk=d, kind=EVENT_KIND, ref=event.pk) for u, d in targets]
+    )
+    return event
+
+
+def _all_member_devices(room: Room) -> list[tuple[int, int]]:
+    return selectors.key_devices_of(selectors.member_ids(room))
+
+
+def _member_event(room: Room, actor_id: int, user: User, membership: str) -> None:
+    """A membership change reaches every member's devices (and the leaver's own)."""
+    targets = _all_member_devices(room)
+    if membership == "leave":
+        targets += selectors.key_devices_of([user.pk])
+    content = {"membership": membership, "displayname": selectors.display_name(user)}
+    _emit(room, actor_id, "m.room.member", content, state_key=mxid(user.pk), targets=targets)
+    # Track each other's devices from now on (or stop: device_lists.left).
+    members = selectors.member_ids(room)
+    if membership == "join":
+        _device_lists_changed([m for m in members if m != user.pk], about=user.pk)
+        stream_append(
+            items=_sync_items(
+                selectors.key_devices_of([user.pk]),
+                {"device_lists": {"changed": [mxid(m) for m in members if m != user.pk]}},
+            )
+        )
+    else:
+        still = selectors.contact_ids(user.pk)
+        gone = [m for m in members if m not in still]
+        if gone:
+            stream_append(
+                items=_sync_items(
+                    selectors.key_devices_of([user.pk]),
+                    {"device_lists": {"left": [mxid(m) for m in gone]}},
+                )
+            )
+            stream_append(
+                items=_sync_items(
+                    selectors.key_devices_of(gone), {"device_lists": {"left": [mxid(user.pk)]}}
+                )
+            )
+
+
+def _invitees(inviter: User, ids: Sequence[str]) -> list[User]:
+    users = []
+    for m in dict.fromkeys(ids):
+        invitee = selectors.user_for_mxid(m)
+        if invitee is None:
+            raise not_found(f"no user {m}")
+        if invitee.pk == inviter.pk:
+            continue
+        if selectors.blocked_either_way(inviter.pk, invitee.pk):
+            raise forbidden(f"{m} cannot be invited by you")
+        users.append(invitee)
+    return users
+
+
+def room_create(*, creator: User, name: str, invite: Sequence[str], is_direct: bool) -> Room:
+    """createRoom: the invitees become members at once (as WhatsApp or Signal groups); the
+    creator is the first admin. A direct room is one per pair: asking again returns it."""
+    invitees = _invitees(creator, invite)
+    if is_direct and len(invitees) != 1:
+        raise invalid("a direct chat has exactly one other person")
+    if len(invitees) + 1 > settings.MESSAGING_MAX_GROUP_MEMBERS:
+        raise invalid(f"a group has at most {settings.MESSAGING_MAX_GROUP_MEMBERS} members")
+    with transaction.atomic():
+        if is_direct:
+            existing = (
+                Room.objects.filter(is_direct=True, memberships__user=creator)
+                .filter(memberships__user=invitees[0])
+                .first()
+            )
+            if existing is not None:
+                return existing
+        room = Room.objects.create(room_id=new_room_id(), name=name, is_direct=is_direct)
+        Membership.objects.create(room=room, user=creator, is_admin=not is_direct)
+        targets = _all_member_devices(room)
+        _emit(
+            room,
+            creator.pk,
+            "m.room.create",
+            {"creator": mxid(creator.pk)},
+            state_key="",
+            targets=targets,
+        )
+        _emit(
+            room,
+            creator.pk,
+            "m.room.encryption",
+            selectors.encryption_content(),
+            state_key="",
+            targets=targets,
+        )
+        if name:
+            _emit(room, creator.pk, "m.room.name", {"name": name}, state_key="", targets=targets)
+        _member_event(room, creator.pk, creator, "join")
+        for invitee in invitees:
+            Membership.objects.create(room=room, user=invitee)
+            _member_event(room, creator.pk, invitee, "join")
+    return room
+
+
+def _admin_room(actor: User, room_id: str) -> Room:
+    room = selectors.room_of_member(room_id=room_id, user_id=actor.pk)
+    if room.is_direct:
+        raise forbidden("a direct chat has no members to add or remove")
+    if not selectors.is_admin(room, actor.pk):
+        raise forbidden("only the group's admins may do that")
+    return room
+
+
+def room_invite(*, actor: User, room_id: str, user_mxid: str) -> None:
+    with transaction.atomic():
+        room = _admin_room(actor, room_id)
+        found = _invitees(actor, [user_mxid])
+        if not found or Membership.objects.filter(room=room, user=found[0]).exists():
+            return
+        invitee = found[0]
+        if room.memberships.count() >= settings.MESSAGING_MAX_GROUP_MEMBERS:
+            raise forbidden("the group is full")
+        Membership.objects.create(room=room, user=invitee)
+        _member_event(room, actor.pk, invitee, "join")
+
+
+def room_kick(*, actor: User, room_id: str, user_mxid: str) -> None:
+    with transaction.atomic():
+        room = _admin_room(actor, room_id)
+        pk = user_pk(user_mxid) or 0
+        m = Membership.objects.filter(room=room, user_id=pk).select_related("user").first()
+        if m is None:
+            raise not_found(f"{user_mxid} is not a member")
+        m.delete()
+        _member_event(room, actor.pk, m.user, "leave")
+
+
+def room_leave(*, user: User, room_id: str) -> None:
+    with transaction.atomic():
+        room = selectors.room_of_member(room_id=room_id, user_id=user.pk)
+        Membership.objects.filter(room=room, user=user).delete()
+        _member_event(room, user.pk, user, "leave")
+        if not room.memberships.exists():
+            room.delete()
+        elif not room.is_direct and not room.memberships.filter(is_admin=True).exists():
+            # A group is never left without an admin: the longest-standing member becomes one.
+            first = room.memberships.order_by("joined_at", "pk").first()
+            if first is not None:
+                first.is_admin = True
+                first.save(update_fields=["is_admin"])
+
+
+def room_name_set(*, actor: User, room_id: str, name: str) -> str:
+    with transaction.atomic():
+        room = _admin_room(actor, room_id)
+        room.name = name
+        room.save(update_fields=["name"])
+        event = _emit(
+            room,
+            actor.pk,
+            "m.room.name",
+            {"name": name},
+            state_key="",
+            targets=_all_member_devices(room),
+        )
+    return event.event_id
+
+
+def room_admins_set(*, actor: User, room_id: str, users: dict[str, int]) -> str:
+    with transaction.atomic():
+        room = _admin_room(actor, room_id)
+        for m, level in users.items():
+            pk = user_pk(m) or 0
+            if not Membership.objects.filter(room=room, user_id=pk).update(is_admin=level >= 100):
+                raise not_found(f"{m} is not a member")
+        if not room.memberships.filter(is_admin=True).exists():
+            raise invalid("a group keeps at least one admin")
+        members = list(room.memberships.all())
+        event = _emit(
+            room,
+            actor.pk,
+            "m.room.power_levels",
+            selectors.power_levels(members),
+            state_key="",
+            targets=_all_member_devices(room),
+        )
+    return event.event_id
+
+
+def room_event_send(
+    *, device: Device, room_id: str, event_type: str, txn_id: str, content: Json
+) -> Json:
+    """rooms/{id}/send: store the ciphertext once, with a pending delivery per target device.
+    Once per txnId: a resend answers the same event_id and stores nothing."""
+
+    def apply() -> Json:
+        return {"event_id": _room_event(device, room_id, event_type, content).event_id}
+
+    return stream_once(device_pk=device.pk, key=f"send:{room_id}:{txn_id}", apply=apply)
+
+
+def _room_event(device: Device, room_id: str, event_type: str, content: Json) -> RoomEvent:
+    sender = device.user_id
+    room = selectors.room_of_member(room_id=room_id, user_id=sender)
+    if event_type != "m.room.encrypted":
+        raise invalid("every room is encrypted: send m.room.encrypted events only")
+    if _size(content) > settings.MESSAGING_MAX_EVENT_BYTES:
+        raise too_large(f"event content over {settings.MESSAGING_MAX_EVENT_BYTES} bytes")
+    if content.get("algorithm") != "m.megolm.v1.aes-sha2" or not isinstance(
+        content.get("ciphertext"), str
+    ):
+        raise invalid("content must be a Megolm ciphertext (algorithm, ciphertext, session_id)")
+    if room.is_direct:
+        others = [m for m in selectors.member_ids(room) if m != sender]
+        if selectors.blocker_ids(of_user_id=sender, among=others):
+            raise forbidden("this person does not accept your messages")
+    targets = selectors.target_devices(room=room, sender_id=sender, exclude_device_pk=device.pk)
+    with transaction.atomic():
+        return _emit(
+            room, sender, event_type, content, state_key=None, targets=targets, device=device
+        )
+
+
+def room_event_redact(
+    *, device: Device, room_id: str, event_id: str, txn_id: str, reason: str | None
+) -> Json:
+    """Delete for everyone: the sender or an admin. Pending deliveries and the ciphertext go
+    at once; every member's devices get the m.room.redaction."""
+
+    def apply() -> Json:
+        user_id = device.user_id
+        room = selectors.room_of_member(room_id=room_id, user_id=user_id)
+        target = RoomEvent.objects.filter(room=room, event_id=event_id).first()
+        if target is None:
+            raise not_found("no such event (or it expired)")
+        if target.sender_id != user_id and not selectors.is_admin(room, user_id):
+            raise forbidden("only the sender or an admin may delete this for everyone")
+        stream_delete(kind=EVENT_KIND, refs=[target.pk])
+        target.content = {}
+        target.delivered_at = target.delivered_at or timezone.now()
+        target.save(update_fields=["content", "delivered_at"])
+        content: Json = {"redacts": event_id}
+        if reason:
+            content["reason"] = reason
+        event = _emit(
+            room,
+            user_id,
+            "m.room.redaction",
+            content,
+            state_key=None,
+            targets=[t for t in _all_member_devices(room) if t[1] != device.pk],
+            device=device,
+        )
+        return {"event_id": event.event_id}
+
+    with transaction.atomic():
+        return stream_once(device_pk=device.pk, key=f"redact:{room_id}:{txn_id}", apply=apply)
+
+
+def events_trimmed(refs: list[int], acked: bool) -> None:
+    """Trim hook of the stream: an event whose last delivery is gone loses its content; its
+    sender's devices get the "delivered" tick when that was by acks."""
+    events = list(
+        RoomEvent.objects.select_for_update()
+        .filter(pk__in=refs, delivered_at=None)
+        .select_related("room")
+        .order_by("pk")
+    )
+    if not events:
+        return
+    pending = set(
+        StreamItem.objects.filter(kind=EVENT_KIND, ref__in=[e.pk for e in events]).values_list(
+            "ref", flat=True
+        )
+    )
+    done = [e for e in events if e.pk not in pending]
+    now = timezone.now()
+    RoomEvent.objects.filter(pk__in=[e.pk for e in done]).update(content={}, delivered_at=now)
+    if not acked:
+        return
+    ticks: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for e in done:
+        if e.type == "m.room.encrypted":
+            ticks[(e.sender_id, e.room.room_id)].append(e.event_id)
+    for (sender_id, room_id), event_ids in ticks.items():
+        sync = {
+            "rooms": {
+                "join": {
+                    room_id: {
+                        "ephemeral": {
+                            "events": [
+                                {
+                                    "type": "org.callsapp.delivered",
+                                    "content": {"event_ids": event_ids},
+                                }
+                            ]
+                        }
+                    }
+                }
+            }
+        }
+        stream_append(items=_sync_items(selectors.key_devices_of([sender_id]), sync))
+
+
+def receipt_send(*, device: Device, room_id: str, event_id: str) -> None:
+    """m.read: forwarded to the sender's devices only if the reader allows read receipts."""
+    reader = device.user_id
+    room = selectors.room_of_member(room_id=room_id, user_id=reader)
+    event = RoomEvent.objects.filter(room=room, event_id=event_id).first()
+    if event is None:
+        raise not_found("no such event")
+    allows = Profile.objects.filter(user_id=reader, send_read_receipts=True).exists()
+    if not allows or event.sender_id == reader:
+        return
+    receipt = {event_id: {"m.read": {mxid(reader): {"ts": int(timezone.now().timestamp() * 1000)}}}}
+    sync = {
+        "rooms": {
+            "join": {
+                room_id: {"ephemeral": {"events": [{"type": "m.receipt", "content": receipt}]}}
+            }
+        }
+    }
+    with transaction.atomic():
+        stream_append(items=_sync_items(selectors.key_devices_of([event.sender_id]), sync))
+
+
+# --- people ------------------------------------------------------------------------------
+def ignored_users_set(*, user: User, ignored: Iterable[str]) -> None:
+    """m.ignored_user_list: the full list of users this user blocks."""
+    pks = set()
+    for m in ignored:
+        pk = user_pk(m)
+        if pk is None:
+            raise invalid(f"{m} is not a user id of this server")
+        if pk != user.pk:
+            pks.add(pk)
+    with transaction.atomic():
+        Block.objects.filter(blocker=user).exclude(blocked_id__in=pks).delete()
+        existing = set(Block.objects.filter(blocker=user).values_list("blocked_id", flat=True))
+        real = set(User.objects.filter(pk__in=pks - existing).values_list("pk", flat=True))
+        Block.objects.bulk_create([Block(blocker=user, blocked_id=pk) for pk in real])
+
+
+def privacy_settings_set(
+    *, user: User, read_receipts: bool | None, online_status: bool | None
+) -> Json:
+    profile, _ = Profile.objects.get_or_create(user=user)
+    if read_receipts is not None:
+        profile.send_read_receipts = read_receipts
+    if online_status is not None:
+        profile.show_online_status = online_status
+    profile.save(update_fields=["send_read_receipts", "show_online_status", "updated_at"])
+    return {
+        "read_receipts": profile.send_read_receipts,
+        "online_status": profile.show_online_status,
+    }
+
+
+# --- media -------------------------------------------------------------------------------
+def media_upload(*, device: Device, room_id: str, data: bytes) -> str:
+    """Store an encrypted attachment for the room's devices to fetch once each."""
+    user_id = device.user_id
+    room = selectors.room_of_member(room_id=room_id, user_id=user_id)
+    if len(data) > settings.MESSAGING_MEDIA_MAX_BYTES:
+        raise too_large(f"uploads are limited to {settings.MESSAGING_MEDIA_MAX_BYTES} bytes")
+    with transaction.atomic():
+        used = MediaBlob.objects.filter(uploader_id=user_id).aggregate(n=Sum("size"))["n"] or 0
+        if used + len(data) > settings.MESSAGING_MEDIA_QUOTA_BYTES:
+            raise quota("your storage for undelivered attachments is full")
+        blob = MediaBlob(media_id=new_media_id(), uploader_id=user_id, room=room, size=len(data))
+        blob.file.save(blob.media_id, ContentFile(data), save=False)
+        name = str(blob.file.name)
+        try:
+            blob.save()
+            targets = selectors.target_devices(
+                room=room, sender_id=user_id, exclude_device_pk=device.pk
+            )
+            MediaFetch.objects.bulk_create(
+                [MediaFetch(blob=blob, device_id=pk) for _, pk in targets]
+            )
+        except Exception:
+            blob.file.storage.delete(name)
+            raise
+    return content_uri(blob.media_id)
+
+
+def media_fetch(*, device: Device, server_name: str, media_id: str) -> bytes:
+    """The ciphertext, once per target device; the blob goes after the last fetch."""
+    with transaction.atomic():
+        blob = MediaBlob.objects.select_for_update().filter(media_id=media_id).first()
+        if blob is None or server_name != settings.MESSAGING_SERVER_NAME:
+            raise not_found("no such media")
+        mine = MediaFetch.objects.filter(blob=blob, device=device)
+        if not mine.exists():
+            raise not_found("no such media")
+        with blob.file.open("rb") as fh:
+            data = fh.read()
+        mine.delete()
+        if not MediaFetch.objects.filter(blob=blob).exists():
+            _blobs_delete([blob])
+    return data
+
+
+def _blobs_delete(blobs: Sequence[MediaBlob]) -> None:
+    names = [(b.file.storage, str(b.file.name)) for b in blobs if b.file]
+    MediaBlob.objects.filter(pk__in=[b.pk for b in blobs]).delete()
+
+    def remove() -> None:
+        for storage, name in names:
+            storage.delete(name)
+
+    transaction.on_commit(remove)
+
+
+# --- retention ---------------------------------------------------------------------------
+def undelivered_purge(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Beat: whatever waited longer than the retention period goes (the policy: 2 weeks):
+    deliveries and to-device messages, events, and attachments."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(days=settings.MESSAGING_RETENTION_DAYS)
+    counts = stream_purge(older_than=cutoff)
+    counts["events"], _ = RoomEvent.objects.filter(created_at__lt=cutoff).delete()
+    blobs = list(MediaBlob.objects.filter(created_at__lt=cutoff)[:10000])
+    with transaction.atomic():
+        _blobs_delete(blobs)
+    counts["media"] = len(blobs)
+    return counts
+
+
+def device_removed(*, user_id: int, device_pk: int) -> None:
+    """A device is gone (signed out, forgotten): its stream goes, and the user's contacts
+    are told to re-read the user's devices, so no new key is shared with it."""
+    stream_drop_devices(device_pks=[device_pk])
+    _device_lists_changed(selectors.contact_ids(user_id), about=user_id)
