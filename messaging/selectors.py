@@ -307,9 +307,7 @@ def render_stream_items(device_pk: int, items: Sequence[StreamItem]) -> list[dic
     /sync-shaped batch, with the device's current key counts."""
     counts = key_counts(device_pk)
     refs = [it.ref for it in items if it.kind == EVENT_KIND and it.ref is not None]
-    events = {
-        e.pk: e for e in RoomEvent.objects.filter(pk__in=refs).select_related("room")
-    }
+    events = {e.pk: e for e in RoomEvent.objects.filter(pk__in=refs).select_related("room")}
     frames = []
     for it in items:
         sync: dict[str, Any]
@@ -330,9 +328,7 @@ def _timeline_sync(event: RoomEvent, user_id: int) -> dict[str, Any]:
         and event.content.get("membership") == "leave"
     )
     section = "leave" if own_leave else "join"
-    return {
-        "rooms": {section: {room_id: {"timeline": {"events": [event_json(event, room_id)]}}}}
-    }
+    return {"rooms": {section: {room_id: {"timeline": {"events": [event_json(event, room_id)]}}}}}
 
 
 def privacy_settings(user: User) -> dict[str, bool]:

@@ -415,30 +415,37 @@ def room_create(*, creator: User, name: str, invite: Sequence[str], is_direct: b
             if existing is not None:
                 return existing
         room = Room.objects.create(room_id=new_room_id(), name=name, is_direct=is_direct)
-        Membership.objects.create(room=room, user=creator, is_admin=not is_direct)
+        people = [creator, *invitees]
+        Membership.objects.bulk_create(
+            [
+                Membership(room=room, user=u, is_admin=(u == creator and not is_direct))
+                for u in people
+            ]
+        )
         targets = _all_member_devices(room)
-        _emit(
-            room,
-            creator.pk,
-            "m.room.create",
-            {"creator": mxid(creator.pk)},
-            state_key="",
-            targets=targets,
-        )
-        _emit(
-            room,
-            creator.pk,
-            "m.room.encryption",
-            selectors.encryption_content(),
-            state_key="",
-            targets=targets,
-        )
+
+        def emit(type_: str, content: Json, state_key: str = "") -> None:
+            _emit(room, creator.pk, type_, content, state_key=state_key, targets=targets)
+
+        emit("m.room.create", {"creator": mxid(creator.pk)})
+        emit("m.room.encryption", selectors.encryption_content())
         if name:
-            _emit(room, creator.pk, "m.room.name", {"name": name}, state_key="", targets=targets)
-        _member_event(room, creator.pk, creator, "join")
-        for invitee in invitees:
-            Membership.objects.create(room=room, user=invitee)
-            _member_event(room, creator.pk, invitee, "join")
+            emit("m.room.name", {"name": name})
+        for u in people:
+            emit(
+                "m.room.member",
+                {"membership": "join", "displayname": selectors.display_name(u)},
+                mxid(u.pk),
+            )
+        emit("m.room.power_levels", selectors.power_levels(room.memberships.all()))
+        # Each member's devices start tracking the others' devices.
+        for u in people:
+            others = [mxid(o.pk) for o in people if o.pk != u.pk]
+            stream_append(
+                items=_sync_items(
+                    selectors.key_devices_of([u.pk]), {"device_lists": {"changed": others}}
+                )
+            )
     return room
 
 
@@ -462,6 +469,11 @@ def room_invite(*, actor: User, room_id: str, user_mxid: str) -> None:
             raise forbidden("the group is full")
         Membership.objects.create(room=room, user=invitee)
         _member_event(room, actor.pk, invitee, "join")
+        # The newcomer's devices learn the room as it is (the spec's `state` section).
+        state = {
+            "rooms": {"join": {room.room_id: {"state": {"events": selectors.room_state(room)}}}}
+        }
+        stream_append(items=_sync_items(selectors.key_devices_of([invitee.pk]), state))
 
 
 def room_kick(*, actor: User, room_id: str, user_mxid: str) -> None:

@@ -9,6 +9,7 @@ app_name = "messaging"
 C = "_matrix/client/v3/"
 
 urlpatterns = [
+    path("", views.app, name="app"),
     path(C + "account/whoami", views.whoami, name="whoami"),
     path(C + "devices", views.devices, name="devices"),
     path(C + "keys/upload", views.keys_upload, name="keys_upload"),

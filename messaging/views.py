@@ -1,6 +1,8 @@
-"""The CallsApp HTTP API: the Matrix client-server subset of docs/protocols/callsapp.md.
-Thin: authenticate (session + its device), parse with the schema, call a service or a
-selector, answer JSON in the spec's shape (errors as {"errcode", "error"})."""
+"""CallsApp's page and HTTP API. The page is a shell: everything on it runs in the browser
+(the Matrix crypto SDK holds the keys). The API is the Matrix client-server subset of
+docs/protocols/callsapp.md. Thin: authenticate (session + its device), parse with the
+schema, call a service or a selector, answer JSON in the spec's shape (errors as
+{"errcode", "error"})."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from pydantic import BaseModel, ValidationError
 
-from accounts.selectors import hidden_presence_ids
+from accounts.selectors import hidden_presence_ids, meets_age_rule
 from realtime.errors import ServiceError
 from realtime.presence import online_ids_sync
 
@@ -39,13 +42,28 @@ from .schemas import (
 View = Callable[..., Any]
 
 
+def app(request: HttpRequest) -> HttpResponse:
+    """/messaging/: sign-in page for visitors, the age notice under CallsApp's age rule (10),
+    otherwise the messenger, which gets its own ids from `account/whoami`."""
+    user = request.user
+    if not user.is_authenticated:
+        return render(request, "messaging/login.html", {"next": request.get_full_path()})
+    if not meets_age_rule(user, "messaging"):  # type: ignore[arg-type]
+        return render(request, "messaging/age_restricted.html", status=403)
+    return render(request, "messaging/app.html")
+
+
+def _uid(request: HttpRequest) -> int:
+    return int(request.user.pk or 0)
+
+
 def error(status: int, errcode: str, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"errcode": errcode, "error": message, **extra}, status=status)
 
 
-def endpoint(*methods: str, schema: type[BaseModel] | None = None, raw: bool = False) -> Callable[
-    [View], View
-]:
+def endpoint(
+    *methods: str, schema: type[BaseModel] | None = None, raw: bool = False
+) -> Callable[[View], View]:
     """Method check, session + device authentication, JSON body parsing and validation,
     ServiceError -> the spec's error JSON. The view gets (request, body, **url kwargs)."""
 
@@ -103,7 +121,7 @@ def _parse(request: HttpRequest, schema: type[BaseModel] | None) -> Any:
 # --- identity
 @endpoint("GET")
 def whoami(request: HttpRequest, body: None) -> Any:
-    return {"user_id": mxid(request.user.pk), "device_id": request.device.device_id}  # type: ignore[attr-defined]
+    return {"user_id": mxid(_uid(request)), "device_id": request.device.device_id}  # type: ignore[attr-defined]
 
 
 @endpoint("GET")
@@ -174,13 +192,13 @@ def joined_rooms(request: HttpRequest, body: None) -> Any:
 
 @endpoint("GET")
 def room_state(request: HttpRequest, body: None, room_id: str) -> Any:
-    room = selectors.room_of_member(room_id=room_id, user_id=request.user.pk)
+    room = selectors.room_of_member(room_id=room_id, user_id=_uid(request))
     return selectors.room_state(room)
 
 
 @endpoint("GET")
 def joined_members(request: HttpRequest, body: None, room_id: str) -> Any:
-    room = selectors.room_of_member(room_id=room_id, user_id=request.user.pk)
+    room = selectors.room_of_member(room_id=room_id, user_id=_uid(request))
     return selectors.joined_members(room)
 
 
@@ -246,7 +264,7 @@ def receipt(request: HttpRequest, body: Any, room_id: str, event_id: str) -> Any
 
 @endpoint("GET")
 def undelivered(request: HttpRequest, body: None, room_id: str) -> Any:
-    room = selectors.room_of_member(room_id=room_id, user_id=request.user.pk)
+    room = selectors.room_of_member(room_id=room_id, user_id=_uid(request))
     return {"events": selectors.undelivered(user=request.user, room=room)}  # type: ignore[arg-type]
 
 
@@ -270,7 +288,7 @@ def ignored_users(request: HttpRequest, body: IgnoredUsers | None, user_id: str)
 @endpoint("GET")
 def presence_status(request: HttpRequest, body: None, user_id: str) -> Any:
     pk = user_pk(user_id)
-    if pk is None or pk not in selectors.contact_ids(request.user.pk):
+    if pk is None or pk not in selectors.contact_ids(_uid(request)):
         raise not_found("no such user among your contacts")
     visible = pk not in hidden_presence_ids([pk]) and pk in online_ids_sync([pk])
     return {"presence": "online" if visible else "offline"}

@@ -1,0 +1,42 @@
+"""What staff see of CallsApp: routing data and public keys, never content (there is none
+readable: events are ciphertext). Read-only: every change goes through the services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import Block, DeviceKeys, MediaBlob, Room
+
+
+class ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Room)
+class RoomAdmin(ReadOnly):
+    list_display = ("room_id", "name", "is_direct", "created_at")
+    search_fields = ("room_id",)
+
+
+@admin.register(DeviceKeys)
+class DeviceKeysAdmin(ReadOnly):
+    list_display = ("device", "user", "uploaded_at")
+    exclude = ("keys",)
+
+
+@admin.register(Block)
+class BlockAdmin(ReadOnly):
+    list_display = ("blocker", "blocked", "created_at")
+
+
+@admin.register(MediaBlob)
+class MediaBlobAdmin(ReadOnly):
+    list_display = ("media_id", "uploader", "size", "created_at")
+    exclude = ("file",)
