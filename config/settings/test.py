@@ -26,7 +26,8 @@ from .base import CACHES, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS  # noq
 CACHES["default"]["KEY_PREFIX"] = REDIS_KEY_PREFIX + "cache"
 CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = REDIS_KEY_PREFIX + "asgi"
 CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = REDIS_KEY_PREFIX + "celery:"
-CELERY_TASK_ALWAYS_EAGER = True
+# A browser test may run a real worker instead (CELERY_TASK_ALWAYS_EAGER=0 for its server).
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
 # The test process imports the ASGI app too: keep CPython's own collection schedule there.
 ASGI_GC_FULL_SECONDS = env.float("ASGI_GC_FULL_SECONDS", default=0.0)
 
