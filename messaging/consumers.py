@@ -3,13 +3,18 @@ Thin: the durable stream does the work; messaging renders its items (selectors).
 
 from __future__ import annotations
 
+from typing import Any
+
+from channels.db import database_sync_to_async
 from pydantic import TypeAdapter
 
 from realtime.consumers import BaseConsumer
 from realtime.errors import ServiceError
+from realtime.schemas import Hello
 from realtime.stream_socket import StreamConsumerMixin
 
-from .schemas import MessagingInbound
+from .schemas import MessagingInbound, SyncFrame
+from .selectors import key_counts
 
 
 class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
@@ -21,3 +26,17 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         if device is None:
             raise ServiceError("no_device", "this session has no device: sign in again")
         await self.stream_start(device.pk)
+
+    async def on_hello(self, msg: Hello) -> None:
+        # Current key counts first (no ack needed): the OlmMachine tops its keys up from them.
+        await self.send_key_counts()
+        await super().on_hello(msg)
+
+    async def messaging_counts(self, event: dict[str, Any]) -> None:
+        """Someone claimed one of this device's keys."""
+        if self._stream_said_hello:
+            await self.send_key_counts()
+
+    async def send_key_counts(self) -> None:
+        counts = await database_sync_to_async(key_counts)(self._stream_device())
+        await self.send_model(SyncFrame(seq=None, sync=counts))

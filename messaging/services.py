@@ -18,6 +18,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import Device, Profile, User
+from realtime.events import send_on_commit
+from realtime.keys import stream_group
 from realtime.models import StreamItem
 from realtime.ratelimit import allow
 from realtime.stream import (
@@ -172,6 +174,8 @@ def keys_claim(*, user: User, wanted: dict[str, dict[str, str]]) -> Json:
             key = _claim_one(device, alg)
             if key is not None:
                 answer.setdefault(m, {})[device_id] = key
+                # Live only: the count also rides on the device's next sync frame.
+                send_on_commit(stream_group(device.pk), {"type": "messaging.counts"})
     return {"one_time_keys": answer, "failures": dict(failures)}
 
 

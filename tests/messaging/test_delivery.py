@@ -141,7 +141,9 @@ async def test_a_live_device_gets_the_message_pushed():
     group = alice.olm.megolm_session()
     await sync_to_async(share_room_key)(alice, room.room_id, group, bob)
     await sync_to_async(send_text)(alice, room.room_id, group, "live", "t1")
-    frames = [await comm.receive_json_from() for _ in range(2)]
+    frames = []
+    while not timeline(frames, room.room_id):
+        frames.append(await comm.receive_json_from())
     assert await sync_to_async(read_everything)(bob, frames, room.room_id) == ["live"]
     await comm.disconnect()
 
@@ -353,3 +355,25 @@ def test_the_14_day_purge_deletes_undelivered_deliveries_with_time_moved_forward
     assert not StreamItem.objects.exists()
     assert not RoomEvent.objects.exists()
     assert selectors.undelivered(user=alice.user, room=room) == []
+
+
+async def test_key_counts_come_after_hello_and_when_a_key_is_claimed():
+    alice, bob = await sync_to_async(member)(otks=0), await sync_to_async(member)(otks=5)
+    await sync_to_async(room_create)(creator=alice.user, name="", invite=[bob.mxid], is_direct=True)
+    comm = await sync_socket(bob)
+    frames = await hello(comm, 0)
+    assert frames[0] == {
+        "type": "sync",
+        "seq": None,
+        "sync": {
+            "device_one_time_keys_count": {"signed_curve25519": 5},
+            "device_unused_fallback_key_types": ["signed_curve25519"],
+        },
+    }
+    await sync_to_async(keys_claim)(
+        user=alice.user, wanted={bob.mxid: {bob.device.device_id: "signed_curve25519"}}
+    )
+    live = await comm.receive_json_from()
+    assert live["seq"] is None
+    assert live["sync"]["device_one_time_keys_count"] == {"signed_curve25519": 4}
+    await comm.disconnect()
