@@ -35,10 +35,19 @@ class User(AbstractUser):
     email = models.EmailField("email address", unique=True, null=True, blank=True)  # type: ignore[assignment]
     # Set when the user deletes their profile: inaccessible at once, purged after the grace.
     deletion_requested_at = models.DateTimeField(null=True, blank=True)
+    auth_state_loaded: tuple[str | None, bool | None] | None = None
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []
     objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any, **kwargs: Any) -> User:
+        user = super().from_db(db, field_names, values, **kwargs)
+        # What the account could sign in with when loaded: a save that changes it closes the
+        # user's sockets (accounts.receivers.user_saved).
+        user.auth_state_loaded = (user.__dict__.get("password"), user.__dict__.get("is_active"))
+        return user
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # allauth writes "" for "no email"; NULL keeps the unique constraint satisfiable.
@@ -83,10 +92,17 @@ class Profile(models.Model):
 
 
 class Device(models.Model):
-    """A browser or app install, identified by an id it generates and keeps."""
+    """A browser (or app install) signed in to the account: issued by the server at login and
+    bound to that login session, so a socket or request authenticates as (user, device,
+    session) and nothing a client says names its device. Ending the session ends the device
+    (logout, "forget", "sign out everywhere"); CallsApp hangs its keys and message stream on
+    it. `device_id` is the policy's "unique user identifier generated from device identifiers":
+    Matrix-style, ten capital letters, unique across all users."""
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="devices")
-    device_id = models.CharField(max_length=64)
+    device_id = models.CharField(max_length=32, unique=True)
+    # The login session the device lives in; NULL once that session has ended.
+    session_key = models.CharField(max_length=40, unique=True, null=True, blank=True)
     make = models.CharField(max_length=64, blank=True)
     model = models.CharField(max_length=64, blank=True)
     platform = models.CharField(max_length=64, blank=True)
@@ -96,13 +112,10 @@ class Device(models.Model):
     last_seen_at = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["user", "device_id"], name="device_unique_per_user"),
-        ]
         ordering = ["-last_seen_at"]
 
     def __str__(self) -> str:
-        return self.name or f"{self.platform} {self.model}".strip() or self.device_id
+        return self.name or f"{self.make} on {self.platform}".strip() or self.device_id
 
 
 class BirthDateChange(models.Model):

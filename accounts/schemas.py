@@ -2,16 +2,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 Short = Annotated[str, StringConstraints(max_length=64, strip_whitespace=True)]
 
 
 class DeviceIn(BaseModel):
-    """What a browser says about itself when it registers (all untrusted, all short)."""
+    """What a browser says about itself (all untrusted, all short). It names no device: the
+    one described is always its session's own."""
 
     model_config = ConfigDict(extra="ignore")
-    device_id: Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
     make: Short = ""
     model: Short = ""
     platform: Short = ""

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from importlib import import_module
 
 from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from .countries import EEA
 from .models import BirthDateChange, Device, Profile, User
@@ -19,6 +23,14 @@ def profile_of(user: User) -> Profile:
 
 def shows_online_status(user_id: int) -> bool:
     return not Profile.objects.filter(user_id=user_id, show_online_status=False).exists()
+
+
+def shows_online_status_of(user: User) -> bool:
+    """As shows_online_status, free when the profile came with the user (session_identity)."""
+    try:
+        return user.profile.show_online_status
+    except Profile.DoesNotExist:
+        return True
 
 
 def hidden_presence_ids(user_ids: Iterable[int]) -> set[int]:
@@ -70,6 +82,62 @@ def birth_date_changes_decided(user: User) -> list[BirthDateChange]:
 
 def devices_of(user: User) -> list[Device]:
     return list(Device.objects.filter(user=user).order_by("-last_seen_at", "-pk"))
+
+
+# Where a login session remembers its device (server-side session data, so trusted).
+DEVICE_SESSION_KEY = "_device_pk"
+
+
+def device_of_session(*, user: User, device_pk: object) -> Device | None:
+    if not isinstance(device_pk, int):
+        return None
+    return Device.objects.filter(pk=device_pk, user=user).first()
+
+
+def session_store(session_key: str | None = None):  # type: ignore[no-untyped-def]
+    """The configured session engine's store (deleting a session ends that login)."""
+    return import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+
+
+def _session_hash_ok(session_hash: str, user: User) -> bool:
+    # As django.contrib.auth.get_user: a password change invalidates other sessions, and a
+    # rotated SECRET_KEY keeps sessions made under its fallbacks valid.
+    if constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return True
+    return any(
+        constant_time_compare(session_hash, fallback)
+        for fallback in user.get_session_auth_fallback_hash()
+    )
+
+
+def session_identity(session_key: str | None) -> tuple[User | AnonymousUser, Device | None]:
+    """Who a socket's session cookie is: the user and the device bound to that session, or
+    (AnonymousUser, None). Two queries: the session, then device + user + profile joined (the
+    profile answers whether the user shows their online status without another query)."""
+    if not session_key:
+        return AnonymousUser(), None
+    data = session_store(session_key).load()
+    user_id = data.get(SESSION_KEY)
+    session_hash = data.get(HASH_SESSION_KEY)
+    device_pk = data.get(DEVICE_SESSION_KEY)
+    if not user_id or not session_hash or not isinstance(device_pk, int):
+        return AnonymousUser(), None
+    if data.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser(), None
+    device = (
+        Device.objects.select_related("user", "user__profile")
+        .filter(
+            pk=device_pk,
+            session_key=session_key,
+            user_id=User._meta.pk.to_python(user_id),  # type: ignore[union-attr]
+        )
+        .first()
+    )
+    if device is None or not device.user.is_active:
+        return AnonymousUser(), None
+    if not _session_hash_ok(session_hash, device.user):
+        return AnonymousUser(), None
+    return device.user, device
 
 
 def user_by_email(email: str) -> User | None:

@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+import secrets
+import string
 from collections.abc import Mapping
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from realtime import closecodes
 from realtime.errors import ServiceError
 from realtime.events import send_on_commit
 from realtime.keys import presence_group
-from realtime.services import user_sockets_close
+from realtime.services import device_sockets_close, session_sockets_close, user_sockets_close
 
 from .models import BirthDateChange, Device, Profile, User
-from .selectors import meets_age_rule, privacy_defaults_locked, profile_of
+from .selectors import meets_age_rule, privacy_defaults_locked, profile_of, session_store
 from .social import profile_data_from
 from .validators import validate_photo
 
 log = logging.getLogger(__name__)
 
-# A browser that keeps clearing its storage makes a new device each time; keep the list sane.
+# Every login issues a device; past this many, the longest unseen are signed out.
 MAX_DEVICES_PER_USER = 50
+DEVICE_ID_LENGTH = 10
+DEVICE_SEEN_EVERY = dt.timedelta(minutes=1)
 PROFILE_EDITABLE_FIELDS = frozenset(
     {
         "nickname",
@@ -200,46 +206,164 @@ def profile_country_guess(*, user: User, ip: str | None) -> str:
     return profile.country
 
 
-# --- devices
+# --- devices and sessions
+
+
+def _new_device_id() -> str:
+    return "".join(secrets.choice(string.ascii_uppercase) for _ in range(DEVICE_ID_LENGTH))
+
+
+def describe_user_agent(user_agent: str) -> dict[str, str]:
+    """A first description of a browser from its User-Agent header; the page refines it
+    (device_describe) with what the browser says about itself."""
+    ua = user_agent or ""
+    platform = next((name for pattern, name in _UA_PLATFORMS if re.search(pattern, ua)), "")
+    browser = next((m for pattern in _UA_BROWSERS if (m := re.search(pattern, ua))), None)
+    make = f"{browser['name'].replace('Edg', 'Edge')} {browser['ver']}" if browser else ""
+    model = "mobile" if re.search(r"Mobi|Android|iPhone", ua) else ("desktop" if ua else "")
+    return {"make": make[:64], "model": model, "platform": platform}
+
+
+_UA_PLATFORMS = (
+    (r"Android", "Android"),
+    (r"iPhone|iPad|iPod", "iOS"),
+    (r"Windows", "Windows"),
+    (r"Mac OS X|Macintosh", "macOS"),
+    (r"CrOS", "ChromeOS"),
+    (r"Linux", "Linux"),
+)
+# Order matters: Edge and Chrome also say "Safari", Chrome also says "Chrome" in Edge.
+_UA_BROWSERS = (
+    r"(?P<name>Firefox)/(?P<ver>\d+)",
+    r"(?P<name>Edg)/(?P<ver>\d+)",
+    r"(?P<name>Chrome)/(?P<ver>\d+)",
+    r"Version/(?P<ver>\d+)[\d.]* (?:Mobile/\S+ )?(?P<name>Safari)",
+)
 
 
 @transaction.atomic
-def device_register(
-    *,
-    user: User,
-    device_id: str,
-    make: str = "",
-    model: str = "",
-    platform: str = "",
-    client_version: str = "",
-) -> Device:
-    """Create or refresh the device the browser names by its own id (all untrusted input)."""
-    if not device_id or len(device_id) > 64:
-        raise ServiceError("invalid", "a device id is 1 to 64 characters")
-    device, created = Device.objects.update_or_create(
-        user=user,
-        device_id=device_id,
-        defaults={
-            "make": make[:64],
-            "model": model[:64],
-            "platform": platform[:64],
-            "client_version": client_version[:64],
-            "last_seen_at": timezone.now(),
-        },
+def device_issue(*, user: User, session_key: str, user_agent: str = "") -> Device:
+    """A login made a session: issue the device that lives in it (a new id every login, as
+    Matrix does). The oldest devices beyond MAX_DEVICES_PER_USER are signed out."""
+    Device.objects.filter(session_key=session_key).delete()  # a session holds one device
+    described = describe_user_agent(user_agent)
+    now = timezone.now()
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                device = Device.objects.create(
+                    user=user,
+                    device_id=_new_device_id(),
+                    session_key=session_key,
+                    last_seen_at=now,
+                    **described,
+                )
+            break
+        except IntegrityError:  # 26**10 ids: a collision is rare, but not impossible
+            continue
+    else:
+        raise ServiceError("device_id_exhausted", "could not issue a device id", status=503)
+    extra = list(
+        Device.objects.filter(user=user).order_by("-last_seen_at", "-pk")[MAX_DEVICES_PER_USER:]
     )
-    if created:
-        stale = Device.objects.filter(user=user).order_by("-last_seen_at", "-pk")
-        stale_ids = list(stale.values_list("pk", flat=True)[MAX_DEVICES_PER_USER:])
-        if stale_ids:
-            Device.objects.filter(pk__in=stale_ids).delete()
+    for old in extra:
+        _device_end(old)
     return device
 
 
 @transaction.atomic
+def device_rebind(*, device: Device, session_key: str) -> None:
+    """The session's key changed (Django cycles it on a password change): follow it."""
+    Device.objects.filter(session_key=session_key).exclude(pk=device.pk).delete()
+    device.session_key = session_key
+    device.save(update_fields=["session_key"])
+
+
+@transaction.atomic
+def device_describe(
+    *, device: Device, make: str = "", model: str = "", platform: str = "", client_version: str = ""
+) -> Device:
+    """The browser describes itself (untrusted and cut short): what the devices page and the
+    CBLINE connection log show. It names no device: it is always the session's own."""
+    device.make = make[:64] or device.make
+    device.model = model[:64] or device.model
+    device.platform = platform[:64] or device.platform
+    device.client_version = client_version[:64]
+    device.last_seen_at = timezone.now()
+    device.save(update_fields=["make", "model", "platform", "client_version", "last_seen_at"])
+    return device
+
+
+def device_seen(*, device: Device, now: dt.datetime | None = None) -> None:
+    """Refresh "last seen", at most once per DEVICE_SEEN_EVERY (a write per request would
+    be a write per page and per socket)."""
+    now = now or timezone.now()
+    if now - device.last_seen_at >= DEVICE_SEEN_EVERY:
+        Device.objects.filter(pk=device.pk).update(last_seen_at=now)
+        device.last_seen_at = now
+
+
+def _device_end(device: Device, code: int = closecodes.LOGGED_OUT) -> None:
+    """End the device's login session, close its sockets, and remove it."""
+    if device.session_key:
+        session_store().delete(device.session_key)
+        session_sockets_close(session_key=device.session_key, code=code)
+    device_sockets_close(device_pk=device.pk, code=code)
+    device.delete()
+
+
+@transaction.atomic
+def session_end(*, session_key: str) -> None:
+    """Logout: the session's device goes and that session's sockets close; the user's other
+    sessions and their sockets stay."""
+    for device in Device.objects.filter(session_key=session_key):
+        device.delete()
+    session_sockets_close(session_key=session_key)
+
+
+@transaction.atomic
 def device_forget(*, user: User, device_pk: int) -> bool:
-    """Remove one of the user's devices from their list; False if it is not theirs."""
-    deleted, _ = Device.objects.filter(user=user, pk=device_pk).delete()
-    return deleted > 0
+    """ "Forget" on the devices page: that browser is signed out at once (its session is
+    deleted, its sockets closed). False if the device is not the user's."""
+    device = Device.objects.filter(user=user, pk=device_pk).first()
+    if device is None:
+        return False
+    _device_end(device)
+    return True
+
+
+@transaction.atomic
+def sessions_end_all(*, user: User) -> int:
+    """ "Sign out everywhere": every session of the user ends, this one included."""
+    devices = list(Device.objects.filter(user=user))
+    for device in devices:
+        _device_end(device)
+    user_sockets_close(user_id=user.pk, code=closecodes.LOGGED_OUT)
+    return len(devices)
+
+
+def user_auth_changed(*, user: User, password_changed: bool, deactivated: bool) -> None:
+    """Whatever changed a password or deactivated an account (allauth, the admin, a staff
+    ban, `manage.py changepassword`, deletion), its sockets close at once. Deactivated:
+    every session ends. A new password: every socket is told to come back and be checked
+    again, so the session that changed it reconnects and the others (now invalid, as
+    Django's session hash says) are refused."""
+    if deactivated:
+        for device in Device.objects.filter(user=user):
+            _device_end(device, closecodes.FORBIDDEN)
+        user_sockets_close(user_id=user.pk, code=closecodes.FORBIDDEN)
+    elif password_changed:
+        user_sockets_close(user_id=user.pk, code=closecodes.REAUTHENTICATE)
+
+
+@transaction.atomic
+def sessions_end_others(*, user: User, keep_device_pk: int | None) -> int:
+    """After a password change in the user's own session: the other sessions end now (Django
+    would refuse them on their next request anyway) and leave the devices list."""
+    others = list(Device.objects.filter(user=user).exclude(pk=keep_device_pk or 0))
+    for device in others:
+        _device_end(device)
+    return len(others)
 
 
 # --- deletion
@@ -253,10 +377,9 @@ def account_delete_request(*, user: User) -> User:
     if user.deletion_requested_at is None:
         user.deletion_requested_at = timezone.now()
     user.is_active = False
+    # Saving is_active=False ends every session and closes every socket (user_auth_changed,
+    # called for any save that deactivates).
     user.save(update_fields=["is_active", "deletion_requested_at"])
-    # Sessions die with is_active (auth backends refuse inactive users on every request);
-    # sockets are told to close on commit.
-    user_sockets_close(user_id=user.pk)
     return user
 
 

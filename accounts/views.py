@@ -14,8 +14,6 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from pydantic import ValidationError
 
-from realtime.errors import ServiceError
-
 from . import selectors, services
 from .forms import AccountDeleteForm, BirthDateChangeForm, BirthDateForm, ProfileForm
 from .schemas import DeviceIn
@@ -157,32 +155,47 @@ def devices(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "accounts/devices.html",
-        {"devices": selectors.devices_of(request.user)},  # type: ignore[arg-type]
+        {
+            "devices": selectors.devices_of(request.user),  # type: ignore[arg-type]
+            "current": request.device,  # type: ignore[attr-defined]
+        },
     )
 
 
 @require_POST
-def device_register(request: HttpRequest) -> JsonResponse:
+def device_describe(request: HttpRequest) -> JsonResponse:
+    """The browser says what it is; it describes only the device of its own session."""
     # A JSON endpoint: answer 401 rather than redirecting a fetch to the login page.
-    if not request.user.is_authenticated:
+    device = getattr(request, "device", None)
+    if not request.user.is_authenticated or device is None:
         return JsonResponse({"error": "not logged in"}, status=401)
     try:
         data = DeviceIn.model_validate_json(request.body)
     except ValidationError:
         return JsonResponse({"error": "invalid device description"}, status=400)
-    try:
-        device = services.device_register(user=request.user, **data.model_dump())  # type: ignore[arg-type]
-    except ServiceError as exc:
-        return JsonResponse({"error": exc.detail}, status=exc.status)
-    return JsonResponse({"id": device.pk})
+    device = services.device_describe(device=device, **data.model_dump())
+    return JsonResponse({"device_id": device.device_id})
 
 
 @login_required
 @require_POST
 def device_forget(request: HttpRequest, pk: int) -> HttpResponse:
+    current = request.device  # type: ignore[attr-defined]
     if services.device_forget(user=request.user, device_pk=pk):  # type: ignore[arg-type]
-        messages.success(request, "Device forgotten.")
+        if current is not None and current.pk == pk:
+            logout(request)  # this browser itself: its session is gone already
+            return redirect("home")
+        messages.success(request, "Device signed out and forgotten.")
     return redirect("devices")
+
+
+@login_required
+@require_POST
+def sessions_end_all(request: HttpRequest) -> HttpResponse:
+    services.sessions_end_all(user=request.user)  # type: ignore[arg-type]
+    logout(request)
+    messages.success(request, "Signed out on every device.")
+    return redirect("home")
 
 
 @login_required

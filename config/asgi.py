@@ -1,5 +1,5 @@
 """ASGI entry point for daphne or uvicorn: HTTP to Django, WebSockets to the products'
-consumers behind the origin check and session authentication."""
+consumers behind the origin check and (user, device, session) authentication."""
 
 import os
 
@@ -9,7 +9,6 @@ from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -19,6 +18,7 @@ import payments.routing  # noqa: E402
 import realtime.routing  # noqa: E402
 import videochat.routing  # noqa: E402
 import voice.routing  # noqa: E402
+from accounts.middleware import SessionDeviceAuthMiddlewareStack  # noqa: E402
 from config import gc_policy  # noqa: E402
 from realtime.rawsocket import RawSocketMiddleware  # noqa: E402
 
@@ -40,7 +40,9 @@ router = ProtocolTypeRouter(
     {
         "http": http_app,
         "websocket": RawSocketMiddleware(
-            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+            AllowedHostsOriginValidator(
+                SessionDeviceAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            )
         ),
     }
 )

@@ -1,9 +1,12 @@
 """The base every product's WebSocket consumer extends.
 
-It gives all of them the same behaviour at the edge: anonymous sockets are closed with 4401;
-each text frame is size-checked, rate-limited per user in Redis, parsed as JSON and validated
-against the consumer's pydantic schema before a handler `on_<type>` sees it; bad input gets an
-error frame and the connection stays up; logging out closes every socket of the user.
+It gives all of them the same behaviour at the edge: a socket is authenticated as (user,
+device, session) from what the ASGI auth middleware put in the scope, and closed with 4401
+without all three; each text frame is size-checked, rate-limited per user in Redis, parsed
+as JSON and validated against the consumer's pydantic schema before a handler `on_<type>`
+sees it; bad input gets an error frame and the connection stays up; a `socket.close` event
+sent to the socket's session, device or user group closes it with the code it names
+(realtime.services).
 Subclasses implement `on_connect`, handlers named after message types, and `on_binary` if
 they take binary frames.
 """
@@ -20,20 +23,31 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from accounts.selectors import hidden_presence_ids, shows_online_status
-
-from . import presence
+from . import closecodes, presence
 from .errors import ServiceError
 from .events import send_now
-from .keys import presence_group, rate_key, user_group
+from .hooks import presence as presence_hooks
+from .keys import device_group, presence_group, rate_key, session_group, user_group
 from .ratelimit import allow_async
 from .schemas import ErrorFrame, Pong, PresenceStatus, Watch
 
 log = logging.getLogger(__name__)
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_LOGGED_OUT = 4001
-CLOSE_FORBIDDEN = 4403
+CLOSE_UNAUTHENTICATED = closecodes.UNAUTHENTICATED
+CLOSE_LOGGED_OUT = closecodes.LOGGED_OUT
+CLOSE_FORBIDDEN = closecodes.FORBIDDEN
+
+
+def scope_identity(scope: dict[str, Any]) -> tuple[Any, Any, str] | None:
+    """(user, device, session key) when all three are there and agree, else None."""
+    user, device, session_key = scope.get("user"), scope.get("device"), scope.get("session_key")
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    if device is None or not session_key or getattr(device, "user_id", None) != user.pk:
+        return None
+    if getattr(device, "session_key", None) != session_key:
+        return None
+    return user, device, session_key
 
 
 class BaseConsumer(AsyncWebsocketConsumer):
@@ -46,21 +60,30 @@ class BaseConsumer(AsyncWebsocketConsumer):
     rate_per_second: ClassVar[float] = settings.WS_RATE_REFILL_PER_SECOND
 
     user_id: int | None = None
+    device: Any = None  # accounts.Device, issued at login and bound to the session
+    device_pk: int | None = None
+    device_id = ""  # the device's public id (Matrix-style)
+    session_key = ""
     show_online = False
 
     # --- lifecycle
     async def connect(self) -> None:
-        user = self.scope.get("user")
+        identity = scope_identity(self.scope)
         # Accept before closing so the client sees our close code rather than a 403.
         await self.accept()
-        if user is None or not user.is_authenticated or not user.is_active:
+        if identity is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        user, self.device, self.session_key = identity
         self.user = user
         self.user_id = user.pk
+        self.device_pk = self.device.pk
+        self.device_id = self.device.device_id
         self._joined: set[str] = set()
         await self.join(user_group(user.pk))
-        self.show_online = await database_sync_to_async(shows_online_status)(user.pk)
+        await self.join(device_group(self.device_pk))  # type: ignore[arg-type]
+        await self.join(session_group(self.session_key))
+        self.show_online = await database_sync_to_async(presence_hooks.shows_online)(user)
         if await presence.socket_up(user.pk, self.channel_name) and self.show_online:
             await send_now(presence_group(user.pk), presence_event(user.pk, online=True))
         try:
@@ -197,8 +220,10 @@ class BaseConsumer(AsyncWebsocketConsumer):
         await self.send_model(ErrorFrame(code=code, detail=detail, ref=ref))
 
     # --- group events every socket handles
-    async def session_logout(self, event: dict[str, Any]) -> None:
-        await self.close(code=CLOSE_LOGGED_OUT)
+    async def socket_close(self, event: dict[str, Any]) -> None:
+        """realtime.services: the session, device or account this socket stands for ended
+        or changed; the code tells the client whether to come back."""
+        await self.close(code=int(event.get("code", CLOSE_LOGGED_OUT)))
 
 
 def presence_event(user_id: int, online: bool) -> dict[str, Any]:
@@ -214,7 +239,7 @@ class PresenceConsumer(BaseConsumer):
         for group in [g for g in self._joined if g.startswith("presence.")]:
             await self.leave(group)
         ids = list(dict.fromkeys(msg.user_ids))
-        hidden = await database_sync_to_async(hidden_presence_ids)(ids)
+        hidden = await database_sync_to_async(presence_hooks.hidden_among)(ids)
         for uid in ids:
             if uid not in hidden:
                 await self.join(presence_group(uid))

@@ -3,6 +3,8 @@ can see the whole live-state namespace at once and the prefix is applied everywh
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 
 
@@ -13,8 +15,19 @@ def key(*parts: object) -> str:
 
 # --- Channels groups (names are limited to ASCII alphanumerics, '-', '_' and '.').
 def user_group(user_id: int) -> str:
-    """Every socket of one user: logout closes them all through it."""
+    """Every socket of one user: deactivation or a password change closes them all."""
     return f"user.{user_id}"
+
+
+def device_group(device_pk: int) -> str:
+    """Every socket of one device ("forget device" closes them)."""
+    return f"device.{device_pk}"
+
+
+def session_group(session_key: str) -> str:
+    """Every socket of one login session (logout closes them, and only them). The key is a
+    credential, so the group is named by a digest of it, never the key itself."""
+    return "session." + hashlib.sha256(session_key.encode()).hexdigest()[:32]
 
 
 def presence_group(user_id: int) -> str:

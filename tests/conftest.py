@@ -45,14 +45,26 @@ def _redis_clean() -> Iterator[None]:
     wipe()
 
 
-def session_cookie_for(user) -> str:  # type: ignore[no-untyped-def]
-    """A real session row for `user`, as a login would make; returns the cookie value."""
+def session_cookie_for(user, user_agent: str = "") -> str:  # type: ignore[no-untyped-def]
+    """A real session row for `user` with the device a login issues; returns the cookie
+    value. `login_session` also returns the device."""
+    return login_session(user, user_agent)[0]
+
+
+def login_session(user, user_agent: str = ""):  # type: ignore[no-untyped-def]
+    """(session key, Device) as a login makes them: a session row and its issued device."""
+    from accounts.selectors import DEVICE_SESSION_KEY
+    from accounts.services import device_issue
+
     store = SessionStore()
     store[SESSION_KEY] = str(user.pk)
     store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
     store[HASH_SESSION_KEY] = user.get_session_auth_hash()
     store.create()
-    return store.session_key  # type: ignore[return-value]
+    device = device_issue(user=user, session_key=store.session_key, user_agent=user_agent)
+    store[DEVICE_SESSION_KEY] = device.pk
+    store.save()
+    return store.session_key, device
 
 
 @pytest.fixture
@@ -63,15 +75,17 @@ def make_user(transactional_db: None) -> Callable[..., object]:
     return make
 
 
-def communicator(path: str, user=None, *, origin: str = "http://127.0.0.1", headers=()):  # type: ignore[no-untyped-def]
-    """A WebsocketCommunicator on the real ASGI app (origin check, session auth and all)."""
+def communicator(  # type: ignore[no-untyped-def]
+    path: str, user=None, *, origin: str = "http://127.0.0.1", headers=(), session_key=None
+):
+    """A WebsocketCommunicator on the real ASGI app (origin check, session and device auth
+    and all): a fresh login session of `user`, or the existing `session_key`."""
     from config.asgi import application
 
     hdrs = [(b"origin", origin.encode()), (b"host", b"127.0.0.1"), *headers]
-    if user is not None:
-        hdrs.append(
-            (b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_cookie_for(user)}".encode())
-        )
+    if user is not None or session_key is not None:
+        key = session_key or session_cookie_for(user)
+        hdrs.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode()))
     return WebsocketCommunicator(application, path, headers=hdrs)
 
 
@@ -82,10 +96,16 @@ async def acommunicator(path: str, user=None, **kwargs):  # type: ignore[no-unty
     return await sync_to_async(communicator)(path, user, **kwargs)
 
 
-async def aconnected(path: str, user):  # type: ignore[no-untyped-def]
+async def alogin_session(user, user_agent: str = ""):  # type: ignore[no-untyped-def]
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(login_session)(user, user_agent)
+
+
+async def aconnected(path: str, user=None, **kwargs):  # type: ignore[no-untyped-def]
     """A connected, settled socket: connect() returns at accept, and the pong comes only after
     the consumer's connect handler has finished (presence recorded and announced)."""
-    comm = await acommunicator(path, user)
+    comm = await acommunicator(path, user, **kwargs)
     ok, _ = await comm.connect()
     assert ok
     await comm.send_json_to({"type": "ping"})

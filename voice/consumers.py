@@ -1,4 +1,4 @@
-"""The CBLINE socket (/ws/cbline/?device=<id>), docs/protocols/cbline.md.
+"""The CBLINE socket (/ws/cbline/), docs/protocols/cbline.md.
 
 Thin: BaseConsumer authenticates, size- and rate-limits and validates every text frame
 against voice.schemas; handlers here authorise, call voice.services / voice.selectors and
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
-from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -92,13 +91,11 @@ class VoiceConsumer(BaseConsumer):
     async def on_connect(self) -> None:
         assert self.user_id is not None
         self.raw_socket = self.scope.get(SCOPE_KEY)
-        query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
-        device_id = (query.get("device") or [""])[0][:64]
         # The peer's address; behind a proxy the server is run with --proxy-headers (daphne
         # and uvicorn both), which puts the forwarded client address here instead.
         client = self.scope.get("client") or [None]
         entry = await db(services.connection_log_write)(
-            user_id=self.user_id, ip=client[0], device_id=device_id
+            user_id=self.user_id, ip=client[0], device=self.device
         )
         self.country = entry.country
         self.nickname = await db(selectors.nickname_of)(self.user_id)

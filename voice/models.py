@@ -101,6 +101,9 @@ class ConnectionLog(models.Model):
     nickname = models.CharField(max_length=32, blank=True)
     # Deleting an account deletes its log rows with it (the deletion promise).
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # The policy's "unique user identifier generated from device identifiers": the id of the
+    # Device the server issued at login (kept as text: the log outlives a signed-out device).
+    device_uid = models.CharField(max_length=32, blank=True)
     device_make = models.CharField(max_length=64, blank=True)
     device_model = models.CharField(max_length=64, blank=True)
     platform = models.CharField(max_length=64, blank=True)

@@ -14,7 +14,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.countries import country_name, flag
-from accounts.models import Device, Profile
+from accounts.models import Profile
 from realtime.errors import ServiceError
 from realtime.keys import presence_key
 from realtime.redis import get_async_redis
@@ -87,12 +87,6 @@ def member_channel_ids(user_id: int, channel_ids: list[int]) -> set[int]:
             "channel_id", flat=True
         )
     )
-
-
-def device_of(user_id: int, device_id: str) -> Device | None:
-    if not device_id:
-        return None
-    return Device.objects.filter(user_id=user_id, device_id=device_id[:64]).first()
 
 
 def nickname_of(user_id: int) -> str:

@@ -29,7 +29,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.models import Profile, User
+from accounts.models import Device, Profile, User
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_on_commit
 from realtime.ratelimit import allow_async
@@ -37,7 +37,7 @@ from realtime.redis import get_async_redis, get_redis
 
 from . import keys
 from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
-from .selectors import channel_get, device_of, floor_decode, is_moderator, sanction_active
+from .selectors import channel_get, floor_decode, is_moderator, sanction_active
 
 # iptocc >= 3 names it country_code; older releases get_country_code.
 _IPTOCC_NAMES = ("country_code", "get_country_code")
@@ -319,20 +319,22 @@ def ip_country(ip: str | None) -> str:
 
 
 @transaction.atomic
-def connection_log_write(*, user_id: int, ip: str | None, device_id: str = "") -> ConnectionLog:
+def connection_log_write(
+    *, user_id: int, ip: str | None, device: Device | None = None
+) -> ConnectionLog:
     """The policy's server log line for one connect: timestamp, IP, nickname, user id, the
-    device's make, model, platform and client version (from the Device row the browser
-    registered under its id), and the IP's country for the aggregates."""
+    unique identifier of the device (issued by the server at login, the socket's own), its
+    make, model, platform and client version, and the IP's country for the aggregates."""
     try:
         ipaddress.ip_address(ip or "")
     except ValueError:
         ip = None
     profile = Profile.objects.filter(user_id=user_id).only("nickname").first()
-    device = device_of(user_id, device_id)
     return ConnectionLog.objects.create(
         ip=ip,
         nickname=profile.nickname if profile else "",
         user_id=user_id,
+        device_uid=device.device_id if device else "",
         device_make=device.make if device else "",
         device_model=device.model if device else "",
         platform=device.platform if device else "",

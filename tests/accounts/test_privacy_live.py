@@ -36,7 +36,7 @@ async def test_deleting_the_profile_closes_its_open_sockets(amake_user):
 
     await sync_to_async(services.account_delete_request)(user=user)
 
-    assert await mine.receive_output(timeout=3) == {"type": "websocket.close", "code": 4001}
+    assert await mine.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
     await theirs.send_json_to({"type": "ping"})
     assert await theirs.receive_json_from() == {"type": "pong"}
     # A new socket with the old session is refused.

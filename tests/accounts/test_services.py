@@ -30,56 +30,6 @@ def png(size: tuple[int, int] = (64, 64), fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
-# --- devices: everything the browser sends is untrusted
-
-
-def test_device_register_creates_then_refreshes_the_same_device():
-    user = UserFactory()
-    first = services.device_register(user=user, device_id="abcdefgh-1", make="Chromium 156")
-    later = services.device_register(user=user, device_id="abcdefgh-1", make="Chromium 157")
-    assert first.pk == later.pk
-    assert Device.objects.get().make == "Chromium 157"
-    assert later.last_seen_at >= first.last_seen_at
-
-
-def test_device_register_truncates_long_fields_and_refuses_bad_ids():
-    user = UserFactory()
-    device = services.device_register(
-        user=user, device_id="abcdefgh-2", make="M" * 500, platform="<script>" * 20
-    )
-    device.refresh_from_db()
-    assert len(device.make) == 64 and len(device.platform) == 64
-    for bad in ("", "x" * 65):
-        with pytest.raises(ServiceError):
-            services.device_register(user=user, device_id=bad)
-
-
-def test_device_ids_are_per_user():
-    alice, bob = UserFactory(), UserFactory()
-    services.device_register(user=alice, device_id="same-device-id")
-    services.device_register(user=bob, device_id="same-device-id")
-    assert Device.objects.filter(device_id="same-device-id").count() == 2
-
-
-def test_device_list_is_capped_by_dropping_the_longest_unseen(monkeypatch):
-    monkeypatch.setattr(services, "MAX_DEVICES_PER_USER", 3)
-    user = UserFactory()
-    old = timezone.now() - dt.timedelta(days=10)
-    for i in range(3):
-        DeviceFactory(user=user, device_id=f"old-device-{i}", last_seen_at=old + dt.timedelta(i))
-    services.device_register(user=user, device_id="new-device-0")
-    ids = set(Device.objects.filter(user=user).values_list("device_id", flat=True))
-    assert ids == {"old-device-1", "old-device-2", "new-device-0"}
-
-
-def test_device_forget_only_forgets_own_devices():
-    mine = DeviceFactory()
-    theirs = DeviceFactory()
-    assert not services.device_forget(user=mine.user, device_pk=theirs.pk)
-    assert services.device_forget(user=mine.user, device_pk=mine.pk)
-    assert list(Device.objects.all()) == [theirs]
-
-
 # --- profile
 
 
@@ -168,8 +118,8 @@ def test_delete_request_makes_the_account_inaccessible_at_once(django_capture_on
     # The open session no longer authenticates; a new login is refused.
     assert client.get("/profile/").status_code == 302
     assert not Client().login(email="gone@example.com", password="correct-horse-battery")
-    # Every open socket of the user is told to close.
-    assert (f"user.{user.pk}", {"type": "session.logout"}) in events
+    # Every open socket of the user is told to close, for good.
+    assert (f"user.{user.pk}", {"type": "socket.close", "code": 4403}) in events
 
 
 def test_purge_erases_old_requests_and_keeps_younger_ones(

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 
 import pytest
 from django.core import mail
@@ -10,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
-from accounts.models import Device, Profile, User
+from accounts.models import Profile, User
 from accounts.validators import PHOTO_MAX_BYTES
 from tests.factories import DeviceFactory, UserFactory
 
@@ -203,64 +202,6 @@ def test_profile_edit_refuses_unknown_country_and_missing_birth_date(user_client
     response = client.post("/profile/", profile_post(country="XX", birth_date=""))
     assert response.status_code == 200
     assert Profile.objects.get(user=user).country == "DE"  # unchanged
-
-
-# --- devices
-
-
-def test_device_register_and_list(user_client):
-    user, client = user_client
-    body = {
-        "device_id": "0f8c7a9e-1111-4c3b-9a77-123456789abc",
-        "make": "Chromium 156",
-        "model": "desktop",
-        "platform": "Linux",
-        "client_version": "web-1",
-        "extra": "ignored",
-    }
-    response = client.post("/devices/register/", json.dumps(body), content_type="application/json")
-    assert response.status_code == 200
-    device = Device.objects.get(user=user)
-    assert response.json() == {"id": device.pk}
-    page = client.get("/devices/").content.decode()
-    assert "Chromium 156" in page and body["device_id"] in page
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"{not json",
-        b"[]",
-        b'"a string"',
-        json.dumps({"device_id": "short"}).encode(),
-        json.dumps({"device_id": "has spaces and <tags>"}).encode(),
-        json.dumps({"device_id": "x" * 65}).encode(),
-        json.dumps({"make": "no id"}).encode(),
-    ],
-)
-def test_device_register_rejects_bad_json(user_client, body):
-    _, client = user_client
-    response = client.post("/devices/register/", body, content_type="application/json")
-    assert response.status_code == 400
-    assert not Device.objects.exists()
-
-
-def test_device_register_needs_login_and_post(client, user_client):
-    body = json.dumps({"device_id": "abcdefgh-9"})
-    assert (
-        client.post("/devices/register/", body, content_type="application/json").status_code == 401
-    )
-    assert user_client[1].get("/devices/register/").status_code == 405
-
-
-def test_forget_device(user_client):
-    user, client = user_client
-    mine = DeviceFactory(user=user)
-    other = DeviceFactory()
-    client.post(f"/devices/{other.pk}/forget/")
-    response = client.post(f"/devices/{mine.pk}/forget/")
-    assert response.status_code == 302
-    assert list(Device.objects.all()) == [other]
 
 
 # --- account deletion page

@@ -8,10 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from django.conf import settings
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from accounts.models import Device, User
 from tests.e2e.conftest import login
+from tests.e2e.test_voice import open_cbline, wait
 
 pytestmark = pytest.mark.e2e
 
@@ -58,18 +61,14 @@ def test_sign_up_log_in_edit_profile_see_device_log_out(live_asgi, new_context):
     assert (user.profile.country, user.profile.show_online_status) == ("PT", False)
     page.screenshot(path=str(VAR / "e2e-accounts-profile.png"), full_page=True)
 
-    # This browser registered itself (site.js) and is marked on the devices page.
-    browser_id = page.evaluate("localStorage.getItem('cp.device_id')")
-    for _ in range(20):
-        if Device.objects.filter(user=user, device_id=browser_id).exists():
-            break
-        page.wait_for_timeout(100)
+    # The login issued this browser a device; it is the one marked on the devices page.
+    device = device_of(context, live_asgi)
     page.goto(f"{live_asgi.url}/devices/")
-    row = page.locator(f'[data-device-id="{browser_id}"]')
+    row = page.locator(f'[data-device-id="{device.device_id}"]')
     expect(row).to_be_visible()
-    expect(row.locator("[data-this-device]")).to_be_visible()
+    expect(row.get_by_test_id("this-device")).to_be_visible()
     expect(row).to_contain_text("Linux")
-    expect(row).to_contain_text("Chromium")
+    expect(row).to_contain_text("Chrom")
     page.screenshot(path=str(VAR / "e2e-accounts-devices.png"), full_page=True)
 
     # Log out: private pages send the visitor to the login page.
@@ -78,18 +77,49 @@ def test_sign_up_log_in_edit_profile_see_device_log_out(live_asgi, new_context):
     expect(page).to_have_url(f"{live_asgi.url}/accounts/login/?next=/profile/")
 
 
-def test_forget_this_device(live_asgi, new_context, make_user):
-    user = make_user(email="forget@example.com")
-    context = new_context()
-    page = login(context, live_asgi, user)
-    for _ in range(30):
-        if Device.objects.filter(user=user).exists():
-            break
-        page.wait_for_timeout(100)
-    page.goto(f"{live_asgi.url}/devices/")
-    page.get_by_test_id("forget-device").click()
-    expect(page.locator(".flash")).to_contain_text("Device forgotten")
-    assert not Device.objects.filter(user=user).exists()
+def device_of(context, server) -> Device:  # type: ignore[no-untyped-def]
+    """The device bound to the browser context's session cookie."""
+    cookie = next(
+        c for c in context.cookies(server.url) if c["name"] == settings.SESSION_COOKIE_NAME
+    )
+    return Device.objects.get(session_key=cookie["value"])
+
+
+def test_devices_page_badges_this_browser_only_and_forget_signs_the_other_out(
+    live_asgi, new_context, make_user
+):
+    user = make_user(email="two-browsers@example.com")
+    phone = open_cbline(new_context, live_asgi, user)  # a live socket on the other browser
+    phone_ctx = phone.context
+    desk_ctx = new_context(viewport={"width": 1280, "height": 900})
+    desk = login(desk_ctx, live_asgi, user)
+    phone_device, desk_device = device_of(phone_ctx, live_asgi), device_of(desk_ctx, live_asgi)
+    Device.objects.filter(pk=phone_device.pk).update(
+        last_seen_at=timezone.now() - dt.timedelta(minutes=20)
+    )
+
+    desk.goto(f"{live_asgi.url}/devices/")
+    expect(desk.get_by_test_id("device-row")).to_have_count(2)
+    expect(desk.get_by_test_id("this-device")).to_have_count(1)
+    mine = desk.locator(f'[data-device-id="{desk_device.device_id}"]')
+    theirs = desk.locator(f'[data-device-id="{phone_device.device_id}"]')
+    expect(mine.get_by_test_id("this-device")).to_have_text("This browser")
+    expect(theirs.get_by_test_id("this-device")).to_have_count(0)
+    expect(theirs.get_by_test_id("last-seen")).to_have_text("Last seen 20\xa0minutes ago")
+    VAR.mkdir(exist_ok=True)
+    desk.screenshot(path=str(VAR / "e2e-accounts-devices-two.png"), full_page=True)
+
+    # Forget the other browser: its socket closes for good and it is signed out.
+    theirs.get_by_test_id("forget-device").click()
+    expect(desk.locator(".flash")).to_contain_text("signed out")
+    expect(desk.get_by_test_id("device-row")).to_have_count(1)
+    wait(phone, "() => !window.cbline.state.open")
+    expect(phone.get_by_text("Disconnected")).to_be_visible()
+    phone.goto(f"{live_asgi.url}/profile/")
+    expect(phone).to_have_url(f"{live_asgi.url}/accounts/login/?next=/profile/")
+    # This browser is still signed in.
+    desk.goto(f"{live_asgi.url}/profile/")
+    expect(desk).to_have_url(f"{live_asgi.url}/profile/")
 
 
 def test_delete_profile_locks_the_account_at_once(live_asgi, new_context, make_user):

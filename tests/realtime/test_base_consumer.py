@@ -107,21 +107,23 @@ async def test_rate_limit_is_per_user_and_spares_others(amake_user):
     await b.disconnect()
 
 
-async def test_logout_closes_all_of_the_users_sockets(amake_user):
+async def test_logout_closes_the_sockets_of_that_session_only(amake_user):
     from asgiref.sync import sync_to_async
 
     user, other = await amake_user(), await amake_user()
-    s1, s2, bystander = await connected(user), await connected(user), await connected(other)
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    s1 = await aconnected("/ws/presence/", session_key=key)
+    s2 = await aconnected("/ws/presence/", session_key=key)
+    same_user_elsewhere, bystander = await connected(user), await connected(other)
 
-    def logout() -> None:
-        client = Client()
-        client.force_login(user)
-        client.post("/accounts/logout/")
-
-    await sync_to_async(logout)()
+    await sync_to_async(client.post)("/accounts/logout/")
     for comm in (s1, s2):
         assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4001}
+    await assert_usable(same_user_elsewhere)
     await assert_usable(bystander)
+    await same_user_elsewhere.disconnect()
     await bystander.disconnect()
 
 

@@ -26,9 +26,10 @@ def packet(
     return struct.pack(">BBHId", kind, int(last), seq, tx_id, time.time() * 1000) + body
 
 
-async def connect(user: Any, device: str = "", client: tuple[str, int] | None = None) -> Any:
-    path = "/ws/cbline/" + (f"?device={device}" if device else "")
-    comm = await acommunicator(path, user)
+async def connect(
+    user: Any = None, client: tuple[str, int] | None = None, session_key: str | None = None
+) -> Any:
+    comm = await acommunicator("/ws/cbline/", user, session_key=session_key)
     if client is not None:
         comm.scope["client"] = list(client)  # what daphne puts there: the peer's address
     ok, _ = await comm.connect(timeout=5)

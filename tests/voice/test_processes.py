@@ -26,10 +26,10 @@ class Client:
         self.ws = ws
 
     @classmethod
-    async def open(cls, server: Any, user: Any, device: str = "") -> Client:
+    async def open(cls, server: Any, user: Any) -> Client:
         cookie = await sync_to_async(session_cookie_for)(user)
         ws = await connect(
-            f"{server.ws_url}/ws/cbline/?device={device}",
+            f"{server.ws_url}/ws/cbline/",
             origin=server.url,  # type: ignore[arg-type]
             additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"},
             compression=None,

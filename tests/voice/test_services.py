@@ -135,18 +135,19 @@ def test_identity_update_sets_profile_and_announces():
 
 def test_connection_log_row_has_every_field():
     user = UserFactory()
-    DeviceFactory(
+    device = DeviceFactory(
         user=user,
-        device_id="dev-abc",
+        device_id="DEVABCDEFG",
         make="Chromium 156",
         model="desktop",
         platform="Linux",
         client_version="web-1",
     )
-    row = services.connection_log_write(user_id=user.pk, ip="8.8.8.8", device_id="dev-abc")
+    row = services.connection_log_write(user_id=user.pk, ip="8.8.8.8", device=device)
     row.refresh_from_db()
     assert row.created_at is not None
     assert (row.ip, row.nickname, row.user_id) == ("8.8.8.8", user.profile.nickname, user.pk)
+    assert row.device_uid == "DEVABCDEFG"
     assert (row.device_make, row.device_model, row.platform, row.client_version) == (
         "Chromium 156",
         "desktop",
@@ -158,12 +159,11 @@ def test_connection_log_row_has_every_field():
 
 def test_connection_log_without_device_or_country():
     user = UserFactory()
-    row = services.connection_log_write(user_id=user.pk, ip="127.0.0.1", device_id="unknown")
+    row = services.connection_log_write(user_id=user.pk, ip="127.0.0.1")
     assert row.device_make == "" and row.platform == "" and row.country == ""
-    # Another user's device id does not leak into this user's row.
-    DeviceFactory(device_id="theirs", platform="Android")
-    row = services.connection_log_write(user_id=user.pk, ip="bogus", device_id="theirs")
-    assert row.platform == "" and row.ip is None
+    assert row.device_uid == ""
+    row = services.connection_log_write(user_id=user.pk, ip="bogus")
+    assert row.ip is None
 
 
 def test_purge_task_removes_old_rows_and_keeps_recent(settings):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 
+from accounts.services import device_describe
+from tests.conftest import acommunicator, alogin_session
 from tests.factories import DeviceFactory, UserFactory
 from tests.voice.helpers import assert_alive, connect
 from voice import services
@@ -70,9 +72,9 @@ def test_identity_endpoint(client):
 def test_admin_shows_connection_aggregates_only(client):
     staff = UserFactory(is_staff=True, is_superuser=True)
     user = UserFactory()
-    DeviceFactory(user=user, device_id="d1", platform="Android", client_version="web-7")
+    device = DeviceFactory(user=user, platform="Android", client_version="web-7")
     for ip in ("8.8.8.8", "8.8.4.4", "203.0.113.9"):
-        services.connection_log_write(user_id=user.pk, ip=ip, device_id="d1")
+        services.connection_log_write(user_id=user.pk, ip=ip, device=device)
     client.force_login(staff)
     resp = client.get("/admin/voice/connectionlog/")
     assert resp.status_code == 200
@@ -103,22 +105,36 @@ def test_admin_shows_connection_aggregates_only(client):
 
 async def test_socket_connect_writes_a_connection_log_row(amake_user):
     user = await amake_user()
-    await sync_to_async(DeviceFactory)(
-        user=user,
-        device_id="dev-9",
+    key, device = await alogin_session(user)
+    await sync_to_async(device_describe)(
+        device=device,
         make="Firefox 140",
         model="mobile",
         platform="Android",
         client_version="web-2",
     )
-    comm = await connect(user, device="dev-9", client=("8.8.8.8", 40000))
+    comm = await connect(session_key=key, client=("8.8.8.8", 40000))
     await assert_alive(comm)  # the socket is accepted first; the row is written just after
     row = await sync_to_async(lambda: ConnectionLog.objects.get(user=user))()
     assert (row.ip, row.nickname, row.country) == ("8.8.8.8", user.profile.nickname, "US")
-    assert (row.device_make, row.device_model, row.platform, row.client_version) == (
+    # The device is the one the server issued to this session, named by nothing the client said.
+    assert (row.device_uid, row.device_make, row.device_model, row.platform) == (
+        device.device_id,
         "Firefox 140",
         "mobile",
         "Android",
-        "web-2",
     )
+    assert row.client_version == "web-2"
+    await comm.disconnect()
+
+
+async def test_a_device_named_in_the_query_string_is_ignored(amake_user):
+    user, other = await amake_user(), await amake_user()
+    _, theirs = await alogin_session(other, "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0")
+    key, mine = await alogin_session(user)
+    comm = await acommunicator(f"/ws/cbline/?device={theirs.device_id}", session_key=key)
+    assert (await comm.connect(timeout=5))[0]
+    await assert_alive(comm)
+    row = await sync_to_async(lambda: ConnectionLog.objects.get(user=user))()
+    assert row.device_uid == mine.device_id and row.device_make != "Firefox 140"
     await comm.disconnect()

@@ -1,16 +1,6 @@
-// The browser's device id: generated once, kept in localStorage, sent with sockets and
-// registered with the account so the user can see (and recognise) their devices.
-const KEY = "cp.device_id";
-
-export function deviceId() {
-  let id = localStorage.getItem(KEY);
-  if (!id) {
-    id = crypto.randomUUID();
-    localStorage.setItem(KEY, id);
-  }
-  return id;
-}
-
+// This browser's device: the server issues it at login and binds it to the session (nothing
+// here names it). The page only tells the server what the browser can say about itself,
+// which is more than the User-Agent header: the devices page and CBLINE's connection log show it.
 export function describeDevice() {
   const ua = navigator.userAgent;
   const uaData = navigator.userAgentData;
@@ -25,15 +15,14 @@ export function describeDevice() {
     client_version: "web-1" };
 }
 
-export async function registerDevice() {
+export async function describeThisDevice() {
   const csrf = document.querySelector("meta[name=csrf-token]")?.content;
-  const body = { device_id: deviceId(), ...describeDevice() };
-  const response = await fetch("/devices/register/", {
+  const response = await fetch("/devices/current/", {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-    body: JSON.stringify(body),
+    body: JSON.stringify(describeDevice()),
     credentials: "same-origin",
   });
-  if (!response.ok) throw new Error(`device registration failed: ${response.status}`);
+  if (!response.ok) throw new Error(`device description failed: ${response.status}`);
   return response.json();
 }

@@ -1,12 +1,12 @@
-// Entry loaded on every page: registers this browser as a device of the signed-in user,
-// once per tab session and user (a different user logging in on the same tab registers too).
-import { registerDevice } from "./device.js";
+// Entry loaded on every page: tells the server what this browser is (make, platform,
+// version) once per device, so the devices page can name it.
+import { describeThisDevice } from "./device.js";
 
-const account = document.querySelector("[data-account-user]");
+const account = document.querySelector("[data-account-device]");
 if (account) {
-  const flag = `cp.device_registered.${account.dataset.accountUser}`;
+  const flag = `cp.device_described.${account.dataset.accountDevice}`;
   if (!sessionStorage.getItem(flag)) {
-    registerDevice()
+    describeThisDevice()
       .then(() => sessionStorage.setItem(flag, "1"))
       .catch(() => {}); // retried on the next page load
   }

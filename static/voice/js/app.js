@@ -5,11 +5,10 @@
 //
 // Audio work is in the DOM-free media modules (capture, protocol, player, replay-store).
 // Voice is kept in this page's memory only: nothing here touches IndexedDB, localStorage,
-// sessionStorage or Cache Storage (the only storage key the page reads is the shared device
-// id, which is not voice).
+// sessionStorage or Cache Storage.
 
 import { LiveSocket } from "../../shared/js/socket.js";
-import { deviceId, registerDevice } from "../../shared/js/device.js";
+import { describeThisDevice } from "../../shared/js/device.js";
 import { Capture, VOICE_CONSTRAINTS } from "./media/capture.js";
 import { packPacket, unpackPacket } from "./media/protocol.js";
 import { Player } from "./media/player.js";
@@ -61,7 +60,7 @@ function start(root) {
   let fetching = null; // tx id of a tx.fetch in progress
 
   // --- socket
-  const socket = new LiveSocket("/ws/cbline/", { params: { device: deviceId() } });
+  const socket = new LiveSocket("/ws/cbline/");
   socket.addEventListener("open", () => {
     // After a reconnect, get back into the channel (a member needs no password again) and
     // pick up what was missed while away (tx.fetch after channel.joined).
@@ -648,7 +647,8 @@ function start(root) {
   // so packets that arrive before the first click are decoded rather than dropped.
   player.init().catch(() => {});
   loadChannels();
-  registerDevice().catch(() => {}).finally(() => socket.connect());
+  // The connection log records what the browser says it is: say it before connecting.
+  describeThisDevice().catch(() => {}).finally(() => socket.connect());
   setStatus();
 }
 

@@ -1,0 +1,99 @@
+"""The device behind every request and every socket.
+
+HTTP: `DeviceMiddleware` (after AuthenticationMiddleware) sets `request.device`, the Device
+bound to the login session, or None for visitors. A signed-in session that has none (made
+before devices were issued by the server) gets one here.
+
+WebSocket: `SessionDeviceAuthMiddleware` reads the session cookie and puts the user, their
+device and the session key into the scope in one database hop; realtime.BaseConsumer refuses
+a socket without all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.sessions import CookieMiddleware
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest, HttpResponse
+
+from . import selectors, services
+from .models import Device, User
+from .receivers import session_device_bind
+
+
+class DeviceMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.device = None  # type: ignore[attr-defined]
+        if request.user.is_authenticated:
+            self._attach(request)
+        response = self.get_response(request)
+        device: Device | None = getattr(request, "device", None)
+        key = request.session.session_key
+        # A view may have cycled the session key (a password change keeps this session
+        # under a new key): the device follows it.
+        if (
+            device is not None
+            and key
+            and device.session_key != key
+            and request.user.is_authenticated
+            and request.user.pk == device.user_id
+        ):
+            services.device_rebind(device=device, session_key=key)
+        return response
+
+    @staticmethod
+    def _attach(request: HttpRequest) -> None:
+        user: User = request.user  # type: ignore[assignment]
+        device = selectors.device_of_session(
+            user=user, device_pk=request.session.get(selectors.DEVICE_SESSION_KEY)
+        )
+        if device is None:
+            if request.session.session_key is None:
+                request.session.save()
+            device = services.device_issue(
+                user=user,
+                session_key=request.session.session_key,  # type: ignore[arg-type]
+                user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            )
+        else:
+            services.device_seen(device=device)
+        session_device_bind(request, device)
+
+
+def _identify(session_key: str | None) -> tuple[Any, Device | None]:
+    user, device = selectors.session_identity(session_key)
+    if device is not None:
+        services.device_seen(device=device)
+    return user, device
+
+
+class SessionDeviceAuthMiddleware:
+    """Sets scope["user"], scope["device"] and scope["session_key"] from the session cookie
+    (wrap with CookieMiddleware, or use `SessionDeviceAuthMiddlewareStack`)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] != "websocket":
+            return await self.inner(scope, receive, send)
+        session_key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME) or None
+        user, device = await database_sync_to_async(_identify)(session_key)
+        scope = {
+            **scope,
+            "user": user if device is not None else AnonymousUser(),
+            "device": device,
+            "session_key": session_key if device is not None else None,
+        }
+        return await self.inner(scope, receive, send)
+
+
+def SessionDeviceAuthMiddlewareStack(inner: Any) -> Any:
+    return CookieMiddleware(SessionDeviceAuthMiddleware(inner))
