@@ -14,6 +14,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from pydantic import ValidationError
 
+from realtime.errors import ServiceError
+
 from . import selectors, services
 from .forms import AccountDeleteForm, BirthDateChangeForm, BirthDateForm, ProfileForm
 from .schemas import DeviceIn

@@ -40,6 +40,8 @@ class DeviceFactory(factory.django.DjangoModelFactory):
 
     user = factory.SubFactory(UserFactory)
     device_id = factory.Sequence(lambda n: f"device-{n:08d}")
+    # A device lives in a login session; the key here names no real session row.
+    session_key = factory.Sequence(lambda n: f"factory-session-{n:08d}")
     make = "Chromium 156"
     model = "desktop"
     platform = "Linux"

@@ -38,10 +38,12 @@ class NoteStreamConsumer(StreamConsumerMixin, BaseConsumer):
 
 
 def with_identity(app: Any, user: Any, device: Any) -> Any:
-    """The scope an authenticated socket has (user + device), without the HTTP session."""
+    """The scope an authenticated socket has (user, device, session key), without the HTTP
+    session."""
+    identity = {"user": user, "device": device, "session_key": device.session_key}
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        return await app({**scope, "user": user, "device": device}, receive, send)
+        return await app({**scope, **identity}, receive, send)
 
     return wrapped
 
