@@ -13,7 +13,7 @@ def drop_browser_named_devices(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('accounts', '0003_privacy_records'),
+        ('accounts', '0004_contact_messages'),
     ]
 
     operations = [
