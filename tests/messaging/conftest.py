@@ -60,8 +60,10 @@ def people(transactional_db: None) -> Any:
 
 
 def with_identity(app: Any, user: Any, device: Any) -> Any:
+    identity = {"user": user, "device": device, "session_key": device.session_key}
+
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        return await app({**scope, "user": user, "device": device}, receive, send)
+        return await app({**scope, **identity}, receive, send)
 
     return wrapped
 
