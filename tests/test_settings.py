@@ -48,3 +48,43 @@ def test_production_refuses_a_short_secret_key():
     result = run_manage({**PROD_ENV, "DJANGO_SECRET_KEY": "short"}, "check")
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+PAYMENTS_ENV = {
+    "PAYMENT_PROVIDERS": "stripe,paypal,google_play",
+    "STRIPE_SECRET_KEY": "sk_live_x",
+    "STRIPE_WEBHOOK_SECRET": "whsec_x",
+    "PAYPAL_CLIENT_ID": "id",
+    "PAYPAL_CLIENT_SECRET": "secret",
+    "PAYPAL_WEBHOOK_ID": "WH-1",
+    "GOOGLE_PLAY_PACKAGE_NAME": "com.example.chat",
+    "GOOGLE_PLAY_SERVICE_ACCOUNT_FILE": "/etc/comms/play.json",
+    "GOOGLE_PUBSUB_AUDIENCE": "https://chat.example.com/premium/webhooks/google-play/",
+    "GOOGLE_PUBSUB_SERVICE_ACCOUNT": "rtdn@example.iam.gserviceaccount.com",
+}
+
+
+def test_production_starts_with_every_payment_credential():
+    result = run_manage({**PROD_ENV, **PAYMENTS_ENV}, "check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_production_refuses_a_payment_provider_missing_a_credential():
+    for missing in PAYMENTS_ENV:
+        if missing == "PAYMENT_PROVIDERS":
+            continue
+        env = {k: v for k, v in {**PROD_ENV, **PAYMENTS_ENV}.items() if k != missing}
+        result = run_manage(env, "check")
+        assert result.returncode != 0, missing
+        assert "ImproperlyConfigured" in result.stderr and missing in result.stderr
+
+
+def test_production_refuses_a_half_configured_provider_and_the_test_stand_in():
+    # Not listed in PAYMENT_PROVIDERS, but a credential is set: the rest are required.
+    result = run_manage({**PROD_ENV, "STRIPE_SECRET_KEY": "sk_live_x"}, "check")
+    assert result.returncode != 0 and "STRIPE_WEBHOOK_SECRET" in result.stderr
+    result = run_manage({**PROD_ENV, "PAYMENT_PROVIDERS": "bitcoin"}, "check")
+    assert result.returncode != 0 and "unknown provider" in result.stderr
+    stand_in = {**PROD_ENV, **PAYMENTS_ENV, "STRIPE_API_BASE": "http://127.0.0.1:9"}
+    result = run_manage(stand_in, "check")
+    assert result.returncode != 0 and "STRIPE_API_BASE" in result.stderr

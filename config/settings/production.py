@@ -8,8 +8,10 @@ from django.core.exceptions import ImproperlyConfigured
 # Never fall back to the embedded Redis in production (read by base.py).
 os.environ["DJANGO_REQUIRE_REDIS_URL"] = "1"
 
+from config.payment_settings import check_payment_environment
+
 from .base import *  # noqa: F403
-from .base import SOCIALACCOUNT_PROVIDERS, env
+from .base import PAYMENT_PROVIDERS, SOCIALACCOUNT_PROVIDERS, env
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
@@ -18,6 +20,7 @@ if len(SECRET_KEY) < 50:
 for _name in ("DATABASE_URL", "REDIS_URL", "DJANGO_ALLOWED_HOSTS"):
     if not env(_name, default=""):
         raise ImproperlyConfigured(f"{_name} must be set in production")
+check_payment_environment(PAYMENT_PROVIDERS)
 for _provider, _conf in SOCIALACCOUNT_PROVIDERS.items():
     _app = _conf["APPS"][0]
     if _app["client_id"] and not _app["secret"]:
