@@ -24,7 +24,7 @@ from .models import (
     Provider,
     ProviderEvent,
 )
-from .providers import stripe_api
+from .providers import paypal_api, stripe_api
 from .providers.state import ProviderError, PurchaseState, VerifiedEvent
 from .tasks import provider_event_process as provider_event_process_task
 
@@ -36,7 +36,13 @@ GRANTING = {OrderStatus.PAID}
 
 # --- checkout
 def checkout_start(
-    *, user: User, price_id: int, provider: str, success_url: str, cancel_url: str
+    *,
+    user: User,
+    price_id: int,
+    provider: str,
+    success_url: str,
+    cancel_url: str,
+    return_url: str = "",
 ) -> str:
     """Create a pending order and the provider's checkout; returns where to send the buyer."""
     price = (
@@ -48,6 +54,8 @@ def checkout_start(
         raise ServiceError("no_such_plan", "that plan is not on sale")
     if provider not in (Provider.STRIPE, Provider.PAYPAL):
         raise ServiceError("bad_provider", "pay with Stripe or PayPal")
+    if provider == Provider.PAYPAL and price.kind != PriceKind.ONE_OFF:
+        raise ServiceError("bad_provider", "PayPal sells the one-off passes; subscribe by card")
     order = Order.objects.create(
         user=user,
         price=price,
@@ -71,7 +79,14 @@ def checkout_start(
                 cancel_url=cancel_url,
             )
         else:
-            raise ProviderError("PayPal checkout is not available yet")
+            checkout_id, url = paypal_api.order_create(
+                order_id=order.pk,
+                product_name=price.product.name,
+                amount_minor=price.amount_minor,
+                currency=price.currency,
+                return_url=return_url or success_url,
+                cancel_url=cancel_url,
+            )
     except ProviderError as exc:
         order.status = OrderStatus.FAILED
         order.save(update_fields=["status", "updated_at"])
@@ -110,7 +125,8 @@ def order_apply_state(*, order_id: int, state: PurchaseState) -> Order:
         # A refund or chargeback is final: a later "paid" read of the same purchase (an
         # event processed late) does not undo it.
         if order.status not in (OrderStatus.REFUNDED, OrderStatus.CHARGEBACK, OrderStatus.VOIDED):
-            order.status = state.status
+            known = state.status in OrderStatus.values
+            order.status = state.status if known else OrderStatus.PENDING
         order.renews = state.renews and order.status == OrderStatus.PAID
         order.paid_until = _paid_until(order, state)
         order.save()
@@ -215,7 +231,46 @@ def _stripe_sync(ref: dict[str, str]) -> None:
         )
 
 
-_SYNC: dict[str, Callable[[dict[str, str]], None]] = {Provider.STRIPE: _stripe_sync}
+def _paypal_sync(ref: dict[str, str]) -> None:
+    orders = Order.objects.filter(provider=Provider.PAYPAL)
+    if ref.get("paypal_order_id"):
+        orders = orders.filter(checkout_id=ref["paypal_order_id"])
+    elif ref.get("capture_id"):
+        orders = orders.filter(transaction_id=ref["capture_id"])
+    else:
+        return
+    for order in orders:
+        order_apply_state(order_id=order.pk, state=_paypal_state(order.checkout_id))
+
+
+def _paypal_state(paypal_order_id: str) -> PurchaseState:
+    """PayPal's state of an order; an approved one is captured first (the buyer may have
+    closed the tab before coming back to us)."""
+    state = paypal_api.purchase_state(paypal_order_id=paypal_order_id)
+    if state.status == "approved":
+        paypal_api.order_capture(paypal_order_id=paypal_order_id)
+        state = paypal_api.purchase_state(paypal_order_id=paypal_order_id)
+    return state
+
+
+_SYNC: dict[str, Callable[[dict[str, str]], None]] = {
+    Provider.STRIPE: _stripe_sync,
+    Provider.PAYPAL: _paypal_sync,
+}
+
+
+def paypal_return(*, user: User, paypal_order_id: str) -> Order | None:
+    """The buyer came back from PayPal: capture and apply (the webhook may come later)."""
+    order = Order.objects.filter(
+        provider=Provider.PAYPAL, checkout_id=paypal_order_id, user=user
+    ).first()
+    if order is None:
+        return None
+    try:
+        return order_refresh(order_id=order.pk)
+    except ProviderError:
+        log.warning("paypal return: order %s not captured yet", order.pk, exc_info=True)
+        return order
 
 
 def order_refresh(*, order_id: int) -> Order:
@@ -223,6 +278,8 @@ def order_refresh(*, order_id: int) -> Order:
     order = Order.objects.get(pk=order_id)
     if order.provider == Provider.STRIPE and order.checkout_id:
         state = stripe_api.purchase_state(checkout_id=order.checkout_id)
+    elif order.provider == Provider.PAYPAL and order.checkout_id:
+        state = _paypal_state(order.checkout_id)
     else:
         return order
     return order_apply_state(order_id=order.pk, state=state)
@@ -242,6 +299,8 @@ def order_refund(*, order_id: int) -> Order:
                 )
             if order.transaction_id.startswith("pi_"):
                 stripe_api.refund(transaction_id=order.transaction_id)
+        elif order.provider == Provider.PAYPAL and order.transaction_id:
+            paypal_api.refund(capture_id=order.transaction_id)
         else:
             raise ServiceError("not_refundable", "refund this order in the provider's console")
     except ProviderError as exc:

@@ -8,5 +8,7 @@ urlpatterns = [
     path("checkout/", views.checkout, name="checkout"),
     path("purchases/", views.purchases, name="purchases"),
     path("purchases/<int:pk>/cancel/", views.renewal_cancel, name="renewal_cancel"),
+    path("paypal/return/", views.paypal_return, name="paypal_return"),
     path("webhooks/stripe/", webhooks.stripe_webhook, name="webhook_stripe"),
+    path("webhooks/paypal/", webhooks.paypal_webhook, name="webhook_paypal"),
 ]

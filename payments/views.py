@@ -62,12 +62,27 @@ def checkout(request: HttpRequest) -> HttpResponse:
             price_id=form.cleaned_data["price"],
             provider=form.cleaned_data["provider"],
             success_url=purchases_url + "?checkout=done",
+            return_url=request.build_absolute_uri(reverse("payments:paypal_return")),
             cancel_url=request.build_absolute_uri(reverse("payments:plans")) + "?checkout=canceled",
         )
     except ServiceError as exc:
         messages.error(request, f"The payment could not be started: {exc.detail}")
         return redirect("payments:plans")
     return redirect(url)
+
+
+@login_required
+def paypal_return(request: HttpRequest) -> HttpResponse:
+    """PayPal sends the buyer here after approval (?token=<PayPal order id>)."""
+    order = services.paypal_return(
+        user=request.user,  # type: ignore[arg-type]
+        paypal_order_id=request.GET.get("token", "")[:64],
+    )
+    if order is not None and order.status == "paid":
+        messages.success(request, "Thanks! Premium is on.")
+    elif order is not None:
+        messages.info(request, "Thanks! Premium turns on as soon as PayPal confirms the payment.")
+    return redirect("payments:purchases")
 
 
 @login_required

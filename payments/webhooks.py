@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from . import services
 from .models import Provider
-from .providers import stripe_api
+from .providers import paypal_api, stripe_api
 from .providers.state import VerifiedEvent, WebhookRefused
 
 log = logging.getLogger(__name__)
@@ -37,3 +37,14 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
     except WebhookRefused as exc:
         return _refuse(Provider.STRIPE, exc)
     return _accept(Provider.STRIPE, event)
+
+
+@csrf_exempt
+@require_POST
+def paypal_webhook(request: HttpRequest) -> HttpResponse:
+    headers = {k.upper(): v for k, v in request.headers.items()}
+    try:
+        event = paypal_api.webhook_verify(payload=request.body, headers=headers)
+    except WebhookRefused as exc:
+        return _refuse(Provider.PAYPAL, exc)
+    return _accept(Provider.PAYPAL, event)

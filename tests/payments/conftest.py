@@ -17,3 +17,33 @@ def stripe_stub(settings) -> Iterator[StripeStub]:  # type: ignore[no-untyped-de
     yield stub
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def paypal(settings, tmp_path):  # type: ignore[no-untyped-def]
+    """PayPal answered at the transport of the adapter's HTTP session; its webhook
+    certificate chains to a root CA this test makes and trusts."""
+    from requests.adapters import HTTPAdapter
+
+    from payments.providers import paypal_api
+    from tests.payments.paypal_fake import WEBHOOK_ID, PayPalFake, make_ca, make_leaf, pem
+
+    ca_key, ca = make_ca()
+    leaf_key, leaf = make_leaf(ca_key, ca)
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(pem(ca))
+    settings.PAYPAL_CLIENT_ID = "client-id-test"
+    settings.PAYPAL_CLIENT_SECRET = "client-secret-test"
+    settings.PAYPAL_WEBHOOK_ID = WEBHOOK_ID
+    settings.PAYPAL_SANDBOX = False
+    settings.PAYPAL_CERT_CA_BUNDLE = str(roots)
+    fake = PayPalFake(cert_chain=pem(leaf))
+    fake.key = leaf_key  # type: ignore[attr-defined]
+    fake.ca = (ca_key, ca)  # type: ignore[attr-defined]
+    paypal_api._certs.clear()
+    paypal_api._token = None
+    paypal_api.http.mount("https://", fake)
+    yield fake
+    paypal_api.http.mount("https://", HTTPAdapter())
+    paypal_api._certs.clear()
+    paypal_api._token = None
