@@ -22,10 +22,10 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
     rate_scope = "messaging"
 
     async def on_connect(self) -> None:
-        device = self.scope.get("device")
-        if device is None:
+        # BaseConsumer has closed any socket without a valid (user, device, session).
+        if self.device_pk is None:
             raise ServiceError("no_device", "this session has no device: sign in again")
-        await self.stream_start(device.pk)
+        await self.stream_start(self.device_pk)
 
     async def on_hello(self, msg: Hello) -> None:
         # Current key counts first (no ack needed): the OlmMachine tops its keys up from them.

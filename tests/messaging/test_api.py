@@ -1,0 +1,250 @@
+"""The HTTP API as the browser's OlmMachine uses it (session cookie + CSRF header, the
+session's device), and the sync socket on the real ASGI app. vodozemac devices make the
+keys and ciphertexts."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.test import Client, override_settings
+
+from accounts.models import Profile
+from messaging.ids import mxid
+from messaging.models import RoomEvent
+from realtime.keys import presence_key
+from realtime.models import StreamItem
+from realtime.presence import online_ids_sync
+from realtime.redis import get_redis
+from tests.conftest import communicator, login_session
+from tests.factories import UserFactory
+from tests.messaging.olm import OlmDevice
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+C = "/messaging/_matrix/client/v3/"
+
+
+class Browser:
+    """One signed-in browser: its session, its issued device, its Olm account."""
+
+    def __init__(self, user: Any = None, **profile: Any) -> None:
+        self.user = user or UserFactory(**{f"profile__{k}": v for k, v in profile.items()})
+        self.session_key, self.device = login_session(self.user)
+        self.client = Client(enforce_csrf_checks=True)
+        self.client.cookies[settings.SESSION_COOKIE_NAME] = self.session_key
+        self.client.get("/messaging/")  # sets the CSRF cookie, as the page does
+        self.csrf = self.client.cookies["csrftoken"].value
+        self.olm = OlmDevice(mxid(self.user.pk), self.device.device_id)
+
+    @property
+    def mxid(self) -> str:
+        return mxid(self.user.pk)
+
+    def call(self, method: str, path: str, body: Any = None, **extra: Any) -> Any:
+        url = path if path.startswith("/") else C + path
+        data = body if isinstance(body, bytes) else json.dumps(body if body is not None else {})
+        kwargs: dict[str, Any] = {"HTTP_X_CSRFTOKEN": self.csrf, **extra}
+        if method == "GET":
+            return self.client.get(url)
+        ctype = "application/octet-stream" if isinstance(body, bytes) else "application/json"
+        return getattr(self.client, method.lower())(url, data, content_type=ctype, **kwargs)
+
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        resp = self.call(method, path, body)
+        assert resp.status_code == 200, resp.content
+        return resp.json() if resp["Content-Type"].startswith("application/json") else resp.content
+
+    def upload_keys(self, otks: int = 3) -> dict[str, Any]:
+        return self.ok(
+            "POST",
+            "keys/upload",
+            {
+                "device_keys": self.olm.device_keys(),
+                "one_time_keys": self.olm.one_time_keys(otks),
+                "fallback_keys": self.olm.fallback_key(),
+            },
+        )
+
+
+def test_whoami_names_the_sessions_own_device():
+    alice = Browser()
+    assert alice.ok("GET", "account/whoami") == {
+        "user_id": alice.mxid,
+        "device_id": alice.device.device_id,
+    }
+
+
+def test_without_a_session_the_api_answers_401_in_the_specs_shape():
+    resp = Client().post(C + "keys/upload", "{}", content_type="application/json")
+    assert resp.status_code == 401
+    assert resp.json()["errcode"] == "M_UNKNOWN_TOKEN"
+
+
+def test_writes_need_the_csrf_header():
+    alice = Browser()
+    resp = alice.client.post(C + "keys/upload", "{}", content_type="application/json")
+    assert resp.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "errcode"),
+    [
+        (b"{not json", 400, "M_NOT_JSON"),
+        (json.dumps({"device_keys": {"user_id": 1}}).encode(), 400, "M_BAD_JSON"),
+        (json.dumps({"one_time_keys": {"nocolon": {}}}).encode(), 400, "M_INVALID_PARAM"),
+    ],
+)
+def test_bad_bodies_get_the_specs_errors(body, status, errcode):
+    alice = Browser()
+    resp = alice.client.post(
+        C + "keys/upload", body, content_type="application/json", HTTP_X_CSRFTOKEN=alice.csrf
+    )
+    assert resp.status_code == status
+    assert resp.json()["errcode"] == errcode
+
+
+async def test_a_message_travels_from_one_browser_device_to_another_over_http_and_the_socket():
+    alice, bob = await sync_to_async(Browser)(), await sync_to_async(Browser)()
+    assert (await sync_to_async(bob.upload_keys)(5))["one_time_key_counts"] == {
+        "signed_curve25519": 5
+    }
+    await sync_to_async(alice.upload_keys)()
+    room_id = (
+        await sync_to_async(alice.ok)(
+            "POST", "createRoom", {"invite": [bob.mxid], "is_direct": True}
+        )
+    )["room_id"]
+    query = await sync_to_async(alice.ok)("POST", "keys/query", {"device_keys": {bob.mxid: []}})
+    bob_keys = query["device_keys"][bob.mxid][bob.device.device_id]
+    assert bob_keys["keys"][f"curve25519:{bob.device.device_id}"] == bob.olm.curve25519
+    claimed = await sync_to_async(alice.ok)(
+        "POST",
+        "keys/claim",
+        {"one_time_keys": {bob.mxid: {bob.device.device_id: "signed_curve25519"}}},
+    )
+    (otk,) = claimed["one_time_keys"][bob.mxid][bob.device.device_id].values()
+    group = alice.olm.megolm_session()
+    to_bob = alice.olm.olm_encrypt(
+        bob.olm.curve25519, otk["key"], alice.olm.room_key_payload(room_id, group)
+    )
+    await sync_to_async(alice.ok)(
+        "PUT",
+        "sendToDevice/m.room.encrypted/txn1",
+        {"messages": {bob.mxid: {bob.device.device_id: to_bob}}},
+    )
+    content = alice.olm.megolm_encrypt(group, room_id, "hello over the wire")
+    sent = await sync_to_async(alice.ok)(
+        "PUT", f"rooms/{room_id}/send/m.room.encrypted/t1", content
+    )
+    again = await sync_to_async(alice.ok)(
+        "PUT", f"rooms/{room_id}/send/m.room.encrypted/t1", content
+    )
+    assert sent == again  # a resend is applied once
+    undelivered = await sync_to_async(alice.ok)(
+        "GET", f"/messaging/api/rooms/{room_id}/undelivered"
+    )
+    assert [e["event_id"] for e in undelivered["events"]] == [sent["event_id"]]
+    assert undelivered["events"][0]["pending_devices"] == 1
+
+    # Bob's browser opens its socket on the real app (session cookie, issued device).
+    comm = await sync_to_async(communicator)("/ws/messaging/", session_key=bob.session_key)
+    ok, _ = await comm.connect()
+    assert ok
+    await comm.send_json_to({"type": "hello", "last_seq": 0})
+    frames = []
+    while (frame := await comm.receive_json_from())["type"] != "caught_up":
+        frames.append(frame)
+    texts = []
+    for f in frames:
+        for e in f["sync"].get("to_device", {}).get("events", []):
+            bob.olm.accept_room_key(bob.olm.olm_decrypt(e["content"]))
+        for room in f["sync"].get("rooms", {}).get("join", {}).values():
+            for e in room.get("timeline", {}).get("events", []):
+                if e["type"] == "m.room.encrypted":
+                    texts.append(bob.olm.megolm_decrypt(e["content"])["content"]["body"])
+                    assert e["sender"] == alice.mxid and e["event_id"] == sent["event_id"]
+    assert texts == ["hello over the wire"]
+    await comm.send_json_to({"type": "ack", "seq": frames[-1]["seq"]})
+    await comm.send_json_to({"type": "ping"})
+    while (await comm.receive_json_from())["type"] != "pong":
+        pass
+    assert not await StreamItem.objects.filter(device_pk=bob.device.pk).aexists()
+    assert (await RoomEvent.objects.aget(event_id=sent["event_id"])).content == {}
+    undelivered = await sync_to_async(alice.ok)(
+        "GET", f"/messaging/api/rooms/{room_id}/undelivered"
+    )
+    assert undelivered == {"events": []}
+    await comm.disconnect()
+
+
+def test_an_oversize_request_and_upload_are_refused():
+    alice, bob = Browser(), Browser()
+    bob.upload_keys()  # a CallsApp device: it is a target of the room's attachments
+    room_id = alice.ok("POST", "createRoom", {"invite": [bob.mxid], "is_direct": True})["room_id"]
+    big = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "A" * 70_000, "session_id": "s"}
+    resp = alice.call("PUT", f"rooms/{room_id}/send/m.room.encrypted/t1", big)
+    assert resp.status_code == 413 and resp.json()["errcode"] == "M_TOO_LARGE"
+    with override_settings(MESSAGING_MEDIA_MAX_BYTES=100):
+        resp = alice.call(
+            "POST", f"/messaging/_matrix/media/v3/upload?room_id={room_id}", b"x" * 101
+        )
+        assert resp.status_code == 413 and resp.json()["errcode"] == "M_TOO_LARGE"
+        uri = alice.ok("POST", f"/messaging/_matrix/media/v3/upload?room_id={room_id}", b"x" * 100)
+    server, media_id = uri["content_uri"].removeprefix("mxc://").split("/")
+    got = bob.client.get(f"/messaging/_matrix/client/v1/media/download/{server}/{media_id}")
+    assert got.status_code == 200 and got.content == b"x" * 100
+    assert (
+        bob.client.get(
+            f"/messaging/_matrix/client/v1/media/download/{server}/{media_id}"
+        ).status_code
+        == 404
+    )
+
+
+def test_blocking_is_the_ignored_user_list_and_is_enforced():
+    alice, bob = Browser(), Browser()
+    assert bob.ok("GET", f"user/{bob.mxid}/account_data/m.ignored_user_list") == {
+        "ignored_users": {}
+    }
+    bob.ok(
+        "PUT",
+        f"user/{bob.mxid}/account_data/m.ignored_user_list",
+        {"ignored_users": {alice.mxid: {}}},
+    )
+    assert bob.ok("GET", f"user/{bob.mxid}/account_data/m.ignored_user_list") == {
+        "ignored_users": {alice.mxid: {}}
+    }
+    assert bob.call("GET", f"user/{alice.mxid}/account_data/m.ignored_user_list").status_code == 403
+    resp = alice.call("POST", "createRoom", {"invite": [bob.mxid], "is_direct": True})
+    assert resp.status_code == 403 and resp.json()["errcode"] == "M_FORBIDDEN"
+
+
+def test_online_status_is_shown_only_if_the_user_allows_it():
+    alice, bob = Browser(), Browser()
+    alice.ok("POST", "createRoom", {"invite": [bob.mxid], "is_direct": True})
+    # Bob has a live socket somewhere (what presence.socket_up records).
+    get_redis().zadd(presence_key(bob.user.pk), {"sock": time.time() + 60})
+    assert online_ids_sync([bob.user.pk]) == {bob.user.pk}
+    assert alice.ok("GET", f"presence/{bob.mxid}/status") == {"presence": "online"}
+    assert bob.ok("PUT", "/messaging/api/settings", {"online_status": False}) == {
+        "read_receipts": True,
+        "online_status": False,
+    }
+    assert alice.ok("GET", f"presence/{bob.mxid}/status") == {"presence": "offline"}
+    assert not Profile.objects.get(user=bob.user).show_online_status
+    # A stranger's status is nobody's business.
+    eve = Browser()
+    assert eve.call("GET", f"presence/{bob.mxid}/status").status_code == 404
+
+
+def test_start_a_chat_by_exact_nickname():
+    alice = Browser()
+    bob = Browser(nickname="Zed42")
+    found = alice.ok("POST", "user_directory/search", {"search_term": "zed42"})
+    assert found == {"results": [{"user_id": bob.mxid, "display_name": "Zed42"}], "limited": False}
+    assert alice.ok("POST", "user_directory/search", {"search_term": "Zed"})["results"] == []
