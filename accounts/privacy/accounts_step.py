@@ -9,12 +9,23 @@ from django.contrib.admin.models import LogEntry
 from django.db.models import Q
 from django.db.models.fields.files import FieldFile
 
+from realtime.models import StreamHead, StreamItem
+from realtime.stream import stream_drop_devices
+
 from ..contact.models import ContactMessage
 from ..contact.services import contact_messages_delete
 from ..models import BirthDateChange, DataExport, DeletionRequest, Device, Profile, User
 from . import registry
 from .registry import ExportPart
 
+# realtime's durable per-device stream keeps user and device ids as plain integers.
+STREAM_COLUMNS = (
+    "realtime.StreamHead.user_id",
+    "realtime.StreamHead.device_pk",
+    "realtime.StreamItem.user_id",
+    "realtime.StreamItem.device_pk",
+    "realtime.IdempotencyKey.device_pk",
+)
 DELETES = (
     "accounts.Profile.user",
     "accounts.Device.user",
@@ -27,6 +38,7 @@ DELETES = (
     "accounts.DataExport.user",
     "accounts.DeletionRequest.user",
     "accounts.ContactMessage.user",
+    *STREAM_COLUMNS,
 )
 EXPORTS = (
     "accounts.ContactMessage.user",
@@ -39,6 +51,19 @@ EXPORTS = (
     "socialaccount.SocialAccount.user",
 )
 REASONS = {
+    **{
+        label: (
+            "the delivery queue of a device (encrypted items waiting for its ack, and "
+            "request keys against resends): plumbing, deleted with the device; what waits "
+            "is listed by the product it belongs to (CallsApp's pending messages)"
+        )
+        for label in STREAM_COLUMNS
+        if label not in ("realtime.StreamItem.user_id",)
+    },
+    "realtime.StreamItem.user_id": (
+        "items waiting in the user's devices' queues: encrypted, listed by the product they "
+        "belong to (CallsApp's pending messages, with their expiry)"
+    ),
     "accounts.ContactMessage.answered_by": (
         "the staff member who answered a contact message; unlinked when that staff account "
         "is erased, not exported (support records)"
@@ -68,6 +93,10 @@ def user_data_delete(*, user_id: int) -> list[FieldFile]:
     SocialToken.objects.filter(account__user_id=user_id).delete()
     SocialAccount.objects.filter(user_id=user_id).delete()
     EmailAddress.objects.filter(user_id=user_id).delete()  # confirmations cascade
+    devices = list(Device.objects.filter(user_id=user_id).values_list("pk", flat=True))
+    stream_drop_devices(device_pks=devices)
+    StreamItem.objects.filter(user_id=user_id).delete()
+    StreamHead.objects.filter(user_id=user_id).delete()
     Device.objects.filter(user_id=user_id).delete()
     BirthDateChange.objects.filter(user_id=user_id).delete()
     Profile.objects.filter(user_id=user_id).delete()

@@ -130,14 +130,35 @@ def user_models() -> set[type[models.Model]]:
     return owned
 
 
+# Layers below accounts (realtime) cannot have a foreign key to a user or device: they keep
+# the id in a plain integer column. These names say "this integer is a user's or a device's".
+USER_ID_COLUMNS = ("user_id", "user_pk")
+DEVICE_ID_COLUMNS = ("device_pk",)
+
+
+def id_column_target(f: models.Field) -> str | None:  # type: ignore[type-arg]
+    """ "user" or "device" if `f` is a plain integer column holding such an id, else None."""
+    if f.is_relation or not isinstance(f, models.IntegerField):
+        return None
+    if f.name in USER_ID_COLUMNS or f.name.endswith("_user_id"):
+        return "user"
+    if f.name in DEVICE_ID_COLUMNS or f.name.endswith("_device_pk"):
+        return "device"
+    return None
+
+
 def user_references() -> dict[str, models.Field]:  # type: ignore[type-arg]
     """Every field, in every installed model, that points at a user or at a row a user owns,
-    by label ("voice.ConnectionLog.user")."""
+    by label ("voice.ConnectionLog.user"), and every plain integer column that holds a user's
+    or a device's id ("realtime.StreamItem.user_id", see id_column_target)."""
     targets = user_models()
     found: dict[str, models.Field] = {}  # type: ignore[type-arg]
     for model in apps.get_models():
         for f in _relations(model):
             if f.related_model in targets:
+                found[field_label(f)] = f
+        for f in model._meta.concrete_fields:
+            if id_column_target(f) is not None:
                 found[field_label(f)] = f
     return found
 

@@ -14,7 +14,19 @@ from django.utils import timezone
 from PIL import Image
 
 from accounts.models import BirthDateChange, ContactAttachment, ContactMessage, Profile, User
+from messaging.models import (
+    Block,
+    CrossSigningKey,
+    DeviceKeys,
+    MediaBlob,
+    MediaFetch,
+    Membership,
+    OneTimeKey,
+    Room,
+    RoomEvent,
+)
 from payments.models import Order
+from realtime.models import StreamHead, StreamItem
 from tests.factories import DeviceFactory, PriceFactory, UserFactory, grant_premium
 from videochat.models import Appeal, Ban, Report, ReportStatus
 from voice.models import Channel, ChannelMembership, ChannelSanction, ConnectionLog
@@ -40,7 +52,7 @@ def user_with_data_everywhere(email: str, *, other: User) -> Holdings:
     profile = Profile.objects.get(user=user)
     profile.photo.save("me.png", ContentFile(png()), save=True)
     held.files.append(Path(profile.photo.path))
-    DeviceFactory(user=user, make="Firefox 140")
+    device = DeviceFactory(user=user, make="Firefox 140")
     BirthDateChange.objects.create(
         user=user, current=profile.birth_date, requested=dt.date(1991, 1, 1), reason="typo"
     )
@@ -97,6 +109,36 @@ def user_with_data_everywhere(email: str, *, other: User) -> Holdings:
         transaction_id="pi_kept_for_accounting",
         payer_email=email,
     )
+
+    # CallsApp: keys, a room with a message they sent, an encrypted attachment on disk, a
+    # delivery waiting in their device's stream and one in the other user's, a block.
+    other_device = DeviceFactory(user=other)
+    DeviceKeys.objects.create(
+        device=device, user=user, keys={}, curve25519=f"c{user.pk}", ed25519=f"e{user.pk}"
+    )
+    OneTimeKey.objects.create(device=device, algorithm="signed_curve25519", key_id="A", key={})
+    CrossSigningKey.objects.create(user=user, usage="master", key={"k": 1})
+    room = Room.objects.create(room_id=f"!r{user.pk}:test", name="pals")
+    Membership.objects.create(room=room, user=user)
+    Membership.objects.create(room=room, user=other)
+    sent = RoomEvent.objects.create(
+        room=room,
+        event_id=f"$e{user.pk}",
+        sender=user,
+        sender_device=device,
+        type="m.room.encrypted",
+        content={"ciphertext": "AwgA"},
+    )
+    blob = MediaBlob(media_id=f"m{user.pk}", uploader=user, room=room, size=4)
+    blob.file.save(blob.media_id, ContentFile(b"\x00enc"), save=True)
+    MediaFetch.objects.create(blob=blob, device=other_device)
+    held.files.append(Path(blob.file.path))
+    StreamItem.objects.create(device_pk=device.pk, user_id=user.pk, seq=1, kind="messaging.sync")
+    StreamHead.objects.create(device_pk=device.pk, user_id=user.pk, last_seq=1)
+    StreamItem.objects.create(
+        device_pk=other_device.pk, user_id=other.pk, seq=1, kind="messaging.event", ref=sent.pk
+    )
+    Block.objects.create(blocker=user, blocked=other)
 
     # Correspondence: a message sent signed in, with a screenshot.
     letter = ContactMessage.objects.create(

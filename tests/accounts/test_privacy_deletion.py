@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import pytest
 from django.db import models
 from django.test import Client
 
 from accounts import services
-from accounts.models import Profile, User
+from accounts.models import Device, Profile, User
 from accounts.privacy import registry
 from accounts.privacy import services as privacy_services
 from accounts.tasks import deleted_accounts_purge as purge_task
+from messaging.models import MediaBlob, Membership, RoomEvent
 from payments.models import Order
 from tests.accounts.privacy_data import user_with_data_everywhere
 from tests.factories import UserFactory
@@ -22,15 +24,21 @@ from voice.models import Channel, ChannelMembership, ChannelSanction, Connection
 pytestmark = pytest.mark.django_db
 
 
-def rows_referring_to(user_id: int) -> dict[str, int]:
+def rows_referring_to(user_id: int, device_pks: Sequence[int] = ()) -> dict[str, int]:
     """For every field in every model that refers to a user (found by introspection, so a new
-    model is checked too): how many rows point at this user."""
+    model is checked too): how many rows point at this user, or at one of their devices by a
+    plain id column."""
     found = {}
     for label, f in registry.user_references().items():
-        if f.related_model is not User:
-            continue  # a row the user owns: checked through its own reference to the user
         model: type[models.Model] = f.model
-        if f.many_to_many:
+        target = registry.id_column_target(f)
+        if target == "user":
+            count = model._default_manager.filter(**{f.attname: user_id}).count()
+        elif target == "device":
+            count = model._default_manager.filter(**{f"{f.attname}__in": list(device_pks)}).count()
+        elif f.related_model is not User:
+            continue  # a row the user owns: checked through its own reference to the user
+        elif f.many_to_many:
             through = getattr(model, f.name).through
             column = f.m2m_reverse_field_name()
             count = through.objects.filter(**{column: user_id}).count()
@@ -50,7 +58,11 @@ def test_deletion_end_to_end_with_time_moved_30_days(settings, django_capture_on
     onlooker = Client()
     onlooker.force_login(other)
     assert onlooker.get(photo_url).status_code == 200
-    assert set(rows_referring_to(user.pk)) >= {
+    devices = list(Device.objects.filter(user=user).values_list("pk", flat=True))
+    assert set(rows_referring_to(user.pk, devices)) >= {
+        "messaging.MediaBlob.uploader",
+        "messaging.DeviceKeys.user",
+        "realtime.StreamItem.device_pk",
         "accounts.Profile.user",
         "voice.ConnectionLog.user",
         "videochat.Report.reporter",
@@ -87,7 +99,7 @@ def test_deletion_end_to_end_with_time_moved_30_days(settings, django_capture_on
         )
 
     assert not User.objects.filter(pk=user.pk).exists()
-    assert rows_referring_to(user.pk) == {}
+    assert rows_referring_to(user.pk, devices) == {}
     assert [p for p in held.files if p.exists()] == []
     # What belonged to others stays: their log rows, their membership, the ban record.
     assert ConnectionLog.objects.filter(user=other).count() == 1
@@ -102,6 +114,9 @@ def test_deletion_end_to_end_with_time_moved_30_days(settings, django_capture_on
     kept = Report.objects.get()
     assert kept.reported_id is None and not kept.frame and kept.reporter == other
     assert User.objects.filter(pk=other.pk, is_active=True).exists()
+    # CallsApp: the other member keeps the room; nothing of the user's stays in it.
+    assert Membership.objects.filter(user=other).count() == 1
+    assert not RoomEvent.objects.exists() and not MediaBlob.objects.exists()
     # The sale stays as the accounting record, unlinked from the account.
     sale = Order.objects.get(transaction_id="pi_kept_for_accounting")
     assert sale.user_id is None and sale.payer_email == "leaving@example.com"
