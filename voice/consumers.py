@@ -66,8 +66,6 @@ db = database_sync_to_async
 # announced one by one. Audio is unaffected (the relay does not use groups).
 MEMBER_LIST_LIMIT = 200
 MEMBER_EVENTS_LIMIT = 200
-MIN_FRAME_MS = 20  # the shortest audio a packet carries (one Opus frame)
-PACKET_SLACK = 25  # MediaRecorder's first chunks may come early and small
 
 
 class VoiceConsumer(BaseConsumer):
@@ -83,8 +81,7 @@ class VoiceConsumer(BaseConsumer):
     # (version, kind -> end ms or None) of the user's sanctions in the current channel.
     _sanctions: tuple[bytes | None, dict[str, int | None]] | None = None
     _floor_deadline = 0.0
-    _floor_packets = 0
-    _floor_packet_limit = 0
+    _floor_budget: services.TalkBudget | None = None
     _floor_timer: asyncio.Task[None] | None = None
 
     # --- lifecycle
@@ -150,8 +147,8 @@ class VoiceConsumer(BaseConsumer):
                     range_km=channel.range_km,
                     is_moderator=me.is_moderator,
                 ),
-                talker=await selectors.talker_of(channel.pk),
-                recent=await selectors.recent_transmissions(channel.pk),
+                talker=await selectors.talker_of(channel.pk, viewer_id=uid),
+                recent=await selectors.recent_transmissions(channel.pk, viewer_id=uid),
             )
         )
         if first and sockets <= MEMBER_EVENTS_LIMIT:
@@ -217,8 +214,7 @@ class VoiceConsumer(BaseConsumer):
             channel_id=channel.pk, user_id=self._uid, nickname=self.nickname, mode=msg.mode
         )
         if floor is None:
-            who = holder["nickname"] if holder else "someone"
-            raise ServiceError("busy", f"{who} is talking")
+            raise ServiceError("busy", await selectors.busy_reason(holder, viewer_id=self._uid))
         try:
             recipients = await selectors.recipients_in_range(
                 channel_id=channel.pk,
@@ -243,8 +239,7 @@ class VoiceConsumer(BaseConsumer):
         self.floor = floor
         loop = asyncio.get_running_loop()
         self._floor_deadline = loop.time() + max_ms / 1000
-        self._floor_packets = 0
-        self._floor_packet_limit = max_ms // MIN_FRAME_MS + PACKET_SLACK
+        self._floor_budget = services.TalkBudget(started=loop.time())
         self._floor_timer = loop.create_task(self._floor_timeout(floor, max_ms / 1000))
         await self.send_model(
             FloorGranted(tx_id=floor.tx_id, max_ms=max_ms, packet_ms=settings.VOICE_PACKET_MS)
@@ -302,14 +297,13 @@ class VoiceConsumer(BaseConsumer):
         floor = self.floor
         if floor is None or header.tx_id != floor.tx_id:
             raise ServiceError("no_floor", "you do not hold the floor for that transmission")
-        if asyncio.get_running_loop().time() > self._floor_deadline:
+        now = asyncio.get_running_loop().time()
+        if now > self._floor_deadline:
             raise ServiceError("no_floor", "the transmission reached its maximum length")
-        # Every packet holds at least one 20 ms frame: more packets than the maximum length
-        # can hold is a flood that would only fill Redis, not a transmission.
-        self._floor_packets += 1
-        if self._floor_packets > self._floor_packet_limit:
-            raise ServiceError("too_many_packets", "more packets than a transmission can hold")
-        await get_relay().audio(channel.pk, floor.tx_id, data)
+        assert self._floor_budget is not None
+        self._floor_budget.spend(now=now, size=len(data))  # pace and bytes of real speech
+        if not await get_relay().audio(channel.pk, floor.tx_id, data):
+            raise ServiceError("channel_full", "this channel holds as much audio as it may")
 
     # --- replay of a missed transmission
     async def on_tx_fetch(self, msg: TxFetch) -> None:

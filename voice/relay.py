@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -91,6 +92,35 @@ def tx_recipients_key(tx_id: int) -> str:
 
 def recent_key(channel_id: int) -> str:
     return key("voice", "ch", channel_id, "recent")
+
+
+def held_bytes_key(channel_id: int, window: int) -> str:
+    return key("voice", "ch", channel_id, "held", window)
+
+
+def held_window_seconds() -> int:
+    """Audio stays in Redis at most the TTL after a transmission's last packet, and a
+    transmission lasts at most its maximum length: everything still held was stored within
+    the current or the previous window of this length."""
+    return settings.VOICE_AUDIO_TTL_SECONDS + settings.VOICE_MAX_TRANSMISSION_SECONDS
+
+
+# KEYS: audio list, held bytes now, held bytes in the previous window.
+# ARGV: packet, pub/sub channel, audio TTL, held-bytes cap, window seconds.
+# Publishes and stores the packet unless the channel would hold more than the cap.
+_AUDIO_LUA = """
+local size = string.len(ARGV[1])
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+held = held + tonumber(redis.call('GET', KEYS[3]) or '0')
+if held + size > tonumber(ARGV[4]) then return 0 end
+redis.call('INCRBY', KEYS[2], size)
+redis.call('EXPIRE', KEYS[2], 2 * tonumber(ARGV[5]))
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+_AUDIO_SHA = hashlib.sha1(_AUDIO_LUA.encode()).hexdigest().encode()  # noqa: S324 - Redis' name
 
 
 def packet_tx_id(packet: bytes) -> int:
@@ -435,6 +465,14 @@ class Relay:
                 started_at=started_at,
                 mode=mode,
             ).model_dump_json(),
+            "say_out": FloorTaken(
+                tx_id=tx_id,
+                user_id=None,
+                nickname="",
+                started_at=started_at,
+                mode=mode,
+                in_range=False,
+            ).model_dump_json(),
         }
         pipe = get_async_redis().pipeline(transaction=False)
         pipe.hset(tx_key(tx_id), mapping=fields)
@@ -448,21 +486,35 @@ class Relay:
         pipe.publish(pubsub_channel(channel_id), _control_frame(control))
         await pipe.execute()
 
-    async def audio(self, channel_id: int, tx_id: int, packet: bytes) -> None:
-        """Publish one packet and keep it for replay: one round trip to Redis."""
+    async def audio(self, channel_id: int, tx_id: int, packet: bytes) -> bool:
+        """Publish one packet and keep it for replay, in one round trip to Redis; False (and
+        nothing published or kept) when the channel already holds
+        VOICE_CHANNEL_MAX_HELD_BYTES of audio."""
         if len(packet) < HEADER_BYTES or packet[0] not in AUDIO_KINDS:
             raise ValueError("not an audio packet (16-byte header, kind 1 or 2)")
         if packet_tx_id(packet) != tx_id:
             raise ValueError("packet header names another transmission")
-        audio_key = tx_audio_key(tx_id)
-        payload = b"".join(
-            (
-                resp_command(b"PUBLISH", pubsub_channel(channel_id), packet),
-                resp_command(b"RPUSH", audio_key, packet),
-                resp_command(b"EXPIRE", audio_key, settings.VOICE_AUDIO_TTL_SECONDS),
-            )
+        window = held_window_seconds()
+        now_window = int(time.time()) // window
+        args = (
+            3,
+            tx_audio_key(tx_id),
+            held_bytes_key(channel_id, now_window),
+            held_bytes_key(channel_id, now_window - 1),
+            packet,
+            pubsub_channel(channel_id),
+            settings.VOICE_AUDIO_TTL_SECONDS,
+            settings.VOICE_CHANNEL_MAX_HELD_BYTES,
+            window,
         )
-        await (await self._publisher()).call(payload, 3)
+        pub = await self._publisher()
+        try:
+            (stored,) = await pub.call(resp_command(b"EVALSHA", _AUDIO_SHA, *args), 1)
+        except RespError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            (stored,) = await pub.call(resp_command(b"EVAL", _AUDIO_LUA, *args), 1)
+        return bool(stored)
 
     async def transmission_end(
         self,
@@ -486,7 +538,10 @@ class Relay:
         say = FloorReleased(
             tx_id=tx_id, user_id=talker_id, duration_ms=duration_ms, reason=reason
         ).model_dump_json()
-        control = {"e": "end", "tx": tx_id, "say": say}
+        say_out = FloorReleased(
+            tx_id=tx_id, user_id=None, duration_ms=0, reason=reason, in_range=False
+        ).model_dump_json()
+        control = {"e": "end", "tx": tx_id, "say": say, "say_out": say_out}
         pipe.publish(pubsub_channel(channel_id), _control_frame(control))
         await pipe.execute()
 
@@ -512,8 +567,9 @@ class Relay:
             return False
         return int(talker) == user_id or everyone == b"1" or bool(member)
 
-    async def recent(self, channel_id: int) -> list[dict[str, Any]]:
-        """Transmissions of the channel still on the server, oldest first (meta only)."""
+    async def recent(self, channel_id: int, *, hearer: int | None = None) -> list[dict[str, Any]]:
+        """Transmissions of the channel still on the server, oldest first (meta only); with
+        `hearer`, only those that user may fetch (a listener then, or the talker)."""
         redis = get_async_redis()
         tx_ids: list[Any] = await redis.zrange(recent_key(channel_id), 0, -1)
         if not tx_ids:
@@ -521,7 +577,16 @@ class Relay:
         pipe = redis.pipeline(transaction=False)
         for tx in tx_ids:
             pipe.hgetall(tx_key(int(tx)))
-        return [_decode_meta(raw) for raw in await pipe.execute() if raw]
+            pipe.sismember(tx_recipients_key(int(tx)), str(hearer or 0))
+        replies = await pipe.execute()
+        out = []
+        for raw, listed in zip(replies[::2], replies[1::2], strict=True):
+            if not raw:
+                continue
+            meta = _decode_meta(raw)
+            if hearer is None or meta["everyone"] or listed or meta["talker_id"] == hearer:
+                out.append(meta)
+        return out
 
     # --- subscription management (callers hold self._lock)
     async def _subscribe(self, channel_id: int) -> None:
@@ -637,7 +702,24 @@ class Relay:
         now = time.monotonic()
         say = msg.get("say")
         if say:
-            self.announce(channel_id, say, skip=msg.get("origin") or None)
+            hears: _Tx | None
+            if msg["e"] == "start":
+                rcpt = msg.get("rcpt")
+                hears = _Tx(
+                    channel_id=channel_id,
+                    talker_id=int(msg["talker"]),
+                    recipients=None if rcpt is None else frozenset(rcpt),
+                    expires_at=0,
+                )
+            else:
+                hears = self._txs.get(int(msg["tx"]))  # None: not known here, say nothing named
+            self.announce(
+                channel_id,
+                say,
+                skip=msg.get("origin") or None,
+                tx=hears,
+                out_of_range=msg.get("say_out"),
+            )
         if msg["e"] == "start":
             rcpt = msg.get("rcpt")
             self._txs[int(msg["tx"])] = _Tx(
@@ -677,24 +759,41 @@ class Relay:
         return tx
 
     # --- local delivery
-    def announce(self, channel_id: int, text: str, *, skip: str | None = None) -> None:
-        """Write a JSON text frame to every local socket of the channel (framed once)."""
+    def announce(
+        self,
+        channel_id: int,
+        text: str,
+        *,
+        skip: str | None = None,
+        tx: _Tx | None = None,
+        out_of_range: str | None = None,
+    ) -> None:
+        """Write a JSON text frame to every local socket of the channel (framed once). With
+        `out_of_range`, sockets that may not hear `tx` (all, when `tx` is unknown) get that
+        text instead: an announcement that names no one."""
         slots = self.listeners.get(channel_id)
         if not slots:
             return
-        frame = None
+        frames: dict[str, bytes] = {}
         for slot in list(slots.values()):
             if skip is not None and getattr(slot.listener, "channel_name", None) == skip:
                 continue
+            say = text
+            if out_of_range is not None:
+                uid = slot.listener.user_id
+                talker = tx is not None and uid == tx.talker_id
+                if not talker and (tx is None or not tx.may_hear(uid)):
+                    say = out_of_range
             raw = slot.raw
             if raw is None or slot.backlog is not None:
-                self._deliver(slot, text)
+                self._deliver(slot, say)
                 continue
+            frame = frames.get(say)
             if frame is None:
-                frame = text_frame(text.encode())
+                frame = frames[say] = text_frame(say.encode())
             if raw.write(frame) is not Write.SENT:
                 # Control must not be lost like late audio: through the ordinary send.
-                self._deliver(slot, text)
+                self._deliver(slot, say)
 
     def fan_out(self, channel_id: int, packet: bytes, tx: _Tx) -> None:
         """Write `packet` to every local listener of the channel allowed to hear `tx`:

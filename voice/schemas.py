@@ -127,9 +127,10 @@ class Me(BaseModel):
 
 class Talker(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: int
+    user_id: int | None  # None (and no nickname) when the joiner is out of the talker's range
     nickname: str
     tx_id: int
+    in_range: bool = True
 
 
 class RecentTx(BaseModel):
@@ -187,12 +188,16 @@ class FloorGranted(Outbound):
 
 
 class FloorTaken(Outbound):
+    """To listeners in the talker's range; members out of range get `in_range` false and
+    neither the talker's id nor name (they must not learn who talks where they cannot hear)."""
+
     type: Literal["floor.taken"] = "floor.taken"
     tx_id: int
-    user_id: int
+    user_id: int | None
     nickname: str
     started_at: int
     mode: str
+    in_range: bool = True
 
 
 ReleaseReason = Literal["released", "disconnected", "timeout", "moderated"]
@@ -201,9 +206,10 @@ ReleaseReason = Literal["released", "disconnected", "timeout", "moderated"]
 class FloorReleased(Outbound):
     type: Literal["floor.released"] = "floor.released"
     tx_id: int
-    user_id: int
+    user_id: int | None  # None for members out of the talker's range
     duration_ms: int
     reason: ReleaseReason
+    in_range: bool = True
 
 
 class TxReplay(Outbound):

@@ -158,11 +158,29 @@ async def floor_holder(channel_id: int) -> dict[str, Any] | None:
     return floor_decode(await get_async_redis().get(keys.floor_key(channel_id)))
 
 
-async def talker_of(channel_id: int) -> Talker | None:
+async def talker_of(channel_id: int, *, viewer_id: int) -> Talker | None:
+    """Who talks now, as `viewer_id` may know it: named only to those who hear it."""
+    from .relay import get_relay
+
     holder = await floor_holder(channel_id)
     if holder is None:
         return None
+    if holder["user_id"] != viewer_id and not await get_relay().may_hear(
+        holder["tx_id"], viewer_id
+    ):
+        return Talker(user_id=None, nickname="", tx_id=holder["tx_id"], in_range=False)
     return Talker(user_id=holder["user_id"], nickname=holder["nickname"], tx_id=holder["tx_id"])
+
+
+async def busy_reason(holder: dict[str, Any] | None, *, viewer_id: int) -> str:
+    """Why a press was refused, naming the talker only to those in their range."""
+    from .relay import get_relay
+
+    if holder is None:
+        return "someone is talking"
+    if await get_relay().may_hear(holder["tx_id"], viewer_id):
+        return f"{holder['nickname']} is talking"
+    return "someone out of your range is talking"
 
 
 async def live_members(channel_id: int) -> dict[int, str]:
@@ -194,12 +212,14 @@ async def live_members(channel_id: int) -> dict[int, str]:
     return members
 
 
-async def recent_transmissions(channel_id: int) -> list[RecentTx]:
-    """Finished transmissions of the channel whose audio the server still holds."""
+async def recent_transmissions(channel_id: int, *, viewer_id: int) -> list[RecentTx]:
+    """Finished transmissions of the channel whose audio the server still holds and that
+    `viewer_id` may fetch (heard live, or would have): a late joiner or a member out of
+    range is offered nothing it would be refused."""
     from .relay import get_relay
 
     recent = []
-    for meta in await get_relay().recent(channel_id):
+    for meta in await get_relay().recent(channel_id, hearer=viewer_id):
         if "duration_ms" not in meta:
             continue  # still on air: the joiner sees it as the talker instead
         recent.append(

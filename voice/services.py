@@ -89,6 +89,35 @@ def channel_create(
     return channel
 
 
+# --- the floor holder's audio budget
+MIN_FRAME_MS = 20  # the shortest audio a packet carries (one Opus frame)
+PACKET_SLACK = 25  # MediaRecorder's first chunks may come early and small
+BYTE_SLACK_MS = 1_000  # a second of audio ahead of real time (buffers flushing at once)
+PACKET_OVERHEAD_BYTES = 32  # the 16-byte header and frame lengths, beside the Opus bytes
+
+
+@dataclass
+class TalkBudget:
+    """What the floor holder may send so far: packets at the pace of real time (elapsed
+    time / the 20 ms Opus frame, plus a small slack) and bytes at a realistic Opus bitrate
+    (VOICE_MAX_BITRATE_BPS). A flood faster or fatter than speech is refused packet by
+    packet, before it costs Redis anything; the transmission's length bounds the total."""
+
+    started: float  # event-loop time when the floor was granted
+    packets: int = 0
+    bytes: int = 0
+
+    def spend(self, *, now: float, size: int) -> None:
+        elapsed_ms = max(0.0, (now - self.started) * 1000)
+        packets = self.packets + 1
+        if packets > elapsed_ms / MIN_FRAME_MS + PACKET_SLACK:
+            raise ServiceError("too_fast", "audio packets faster than real time")
+        allowed = (elapsed_ms + BYTE_SLACK_MS) * settings.VOICE_MAX_BITRATE_BPS / 8000
+        if self.bytes + size > allowed + packets * PACKET_OVERHEAD_BYTES:
+            raise ServiceError("too_many_bytes", "more audio bytes than speech at this length")
+        self.packets, self.bytes = packets, self.bytes + size
+
+
 # --- channel passwords
 # A channel password guards a room for a join, not an account: it is checked on every join
 # attempt, so its cost must fit a join (about a millisecond), not a login (Django's

@@ -307,6 +307,12 @@ VOICE_AUDIO_TTL_SECONDS = env.int("VOICE_AUDIO_TTL_SECONDS", default=30)
 # Changing it invalidates every channel password.
 VOICE_CHANNEL_PASSWORD_PEPPER = env("VOICE_CHANNEL_PASSWORD_PEPPER", default="")
 VOICE_PACKET_MS = env.int("VOICE_PACKET_MS", default=40)
+# Audio a talker may send: Opus voice needs 16-32 kbit/s (the page encodes at 24); 64 leaves
+# room for MediaRecorder's WebM framing. Beyond it a packet is refused.
+VOICE_MAX_BITRATE_BPS = env.int("VOICE_MAX_BITRATE_BPS", default=64_000)
+# Audio kept for replay per channel (all its transmissions within the TTL together); past it
+# a packet is refused, so no channel can fill Redis.
+VOICE_CHANNEL_MAX_HELD_BYTES = env.int("VOICE_CHANNEL_MAX_HELD_BYTES", default=2 * 1024 * 1024)
 VOICE_MAX_TRANSMISSION_SECONDS = env.int("VOICE_MAX_TRANSMISSION_SECONDS", default=60)
 VOICE_LOCATION_TTL_SECONDS = env.int("VOICE_LOCATION_TTL_SECONDS", default=120)
 VOICE_CONNECTION_LOG_RETENTION_DAYS = env.int("VOICE_CONNECTION_LOG_RETENTION_DAYS", default=90)

@@ -133,7 +133,7 @@ def test_push_to_talk_heard_in_range_only(voice_server, new_context) -> None:  #
     assert heard["received"] > 20 and heard["decodeErrors"] == 0
     assert heard["replayStored"] == 1
     assert pb.get_by_test_id("cb-location").is_checked()  # Space did not toggle it
-    pb.get_by_test_id("cb-replays").get_by_role("button", name="▶ Play").click()
+    pb.get_by_test_id("cb-replays").get_by_role("button", name="Play").click()
 
     # C (other channel) and D (880 km away, range 50 km) got nothing.
     for page in (pc, pd):

@@ -417,20 +417,7 @@ async def test_switching_channels_leaves_the_first(amake_user, make_channel):
     await cb.disconnect()
 
 
-async def test_packet_flood_is_cut_at_what_a_transmission_can_hold(
-    amake_user, make_channel, settings
-):
-    settings.VOICE_MAX_TRANSMISSION_SECONDS = 1  # 1000 ms / 20 ms frames + slack = 75 packets
-    a, b = await amake_user(), await amake_user()
-    channel = await make_channel(a)
-    ca, cb = await joined(a, channel), await joined(b, channel)
-    tx_id = await take_floor(ca)
-    for seq in range(76):
-        await ca.send_to(bytes_data=packet(tx_id, seq))
-    await expect_error(ca, "too_many_packets")
-    assert len(await binaries(cb)) == 75
-    await ca.disconnect()
-    await cb.disconnect()
+# The packet pace, byte and per-channel limits: tests/voice/test_abuse_limits.py.
 
 
 async def test_ban_made_in_the_admin_stops_a_connected_talker(amake_user, make_channel):

@@ -257,6 +257,9 @@ async def test_audio_never_in_sql_or_on_disk_and_gone_from_redis_within_ttl(
     assert audio_keys, "the audio is held in Redis for replay"
     for k in audio_keys:
         ttl = await r.pttl(k)
+        if b":held:" in k:  # a byte count per channel (the held-audio cap), no audio in it
+            assert (await r.type(k)) == b"string" and int(await r.get(k)) == len(sent)
+            continue
         assert 0 < ttl <= 2000 or k.endswith(b"txseq") or b":sockets:" in k, (k, ttl)
 
     @sync_to_async
@@ -268,8 +271,8 @@ async def test_audio_never_in_sql_or_on_disk_and_gone_from_redis_within_ttl(
     await asyncio.sleep(2.3)
     leftovers = []
     async for k in r.scan_iter(match=settings.REDIS_KEY_PREFIX + "voice:*"):
-        if k.endswith(b"txseq") or b":sockets:" in k:
-            continue  # a counter and who is connected now: no audio, no location
+        if k.endswith(b"txseq") or b":sockets:" in k or b":held:" in k:
+            continue  # counters and who is connected now: no audio, no location
         leftovers.append(k)
     assert leftovers == []
     # Nothing anywhere in Redis still holds the audio.
@@ -298,3 +301,63 @@ async def test_a_dead_process_socket_is_neither_member_nor_listener(amake_user, 
     assert ghost.pk not in {m["user_id"] for m in cb.joined["members"]}
     await ca.disconnect()
     await cb.disconnect()
+
+
+async def test_out_of_range_members_learn_no_talker_and_get_nothing_to_fetch(
+    amake_user, make_channel
+):
+    talker, near, far = [await amake_user() for _ in range(3)]
+    channel = await make_channel(talker, range_km=10)
+    ct, cn, cf = [await joined(u, channel) for u in (talker, near, far)]
+    await locate(ct, BERLIN)
+    await locate(cn, BERLIN_EAST)
+    await locate(cf, PARIS)
+    for comm in (ct, cn, cf):
+        await frames(comm)
+
+    tx_id = await take_floor(ct)
+    taken_near, taken_far = await expect(cn, "floor.taken"), await expect(cf, "floor.taken")
+    assert (taken_near["user_id"], taken_near["in_range"]) == (talker.pk, True)
+    assert taken_far["in_range"] is False
+    assert taken_far["user_id"] is None and taken_far["nickname"] == ""
+    # Pressing meanwhile: busy, without the name.
+    await cf.send_json_to({"type": "floor.request", "mode": "webcodecs"})
+    busy = await expect_error(cf, "busy")
+    assert "out of your range" in busy["detail"]
+    # A member out of range joining now (another tab) sees an anonymous talker.
+    cf2 = await joined(far, channel)
+    assert cf2.joined["talker"] == {
+        "user_id": None,
+        "nickname": "",
+        "tx_id": tx_id,
+        "in_range": False,
+    }
+    await ct.send_to(bytes_data=packet(tx_id, 0, last=True))
+    await ct.send_json_to({"type": "floor.release", "tx_id": tx_id})
+    released_far = await expect(cf, "floor.released")
+    assert released_far["user_id"] is None and released_far["in_range"] is False
+    assert (await expect(cn, "floor.released"))["user_id"] == talker.pk
+    assert await binaries(cf) == []
+
+    # Joining again later: the held transmission is offered to the near member only.
+    cn2, cf3 = await joined(near, channel), await joined(far, channel)
+    assert [r["tx_id"] for r in cn2.joined["recent"]] == [tx_id]
+    assert cf3.joined["recent"] == []
+    for comm in (ct, cn, cf, cf2, cn2, cf3):
+        await comm.disconnect()
+
+
+async def test_late_joiners_are_not_offered_what_they_may_not_fetch(amake_user, make_channel):
+    talker, early, late = [await amake_user() for _ in range(3)]
+    channel = await make_channel(talker)
+    ct, ce = await joined(talker, channel), await joined(early, channel)
+    tx_id = await take_floor(ct)
+    await ct.send_to(bytes_data=packet(tx_id, 0, last=True))
+    await ct.send_json_to({"type": "floor.release", "tx_id": tx_id})
+    await expect(ce, "floor.released")
+    cl = await joined(late, channel)
+    assert cl.joined["recent"] == []  # not a listener then: fetch would be refused
+    ce2 = await joined(early, channel)
+    assert [r["tx_id"] for r in ce2.joined["recent"]] == [tx_id]
+    for comm in (ct, ce, cl, ce2):
+        await comm.disconnect()

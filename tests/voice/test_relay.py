@@ -122,10 +122,15 @@ async def test_floor_announcements_reach_every_local_socket_but_the_talkers_own(
     taken = near.texts[0]
     assert taken["type"] == "floor.taken" and taken["tx_id"] == 701
     assert taken["user_id"] == 3 and taken["nickname"] == "Ann" and taken["mode"] == "webcodecs"
+    assert taken["in_range"] is True
     assert near.order == ["floor.taken", "audio"]  # who talks, before what they say
-    # Out of range: told who talks, hears nothing. The talker's own socket is told nothing
-    # (it got floor.granted); the same user's other tab is told like everyone else.
-    assert far.texts == [taken] and far.frames == []
+    # Out of range: told only that someone out of range talks (no id, no name), hears
+    # nothing. The talker's own socket is told nothing (it got floor.granted); the same
+    # user's other tab is told like a listener.
+    assert (
+        far.texts == [{**taken, "user_id": None, "nickname": "", "in_range": False}]
+        and far.frames == []
+    )
     assert other_tab.texts == [taken] and talker.texts == []
 
     await relay.transmission_end(30, 701, talker_id=3, duration_ms=1234, reason="timeout")
@@ -135,8 +140,11 @@ async def test_floor_announcements_reach_every_local_socket_but_the_talkers_own(
         "user_id": 3,
         "duration_ms": 1234,
         "reason": "timeout",
+        "in_range": True,
     }
-    await until(lambda: all(s.texts[-1:] == [released] for s in (talker, other_tab, near, far)))
+    anonymous = {**released, "user_id": None, "duration_ms": 0, "in_range": False}
+    await until(lambda: all(s.texts[-1:] == [released] for s in (talker, other_tab, near)))
+    await until(lambda: far.texts[-1:] == [anonymous])
     assert relay.stats.delivered == 1  # the counters are audio's
 
 

@@ -13,6 +13,7 @@ import { Capture, VOICE_CONSTRAINTS } from "./media/capture.js";
 import { packPacket, unpackPacket } from "./media/protocol.js";
 import { Player } from "./media/player.js";
 import { ReplayStore } from "./media/replay-store.js";
+import { flag, icon } from "../../shared/js/icons.js";
 
 const LOCATION_REFRESH_MS = 60_000; // the server forgets a location not refreshed in 120 s
 const REPLAY_LIMIT = 5;
@@ -38,6 +39,7 @@ function start(root) {
     pwDialog: $("[data-cb-password-dialog]"), pwForm: $("[data-cb-password-form]"),
     pwChannel: $("[data-cb-password-channel]"), pwError: $("[data-cb-password-error]"),
     pwCancel: $("[data-cb-password-cancel]"), toast: $("[data-cb-toast]"),
+    notice: $("[data-cb-notice]"), conn: $("[data-cb-conn]"),
   };
   const urls = { channels: root.dataset.channelsUrl, identity: root.dataset.identityUrl };
   const csrf = () => document.querySelector("meta[name=csrf-token]")?.content || "";
@@ -48,11 +50,13 @@ function start(root) {
     me: null, // {user_id, has_location, range_km, is_moderator}
     members: new Map(), // user_id -> member
     memberCount: 0,
-    talker: null, // {user_id, nickname, tx_id}
+    talker: null, // {user_id, nickname, tx_id, in_range}: user_id null when out of range
     recentOnServer: [], // from channel.joined: transmissions still held by the server
     myCountry: null,
     pendingJoin: null, // {channelId, password}
     channels: [],
+    everOpen: false, // the socket has been open once: a later close is a reconnect
+    leaving: null, // why the channel view is about to close: {text}
   };
   const counters = { sent: 0, received: 0, replayed: 0, busy: 0, errors: 0 };
   const store = new ReplayStore({ limit: REPLAY_LIMIT });
@@ -66,6 +70,8 @@ function start(root) {
     // pick up what was missed while away (tx.fetch after channel.joined).
     if (state.channel) socket.send({ type: "channel.join", channel_id: state.channel.id, password: null });
     if (geo.sharing) geo.send();
+    state.everOpen = true;
+    setStatus();
   });
   socket.addEventListener("close", () => {
     if (talk.active) talk.abort();
@@ -104,9 +110,20 @@ function start(root) {
   });
   socket.on("moderated", (m) => {
     const until = m.until ? ` until ${new Date(m.until).toLocaleString()}` : "";
+    const name = state.channel?.name || "the channel";
     if (m.action === "unmuted") { toast("A moderator unmuted you: you can talk again.", "info"); return; }
-    toast(`A moderator ${m.action} you${m.action === "kicked" ? "" : until}.`);
-    if (m.action === "muted" && talk.active) talk.abort();
+    if (m.action === "muted") {
+      toast(`A moderator muted you in ${name}${until || " until they unmute you"}.`);
+      if (talk.active) talk.abort();
+      return;
+    }
+    // A kick or ban: channel.left follows and the view closes with this message.
+    state.leaving = {
+      kind: m.action,
+      text: m.action === "kicked"
+        ? `A moderator removed you from ${name}. You may join it again.`
+        : `A moderator banned you from ${name}${until || " with no end date"}.`,
+    };
   });
   socket.on("mod.ok", (m) => toast(`Done: ${m.action}.`, "info"));
   socket.on("error", onError);
@@ -144,7 +161,7 @@ function start(root) {
     }
     for (const c of state.channels) {
       const btn = el("button", { type: "button", "data-channel-id": c.id, "data-testid": `cb-channel-${c.id}` },
-        el("span", { class: "cb-chan-icon", "aria-hidden": "true" }, c.is_protected ? "🔒" : "📻"),
+        el("span", { class: "cb-chan-icon" }, icon(c.is_protected ? "lock" : "radio", c.is_protected ? "Password" : "")),
         el("span", { class: "cb-chan-text" },
           el("strong", {}, c.name),
           el("small", {}, [c.range_km ? `${c.range_km} km range` : "Unlimited range", c.description].filter(Boolean).join(" · "))));
@@ -201,9 +218,10 @@ function start(root) {
     const known = state.channels.find((c) => c.id === m.channel.id);
     if (known) known.is_member = true;
     ui.empty.hidden = true;
+    ui.notice.hidden = true;
     ui.channel.hidden = false;
     root.dataset.inChannel = "true";
-    ui.channelName.textContent = m.channel.name + (m.channel.is_protected ? " 🔒" : "");
+    ui.channelName.replaceChildren(m.channel.name, ...(m.channel.is_protected ? [" ", icon("lock", "Password protected")] : []));
     ui.channelDescription.textContent = m.channel.description;
     renderChannelList();
     renderMembers();
@@ -218,19 +236,34 @@ function start(root) {
   }
 
   function leaveView() {
+    const name = state.channel?.name || "the channel";
+    const why = state.leaving || { kind: "left", text: `You left ${name}.` };
+    state.leaving = null;
     if (talk.active) talk.abort();
     talk.stopMicrophone();
     player.reset();
     store.clear();
     state.channel = state.me = state.talker = null;
     state.members.clear();
+    state.memberCount = 0;
+    state.recentOnServer = [];
+    // Nothing of the old channel stays on screen: its name, members, replays, talk button.
+    ui.channelName.replaceChildren();
+    ui.channelDescription.textContent = "";
+    ui.members.replaceChildren();
+    ui.replays.replaceChildren();
     ui.channel.hidden = true;
     ui.empty.hidden = false;
+    ui.notice.textContent = why.text;
+    ui.notice.dataset.kind = why.kind;
+    ui.notice.hidden = false;
     root.dataset.inChannel = "false";
     renderChannelList();
+    setStatus();
   }
 
   ui.leave.addEventListener("click", () => {
+    state.leaving = { kind: "left", text: `You left ${state.channel?.name || "the channel"}.` };
     socket.send({ type: "channel.leave" });
   });
 
@@ -293,7 +326,7 @@ function start(root) {
           m.muted ? el("span", { class: "cb-tag muted" }, "muted") : ""),
         el("small", {}, [m.country_name, m.description].filter(Boolean).join(" · ") || "—"));
       const li = el("li", { "data-user-id": m.user_id, "data-talking": String(state.talker?.user_id === m.user_id) },
-        el("span", { class: "cb-flag", title: m.country_name || "Country unknown" }, m.flag || "🏳️"), text);
+        el("span", { class: "cb-flag", title: m.country_name || "Country unknown" }, flag(m.country, m.country_name)), text);
       if (state.me?.is_moderator && !me) {
         const mod = el("span", { class: "cb-mod" });
         const actions = [m.muted ? ["mod.unmute", "Unmute", ""] : ["mod.mute", "Mute", ""],
@@ -318,20 +351,22 @@ function start(root) {
   let talkerTimer = null;
 
   function onFloorTaken(m) {
-    state.talker = { user_id: m.user_id, nickname: m.nickname, tx_id: m.tx_id };
+    state.talker = { user_id: m.user_id, nickname: m.nickname, tx_id: m.tx_id, in_range: m.in_range !== false };
     // If the talker's server process dies, no floor.released ever comes: the floor expires
     // on the server after the maximum length, and so does the indicator here.
     clearTimeout(talkerTimer);
     talkerTimer = setTimeout(() => {
       if (state.talker?.tx_id === m.tx_id) { state.talker = null; setStatus(); renderMembers(); }
     }, maxMs + 3000);
-    store.begin(m.tx_id, { userId: m.user_id, nickname: m.nickname, mode: m.mode });
+    // Out of range: nothing will arrive, so nothing to list or replay.
+    if (state.talker.in_range) store.begin(m.tx_id, { userId: m.user_id, nickname: m.nickname, mode: m.mode });
     setStatus();
     renderMembers();
   }
 
   function onFloorReleased(m) {
     if (state.talker?.tx_id === m.tx_id) state.talker = null;
+    if (m.in_range === false) { setStatus(); renderMembers(); return; }
     if (talk.txId === m.tx_id && talk.active) talk.abort(m.reason === "timeout" ? "Maximum length reached." : "");
     else player.endTransmission(m.tx_id);
     store.end(m.tx_id);
@@ -345,24 +380,33 @@ function start(root) {
   function setStatus() {
     let st = "idle";
     let text = state.channel ? "Channel is quiet" : "";
+    let conn = "open";
+    let connText = "Connected";
     if (!socket.open) {
       st = "offline";
+      conn = socket.ended ? "offline" : "connecting";
       // After a logout elsewhere (or a refused connection) nothing will reconnect by itself.
-      text = socket.ended ? "Disconnected. Reload the page to connect again." : "Reconnecting…";
+      if (socket.ended) text = "Disconnected. Reload the page to connect again.";
+      else text = state.everOpen ? "Reconnecting…" : "Connecting…";
+      connText = text;
     }
     else if (talk.active) { st = "me"; text = "You are talking"; }
+    else if (state.talker && !state.talker.in_range) { st = "busy"; text = "Someone out of your range is talking"; }
     else if (state.talker) { st = "talking"; text = `${state.talker.nickname} is talking`; }
     ui.status.dataset.state = st;
     ui.statusText.textContent = text;
+    ui.conn.dataset.state = conn;
+    ui.conn.textContent = connText;
     let ptt = "idle";
     let label = "Hold to talk";
     if (talk.active) { ptt = "talking"; label = "Talking…"; }
     else if (talk.requesting) { ptt = "requesting"; label = "…"; }
     else if (talk.busyUntil > performance.now()) { ptt = "busy"; label = "Busy"; }
+    else if (state.talker && !state.talker.in_range) { ptt = "busy"; label = "Channel busy"; }
     else if (state.talker) { ptt = "listening"; label = "Listening"; }
     ui.ptt.dataset.state = ptt;
     ui.pttLabel.textContent = label;
-    ui.ptt.disabled = !state.channel;
+    ui.ptt.disabled = !state.channel || !socket.open;
   }
 
   // --- received audio
@@ -381,9 +425,10 @@ function start(root) {
   }
 
   function renderReplays() {
-    const heard = store.list();
+    // A transmission that ended with no audio (a press without sound) leaves nothing to play.
+    const heard = store.list().filter((r) => r.packets > 0 || !r.complete);
     const items = heard.map((r) => {
-      const b = el("button", { type: "button", class: "secondary", "data-testid": `cb-replay-${r.txId}` }, "▶ Play");
+      const b = el("button", { type: "button", class: "secondary", "data-testid": `cb-replay-${r.txId}` }, icon("play"), " Play");
       b.addEventListener("click", async () => {
         await player.resume();
         const full = store.get(r.txId);
@@ -393,13 +438,16 @@ function start(root) {
       return el("li", {},
         el("span", { class: "cb-member-text" },
           el("strong", {}, r.meta.nickname || "Someone"),
-          el("small", {}, `${new Date(r.startedAt).toLocaleTimeString()} · ${secs} s${r.meta.missed ? " · missed, downloaded" : ""}`)),
-        r.packets ? b : "");
+          el("small", {}, r.complete
+            ? `${new Date(r.startedAt).toLocaleTimeString()} · ${secs} s${r.meta.missed ? " · missed, downloaded" : ""}`
+            : "receiving…")),
+        r.packets && r.complete ? b : "");
     });
     // Missed transmissions the server still holds: offer to download them.
     for (const r of state.recentOnServer) {
       if (store.find(r.tx_id) || r.user_id === state.me?.user_id) continue;
-      const b = el("button", { type: "button", class: "secondary" }, "⤓ Fetch");
+      // The server lists only what this user may fetch (heard it live, or would have).
+      const b = el("button", { type: "button", class: "secondary", "data-testid": `cb-fetch-${r.tx_id}` }, icon("download"), " Fetch");
       b.addEventListener("click", () => socket.send({ type: "tx.fetch", tx_id: r.tx_id }));
       items.push(el("li", {},
         el("span", { class: "cb-member-text" }, el("strong", {}, r.nickname),
@@ -418,7 +466,7 @@ function start(root) {
       if (this.pressed || !state.channel || !socket.open) return;
       this.pressed = true;
       player.resume().catch(() => {});
-      if (state.talker && state.talker.user_id !== state.me?.user_id) { this.busy(); return; }
+      if (state.talker && (!state.talker.in_range || state.talker.user_id !== state.me?.user_id)) { this.busy(); return; }
       this.requesting = true;
       setStatus();
       const mode = Capture.preferredMode();
@@ -604,7 +652,7 @@ function start(root) {
     if (!state.channel) return;
     const km = state.channel.range_km;
     const has = state.me?.has_location;
-    const country = state.myCountry?.country_name ? ` Others see only your country: ${state.myCountry.flag} ${state.myCountry.country_name}.` : "";
+    const country = state.myCountry?.country_name ? ` Others see only your country: ${state.myCountry.country_name}.` : "";
     let text;
     if (!km) text = "Unlimited channel: everyone in it hears you, wherever they are.";
     else if (has) text = `Your range: ${km} km. You hear and reach members within ${km} km (and those who share no location).`;
