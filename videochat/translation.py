@@ -62,6 +62,11 @@ def get_backend() -> TranslationBackend:
     return NoTranslation()
 
 
+def is_available() -> bool:
+    """Whether chat lines can be translated at all (a backend is configured)."""
+    return not isinstance(get_backend(), NoTranslation)
+
+
 def base_language(code: str) -> str:
     """ "pt-BR" and "pt" are one language for deciding whether to translate."""
     base = code.split("-")[0].split("_")[0].lower()

@@ -20,7 +20,7 @@ from realtime.errors import ServiceError
 from realtime.keys import rate_key
 from realtime.ratelimit import allow_async
 
-from . import conf, geo, selectors, services
+from . import conf, geo, selectors, services, translation
 from . import matchmaking as mm
 from .forms import AppealForm, ChatSettingsForm, ReportForm
 from .models import Ban, Report, ReportReason
@@ -63,6 +63,8 @@ def index(request: HttpRequest) -> HttpResponse:
             }
         ),
         "report_reasons": ReportReason.choices,
+        # With no translation backend the option is shown as unavailable, not left silent.
+        "translation_available": translation.is_available(),
     }
     return render(request, "videochat/index.html", context)
 

@@ -147,7 +147,9 @@ class VoiceConsumer(BaseConsumer):
                     range_km=channel.range_km,
                     is_moderator=me.is_moderator,
                 ),
-                talker=await selectors.talker_of(channel.pk, viewer_id=uid),
+                talker=await selectors.talker_of(
+                    channel.pk, viewer_id=uid, range_km=channel.range_km
+                ),
                 recent=await selectors.recent_transmissions(channel.pk, viewer_id=uid),
             )
         )
@@ -214,7 +216,10 @@ class VoiceConsumer(BaseConsumer):
             channel_id=channel.pk, user_id=self._uid, nickname=self.nickname, mode=msg.mode
         )
         if floor is None:
-            raise ServiceError("busy", await selectors.busy_reason(holder, viewer_id=self._uid))
+            reason = await selectors.busy_reason(
+                holder, viewer_id=self._uid, range_km=channel.range_km
+            )
+            raise ServiceError("busy", reason)
         try:
             recipients = await selectors.recipients_in_range(
                 channel_id=channel.pk,

@@ -158,27 +158,47 @@ async def floor_holder(channel_id: int) -> dict[str, Any] | None:
     return floor_decode(await get_async_redis().get(keys.floor_key(channel_id)))
 
 
-async def talker_of(channel_id: int, *, viewer_id: int) -> Talker | None:
-    """Who talks now, as `viewer_id` may know it: named only to those who hear it."""
+async def within_range(*, talker_id: int, viewer_id: int, range_km: int) -> bool:
+    """Is `viewer_id` within the talker's range now? Yes unless the channel has a range and
+    both share a live location farther apart than it (the rule recipients_in_range applies)."""
+    if range_km <= 0 or talker_id == viewer_id:
+        return True
+    if not (await has_location(talker_id) and await has_location(viewer_id)):
+        return True
+    try:
+        km = await get_async_redis().geodist(
+            keys.geo_key(), str(talker_id), str(viewer_id), unit="km"
+        )
+    except redis.ResponseError:
+        return True
+    return km is None or float(km) <= range_km
+
+
+async def _named_to(holder: dict[str, Any], *, viewer_id: int, range_km: int) -> bool:
+    """May `viewer_id` learn who holds the floor? A listener of the transmission may, and so
+    may a member who joined after it began but is in range; a member out of range may not."""
     from .relay import get_relay
 
+    if holder["user_id"] == viewer_id or await get_relay().may_hear(holder["tx_id"], viewer_id):
+        return True
+    return await within_range(talker_id=holder["user_id"], viewer_id=viewer_id, range_km=range_km)
+
+
+async def talker_of(channel_id: int, *, viewer_id: int, range_km: int) -> Talker | None:
+    """Who talks now, as `viewer_id` may know it: named only to those in the talker's range."""
     holder = await floor_holder(channel_id)
     if holder is None:
         return None
-    if holder["user_id"] != viewer_id and not await get_relay().may_hear(
-        holder["tx_id"], viewer_id
-    ):
+    if not await _named_to(holder, viewer_id=viewer_id, range_km=range_km):
         return Talker(user_id=None, nickname="", tx_id=holder["tx_id"], in_range=False)
     return Talker(user_id=holder["user_id"], nickname=holder["nickname"], tx_id=holder["tx_id"])
 
 
-async def busy_reason(holder: dict[str, Any] | None, *, viewer_id: int) -> str:
+async def busy_reason(holder: dict[str, Any] | None, *, viewer_id: int, range_km: int) -> str:
     """Why a press was refused, naming the talker only to those in their range."""
-    from .relay import get_relay
-
     if holder is None:
         return "someone is talking"
-    if await get_relay().may_hear(holder["tx_id"], viewer_id):
+    if await _named_to(holder, viewer_id=viewer_id, range_km=range_km):
         return f"{holder['nickname']} is talking"
     return "someone out of your range is talking"
 

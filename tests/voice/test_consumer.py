@@ -96,10 +96,14 @@ async def test_talk_reaches_listener_and_floor_events(amake_user, make_channel):
         assert released["tx_id"] == tx_id and released["reason"] == "released"
     assert not [f for f in await frames(ca) if isinstance(f, bytes)]  # talker hears no echo
 
-    # A newcomer sees the finished transmission among the recent ones.
+    # A listener joining again (another tab) is offered the finished transmission; a
+    # newcomer, who was no listener and would be refused it, is not.
+    cb2 = await joined(b, channel)
+    assert [r["tx_id"] for r in cb2.joined["recent"]] == [tx_id]
     c = await amake_user()
     cc = await joined(c, channel)
-    assert [r["tx_id"] for r in cc.joined["recent"]] == [tx_id]
+    assert cc.joined["recent"] == []
+    await cb2.disconnect()
     for comm in (ca, cb, cc):
         await comm.disconnect()
 
@@ -125,7 +129,12 @@ async def test_joining_during_a_transmission_shows_the_talker(amake_user, make_c
     ca = await joined(a, channel)
     tx_id = await take_floor(ca)
     cb = await joined(b, channel)
-    assert cb.joined["talker"] == {"user_id": a.pk, "nickname": a.profile.nickname, "tx_id": tx_id}
+    assert cb.joined["talker"] == {
+        "user_id": a.pk,
+        "nickname": a.profile.nickname,
+        "tx_id": tx_id,
+        "in_range": True,
+    }
     await ca.disconnect()
     released = await expect(cb, "floor.released")
     assert released["reason"] == "disconnected"

@@ -3,7 +3,8 @@
 import { LiveSocket } from "../../shared/js/socket.js";
 import { watchEntitlements } from "../../payments/js/entitlements.js";
 import { collectClientInfo } from "./client-info.js";
-import { countryOptions, flagEmoji, languageOptions } from "./options.js";
+import { countryOptions, languageOptions } from "./options.js";
+import { flag } from "../../shared/js/icons.js";
 import { PeerSession } from "./rtc.js";
 import { VideoChatSession } from "./session.js";
 import { captureFrame } from "./snapshot.js";
@@ -58,6 +59,7 @@ function init(root) {
 
   let localStream = null;
   let lastFrame = null; // a still of the last partner, for a report after they left
+  let partnerName = "Stranger"; // as the partner card shows them; the chat uses the same
   let noticeTimer = null;
 
   const socket = new LiveSocket("/ws/videochat/");
@@ -85,7 +87,7 @@ function init(root) {
   session.addEventListener("state", ({ detail: { state } }) => render(state));
   session.addEventListener("ready", ({ detail: { me, filtersAllowed } }) => {
     setFiltersAllowed(filtersAllowed);
-    if (ui.meFlag && me?.flag) ui.meFlag.textContent = me.flag;
+    if (ui.meFlag && me?.country) ui.meFlag.replaceChildren(flag(me.country, me.country_name));
   });
   session.addEventListener("entitlements", ({ detail: { filtersAllowed } }) => {
     setFiltersAllowed(filtersAllowed);
@@ -206,7 +208,7 @@ function init(root) {
     delete root.dataset.queued;
     const matched = state === "matched";
     chatInput.disabled = chatSend.disabled = !matched;
-    const target = ui.settings.elements.translate_to.value;
+    const target = ui.settings.elements.translate_to.disabled ? "" : ui.settings.elements.translate_to.value;
     ui.chatHint.textContent = !matched ? "Messages appear here once you're connected."
       : target ? `Say hello. Your partner's messages are translated into ${languageName(target)}.`
         : "Say hello.";
@@ -221,7 +223,7 @@ function init(root) {
       wantGender: f.want_gender.disabled ? "" : f.want_gender.value,
       wantCountry: f.want_country.disabled ? "" : f.want_country.value,
       language: f.language.value,
-      translateTo: f.translate_to.value,
+      translateTo: f.translate_to.disabled ? "" : f.translate_to.value,
     };
   }
 
@@ -237,9 +239,11 @@ function init(root) {
   function showPartner(partner) {
     ui.partner.hidden = !partner;
     if (!partner) return;
-    ui.partnerFlag.textContent = partner.flag || flagEmoji(partner.country);
-    ui.partnerFlag.hidden = !ui.partnerFlag.textContent;
-    ui.partnerName.textContent = partner.name || "Stranger";
+    ui.partnerFlag.replaceChildren(flag(partner.country, partner.country_name));
+    // One name for the partner everywhere (card and chat): the nickname they chose to show,
+    // else "Stranger". Nothing else about their account is sent (docs/protocols/videochat.md).
+    partnerName = partner.name || "Stranger";
+    ui.partnerName.textContent = partnerName;
     ui.partnerFlag.title = partner.country_name || "";
     const gender = { f: "woman", m: "man" }[partner.gender] ?? "";
     const language = partner.language ? languageName(partner.language) : "";
@@ -253,18 +257,31 @@ function init(root) {
     li.dataset.testid = "chat-line";
     const who = document.createElement("span");
     who.className = "vc-who";
-    who.textContent = line.from === "me" ? "You" : "Stranger";
+    who.textContent = line.from === "me" ? "You" : partnerName;
     const original = document.createElement("p");
     original.className = "vc-original";
     original.textContent = line.text;
     if (line.lang) original.lang = line.lang;
-    li.append(who, original);
+    li.append(who);
     if (line.translation && line.translation !== line.text) {
+      // The translation first; the original on demand.
       const translated = document.createElement("p");
       translated.className = "vc-translation";
       translated.dataset.testid = "chat-translation";
       translated.textContent = line.translation;
-      li.append(translated);
+      original.hidden = true;
+      const toggle = document.createElement("button");
+      toggle.type = "button";
+      toggle.className = "link vc-show-original";
+      toggle.dataset.testid = "show-original";
+      toggle.textContent = "Show original";
+      toggle.addEventListener("click", () => {
+        original.hidden = !original.hidden;
+        toggle.textContent = original.hidden ? "Show original" : "Hide original";
+      });
+      li.append(translated, toggle, original);
+    } else {
+      li.append(original);
     }
     ui.chatLog.append(li);
     ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
@@ -364,7 +381,7 @@ function fillSelects(form, data) {
   for (const select of form.querySelectorAll("[data-vc-options]")) {
     const list = select.dataset.vcOptions === "countries" ? countries : languages;
     for (const { code, name } of list) {
-      const label = select.dataset.vcOptions === "countries" ? `${flagEmoji(code)} ${name}` : name;
+      const label = name; // an <option> shows text only: no emoji flags (many systems lack the font)
       select.append(new Option(label, code));
     }
   }
