@@ -239,7 +239,8 @@ function init(root) {
   function showPartner(partner) {
     ui.partner.hidden = !partner;
     if (!partner) return;
-    ui.partnerFlag.replaceChildren(flag(partner.country, partner.country_name));
+    ui.partnerFlag.replaceChildren(...(partner.country ? [flag(partner.country, partner.country_name)] : []));
+    ui.partnerFlag.hidden = !partner.country;
     // One name for the partner everywhere (card and chat): the nickname they chose to show,
     // else "Stranger". Nothing else about their account is sent (docs/protocols/videochat.md).
     partnerName = partner.name || "Stranger";
