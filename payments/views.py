@@ -7,7 +7,7 @@ from itertools import groupby
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -17,6 +17,7 @@ from realtime.errors import ServiceError
 from . import selectors, services
 from .forms import CheckoutForm
 from .models import Provider
+from .providers import google_play_api
 from .providers.state import ProviderError
 
 
@@ -110,3 +111,16 @@ def renewal_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, "Renewal canceled: Premium stays until the paid period ends.")
     return redirect("payments:purchases")
+
+
+@login_required
+def google_play_account(request: HttpRequest) -> HttpResponse:
+    """For the Android app: the id it passes to Play as obfuscatedAccountId, by which a
+    purchase's notification finds this account."""
+    user_id: int = request.user.pk  # type: ignore[assignment]
+    return JsonResponse(
+        {
+            "obfuscated_account_id": google_play_api.account_id_for(user_id),
+            "package_name": settings.GOOGLE_PLAY_PACKAGE_NAME,
+        }
+    )

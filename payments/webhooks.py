@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from . import services
 from .models import Provider
-from .providers import paypal_api, stripe_api
+from .providers import google_play_api, paypal_api, stripe_api
 from .providers.state import VerifiedEvent, WebhookRefused
 
 log = logging.getLogger(__name__)
@@ -48,3 +48,16 @@ def paypal_webhook(request: HttpRequest) -> HttpResponse:
     except WebhookRefused as exc:
         return _refuse(Provider.PAYPAL, exc)
     return _accept(Provider.PAYPAL, event)
+
+
+@csrf_exempt
+@require_POST
+def google_play_webhook(request: HttpRequest) -> HttpResponse:
+    """Real-time developer notifications, pushed by Pub/Sub with an OIDC token."""
+    try:
+        event = google_play_api.webhook_verify(
+            payload=request.body, authorization=request.headers.get("Authorization", "")
+        )
+    except WebhookRefused as exc:
+        return _refuse(Provider.GOOGLE_PLAY, exc)
+    return _accept(Provider.GOOGLE_PLAY, event)

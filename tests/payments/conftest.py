@@ -47,3 +47,43 @@ def paypal(settings, tmp_path):  # type: ignore[no-untyped-def]
     paypal_api.http.mount("https://", HTTPAdapter())
     paypal_api._certs.clear()
     paypal_api._token = None
+
+
+@pytest.fixture
+def google(settings, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """Google Play: the push token's signing certificates and the Android Publisher API,
+    answered at the transports the adapter's clients use."""
+    import json
+    from types import SimpleNamespace
+
+    from requests.adapters import HTTPAdapter
+
+    from payments.providers import google_play_api
+    from tests.payments import google_fake as g
+
+    signer = g.rsa_key()
+    sa_key = g.rsa_key()
+    sa_file = tmp_path / "play-service-account.json"
+    sa_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "example-project",
+                "private_key_id": "sa-key-1",
+                "private_key": g.key_pem(sa_key),
+                "client_email": "play-api@example-project.iam.gserviceaccount.com",
+                "client_id": "42",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    settings.GOOGLE_PLAY_PACKAGE_NAME = g.PACKAGE
+    settings.GOOGLE_PLAY_SERVICE_ACCOUNT_FILE = str(sa_file)
+    settings.GOOGLE_PUBSUB_AUDIENCE = g.AUDIENCE
+    settings.GOOGLE_PUBSUB_SERVICE_ACCOUNT = g.PUSHER
+    certs = g.CertsAdapter({"kid-1": g.self_signed(signer)})
+    google_play_api.certs_http.mount("https://", certs)
+    api = g.PlayApi()
+    monkeypatch.setattr(google_play_api, "api_http_factory", api)
+    yield SimpleNamespace(signer=signer, certs=certs, api=api)
+    google_play_api.certs_http.mount("https://", HTTPAdapter())
