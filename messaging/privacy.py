@@ -26,6 +26,7 @@ from .models import (
     OneTimeKey,
     RoomEvent,
 )
+from .selectors import expiry_of
 
 
 def user_data_delete(*, user_id: int) -> list[FieldFile]:
@@ -79,14 +80,37 @@ def user_data_export(*, user_id: int) -> registry.ExportPart:
         for k in CrossSigningKey.objects.filter(user_id=user_id).order_by("usage")
     ]
     part.collections["callsapp_messages_awaiting_delivery"] = [
-        {"event_id": e.event_id, "room_id": e.room.room_id, "sent_at": e.created_at}
+        {
+            "event_id": e.event_id,
+            "room_id": e.room.room_id,
+            "sent_at": e.created_at,
+            "expires_at": expiry_of(e.created_at),
+        }
         for e in RoomEvent.objects.filter(sender_id=user_id, delivered_at=None)
         .select_related("room")
         .order_by("pk")
     ]
     part.collections["callsapp_attachments_awaiting_fetch"] = [
-        {"media_id": b.media_id, "size": b.size, "uploaded_at": b.created_at}
+        {
+            "media_id": b.media_id,
+            "size": b.size,
+            "uploaded_at": b.created_at,
+            "expires_at": expiry_of(b.created_at),
+        }
         for b in MediaBlob.objects.filter(uploader_id=user_id).order_by("pk")
+    ]
+    # Encrypted items waiting for one of the user's devices to fetch them (not readable).
+    devices = dict(Device.objects.filter(user_id=user_id).values_list("pk", "device_id"))
+    part.collections["callsapp_waiting_for_your_devices"] = [
+        {
+            "device_id": devices.get(item.device_pk, ""),
+            "kind": item.kind,
+            "waiting_since": item.created_at,
+            "expires_at": expiry_of(item.created_at),
+        }
+        for item in StreamItem.objects.filter(
+            user_id=user_id, kind__startswith="messaging."
+        ).order_by("device_pk", "seq")
     ]
     return part
 

@@ -204,6 +204,10 @@ def test_what_we_hold_lists_it_all_and_links_to_export_and_delete():
         "Kazan",  # linked logins
         "203.0.113.9",  # CBLINE connection log
         "pi_kept_for_accounting",  # payments (orders)
+        "Premium",  # entitlements
+        "Callsapp messages awaiting delivery",  # CallsApp pending envelopes, with expiry
+        "Callsapp waiting for your devices",
+        "expires_at",
         'action="/privacy/export/"',
         'href="/profile/delete/"',
     ):
