@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.socialaccount.adapter import get_adapter as social_adapter
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
@@ -71,9 +72,14 @@ def home(request: HttpRequest) -> HttpResponse:
             allowed = selectors.meets_age_rule(user, product["key"])  # type: ignore[arg-type]
         products.append({**product, "min_age": minimum, "allowed": allowed})
     missing_birth_date = user.is_authenticated and selectors.birth_date_missing(user)  # type: ignore[arg-type]
-    return render(
-        request, "home.html", {"products": products, "missing_birth_date": missing_birth_date}
-    )
+    # Only the logins that are configured here (our adapter hides apps without a client id).
+    social = [p.name for p in social_adapter().list_providers(request)]
+    context = {
+        "products": products,
+        "missing_birth_date": missing_birth_date,
+        "social_logins": social,
+    }
+    return render(request, "home.html", context)
 
 
 @login_required

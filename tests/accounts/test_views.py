@@ -261,3 +261,20 @@ def test_admin_lists_users_profiles_devices():
         "/admin/accounts/device/",
     ):
         assert client.get(path).status_code == 200, path
+
+
+# --- the home page offers only the logins that are configured
+def test_home_offers_no_social_login_that_is_not_configured(client):
+    page = client.get("/").content.decode()
+    promise = page.split('data-testid="login-methods"')[1].split("</div>")[0]
+    for name in ("Facebook", "VK", " X"):
+        assert name not in promise
+    assert "email" in promise.lower()
+    login = client.get("/accounts/login/").content.decode()
+    assert "Facebook" not in login and "provider-mark" not in login
+
+
+def test_home_names_each_configured_login(client, providers):  # type: ignore[no-untyped-def]
+    page = client.get("/").content.decode()
+    promise = page.split('data-testid="login-methods"')[1].split("</div>")[0]
+    assert "Facebook" in promise and "VK" in promise and " or X" in promise
