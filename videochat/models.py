@@ -57,7 +57,8 @@ class Report(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"report #{self.pk} ({self.reason}) against {self.reported_id}"
+        who = self.reported or "a deleted account"
+        return f"Report #{self.pk}: {who} reported for {self.get_reason_display().lower()}"
 
 
 class Ban(models.Model):
@@ -98,7 +99,8 @@ class Ban(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"ban #{self.pk} of {self.user_id} until {self.expires_at:%Y-%m-%d %H:%M}"
+        who = self.user or "A deleted account"
+        return f"{who} banned until {self.expires_at:%Y-%m-%d %H:%M} (ban #{self.pk})"
 
     @property
     def is_active(self) -> bool:

@@ -28,6 +28,7 @@ from .keys import channel_group, voice_user_group
 from .models import Channel, SanctionKind
 from .relay import get_relay
 from .schemas import (
+    BanList,
     ChannelInfo,
     ChannelJoin,
     ChannelJoined,
@@ -45,10 +46,12 @@ from .schemas import (
     MemberLeft,
     MemberUpdated,
     ModBan,
+    ModBans,
     Moderated,
     ModKick,
     ModMute,
     ModOk,
+    ModUnban,
     ModUnmute,
     PacketHeader,
     ReleaseReason,
@@ -343,6 +346,15 @@ class VoiceConsumer(BaseConsumer):
 
     async def on_mod_ban(self, msg: ModBan) -> None:
         await self._moderate("ban", msg.user_id, msg.minutes)
+
+    async def on_mod_unban(self, msg: ModUnban) -> None:
+        await self._moderate("unban", msg.user_id, 0)
+
+    async def on_mod_bans(self, msg: ModBans) -> None:
+        channel = self._require_channel()
+        if not await db(selectors.may_moderate)(channel, self.user):
+            raise NotAllowed("only the channel's moderators may do that")
+        await self.send_model(BanList(bans=await db(selectors.channel_bans)(channel.pk)))
 
     async def _moderate(self, action: str, target_id: int, minutes: int) -> None:
         channel = self._require_channel()

@@ -59,7 +59,7 @@ class ChannelMembership(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user_id} in {self.channel_id}"
+        return f"{self.user} in {self.channel}"
 
 
 class SanctionKind(models.TextChoices):
@@ -89,7 +89,9 @@ class ChannelSanction(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} {self.user_id} in {self.channel_id}"
+        # A sentence for the admin: "bob@example.com muted in Night Owls until 2026-12-01 10:00".
+        until = f"until {self.until:%Y-%m-%d %H:%M}" if self.until else "with no end"
+        return f"{self.user} {self.get_kind_display().lower()} in {self.channel} {until}"
 
 
 class ConnectionLog(models.Model):

@@ -76,6 +76,17 @@ class ModBan(Inbound):
     minutes: Minutes = 0
 
 
+class ModUnban(Inbound):
+    type: Literal["mod.unban"]
+    user_id: UserId
+
+
+class ModBans(Inbound):
+    """A moderator asks for the channel's bans in force (answer: `mod.bans`)."""
+
+    type: Literal["mod.bans"]
+
+
 VoiceInbound = Annotated[
     ChannelJoin
     | ChannelLeave
@@ -87,7 +98,9 @@ VoiceInbound = Annotated[
     | ModMute
     | ModUnmute
     | ModKick
-    | ModBan,
+    | ModBan
+    | ModUnban
+    | ModBans,
     Field(discriminator="type"),
 ]
 inbound_adapter: TypeAdapter[VoiceInbound] = TypeAdapter(VoiceInbound)
@@ -232,6 +245,18 @@ class ModOk(Outbound):
     type: Literal["mod.ok"] = "mod.ok"
     action: Literal["muted", "unmuted", "kicked", "banned", "unbanned"]
     user_id: int
+
+
+class BannedMember(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int
+    nickname: str
+    until: int | None  # ms since epoch; None = until a moderator lifts it
+
+
+class BanList(Outbound):
+    type: Literal["mod.bans"] = "mod.bans"
+    bans: list[BannedMember]
 
 
 class Moderated(Outbound):

@@ -21,7 +21,7 @@ from realtime.redis import get_async_redis
 
 from . import keys
 from .models import Channel, ChannelMembership, ChannelSanction, SanctionKind
-from .schemas import Member, RecentTx, Talker
+from .schemas import BannedMember, Member, RecentTx, Talker
 
 SEARCH_LIMIT = 50
 
@@ -61,6 +61,25 @@ def sanctions_until(channel_id: int, user_id: int) -> dict[str, int | None]:
     return {kind: None if until is None else int(until.timestamp() * 1000) for kind, until in rows}
 
 
+def channel_bans(channel_id: int) -> list[BannedMember]:
+    """The channel's bans in force, newest first, for its moderators' ban list."""
+    rows = (
+        ChannelSanction.objects.filter(channel_id=channel_id, kind=SanctionKind.BAN)
+        .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
+        .select_related("user__profile")
+        .order_by("-created_at")
+    )
+    return [
+        BannedMember(
+            user_id=s.user_id,
+            nickname=getattr(getattr(s.user, "profile", None), "nickname", "")
+            or f"user{s.user_id}",
+            until=None if s.until is None else int(s.until.timestamp() * 1000),
+        )
+        for s in rows
+    ]
+
+
 def sanctions_in_force(until: dict[str, int | None], now_ms: int) -> set[str]:
     """Of `sanctions_until`'s answer, the kinds still running at `now_ms` (a cached answer
     goes on being right as mutes and bans run out)."""
@@ -75,6 +94,11 @@ async def sanctions_version(user_id: int) -> bytes | None:
 
 def is_moderator(channel: Channel, user_id: int) -> bool:
     return channel.creator_id == user_id or channel.moderators.filter(pk=user_id).exists()
+
+
+def may_moderate(channel: Channel, user: Any) -> bool:
+    """The channel's moderators, and staff (the same rule as channel_member_moderate_check)."""
+    return bool(user.is_staff) or is_moderator(channel, user.pk)
 
 
 def is_member(channel_id: int, user_id: int) -> bool:

@@ -87,12 +87,21 @@ def test_leave_kick_and_ban_each_say_so_and_reset_the_view(live_asgi, new_contex
     # Ban: the view resets, and joining again is refused with the reason.
     enter(pm, channel)
     wait(po, "() => window.cbline.state.members.length === 2")
+    po.get_by_test_id("cb-mod-minutes").select_option("1440")  # a day, not forever
     row.get_by_role("button", name="Ban").click()
-    left_with("A moderator banned you from Dispatch")
+    left_with("A moderator banned you from Dispatch until")
     shot(pm, "after-ban")
     pm.get_by_test_id(f"cb-channel-{channel.pk}").click()
     expect(pm.locator("[data-cb-toast]")).to_contain_text("banned")
     assert pm.evaluate("() => window.cbline.state.channelId") is None
+
+    # The moderator's ban list shows it with its end, and lifts it.
+    banned = po.get_by_test_id("cb-bans").locator(f"li[data-user-id='{member.pk}']")
+    expect(banned).to_contain_text("until")
+    shot(po, "ban-list")
+    banned.get_by_role("button", name="Unban").click()
+    expect(po.get_by_test_id("cb-bans")).to_have_text("Nobody is banned.")
+    enter(pm, channel)
     for page in (po, pm):
         assert page.errors == []
 

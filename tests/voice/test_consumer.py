@@ -494,3 +494,28 @@ async def test_sanction_changes_reach_a_socket_that_already_pressed(amake_user, 
     await asyncio.sleep(max(0.0, (soon - timezone.now()).total_seconds()) + 0.1)
     assert await take_floor(cb)
     await cb.disconnect()
+
+
+async def test_timed_ban_listed_for_moderators_and_lifted(amake_user, make_channel):
+    owner, member, other = await amake_user(), await amake_user(), await amake_user()
+    channel = await make_channel(owner)
+    co, cm, cx = [await joined(u, channel) for u in (owner, member, other)]
+    await co.send_json_to({"type": "mod.ban", "user_id": member.pk, "minutes": 60})
+    assert (await expect(co, "mod.ok"))["action"] == "banned"
+    moderated = await expect(cm, "moderated")
+    assert moderated["action"] == "banned" and moderated["until"] is not None
+    await co.send_json_to({"type": "mod.bans"})
+    bans = (await expect(co, "mod.bans"))["bans"]
+    assert [b["user_id"] for b in bans] == [member.pk]
+    assert bans[0]["until"] == moderated["until"] and bans[0]["nickname"]
+    # Not a moderator: no list.
+    await cx.send_json_to({"type": "mod.bans"})
+    await expect_error(cx, "forbidden")
+    # Lifted: the list empties and the member may join again.
+    await co.send_json_to({"type": "mod.unban", "user_id": member.pk})
+    assert (await expect(co, "mod.ok"))["action"] == "unbanned"
+    await co.send_json_to({"type": "mod.bans"})
+    assert (await expect(co, "mod.bans"))["bans"] == []
+    await join(cm, channel)
+    for comm in (co, cm, cx):
+        await comm.disconnect()

@@ -40,6 +40,8 @@ function start(root) {
     pwChannel: $("[data-cb-password-channel]"), pwError: $("[data-cb-password-error]"),
     pwCancel: $("[data-cb-password-cancel]"), toast: $("[data-cb-toast]"),
     notice: $("[data-cb-notice]"), conn: $("[data-cb-conn]"),
+    modTools: $("[data-cb-mod-tools]"), modMinutes: $("[data-cb-mod-minutes]"),
+    bansCard: $("[data-cb-bans-card]"), bans: $("[data-cb-bans]"),
   };
   const urls = { channels: root.dataset.channelsUrl, identity: root.dataset.identityUrl };
   const csrf = () => document.querySelector("meta[name=csrf-token]")?.content || "";
@@ -125,7 +127,11 @@ function start(root) {
         : `A moderator banned you from ${name}${until || " with no end date"}.`,
     };
   });
-  socket.on("mod.ok", (m) => toast(`Done: ${m.action}.`, "info"));
+  socket.on("mod.ok", (m) => {
+    toast(`Done: ${m.action}.`, "info");
+    if (m.action === "banned" || m.action === "unbanned") socket.send({ type: "mod.bans" });
+  });
+  socket.on("mod.bans", (m) => renderBans(m.bans));
   socket.on("error", onError);
   socket.onBinary(onPacket);
 
@@ -228,6 +234,9 @@ function start(root) {
     renderRange();
     renderReplays();
     setStatus();
+    const mod = !!m.me.is_moderator;
+    ui.modTools.hidden = ui.bansCard.hidden = !mod;
+    if (mod) socket.send({ type: "mod.bans" });
     // Reconnected mid-transmission: fetch the ones we heard begin but not end.
     for (const r of m.recent) {
       const item = store.find(r.tx_id);
@@ -252,6 +261,8 @@ function start(root) {
     ui.channelDescription.textContent = "";
     ui.members.replaceChildren();
     ui.replays.replaceChildren();
+    ui.bans.replaceChildren();
+    ui.modTools.hidden = ui.bansCard.hidden = true;
     ui.channel.hidden = true;
     ui.empty.hidden = false;
     ui.notice.textContent = why.text;
@@ -336,13 +347,29 @@ function start(root) {
           b.addEventListener("click", () => {
             if ((type === "mod.kick" || type === "mod.ban") && !confirm(`${label} ${m.nickname}?`)) return;
             const timed = type === "mod.mute" || type === "mod.ban";
-            socket.send(timed ? { type, user_id: m.user_id, minutes: 0 } : { type, user_id: m.user_id });
+            const minutes = Number(ui.modMinutes.value || 0); // 0: until a moderator lifts it
+            socket.send(timed ? { type, user_id: m.user_id, minutes } : { type, user_id: m.user_id });
           });
           mod.append(b);
         }
         li.append(mod);
       }
       return li;
+    }));
+  }
+
+  function renderBans(bans) {
+    if (!bans.length) {
+      ui.bans.replaceChildren(el("li", { class: "muted-text" }, "Nobody is banned."));
+      return;
+    }
+    ui.bans.replaceChildren(...bans.map((b) => {
+      const until = b.until ? `until ${new Date(b.until).toLocaleString()}` : "until lifted";
+      const unban = el("button", { type: "button", class: "secondary", title: `Unban ${b.nickname}` }, "Unban");
+      unban.addEventListener("click", () => socket.send({ type: "mod.unban", user_id: b.user_id }));
+      return el("li", { "data-user-id": b.user_id },
+        el("span", { class: "cb-member-text" }, el("strong", {}, b.nickname), el("small", {}, until)),
+        el("span", { class: "cb-mod" }, unban));
     }));
   }
 
