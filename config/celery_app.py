@@ -13,6 +13,10 @@ app.autodiscover_tasks()
 
 # Privacy promises that are kept by time passing: each entry names the task that keeps one.
 app.conf.beat_schedule = {
+    "payments-entitlements-expire": {
+        "task": "payments.tasks.entitlements_expire",
+        "schedule": 60.0,
+    },
     "voice-connection-log-purge": {
         "task": "voice.tasks.connection_log_purge",
         "schedule": crontab(minute=17, hour=3),

@@ -370,3 +370,29 @@ def renewal_cancel(*, user: User, order_id: int) -> Order:
     except ProviderError as exc:
         raise ServiceError("provider_unavailable", str(exc)) from exc
     return order_refresh(order_id=order.pk)
+
+
+def entitlements_expire(*, now: dt.datetime | None = None, batch_size: int = 500) -> int:
+    """Beat: entitlements whose paid time ran out without a renewal are closed, their orders
+    marked expired, and the user's open pages told (the video chat page locks its filters).
+    A renewal that arrives later brings them back (order_apply_state). Returns how many."""
+    now = now or timezone.now()
+    done = 0
+    due = Entitlement.objects.filter(revoked_at__isnull=True, valid_until__lte=now)
+    for ent_id in list(due.order_by("pk").values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic():
+            ent = Entitlement.objects.select_for_update().filter(pk=ent_id).first()
+            if ent is None or ent.revoked_at is not None or ent.valid_until is None:
+                continue
+            if ent.valid_until > now:
+                continue
+            ent.revoked_at = now
+            ent.revoke_reason = OrderStatus.EXPIRED
+            ent.save(update_fields=["revoked_at", "revoke_reason"])
+            if ent.order_id is not None:
+                Order.objects.filter(pk=ent.order_id, status=OrderStatus.PAID).update(
+                    status=OrderStatus.EXPIRED, renews=False
+                )
+            _announce(ent.user_id)
+            done += 1
+    return done

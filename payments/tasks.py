@@ -14,3 +14,10 @@ def provider_event_process(event_pk: int) -> None:
     from .services import provider_event_process as process
 
     process(event_pk=event_pk)
+
+
+@shared_task
+def entitlements_expire() -> int:
+    from .services import entitlements_expire as expire
+
+    return expire()

@@ -205,8 +205,12 @@ def webhook_verify(*, payload: bytes, signature: str) -> VerifiedEvent:
         intent = obj.get("payment_intent")
         ref = {"transaction_id": intent} if isinstance(intent, str) else {}
     elif kind == "subscription":
+        # An invoice names its subscription under parent.subscription_details since 2025.
+        details = (obj.get("parent") or {}).get("subscription_details") or {}
         sub = (
-            obj["id"] if event.type.startswith("customer.subscription") else obj.get("subscription")
+            obj["id"]
+            if event.type.startswith("customer.subscription")
+            else obj.get("subscription") or details.get("subscription")
         )
         ref = {"subscription_id": sub} if isinstance(sub, str) else {}
     occurred = _ts(event.created) or dt.datetime.now(tz=dt.UTC)
