@@ -299,6 +299,9 @@ async function drawDevices(userId = client.userId) {
     ),
   );
   list.replaceChildren(...rows);
+  if (client.needsVerification && userId === client.userId) {
+    list.append(el("li", { class: "ca-hint", "data-testid": "verify-this-device" }, "Verify this browser with one of your other devices, so your contacts can tell it is yours."));
+  }
   $("[data-devices-owner]")?.remove();
   if (userId !== client.userId) {
     list.before(el("p", { class: "ca-hint", "data-devices-owner": true, text: `Devices of ${client.displayName(userId)}` }));

@@ -260,6 +260,7 @@ export class CallsClient extends EventTarget {
       fallback,
     );
     for (const event of processed || []) this.onToDevice(event);
+    if (this.needsVerification) await this.adoptCrossSigning();
     const outgoing = this.processOutgoing();
     for (const [roomId, room] of Object.entries(sync.rooms?.join || {})) {
       for (const event of room.timeline?.events || []) await this.onRoomEvent(roomId, event);
@@ -801,6 +802,19 @@ export class CallsClient extends EventTarget {
 
   async sendVerificationRequest(outgoing) {
     if (outgoing) await this.sendRequest(outgoing);
+  }
+
+  /**
+   * Once a verified device of ours has sent the cross-signing secrets, sign this device with
+   * them: contacts then see it as the user's own, not as an unknown newcomer.
+   */
+  async adoptCrossSigning() {
+    const status = await this.machine.crossSigningStatus();
+    if (!status.hasSelfSigning) return;
+    this.needsVerification = false;
+    const own = await this.machine.getDevice(this.uid(), new this.sdk.DeviceId(this.deviceId));
+    if (own && !own.isCrossSigningTrusted()) await this.sendRequest(await own.verify());
+    this.emit("devices", [this.userId]);
   }
 
   /** After verifying one of our own devices: fetch the cross-signing secrets it holds. */

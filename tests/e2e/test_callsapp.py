@@ -1,0 +1,335 @@
+"""CallsApp end to end, in real Chromium against a real server: every key is made and kept in
+the browsers (matrix-sdk-crypto-wasm), the server relays ciphertext only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from accounts.models import Device
+from realtime.models import StreamItem
+from tests.e2e.conftest import login
+from tests.factories import UserFactory
+from tests.messaging.scan import plaintext_found
+
+pytestmark = pytest.mark.e2e
+
+VAR = Path(__file__).resolve().parents[2] / "var"
+
+
+def open_callsapp(context, server, user) -> Page:  # type: ignore[no-untyped-def]
+    page = login(context, server, user)
+    page.goto(f"{server.url}/messaging/")
+    expect(page.get_by_test_id("callsapp")).to_have_attribute("data-state", "ready", timeout=30000)
+    return page
+
+
+def device_of(page: Page) -> Device:
+    device_id = page.evaluate("window.callsapp.deviceId")
+    return Device.objects.get(device_id=device_id)
+
+
+def start_chat(page: Page, term: str) -> None:
+    page.get_by_test_id("new-chat").click()
+    page.fill("#ca-new-chat", term)
+    page.get_by_test_id("new-chat-form").locator("button[type=submit]").click()
+    expect(page.get_by_test_id("composer")).to_be_visible()
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_test_id("message-input").fill(text)
+    page.get_by_test_id("message-input").press("Enter")
+    mine = page.locator(".ca-msg.mine", has_text=text)
+    expect(mine.get_by_test_id("tick")).not_to_have_attribute(
+        "data-status", "sending", timeout=20000
+    )
+
+
+def open_room(page: Page, name: str) -> None:
+    page.get_by_test_id("room-list").locator("li", has_text=name).get_by_test_id("room").click()
+
+
+def wait_for(predicate: Callable[[], bool], page: Page, what: str, timeout_ms: int = 15000) -> None:
+    """Poll a server-side condition while the page keeps running (no fixed sleeps)."""
+    waited = 0
+    while not predicate():
+        assert waited < timeout_ms, f"timed out waiting for {what}"
+        page.wait_for_timeout(100)
+        waited += 100
+
+
+def test_two_devices_and_a_contact_offline_then_online(live_asgi, new_context):
+    alice = UserFactory(profile__nickname="Alice")
+    bob = UserFactory(profile__nickname="Bob")
+    a1 = open_callsapp(new_context(viewport={"width": 1280, "height": 860}), live_asgi, alice)
+    a2 = open_callsapp(new_context(viewport={"width": 390, "height": 844}), live_asgi, alice)
+    bob_context = new_context()
+    b1 = open_callsapp(bob_context, live_asgi, bob)
+    bob_device = device_of(b1)
+    assert device_of(a1).device_id != device_of(a2).device_id
+    b1.close()  # Bob goes offline; his device and keys stay
+
+    secret = "Meet at the old lighthouse at seven"
+    start_chat(a1, "bob")  # exact nickname, any case
+    send(a1, secret)
+    # Bob is offline: his delivery waits on the server, as ciphertext.
+    wait_for(
+        lambda: StreamItem.objects.filter(device_pk=bob_device.pk).exists(),
+        a1,
+        "Bob's pending delivery",
+    )
+    expect(a1.locator(".ca-msg.mine", has_text=secret).get_by_test_id("tick")).to_have_attribute(
+        "data-status", "sent"
+    )
+
+    # Alice's second device shows it, from a phone-width page.
+    expect(a2.get_by_test_id("room-list").get_by_test_id("room")).to_have_count(1, timeout=20000)
+    open_room(a2, "Bob")
+    expect(a2.get_by_test_id("timeline").locator(".ca-msg.mine", has_text=secret)).to_be_visible(
+        timeout=20000
+    )
+    a2.screenshot(path=str(VAR / "e2e-callsapp-phone.png"))
+
+    # Bob comes back: the backlog arrives, decrypted, with an unread count.
+    b1 = bob_context.new_page()
+    b1.goto(f"{live_asgi.url}/messaging/")
+    expect(b1.get_by_test_id("callsapp")).to_have_attribute("data-state", "ready", timeout=30000)
+    room = b1.get_by_test_id("room-list").locator("li", has_text="Alice")
+    expect(room.get_by_test_id("unread")).to_have_text("1", timeout=20000)
+    open_room(b1, "Alice")
+    message = b1.get_by_test_id("timeline").locator(".ca-msg.theirs", has_text=secret)
+    expect(message).to_be_visible()
+    expect(b1.get_by_test_id("e2e-status")).to_contain_text("End-to-end encrypted")
+    expect(room.get_by_test_id("unread")).to_have_count(0)
+
+    # Every target device acked: the sender sees "delivered", and the server kept nothing.
+    tick = a1.locator(".ca-msg.mine", has_text=secret).get_by_test_id("tick")
+    expect(tick).to_have_attribute("data-status", "delivered", timeout=20000)
+    devices = [device_of(p).pk for p in (a1, a2, b1)]
+    wait_for(lambda: not StreamItem.objects.filter(device_pk__in=devices).exists(), a1, "all acks")
+    a1.screenshot(path=str(VAR / "e2e-callsapp-desktop.png"))
+
+    # Bob replies; Alice's devices both get it.
+    send(b1, "I'll bring the lantern")
+    for page in (a1, a2):
+        expect(
+            page.get_by_test_id("timeline").locator(".ca-msg.theirs", has_text="bring the lantern")
+        ).to_be_visible(timeout=20000)
+
+    assert plaintext_found([secret, "bring the lantern"]) == []
+
+
+def test_group_of_three_and_a_removed_member_gets_nothing_new(live_asgi, new_context):
+    ann, ben, cat = (UserFactory(profile__nickname=n) for n in ("Ann", "Ben", "Cat"))
+    pages = {
+        u.profile.nickname: open_callsapp(new_context(), live_asgi, u) for u in (ann, ben, cat)
+    }
+    a = pages["Ann"]
+    a.get_by_test_id("new-group").click()
+    a.fill("#ca-group-name", "Hiking club")
+    a.fill("#ca-group-members", "ben\n" + cat.email)  # nickname or email, exact
+    a.get_by_test_id("new-group-form").locator("button[type=submit]").click()
+    expect(a.get_by_test_id("room-name")).to_have_text("Hiking club")
+    send(a, "Trail starts at the north gate")
+    for name in ("Ben", "Cat"):
+        open_room(pages[name], "Hiking club")
+        expect(pages[name].locator(".ca-msg.theirs", has_text="north gate")).to_be_visible(
+            timeout=20000
+        )
+
+    # Ann removes Cat; the next message goes to Ben only, under a new room key.
+    a.get_by_test_id("open-manage").click()
+    a.get_by_test_id("members").locator("li", has_text="Cat").get_by_test_id("kick").click()
+    expect(a.get_by_test_id("members").locator("li")).to_have_count(2)
+    a.get_by_test_id("manage-panel").locator("[data-action=close-panel]").click()
+    send(a, "Moved to the south gate")
+    expect(pages["Ben"].locator(".ca-msg.theirs", has_text="south gate")).to_be_visible(
+        timeout=20000
+    )
+    expect(
+        pages["Cat"]
+        .get_by_test_id("timeline")
+        .get_by_test_id("notice")
+        .filter(has_text="Ann removed you")
+    ).to_be_visible(timeout=20000)
+    expect(pages["Cat"].locator("[data-left]")).to_be_visible()
+    cat_device = device_of(pages["Cat"])
+    wait_for(
+        lambda: not StreamItem.objects.filter(device_pk=cat_device.pk).exists(), a, "Cat's acks"
+    )
+    # Cat's device got neither the message nor anything it could decrypt it with.
+    assert pages["Cat"].locator(".ca-msg", has_text="south gate").count() == 0
+    assert pages["Cat"].get_by_test_id("undecryptable").count() == 0
+    # Ben holds the two room keys (before and after the removal); Cat only the first.
+    keys = "async () => Number((await window.callsapp.machine.roomKeyCounts()).total)"
+    assert pages["Ben"].evaluate(keys) == 2
+    assert pages["Cat"].evaluate(keys) == 1
+    assert plaintext_found(["north gate", "south gate"]) == []
+
+
+def test_two_tabs_of_one_device_do_not_fork(live_asgi, new_context):
+    dee = UserFactory(profile__nickname="Dee")
+    eve = UserFactory(profile__nickname="Eve")
+    context = new_context()
+    first = open_callsapp(context, live_asgi, dee)
+    identity = first.evaluate("window.callsapp.machine.identityKeys.curve25519.toBase64()")
+    second = context.new_page()
+    second.goto(f"{live_asgi.url}/messaging/")
+    expect(second.get_by_test_id("callsapp")).to_have_attribute("data-state", "waiting")
+    expect(second.get_by_test_id("ca-status")).to_contain_text("open in another tab")
+    e = open_callsapp(new_context(), live_asgi, eve)
+    start_chat(first, "eve")
+    send(first, "from the first tab")
+    first.close()
+    # The second tab takes over the same device, with the same keys, and goes on.
+    expect(second.get_by_test_id("callsapp")).to_have_attribute(
+        "data-state", "ready", timeout=30000
+    )
+    assert second.evaluate("window.callsapp.machine.identityKeys.curve25519.toBase64()") == identity
+    open_room(second, "Eve")
+    send(second, "from the second tab")
+    open_room(e, "Dee")
+    for text in ("from the first tab", "from the second tab"):
+        expect(e.locator(".ca-msg.theirs", has_text=text)).to_be_visible(timeout=20000)
+    assert e.get_by_test_id("undecryptable").count() == 0
+    assert Device.objects.filter(user=dee).count() == 1
+
+
+def test_evicted_storage_makes_a_new_device_never_the_old_id(live_asgi, new_context):
+    fay = UserFactory(profile__nickname="Fay")
+    context = new_context()
+    page = open_callsapp(context, live_asgi, fay)
+    old_id = page.evaluate("window.callsapp.deviceId")
+    # The browser drops the site's storage (eviction, "clear site data").
+    page.evaluate(
+        """async () => {
+          window.callsapp.close();
+          for (const db of await indexedDB.databases()) indexedDB.deleteDatabase(db.name);
+        }"""
+    )
+    page.reload()
+    expect(page.get_by_test_id("callsapp")).to_have_attribute(
+        "data-state", "evicted", timeout=30000
+    )
+    expect(page.get_by_test_id("ca-status")).to_contain_text("sign in again")
+    page.get_by_test_id("nav-logout").click()
+    page = open_callsapp(context, live_asgi, fay)
+    assert page.evaluate("window.callsapp.deviceId") != old_id
+
+
+def test_attachment_delete_for_everyone_undelivered_and_block(live_asgi, new_context):
+    ivy = UserFactory(profile__nickname="Ivy")
+    jon = UserFactory(profile__nickname="Jon")
+    i = open_callsapp(new_context(), live_asgi, ivy)
+    jon_context = new_context()
+    j = open_callsapp(jon_context, live_asgi, jon)
+    start_chat(i, "jon")
+    send(i, "a file follows")
+
+    # An attachment: encrypted in the browser, only ciphertext uploaded, checked and
+    # decrypted by the receiver, and the blob gone once Jon's device has fetched it.
+    i.get_by_test_id("attach").set_input_files(
+        {"name": "plan.txt", "mimeType": "text/plain", "buffer": b"the plan: north ridge at dawn"}
+    )
+    expect(i.get_by_test_id("file-link")).to_be_visible(timeout=20000)
+    open_room(j, "Ivy")
+    link = j.get_by_test_id("file-link")
+    expect(link).to_contain_text("plan.txt", timeout=20000)
+    text = j.evaluate("async (a) => (await fetch(a.href)).text()", link.element_handle())
+    assert text == "the plan: north ridge at dawn"
+    assert plaintext_found(["north ridge at dawn"]) == []
+    media = Path(live_asgi_media_root())
+    wait_for(lambda: not any(p.is_file() for p in media.rglob("*")), i, "the blob's deletion")
+
+    # Delete for everyone.
+    send(i, "wrong chat, sorry")
+    expect(j.locator(".ca-msg.theirs", has_text="wrong chat")).to_be_visible(timeout=20000)
+    mine = i.locator(".ca-msg.mine", has_text="wrong chat")
+    i.once("dialog", lambda d: d.accept())
+    mine.hover()
+    mine.get_by_test_id("redact").click()
+    expect(j.locator(".ca-msg.theirs", has_text="wrong chat")).to_have_count(0, timeout=20000)
+    expect(j.get_by_test_id("deleted")).to_have_count(1)
+
+    # Jon goes offline: Ivy sees her message waiting, and when it will expire.
+    j.close()
+    send(i, "are you there?")
+    i.get_by_test_id("open-undelivered").click()
+    row = i.get_by_test_id("undelivered").filter(has_text="are you there?")
+    expect(row).to_contain_text("waiting for 1 device")
+    expect(row).to_contain_text("deleted undelivered on")
+    i.get_by_test_id("undelivered-panel").locator("[data-action=close-panel]").click()
+
+    # Jon blocks Ivy: her next message is refused by the server, and she is told.
+    j = jon_context.new_page()
+    j.goto(f"{live_asgi.url}/messaging/")
+    expect(j.get_by_test_id("callsapp")).to_have_attribute("data-state", "ready", timeout=30000)
+    open_room(j, "Ivy")
+    j.get_by_test_id("open-manage").click()
+    j.get_by_test_id("members").locator("li", has_text="Ivy").get_by_test_id("block").click()
+    expect(
+        j.get_by_test_id("members").locator("li", has_text="Ivy").get_by_test_id("block")
+    ).to_have_text("Unblock")
+    i.get_by_test_id("message-input").fill("hello?")
+    i.get_by_test_id("message-input").press("Enter")
+    failed = i.locator(".ca-msg.mine", has_text="hello?").get_by_test_id("tick")
+    expect(failed).to_have_attribute("data-status", "failed", timeout=20000)
+
+
+def live_asgi_media_root() -> str:
+    from django.conf import settings
+
+    return settings.MEDIA_ROOT
+
+
+def test_sas_emoji_verification_between_two_devices(live_asgi, new_context):
+    kim = UserFactory(profile__nickname="Kim")
+    k1 = open_callsapp(new_context(), live_asgi, kim)
+    k2 = open_callsapp(new_context(), live_asgi, kim)
+    other = k2.evaluate("window.callsapp.deviceId")
+    k1.get_by_test_id("open-devices").click()
+    row = k1.get_by_test_id("my-devices").locator(f'[data-device-id="{other}"]')
+    expect(row.get_by_test_id("device-trust")).to_have_text("not verified", timeout=20000)
+    row.get_by_test_id("verify-device").click()
+    # The other device is asked, accepts, and both show the same seven emoji.
+    expect(k2.get_by_test_id("sas-accept")).to_be_visible(timeout=20000)
+    k2.get_by_test_id("sas-accept").click()
+    emoji = []
+    for page in (k1, k2):
+        expect(page.get_by_test_id("sas-emoji").locator("li")).to_have_count(7, timeout=20000)
+        emoji.append(page.get_by_test_id("sas-emoji").inner_text())
+    assert emoji[0] == emoji[1]
+    for page in (k1, k2):
+        page.get_by_test_id("sas-match").click()
+    for page in (k1, k2):
+        expect(page.get_by_test_id("verify")).to_have_attribute("data-done", "true", timeout=20000)
+    k1.get_by_test_id("open-devices").click()
+    expect(row.get_by_test_id("device-trust")).to_have_text("verified", timeout=20000)
+
+
+def test_a_new_device_decrypts_the_very_next_message_and_is_announced(live_asgi, new_context):
+    lea = UserFactory(profile__nickname="Lea")
+    max_ = UserFactory(profile__nickname="Max")
+    lea_page = open_callsapp(new_context(), live_asgi, lea)
+    max_page = open_callsapp(new_context(), live_asgi, max_)
+    start_chat(lea_page, "max")
+    send(lea_page, "before your new phone")
+    open_room(max_page, "Lea")
+    expect(max_page.locator(".ca-msg.theirs", has_text="before your new phone")).to_be_visible(
+        timeout=20000
+    )
+    # Max signs in on a second browser: Lea is told, and her very next message reaches it.
+    max2 = open_callsapp(new_context(), live_asgi, max_)
+    expect(
+        lea_page.get_by_test_id("timeline")
+        .get_by_test_id("notice")
+        .filter(has_text="Max added a device")
+    ).to_be_visible(timeout=20000)
+    send(lea_page, "hello new phone")
+    open_room(max2, "Lea")
+    expect(max2.locator(".ca-msg.theirs", has_text="hello new phone")).to_be_visible(timeout=20000)
+    # History from before it existed is not readable there, and says so (never a blank).
+    assert max2.locator(".ca-msg", has_text="before your new phone").count() == 0
