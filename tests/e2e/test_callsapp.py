@@ -249,7 +249,6 @@ def test_attachment_delete_for_everyone_undelivered_and_block(live_asgi, new_con
     expect(j.locator(".ca-msg.theirs", has_text="wrong chat")).to_be_visible(timeout=20000)
     mine = i.locator(".ca-msg.mine", has_text="wrong chat")
     i.once("dialog", lambda d: d.accept())
-    mine.hover()
     mine.get_by_test_id("redact").click()
     expect(j.locator(".ca-msg.theirs", has_text="wrong chat")).to_have_count(0, timeout=20000)
     expect(j.get_by_test_id("deleted")).to_have_count(1)

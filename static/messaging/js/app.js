@@ -577,7 +577,10 @@ async function main() {
     );
     return;
   }
-  client.addEventListener("rooms", () => drawRooms());
+  client.addEventListener("rooms", () => {
+    drawRooms();
+    if (current) drawChatHead(); // membership, name or admins of the open room may have changed
+  });
   client.addEventListener("timeline", (ev) => {
     if (ev.detail === current) drawTimeline();
   });

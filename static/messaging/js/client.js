@@ -589,8 +589,23 @@ export class CallsClient extends EventTarget {
     return this.sendMessage(roomId, content);
   }
 
-  /** The decrypted bytes of an attachment: kept sealed on this device after the first fetch. */
-  async attachment(content) {
+  /**
+   * The decrypted bytes of an attachment: kept sealed on this device after the first fetch.
+   * One fetch per file at a time: the server deletes the blob once every device has it.
+   */
+  attachment(content) {
+    const url = content.file?.url;
+    this.fetching ??= new Map();
+    if (!this.fetching.has(url)) {
+      this.fetching.set(
+        url,
+        this.fetchAndOpen(content).finally(() => this.fetching.delete(url)),
+      );
+    }
+    return this.fetching.get(url);
+  }
+
+  async fetchAndOpen(content) {
     const url = content.file.url;
     const cached = await this.history.getMeta(`file:${url}`);
     if (cached) return this.history.unsealBytes(cached);
