@@ -168,7 +168,13 @@ def room_state(room: Room) -> list[dict[str, Any]]:
     members = list(room.memberships.select_related("user__profile").order_by("joined_at", "pk"))
     creator = members[0].user_id if members else 0
     state: list[dict[str, Any]] = [
-        state_event(room, creator, "m.room.create", "", {"creator": mxid(creator)}),
+        state_event(
+            room,
+            creator,
+            "m.room.create",
+            "",
+            {"creator": mxid(creator), "is_direct": room.is_direct},
+        ),
         state_event(room, creator, "m.room.encryption", "", encryption_content()),
         state_event(room, creator, "m.room.name", "", {"name": room.name}),
         state_event(room, creator, "m.room.power_levels", "", power_levels(members)),

@@ -431,7 +431,7 @@ def room_create(*, creator: User, name: str, invite: Sequence[str], is_direct: b
         def emit(type_: str, content: Json, state_key: str = "") -> None:
             _emit(room, creator.pk, type_, content, state_key=state_key, targets=targets)
 
-        emit("m.room.create", {"creator": mxid(creator.pk)})
+        emit("m.room.create", {"creator": mxid(creator.pk), "is_direct": is_direct})
         emit("m.room.encryption", selectors.encryption_content())
         if name:
             emit("m.room.name", {"name": name})

@@ -367,7 +367,12 @@ export class CallsClient extends EventTarget {
     await this.saveNames();
     const c = ev.content || {};
     let text = null;
-    if (ev.type === "m.room.member") {
+    const room = await this.history.room(roomId);
+    if (room?.is_direct && ev.type !== "m.room.name") {
+      // A 1:1 chat: who joined and who is admin is noise.
+    } else if (ev.type === "m.room.create") {
+      text = `${this.displayName(ev.sender)} created the group`;
+    } else if (ev.type === "m.room.member") {
       const who = ev.state_key === this.userId ? "you" : this.displayName(ev.state_key);
       const by = this.displayName(ev.sender);
       if (c.membership === "join") {
@@ -375,13 +380,20 @@ export class CallsClient extends EventTarget {
       }
       if (c.membership === "leave") {
         text = ev.sender === ev.state_key ? `${this.displayName(ev.state_key)} left` : `${by} removed ${who}`;
-        // A member left: the next message starts a new room key they never get.
-        await this.machine.invalidateGroupSession(new this.sdk.RoomId(roomId));
       }
     } else if (ev.type === "m.room.name" && before?.name !== c.name) {
       text = `${this.displayName(ev.sender)} named the group "${c.name}"`;
-    } else if (ev.type === "m.room.power_levels") {
-      text = "Group admins changed";
+    } else if (ev.type === "m.room.power_levels" && before?.admins?.length) {
+      const now = (await this.history.room(roomId)).admins || [];
+      const added = now.filter((u) => !before.admins.includes(u)).map((u) => this.displayName(u));
+      const removed = before.admins.filter((u) => !now.includes(u)).map((u) => this.displayName(u));
+      if (added.length) text = `${added.join(", ")} can now manage the group`;
+      else if (removed.length) text = `${removed.join(", ")} no longer manage${removed.length > 1 ? "" : "s"} the group`;
+    }
+    if (ev.type === "m.room.member" && c.membership === "join" && ev.sender === ev.state_key) text = null;
+    if (ev.type === "m.room.member" && c.membership === "leave") {
+      // A member left: the next message starts a new room key they never get.
+      await this.machine.invalidateGroupSession(new this.sdk.RoomId(roomId));
     }
     if (text) {
       await this.history.putEvent(
