@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.db import models
 from django.test import Client
 
@@ -49,6 +50,12 @@ def rows_referring_to(user_id: int, device_pks: Sequence[int] = ()) -> dict[str,
     return found
 
 
+def sessions_of(user_id: int) -> int:
+    return sum(
+        1 for s in Session.objects.all() if s.get_decoded().get("_auth_user_id") == str(user_id)
+    )
+
+
 def test_deletion_end_to_end_with_time_moved_30_days(settings, django_capture_on_commit_callbacks):
     settings.ACCOUNT_DELETION_GRACE_DAYS = 30
     other = UserFactory(email="other@example.com")
@@ -69,9 +76,13 @@ def test_deletion_end_to_end_with_time_moved_30_days(settings, django_capture_on
         "payments.Entitlement.user",
     }
 
+    assert Client().login(email="leaving@example.com", password="correct-horse-battery")
+    assert sessions_of(user.pk) == 1
+
     with django_capture_on_commit_callbacks(execute=True):
         services.account_delete_request(user=user)
     user.refresh_from_db()
+    assert sessions_of(user.pk) == 0  # every login ended at once
     requested = user.deletion_requested_at
     assert requested is not None
 
