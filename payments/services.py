@@ -345,6 +345,8 @@ def order_refund(*, order_id: int) -> Order:
                 stripe_api.refund(transaction_id=order.transaction_id)
         elif order.provider == Provider.PAYPAL and order.transaction_id:
             paypal_api.refund(capture_id=order.transaction_id)
+        elif order.provider == Provider.GOOGLE_PLAY and order.provider_order_id:
+            google_play_api.refund(order_id=order.provider_order_id)
         else:
             raise ServiceError("not_refundable", "refund this order in the provider's console")
     except ProviderError as exc:

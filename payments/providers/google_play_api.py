@@ -216,3 +216,13 @@ def _product_state(got: dict[str, Any], token: str, product_id: str) -> Purchase
         payer_id=got.get("obfuscatedExternalAccountId", ""),
         payer_country=got.get("regionCode", ""),
     )
+
+
+def refund(*, order_id: str) -> None:
+    """Refund a Play order and revoke what it bought (orders.refund with revoke)."""
+    try:
+        _service().orders().refund(
+            packageName=settings.GOOGLE_PLAY_PACKAGE_NAME, orderId=order_id, revoke=True
+        ).execute()
+    except (GoogleApiError, google.auth.exceptions.GoogleAuthError, httplib2.HttpLib2Error) as exc:
+        raise ProviderError(f"Google Play refund failed: {exc}") from exc

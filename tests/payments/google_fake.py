@@ -128,6 +128,7 @@ class PlayApi:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     products: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     acknowledged: list[str] = field(default_factory=list)
+    refunded: list[tuple[str, bool]] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def __call__(self) -> PlayApi:  # used as the adapter's http factory
@@ -152,6 +153,16 @@ class PlayApi:
             _, product, _, token = path[len(API) + 1 :].split("/", 3)[0:4]
             if (product, token) in self.products:
                 return self._ok(self.products[(product, token)])
+        if path.endswith(":refund") and method == "POST":
+            order_id = path.rsplit("/", 1)[1].split(":")[0]
+            self.refunded.append((order_id, "revoke=true" in uri))
+            for got in self.products.values():
+                if got["orderId"] == order_id:
+                    got["purchaseState"] = 1
+            for sub in self.subscriptions.values():
+                if sub["latestOrderId"] == order_id:
+                    sub["subscriptionState"] = "SUBSCRIPTION_STATE_EXPIRED"
+            return self._answer(204, None)
         if path.endswith(":acknowledge") and method == "POST":
             token = path.rsplit("/", 1)[1].split(":")[0]
             self.acknowledged.append(token)

@@ -206,3 +206,17 @@ def test_the_android_app_gets_its_account_id(make_user, google) -> None:  # type
     got = client.get("/premium/google-play/account/").json()
     assert got == {"obfuscated_account_id": account_id_for(user.pk), "package_name": g.PACKAGE}
     assert Client().get("/premium/google-play/account/").status_code == 302
+
+
+def test_staff_refund_goes_through_google_and_revokes(make_user, google, prices) -> None:  # type: ignore[no-untyped-def]
+    from payments import services
+
+    user = make_user()
+    google.api.buy("tok-6", account_id=account_id_for(user.pk))
+    push(g.push_body(product_note("tok-6"), message_id="r1"), g.oidc_token(google.signer))
+    order = Order.objects.get(purchase_token="tok-6")
+    services.order_refund(order_id=order.pk)
+    assert google.api.refunded == [("GPA.1111-2222-3333-44444", True)]
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REFUNDED
+    assert not selectors.has_entitlement(user_id=user.pk, feature=FEATURE)
