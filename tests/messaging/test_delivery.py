@@ -13,7 +13,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from accounts.models import Profile
-from messaging import selectors
+from messaging import selectors, tasks
 from messaging.models import Membership, RoomEvent
 from messaging.services import (
     ignored_users_set,
@@ -377,3 +377,18 @@ async def test_key_counts_come_after_hello_and_when_a_key_is_claimed():
     assert live["seq"] is None
     assert live["sync"]["device_one_time_keys_count"] == {"signed_curve25519": 4}
     await comm.disconnect()
+
+
+def test_the_beat_task_purges_what_waited_past_the_retention():
+    alice, bob = member(), member()
+    room = room_create(creator=alice.user, name="", invite=[bob.mxid], is_direct=True)
+    send_text(alice, room.room_id, alice.olm.megolm_session(), "old", "t1")
+    fresh_id = send_text(alice, room.room_id, alice.olm.megolm_session(), "new", "t2")
+    # Everything but the fresh message was made 15 days ago (time moved forward for it).
+    past = timezone.now() - dt.timedelta(days=15)
+    fresh = RoomEvent.objects.get(event_id=fresh_id)
+    StreamItem.objects.exclude(kind="messaging.event", ref=fresh.pk).update(created_at=past)
+    RoomEvent.objects.exclude(pk=fresh.pk).update(created_at=past)
+    tasks.undelivered_purge.delay()  # eager in tests: the task as beat runs it
+    assert list(RoomEvent.objects.values_list("event_id", flat=True)) == [fresh_id]
+    assert list(StreamItem.objects.values_list("ref", flat=True)) == [fresh.pk]
