@@ -556,8 +556,8 @@ def room_event_send(
 
 
 def _room_event(device: Device, room_id: str, event_type: str, content: Json) -> RoomEvent:
-    sender = device.user_id
-    room = selectors.room_of_member(room_id=room_id, user_id=sender)
+    """Runs inside stream_once's transaction. Cheap checks first, then three reads: the room,
+    its members, who among them blocked the sender."""
     if event_type != "m.room.encrypted":
         raise invalid("every room is encrypted: send m.room.encrypted events only")
     if _size(content) > settings.MESSAGING_MAX_EVENT_BYTES:
@@ -566,15 +566,18 @@ def _room_event(device: Device, room_id: str, event_type: str, content: Json) ->
         content.get("ciphertext"), str
     ):
         raise invalid("content must be a Megolm ciphertext (algorithm, ciphertext, session_id)")
-    if room.is_direct:
-        others = [m for m in selectors.member_ids(room) if m != sender]
-        if selectors.blocker_ids(of_user_id=sender, among=others):
-            raise forbidden("this person does not accept your messages")
-    targets = selectors.target_devices(room=room, sender_id=sender, exclude_device_pk=device.pk)
-    with transaction.atomic():
-        return _emit(
-            room, sender, event_type, content, state_key=None, targets=targets, device=device
-        )
+    sender = device.user_id
+    room = selectors.room_of_member(room_id=room_id, user_id=sender)
+    members = selectors.member_ids(room)
+    blockers = selectors.blocker_ids(of_user_id=sender, among=members)
+    if room.is_direct and blockers:
+        raise forbidden("this person does not accept your messages")
+    targets = [
+        (uid, pk)
+        for uid, pk in selectors.key_devices_of(m for m in members if m not in blockers)
+        if pk != device.pk
+    ]
+    return _emit(room, sender, event_type, content, state_key=None, targets=targets, device=device)
 
 
 def room_event_redact(

@@ -76,7 +76,8 @@ def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
     if not items:
         return {}
     counts = Counter((i.user_id, i.device_pk) for i in items)
-    with transaction.atomic():
+    # No savepoint of its own: this is part of the caller's write, all or nothing.
+    with transaction.atomic(savepoint=False):
         last = _bump_heads(dict(counts))
         next_seq = {pk: last[pk] - n + 1 for (_, pk), n in counts.items()}
         rows: list[StreamItem] = []

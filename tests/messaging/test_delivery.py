@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Profile
@@ -392,3 +394,28 @@ def test_the_beat_task_purges_what_waited_past_the_retention():
     tasks.undelivered_purge.delay()  # eager in tests: the task as beat runs it
     assert list(RoomEvent.objects.values_list("event_id", flat=True)) == [fresh_id]
     assert list(StreamItem.objects.values_list("ref", flat=True)) == [fresh.pk]
+
+
+def test_sending_costs_the_same_queries_whatever_the_group_size():
+    def cost(n_members: int) -> int:
+        sender = member()
+        others = [member() for _ in range(n_members - 1)]
+        room = room_create(
+            creator=sender.user, name="g", invite=[o.mxid for o in others], is_direct=False
+        )
+        content = sender.olm.megolm_encrypt(sender.olm.megolm_session(), room.room_id, "x")
+        with CaptureQueriesContext(connection) as ctx:
+            room_event_send(
+                device=sender.device,
+                room_id=room.room_id,
+                event_type="m.room.encrypted",
+                txn_id="q",
+                content=content,
+            )
+        return len(ctx.captured_queries)
+
+    small, large = cost(2), cost(6)
+    assert small == large
+    # BEGIN, idempotency key (read, claim in a savepoint), room, members, blocks, keyed
+    # devices, the event, stream heads, deliveries, the key's answer, COMMIT.
+    assert small <= 14, small
