@@ -332,3 +332,35 @@ def test_a_new_device_decrypts_the_very_next_message_and_is_announced(live_asgi,
     expect(max2.locator(".ca-msg.theirs", has_text="hello new phone")).to_be_visible(timeout=20000)
     # History from before it existed is not readable there, and says so (never a blank).
     assert max2.locator(".ca-msg", has_text="before your new phone").count() == 0
+
+
+def test_seen_tick_only_while_the_reader_allows_read_receipts(live_asgi, new_context):
+    nia = UserFactory(profile__nickname="Nia")
+    oto = UserFactory(profile__nickname="Oto")
+    n = open_callsapp(new_context(), live_asgi, nia)
+    o = open_callsapp(new_context(), live_asgi, oto)
+    start_chat(n, "oto")
+    send(n, "did you read this?")
+    tick = n.locator(".ca-msg.mine", has_text="did you read this?").get_by_test_id("tick")
+    expect(tick).to_have_attribute("data-status", "delivered", timeout=20000)
+    open_room(o, "Nia")  # Oto reads it
+    expect(tick).to_have_attribute("data-status", "seen", timeout=20000)
+
+    # Oto turns read receipts off: the server stops forwarding them.
+    o.get_by_test_id("open-devices").click()
+    box = o.get_by_test_id("settings-form").locator("input[name=read_receipts]")
+    expect(box).to_be_checked()
+    with o.expect_response(
+        lambda r: r.url.endswith("/messaging/api/settings") and r.request.method == "PUT"
+    ):
+        box.uncheck()
+    o.get_by_test_id("devices-panel").locator("[data-action=close-panel]").click()
+    send(n, "and this one?")
+    second = n.locator(".ca-msg.mine", has_text="and this one?").get_by_test_id("tick")
+    with o.expect_response(lambda r: "/receipt/m.read/" in r.url, timeout=20000):
+        expect(o.locator(".ca-msg.theirs", has_text="and this one?")).to_be_visible(timeout=20000)
+    # Oto's page sent its receipt (the server accepted and dropped it) and then he answers:
+    # his answer reaches Nia after the receipt would have.
+    send(o, "yes")
+    expect(n.locator(".ca-msg.theirs", has_text="yes")).to_be_visible(timeout=20000)
+    expect(second).to_have_attribute("data-status", "delivered")
