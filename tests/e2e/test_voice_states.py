@@ -140,3 +140,36 @@ def test_a_member_out_of_range_learns_nothing_of_the_transmission(live_asgi, new
     shot(pf, "out-of-range-after")
     for page in (pt, pn, pf):
         assert page.errors == []
+
+
+def test_fetch_is_offered_only_to_those_allowed_to_fetch(live_asgi, new_context) -> None:  # type: ignore[no-untyped-def]
+    talker, listener, late = UserFactory(), UserFactory(), UserFactory()
+    channel = channel_create(creator=talker, name="Relay")
+    pt = open_cbline(new_context, live_asgi, talker)
+    pl = open_cbline(new_context, live_asgi, listener)
+    for page in (pt, pl):
+        enter(page, channel)
+    wait(pt, "() => window.cbline.state.members.length === 2")
+    pt.get_by_test_id("cb-ptt").hover()
+    pt.mouse.down()
+    wait(pl, "() => window.cbline.stats.received > 10")
+    pt.mouse.up()
+    wait(pl, "() => window.cbline.state.talker === null")
+
+    # The listener reloads (its page memory is gone): the server offers the transmission.
+    pl.reload()
+    wait(pl, "() => window.cbline && window.cbline.state.open")
+    enter(pl, channel)
+    fetch = pl.get_by_test_id("cb-replays").get_by_role("button", name="Fetch")
+    expect(fetch).to_be_visible()
+    fetch.click()
+    expect(pl.get_by_test_id("cb-replays").get_by_role("button", name="Play")).to_be_visible()
+    assert pl.locator("[data-cb-toast]").is_hidden()  # no "you were not a listener"
+
+    # Someone who joins afterwards was no listener: nothing offered, nothing refused.
+    pz = open_cbline(new_context, live_asgi, late)
+    enter(pz, channel)
+    expect(pz.get_by_test_id("cb-replays")).to_have_text("Nothing received yet.")
+    assert pz.get_by_test_id("cb-replays").get_by_role("button").count() == 0
+    for page in (pt, pl, pz):
+        assert page.errors == []
