@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import secrets
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
@@ -21,6 +22,8 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from realtime.errors import ServiceError
+from realtime.keys import key
+from realtime.ratelimit import allow
 
 from .. import tasks
 from ..models import User
@@ -117,6 +120,7 @@ def data_export_request(*, user: User, now: dt.datetime | None = None) -> DataEx
         export = DataExport.objects.create(
             user=user, token=secrets.token_urlsafe(32), steps_total=len(registry.steps())
         )
+        # created_at is auto_now_add; `now` is the clock the rate limit was judged by.
         DataExport.objects.filter(pk=export.pk).update(created_at=now)
         export.refresh_from_db()
         transaction.on_commit(lambda: _export_enqueue(export.pk))
@@ -181,8 +185,9 @@ def _archive_write(out: IO[bytes], export: DataExport, steps: list[registry.Priv
                     continue
                 arcname = f"files/{step.app}/{f.name}"
                 try:
-                    with f.storage.open(f.name, "rb") as src:
-                        archive.writestr(arcname, src.read())
+                    # Streamed: a large file never sits in memory whole.
+                    with f.storage.open(f.name, "rb") as src, archive.open(arcname, "w") as dst:
+                        shutil.copyfileobj(src, dst)
                 except OSError:
                     log.warning("export %s: stored file %s is missing", export.pk, f.name)
                     continue
@@ -240,12 +245,26 @@ def _token_hash(token: str) -> str:
 
 
 def deletion_request_create(
-    *, email: str, message: str = "", confirm_url: Callable[[str], str]
+    *,
+    email: str,
+    message: str = "",
+    confirm_url: Callable[[str], str],
+    client_ip: str | None = None,
 ) -> DeletionRequest:
     """Record the request and mail a confirmation link to the address if an account uses
     it. The answer is the same either way, so the form tells nobody who has an account.
     Nothing is deleted until the link is confirmed. A second request for one address within
     the link's life mails nothing more."""
+    per_hour = settings.PRIVACY_DELETION_REQUESTS_PER_HOUR
+    if not allow(
+        key("deletion_request", client_ip or "-"), capacity=per_hour, per_second=per_hour / 3600
+    ):
+        raise ServiceError(
+            "rate_limited",
+            "Several deletion requests came from your network in the last hour. "
+            "Please wait a little, then ask again.",
+            status=429,
+        )
     email = email.strip()
     user = User.objects.filter(email__iexact=email, is_active=True).first()
     token = secrets.token_urlsafe(32)

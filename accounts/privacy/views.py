@@ -93,13 +93,18 @@ def deletion_request(request: HttpRequest) -> HttpResponse:
     """For people who cannot log in: the request is confirmed from the account's email."""
     form = DeletionRequestForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        services.deletion_request_create(
-            email=form.cleaned_data["email"],
-            message=form.cleaned_data["message"],
-            confirm_url=lambda token: request.build_absolute_uri(
-                reverse("privacy:deletion_confirm", args=[token])
-            ),
-        )
+        try:
+            services.deletion_request_create(
+                email=form.cleaned_data["email"],
+                message=form.cleaned_data["message"],
+                confirm_url=lambda token: request.build_absolute_uri(
+                    reverse("privacy:deletion_confirm", args=[token])
+                ),
+                client_ip=request.META.get("REMOTE_ADDR"),
+            )
+        except ServiceError as exc:
+            form.add_error(None, exc.detail)
+    if request.method == "POST" and form.is_valid():
         return render(
             request,
             "privacy/deletion_request_sent.html",

@@ -385,6 +385,8 @@ PRIVACY_EXPORT_LINK_HOURS = env.int("PRIVACY_EXPORT_LINK_HOURS", default=48)
 PRIVACY_EXPORT_MIN_INTERVAL_HOURS = env.int("PRIVACY_EXPORT_MIN_INTERVAL_HOURS", default=24)
 PRIVACY_DELETION_CONFIRM_HOURS = env.int("PRIVACY_DELETION_CONFIRM_HOURS", default=24)
 # How long the record of a request made by email is kept (unconfirmed ones: the link's life).
+# Deletion requests one network address may make per hour (each may mail a stranger).
+PRIVACY_DELETION_REQUESTS_PER_HOUR = env.int("PRIVACY_DELETION_REQUESTS_PER_HOUR", default=5)
 PRIVACY_DELETION_REQUEST_RETENTION_DAYS = env.int(
     "PRIVACY_DELETION_REQUEST_RETENTION_DAYS", default=365
 )

@@ -117,3 +117,14 @@ def test_staff_see_requests_in_the_admin():
         f"/admin/accounts/deletionrequest/{DeletionRequest.objects.get().pk}/change/"
     )
     assert b"lost my phone" in detail.content and b"token_hash" not in detail.content
+
+
+def test_one_network_address_cannot_flood_the_form(settings):
+    settings.PRIVACY_DELETION_REQUESTS_PER_HOUR = 2
+    UserFactory(email="owner@example.com")
+    request_deletion("a@example.com")
+    request_deletion("b@example.com")
+    response = Client().post("/privacy/delete-request/", {"email": "owner@example.com"})
+    assert response.status_code == 200
+    assert b"Please wait a little" in response.content
+    assert DeletionRequest.objects.count() == 2 and mail.outbox == []
