@@ -256,7 +256,7 @@ def _add_signatures(owner_pk: int, key_id: str, signatures: Any, *, by: User) ->
             (
                 k
                 for k in CrossSigningKey.objects.filter(user_id=owner_pk)
-                if key_id in "".join(k.key.get("keys", {}).values())
+                if key_id in k.key.get("keys", {}).values()
             ),
             None,
         )

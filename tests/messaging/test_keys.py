@@ -12,8 +12,15 @@ from django.test import override_settings
 
 from messaging import selectors
 from messaging.models import FallbackKey, OneTimeKey
-from messaging.schemas import DeviceKeysBody
-from messaging.services import ignored_users_set, keys_claim, keys_upload, room_create
+from messaging.schemas import DeviceKeysBody, SigningKeysUpload
+from messaging.services import (
+    ignored_users_set,
+    keys_claim,
+    keys_upload,
+    room_create,
+    signatures_upload,
+    signing_keys_upload,
+)
 from realtime.errors import ServiceError
 from tests.messaging.conftest import member
 
@@ -188,3 +195,51 @@ def test_keys_query_answers_for_contacts_only():
         == bob.olm.device_keys()["keys"]
     )
     assert answer["device_keys"][stranger.mxid] == {}
+
+
+def test_cross_signing_keys_and_signatures_reach_contacts():
+    alice, bob = member(), member()
+    group_of(alice, bob)
+
+    def key(usage: str, pub: str) -> dict[str, Any]:
+        return alice.olm.sign(
+            {"user_id": alice.mxid, "usage": [usage], "keys": {f"ed25519:{pub}": pub}}
+        )
+
+    signing_keys_upload(
+        user=alice.user,
+        body=SigningKeysUpload.model_validate(
+            {
+                "master_key": key("master", "MASTERPUB"),
+                "self_signing_key": key("self_signing", "SELFPUB"),
+                "user_signing_key": key("user_signing", "USERPUB"),
+            }
+        ),
+    )
+    signed_device = {**alice.olm.device_keys()}
+    signed_device["signatures"] = {alice.mxid: {"ed25519:SELFPUB": "sig-by-self-signing-key"}}
+    answer = signatures_upload(
+        user=alice.user, body={alice.mxid: {alice.device.device_id: signed_device}}
+    )
+    assert answer == {"failures": {}}
+    seen_by_bob = selectors.keys_query(user=bob.user, wanted={alice.mxid: []})
+    assert seen_by_bob["master_keys"][alice.mxid]["keys"] == {"ed25519:MASTERPUB": "MASTERPUB"}
+    assert alice.mxid in seen_by_bob["self_signing_keys"]
+    assert seen_by_bob["user_signing_keys"] == {}  # only its owner sees it
+    device = seen_by_bob["device_keys"][alice.mxid][alice.device.device_id]
+    assert device["signatures"][alice.mxid]["ed25519:SELFPUB"] == "sig-by-self-signing-key"
+    # Bob signs Alice's master key with his own (user-signing) key: kept as his signature.
+    answer = signatures_upload(
+        user=bob.user,
+        body={alice.mxid: {"MASTERPUB": {"signatures": {bob.mxid: {"ed25519:BOBUSER": "s"}}}}},
+    )
+    assert answer == {"failures": {}}
+    own = selectors.keys_query(user=alice.user, wanted={alice.mxid: []})
+    assert own["master_keys"][alice.mxid]["signatures"][bob.mxid] == {"ed25519:BOBUSER": "s"}
+    assert alice.mxid in own["user_signing_keys"]
+    # Someone else's key cannot be uploaded as yours.
+    with pytest.raises(ServiceError):
+        signing_keys_upload(
+            user=bob.user,
+            body=SigningKeysUpload.model_validate({"master_key": key("master", "X")}),
+        )
