@@ -258,3 +258,15 @@ def test_concurrent_writers_get_gapless_increasing_seqs(device):
     for d in (device, second):
         seqs = list(StreamItem.objects.filter(device_pk=d.pk).values_list("seq", flat=True))
         assert sorted(seqs) == list(range(1, 41))
+
+
+async def test_a_lost_nudge_costs_only_a_delay_until_the_next_ping(device):
+    comm = await open_stream(device)
+    assert await hello(comm, 0) == [{"type": "caught_up", "seq": 0}]
+    await get_channel_layer().group_discard(stream_group(device.pk), CHANNELS[device.pk])
+    await sync_to_async(notes)(device, "late")
+    assert await comm.receive_nothing(0.3)
+    await comm.send_json_to({"type": "ping"})
+    assert await comm.receive_json_from() == {"type": "pong"}
+    assert await comm.receive_json_from() == {"type": "test.note", "t": "late", "seq": 1}
+    await comm.disconnect()
