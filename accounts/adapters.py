@@ -57,6 +57,14 @@ class AccountAdapter(DefaultAccountAdapter):
             return
         super().add_message(request, level, message_template, *args, **kwargs)
 
+    def set_password(self, user: Any, password: str) -> None:
+        # allauth's change, set and reset flows: the signal they send next ends the user's
+        # other sessions (accounts.receivers.password_changed_here) and leaves this one and
+        # its sockets alone, so the generic "sockets come back and are checked" close is not
+        # wanted here (it would race this response's new session cookie).
+        user.auth_change_handled = True
+        super().set_password(user, password)
+
     def post_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> Any:
         # Every way in (email or social, log-in or sign-up, with or without ?next=) passes
         # here: whoever has no birth date is asked for it before going on.

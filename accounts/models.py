@@ -36,6 +36,8 @@ class User(AbstractUser):
     # Set when the user deletes their profile: inaccessible at once, purged after the grace.
     deletion_requested_at = models.DateTimeField(null=True, blank=True)
     auth_state_loaded: tuple[str | None, bool | None] | None = None
+    # Set by the flow that saves a password when it ends the sessions itself (adapters).
+    auth_change_handled = False
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []

@@ -46,6 +46,9 @@ def user_saved(sender: Any, instance: User, created: bool, **kwargs: Any) -> Non
     old_password, old_active = loaded
     instance.auth_state_loaded = (instance.password, instance.is_active)
     password_changed = old_password is not None and instance.password != old_password
+    if instance.auth_change_handled:
+        instance.auth_change_handled = False
+        password_changed = False
     deactivated = bool(old_active) and not instance.is_active
     if password_changed or deactivated:
         services.user_auth_changed(

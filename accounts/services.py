@@ -343,11 +343,11 @@ def sessions_end_all(*, user: User) -> int:
 
 
 def user_auth_changed(*, user: User, password_changed: bool, deactivated: bool) -> None:
-    """Whatever changed a password or deactivated an account (allauth, the admin, a staff
-    ban, `manage.py changepassword`, deletion), its sockets close at once. Deactivated:
-    every session ends. A new password: every socket is told to come back and be checked
-    again, so the session that changed it reconnects and the others (now invalid, as
-    Django's session hash says) are refused."""
+    """Whatever changed a password or deactivated an account (the admin, staff deactivating,
+    `manage.py changepassword`, deletion), its sockets close at once. Deactivated: every
+    session ends. A new password: every socket is told to come back and be checked again,
+    so a session still valid reconnects and the others (invalid by Django's session hash)
+    are refused. The user's own change through allauth goes through sessions_end_others."""
     if deactivated:
         for device in Device.objects.filter(user=user):
             _device_end(device, closecodes.FORBIDDEN)
@@ -359,7 +359,8 @@ def user_auth_changed(*, user: User, password_changed: bool, deactivated: bool) 
 @transaction.atomic
 def sessions_end_others(*, user: User, keep_device_pk: int | None) -> int:
     """After a password change in the user's own session: the other sessions end now (Django
-    would refuse them on their next request anyway) and leave the devices list."""
+    would refuse them on their next request anyway), their sockets close for good, and they
+    leave the devices list. This session and its sockets carry on."""
     others = list(Device.objects.filter(user=user).exclude(pk=keep_device_pk or 0))
     for device in others:
         _device_end(device)

@@ -16,8 +16,10 @@ REPLACED = 4409  # the same product opened in another window took over
 # Reconnect: the server wants the client back, after a pause.
 REAUTHENTICATE = 4002  # the account's credentials changed: come back and be checked again
 TRY_LATER = 4429  # too many connects or sockets: back off, then retry
-SERVICE_RESTART = 1012  # the process is going away (deploy, restart)
-TRY_AGAIN = 1013  # a dependency (Redis) is briefly unavailable
+# 1012/1013 say the same in the protocol's own range, but daphne (autobahn) lets an
+# application close only with 1000 or 3000-4999: these mirror them.
+SERVICE_RESTART = 4012  # the process is going away (deploy, restart)
+TRY_AGAIN = 4013  # a dependency (Redis) is briefly unavailable
 
 FINAL = frozenset({LOGGED_OUT, UNAUTHENTICATED, FORBIDDEN, REPLACED})
 

@@ -69,9 +69,9 @@ class BaseConsumer(AsyncWebsocketConsumer):
     # --- lifecycle
     async def connect(self) -> None:
         identity = scope_identity(self.scope)
-        # Accept before closing so the client sees our close code rather than a 403.
-        await self.accept()
         if identity is None:
+            # Accept before closing so the client sees our close code rather than a 403.
+            await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         user, self.device, self.session_key = identity
@@ -83,6 +83,9 @@ class BaseConsumer(AsyncWebsocketConsumer):
         await self.join(user_group(user.pk))
         await self.join(device_group(self.device_pk))  # type: ignore[arg-type]
         await self.join(session_group(self.session_key))
+        # Accepted only now: a logout racing this connect reaches the socket through these
+        # groups (handled right after this method), never a window before they are joined.
+        await self.accept()
         self.show_online = await database_sync_to_async(presence_hooks.shows_online)(user)
         if await presence.socket_up(user.pk, self.channel_name) and self.show_online:
             await send_now(presence_group(user.pk), presence_event(user.pk, online=True))

@@ -13,8 +13,11 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from accounts.models import Device, User
-from tests.e2e.conftest import login
+from realtime import closecodes
+from realtime.services import user_sockets_close
+from tests.e2e.conftest import login, off_loop
 from tests.e2e.test_voice import open_cbline, wait
+from voice.models import ConnectionLog
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +80,19 @@ def test_sign_up_log_in_edit_profile_see_device_log_out(live_asgi, new_context):
     expect(page).to_have_url(f"{live_asgi.url}/accounts/login/?next=/profile/")
 
 
+# Every WebSocket close code the page sees, recorded before its modules load.
+CLOSE_CODES_SPY = """(() => {
+  window.__closeCodes = [];
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("close", (e) => window.__closeCodes.push(e.code));
+    }
+  };
+})()"""
+
+
 def device_of(context, server) -> Device:  # type: ignore[no-untyped-def]
     """The device bound to the browser context's session cookie."""
     cookie = next(
@@ -120,6 +136,56 @@ def test_devices_page_badges_this_browser_only_and_forget_signs_the_other_out(
     # This browser is still signed in.
     desk.goto(f"{live_asgi.url}/profile/")
     expect(desk).to_have_url(f"{live_asgi.url}/profile/")
+
+
+def test_password_change_keeps_this_sessions_socket_and_ends_the_others(
+    live_asgi, new_context, make_user
+):
+    user = make_user(email="rotate@example.com")
+    here = open_cbline(new_context, live_asgi, user, init_script=CLOSE_CODES_SPY)
+    elsewhere = open_cbline(new_context, live_asgi, user, init_script=CLOSE_CODES_SPY)
+
+    # In the same browser (same session), another tab changes the password.
+    tab = here.context.new_page()
+    tab.goto(f"{live_asgi.url}/accounts/password/change/")
+    tab.fill("input[name=oldpassword]", "correct-horse-battery")
+    tab.fill("input[name=password1]", "Fresh-Pass-4471")
+    tab.fill("input[name=password2]", "Fresh-Pass-4471")
+    tab.locator("input[name=password2]").press("Enter")
+    expect(tab.locator(".flash")).to_be_visible()
+
+    # The other browser's session ended: its socket is closed for good.
+    wait(elsewhere, "() => !window.cbline.state.open")
+    expect(elsewhere.get_by_text("Disconnected")).to_be_visible()
+    assert elsewhere.evaluate("window.__closeCodes") == [4001]
+    # This one carries on, and a reload connects with the session's new cookie.
+    assert here.evaluate("window.__closeCodes") == []
+    assert here.evaluate("window.cbline.state.open")
+    here.reload()
+    wait(here, "() => window.cbline && window.cbline.state.open")
+    assert Device.objects.filter(user=user).count() == 1
+
+
+def test_a_dropped_socket_reconnects_by_itself(live_asgi, new_context, make_user):
+    """A restart-like close (4012) brings the page back without a reload; a final one does
+    not (covered above)."""
+    user = make_user(email="bounce@example.com")
+    page = open_cbline(new_context, live_asgi, user, init_script=CLOSE_CODES_SPY)
+    # The connect has finished (groups joined) once its connection is logged.
+    for _ in range(100):
+        if ConnectionLog.objects.filter(user=user).exists():
+            break
+        page.wait_for_timeout(100)
+    logs = ConnectionLog.objects.filter(user=user).count()
+    assert logs == 1
+    off_loop(user_sockets_close, user_id=user.pk, code=closecodes.SERVICE_RESTART)
+    for _ in range(100):
+        if ConnectionLog.objects.filter(user=user).count() > logs:
+            break
+        page.wait_for_timeout(100)
+    wait(page, "() => window.cbline.state.open")
+    assert page.evaluate("window.__closeCodes") == [closecodes.SERVICE_RESTART]
+    assert ConnectionLog.objects.filter(user=user).count() == logs + 1
 
 
 def test_delete_profile_locks_the_account_at_once(live_asgi, new_context, make_user):

@@ -44,12 +44,20 @@ STORAGE_SPY = """(() => {
 })()"""
 
 
-def open_cbline(new_context: Any, server: Any, user: Any, geolocation: dict | None = None) -> Any:
+def open_cbline(
+    new_context: Any,
+    server: Any,
+    user: Any,
+    geolocation: dict | None = None,
+    init_script: str = "",
+) -> Any:
     kwargs: dict[str, Any] = {"permissions": ["microphone"]}
     if geolocation:
         kwargs.update(geolocation=geolocation, permissions=["microphone", "geolocation"])
     context = new_context(**kwargs)
     context.add_init_script(STORAGE_SPY)
+    if init_script:
+        context.add_init_script(init_script)
     page = login(context, server, user)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))

@@ -95,7 +95,7 @@ async def test_the_socket_knows_its_device(amake_user):
     await comm.disconnect()
 
 
-async def test_password_change_closes_sockets_and_only_the_changing_session_returns(amake_user):
+async def test_password_change_keeps_this_sessions_sockets_and_ends_the_others(amake_user):
     user, bystander = await amake_user(), await amake_user()
     client = Client()
     await sync_to_async(client.force_login)(user)
@@ -114,22 +114,24 @@ async def test_password_change_closes_sockets_and_only_the_changing_session_retu
         },
     )
     assert response.status_code == 302
-    # Both sockets are told to come back and be checked again (a reconnect code)...
-    assert await closed_with(here) == 4002
-    assert await closed_with(elsewhere) == 4002
-    # ...the session that changed the password (under its new key) is let back in...
-    new_key = client.cookies[settings.SESSION_COOKIE_NAME].value
-    back = await aconnected(PATH, session_key=new_key)
-    # ...and the other one, ended, is refused for good.
+    # The other session ended: its socket is closed for good and cannot come back.
+    assert await closed_with(elsewhere) == 4001
     assert await refused(elsewhere_key) == 4401
+    # The session that changed the password keeps its socket, and (under the new key Django
+    # gave it) connects again as before.
+    assert await usable(here)
+    new_key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert new_key != here_key
+    again = await aconnected(PATH, session_key=new_key)
     assert await usable(other)
-    for comm in (back, other):
+    for comm in (here, again, other):
         await comm.disconnect()
 
 
 async def test_a_password_set_by_staff_closes_every_socket(amake_user):
     user = await amake_user()
-    comm = await aconnected(PATH, user)
+    key, _ = await alogin_session(user)
+    comm = await aconnected(PATH, session_key=key)
 
     def staff_sets_password() -> None:
         u = User.objects.get(pk=user.pk)
@@ -137,7 +139,9 @@ async def test_a_password_set_by_staff_closes_every_socket(amake_user):
         u.save()
 
     await sync_to_async(staff_sets_password)()
+    # "Come back and be checked": the session's hash no longer matches, so it is refused.
     assert await closed_with(comm) == 4002
+    assert await refused(key) == 4401
 
 
 async def test_deactivation_closes_every_socket_for_good(amake_user):
