@@ -12,6 +12,7 @@ from .countries import COUNTRIES
 from .languages import TRANSLATION_LANGUAGES
 from .models import Profile, User
 from .selectors import age_on
+from .services import profile_birth_date_set
 from .validators import validate_photo
 
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
@@ -39,8 +40,6 @@ class SignupExtraForm(forms.Form):
         return clean_birth_date(self.cleaned_data["birth_date"])
 
     def signup(self, request: Any, user: User) -> None:
-        from .services import profile_birth_date_set
-
         profile_birth_date_set(
             user=user, birth_date=self.cleaned_data["birth_date"], at_signup=True
         )

@@ -19,7 +19,7 @@ import realtime.routing  # noqa: E402
 import videochat.routing  # noqa: E402
 import voice.routing  # noqa: E402
 from accounts.middleware import SessionDeviceAuthMiddlewareStack  # noqa: E402
-from config import gc_policy  # noqa: E402
+from realtime import gc_policy  # noqa: E402
 from realtime.rawsocket import RawSocketMiddleware  # noqa: E402
 
 http_app = django_asgi_app
@@ -53,5 +53,5 @@ async def application(scope, receive, send):  # type: ignore[no-untyped-def]
     return await router(scope, receive, send)
 
 
-# Last, so that everything made while importing is frozen (see config/gc_policy.py).
+# Last, so that everything made while importing is frozen (see realtime/gc_policy.py).
 gc_policy.install(settings.ASGI_GC_FULL_SECONDS, settings.ASGI_GC_MAX_DEFER_SECONDS)

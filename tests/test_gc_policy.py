@@ -1,4 +1,4 @@
-"""config/gc_policy.py in a fresh interpreter (it changes process-wide GC settings): the
+"""realtime/gc_policy.py in a fresh interpreter (it changes process-wide GC settings): the
 oldest generation is left to the scheduled collection, which frees cycles there, and which
 waits while something says a pause would hurt, up to its limit."""
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent(
     """
     import asyncio, gc, sys, time, weakref
-    from config import gc_policy
+    from realtime import gc_policy
 
     class Node:
         pass
@@ -87,7 +87,7 @@ def test_a_busy_spell_defers_a_collection_no_longer_than_the_limit() -> None:
 
 def test_zero_keeps_cpythons_schedule() -> None:
     script = (
-        "import gc; from config import gc_policy; before = gc.get_threshold();"
+        "import gc; from realtime import gc_policy; before = gc.get_threshold();"
         " gc_policy.install(0); assert gc.get_threshold() == before, gc.get_threshold()"
     )
     out = subprocess.run(

@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.conf import settings
 
-from config import gc_policy
+from realtime import gc_policy
 from realtime.keys import key
 from realtime.rawsocket import RawSocket, Write, binary_frame, text_frame
 from realtime.redis import get_async_redis
@@ -417,7 +417,7 @@ class Relay:
 
     def gc_should_wait(self) -> bool:
         """A full collection stops the event loop for up to ~100 ms: not while someone
-        whose audio passes through this process is talking (config/gc_policy.py)."""
+        whose audio passes through this process is talking (realtime/gc_policy.py)."""
         now = time.monotonic()
         return any(tx.live and tx.expires_at > now for tx in self._txs.values())
 

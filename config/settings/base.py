@@ -291,7 +291,7 @@ PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=90)
 # Durable stream (docs/protocols/stream.md): items a socket may have in flight unacked.
 STREAM_WINDOW = env.int("STREAM_WINDOW", default=200)
 # Full garbage collections of an ASGI process run this often instead of when CPython's
-# heuristic fires (config/gc_policy.py); 0 leaves CPython's defaults.
+# heuristic fires (realtime/gc_policy.py); 0 leaves CPython's defaults.
 ASGI_GC_FULL_SECONDS = env.float("ASGI_GC_FULL_SECONDS", default=60.0)
 ASGI_GC_MAX_DEFER_SECONDS = env.float("ASGI_GC_MAX_DEFER_SECONDS", default=60.0)
 

@@ -98,7 +98,7 @@ async def test_one_relay_per_event_loop(relay: Relay) -> None:
 
 
 async def test_a_live_transmission_holds_off_scheduled_full_collections(relay: Relay) -> None:
-    """config/gc_policy.py waits for a quiet moment while audio passes through this process."""
+    """realtime/gc_policy.py waits for a quiet moment while audio passes through this process."""
     await relay.join(12, Socket(1))
     assert not relay.gc_should_wait()
     await relay.transmission_start(12, 601, talker_id=2, recipients=None)
