@@ -130,7 +130,7 @@ def test_devices_page_badges_this_browser_only_and_forget_signs_the_other_out(
     expect(desk.locator(".flash")).to_contain_text("signed out")
     expect(desk.get_by_test_id("device-row")).to_have_count(1)
     wait(phone, "() => !window.cbline.state.open")
-    expect(phone.get_by_text("Disconnected")).to_be_visible()
+    expect(phone.get_by_test_id("cb-conn")).to_contain_text("Disconnected")
     phone.goto(f"{live_asgi.url}/profile/")
     expect(phone).to_have_url(f"{live_asgi.url}/accounts/login/?next=/profile/")
     # This browser is still signed in.
@@ -156,7 +156,7 @@ def test_password_change_keeps_this_sessions_socket_and_ends_the_others(
 
     # The other browser's session ended: its socket is closed for good.
     wait(elsewhere, "() => !window.cbline.state.open")
-    expect(elsewhere.get_by_text("Disconnected")).to_be_visible()
+    expect(elsewhere.get_by_test_id("cb-conn")).to_contain_text("Disconnected")
     assert elsewhere.evaluate("window.__closeCodes") == [4001]
     # This one carries on, and a reload connects with the session's new cookie.
     assert here.evaluate("window.__closeCodes") == []
