@@ -517,6 +517,9 @@ export class CallsClient extends EventTarget {
     const members = Object.keys(joined);
     await this.machine.updateTrackedUsers(members.map((u) => this.uid(u)));
     await this.processOutgoing(); // key queries for new or changed members
+    // And ask the server once more, now: a device added a moment ago (whose device-list
+    // notice is still on its way) gets this message's key too.
+    await this.sendRequest(this.machine.queryKeysForUsers(members.map((u) => this.uid(u))));
     const claim = await this.machine.getMissingSessions(members.map((u) => this.uid(u)));
     if (claim) await this.sendRequest(claim);
     const settings = new sdk.EncryptionSettings();
