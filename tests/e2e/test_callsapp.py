@@ -4,7 +4,6 @@ the browsers (matrix-sdk-crypto-wasm), the server relays ciphertext only."""
 from __future__ import annotations
 
 import re
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,6 @@ VAR = Path(__file__).resolve().parents[2] / "var"
 
 def open_callsapp(context, server, user) -> Page:  # type: ignore[no-untyped-def]
     page = login(context, server, user)
-    page.on("console", lambda m: print(f"[{user.profile.nickname}] {m.type}: {m.text}"[:700]))
     page.goto(f"{server.url}/messaging/")
     expect(page.get_by_test_id("callsapp")).to_have_attribute("data-state", "ready", timeout=30000)
     return page
