@@ -5,7 +5,7 @@ from django.views.generic import RedirectView
 
 from accounts.privacy import pages as privacy_pages
 from accounts.views import media_file
-from config import health
+from config import health, security
 
 urlpatterns: list[URLPattern | URLResolver] = [
     # Browsers ask for /favicon.ico on pages without a <link rel="icon"> (the admin).
@@ -17,6 +17,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     # For the load balancer: liveness (this process answers) and readiness (its backends do).
     path("health/live/", health.live, name="health_live"),
     path("health/ready/", health.ready, name="health_ready"),
+    path("csp-report/", security.csp_report, name="csp_report"),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("privacy/", include("accounts.privacy.urls")),

@@ -41,10 +41,13 @@ INSTALLED_APPS = [
     "messaging",
     "payments",
     "axes",
+    "csp",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "config.security.PermissionsPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -344,6 +347,30 @@ VIDEOCHAT_TRUSTED_PROXIES = env.list("VIDEOCHAT_TRUSTED_PROXIES", default=[])
 TRANSLATION_BACKEND = env("TRANSLATION_BACKEND", default="none")  # none | libretranslate
 LIBRETRANSLATE_URL = env("LIBRETRANSLATE_URL", default="")
 LIBRETRANSLATE_API_KEY = env("LIBRETRANSLATE_API_KEY", default="")
+
+# --- Content Security Policy (django-csp): scripts, styles and sockets from this origin only.
+# No inline scripts, styles or event handlers anywhere; 'wasm-unsafe-eval' lets the Matrix
+# crypto SDK compile its WebAssembly (it does not allow JavaScript eval). 'self' in
+# connect-src covers this origin's ws:/wss: sockets (CSP level 3).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", "'wasm-unsafe-eval'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "media-src": ["'self'", "blob:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-src": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "report-uri": ["/csp-report/"],
+    },
+}
+# Camera, microphone and location for this origin's pages only (config/security.py).
+PERMISSIONS_POLICY = "camera=(self), microphone=(self), geolocation=(self), payment=()"
 
 # --- Operations: health, login throttling, errors (README "Operating it").
 # Readiness fails when the media disk is fuller than this.

@@ -34,19 +34,44 @@ def browser_type_launch_args() -> dict[str, object]:
     return {"executable_path": CHROMIUM, "args": CHROMIUM_ARGS, "headless": True}
 
 
+# Every Content Security Policy violation in a page, reported to the test through a binding
+# (the page's own code cannot see or stop it); workers' violations show in the console.
+CSP_SPY = """document.addEventListener("securitypolicyviolation", (e) => {
+  const text = `${e.violatedDirective} blocked ${e.blockedURI} at ${e.sourceFile}:${e.lineNumber}`;
+  (window.__csp = window.__csp || []).push(text);
+  window.__cspViolation(text);
+});"""
+
+
+def watch_csp(context, violations: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Append every CSP violation in `context`'s pages and workers to `violations`."""
+
+    def on_console(msg) -> None:  # type: ignore[no-untyped-def]
+        if "Content Security Policy" in msg.text:
+            violations.append(msg.text)
+
+    context.expose_binding("__cspViolation", lambda source, text: violations.append(text))
+    context.add_init_script(CSP_SPY)
+    context.on("console", on_console)
+
+
 @pytest.fixture
 def new_context(browser) -> Iterator:  # type: ignore[no-untyped-def]
-    """Factory of isolated browser contexts (one per simulated person)."""
+    """Factory of isolated browser contexts (one per simulated person). A test fails if any
+    page it opened violated the Content Security Policy."""
     contexts = []
+    violations: list[str] = []
 
     def make(**kwargs):  # type: ignore[no-untyped-def]
         ctx = browser.new_context(**kwargs)
+        watch_csp(ctx, violations)
         contexts.append(ctx)
         return ctx
 
     yield make
     for ctx in contexts:
         ctx.close()
+    assert not violations, "Content Security Policy violations:\n" + "\n".join(violations)
 
 
 def login(context, server, user, password: str = "correct-horse-battery"):  # type: ignore[no-untyped-def]
