@@ -229,6 +229,26 @@ def live_asgi(asgi_servers: Callable[..., LiveServer]) -> LiveServer:
 
 
 @pytest.fixture
+def proxied_servers(
+    asgi_servers: Callable[..., LiveServer], tmp_path: Path
+) -> Iterator[Callable[..., Any]]:
+    """Factory: `proxied_servers()` starts nginx (deploy/nginx/comms.conf) in front of two
+    uvicorn processes, as in production; the result has `.url` like a LiveServer."""
+    from tests.nginx_stack import start_nginx_stack
+
+    started: list[Any] = []
+
+    def start(extra_env: dict[str, str] | None = None) -> Any:
+        stack = start_nginx_stack(asgi_servers, tmp_path / f"nginx-{len(started)}", extra_env)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()
+
+
+@pytest.fixture
 async def uvicorn_in_loop() -> AsyncIterator[Callable[..., Awaitable[str]]]:
     """`await uvicorn_in_loop(app)` serves an ASGI app with uvicorn (websockets-sansio, as in
     production) in the test's own event loop, so the test sees the server's in-process state

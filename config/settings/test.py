@@ -15,7 +15,8 @@ DEBUG = False
 SECRET_KEY = "test-only-not-secret"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-SERVE_STATIC = True
+# The nginx test stack turns it off: static files come from nginx there.
+SERVE_STATIC = env.bool("DJANGO_SERVE_STATIC", default=True)
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 MEDIA_ROOT = str(BASE_DIR / "var" / f"test-media-{RUN_ID}")
 PRIVACY_EXPORT_ROOT = str(BASE_DIR / "var" / f"test-exports-{RUN_ID}")

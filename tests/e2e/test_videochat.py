@@ -69,8 +69,10 @@ def translator() -> Iterator[Translator]:
 
 
 @pytest.fixture
-def server(asgi_servers: Callable[..., Any], translator: Translator) -> Any:
-    return asgi_servers(
+def server(proxied_servers: Callable[..., Any], translator: Translator) -> Any:
+    """Production's path: nginx in front of two uvicorn processes (so two people are often
+    on different processes)."""
+    return proxied_servers(
         {"TRANSLATION_BACKEND": "libretranslate", "LIBRETRANSLATE_URL": translator.url}
     )
 

@@ -1,8 +1,8 @@
-"""CBLINE in real Chromium pages against a live server process (daphne, whose audio goes
-through ASGI send, and uvicorn, whose audio the relay writes straight to the socket): A
-holds the big button with the fake microphone and B's page plays it; C (another channel)
-and D (out of range) get nothing; busy while someone talks; the listener's page keeps no
-voice in browser storage."""
+"""CBLINE in real Chromium pages against a live server (daphne alone, whose audio goes through
+ASGI send; and nginx in front of two uvicorn processes, whose audio the relay writes straight
+to the sockets): A holds the big button with the fake microphone and B's page plays it; C
+(another channel) and D (out of range) get nothing; busy while someone talks; the listener's
+page keeps no voice in browser storage."""
 
 from __future__ import annotations
 
@@ -86,8 +86,12 @@ def stats(page: Any) -> dict[str, Any]:
     return page.evaluate("() => window.cbline.stats")
 
 
-@pytest.fixture(params=["daphne", "uvicorn"])
-def voice_server(request, asgi_servers):  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["daphne", "nginx"])
+def voice_server(request, asgi_servers, proxied_servers):  # type: ignore[no-untyped-def]
+    """daphne alone (`make run`), and production's path: nginx in front of two uvicorn
+    processes, whose relay writes audio straight to the sockets."""
+    if request.param == "nginx":
+        return proxied_servers()
     return asgi_servers(server=request.param)
 
 
