@@ -1,6 +1,7 @@
 """ASGI entry point for daphne or uvicorn: HTTP to Django, WebSockets to the products'
 consumers behind the origin check and (user, device, session) authentication."""
 
+import atexit
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
@@ -19,7 +20,7 @@ import realtime.routing  # noqa: E402
 import videochat.routing  # noqa: E402
 import voice.routing  # noqa: E402
 from accounts.middleware import SessionDeviceAuthMiddlewareStack  # noqa: E402
-from realtime import gc_policy  # noqa: E402
+from realtime import gc_policy, metrics  # noqa: E402
 from realtime.rawsocket import RawSocketMiddleware  # noqa: E402
 
 http_app = django_asgi_app
@@ -52,6 +53,10 @@ async def application(scope, receive, send):  # type: ignore[no-untyped-def]
     gc_policy.start_in_loop()
     return await router(scope, receive, send)
 
+
+# Prometheus: GC pauses of this process; on exit its open-socket gauge stops counting.
+metrics.watch_gc()
+atexit.register(metrics.mark_process_dead)
 
 # Last, so that everything made while importing is frozen (see realtime/gc_policy.py).
 gc_policy.install(settings.ASGI_GC_FULL_SECONDS, settings.ASGI_GC_MAX_DEFER_SECONDS)

@@ -1,9 +1,12 @@
 """Celery: JSON only, acks late, and the beat schedule declared here in code."""
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.schedules import crontab
+
+from realtime.metrics import CELERY_TASKS
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -46,3 +49,20 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=53, hour=3),
     },
 }
+
+
+# Task outcomes for Prometheus (realtime/metrics.py).
+def _count(outcome: str) -> Any:
+    def handler(sender: Any = None, **kwargs: Any) -> None:
+        name = getattr(sender, "name", None) or str(sender)
+        CELERY_TASKS.labels(name, outcome).inc()
+
+    return handler
+
+
+_on_success = _count("success")
+_on_failure = _count("failure")
+_on_retry = _count("retry")
+signals.task_success.connect(_on_success, weak=False)
+signals.task_failure.connect(_on_failure, weak=False)
+signals.task_retry.connect(_on_retry, weak=False)

@@ -5,7 +5,7 @@ from django.views.generic import RedirectView
 
 from accounts.privacy import pages as privacy_pages
 from accounts.views import media_file
-from config import health, security
+from config import health, metrics, security
 
 urlpatterns: list[URLPattern | URLResolver] = [
     # Browsers ask for /favicon.ico on pages without a <link rel="icon"> (the admin).
@@ -18,6 +18,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("health/live/", health.live, name="health_live"),
     path("health/ready/", health.ready, name="health_ready"),
     path("csp-report/", security.csp_report, name="csp_report"),
+    # Prometheus, per process; refused to anyone but the scraper (config/metrics.py).
+    path("metrics", metrics.metrics_endpoint, name="metrics"),
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("privacy/", include("accounts.privacy.urls")),
@@ -35,3 +37,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     # to reports and bans is for staff only).
     path(settings.MEDIA_URL.lstrip("/") + "<path:name>", media_file, name="media"),
 ]
+
+metrics.register()

@@ -23,7 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from . import closecodes, presence
+from . import closecodes, metrics, presence
 from .errors import ServiceError
 from .events import send_now
 from .hooks import presence as presence_hooks
@@ -80,6 +80,7 @@ class BaseConsumer(AsyncWebsocketConsumer):
         self.device_pk = self.device.pk
         self.device_id = self.device.device_id
         self._joined: set[str] = set()
+        metrics.socket_opened(self)
         await self.join(user_group(user.pk))
         await self.join(device_group(self.device_pk))  # type: ignore[arg-type]
         await self.join(session_group(self.session_key))
@@ -98,6 +99,7 @@ class BaseConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.user_id is None:
             return
+        metrics.socket_closed(self)
         try:
             await self.on_disconnect(code)
         finally:

@@ -96,6 +96,21 @@ class ProxiedServer:
                 self.process.kill()
 
 
+def scrape(stack: ProxiedServer, process: int = 0) -> dict[str, float]:
+    """One process's /metrics (loopback is allowed), as {sample name{labels}: value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = f"{stack.backends[process].url}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
 def render_site(*, port: int, backends: list[int], static_root: Path, media_root: Path) -> str:
     values = {
         "ASGI_SERVERS": " ".join(f"server 127.0.0.1:{p};" for p in backends),
@@ -120,15 +135,18 @@ def start_nginx_stack(
     static_root = collected_static()
     media_root = Path(settings.MEDIA_ROOT)
     media_root.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "prometheus").mkdir(exist_ok=True)
     env = {
         **(extra_env or {}),
         # Static files come from nginx only; uploads go out through X-Accel-Redirect.
         "DJANGO_SERVE_STATIC": "0",
         "MEDIA_X_ACCEL_REDIRECT": "/protected-media/",
+        # Both processes write their figures here; either one's /metrics reports the sum.
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
     }
     backends = [start_backend(env, server="uvicorn") for _ in range(processes)]
     port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "comms.conf").write_text(
         render_site(
             port=port,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 
 from accounts.selectors import profile_of
+from realtime import metrics
 from realtime.consumers import CLOSE_FORBIDDEN, BaseConsumer
 from realtime.errors import ServiceError
 
@@ -86,6 +88,7 @@ class VideochatConsumer(BaseConsumer):
     session: Session | None = None
     match: CurrentMatch | None = None
     waiting = False
+    _queued_at = 0.0  # monotonic time of joining the queue (time-to-match metric)
     claimed = False  # this socket holds the user's video chat place (queue, match)
     filters_allowed = False
     country = ""
@@ -230,6 +233,7 @@ class VideochatConsumer(BaseConsumer):
                 await self._tell_ended(ended, reason="left")
             return
         self.waiting = False
+        metrics.videochat_matched(self._queued_at, pairs=0)
         self.match = CurrentMatch(event["match_id"], event["from_id"], event["from_channel"])
         partner = _partner_card(event["card"])
         found = MatchFound(match_id=event["match_id"], role="answer", partner=partner)
@@ -349,12 +353,15 @@ class VideochatConsumer(BaseConsumer):
         ended = await mm.end_match(self.user_id, skip=False)
         if ended is not None:
             await self._tell_ended(ended, reason="left")
+        if not self.waiting:
+            self._queued_at = time.monotonic()
         found = await mm.enqueue(seeker)
         if found is None:
             self.waiting = True
             await self._send_waiting(seeker)
             return
         self.waiting = False
+        metrics.videochat_matched(self._queued_at, pairs=1)
         self.match = CurrentMatch(found.match_id, found.partner_id, found.partner_channel_name)
         card = await live.card_get(found.partner_channel_name)
         # Matchmaking's view of the partner's gender and country is the one it matched on.

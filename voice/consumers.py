@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from accounts.countries import country_name, flag
+from realtime import metrics
 from realtime.consumers import BaseConsumer
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now
@@ -207,6 +209,16 @@ class VoiceConsumer(BaseConsumer):
 
     # --- floor
     async def on_floor_request(self, msg: FloorRequest) -> None:
+        started = time.perf_counter()
+        try:
+            await self._floor_request(msg)
+        except ServiceError as exc:
+            metrics.FLOOR_REQUESTS.labels("busy" if exc.code == "busy" else "refused").inc()
+            raise
+        metrics.FLOOR_REQUESTS.labels("granted").inc()
+        metrics.FLOOR_GRANT_SECONDS.observe(time.perf_counter() - started)
+
+    async def _floor_request(self, msg: FloorRequest) -> None:
         channel = self._require_channel()
         if self.floor is not None:
             raise ServiceError("already_talking", "you hold the floor already")

@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.conf import settings
 
-from realtime import gc_policy
+from realtime import gc_policy, metrics
 from realtime.keys import key
 from realtime.rawsocket import RawSocket, Write, binary_frame, text_frame
 from realtime.redis import get_async_redis
@@ -370,6 +370,7 @@ class Relay:
 
     listeners: dict[int, dict[Listener, _Slot]] = field(default_factory=dict)
     stats: RelayStats = field(default_factory=RelayStats)
+    _counts: metrics.RelayCounts = field(default_factory=metrics.RelayCounts)
     _txs: dict[int, _Tx] = field(default_factory=dict)
     _names: dict[bytes, int] = field(default_factory=dict)  # pub/sub channel -> channel_id
     _subscribed: set[int] = field(default_factory=set)  # confirmed (or given up waiting)
@@ -801,6 +802,7 @@ class Relay:
         slots = self.listeners.get(channel_id)
         if not slots:
             return
+        started = time.perf_counter()
         frame = None
         stats = self.stats
         for slot in list(slots.values()):
@@ -820,6 +822,9 @@ class Relay:
                 stats.dropped += 1
             else:
                 stats.errors += 1
+        # Metrics once per packet, not per listener (realtime/metrics.py).
+        metrics.RELAY_LAG_SECONDS.observe(time.perf_counter() - started)
+        self._counts.sync(stats.delivered, stats.dropped, stats.errors, stats.unknown_tx)
 
     def _deliver(self, slot: _Slot, frame: bytes | str) -> None:
         if slot.backlog is not None:  # a send to this socket is still waiting: keep order

@@ -376,6 +376,11 @@ PERMISSIONS_POLICY = "camera=(self), microphone=(self), geolocation=(self), paym
 # Readiness fails when the media disk is fuller than this.
 HEALTH_DISK_MAX_PERCENT = env.float("HEALTH_DISK_MAX_PERCENT", default=95.0)
 
+# Prometheus endpoint (/metrics on each process): who may read it. The address is the one
+# the ASGI server took from a trusted proxy; nginx refuses /metrics outright.
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+
 # Failed logins (django-axes): an account is locked after AXES_FAILURE_LIMIT failures from
 # anywhere, and an address after as many against any account, for AXES_COOLOFF_TIME. Counts
 # live in the shared cache and expire with the cool-off: no table of who failed when.

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.conftest import login
+from tests.nginx_stack import scrape
 
 pytestmark = pytest.mark.e2e
 
@@ -277,6 +278,12 @@ def test_two_strangers_see_each_other_and_chat_is_translated(  # type: ignore[no
         s = wait_video(page)
         assert s["remoteVideoWidth"] >= 320
         assert page.is_visible("[data-testid=partner]")
+    # The operators' view of it (either process reports both: shared multi-process files).
+    seen = scrape(server, process=1)
+    assert seen["videochat_matches_total"] == 1
+    assert seen["videochat_time_to_match_seconds_count"] == 2  # each of the two
+    assert seen["videochat_queue_length"] == 0
+    assert seen['comms_websocket_connections{product="videochat"}'] == 2
 
     alice.fill("[data-testid=chat-input]", "Hallo, wie geht's?")
     alice.click("[data-testid=chat-send]")

@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import login
 from tests.factories import UserFactory
+from tests.nginx_stack import scrape
 from voice.services import channel_create
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
@@ -169,6 +170,14 @@ def test_push_to_talk_heard_in_range_only(voice_server, new_context) -> None:  #
     assert stored["idb"] == [] and stored["caches"] == []
     for page in (pa, pb, pc, pd):
         assert page.errors == []
+
+    if hasattr(live_asgi, "backends"):  # through nginx: what operators saw of it
+        seen = scrape(live_asgi)
+        assert seen['cbline_floor_requests_total{outcome="granted"}'] >= 1
+        assert seen["cbline_floor_grant_seconds_count"] >= 1
+        assert seen["cbline_packets_relayed_total"] >= heard["received"]
+        assert seen["cbline_relay_lag_seconds_count"] >= stats(pa)["sent"]
+        assert seen['comms_websocket_connections{product="voice"}'] == 4
 
 
 def test_protected_channel_create_and_join_with_password(live_asgi, new_context) -> None:  # type: ignore[no-untyped-def]
