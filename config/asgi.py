@@ -20,6 +20,7 @@ import realtime.routing  # noqa: E402
 import videochat.routing  # noqa: E402
 import voice.routing  # noqa: E402
 from accounts.middleware import SessionDeviceAuthMiddlewareStack  # noqa: E402
+from config.logs import log_context  # noqa: E402
 from realtime import gc_policy, metrics  # noqa: E402
 from realtime.rawsocket import RawSocketMiddleware  # noqa: E402
 
@@ -49,6 +50,7 @@ router = ProtocolTypeRouter(
 )
 
 
+@log_context
 async def application(scope, receive, send):  # type: ignore[no-untyped-def]
     gc_policy.start_in_loop()
     return await router(scope, receive, send)

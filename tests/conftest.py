@@ -27,6 +27,8 @@ from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_SKIPPED: list[str] = []
+# Every log file a server process of this run wrote (tests/e2e/test_logs.py greps them).
+SERVER_LOGS: list[Path] = []
 
 
 @pytest.fixture(autouse=True)
@@ -182,7 +184,8 @@ def start_asgi_server(
             "config.asgi:application",
         ]
     (ROOT / "var").mkdir(exist_ok=True)
-    log = open(ROOT / "var" / f"server-{port}.log", "wb")  # noqa: SIM115
+    SERVER_LOGS.append(ROOT / "var" / f"server-{port}.log")
+    log = open(SERVER_LOGS[-1], "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:

@@ -169,7 +169,13 @@ def start_nginx_stack(
         stdout=subprocess.DEVNULL,
         stderr=open(workdir / "stderr.log", "wb"),  # noqa: SIM115
     )
-    server = ProxiedServer(port=port, backends=backends, process=proc, workdir=workdir)
+    server = ProxiedServer(
+        port=port,
+        backends=backends,
+        process=proc,
+        workdir=workdir,
+        logs=[ROOT / "var" / f"server-{b.port}.log" for b in backends],  # type: ignore[attr-defined]
+    )
     deadline = time.monotonic() + 20
     while True:
         try:

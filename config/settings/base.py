@@ -10,6 +10,8 @@ from typing import Any
 
 import environ
 
+from config.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
@@ -276,14 +278,12 @@ EMAIL_BACKEND = env(
 )
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="no-reply@localhost")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
-}
+# Structured logs (config/logs.py): JSON lines in production (DJANGO_LOG_JSON), readable
+# lines locally; request and connection ids on every line; content never logged.
+LOGGING = logging_config(
+    json_logs=env.bool("DJANGO_LOG_JSON", default=False),
+    level=env("DJANGO_LOG_LEVEL", default="INFO"),
+)
 
 # --- realtime/: limits every WebSocket product shares (a product may lower them).
 WS_MAX_TEXT_FRAME_BYTES = env.int("WS_MAX_TEXT_FRAME_BYTES", default=16 * 1024)

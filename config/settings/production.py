@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 # Never fall back to the embedded Redis in production (read by base.py).
 os.environ["DJANGO_REQUIRE_REDIS_URL"] = "1"
 
+from config.logs import logging_config
 from config.payment_settings import check_payment_environment
 
 from .base import *  # noqa: F403
@@ -40,3 +41,9 @@ EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.s
 EMAIL_URL = env("EMAIL_URL", default="")
 if EMAIL_URL:
     vars().update(env.email_url("EMAIL_URL"))
+
+# One JSON object a line for the log collector, unless told otherwise.
+LOGGING = logging_config(
+    json_logs=env.bool("DJANGO_LOG_JSON", default=True),
+    level=env("DJANGO_LOG_LEVEL", default="INFO"),
+)

@@ -32,7 +32,9 @@ PEER = """async ([iceServers, send]) => {
     video.muted = true;
     video.autoplay = true;
     document.body.append(video);
-    pc.addEventListener("track", (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); });
+    pc.addEventListener("track", (e) => {
+      video.srcObject = e.streams[0] || new MediaStream([e.track]);
+    });
   }
 }"""
 
@@ -47,9 +49,15 @@ GATHERED = """async () => {
 SELECTED_TYPES = """async () => {
   const stats = await pc.getStats();
   let pair = null;
-  stats.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
-  if (!pair) stats.forEach((s) => { if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s; });
-  return pair && [stats.get(pair.localCandidateId).candidateType, stats.get(pair.remoteCandidateId).candidateType];
+  stats.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) {
+      pair = stats.get(s.selectedCandidatePairId);
+    }
+  });
+  return pair && [
+    stats.get(pair.localCandidateId).candidateType,
+    stats.get(pair.remoteCandidateId).candidateType,
+  ];
 }"""
 
 
