@@ -13,17 +13,20 @@ they take binary frames.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any, ClassVar
 
+import redis.exceptions
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django import db
 from django.conf import settings
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from . import closecodes, metrics, presence
+from . import closecodes, liveness, metrics, presence
 from .errors import ServiceError
 from .events import send_now
 from .hooks import presence as presence_hooks
@@ -36,6 +39,18 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = closecodes.UNAUTHENTICATED
 CLOSE_LOGGED_OUT = closecodes.LOGGED_OUT
 CLOSE_FORBIDDEN = closecodes.FORBIDDEN
+# Redis (or the database) lost: the socket's groups and live state may be gone with it
+# (a restart, or this process missed its liveness beat and was cleaned up as dead), so it
+# is closed rather than left deaf; the client reconnects with backoff and jitter.
+CLOSE_RECONNECT = closecodes.TRY_AGAIN
+# Redis or the database unreachable for a moment: transient, so the client comes back.
+_TRANSIENT = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    db.OperationalError,
+    db.InterfaceError,
+)
 
 
 def scope_identity(scope: dict[str, Any]) -> tuple[Any, Any, str] | None:
@@ -67,6 +82,17 @@ class BaseConsumer(AsyncWebsocketConsumer):
     show_online = False
 
     # --- lifecycle
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except _TRANSIENT as exc:
+            # Unhandled, this closed the socket with 1011 and the client gave up.
+            log.warning("closing a socket for a reconnect: %r", exc)
+            with contextlib.suppress(Exception):
+                await self.disconnect(CLOSE_RECONNECT)
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": CLOSE_RECONNECT})
+
     async def connect(self) -> None:
         identity = scope_identity(self.scope)
         if identity is None:
@@ -88,7 +114,14 @@ class BaseConsumer(AsyncWebsocketConsumer):
         # groups (handled right after this method), never a window before they are joined.
         await self.accept()
         self.show_online = await database_sync_to_async(presence_hooks.shows_online)(user)
-        if await presence.socket_up(user.pk, self.channel_name) and self.show_online:
+        up, epoch = await presence.socket_up(
+            user.pk,
+            self.channel_name,
+            process_id=liveness.process_id(),
+            entry=liveness.socket_entry(user.pk, self.show_online),
+        )
+        liveness.local_add(self, epoch)
+        if up and self.show_online:
             await send_now(presence_group(user.pk), presence_event(user.pk, online=True))
         try:
             await self.on_connect()
@@ -100,12 +133,15 @@ class BaseConsumer(AsyncWebsocketConsumer):
         if self.user_id is None:
             return
         metrics.socket_closed(self)
+        liveness.local_discard(self)
         try:
             await self.on_disconnect(code)
         finally:
             for group in list(self._joined):
                 await self.leave(group)
-            gone = await presence.socket_down(self.user_id, self.channel_name)
+            gone = await presence.socket_down(
+                self.user_id, self.channel_name, process_id=liveness.process_id()
+            )
             if gone and self.show_online:
                 await send_now(presence_group(self.user_id), presence_event(self.user_id, False))
 
@@ -229,6 +265,10 @@ class BaseConsumer(AsyncWebsocketConsumer):
         """realtime.services: the session, device or account this socket stands for ended
         or changed; the code tells the client whether to come back."""
         await self.close(code=int(event.get("code", CLOSE_LOGGED_OUT)))
+
+    async def state_lost(self) -> None:
+        """realtime.liveness: Redis lost this process's live state; come back."""
+        await self.close(code=CLOSE_RECONNECT)
 
 
 def presence_event(user_id: int, online: bool) -> dict[str, Any]:

@@ -43,6 +43,13 @@ async def send_now(group: str, payload: Event) -> None:
         await layer.group_send(group, payload)
 
 
+async def send_to(channel_name: str, payload: Event) -> None:
+    """To one socket's channel (any process), for async code outside any transaction."""
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.send(channel_name, payload)
+
+
 @contextmanager
 def capture_events() -> Iterator[list[tuple[str, Event]]]:
     """Tests: collect (group, payload) of every event sent while the block runs."""

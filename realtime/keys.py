@@ -47,3 +47,30 @@ def rate_key(scope: str, user_id: int) -> str:
 def stream_group(device_pk: int) -> str:
     """The sockets reading one device's durable stream: a nudge to read it again."""
     return f"stream.{device_pk}"
+
+
+# --- process liveness (realtime/liveness.py)
+def process_key(pid: str) -> str:
+    """Exists while the process `pid` is alive: renewed every beat, with a short TTL."""
+    return key("proc", pid)
+
+
+def processes_key() -> str:
+    """Sorted set: every process id that has beaten, scored by its last beat."""
+    return key("procs")
+
+
+def process_sockets_key(pid: str) -> str:
+    """Hash: channel name -> {"u": user id, "s": shows online} of the process's sockets."""
+    return key("proc", pid, "sockets")
+
+
+def process_sweep_key(pid: str) -> str:
+    """Set NX by the one survivor that cleans up after the dead process `pid`."""
+    return key("proc", pid, "sweep")
+
+
+def epoch_key() -> str:
+    """A random value set once per Redis lifetime (SET NX): when it changes, Redis restarted
+    or was flushed, and every socket whose state was written before is stale."""
+    return key("epoch")

@@ -8,11 +8,12 @@ the user's privacy setting, applied by `visible_online`.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
 
 from django.conf import settings
 
-from .keys import presence_key
+from .keys import epoch_key, presence_key, process_sockets_key
 from .redis import get_async_redis, get_redis
 
 
@@ -20,8 +21,12 @@ def _expiry() -> float:
     return time.time() + settings.PRESENCE_TTL_SECONDS
 
 
-async def socket_up(user_id: int, socket_id: str) -> bool:
-    """Record a live socket; True when the user was offline before it."""
+async def socket_up(
+    user_id: int, socket_id: str, *, process_id: str = "", entry: str = ""
+) -> tuple[bool, str]:
+    """Record a live socket (and, with `process_id`, list it under its process for
+    realtime.liveness). Returns (whether the user was offline before it, the Redis epoch
+    the socket's state was written in: see `liveness.Liveness.beat`)."""
     r = get_async_redis()
     k = presence_key(user_id)
     async with r.pipeline(transaction=True) as p:
@@ -29,11 +34,16 @@ async def socket_up(user_id: int, socket_id: str) -> bool:
         p.zcard(k)
         p.zadd(k, {socket_id: _expiry()})
         p.expire(k, settings.PRESENCE_TTL_SECONDS)
-        _, before, _, _ = await p.execute()
-    return before == 0
+        if process_id:
+            p.hset(process_sockets_key(process_id), socket_id, entry)
+            p.set(epoch_key(), uuid.uuid4().hex, nx=True)
+            p.get(epoch_key())
+        replies = await p.execute()
+    epoch = replies[-1] if process_id else b""
+    return replies[1] == 0, epoch.decode() if isinstance(epoch, bytes) else str(epoch or "")
 
 
-async def socket_down(user_id: int, socket_id: str) -> bool:
+async def socket_down(user_id: int, socket_id: str, *, process_id: str = "") -> bool:
     """Forget a socket; True when it was the user's last one."""
     r = get_async_redis()
     k = presence_key(user_id)
@@ -41,7 +51,9 @@ async def socket_down(user_id: int, socket_id: str) -> bool:
         p.zrem(k, socket_id)
         p.zremrangebyscore(k, "-inf", time.time())
         p.zcard(k)
-        _, _, left = await p.execute()
+        if process_id:
+            p.hdel(process_sockets_key(process_id), socket_id)
+        left = (await p.execute())[2]
     return left == 0
 
 

@@ -12,7 +12,11 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.exceptions
 from django.conf import settings
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 _sync_client: redis.Redis | None = None
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
@@ -20,14 +24,21 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Re
 )
 
 
-def _pool_kwargs() -> dict[str, Any]:
-    return {"max_connections": settings.REDIS_MAX_CONNECTIONS, "health_check_interval": 30}
+def _pool_kwargs(retry: type[Retry] | type[AsyncRetry]) -> dict[str, Any]:
+    # Health checks and a retry on a fresh connection: after a Redis restart a pooled
+    # connection is dead, and the first command on it must not fail the caller.
+    return {
+        "max_connections": settings.REDIS_MAX_CONNECTIONS,
+        "health_check_interval": 10,
+        "retry": retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    }
 
 
 def get_redis() -> redis.Redis:
     global _sync_client
     if _sync_client is None:
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL, **_pool_kwargs())
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL, **_pool_kwargs(Retry))
     return _sync_client
 
 
@@ -35,6 +46,6 @@ def get_async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, **_pool_kwargs())
+        client = aioredis.Redis.from_url(settings.REDIS_URL, **_pool_kwargs(AsyncRetry))
         _async_clients[loop] = client
     return client

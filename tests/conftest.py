@@ -4,6 +4,7 @@ server processes (daphne) on the test database, WebSocket communicators."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import socket
 import subprocess
@@ -289,6 +290,18 @@ async def uvicorn_in_loop() -> AsyncIterator[Callable[..., Awaitable[str]]]:
 # async test collected after tests/e2e (realtime, videochat, voice) would fail.
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)  # stable
+    # A socket opened in an async test starts its loop's liveness beat: stop it with the loop.
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)):
+            item.fixturenames.append("_stop_liveness")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def _stop_liveness() -> AsyncIterator[None]:
+    yield
+    from realtime import liveness
+
+    await liveness.stop()
 
 
 # --- Browser tests must not be skipped silently in CI.

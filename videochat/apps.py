@@ -6,6 +6,9 @@ class VideochatConfig(AppConfig):
     verbose_name = "Video Chat Alternative"
 
     def ready(self) -> None:
-        from . import privacy
+        from realtime import liveness
+
+        from . import privacy, services
 
         privacy.register()
+        liveness.on_process_dead(services.process_dead_release)

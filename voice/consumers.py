@@ -19,7 +19,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from accounts.countries import country_name, flag
-from realtime import metrics
+from realtime import liveness, metrics
 from realtime.consumers import BaseConsumer
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now
@@ -124,7 +124,11 @@ class VoiceConsumer(BaseConsumer):
         # Group and relay first, then the snapshot: nothing said meanwhile is missed.
         await self.join(channel_group(channel.pk))
         first, sockets = await services.channel_socket_add(
-            channel_id=channel.pk, socket=self.channel_name, user_id=uid, country=self.country
+            channel_id=channel.pk,
+            socket=self.channel_name,
+            user_id=uid,
+            country=self.country,
+            process_id=liveness.process_id(),
         )
         self.channel = channel
         await get_relay().join(channel.pk, self)
@@ -175,7 +179,10 @@ class VoiceConsumer(BaseConsumer):
         self.channel = None
         await get_relay().leave(channel.pk, self)
         last, sockets = await services.channel_socket_remove(
-            channel_id=channel.pk, socket=self.channel_name, user_id=self._uid
+            channel_id=channel.pk,
+            socket=self.channel_name,
+            user_id=self._uid,
+            process_id=liveness.process_id(),
         )
         await self.leave(channel_group(channel.pk))
         if last and sockets < MEMBER_EVENTS_LIMIT:
@@ -228,7 +235,11 @@ class VoiceConsumer(BaseConsumer):
         if SanctionKind.MUTE in sanctions:
             raise NotAllowed("a moderator muted you in this channel", code="muted")
         floor, holder = await services.floor_take(
-            channel_id=channel.pk, user_id=self._uid, nickname=self.nickname, mode=msg.mode
+            channel_id=channel.pk,
+            user_id=self._uid,
+            nickname=self.nickname,
+            mode=msg.mode,
+            process_id=liveness.process_id(),
         )
         if floor is None:
             reason = await selectors.busy_reason(
@@ -283,13 +294,31 @@ class VoiceConsumer(BaseConsumer):
         await self._end_floor("released")
 
     async def _floor_timeout(self, floor: services.Floor, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        """Renew the floor's lease while the transmission lasts; end it at its maximum
+        length, or at once if the lease was lost (Redis restarted, say)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        reason: ReleaseReason = "timeout"
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(left, settings.VOICE_FLOOR_LEASE_SECONDS / 3))
+            if self.floor is not floor:
+                return
+            if loop.time() >= deadline:
+                break
+            try:
+                if not await services.floor_renew(
+                    channel_id=self._require_channel().pk, floor=floor
+                ):
+                    reason = "released"
+                    break
+            except Exception:
+                log.warning("could not renew the floor of transmission %s", floor.tx_id)
         if self.floor is floor:
             self._floor_timer = None  # this task: _end_floor must not cancel itself
             try:
-                await self._end_floor("timeout")
+                await self._end_floor(reason)
             except Exception:
-                log.exception("could not end transmission %s at its maximum length", floor.tx_id)
+                log.exception("could not end transmission %s", floor.tx_id)
 
     async def _end_floor(self, reason: ReleaseReason) -> None:
         floor, channel = self.floor, self.channel

@@ -1,6 +1,5 @@
 """Every Redis key and Channels group CBLINE uses, in one place (built on realtime.keys.key,
-so the run's prefix applies). Transmission meta, audio, recipients and the recent list are
-voice/relay.py's (under "voice:tx:*" and "voice:ch:*")."""
+so the run's prefix applies)."""
 
 from __future__ import annotations
 
@@ -21,8 +20,20 @@ def voice_user_group(user_id: int) -> str:
 
 # --- Redis keys.
 def floor_key(channel_id: int) -> str:
-    """The current talker: set NX with a PX of the maximum transmission length."""
+    """The current talker: "<tx_id>|<json>", a lease of VOICE_FLOOR_LEASE_SECONDS that the
+    talker's socket renews while it talks."""
     return key("voice", "floor", channel_id)
+
+
+def process_floors_key(process_id: str) -> str:
+    """Hash: channel id -> floor value, of the floors the process's sockets hold (a survivor
+    releases and announces them if the process dies)."""
+    return key("voice", "proc", process_id, "floors")
+
+
+def process_sockets_key(process_id: str) -> str:
+    """Hash: channel name -> channel id, of the process's sockets joined to a channel."""
+    return key("voice", "proc", process_id, "sockets")
 
 
 def tx_seq_key() -> str:
@@ -54,3 +65,39 @@ def sanctions_version_key(user_id: int) -> str:
 def password_attempts_key(channel_id: int, user_id: int) -> str:
     """Token bucket of one user's password attempts on one channel (checked before hashing)."""
     return key("voice", "pwtry", channel_id, user_id)
+
+
+# --- transmissions (voice/relay.py): meta, audio and recipients live VOICE_AUDIO_TTL_SECONDS.
+def pubsub_channel(channel_id: int) -> str:
+    """Redis pub/sub channel of one voice channel: control messages and audio packets."""
+    return key("voice", "ch", channel_id, "pub")
+
+
+def tx_key(tx_id: int) -> str:
+    """Hash: one transmission's meta (talker, channel, start, end, duration, mode)."""
+    return key("voice", "tx", tx_id)
+
+
+def tx_audio_key(tx_id: int) -> str:
+    """List: one transmission's packets, for replay to a listener who missed it."""
+    return key("voice", "tx", tx_id, "audio")
+
+
+def tx_recipients_key(tx_id: int) -> str:
+    """Set: who may hear the transmission (absent: everyone in the channel)."""
+    return key("voice", "tx", tx_id, "recipients")
+
+
+def recent_key(channel_id: int) -> str:
+    """Sorted set: the channel's transmissions still on the server, by start time."""
+    return key("voice", "ch", channel_id, "recent")
+
+
+def held_bytes_key(channel_id: int, window: int) -> str:
+    """Bytes of audio the channel stored in one time window (the held-audio cap)."""
+    return key("voice", "ch", channel_id, "held", window)
+
+
+def relay_client_name(suffix: str) -> str:
+    """CLIENT SETNAME of the relay's connections (operators; the reconnect test)."""
+    return key("voice-relay") + ":" + suffix

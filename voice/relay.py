@@ -43,10 +43,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from django.conf import settings
 
 from realtime import gc_policy, metrics
-from realtime.keys import key
 from realtime.rawsocket import RawSocket, Write, binary_frame, text_frame
 from realtime.redis import get_async_redis
 
+from .keys import (
+    held_bytes_key,
+    pubsub_channel,
+    recent_key,
+    relay_client_name,
+    tx_audio_key,
+    tx_key,
+    tx_recipients_key,
+)
 from .schemas import FloorReleased, FloorTaken, ReleaseReason
 
 log = logging.getLogger(__name__)
@@ -71,31 +79,6 @@ class Listener(Protocol):
     channel_name: str
 
     async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None: ...
-
-
-# --- Redis names (all under the run's prefix through realtime.keys.key)
-def pubsub_channel(channel_id: int) -> str:
-    return key("voice", "ch", channel_id, "pub")
-
-
-def tx_key(tx_id: int) -> str:
-    return key("voice", "tx", tx_id)
-
-
-def tx_audio_key(tx_id: int) -> str:
-    return key("voice", "tx", tx_id, "audio")
-
-
-def tx_recipients_key(tx_id: int) -> str:
-    return key("voice", "tx", tx_id, "recipients")
-
-
-def recent_key(channel_id: int) -> str:
-    return key("voice", "ch", channel_id, "recent")
-
-
-def held_bytes_key(channel_id: int, window: int) -> str:
-    return key("voice", "ch", channel_id, "held", window)
 
 
 def held_window_seconds() -> int:
@@ -387,7 +370,7 @@ class Relay:
     @property
     def client_name(self) -> str:
         """Names the pub/sub connection in CLIENT LIST (operators; the reconnect test)."""
-        return f"{key('voice-relay')}:{os.getpid()}:{id(self):x}"
+        return relay_client_name(f"{os.getpid()}:{id(self):x}")
 
     # --- local listeners
     async def join(self, channel_id: int, listener: Listener) -> None:

@@ -21,6 +21,7 @@ from realtime.redis import get_async_redis
 
 from . import keys
 from .models import Channel, ChannelMembership, ChannelSanction, SanctionKind
+from .relay import get_relay
 from .schemas import BannedMember, Member, RecentTx, Talker
 
 SEARCH_LIMIT = 50
@@ -230,9 +231,10 @@ async def busy_reason(holder: dict[str, Any] | None, *, viewer_id: int, range_km
 async def live_members(channel_id: int) -> dict[int, str]:
     """user id -> connection country of everyone with a live socket in the channel now.
 
-    A socket whose process died never removed its entry; realtime's presence (refreshed by
-    every heartbeat, expiring otherwise) says which sockets are still alive, and the dead
-    ones are dropped here, so they neither show as members nor count as listeners."""
+    A socket whose process died is removed by a survivor within seconds
+    (services.process_dead_release); until then realtime's presence (refreshed by every
+    heartbeat, expiring otherwise) says which sockets are still alive, so a dead one
+    neither shows as a member nor counts as a listener. A selector: it never writes."""
     r = get_async_redis()
     k = keys.sockets_key(channel_id)
     entries = {sock: json.loads(value) for sock, value in (await r.hgetall(k)).items()}
@@ -244,15 +246,11 @@ async def live_members(channel_id: int) -> dict[int, str]:
         expiries = await p.execute()
     now = time.time()
     members: dict[int, str] = {}
-    dead = []
-    for (sock, entry), expiry in zip(entries.items(), expiries, strict=True):
+    for entry, expiry in zip(entries.values(), expiries, strict=True):
         if expiry is None or expiry < now:
-            dead.append(sock)
             continue
         uid = int(entry["user_id"])
         members[uid] = members.get(uid) or entry["country"]
-    if dead:
-        await r.hdel(k, *dead)
     return members
 
 
@@ -260,8 +258,6 @@ async def recent_transmissions(channel_id: int, *, viewer_id: int) -> list[Recen
     """Finished transmissions of the channel whose audio the server still holds and that
     `viewer_id` may fetch (heard live, or would have): a late joiner or a member out of
     range is offered nothing it would be refused."""
-    from .relay import get_relay
-
     recent = []
     for meta in await get_relay().recent(channel_id, hearer=viewer_id):
         if "duration_ms" not in meta:

@@ -16,7 +16,7 @@ import ipaddress
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +31,13 @@ from django.utils import timezone
 
 from accounts.models import Device, Profile, User
 from realtime.errors import NotAllowed, ServiceError
-from realtime.events import send_on_commit
+from realtime.events import send_now, send_on_commit
 from realtime.ratelimit import allow_async
 from realtime.redis import get_async_redis, get_redis
 
 from . import keys
 from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
+from .relay import get_relay
 from .selectors import channel_get, floor_decode, is_moderator, sanction_active
 
 # iptocc >= 3 names it country_code; older releases get_country_code.
@@ -391,21 +392,26 @@ def connection_log_purge(*, older_than_days: int, batch_size: int = 1000) -> int
 
 # --- live state (Redis)
 async def channel_socket_add(
-    *, channel_id: int, socket: str, user_id: int, country: str
+    *, channel_id: int, socket: str, user_id: int, country: str, process_id: str = ""
 ) -> tuple[bool, int]:
-    """Record a socket as joined. Returns (whether it is the user's first socket in the
-    channel, how many sockets the channel has now)."""
+    """Record a socket as joined (listed under its process for realtime.liveness). Returns
+    (whether it is the user's first socket in the channel, how many sockets it has now)."""
     r = get_async_redis()
     k = keys.sockets_key(channel_id)
     async with r.pipeline(transaction=True) as p:
         p.hvals(k)
         p.hset(k, socket, json.dumps({"user_id": user_id, "country": country}))
-        before, _ = await p.execute()
+        if process_id:
+            p.hset(keys.process_sockets_key(process_id), socket, channel_id)
+            p.expire(keys.process_sockets_key(process_id), settings.LIVENESS_SOCKETS_KEEP_SECONDS)
+        before = (await p.execute())[0]
     first = all(json.loads(v)["user_id"] != user_id for v in before)
     return first, len(before) + 1
 
 
-async def channel_socket_remove(*, channel_id: int, socket: str, user_id: int) -> tuple[bool, int]:
+async def channel_socket_remove(
+    *, channel_id: int, socket: str, user_id: int, process_id: str = ""
+) -> tuple[bool, int]:
     """Forget a socket. Returns (whether it was the user's last socket in the channel, how
     many sockets the channel has left)."""
     r = get_async_redis()
@@ -413,8 +419,60 @@ async def channel_socket_remove(*, channel_id: int, socket: str, user_id: int) -
     async with r.pipeline(transaction=True) as p:
         p.hdel(k, socket)
         p.hvals(k)
-        _, after = await p.execute()
+        if process_id:
+            p.hdel(keys.process_sockets_key(process_id), socket)
+        after = (await p.execute())[1]
     return all(json.loads(v)["user_id"] != user_id for v in after), len(after)
+
+
+async def process_dead_release(process_id: str, sockets: Mapping[str, object]) -> None:
+    """realtime.liveness hook: a process died holding CBLINE state. Its floors are released
+    and announced (floor.released, reason "disconnected"), its sockets leave their
+    channels, and members whose last socket it was are announced gone."""
+    r = get_async_redis()
+    async with r.pipeline(transaction=False) as p:
+        p.hgetall(keys.process_floors_key(process_id))
+        p.hgetall(keys.process_sockets_key(process_id))
+        floors, joined = await p.execute()
+    relay = get_relay()
+    for channel, value in floors.items():
+        holder = floor_decode(value)
+        if holder is None:
+            continue
+        floor = Floor(
+            int(holder["tx_id"]),
+            int(holder["user_id"]),
+            holder.get("nickname", ""),
+            int(holder["started_at"]),
+            holder.get("mode", ""),
+            process_id,
+        )
+        duration = await floor_release(channel_id=int(channel), floor=floor)
+        await relay.transmission_end(
+            int(channel),
+            floor.tx_id,
+            talker_id=floor.user_id,
+            duration_ms=duration,
+            reason="disconnected",
+        )
+    by_channel: dict[int, list[str]] = {}
+    for sock, channel in joined.items():
+        name = sock.decode() if isinstance(sock, bytes) else str(sock)
+        by_channel.setdefault(int(channel), []).append(name)
+    for channel_id, names in by_channel.items():
+        k = keys.sockets_key(channel_id)
+        async with r.pipeline(transaction=True) as p:
+            p.hmget(k, names)
+            p.hdel(k, *names)
+            p.hvals(k)
+            dead, _, alive = await p.execute()
+        remaining = {json.loads(v)["user_id"] for v in alive}
+        gone = {json.loads(v)["user_id"] for v in dead if v is not None} - remaining
+        for user_id in sorted(gone):
+            await send_now(
+                keys.channel_group(channel_id), {"type": "voice.member.left", "user_id": user_id}
+            )
+    await r.delete(keys.process_floors_key(process_id), keys.process_sockets_key(process_id))
 
 
 def location_round(value: float) -> float:
@@ -442,11 +500,24 @@ async def location_clear(*, user_id: int) -> None:
         await p.execute()
 
 
-# Delete the floor only if it still belongs to this transmission (another may hold it now).
+# Delete the floor only if it still belongs to this transmission (another may hold it now),
+# and strike it from its process's list of held floors.
 _RELEASE = """
+local mine = redis.call('HGET', KEYS[2], ARGV[2])
+if mine and string.match(mine, '^(%d+)|') == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
 local v = redis.call('GET', KEYS[1])
 if v and string.match(v, '^(%d+)|') == ARGV[1] then
   redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# Extend the lease only while this transmission still holds the floor.
+_RENEW = """
+local v = redis.call('GET', KEYS[1])
+if v and string.match(v, '^(%d+)|') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -460,39 +531,72 @@ class Floor:
     nickname: str
     started_at: int
     mode: str
+    process_id: str = ""  # realtime.liveness: whose survivors release it if it dies
 
 
 # Take the floor if free, in one round trip: the transmission id (a u32 in the packet
-# header, never 0, hence the wrap) is handed out only to a granted request.
+# header, never 0, hence the wrap) is handed out only to a granted request. The holder's
+# process lists the floor (KEYS[3]) so that its survivors can release it.
 _TAKE = """
 local holder = redis.call('GET', KEYS[2])
 if holder then return {0, holder} end
 local id = (redis.call('INCR', KEYS[1]) - 1) % 4294967295 + 1
 local value = id .. '|{"tx_id": ' .. id .. ', ' .. string.sub(ARGV[1], 2)
 redis.call('SET', KEYS[2], value, 'PX', ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[3], value)
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
 return {1, id}
 """
 
 
+def _lease_ms() -> int:
+    return int(settings.VOICE_FLOOR_LEASE_SECONDS * 1000)
+
+
 async def floor_take(
-    *, channel_id: int, user_id: int, nickname: str, mode: str
+    *, channel_id: int, user_id: int, nickname: str, mode: str, process_id: str = ""
 ) -> tuple[Floor | None, dict[str, Any] | None]:
     """Take the channel's floor atomically (one Lua step, so two processes can never both
-    win). Returns (floor, None) when granted, (None, holder) when someone else talks."""
+    win). Returns (floor, None) when granted, (None, holder) when someone else talks. The
+    floor is a short lease (`floor_renew`): a holder that vanishes frees it within
+    VOICE_FLOOR_LEASE_SECONDS."""
     started_at = now_ms()
     about = {"user_id": user_id, "nickname": nickname, "started_at": started_at, "mode": mode}
-    # The holder's socket releases at max_ms; the expiry is only the backstop for a process
-    # that died holding it, so it runs a little longer.
-    expiry_ms = settings.VOICE_MAX_TRANSMISSION_SECONDS * 1000 + 2000
     granted, value = await get_async_redis().eval(
-        _TAKE, 2, keys.tx_seq_key(), keys.floor_key(channel_id), json.dumps(about), expiry_ms
+        _TAKE,
+        3,
+        keys.tx_seq_key(),
+        keys.floor_key(channel_id),
+        keys.process_floors_key(process_id),
+        json.dumps(about),
+        _lease_ms(),
+        channel_id,
+        process_id,
+        settings.LIVENESS_SOCKETS_KEEP_SECONDS,
     )
     if not granted:
         return None, floor_decode(value)
-    return Floor(int(value), user_id, nickname, started_at, mode), None
+    return Floor(int(value), user_id, nickname, started_at, mode, process_id), None
+
+
+async def floor_renew(*, channel_id: int, floor: Floor) -> bool:
+    """Extend the holder's lease; False when the floor is no longer this transmission's."""
+    renewed = await get_async_redis().eval(
+        _RENEW, 1, keys.floor_key(channel_id), str(floor.tx_id), _lease_ms()
+    )
+    return bool(renewed)
 
 
 async def floor_release(*, channel_id: int, floor: Floor) -> int:
     """Free the floor if this transmission still holds it; return its length in ms."""
-    await get_async_redis().eval(_RELEASE, 1, keys.floor_key(channel_id), str(floor.tx_id))
+    await get_async_redis().eval(
+        _RELEASE,
+        2,
+        keys.floor_key(channel_id),
+        keys.process_floors_key(floor.process_id),
+        str(floor.tx_id),
+        channel_id,
+    )
     return max(0, now_ms() - floor.started_at)

@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.logs import logging_config
 
@@ -128,6 +132,12 @@ CHANNEL_LAYERS: dict[str, Any] = {
                     # own 5 s blocking read (channels_redis #422).
                     "socket_timeout": None,
                     "max_connections": REDIS_MAX_CONNECTIONS,
+                    # A pooled connection idle this long is PINGed before use, and a command
+                    # that meets a dead one (Redis restarted) is retried on a new connection:
+                    # without these a stale pooled connection failed the next new sockets.
+                    "health_check_interval": 10,
+                    "retry": AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                    "retry_on_error": [RedisConnectionError, RedisTimeoutError],
                 }
             ],
             "prefix": REDIS_KEY_PREFIX + "asgi",
@@ -293,6 +303,13 @@ WS_RATE_REFILL_PER_SECOND = env.float("WS_RATE_REFILL_PER_SECOND", default=20.0)
 PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=90)
 # Durable stream (docs/protocols/stream.md): items a socket may have in flight unacked.
 STREAM_WINDOW = env.int("STREAM_WINDOW", default=200)
+# Each ASGI process renews a liveness key this often, with this TTL; survivors clean up
+# after a process whose key ran out (realtime/liveness.py), so within TTL + one beat.
+LIVENESS_BEAT_SECONDS = env.float("LIVENESS_BEAT_SECONDS", default=1.0)
+# Longer than the worst full-GC pause measured (2 s at 10,000 sockets), so a busy process
+# is not taken for dead.
+LIVENESS_TTL_SECONDS = env.float("LIVENESS_TTL_SECONDS", default=4.0)
+LIVENESS_SOCKETS_KEEP_SECONDS = env.int("LIVENESS_SOCKETS_KEEP_SECONDS", default=3600)
 # Full garbage collections of an ASGI process run this often instead of when CPython's
 # heuristic fires (realtime/gc_policy.py); 0 leaves CPython's defaults.
 ASGI_GC_FULL_SECONDS = env.float("ASGI_GC_FULL_SECONDS", default=60.0)
@@ -317,6 +334,9 @@ VOICE_MAX_BITRATE_BPS = env.int("VOICE_MAX_BITRATE_BPS", default=64_000)
 # a packet is refused, so no channel can fill Redis.
 VOICE_CHANNEL_MAX_HELD_BYTES = env.int("VOICE_CHANNEL_MAX_HELD_BYTES", default=2 * 1024 * 1024)
 VOICE_MAX_TRANSMISSION_SECONDS = env.int("VOICE_MAX_TRANSMISSION_SECONDS", default=60)
+# The floor is a lease the talker's socket renews every third of this while it talks: a
+# process that dies holding it frees it within this long even with no survivor to help.
+VOICE_FLOOR_LEASE_SECONDS = env.float("VOICE_FLOOR_LEASE_SECONDS", default=5.0)
 VOICE_LOCATION_TTL_SECONDS = env.int("VOICE_LOCATION_TTL_SECONDS", default=120)
 VOICE_CONNECTION_LOG_RETENTION_DAYS = env.int("VOICE_CONNECTION_LOG_RETENTION_DAYS", default=90)
 

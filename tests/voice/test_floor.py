@@ -49,9 +49,18 @@ async def test_ids_wrap_within_a_u32_and_skip_zero(counter: int, expected: int) 
     assert floor is not None and floor.tx_id == expected
 
 
-async def test_the_floor_expires_as_a_backstop(settings) -> None:  # type: ignore[no-untyped-def]
-    settings.VOICE_MAX_TRANSMISSION_SECONDS = 1
+async def test_the_floor_is_a_short_lease_renewed_only_by_its_holder(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.VOICE_FLOOR_LEASE_SECONDS = 2
     floor, _ = await take(74, 1)
     assert floor is not None
     ttl = await get_async_redis().pttl(keys.floor_key(74))
-    assert 2000 < ttl <= 3000  # max length + 2 s
+    assert 1500 < ttl <= 2000
+    settings.VOICE_FLOOR_LEASE_SECONDS = 9
+    assert await services.floor_renew(channel_id=74, floor=floor)
+    assert 8500 < await get_async_redis().pttl(keys.floor_key(74)) <= 9000
+    await services.floor_release(channel_id=74, floor=floor)
+    other, _ = await take(74, 2)
+    assert other is not None
+    # The old transmission can no longer extend the new holder's lease.
+    assert not await services.floor_renew(channel_id=74, floor=floor)
+    assert await get_async_redis().pttl(keys.floor_key(74)) <= 9000

@@ -1,0 +1,51 @@
+"""What a CBLINE join costs the database: a fixed number of statements, whatever the number
+of members (they come from Redis, and are described in one query per table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db.backends.utils import CursorWrapper
+
+from tests.voice.helpers import assert_alive, connect, expect, joined
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# A first join: the channel (twice: admission, then the password path's own read), the
+# user's ban, membership (exists, then get_or_create: select, savepoint, insert, release),
+# then the member list: profiles, moderators, mutes. None of it grows with the members.
+JOIN_QUERIES = 11
+
+
+async def _join_statements(comm: Any, channel: Any, monkeypatch: Any) -> list[str]:
+    # The consumer's ORM calls run in whichever thread Channels gives them: count every
+    # statement Django executes, in any thread, from the message to the answer.
+    sql: list[str] = []
+    execute = CursorWrapper.execute
+
+    def counting(self: CursorWrapper, query: str, params: Any = None) -> Any:
+        sql.append(query)
+        return execute(self, query, params)
+
+    await assert_alive(comm)  # connect() returns at accept: let the connect handler finish
+    monkeypatch.setattr(CursorWrapper, "execute", counting)
+    await comm.send_json_to({"type": "channel.join", "channel_id": channel.pk})
+    await expect(comm, "channel.joined")
+    monkeypatch.undo()
+    return sql
+
+
+async def test_join_costs_the_same_few_queries_in_a_small_and_a_crowded_channel(
+    amake_user, make_channel, monkeypatch
+):
+    owner = await amake_user()
+    small, crowded = await make_channel(owner), await make_channel(owner)
+    crowd = [await joined(await amake_user(), crowded) for _ in range(6)]
+    first = await connect(await amake_user())
+    alone = await _join_statements(first, small, monkeypatch)
+    second = await connect(await amake_user())
+    among = await _join_statements(second, crowded, monkeypatch)
+    assert len(alone) == len(among) == JOIN_QUERIES, (alone, among)
+    for comm in (*crowd, first, second):
+        await comm.disconnect()
