@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# manage.py, the ASGI app and Celery default to production settings; here we develop.
+LOCAL := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-config.settings.local}
 
 .PHONY: run test lint format install migrate superuser clean
 
@@ -21,13 +23,13 @@ node_modules/.package-lock.json: package.json package-lock.json
 install: $(VENV)/.installed node_modules/.package-lock.json
 
 migrate: install
-	$(PY) manage.py migrate --noinput
+	$(LOCAL) $(PY) manage.py migrate --noinput
 
 run: migrate
-	$(PY) -m config.run_local
+	$(LOCAL) $(PY) -m config.run_local
 
 superuser: migrate
-	$(PY) manage.py createsuperuser
+	$(LOCAL) $(PY) manage.py createsuperuser
 
 lint: install
 	$(VENV)/bin/ruff check .

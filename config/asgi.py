@@ -4,7 +4,9 @@ consumers behind the origin check and (user, device, session) authentication."""
 import atexit
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+# Unset means production (which refuses to start without its secrets), never DEBUG:
+# `make` and config/run_local.py choose config.settings.local explicitly.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 from django.core.asgi import get_asgi_application
 

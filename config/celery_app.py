@@ -8,7 +8,9 @@ from celery.schedules import crontab
 
 from realtime.metrics import CELERY_TASKS
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+# Unset means production (which refuses to start without its secrets), never DEBUG:
+# `make` and config/run_local.py choose config.settings.local explicitly.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")

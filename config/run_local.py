@@ -17,8 +17,15 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     import django
 
-    django.setup()  # starts the embedded Redis if REDIS_URL is not set
+    django.setup()
     from django.conf import settings
+
+    from config import embedded_redis
+
+    # Without REDIS_URL: the embedded Redis, started here and stopped when this stops.
+    redis_name = embedded_redis.name_of(settings.REDIS_URL)
+    if redis_name is not None:
+        embedded_redis.ensure_running(redis_name)
 
     py = sys.executable
     commands = {
@@ -57,6 +64,8 @@ def main() -> int:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if redis_name is not None:
+            embedded_redis.stop(redis_name)
     failed = [n for n, p in procs.items() if p.returncode not in (0, -signal.SIGTERM, None)]
     return 1 if failed else 0
 

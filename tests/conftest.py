@@ -180,6 +180,8 @@ def start_asgi_server(
             "websockets-sansio",
             "--ws-per-message-deflate",
             "false",
+            "--ws-max-size",
+            "65536",
             "--log-level",
             "warning",
             "config.asgi:application",
@@ -267,6 +269,7 @@ async def uvicorn_in_loop() -> AsyncIterator[Callable[..., Awaitable[str]]]:
             port=port,
             ws="websockets-sansio",
             ws_per_message_deflate=False,
+            ws_max_size=65536,
             lifespan="off",
             log_level="warning",
         )
@@ -304,6 +307,24 @@ async def _stop_liveness() -> AsyncIterator[None]:
     await liveness.stop()
 
 
+# --- Without REDIS_URL the run uses its own embedded Redis: started here, stopped at the end,
+# so that no redis-server outlives `make test`.
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from config import embedded_redis
+
+    name = embedded_redis.name_of(settings.REDIS_URL)
+    if name is not None:
+        embedded_redis.ensure_running(name)
+
+
+def _embedded_redis_stop() -> None:
+    from config import embedded_redis
+
+    name = embedded_redis.name_of(settings.REDIS_URL)
+    if name is not None:
+        embedded_redis.stop(name)
+
+
 # --- Browser tests must not be skipped silently in CI.
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and ("e2e" in report.keywords or report.nodeid.startswith("tests/e2e")):
@@ -311,6 +332,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _embedded_redis_stop()
     if E2E_SKIPPED and os.environ.get("REQUIRE_BROWSER_TESTS"):
         print(f"\n{len(E2E_SKIPPED)} browser test(s) skipped but REQUIRE_BROWSER_TESTS is set:")
         for nodeid in E2E_SKIPPED:

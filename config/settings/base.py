@@ -14,6 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from config import embedded_redis
 from config.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -112,9 +113,8 @@ AUTH_USER_MODEL = "accounts.User"
 REDIS_URL = env("REDIS_URL", default="")
 # Production sets DJANGO_REQUIRE_REDIS_URL (see production.py) and refuses to start without it.
 if not REDIS_URL and not env.bool("DJANGO_REQUIRE_REDIS_URL", default=False):
-    from config.embedded_redis import ensure_running
-
-    REDIS_URL = ensure_running("dev")
+    # Only named here: `make run` and the test session start it (config/embedded_redis.py).
+    REDIS_URL = embedded_redis.url(env("DJANGO_EMBEDDED_REDIS", default="dev"))
 # Every key this project writes starts with this prefix (realtime.keys); the test run sets
 # its own so that runs sharing one Redis never see each other's keys.
 REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="cp:")

@@ -5,11 +5,13 @@ passed to the server processes that tests start through the environment."""
 import os
 import uuid
 
-from .base import *  # noqa: F403
-from .base import BASE_DIR, DATABASES, env
-
 # setdefault: the value lands in os.environ, so the daphne subprocesses a test starts agree.
 RUN_ID = os.environ.setdefault("TEST_RUN_ID", uuid.uuid4().hex[:8])
+# Without REDIS_URL: this run's own embedded Redis, started and stopped by the test session.
+os.environ.setdefault("DJANGO_EMBEDDED_REDIS", f"test-{RUN_ID}")
+
+from .base import *  # noqa: E402, F403
+from .base import BASE_DIR, DATABASES, env  # noqa: E402
 
 DEBUG = False
 SECRET_KEY = "test-only-not-secret"
