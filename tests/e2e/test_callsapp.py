@@ -367,3 +367,33 @@ def test_seen_tick_only_while_the_reader_allows_read_receipts(live_asgi, new_con
     send(o, "yes")
     expect(n.locator(".ca-msg.theirs", has_text="yes")).to_be_visible(timeout=20000)
     expect(second).to_have_attribute("data-status", "delivered")
+
+
+def test_group_admin_renames_and_shares_admin_rights(live_asgi, new_context):
+    pam = UserFactory(profile__nickname="Pam")
+    rex = UserFactory(profile__nickname="Rex")
+    p = open_callsapp(new_context(), live_asgi, pam)
+    r = open_callsapp(new_context(), live_asgi, rex)
+    p.get_by_test_id("new-group").click()
+    p.fill("#ca-group-name", "Book club")
+    p.fill("#ca-group-members", "rex")
+    p.get_by_test_id("new-group-form").locator("button[type=submit]").click()
+    expect(p.get_by_test_id("room-name")).to_have_text("Book club")
+    p.get_by_test_id("open-manage").click()
+    p.fill("#ca-rename", "Night readers")
+    p.get_by_test_id("manage-panel").locator("[data-form=rename] button[type=submit]").click()
+    expect(r.get_by_test_id("room-list")).to_contain_text("Night readers", timeout=20000)
+    # Rex is a plain member: no remove buttons for him until Pam makes him an admin.
+    open_room(r, "Night readers")
+    expect(r.get_by_test_id("timeline")).to_contain_text('Pam named the group "Night readers"')
+    r.get_by_test_id("open-manage").click()
+    expect(r.get_by_test_id("members").get_by_test_id("kick")).to_have_count(0)
+    r.get_by_test_id("manage-panel").locator("[data-action=close-panel]").click()
+    p.get_by_test_id("members").locator("li", has_text="Rex").locator("[data-action=admin]").click()
+    expect(r.get_by_test_id("timeline")).to_contain_text(
+        "Rex can now manage the group", timeout=20000
+    )
+    r.get_by_test_id("open-manage").click()
+    expect(
+        r.get_by_test_id("members").locator("li", has_text="Pam").get_by_test_id("kick")
+    ).to_be_visible()
