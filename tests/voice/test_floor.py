@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from realtime.redis import get_async_redis
+from tests.voice.helpers import binaries, expect, expect_error, joined, packet, take_floor
 from voice import keys, services
 from voice.selectors import floor_holder
 
@@ -64,3 +65,27 @@ async def test_the_floor_is_a_short_lease_renewed_only_by_its_holder(settings) -
     # The old transmission can no longer extend the new holder's lease.
     assert not await services.floor_renew(channel_id=74, floor=floor)
     assert await get_async_redis().pttl(keys.floor_key(74)) <= 9000
+
+
+async def test_a_talker_keeps_the_floor_past_its_lease_while_talking(  # type: ignore[no-untyped-def]
+    amake_user, make_channel, settings
+):
+    """The lease is short (a dead holder frees it quickly), so the talker's socket must renew
+    it: a transmission several leases long is neither cut nor taken over."""
+    settings.VOICE_FLOOR_LEASE_SECONDS = 0.6
+    a, b = await amake_user(), await amake_user()
+    channel = await make_channel(a)
+    ca, cb = await joined(a, channel), await joined(b, channel)
+    tx = await take_floor(ca)
+    heard = []
+    for seq in range(5):  # about 2.5 s: four leases
+        await ca.send_to(bytes_data=packet(tx, seq))
+        heard += await binaries(cb, timeout=0.5)
+    assert len(heard) == 5
+    await cb.send_json_to({"type": "floor.request", "mode": "webcodecs"})
+    await expect_error(cb, "busy")
+    assert await get_async_redis().pttl(keys.floor_key(channel.pk)) > 0
+    await ca.send_json_to({"type": "floor.release", "tx_id": tx})
+    assert (await expect(cb, "floor.released"))["reason"] == "released"
+    for comm in (ca, cb):
+        await comm.disconnect()
