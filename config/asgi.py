@@ -43,19 +43,22 @@ websocket_urlpatterns = [
 router = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": RawSocketMiddleware(
-            AllowedHostsOriginValidator(
-                SessionDeviceAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            )
+        "websocket": AllowedHostsOriginValidator(
+            SessionDeviceAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }
 )
 
 
 @log_context
-async def application(scope, receive, send):  # type: ignore[no-untyped-def]
+async def _logged(scope, receive, send):  # type: ignore[no-untyped-def]
     gc_policy.start_in_loop()
     return await router(scope, receive, send)
+
+
+# Outermost: the raw socket path needs the server's own `send`, before anything wraps it
+# (log_context does, for its access line); the raw writes bypass only that wrapper.
+application = RawSocketMiddleware(_logged)
 
 
 # Prometheus: GC pauses of this process; on exit its open-socket gauge stops counting.

@@ -66,6 +66,11 @@ PACKETS_DROPPED = Counter(
     "send_error (socket gone), unknown_transmission (no longer known to this process).",
     ["reason"],
 )
+RAW_SOCKET_FALLBACKS = Counter(
+    "raw_socket_fallbacks_total",
+    "Sockets on uvicorn's websockets-sansio whose internals were not as realtime/rawsocket.py "
+    "expects, so their audio goes through the ordinary ASGI send (slower, still correct).",
+)
 RELAY_LAG_SECONDS = Histogram(
     "cbline_relay_lag_seconds",
     "From an audio packet arriving from Redis to its write to the last local listener.",

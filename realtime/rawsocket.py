@@ -14,10 +14,18 @@ protocol); for any other, `raw_socket_for` returns None and callers use ASGI `se
 from __future__ import annotations
 
 import enum
+import logging
 import struct
 from typing import Any, Protocol
 
 from channels.middleware import BaseMiddleware
+
+from .metrics import RAW_SOCKET_FALLBACKS
+
+log = logging.getLogger(__name__)
+# What _UvicornSansIO reads of uvicorn's protocol object (private: uvicorn is held at the
+# tested version in pyproject.toml, and this check makes a changed one loud, not broken).
+SANSIO_ATTRIBUTES = ("disconnected", "close_sent", "handshake_complete", "conn", "writable")
 
 SCOPE_KEY = "raw_socket"
 # Raw writes are for real-time data: past this much unsent (a few seconds of voice), more
@@ -98,6 +106,18 @@ def raw_socket_for(send: Any) -> RawSocket | None:
     except ImportError:  # pragma: no cover - uvicorn is a dependency
         return None
     if isinstance(proto, WebSocketsSansIOProtocol):
+        missing = [a for a in SANSIO_ATTRIBUTES if not hasattr(proto, a)]
+        transport = getattr(proto, "transport", None)
+        if transport is None or not hasattr(transport, "get_write_buffer_size"):
+            missing.append("transport")
+        if missing:
+            RAW_SOCKET_FALLBACKS.inc()
+            log.warning(
+                "raw socket writes off for this socket: uvicorn's websockets-sansio protocol "
+                "lacks %s; audio falls back to the ASGI send",
+                ", ".join(missing),
+            )
+            return None
         return _UvicornSansIO(proto, State.OPEN)
     return None
 
