@@ -247,18 +247,17 @@ class VoiceConsumer(BaseConsumer):
             )
             raise ServiceError("busy", reason)
         try:
-            recipients = await selectors.recipients_in_range(
-                channel_id=channel.pk,
-                talker_id=self._uid,
-                members=await selectors.live_members(channel.pk),
-                range_km=channel.range_km,
+            # O(1) in the channel's size unless it is ranged and the talker located.
+            recipients = await selectors.press_recipients(
+                channel_id=channel.pk, talker_id=self._uid, range_km=channel.range_km
             )
             # Also floor.taken for every other socket in the channel, through the relay.
             await get_relay().transmission_start(
                 channel.pk,
                 floor.tx_id,
                 self._uid,
-                recipients,
+                recipients.only,
+                excluded=recipients.excluded,
                 mode=msg.mode,
                 nickname=floor.nickname,
                 origin=self.channel_name,

@@ -62,6 +62,12 @@ def sanctions_version_key(user_id: int) -> str:
     return key("voice", "sanctver", user_id)
 
 
+def channel_sanctions_version_key(channel_id: int) -> str:
+    """Bumped whenever any sanction in the channel changes: a process's cached list of the
+    channel's bans (who a press leaves out) holds while this is unchanged."""
+    return key("voice", "chansanctver", channel_id)
+
+
 def password_attempts_key(channel_id: int, user_id: int) -> str:
     """Token bucket of one user's password attempts on one channel (checked before hashing)."""
     return key("voice", "pwtry", channel_id, user_id)

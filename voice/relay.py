@@ -51,6 +51,7 @@ from .keys import (
     pubsub_channel,
     recent_key,
     relay_client_name,
+    sockets_key,
     tx_audio_key,
     tx_key,
     tx_recipients_key,
@@ -104,6 +105,24 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 _AUDIO_SHA = hashlib.sha1(_AUDIO_LUA.encode()).hexdigest().encode()  # noqa: S324 - Redis' name
+
+
+# KEYS: the channel's sockets hash, the transmission's recipient set. ARGV: TTL, talker.
+# Who was joined at the press, for tx.fetch and late joiners' offers: copied inside Redis
+# (microseconds a member, one round trip), never read member by member into Python.
+_SNAPSHOT_LUA = """
+local ids = {}
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  local uid = string.match(v, '"user_id": *(%d+)')
+  if uid and uid ~= ARGV[2] then
+    ids[#ids + 1] = uid
+    if #ids == 4000 then redis.call('SADD', KEYS[2], unpack(ids)); ids = {} end
+  end
+end
+if #ids > 0 then redis.call('SADD', KEYS[2], unpack(ids)) end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
 
 
 def packet_tx_id(packet: bytes) -> int:
@@ -285,9 +304,10 @@ class _Tx:
     recipients: frozenset[int] | None  # None = everyone in the channel
     expires_at: float
     live: bool = True  # until its end message
+    excluded: frozenset[int] = frozenset()  # banned: never, even with recipients None
 
     def may_hear(self, user_id: int | None) -> bool:
-        if user_id is None or user_id == self.talker_id:
+        if user_id is None or user_id == self.talker_id or user_id in self.excluded:
             return False
         return self.recipients is None or user_id in self.recipients
 
@@ -414,15 +434,18 @@ class Relay:
         channel_id: int,
         tx_id: int,
         talker_id: int,
-        recipients: set[int] | None,
+        recipients: set[int] | frozenset[int] | None,
         *,
+        excluded: frozenset[int] = frozenset(),
         mode: str = "webcodecs",
         nickname: str = "",
         origin: str = "",
         **meta: str | int,
     ) -> None:
         """Announce a transmission and who may hear it, before any of its audio: listeners
-        everywhere get floor.taken (except the `origin` socket, the talker's own)."""
+        everywhere get floor.taken (except the `origin` socket, the talker's own). With
+        `recipients` None the cost does not grow with the channel: each process checks its
+        own sockets against `excluded` (the channel's banned members)."""
         ttl = settings.VOICE_AUDIO_TTL_SECONDS
         started_at = int(time.time() * 1000)
         fields: dict[Any, str | int] = {
@@ -433,7 +456,10 @@ class Relay:
             "talker_id": talker_id,
             "started_at": started_at,
             "mode": mode,
-            "everyone": int(recipients is None),
+            # Live audio goes to everyone joined (minus `excluded`); fetching it later is for
+            # those joined at the press only, whose set is snapshotted below.
+            "everyone": 0,
+            "excluded": ",".join(map(str, sorted(excluded))),
         }
         control = {
             "e": "start",
@@ -441,6 +467,7 @@ class Relay:
             "ch": channel_id,
             "talker": talker_id,
             "rcpt": None if recipients is None else sorted(recipients),
+            "excl": sorted(excluded),
             "origin": origin,
             "say": FloorTaken(
                 tx_id=tx_id,
@@ -461,7 +488,11 @@ class Relay:
         pipe = get_async_redis().pipeline(transaction=False)
         pipe.hset(tx_key(tx_id), mapping=fields)
         pipe.expire(tx_key(tx_id), ttl)
-        if recipients:
+        if recipients is None:
+            pipe.eval(
+                _SNAPSHOT_LUA, 2, sockets_key(channel_id), tx_recipients_key(tx_id), ttl, talker_id
+            )
+        elif recipients:
             pipe.sadd(tx_recipients_key(tx_id), *recipients)
             pipe.expire(tx_recipients_key(tx_id), ttl)
         pipe.zadd(recent_key(channel_id), {str(tx_id): started_at})
@@ -544,12 +575,16 @@ class Relay:
     async def may_hear(self, tx_id: int, user_id: int) -> bool:
         """From the stored recipient set: may `user_id` hear `tx_id` (the talker may)."""
         pipe = get_async_redis().pipeline(transaction=False)
-        pipe.hmget(tx_key(tx_id), ["talker_id", "everyone"])
+        pipe.hmget(tx_key(tx_id), ["talker_id", "everyone", "excluded"])
         pipe.sismember(tx_recipients_key(tx_id), str(user_id))
-        (talker, everyone), member = await pipe.execute()
+        (talker, everyone, excluded), member = await pipe.execute()
         if talker is None:
             return False
-        return int(talker) == user_id or everyone == b"1" or bool(member)
+        if int(talker) == user_id:
+            return True
+        if user_id in _decode_ids(excluded):
+            return False
+        return everyone == b"1" or bool(member)
 
     async def recent(self, channel_id: int, *, hearer: int | None = None) -> list[dict[str, Any]]:
         """Transmissions of the channel still on the server, oldest first (meta only); with
@@ -568,7 +603,8 @@ class Relay:
             if not raw:
                 continue
             meta = _decode_meta(raw)
-            if hearer is None or meta["everyone"] or listed or meta["talker_id"] == hearer:
+            heard = hearer not in meta["excluded"] and (meta["everyone"] or listed)
+            if hearer is None or meta["talker_id"] == hearer or heard:
                 out.append(meta)
         return out
 
@@ -694,6 +730,7 @@ class Relay:
                     talker_id=int(msg["talker"]),
                     recipients=None if rcpt is None else frozenset(rcpt),
                     expires_at=0,
+                    excluded=frozenset(msg.get("excl") or ()),
                 )
             else:
                 hears = self._txs.get(int(msg["tx"]))  # None: not known here, say nothing named
@@ -713,6 +750,7 @@ class Relay:
                 expires_at=now
                 + settings.VOICE_MAX_TRANSMISSION_SECONDS
                 + settings.VOICE_AUDIO_TTL_SECONDS,
+                excluded=frozenset(msg.get("excl") or ()),
             )
             self._prune(now)
         elif msg["e"] == "end":
@@ -728,9 +766,9 @@ class Relay:
     async def _load_tx(self, tx_id: int) -> _Tx | None:
         """A process that subscribed after the start message learns the recipients here."""
         pipe = get_async_redis().pipeline(transaction=False)
-        pipe.hmget(tx_key(tx_id), ["channel_id", "talker_id", "everyone"])
+        pipe.hmget(tx_key(tx_id), ["channel_id", "talker_id", "everyone", "excluded"])
         pipe.smembers(tx_recipients_key(tx_id))
-        (channel, talker, everyone), members = await pipe.execute()
+        (channel, talker, everyone, excluded), members = await pipe.execute()
         if channel is None:
             return None
         tx = _Tx(
@@ -738,6 +776,7 @@ class Relay:
             talker_id=int(talker),
             recipients=None if everyone == b"1" else frozenset(int(m) for m in members),
             expires_at=time.monotonic() + settings.VOICE_AUDIO_TTL_SECONDS,
+            excluded=_decode_ids(excluded),
         )
         self._txs[tx_id] = tx
         return tx
@@ -888,12 +927,21 @@ def _control_frame(payload: dict[str, Any]) -> bytes:
 _INT_FIELDS = {"tx_id", "channel_id", "talker_id", "started_at", "ended_at", "duration_ms"}
 
 
+def _decode_ids(raw: bytes | str | None) -> frozenset[int]:
+    """A comma-separated id list as stored in a transmission's meta hash."""
+    if not raw:
+        return frozenset()
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return frozenset(int(part) for part in text.split(",") if part)
+
+
 def _decode_meta(raw: dict[bytes, bytes]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for k, v in raw.items():
         name, value = k.decode(), v.decode()
         meta[name] = int(value) if name in _INT_FIELDS else value
     meta["everyone"] = meta.get("everyone") == "1"
+    meta["excluded"] = _decode_ids(meta.get("excluded"))
     return meta
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -290,6 +291,61 @@ def banned_among(channel_id: int, user_ids: Iterable[int]) -> set[int]:
         .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
         .values_list("user_id", flat=True)
     )
+
+
+def channel_bans_until(channel_id: int) -> dict[int, int | None]:
+    """Banned user id -> ban end in epoch ms (None: until lifted), for every ban of the
+    channel that has not run out: O(bans), never O(members)."""
+    rows = (
+        ChannelSanction.objects.filter(channel_id=channel_id, kind=SanctionKind.BAN)
+        .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
+        .values_list("user_id", "until")
+    )
+    return {uid: None if until is None else int(until.timestamp() * 1000) for uid, until in rows}
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """Who hears a press: `only` those users (a ranged channel whose talker shares a
+    location), else everyone joined to the channel; never anyone in `excluded` (banned)."""
+
+    only: frozenset[int] | None
+    excluded: frozenset[int]
+
+
+# channel id -> (the channel's sanctions version when read, its bans). A memo, not state:
+# a process that never saw the channel reads it once; a change bumps the version.
+_bans_seen: dict[int, tuple[bytes | None, dict[int, int | None]]] = {}
+
+
+async def press_recipients(*, channel_id: int, talker_id: int, range_km: int) -> Recipients:
+    """Recipients of a press, in a cost that does not grow with the channel: one Redis read
+    (the channel's sanctions version, plus the talker's location in a ranged channel) and a
+    database read only when the channel's sanctions changed. Only a ranged channel whose
+    talker shares a location lists its listeners (recipients_in_range)."""
+    r = get_async_redis()
+    async with r.pipeline(transaction=False) as p:
+        p.get(keys.channel_sanctions_version_key(channel_id))
+        p.exists(keys.location_key(talker_id))
+        version, located = await p.execute()
+    version = version.encode() if isinstance(version, str) else version
+    seen = _bans_seen.get(channel_id)
+    if seen is None or seen[0] != version:
+        seen = (version, await database_sync_to_async(channel_bans_until)(channel_id))
+        _bans_seen[channel_id] = seen
+    now = time.time() * 1000
+    excluded = frozenset(uid for uid, until in seen[1].items() if until is None or until > now) - {
+        talker_id
+    }
+    if range_km <= 0 or not located:
+        return Recipients(only=None, excluded=excluded)
+    near = await recipients_in_range(
+        channel_id=channel_id,
+        talker_id=talker_id,
+        members=await live_members(channel_id),
+        range_km=range_km,
+    )
+    return Recipients(only=frozenset(near - excluded), excluded=excluded)
 
 
 async def recipients_in_range(

@@ -312,11 +312,16 @@ def channel_member_moderate(
 SANCTIONS_VERSION_TTL_SECONDS = 30 * 24 * 3600  # gone: sockets reload, nothing is lost
 
 
-def sanctions_bump(user_id: int) -> None:
-    """Tell every socket of the user that its cached sanctions are stale."""
+def sanctions_bump(user_id: int, channel_id: int | None = None) -> None:
+    """Tell every socket of the user that its cached sanctions are stale, and every process
+    that its cached bans of the channel are."""
+    names = [keys.sanctions_version_key(user_id)]
+    if channel_id is not None:
+        names.append(keys.channel_sanctions_version_key(channel_id))
     with get_redis().pipeline(transaction=False) as pipe:
-        pipe.incr(keys.sanctions_version_key(user_id))
-        pipe.expire(keys.sanctions_version_key(user_id), SANCTIONS_VERSION_TTL_SECONDS)
+        for name in names:
+            pipe.incr(name)
+            pipe.expire(name, SANCTIONS_VERSION_TTL_SECONDS)
         pipe.execute()
 
 

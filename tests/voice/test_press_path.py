@@ -1,0 +1,82 @@
+"""The press path costs the same in a channel of 2 or 2,000 (issue 16 item 4): no member is
+read into Python, the database is read only when the channel's sanctions changed, and the
+banned still hear nothing."""
+
+from __future__ import annotations
+
+import json
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from realtime.redis import get_async_redis
+from tests.voice.helpers import binaries, expect, joined, packet, take_floor
+from voice import keys, selectors
+from voice.models import ChannelSanction, SanctionKind
+from voice.relay import get_relay, tx_recipients_key
+
+
+async def test_press_recipients_carry_no_member_list(amake_user, make_channel):
+    talker, banned = await amake_user(), await amake_user()
+    channel = await make_channel(talker)
+    await get_async_redis().hset(
+        keys.sockets_key(channel.pk),
+        mapping={
+            f"sock{i}": json.dumps({"user_id": 100_000 + i, "country": ""}) for i in range(2000)
+        },
+    )
+    press = selectors.press_recipients
+    got = await press(channel_id=channel.pk, talker_id=talker.pk, range_km=0)
+    assert got == selectors.Recipients(only=None, excluded=frozenset())
+    await sync_to_async(ChannelSanction.objects.create)(
+        channel=channel, user=banned, kind=SanctionKind.BAN
+    )
+    got = await press(channel_id=channel.pk, talker_id=talker.pk, range_km=0)
+    assert got == selectors.Recipients(only=None, excluded=frozenset({banned.pk}))
+
+    # Who may fetch it later is still everyone joined at the press, copied inside Redis.
+    await get_relay().transmission_start(channel.pk, 987_654, talker.pk, None)
+    listed = await get_async_redis().smembers(tx_recipients_key(987_654))
+    assert len(listed) == 2000 and str(talker.pk).encode() not in listed
+
+
+def test_a_press_reads_the_database_only_after_a_sanction_changed(transactional_db, make_user):
+    from voice.services import channel_create
+
+    talker, other = make_user(), make_user()
+    channel = channel_create(creator=talker, name="press-queries")
+
+    def press() -> selectors.Recipients:
+        return async_to_sync(selectors.press_recipients)(
+            channel_id=channel.pk, talker_id=talker.pk, range_km=0
+        )
+
+    press()
+    with CaptureQueriesContext(connection) as ctx:
+        assert press().excluded == frozenset()
+    assert len(ctx) == 0
+    ChannelSanction.objects.create(channel=channel, user=other, kind=SanctionKind.BAN)
+    with CaptureQueriesContext(connection) as ctx:
+        assert press().excluded == frozenset({other.pk})
+    assert len(ctx) == 1
+
+
+async def test_a_listener_banned_in_the_admin_hears_nothing(amake_user, make_channel):
+    talker, banned, heard = await amake_user(), await amake_user(), await amake_user()
+    channel = await make_channel(talker)
+    ct, cb, ch = [await joined(u, channel) for u in (talker, banned, heard)]
+    first = await take_floor(ct)  # the channel's bans are now known to this process
+    await ct.send_json_to({"type": "floor.release", "tx_id": first})
+    await expect(ct, "floor.released")
+    await sync_to_async(ChannelSanction.objects.create)(
+        channel=channel, user=banned, kind=SanctionKind.BAN
+    )
+    for comm in (ct, cb, ch):
+        await binaries(comm, timeout=0.2)  # drain
+    tx_id = await take_floor(ct)
+    await ct.send_to(bytes_data=packet(tx_id))
+    assert len(await binaries(ch)) == 1
+    assert await binaries(cb) == []
+    for comm in (ct, cb, ch):
+        await comm.disconnect()
