@@ -9,6 +9,9 @@ inbox list (standing in for the channel layer), and leaves (dequeue) after --lea
 seconds without one. Users come back after a pause, so the same people meet again and the
 skip rule is exercised. Before the run, --waiting users nobody can match are put in line.
 
+Times to match are measured from each arrival's scheduled instant, not from when the client
+got round to calling (which would hide any backlog: coordinated omission).
+
 Every operation is logged with the client's monotonic clock (one clock for all processes on
 Linux); after the run the logs are merged and replayed to count violations: self-match,
 double match (a user paired while already paired), filter broken (either side's wanted
@@ -138,7 +141,8 @@ class Worker:
         # Offset so the two processes' arrivals interleave instead of coinciding.
         start = start_at.value + self.cfg.index / (self.cfg.rate * PROCESSES)
         for k in range(total):
-            delay = start + k / self.cfg.rate - time.monotonic()
+            scheduled = start + k / self.cfg.rate
+            delay = scheduled - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             if not self.idle:
@@ -146,7 +150,7 @@ class Worker:
                 continue
             i = self.rnd.randrange(len(self.idle))
             self.idle[i], self.idle[-1] = self.idle[-1], self.idle[i]
-            task = asyncio.create_task(self.session(self.idle.pop()))
+            task = asyncio.create_task(self.session(self.idle.pop(), scheduled))
             sessions.add(task)
             task.add_done_callback(sessions.discard)
         self.log.append(["done", self.cfg.index, time.monotonic(), self.no_idle_user])
@@ -182,11 +186,11 @@ class Worker:
         async with self.in_flight:
             return await fn(*args, **kwargs)
 
-    async def session(self, uid: int) -> None:
+    async def session(self, uid: int, scheduled: float) -> None:
         box: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.mailboxes[uid] = box
         try:
-            await self.arrive(uid, box)
+            await self.arrive(uid, box, scheduled)
         except Exception as exc:  # counted and shown: a benchmark must finish to report
             self.log.append(["X", uid, time.monotonic(), type(exc).__name__])
             with contextlib.suppress(Exception):
@@ -196,9 +200,11 @@ class Worker:
         await asyncio.sleep(self.rnd.uniform(0.2, 1.5))  # a pause before coming back
         self.idle.append(uid)
 
-    async def arrive(self, uid: int, box: asyncio.Queue[tuple[str, str]]) -> None:
+    async def arrive(self, uid: int, box: asyncio.Queue[tuple[str, str]], scheduled: float) -> None:
         mm, seeker = self.mm, self.seekers[uid]
-        t0 = time.monotonic()
+        # Timed from the arrival's place in the schedule, not from the call: a client that
+        # fell behind must not hide the wait (coordinated omission).
+        t0 = scheduled
         match = await self.call(mm.enqueue, seeker)
         t1 = time.monotonic()
         if match is not None:
