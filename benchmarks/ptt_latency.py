@@ -2,11 +2,13 @@
 the talker's microphone to the moment it comes out of the listener's playback path.
 
 Two pages (two users, two browser contexts, one Chromium) join one CBLINE channel on a live
-daphne process (throwaway SQLite file and Redis key prefix, see benchmarks/_common.py). The
-talker holds the floor for `--seconds` per round, `--rounds` times. Chromium's fake
-microphone beeps about every 500 ms (or plays `--click-track`, a WAV written here with the
-`wave` module). Both ends stamp on the same clock, `performance.timeOrigin +
-performance.now()`:
+uvicorn process, the production server (`--server daphne` for the other; throwaway SQLite
+file and Redis key prefix, see benchmarks/_common.py). The talker holds the floor for
+`--seconds` per round, `--rounds` times. Chromium's fake microphone plays a click track
+written here with the `wave` module: 20 ms bursts whose gaps (300 to 700 ms in 25 ms steps)
+never repeat in the same order, so each heard click is paired with the click that caused it
+by the gaps around it, not by nearness to a guessed delay (periodic beeps alias by one
+period). Both ends stamp on the same clock, `performance.timeOrigin + performance.now()`:
 
 - the talker, each beep's onset in the captured samples (static/voice/js/media/capture.js,
   sample index mapped to page time);
@@ -14,7 +16,8 @@ performance.now()`:
   (static/voice/js/media/jitter-worklet.js; AudioWorklet context time mapped to page time
   with AudioContext.getOutputTimestamp(), so the output device latency is included).
 
-talk-to-hear = listener onset - talker onset, per beep.
+talk-to-hear = listener onset - talker onset, per click; clicks heard that no gap pattern
+pairs are reported as unmatched, never guessed.
 press-to-first-audio = press (floor.request sent; the microphone is already open) to the
 listener's first played sample of that transmission.
 
@@ -34,6 +37,7 @@ import itertools
 import json
 import math
 import os
+import random
 import struct
 import sys
 import wave
@@ -57,7 +61,11 @@ from benchmarks._common import (
 MEDIA = "/static/voice/js/media"
 TARGET_P95_MS = 150.0
 MIN_LATENCY_MS = 30.0  # nothing is heard before its packet is complete and sent
-MATCH_TOLERANCE_MS = 200.0  # beeps are 500 ms apart
+GAP_TOLERANCE_MS = 10.0  # the track's gaps differ by 25 ms: a pairing is never ambiguous
+MAX_LATENCY_MS = 3000.0
+# Every gap once, in an order no pair of neighbours repeats within one pass of the track.
+CLICK_GAPS_MS = [300 + 25 * k for k in range(17)]
+random.Random(16).shuffle(CLICK_GAPS_MS)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -184,14 +192,17 @@ async ([M, deviceId]) => {
 
 
 def write_click_track(path: Path, seconds: float = 60.0, rate: int = 48000) -> Path:
-    """20 ms 1 kHz bursts every 500 ms, 16-bit mono: onsets as sharp as the fake beeps."""
+    """20 ms 1 kHz bursts, the gaps between onsets cycling through CLICK_GAPS_MS; 16-bit
+    mono. Chromium loops the file."""
     frames = bytearray()
     burst = int(0.020 * rate)
-    period = int(0.500 * rate)
-    for i in range(int(seconds * rate)):
-        k = i % period
-        v = 0.8 * math.sin(2 * math.pi * 1000 * k / rate) if k < burst else 0.0
-        frames += struct.pack("<h", int(v * 32767))
+    total = int(seconds * rate)
+    gaps = itertools.cycle(CLICK_GAPS_MS)
+    while len(frames) < 2 * total:
+        gap = int(next(gaps) * rate / 1000)
+        for k in range(gap):
+            v = 0.8 * math.sin(2 * math.pi * 1000 * k / rate) if k < burst else 0.0
+            frames += struct.pack("<h", int(v * 32767))
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -252,36 +263,61 @@ def clock_skew_ms(a: Any, b: Any) -> float:
     return min(samples)[1]
 
 
-def match_onsets(talker: list[float], heard: list[float], presses: list[float]) -> list[float]:
-    """Pair playback onsets with the beeps that caused them, one transmission at a time.
+def _signatures(onsets: list[float]) -> list[dict[str, tuple[float, float]]]:
+    """For each onset, the gap pairs that identify it, by side: the two gaps before it, the
+    gaps either side of it, the two gaps after it (whichever exist)."""
+    out = []
+    n = len(onsets)
+    for j in range(n):
+        sig = {}
+        if j >= 2:
+            sig["before"] = (onsets[j - 1] - onsets[j - 2], onsets[j] - onsets[j - 1])
+        if 1 <= j < n - 1:
+            sig["around"] = (onsets[j] - onsets[j - 1], onsets[j + 1] - onsets[j])
+        if j < n - 2:
+            sig["after"] = (onsets[j + 1] - onsets[j], onsets[j + 2] - onsets[j + 1])
+        out.append(sig)
+    return out
 
-    Beeps are periodic, so a delay is only known up to a multiple of their period: the first
-    sound heard in a transmission is its first beep (the audio before it was silence), which
-    fixes the delay; every later onset is paired with the beep nearest to the delay so far,
-    which follows a jitter buffer that grows or shrinks. Onsets without a beep within
-    MATCH_TOLERANCE_MS of that are left out (and show as beeps not matched).
+
+def _alike(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]) -> bool:
+    return any(
+        abs(a[side][0] - b[side][0]) <= GAP_TOLERANCE_MS
+        and abs(a[side][1] - b[side][1]) <= GAP_TOLERANCE_MS
+        for side in a.keys() & b.keys()
+    )
+
+
+def match_onsets(talker: list[float], heard: list[float]) -> tuple[list[float], int]:
+    """Pair each heard click with the click that caused it by the gaps around both (the
+    track's gap pairs are unique): returns (latencies, heard clicks left unpaired).
+
+    A heard click is paired only if exactly one sent click, MIN_LATENCY_MS to
+    MAX_LATENCY_MS earlier, has the same gaps on one side; a jitter buffer that stretched
+    or cut a gap leaves that click unpaired rather than guessed.
     """
+    sent = sorted(talker)
+    got = sorted(heard)
+    sent_sigs = _signatures(sent)
     latencies: list[float] = []
-    bounds = [*sorted(presses), float("inf")]
-    for start, end in itertools.pairwise(bounds):
-        # A round plays out before the next press (the benchmark pauses between rounds).
-        sent = sorted(t for t in talker if start <= t < end)
-        got = sorted(h for h in heard if start <= h < end)
-        got = [h for h in got if sent and h > sent[0] + MIN_LATENCY_MS]
-        if not sent or not got:
-            continue
-        delay = got[0] - sent[0]
-        used: set[int] = set()
-        for h in got:
-            errors = [abs(h - t - delay) for t in sent]
-            i = errors.index(min(errors))
-            d = h - sent[i]
-            if i in used or abs(d - delay) > MATCH_TOLERANCE_MS or d < MIN_LATENCY_MS:
-                continue
-            used.add(i)
-            latencies.append(d)
-            delay = d
-    return latencies
+    unmatched = 0
+    used: set[int] = set()
+    lo = 0
+    for h, sig in zip(got, _signatures(got), strict=True):
+        while lo < len(sent) and sent[lo] < h - MAX_LATENCY_MS:
+            lo += 1
+        hits = []
+        for i in range(lo, len(sent)):
+            if sent[i] > h - MIN_LATENCY_MS:
+                break
+            if _alike(sig, sent_sigs[i]):
+                hits.append(i)
+        if len(hits) == 1 and hits[0] not in used:
+            used.add(hits[0])
+            latencies.append(h - sent[hits[0]])
+        else:
+            unmatched += 1
+    return latencies, unmatched
 
 
 def summarize(lat: list[float]) -> list[object]:
@@ -444,7 +480,7 @@ def run_page(
 
 
 def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]:
-    lat = match_onsets(out["talker"], out["heard"], [p["press"] for p in out["presses"]])
+    lat, unmatched = match_onsets(out["talker"], out["heard"])
     starts = {s["txId"]: s["ts"] for s in out["starts"]}
     press_rows = []
     for p in out["presses"]:
@@ -467,9 +503,9 @@ def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]
     st = out["stats"]
     lines = [
         table(
-            f"{title}: talk-to-hear per beep (ms), {len(out['presses'])} x {seconds:g} s",
-            ["beeps sent", "matched", "min", "p50", "p95", "p99", "max"],
-            [[len(out["talker"]), *summarize(lat)]],
+            f"{title}: talk-to-hear per click (ms), {len(out['presses'])} x {seconds:g} s",
+            ["clicks sent", "heard unmatched", "matched", "min", "p50", "p95", "p99", "max"],
+            [[len(out["talker"]), unmatched, *summarize(lat)]],
         ),
         table(
             f"{title}: press-to-first-audio (ms after floor.request / press)",
@@ -527,21 +563,14 @@ def main() -> None:
         default="driver",
         help="driver: the media modules on a bare socket client; page: the CBLINE page itself",
     )
-    ap.add_argument(
-        "--click-track",
-        action="store_true",
-        help="feed a generated WAV click track instead of the fake device's beeps",
-    )
-    ap.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    ap.add_argument("--server", choices=["daphne", "uvicorn"], default="uvicorn")
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
 
     chromium = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
-    launch_args = list(CHROMIUM_ARGS)
-    if args.click_track:
-        wav = write_click_track(VAR / "ptt-click-track.wav")
-        launch_args.append(f"--use-file-for-fake-audio-capture={wav}")
+    wav = write_click_track(VAR / "ptt-click-track.wav")
+    launch_args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"]
 
     bench = bench_env()
     server = None
