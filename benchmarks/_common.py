@@ -4,6 +4,7 @@ prefix), starting and stopping ASGI server processes of the real app, CPU accoun
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import subprocess
@@ -77,6 +78,57 @@ def cleanup(bench: BenchEnv) -> None:
     if bench.db_path is not None:
         for suffix in ("", "-wal", "-shm"):
             Path(str(bench.db_path) + suffix).unlink(missing_ok=True)
+
+
+def sessions_with_devices(people: Sequence[object]) -> list[str]:
+    """A login session and its device (what a browser's login leaves behind) for each user,
+    bulk-written; returns the session keys (the cookies). Call after django.setup()."""
+    import secrets
+    import string
+
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from accounts.models import Device
+    from accounts.selectors import DEVICE_SESSION_KEY
+
+    now = timezone.now()
+    store = SessionStore()
+    keys = [store._get_new_session_key() for _ in people]  # type: ignore[attr-defined]
+    Device.objects.bulk_create(
+        [
+            Device(
+                user=u,
+                device_id="".join(secrets.choice(string.ascii_uppercase) for _ in range(10)),
+                session_key=key,
+                make="Bench",
+                platform="Linux",
+                last_seen_at=now,
+            )
+            for u, key in zip(people, keys, strict=True)
+        ],
+        batch_size=500,
+    )
+    device_pk = dict(Device.objects.filter(session_key__in=keys).values_list("session_key", "pk"))
+    sessions = []
+    for u, key in zip(people, keys, strict=True):
+        data = {
+            SESSION_KEY: str(u.pk),  # type: ignore[attr-defined]
+            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+            HASH_SESSION_KEY: u.get_session_auth_hash(),  # type: ignore[attr-defined]
+            DEVICE_SESSION_KEY: device_pk[key],
+        }
+        sessions.append(
+            Session(
+                session_key=key,
+                session_data=store.encode(data),
+                expire_date=now + dt.timedelta(days=1),
+            )
+        )
+    Session.objects.bulk_create(sessions, batch_size=500)
+    return keys
 
 
 def free_port() -> int:

@@ -53,6 +53,7 @@ from benchmarks._common import (
     cpu_seconds,
     migrate,
     percentile,
+    sessions_with_devices,
     start_server,
     stop_server,
     table,
@@ -419,11 +420,6 @@ def make_fixtures(users: int, channels: int, memberships: set[tuple[int, int]]) 
     import django
 
     django.setup()
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
-    from django.contrib.sessions.models import Session
-    from django.utils import timezone
-
     from accounts.models import Profile, User
     from voice.models import Channel, ChannelMembership
 
@@ -434,21 +430,7 @@ def make_fixtures(users: int, channels: int, memberships: set[tuple[int, int]]) 
     )
     people = list(User.objects.filter(email__startswith=f"{tag}-").order_by("pk"))
     Profile.objects.bulk_create([Profile(user=u, nickname=f"b{u.pk}") for u in people], 500)
-    expire = timezone.now() + timezone.timedelta(days=1)
-    store = SessionStore()
-    sessions, cookies = [], []
-    for u in people:
-        key = store._get_new_session_key()
-        data = {
-            SESSION_KEY: str(u.pk),
-            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
-            HASH_SESSION_KEY: u.get_session_auth_hash(),
-        }
-        sessions.append(
-            Session(session_key=key, session_data=store.encode(data), expire_date=expire)
-        )
-        cookies.append(key)
-    Session.objects.bulk_create(sessions, batch_size=500)
+    cookies = sessions_with_devices(people)
     Channel.objects.bulk_create([Channel(name=f"{tag}-{i}") for i in range(channels)], 500)
     chans = list(Channel.objects.filter(name__startswith=f"{tag}-").order_by("pk"))
     ChannelMembership.objects.bulk_create(

@@ -53,6 +53,7 @@ from benchmarks._common import (
     cleanup,
     migrate,
     percentile,
+    sessions_with_devices,
     start_server,
     stop_server,
     table,
@@ -217,9 +218,6 @@ def make_people(bench: BenchEnv) -> tuple[list[str], int]:
     import django
 
     django.setup()
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
-
     from accounts.models import Profile, User
     from voice import services
 
@@ -230,14 +228,7 @@ def make_people(bench: BenchEnv) -> tuple[list[str], int]:
         Profile.objects.update_or_create(user=u, defaults={"nickname": f"{name}{tag[:4]}"})
         users.append(u)
     channel = services.channel_create(creator=users[0], name=f"latency-{tag}")
-    cookies: list[str] = []
-    for u in users:
-        store = SessionStore()
-        store[SESSION_KEY] = str(u.pk)
-        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-        store[HASH_SESSION_KEY] = u.get_session_auth_hash()
-        store.create()
-        cookies.append(str(store.session_key))
+    cookies = sessions_with_devices(users)
     return cookies, channel.pk
 
 
