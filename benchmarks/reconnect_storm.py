@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -71,6 +72,25 @@ def make_fixtures(sockets: int, members: int) -> tuple[list[str], list[int]]:
         batch_size=500,
     )
     return cookies, [chans[i // members].pk for i in range(sockets)]
+
+
+def own_database(url: str) -> str:
+    """A throwaway database on the same PostgreSQL server (dropped at the end), so the run
+    never writes into a database anyone else uses."""
+    import psycopg
+
+    name = f"bench_storm_{os.getpid()}_{int(time.time())}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+def drop_database(url: str, run_url: str) -> None:
+    import psycopg
+
+    name = urlsplit(run_url).path.lstrip("/")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- client processes
@@ -194,7 +214,8 @@ def main() -> None:
     if not args.database_url.startswith("postgres"):
         raise SystemExit("the storm runs on PostgreSQL: set DATABASE_URL or --database-url")
 
-    bench = bench_env(args.database_url, args.redis_url)
+    run_db = own_database(args.database_url)
+    bench = bench_env(run_db, args.redis_url)
     bench.apply()
     load_before = os.getloadavg()
     print(f"storm {bench.run_id}: migrating, {args.sockets} users", flush=True)
@@ -224,6 +245,7 @@ def main() -> None:
             print(f"  {kind}: back in {rows[-1][4]:.2f} s", flush=True)
     finally:
         cleanup(bench)
+        drop_database(args.database_url, run_db)
     headers = [
         "server",
         "procs",
