@@ -459,6 +459,7 @@ class Relay:
             # Live audio goes to everyone joined (minus `excluded`); fetching it later is for
             # those joined at the press only, whose set is snapshotted below.
             "everyone": 0,
+            "live_all": int(recipients is None),  # a process that learns the tx late
             "excluded": ",".join(map(str, sorted(excluded))),
         }
         control = {
@@ -766,15 +767,15 @@ class Relay:
     async def _load_tx(self, tx_id: int) -> _Tx | None:
         """A process that subscribed after the start message learns the recipients here."""
         pipe = get_async_redis().pipeline(transaction=False)
-        pipe.hmget(tx_key(tx_id), ["channel_id", "talker_id", "everyone", "excluded"])
+        pipe.hmget(tx_key(tx_id), ["channel_id", "talker_id", "live_all", "excluded"])
         pipe.smembers(tx_recipients_key(tx_id))
-        (channel, talker, everyone, excluded), members = await pipe.execute()
+        (channel, talker, live_all, excluded), members = await pipe.execute()
         if channel is None:
             return None
         tx = _Tx(
             channel_id=int(channel),
             talker_id=int(talker),
-            recipients=None if everyone == b"1" else frozenset(int(m) for m in members),
+            recipients=None if live_all == b"1" else frozenset(int(m) for m in members),
             expires_at=time.monotonic() + settings.VOICE_AUDIO_TTL_SECONDS,
             excluded=_decode_ids(excluded),
         )

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from realtime.redis import get_async_redis
+from voice import services
 from voice.relay import (
     Relay,
     RespConnection,
@@ -258,11 +259,15 @@ async def test_replay_returns_meta_and_packets_in_order(relay: Relay) -> None:
 
 async def test_may_hear_follows_the_stored_recipients(relay: Relay) -> None:
     await relay.transmission_start(17, 507, talker_id=9, recipients={1})
-    await relay.transmission_start(17, 508, talker_id=9, recipients=None)
+    for uid in (2, 4):  # joined to the channel when 508 starts; 3 is not
+        await services.channel_socket_add(channel_id=17, socket=f"s{uid}", user_id=uid, country="")
+    await relay.transmission_start(17, 508, talker_id=9, recipients=None, excluded=frozenset({4}))
     assert await relay.may_hear(507, 1) is True
     assert await relay.may_hear(507, 2) is False
     assert await relay.may_hear(507, 9) is True  # the talker
-    assert await relay.may_hear(508, 2) is True
+    assert await relay.may_hear(508, 2) is True  # everyone joined at the press ...
+    assert await relay.may_hear(508, 3) is False  # ... not a later joiner
+    assert await relay.may_hear(508, 4) is False  # ... nor the banned
     assert await relay.may_hear(999, 1) is False  # unknown or expired
 
 
