@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-from realtime.keys import key
 from realtime.redis import get_async_redis
 
 from . import conf
+from .keys import card_key, socket_key
 
 # Compare-and-delete: a socket may clean up unless a newer socket of the user owns the key
 # (an expired key means nobody newer came).
@@ -19,14 +19,6 @@ if not owner then return 1 end
 if owner == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
 return 0
 """
-
-
-def card_key(channel_name: str) -> str:
-    return key("videochat", "card", channel_name)
-
-
-def socket_key(user_id: int) -> str:
-    return key("videochat", "socket", user_id)
 
 
 async def card_put(channel_name: str, card: dict[str, str]) -> None:

@@ -35,8 +35,9 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import NoScriptError
 
-from realtime.keys import key
 from realtime.redis import get_async_redis, get_redis
+
+from .keys import MATCHMAKING_PARTS, matchmaking_key
 
 LUA_SOURCE = (Path(__file__).resolve().parent / "lua" / "matchmaking.lua").read_text()
 
@@ -122,10 +123,7 @@ class Match:
     partner_country: str  # ISO-2 or ""
 
 
-# --- Keys: six, one hash tag, so that the script runs unchanged on Redis Cluster.
-_TAG = "{vcmm}"
-
-
+# --- Keys: six, one hash tag (videochat/keys.py), so the script runs on Redis Cluster.
 _keys: tuple[str, tuple[str, ...]] = ("", ())
 
 
@@ -135,8 +133,7 @@ def state_keys() -> tuple[str, ...]:
     global _keys
     prefix = settings.REDIS_KEY_PREFIX
     if _keys[0] != prefix:
-        parts = ("idx", "wait", "pair", "last", "ttl", "stats")
-        _keys = (prefix, tuple(key("vc", _TAG, p) for p in parts))
+        _keys = (prefix, tuple(matchmaking_key(p) for p in MATCHMAKING_PARTS))
     return _keys[1]
 
 
