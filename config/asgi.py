@@ -13,7 +13,6 @@ from django.core.asgi import get_asgi_application
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 import messaging.routing  # noqa: E402
@@ -24,6 +23,7 @@ import voice.routing  # noqa: E402
 from accounts.middleware import SessionDeviceAuthMiddlewareStack  # noqa: E402
 from config.logs import log_context  # noqa: E402
 from realtime import gc_policy, metrics  # noqa: E402
+from realtime.origin import OriginValidator  # noqa: E402
 from realtime.rawsocket import RawSocketMiddleware  # noqa: E402
 
 http_app = django_asgi_app
@@ -43,7 +43,7 @@ websocket_urlpatterns = [
 router = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(
+        "websocket": OriginValidator(
             SessionDeviceAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
     }

@@ -26,7 +26,7 @@ from django import db
 from django.conf import settings
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from . import closecodes, liveness, metrics, presence
+from . import closecodes, liveness, metrics, presence, services
 from .errors import ServiceError
 from .events import send_now
 from .hooks import presence as presence_hooks
@@ -65,6 +65,15 @@ def scope_identity(scope: dict[str, Any]) -> tuple[Any, Any, str] | None:
     return user, device, session_key
 
 
+def client_ip(scope: dict[str, Any]) -> str | None:
+    """The client's address. Behind the proxy the ASGI server is run with proxy headers from
+    trusted addresses only (uvicorn --proxy-headers --forwarded-allow-ips, daphne
+    --proxy-headers), which puts the forwarded client here: a header the client sent itself
+    is never believed (as for login throttling and CBLINE's connection log)."""
+    client = scope.get("client") or [None]
+    return str(client[0]) if client[0] else None
+
+
 class BaseConsumer(AsyncWebsocketConsumer):
     # A TypeAdapter over the union of the product's inbound models, discriminated on "type".
     inbound: ClassVar[TypeAdapter[Any] | None] = None
@@ -99,6 +108,11 @@ class BaseConsumer(AsyncWebsocketConsumer):
             # Accept before closing so the client sees our close code rather than a 403.
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        refusal = await services.connect_admit(user_id=identity[0].pk, ip=client_ip(self.scope))
+        if refusal is not None:
+            await self.accept()
+            await self.close(code=refusal)
             return
         user, self.device, self.session_key = identity
         self.user = user

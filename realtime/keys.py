@@ -44,6 +44,11 @@ def rate_key(scope: str, user_id: int) -> str:
     return key("rate", scope, user_id)
 
 
+def connect_rate_key(kind: str, who: object) -> str:
+    """Connect token bucket of a user ("user", id) or a client address ("ip", address)."""
+    return key("connect", kind, who)
+
+
 def stream_group(device_pk: int) -> str:
     """The sockets reading one device's durable stream: a nudge to read it again."""
     return f"stream.{device_pk}"

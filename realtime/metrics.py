@@ -46,6 +46,13 @@ WEBSOCKETS_OPENED = Counter(
     ["product"],
 )
 
+CONNECTS_REFUSED = Counter(
+    "comms_websocket_connects_refused_total",
+    "WebSocket connects refused with 4429 (try later), by reason: user_rate, ip_rate, "
+    "too_many_sockets.",
+    ["reason"],
+)
+
 FLOOR_REQUESTS = Counter(
     "cbline_floor_requests_total",
     "Presses of the talk button, by outcome (granted, busy, refused).",

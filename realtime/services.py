@@ -1,11 +1,16 @@
 """Writes of realtime/ that other apps call: closing sockets, on every process, after the
-transaction that decided it commits."""
+transaction that decided it commits; and the admission of a new socket."""
 
 from __future__ import annotations
 
-from . import closecodes
+from django.conf import settings
+
+from . import closecodes, metrics
 from .events import send_on_commit
-from .keys import device_group, session_group, user_group
+from .keys import connect_rate_key, device_group, presence_key, session_group, user_group
+from .ratelimit import connect_check
+
+_REFUSALS = {1: "user_rate", 2: "ip_rate", 3: "too_many_sockets"}
 
 
 def _close(group: str, code: int) -> None:
@@ -26,3 +31,22 @@ def user_sockets_close(*, user_id: int, code: int = closecodes.FORBIDDEN) -> Non
     """Close every socket of the user (deactivation, deletion: FORBIDDEN; a password change:
     REAUTHENTICATE, so that sessions still valid come straight back)."""
     _close(user_group(user_id), code)
+
+
+async def connect_admit(*, user_id: int, ip: str | None) -> int | None:
+    """None when a new socket of `user_id` from client address `ip` may open; else the close
+    code to refuse it with. Checked before the socket joins anything or writes a row, so a
+    flood of connects costs one Redis call each. All three refusals say "try later"
+    (reconnect with backoff): tokens refill, and the user's other sockets close."""
+    outcome = await connect_check(
+        user_key=connect_rate_key("user", user_id),
+        ip_key=connect_rate_key("ip", ip) if ip else None,
+        sockets_key=presence_key(user_id),
+        user_limit=(settings.WS_CONNECT_USER_BURST, settings.WS_CONNECT_USER_PER_SECOND),
+        ip_limit=(settings.WS_CONNECT_IP_BURST, settings.WS_CONNECT_IP_PER_SECOND),
+        max_sockets=settings.WS_MAX_SOCKETS_PER_USER,
+    )
+    if outcome == 0:
+        return None
+    metrics.CONNECTS_REFUSED.labels(reason=_REFUSALS[outcome]).inc()
+    return closecodes.TRY_LATER

@@ -301,6 +301,19 @@ WS_MAX_BINARY_FRAME_BYTES = env.int("WS_MAX_BINARY_FRAME_BYTES", default=4 * 102
 WS_RATE_CAPACITY = env.int("WS_RATE_CAPACITY", default=40)  # burst, messages
 WS_RATE_REFILL_PER_SECOND = env.float("WS_RATE_REFILL_PER_SECOND", default=20.0)
 PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=90)
+# Origins whose pages may open sockets, compared as (scheme, host, port): realtime/origin.py.
+WS_ALLOWED_ORIGINS = env.list("WS_ALLOWED_ORIGINS", default=CSRF_TRUSTED_ORIGINS)
+# Also the origin the socket was served on (its Host header, if ALLOWED_HOSTS takes it, and
+# scheme): on in local and test, where servers run on any loopback port.
+WS_ALLOW_SERVED_ORIGIN = env.bool("WS_ALLOW_SERVED_ORIGIN", default=False)
+# Connects (realtime.services.connect_admit): token buckets per user and per client IP, and a
+# cap on a user's open sockets (all products, all devices). A refused connect costs one Redis
+# call and is closed with 4429 (try later). The bursts let a restart's reconnects through.
+WS_CONNECT_USER_BURST = env.int("WS_CONNECT_USER_BURST", default=30)
+WS_CONNECT_USER_PER_SECOND = env.float("WS_CONNECT_USER_PER_SECOND", default=1.0)
+WS_CONNECT_IP_BURST = env.int("WS_CONNECT_IP_BURST", default=120)
+WS_CONNECT_IP_PER_SECOND = env.float("WS_CONNECT_IP_PER_SECOND", default=5.0)
+WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=30)
 # Durable stream (docs/protocols/stream.md): items a socket may have in flight unacked.
 STREAM_WINDOW = env.int("STREAM_WINDOW", default=200)
 # Each ASGI process renews a liveness key this often, with this TTL; survivors clean up

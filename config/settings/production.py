@@ -12,7 +12,13 @@ from config.logs import logging_config
 from config.payment_settings import check_payment_environment
 
 from .base import *  # noqa: F403
-from .base import PAYMENT_PROVIDERS, SOCIALACCOUNT_PROVIDERS, env
+from .base import (
+    ALLOWED_HOSTS,
+    PAYMENT_PROVIDERS,
+    SOCIALACCOUNT_PROVIDERS,
+    WS_ALLOWED_ORIGINS,
+    env,
+)
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
@@ -28,6 +34,9 @@ for _provider, _conf in SOCIALACCOUNT_PROVIDERS.items():
         raise ImproperlyConfigured(f"{_provider}: a client id is set without its secret")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Sockets from the site's own https pages unless origins are named.
+if not WS_ALLOWED_ORIGINS:
+    WS_ALLOWED_ORIGINS = [f"https://{h}" for h in ALLOWED_HOSTS if h and h[0] not in ".*"]
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 # Load balancers probe over plain HTTP on the private network.
 SECURE_REDIRECT_EXEMPT = [r"^health/"]

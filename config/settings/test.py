@@ -43,3 +43,5 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 if _test_db:
     DATABASES["default"]["NAME"] = _test_db
+# Servers here run on any loopback port (the nginx test stack too): the page's own origin.
+WS_ALLOW_SERVED_ORIGIN = True
