@@ -55,6 +55,10 @@ def bench_env(database_url: str = "", redis_url: str = "") -> BenchEnv:
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": f"bench{run_id}:",
         "PYTHONUNBUFFERED": "1",
+        # Every simulated client connects from this machine's one address: the per-address
+        # connect limit would measure itself. Per-user limits stay as configured.
+        "WS_CONNECT_IP_BURST": "1000000",
+        "WS_CONNECT_IP_PER_SECOND": "1000000",
     }
     return BenchEnv(run_id, db_path, env)
 
