@@ -69,9 +69,9 @@ def test_second_tab_of_a_device_waits_for_the_first(live_asgi, new_context):
           .then((release) => { window.lockState = "held"; window.releaseLock = release; });
     }"""
     first.evaluate(take, KEYSTORE)
-    first.wait_for_function("window.lockState === 'held'")
+    first.wait_for_function("() => window.lockState === 'held'")
     second.evaluate(take, KEYSTORE)
-    second.wait_for_function("window.lockState === 'waiting'")
+    second.wait_for_function("() => window.lockState === 'waiting'")
     # Another device's lock is independent.
     assert second.evaluate(
         """async (path) => {
@@ -85,4 +85,4 @@ def test_second_tab_of_a_device_waits_for_the_first(live_asgi, new_context):
     assert second.evaluate("window.lockState") == "waiting"
     # The first tab goes away: the second becomes the writer.
     first.close()
-    second.wait_for_function("window.lockState === 'held'")
+    second.wait_for_function("() => window.lockState === 'held'")

@@ -179,7 +179,9 @@ def test_lobby_shows_preview_and_locks_paid_filters(server, make_user, new_conte
     page = open_videochat(new_context, server, make_user(), viewport={"width": 1366, "height": 860})
     assert state(page) == "idle"
     # Own camera preview is live before starting.
-    page.wait_for_function("document.querySelector('[data-testid=local-video]').videoWidth > 0")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=local-video]').videoWidth > 0"
+    )
     # Without the paid entitlement the filters are disabled and say why.
     assert page.is_disabled("[data-testid=want-gender]")
     assert page.is_disabled("[data-testid=want-country]")
