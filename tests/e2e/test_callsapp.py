@@ -232,6 +232,9 @@ def test_attachment_delete_for_everyone_undelivered_and_block(live_asgi, new_con
 
     # An attachment: encrypted in the browser, only ciphertext uploaded, checked and
     # decrypted by the receiver, and the blob gone once Jon's device has fetched it.
+    # Other tests of the run may leave their own CallsApp files in MEDIA_ROOT: watch ours.
+    media = Path(live_asgi_media_root()) / "messaging"
+    before = {f for f in media.rglob("*") if f.is_file()}
     i.get_by_test_id("attach").set_input_files(
         {"name": "plan.txt", "mimeType": "text/plain", "buffer": b"the plan: north ridge at dawn"}
     )
@@ -244,9 +247,11 @@ def test_attachment_delete_for_everyone_undelivered_and_block(live_asgi, new_con
     assert Path(download.value.path()).read_bytes() == b"the plan: north ridge at dawn"
     assert download.value.suggested_filename == "plan.txt"
     assert plaintext_found(["north ridge at dawn"]) == []
-    # Only CallsApp's folder: earlier tests of the run leave their own uploads in MEDIA_ROOT.
-    media = Path(live_asgi_media_root()) / "messaging"
-    wait_for(lambda: not any(p.is_file() for p in media.rglob("*")), i, "the blob's deletion")
+    wait_for(
+        lambda: not ({f for f in media.rglob("*") if f.is_file()} - before),
+        i,
+        "the blob's deletion",
+    )
 
     # Delete for everyone.
     send(i, "wrong chat, sorry")
