@@ -239,7 +239,9 @@ export class Capture {
   emitOpus(count, last) {
     const group = this.pending.splice(0, count);
     let ts = this.clock.at(group[0].start);
-    if (!Number.isFinite(ts)) ts = pageNow();
+    // The clock is an estimate; a stamp of audio just captured (or the stop's padding) can land
+    // a few ms past the present, and a capture stamp in the future misleads every latency reading.
+    if (!Number.isFinite(ts) || ts > pageNow()) ts = pageNow();
     if (ts <= this.lastTs) ts = this.lastTs + 0.001; // stamps stay monotonic
     this.lastTs = ts;
     this.stats.packets++;
