@@ -30,3 +30,7 @@ def rate_limited(detail: str, retry_after_ms: int) -> ServiceError:
     err = ServiceError("M_LIMIT_EXCEEDED", detail, status=429)
     err.retry_after_ms = retry_after_ms  # type: ignore[attr-defined]
     return err
+
+
+def invalid_signature(detail: str) -> ServiceError:
+    return ServiceError("M_INVALID_SIGNATURE", detail, status=400)

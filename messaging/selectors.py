@@ -159,7 +159,14 @@ def keys_query(*, user: User, wanted: dict[str, list[str]]) -> dict[str, Any]:
         # A user-signing key is shown to its owner only (the spec's rule).
         if key.usage == CrossSigningKey.Usage.USER_SIGNING and key.user_id != user.pk:
             continue
-        answer[field[CrossSigningKey.Usage(key.usage)]][by_pk[key.user_id]] = key.key
+        # Who verified whom is nobody else's business: a key shows its owner's signatures
+        # and the asker's own only (as Synapse does).
+        data = dict(key.key)
+        seen_by = (mxid(key.user_id), mxid(user.pk))
+        data["signatures"] = {
+            s: v for s, v in (data.get("signatures") or {}).items() if s in seen_by
+        }
+        answer[field[CrossSigningKey.Usage(key.usage)]][by_pk[key.user_id]] = data
     return answer
 
 

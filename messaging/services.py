@@ -32,7 +32,15 @@ from realtime.stream import (
 )
 
 from . import selectors
-from .errors import forbidden, invalid, not_found, quota, rate_limited, too_large
+from .errors import (
+    forbidden,
+    invalid,
+    invalid_signature,
+    not_found,
+    quota,
+    rate_limited,
+    too_large,
+)
 from .ids import content_uri, mxid, new_event_id, new_media_id, new_room_id, user_pk
 from .keys import claim_rate_key
 from .models import (
@@ -48,7 +56,8 @@ from .models import (
     RoomEvent,
 )
 from .schemas import DeviceKeysBody, SigningKeysUpload
-from .selectors import EVENT_KIND, SYNC_KIND
+from .selectors import EVENT_KIND, OTK_ALGORITHM, SYNC_KIND
+from .signing import cross_signing_public_key, same_signed_content, signature_valid
 
 Json = dict[str, Any]
 
@@ -78,7 +87,9 @@ def keys_upload(
     one_time_keys: dict[str, Any] | None,
     fallback_keys: dict[str, Any] | None,
 ) -> Json:
-    """keys/upload: the device's identity keys (once), one-time keys, its fallback key."""
+    """keys/upload: the device's identity keys (once), one-time keys, its fallback key. Every
+    object must carry the device's valid Ed25519 signature (M_INVALID_SIGNATURE otherwise);
+    a refused upload stores nothing."""
     user_id = device.user_id
     if one_time_keys and len(one_time_keys) > settings.MESSAGING_MAX_ONE_TIME_KEYS:
         raise invalid(f"at most {settings.MESSAGING_MAX_ONE_TIME_KEYS} one-time keys per upload")
@@ -88,6 +99,8 @@ def keys_upload(
         announced = False
         if device_keys is not None:
             announced = _device_keys_store(device, device_keys)
+        if otks or fallbacks:
+            _check_signed_keys(device, otks + fallbacks)
         new = [
             OneTimeKey(device=device, algorithm=alg, key_id=kid, key=key) for alg, kid, key in otks
         ]
@@ -114,6 +127,22 @@ def _split_key_ids(keys: dict[str, Any]) -> list[tuple[str, str, Any]]:
     return out
 
 
+def _check_signed_keys(device: Device, keys: list[tuple[str, str, Any]]) -> None:
+    """One-time and fallback keys are `signed_curve25519` objects signed by the device's
+    ed25519 key (the one it uploaded, in this request or before)."""
+    ed = DeviceKeys.objects.filter(device=device).values_list("ed25519", flat=True).first()
+    if ed is None:
+        raise invalid("upload device_keys first: one-time keys are checked against them")
+    signer, key_id = mxid(device.user_id), f"ed25519:{device.device_id}"
+    for alg, kid, key in keys:
+        if alg != OTK_ALGORITHM:
+            raise invalid(f"unknown one-time key algorithm {alg!r} (use {OTK_ALGORITHM})")
+        if not isinstance(key, dict) or not isinstance(key.get("key"), str):
+            raise invalid(f"{alg}:{kid} must be an object with a key")
+        if not signature_valid(key, signer=signer, key_id=key_id, public_key=ed):
+            raise invalid_signature(f"{alg}:{kid} is not signed by this device's ed25519 key")
+
+
 def _device_keys_store(device: Device, body: DeviceKeysBody) -> bool:
     """Store the device's identity keys; True when they are new (announce them)."""
     if body.user_id != mxid(device.user_id) or body.device_id != device.device_id:
@@ -122,17 +151,20 @@ def _device_keys_store(device: Device, body: DeviceKeysBody) -> bool:
     ed = body.keys.get(f"ed25519:{device.device_id}")
     if not curve or not ed:
         raise invalid("device_keys needs curve25519 and ed25519 keys for this device")
-    if f"ed25519:{device.device_id}" not in body.signatures.get(body.user_id, {}):
-        raise invalid("device_keys must be signed by the device's ed25519 key")
+    data = body.model_dump()
+    if not signature_valid(
+        data, signer=body.user_id, key_id=f"ed25519:{device.device_id}", public_key=ed
+    ):
+        raise invalid_signature("device_keys must be signed by the device's own ed25519 key")
     existing = DeviceKeys.objects.filter(device=device).first()
     if existing is not None:
         if (existing.curve25519, existing.ed25519) != (curve, ed):
             raise invalid("this device's identity keys are already set; sign in as a new device")
-        existing.keys = body.model_dump()
+        existing.keys = data
         existing.save(update_fields=["keys"])
         return False
     DeviceKeys.objects.create(
-        device=device, user_id=device.user_id, keys=body.model_dump(), curve25519=curve, ed25519=ed
+        device=device, user_id=device.user_id, keys=data, curve25519=curve, ed25519=ed
     )
     return True
 
@@ -198,31 +230,82 @@ def _claim_one(device: Device, alg: str) -> dict[str, Any] | None:
 
 
 def signing_keys_upload(*, user: User, body: SigningKeysUpload) -> None:
-    """keys/device_signing/upload: the user's cross-signing keys."""
-    usages = {
-        CrossSigningKey.Usage.MASTER: body.master_key,
-        CrossSigningKey.Usage.SELF_SIGNING: body.self_signing_key,
-        CrossSigningKey.Usage.USER_SIGNING: body.user_signing_key,
+    """keys/device_signing/upload: the user's cross-signing keys. Each holds one Ed25519 key;
+    the self-signing and user-signing keys must be signed by the master key (the one in this
+    request, else the stored one); signatures on the master key must be its owner's devices'
+    (or its own), and valid."""
+    me = mxid(user.pk)
+    Usage = CrossSigningKey.Usage
+    given = {
+        Usage.MASTER: body.master_key,
+        Usage.SELF_SIGNING: body.self_signing_key,
+        Usage.USER_SIGNING: body.user_signing_key,
     }
+    keys: dict[str, Json] = {}
+    for usage, key in given.items():
+        if key is None:
+            continue
+        if key.user_id != me or usage.value not in key.usage:
+            raise invalid(f"{usage.value} key must be yours and say its usage")
+        data = key.model_dump()
+        if cross_signing_public_key(data) is None:
+            raise invalid(f"{usage.value} key must hold exactly one ed25519 key")
+        keys[usage.value] = data
     with transaction.atomic():
-        changed = False
-        for usage, key in usages.items():
-            if key is None:
+        master = keys.get(Usage.MASTER.value)
+        if master is None:
+            stored = CrossSigningKey.objects.filter(user=user, usage=Usage.MASTER).first()
+            master = stored.key if stored else None
+        else:
+            _check_master_signatures(user, master)
+        master_pub = cross_signing_public_key(master) if master else None
+        for usage in (Usage.SELF_SIGNING, Usage.USER_SIGNING):
+            signed = keys.get(usage.value)
+            if signed is None:
                 continue
-            if key.user_id != mxid(user.pk) or usage.value not in key.usage:
-                raise invalid(f"{usage.value} key must be yours and say its usage")
+            if master_pub is None or not signature_valid(
+                signed, signer=me, key_id=f"ed25519:{master_pub}", public_key=master_pub
+            ):
+                raise invalid_signature(f"the {usage.value} key must be signed by your master key")
+        for usage_value, data in keys.items():
             CrossSigningKey.objects.update_or_create(
-                user=user, usage=usage, defaults={"key": key.model_dump()}
+                user=user, usage=usage_value, defaults={"key": data}
             )
-            changed = True
-        if changed:
+        if keys:
             _device_lists_changed(selectors.contact_ids(user.pk), about=user.pk)
 
 
+def _check_master_signatures(user: User, master: Json) -> None:
+    me = mxid(user.pk)
+    pub = cross_signing_public_key(master) or ""
+    signers = {f"ed25519:{pub}": pub, **_device_signers(user.pk)}
+    for signer, sigs in (master.get("signatures") or {}).items():
+        for key_id in sigs:
+            known = signers.get(key_id) if signer == me else None
+            if known is None or not signature_valid(
+                master, signer=signer, key_id=key_id, public_key=known
+            ):
+                raise invalid_signature(f"the master key's signature by {key_id} is not valid")
+
+
+def _device_signers(user_id: int) -> dict[str, str]:
+    """A user's devices as signing keys: {"ed25519:<device id>": public key}."""
+    return {
+        f"ed25519:{device_id}": ed
+        for device_id, ed in DeviceKeys.objects.filter(user_id=user_id).values_list(
+            "device__device_id", "ed25519"
+        )
+    }
+
+
 def signatures_upload(*, user: User, body: dict[str, Any]) -> Json:
-    """keys/signatures/upload: add signatures to device keys and cross-signing keys. The
-    server keeps them; the clients verify them."""
+    """keys/signatures/upload: add the uploader's signatures to keys the server holds. Each
+    signed object must be the stored one (signatures aside), and each new signature valid
+    and by a key allowed to sign it (the spec's rules): your self-signing key signs your
+    devices, your devices sign your master key, your user-signing key signs a contact's
+    master key. Anything else is a failure and stores nothing for that key."""
     failures: dict[str, dict[str, Any]] = defaultdict(dict)
+    contacts = selectors.contact_ids(user.pk)
     with transaction.atomic():
         touched: set[int] = set()
         for m, objs in body.items():
@@ -234,21 +317,25 @@ def signatures_upload(*, user: User, body: dict[str, Any]) -> Json:
                 if not isinstance(signed, dict) or _size(signed) > 16384:
                     failures[m][key_id] = {"errcode": "M_INVALID_PARAM", "error": "bad object"}
                     continue
-                if _add_signatures(pk, key_id, signed.get("signatures", {}), by=user):
+                if pk != user.pk and pk not in contacts:
+                    failures[m][key_id] = {"errcode": "M_NOT_FOUND", "error": "unknown key"}
+                    continue
+                problem = _add_signatures(pk, key_id, signed, by=user)
+                if problem is None:
                     touched.add(pk)
                 else:
-                    failures[m][key_id] = {"errcode": "M_NOT_FOUND", "error": "unknown key"}
+                    failures[m][key_id] = problem
         for pk in touched:
-            _device_lists_changed(selectors.contact_ids(pk), about=pk)
+            # Your signature on a contact's master key is yours to see (keys/query shows it
+            # to you only): your own devices re-read that contact, nobody else is told.
+            audience = selectors.contact_ids(pk) if pk == user.pk else {user.pk}
+            _device_lists_changed(audience, about=pk)
     return {"failures": dict(failures)}
 
 
-def _add_signatures(owner_pk: int, key_id: str, signatures: Any, *, by: User) -> bool:
-    if not isinstance(signatures, dict):
-        return False
-    mine = signatures.get(mxid(by.pk))
-    if not isinstance(mine, dict):
-        return False
+def _add_signatures(owner_pk: int, key_id: str, signed: Json, *, by: User) -> Json | None:
+    """Add `by`'s valid new signatures of `signed`; the failure, or None when done."""
+    me = mxid(by.pk)
     row = DeviceKeys.objects.filter(user_id=owner_pk, device__device_id=key_id).first()
     target: DeviceKeys | CrossSigningKey | None = row
     if target is None:
@@ -261,13 +348,50 @@ def _add_signatures(owner_pk: int, key_id: str, signatures: Any, *, by: User) ->
             None,
         )
     if target is None:
-        return False
+        return {"errcode": "M_NOT_FOUND", "error": "unknown key"}
     data = target.keys if isinstance(target, DeviceKeys) else target.key
-    data.setdefault("signatures", {}).setdefault(mxid(by.pk), {}).update(
-        {str(k): str(v) for k, v in mine.items()}
-    )
-    target.save()
-    return True
+    if not same_signed_content(data, signed):
+        return _bad_signature("the signed object is not the key this server holds")
+    new = (signed.get("signatures") or {}).get(me)
+    if not isinstance(new, dict) or not new:
+        return _bad_signature("no signature of yours on it")
+    signers = _allowed_signers(target, owner_pk, by)
+    old = (data.get("signatures") or {}).get(me, {})
+    added: dict[str, str] = {}
+    for sig_key_id, sig in new.items():
+        if old.get(sig_key_id) == sig:
+            continue  # already held (the SDK resends the object's existing signatures)
+        pub = signers.get(sig_key_id)
+        if pub is None:
+            return _bad_signature(f"{sig_key_id} may not sign this key")
+        if not signature_valid(signed, signer=me, key_id=sig_key_id, public_key=pub):
+            return _bad_signature(f"the signature by {sig_key_id} is not valid")
+        added[sig_key_id] = str(sig)
+    if added:
+        data.setdefault("signatures", {}).setdefault(me, {}).update(added)
+        target.save()
+    return None
+
+
+def _bad_signature(text: str) -> Json:
+    return {"errcode": "M_INVALID_SIGNATURE", "error": text}
+
+
+def _allowed_signers(
+    target: DeviceKeys | CrossSigningKey, owner_pk: int, by: User
+) -> dict[str, str]:
+    """Which of `by`'s keys may sign `target`: {"ed25519:<key id>": public key}."""
+    Usage = CrossSigningKey.Usage
+    if isinstance(target, CrossSigningKey) and target.usage != Usage.MASTER:
+        return {}  # self-signing and user-signing keys are signed by the master only
+    wanted = Usage.SELF_SIGNING if isinstance(target, DeviceKeys) else Usage.USER_SIGNING
+    if owner_pk != by.pk and wanted == Usage.SELF_SIGNING:
+        return {}  # another user's devices are trusted through their master key
+    if owner_pk == by.pk and isinstance(target, CrossSigningKey):
+        return _device_signers(by.pk)
+    key = CrossSigningKey.objects.filter(user=by, usage=wanted).first()
+    pub = cross_signing_public_key(key.key) if key else None
+    return {f"ed25519:{pub}": pub} if pub else {}
 
 
 # --- to-device ---------------------------------------------------------------------------

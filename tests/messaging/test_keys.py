@@ -1,5 +1,6 @@
 """keys/upload, keys/claim, keys/query: one-time keys handed out exactly once under
-concurrency, then the fallback key; claim floods and blocks refused."""
+concurrency, then the fallback key; claim floods and blocks refused; every key object's
+signature checked (forged, tampered and valid ones made here with vodozemac)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from django.db import connection
 from django.test import override_settings
 
 from messaging import selectors
-from messaging.models import FallbackKey, OneTimeKey
+from messaging.ids import mxid
+from messaging.models import CrossSigningKey, DeviceKeys, FallbackKey, OneTimeKey
 from messaging.schemas import DeviceKeysBody, SigningKeysUpload
 from messaging.services import (
     ignored_users_set,
@@ -22,7 +24,10 @@ from messaging.services import (
     signing_keys_upload,
 )
 from realtime.errors import ServiceError
-from tests.messaging.conftest import member
+from tests.factories import DeviceFactory, UserFactory
+from tests.messaging.conftest import Member, member, new_device_id
+from tests.messaging.olm import CrossSigning, OlmDevice, canonical
+from tests.messaging.test_api import Browser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -197,49 +202,229 @@ def test_keys_query_answers_for_contacts_only():
     assert answer["device_keys"][stranger.mxid] == {}
 
 
-def test_cross_signing_keys_and_signatures_reach_contacts():
+def fresh() -> Member:
+    """A device that has uploaded nothing yet."""
+    user = UserFactory()
+    device = DeviceFactory(user=user, device_id=new_device_id())
+    return Member(user, device, OlmDevice(mxid(user.pk), device.device_id))
+
+
+def forged_by(other: OlmDevice, obj: dict[str, Any], user_id: str, key_id: str) -> Any:
+    """`obj` with a signature under `user_id`'s `key_id` that `other`'s key made."""
+    sig = other.account.sign(canonical(obj)).to_base64()
+    return {**obj, "signatures": {user_id: {key_id: sig}}}
+
+
+def upload(m: Member, device_keys: Any = None, otks: Any = None, fallback: Any = None) -> Any:
+    return keys_upload(
+        device=m.device,
+        device_keys=DeviceKeysBody.model_validate(device_keys) if device_keys else None,
+        one_time_keys=otks,
+        fallback_keys=fallback,
+    )
+
+
+def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> ServiceError:
+    with pytest.raises(ServiceError) as exc:
+        fn(*args, **kwargs)
+    assert exc.value.code == code, exc.value.detail
+    return exc.value
+
+
+def test_device_keys_must_carry_the_devices_own_valid_signature():
+    alice, other = fresh(), fresh()
+    good = alice.olm.device_keys()
+    unsigned = {**good, "signatures": {}}
+    # Forged: Alice's keys with a signature under her key id, made by another device's key.
+    forged = forged_by(other.olm, good, alice.mxid, f"ed25519:{alice.device.device_id}")
+    # Tampered: signed, then an algorithm added.
+    tampered = {**good, "algorithms": [*good["algorithms"], "m.megolm.v2.aes-sha2"]}
+    # Garbage where the signature should be.
+    garbage = {**good, "signatures": {alice.mxid: {f"ed25519:{alice.device.device_id}": "!!"}}}
+    for body in (forged, tampered, garbage):
+        refused("M_INVALID_SIGNATURE", upload, alice, body, alice.olm.one_time_keys(2))
+    refused("M_INVALID_SIGNATURE", upload, alice, unsigned)
+    assert not DeviceKeys.objects.filter(device=alice.device).exists()
+    assert not OneTimeKey.objects.filter(device=alice.device).exists()
+    upload(alice, good, alice.olm.one_time_keys(2))
+    assert DeviceKeys.objects.get(device=alice.device).ed25519 == alice.olm.ed25519
+    assert OneTimeKey.objects.filter(device=alice.device).count() == 2
+
+
+def test_one_time_and_fallback_keys_must_be_signed_by_the_device():
+    alice, other = fresh(), fresh()
+    refused("M_INVALID_PARAM", upload, alice, None, alice.olm.one_time_keys(1))  # keys first
+    upload(alice, alice.olm.device_keys())
+
+    good = alice.olm.one_time_keys(3)
+    (first, *_) = good
+    # Forged: signed by another device. Tampered: the key swapped after signing.
+    forged = {
+        **good,
+        first: forged_by(other.olm, good[first], alice.mxid, f"ed25519:{alice.device.device_id}"),
+    }
+    tampered = {**good, first: {**good[first], "key": other.olm.curve25519}}
+    unsigned = {**good, first: {"key": good[first]["key"]}}
+    bare_string = {**good, first: good[first]["key"]}
+    for otks in (forged, tampered, unsigned):
+        refused("M_INVALID_SIGNATURE", upload, alice, None, otks)
+    refused("M_INVALID_PARAM", upload, alice, None, bare_string)
+    refused(
+        "M_INVALID_PARAM", upload, alice, None, {"curve25519:AAAA": good[first]}
+    )  # unknown algorithm
+    assert not OneTimeKey.objects.filter(device=alice.device).exists()  # nothing half-stored
+
+    fallback = alice.olm.fallback_key()
+    ((fid, fkey),) = fallback.items()
+    not_fallback = {fid: {k: v for k, v in fkey.items() if k != "fallback"}}  # flag dropped
+    refused("M_INVALID_SIGNATURE", upload, alice, None, good, not_fallback)
+    assert not OneTimeKey.objects.filter(device=alice.device).exists()
+    assert not FallbackKey.objects.filter(device=alice.device).exists()
+
+    assert upload(alice, None, good, fallback)["one_time_key_counts"] == {"signed_curve25519": 3}
+    assert FallbackKey.objects.filter(device=alice.device).count() == 1
+
+
+def test_keys_upload_over_http_answers_m_invalid_signature():
+    alice = Browser()
+    body = alice.olm.device_keys()
+    body["keys"] = {**body["keys"], f"curve25519:{alice.device.device_id}": fresh().olm.curve25519}
+    resp = alice.call("POST", "keys/upload", {"device_keys": body})
+    assert resp.status_code == 400
+    assert resp.json()["errcode"] == "M_INVALID_SIGNATURE"
+    assert not DeviceKeys.objects.filter(device=alice.device).exists()
+
+
+def signing_upload(m: Member, body: dict[str, Any]) -> None:
+    signing_keys_upload(user=m.user, body=SigningKeysUpload.model_validate(body))
+
+
+def test_cross_signing_keys_must_be_signed_by_the_master_key():
     alice, bob = member(), member()
-    group_of(alice, bob)
-
-    def key(usage: str, pub: str) -> dict[str, Any]:
-        return alice.olm.sign(
-            {"user_id": alice.mxid, "usage": [usage], "keys": {f"ed25519:{pub}": pub}}
-        )
-
-    signing_keys_upload(
-        user=alice.user,
-        body=SigningKeysUpload.model_validate(
-            {
-                "master_key": key("master", "MASTERPUB"),
-                "self_signing_key": key("self_signing", "SELFPUB"),
-                "user_signing_key": key("user_signing", "USERPUB"),
-            }
+    xs = CrossSigning(alice.mxid)
+    good = xs.upload_body(alice.olm)
+    impostor = CrossSigning(alice.mxid)
+    # The self-signing key signed by some other master key, or by nobody.
+    other_master = {**good, "self_signing_key": impostor.upload_body()["self_signing_key"]}
+    no_sig = {**good, "user_signing_key": {**good["user_signing_key"], "signatures": {}}}
+    # A master key "signed" by Alice's device with a signature that is not the device's.
+    bad_device_sig = {
+        **good,
+        "master_key": forged_by(
+            bob.olm, good["master_key"], alice.mxid, f"ed25519:{alice.device.device_id}"
         ),
-    )
-    signed_device = {**alice.olm.device_keys()}
-    signed_device["signatures"] = {alice.mxid: {"ed25519:SELFPUB": "sig-by-self-signing-key"}}
-    answer = signatures_upload(
-        user=alice.user, body={alice.mxid: {alice.device.device_id: signed_device}}
-    )
-    assert answer == {"failures": {}}
-    seen_by_bob = selectors.keys_query(user=bob.user, wanted={alice.mxid: []})
-    assert seen_by_bob["master_keys"][alice.mxid]["keys"] == {"ed25519:MASTERPUB": "MASTERPUB"}
-    assert alice.mxid in seen_by_bob["self_signing_keys"]
-    assert seen_by_bob["user_signing_keys"] == {}  # only its owner sees it
-    device = seen_by_bob["device_keys"][alice.mxid][alice.device.device_id]
-    assert device["signatures"][alice.mxid]["ed25519:SELFPUB"] == "sig-by-self-signing-key"
-    # Bob signs Alice's master key with his own (user-signing) key: kept as his signature.
-    answer = signatures_upload(
-        user=bob.user,
-        body={alice.mxid: {"MASTERPUB": {"signatures": {bob.mxid: {"ed25519:BOBUSER": "s"}}}}},
-    )
-    assert answer == {"failures": {}}
-    own = selectors.keys_query(user=alice.user, wanted={alice.mxid: []})
-    assert own["master_keys"][alice.mxid]["signatures"][bob.mxid] == {"ed25519:BOBUSER": "s"}
-    assert alice.mxid in own["user_signing_keys"]
+    }
+    # Two keys in one, or a key id that does not name its key.
+    pub = xs.pub(xs.master)
+    two_keys = {
+        **good,
+        "master_key": {**good["master_key"], "keys": {f"ed25519:{pub}": pub, "ed25519:X": pub}},
+    }
+    for body in (other_master, no_sig, bad_device_sig):
+        refused("M_INVALID_SIGNATURE", signing_upload, alice, body)
+    refused("M_INVALID_PARAM", signing_upload, alice, two_keys)
+    assert not CrossSigningKey.objects.filter(user=alice.user).exists()
     # Someone else's key cannot be uploaded as yours.
-    with pytest.raises(ServiceError):
-        signing_keys_upload(
-            user=bob.user,
-            body=SigningKeysUpload.model_validate({"master_key": key("master", "X")}),
-        )
+    refused("M_INVALID_PARAM", signing_upload, bob, good)
+
+    signing_upload(alice, good)
+    assert CrossSigningKey.objects.filter(user=alice.user).count() == 3
+    # A later upload of one key alone is checked against the stored master key.
+    refused(
+        "M_INVALID_SIGNATURE",
+        signing_upload,
+        alice,
+        {"user_signing_key": impostor.upload_body()["user_signing_key"]},
+    )
+    newer = CrossSigning(alice.mxid)
+    newer.master = xs.master
+    signing_upload(alice, {"user_signing_key": newer.upload_body()["user_signing_key"]})
+    assert (
+        CrossSigningKey.objects.get(user=alice.user, usage="user_signing").key["keys"]
+        == newer.key("user_signing", newer.user_signing)["keys"]
+    )
+
+
+def test_signatures_upload_keeps_only_valid_signatures_by_allowed_keys():
+    alice, bob, carol = member(), member(), member()
+    group_of(alice, bob, carol)
+    xa, xb = CrossSigning(alice.mxid), CrossSigning(bob.mxid)
+    signing_upload(alice, xa.upload_body(alice.olm))
+    signing_upload(bob, xb.upload_body(bob.olm))
+    device = alice.device.device_id
+    stored_device = DeviceKeys.objects.get(device=alice.device).keys
+    a_master = xa.upload_body(alice.olm)["master_key"]
+    a_master_pub = xa.pub(xa.master)
+
+    # Alice's self-signing key signs her device: kept.
+    signed = xa.sign_with(xa.self_signing, stored_device)
+    assert signatures_upload(user=alice.user, body={alice.mxid: {device: signed}}) == {
+        "failures": {}
+    }
+    ssk_id = f"ed25519:{xa.pub(xa.self_signing)}"
+    kept = DeviceKeys.objects.get(device=alice.device).keys["signatures"][alice.mxid]
+    assert kept[ssk_id] == signed["signatures"][alice.mxid][ssk_id]
+
+    def failure(by: Member, owner: Member, key_id: str, obj: dict[str, Any]) -> Any:
+        answer = signatures_upload(user=by.user, body={owner.mxid: {key_id: obj}})
+        return answer["failures"].get(owner.mxid, {}).get(key_id, {}).get("errcode")
+
+    # Forged: a signature under the self-signing key's id, made by another key.
+    impostor = CrossSigning(alice.mxid)
+    forged = impostor.sign_with(impostor.self_signing, stored_device)
+    forged["signatures"][alice.mxid] = {
+        ssk_id: next(iter(forged["signatures"][alice.mxid].values()))
+    }
+    assert failure(alice, alice, device, forged) == "M_INVALID_SIGNATURE"
+    # Tampered: a validly signed object that is not the stored key.
+    other_keys = xa.sign_with(
+        xa.self_signing, {**stored_device, "algorithms": ["m.megolm.v1.aes-sha2"]}
+    )
+    assert failure(alice, alice, device, other_keys) == "M_INVALID_SIGNATURE"
+    # Bob may not sign Alice's device, even with a valid signature of his.
+    by_bob = xb.sign_with(xb.user_signing, stored_device)
+    assert failure(bob, alice, device, by_bob) == "M_INVALID_SIGNATURE"
+    # Bob's self-signing key is not the one that signs other people's master keys.
+    assert (
+        failure(bob, alice, a_master_pub, xb.sign_with(xb.self_signing, a_master))
+        == "M_INVALID_SIGNATURE"
+    )
+    # A stranger's keys are not there to sign.
+    stranger = member()
+    assert failure(bob, stranger, stranger.device.device_id, {}) == "M_NOT_FOUND"
+    after = DeviceKeys.objects.get(device=alice.device).keys["signatures"][alice.mxid]
+    assert after == kept  # nothing added by the refused uploads
+
+    # Bob verified Alice: his user-signing key signs her master key. Kept, and shown to Bob
+    # (so his devices see her as verified) but not to Carol, nor to Alice.
+    vouched = xb.sign_with(xb.user_signing, a_master)
+    assert failure(bob, alice, a_master_pub, vouched) is None
+    usk_id = f"ed25519:{xb.pub(xb.user_signing)}"
+    seen = {
+        who.mxid: selectors.keys_query(user=who.user, wanted={alice.mxid: []})["master_keys"][
+            alice.mxid
+        ]["signatures"]
+        for who in (alice, bob, carol)
+    }
+    assert seen[bob.mxid][bob.mxid] == {usk_id: vouched["signatures"][bob.mxid][usk_id]}
+    assert bob.mxid not in seen[carol.mxid] and bob.mxid not in seen[alice.mxid]
+    assert seen[carol.mxid][alice.mxid]  # the owner's own device signature stays visible
+
+    # Alice's device signs her own master key (what the SDK does after verifying it).
+    stored_master = CrossSigningKey.objects.get(user=alice.user, usage="master").key
+    second = member(alice.user)
+    by_device = second.olm.sign(stored_master)
+    by_device["signatures"] = {
+        **stored_master["signatures"],
+        alice.mxid: {
+            **stored_master["signatures"][alice.mxid],
+            **by_device["signatures"][alice.mxid],
+        },
+    }
+    assert failure(alice, alice, a_master_pub, by_device) is None
+    assert (
+        f"ed25519:{second.device.device_id}"
+        in CrossSigningKey.objects.get(user=alice.user, usage="master").key["signatures"][
+            alice.mxid
+        ]
+    )
