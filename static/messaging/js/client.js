@@ -188,14 +188,17 @@ export class CallsClient extends EventTarget {
 
   /**
    * The user's cross-signing identity: the first device makes it; later devices get its
-   * secrets by verifying with a device that has them (never a second identity, which every
-   * contact would see as a key change).
+   * secrets by verifying with a device that has them (never a second identity while one of
+   * those exists, since every contact sees a new identity as a key change). When none is
+   * left (every browser of the user lost its storage or signed out), nothing could ever
+   * hand the secrets over: this device makes a new identity, and contacts are warned.
    */
   async ensureCrossSigning() {
     const status = await this.machine.crossSigningStatus();
     if (status.hasMaster) return;
     const mine = await api("POST", "keys/query", { device_keys: { [this.userId]: [] } });
-    if (mine.master_keys?.[this.userId]) {
+    const others = Object.keys(mine.device_keys?.[this.userId] || {}).filter((d) => d !== this.deviceId);
+    if (mine.master_keys?.[this.userId] && others.length) {
       this.needsVerification = true;
       return;
     }
@@ -815,8 +818,9 @@ export class CallsClient extends EventTarget {
   /** The user has seen that a contact's keys changed: accept the new identity. */
   async acknowledgeKeyChange(userId) {
     const identity = await this.identity(userId);
+    // A verified contact's change is both a verification violation and a pin violation.
     if (identity?.hasVerificationViolation?.()) await identity.withdrawVerification();
-    else if (identity?.identityNeedsUserApproval?.()) await identity.pinCurrentMasterKey();
+    if (identity?.identityNeedsUserApproval?.()) await identity.pinCurrentMasterKey();
     await this.history.setMeta(`keychange:${userId}`, false);
     this.emit("identity", userId);
   }
