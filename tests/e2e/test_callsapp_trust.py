@@ -38,9 +38,7 @@ def evict_and_sign_in_again(page: Page, server, user) -> Page:  # type: ignore[n
     return open_callsapp(context, server, user)
 
 
-def test_a_contacts_new_identity_is_flagged_in_the_chat_until_acknowledged(
-    live_asgi, new_context
-):
+def test_a_contacts_new_identity_is_flagged_in_the_chat_until_acknowledged(live_asgi, new_context):
     ada = UserFactory(profile__nickname="Ada")
     ned = UserFactory(profile__nickname="Ned")
     a = open_callsapp(new_context(), live_asgi, ada)
