@@ -16,9 +16,12 @@ from django.utils import timezone
 
 from realtime import closecodes
 from realtime.errors import ServiceError
-from realtime.events import send_on_commit
-from realtime.keys import presence_group
-from realtime.services import device_sockets_close, session_sockets_close, user_sockets_close
+from realtime.services import (
+    device_sockets_close,
+    presence_hidden,
+    session_sockets_close,
+    user_sockets_close,
+)
 
 from .models import BirthDateChange, Device, Profile, User
 from .selectors import meets_age_rule, privacy_defaults_locked, profile_of, session_store
@@ -82,10 +85,7 @@ def profile_update(*, user: User, data: Mapping[str, Any]) -> Profile:
     profile.save()
     if was_visible and not profile.show_online_status:
         # Hiding takes effect now: whoever watches this user sees them go offline.
-        send_on_commit(
-            presence_group(user.pk),
-            {"type": "presence.update", "user_id": user.pk, "online": False},
-        )
+        presence_hidden(user_id=user.pk)
     if old_photo and old_photo != (profile.photo.name or ""):
         # The replaced (or cleared) photo is personal data too: remove the file.
         name = old_photo

@@ -41,6 +41,7 @@ from .errors import (
     rate_limited,
     too_large,
 )
+from .events import KeyCountsChanged
 from .ids import content_uri, mxid, new_event_id, new_media_id, new_room_id, user_pk
 from .keys import claim_rate_key
 from .models import (
@@ -207,7 +208,7 @@ def keys_claim(*, user: User, wanted: dict[str, dict[str, str]]) -> Json:
             if key is not None:
                 answer.setdefault(m, {})[device_id] = key
                 # Live only: the count also rides on the device's next sync frame.
-                send_on_commit(stream_group(device.pk), {"type": "messaging.counts"})
+                send_on_commit(stream_group(device.pk), KeyCountsChanged())
     return {"one_time_keys": answer, "failures": dict(failures)}
 
 

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from realtime.consumers import BaseConsumer
 
 from . import selectors
-from .events import entitlements_group
+from .keys import entitlements_group
 from .schemas import Entitlements
 
 

@@ -3,14 +3,20 @@ expired). Products whose pages show paid features join the group and re-ask the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
+
+from pydantic import field_validator
+
+from realtime.events import Event
 
 
-def entitlements_group(user_id: int) -> str:
-    """Every socket that shows something this user may have to pay for."""
-    return f"payments.user.{user_id}"
-
-
-def entitlements_changed(*, features: list[str]) -> dict[str, Any]:
+class EntitlementsChanged(Event):
     """The features the user holds now; handled as `payments_entitlements`."""
-    return {"type": "payments.entitlements", "features": sorted(features)}
+
+    type: Literal["payments.entitlements"] = "payments.entitlements"
+    features: list[str]
+
+    @field_validator("features")
+    @classmethod
+    def _sorted(cls, features: list[str]) -> list[str]:
+        return sorted(features)

@@ -14,7 +14,9 @@ from accounts.models import User
 from realtime.errors import ServiceError
 from realtime.events import send_on_commit
 
-from . import events, selectors
+from . import selectors
+from .events import EntitlementsChanged
+from .keys import entitlements_group
 from .models import (
     Entitlement,
     Order,
@@ -178,9 +180,7 @@ def _entitlement_sync(order: Order) -> None:
 
 def _announce(user_id: int) -> None:
     features = selectors.features_of(user_id=user_id)
-    send_on_commit(
-        events.entitlements_group(user_id), events.entitlements_changed(features=list(features))
-    )
+    send_on_commit(entitlements_group(user_id), EntitlementsChanged(features=list(features)))
 
 
 # --- provider events

@@ -28,7 +28,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from . import closecodes, liveness, metrics, presence, services
 from .errors import ServiceError
-from .events import send_now
+from .events import PresenceUpdate, send_now
 from .hooks import presence as presence_hooks
 from .keys import device_group, presence_group, rate_key, session_group, user_group
 from .ratelimit import allow_async
@@ -136,7 +136,7 @@ class BaseConsumer(AsyncWebsocketConsumer):
         )
         liveness.local_add(self, epoch)
         if up and self.show_online:
-            await send_now(presence_group(user.pk), presence_event(user.pk, online=True))
+            await send_now(presence_group(user.pk), PresenceUpdate(user_id=user.pk, online=True))
         try:
             await self.on_connect()
         except ServiceError as exc:
@@ -157,7 +157,9 @@ class BaseConsumer(AsyncWebsocketConsumer):
                 self.user_id, self.channel_name, process_id=liveness.process_id()
             )
             if gone and self.show_online:
-                await send_now(presence_group(self.user_id), presence_event(self.user_id, False))
+                await send_now(
+                    presence_group(self.user_id), PresenceUpdate(user_id=self.user_id, online=False)
+                )
 
     async def on_connect(self) -> None:
         """Subclasses: join groups, send the initial state."""
@@ -283,10 +285,6 @@ class BaseConsumer(AsyncWebsocketConsumer):
     async def state_lost(self) -> None:
         """realtime.liveness: Redis lost this process's live state; come back."""
         await self.close(code=CLOSE_RECONNECT)
-
-
-def presence_event(user_id: int, online: bool) -> dict[str, Any]:
-    return {"type": "presence.update", "user_id": user_id, "online": online}
 
 
 class PresenceConsumer(BaseConsumer):

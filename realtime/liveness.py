@@ -29,7 +29,7 @@ from typing import Any
 from django.conf import settings
 
 from . import presence
-from .events import send_now
+from .events import PresenceUpdate, send_now
 from .keys import (
     epoch_key,
     presence_group,
@@ -221,8 +221,7 @@ async def process_dead(pid: str) -> None:
         try:
             if await presence.socket_down(sock.user_id, sock.channel_name) and sock.show_online:
                 await send_now(
-                    presence_group(sock.user_id),
-                    {"type": "presence.update", "user_id": sock.user_id, "online": False},
+                    presence_group(sock.user_id), PresenceUpdate(user_id=sock.user_id, online=False)
                 )
         except Exception:
             log.exception("liveness: presence of user %s not corrected", sock.user_id)

@@ -6,15 +6,22 @@ from __future__ import annotations
 from django.conf import settings
 
 from . import closecodes, metrics
-from .events import send_on_commit
-from .keys import connect_rate_key, device_group, presence_key, session_group, user_group
+from .events import PresenceUpdate, SocketClose, send_on_commit
+from .keys import (
+    connect_rate_key,
+    device_group,
+    presence_group,
+    presence_key,
+    session_group,
+    user_group,
+)
 from .ratelimit import connect_check
 
 _REFUSALS = {1: "user_rate", 2: "ip_rate", 3: "too_many_sockets"}
 
 
 def _close(group: str, code: int) -> None:
-    send_on_commit(group, {"type": "socket.close", "code": code})
+    send_on_commit(group, SocketClose(code=code))
 
 
 def session_sockets_close(*, session_key: str, code: int = closecodes.LOGGED_OUT) -> None:
@@ -31,6 +38,12 @@ def user_sockets_close(*, user_id: int, code: int = closecodes.FORBIDDEN) -> Non
     """Close every socket of the user (deactivation, deletion: FORBIDDEN; a password change:
     REAUTHENTICATE, so that sessions still valid come straight back)."""
     _close(user_group(user_id), code)
+
+
+def presence_hidden(*, user_id: int) -> None:
+    """The user stopped showing their online status: whoever watches them sees them go
+    offline now, after the transaction that hid it commits."""
+    send_on_commit(presence_group(user_id), PresenceUpdate(user_id=user_id, online=False))
 
 
 async def connect_admit(*, user_id: int, ip: str | None) -> int | None:

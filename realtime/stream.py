@@ -17,7 +17,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 
 from .errors import ServiceError
-from .events import send_on_commit
+from .events import StreamNudge, send_on_commit
 from .keys import stream_group
 from .models import IdempotencyKey, StreamHead, StreamItem
 
@@ -29,8 +29,6 @@ TrimHook = Callable[[list[int], bool], None]
 
 _renderers: dict[str, Renderer] = {}
 _trim_hooks: dict[str, list[TrimHook]] = defaultdict(list)
-
-NUDGE = {"type": "stream.nudge"}
 
 
 def register_renderer(kind: str, renderer: Renderer) -> None:
@@ -98,7 +96,7 @@ def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
             )
         StreamItem.objects.bulk_create(rows)
         for device_pk in given:
-            send_on_commit(stream_group(device_pk), NUDGE)
+            send_on_commit(stream_group(device_pk), StreamNudge())
     return dict(given)
 
 

@@ -23,9 +23,11 @@ from accounts.selectors import profile_of
 from realtime import metrics
 from realtime.consumers import CLOSE_FORBIDDEN, BaseConsumer
 from realtime.errors import ServiceError
+from realtime.events import send_to
 
 from . import conf, events, geo, live, selectors, services, translation, turn
 from . import matchmaking as mm
+from .keys import videochat_user_group
 from .schemas import (
     Chat,
     ChatOut,
@@ -101,14 +103,14 @@ class VideochatConsumer(BaseConsumer):
         # The IP is looked up and forgotten; only the country stays, in memory.
         self.country = geo.country_of_ip(geo.scope_client_ip(self.scope))
         self.defaults = await database_sync_to_async(_profile_defaults)(self.user)
-        await self.join(events.videochat_user_group(self.user_id))
+        await self.join(videochat_user_group(self.user_id))
         replaced = await live.socket_claim(self.user_id, self.channel_name)
         self.claimed = True
         if replaced:
             # The queue and the pairing are per user: the older tab's are given up first,
             # then it is told to close.
             await self._leave_all(reason="disconnected")
-            await self.channel_layer.send(replaced, events.replaced())
+            await send_to(replaced, events.Replaced())
         self.heartbeat_task = asyncio.create_task(self._heartbeat())
 
     async def on_disconnect(self, code: int) -> None:
@@ -196,9 +198,9 @@ class VideochatConsumer(BaseConsumer):
             raise ServiceError("sdp_too_large", f"an SDP may be at most {limit} bytes")
         partner_channel = await self._partner_channel(msg.match_id)
         data = msg.data.model_dump(exclude_none=True)
-        await self.channel_layer.send(
+        await send_to(
             partner_channel,
-            events.signal(match_id=msg.match_id, from_id=self.user_id, kind=msg.kind, data=data),
+            events.Signal(match_id=msg.match_id, from_id=self.user_id, kind=msg.kind, data=data),
         )
 
     async def on_chat(self, msg: Chat) -> None:
@@ -206,9 +208,9 @@ class VideochatConsumer(BaseConsumer):
         partner_channel = await self._partner_channel(msg.match_id)
         lang = self.session.language if self.session is not None else ""
         # Relayed, never stored: the line exists only in the two sockets' frames.
-        await self.channel_layer.send(
+        await send_to(
             partner_channel,
-            events.chat(match_id=msg.match_id, from_id=self.user_id, text=msg.text, lang=lang),
+            events.Chat(match_id=msg.match_id, from_id=self.user_id, text=msg.text, lang=lang),
         )
         await self.send_model(
             ChatOut(
@@ -367,9 +369,9 @@ class VideochatConsumer(BaseConsumer):
         # Matchmaking's view of the partner's gender and country is the one it matched on.
         card.update(gender=found.partner_gender or "", country=found.partner_country or "")
         # The partner first, so its answer side knows the match before our offer arrives.
-        await self.channel_layer.send(
+        await send_to(
             found.partner_channel_name,
-            events.matched(
+            events.Matched(
                 match_id=found.match_id,
                 from_id=self.user_id,
                 from_channel=self.channel_name,
@@ -393,8 +395,8 @@ class VideochatConsumer(BaseConsumer):
     async def _tell_ended(self, ended: tuple[str, int, str], *, reason: str) -> None:
         assert self.user_id is not None
         match_id, _partner_id, partner_channel = ended
-        await self.channel_layer.send(
-            partner_channel, events.ended(match_id=match_id, from_id=self.user_id, reason=reason)
+        await send_to(
+            partner_channel, events.Ended(match_id=match_id, from_id=self.user_id, reason=reason)
         )
 
     async def _translate(self, text: str, source: str) -> str | None:

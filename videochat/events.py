@@ -1,62 +1,58 @@
-"""Channels group names and the internal events video chat consumers send each other.
+"""The internal events video chat consumers send each other.
 
 Events go consumer to consumer through the channel layer, addressed to a channel name (the
 partner may be on another process). Their "type" names the receiving handler
 (videochat.matched -> VideochatConsumer.videochat_matched). Only the consumer turns them
-into socket frames (schemas.py); nothing here is ever stored.
+into socket frames (schemas.py); nothing here is ever stored. Group names are in keys.py.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-Event = dict[str, Any]
-
-
-def videochat_user_group(user_id: int) -> str:
-    """The user's video chat sockets (a ban closes them)."""
-    return f"videochat.user.{user_id}"
+from realtime.events import Event
 
 
-def matched(*, match_id: str, from_id: int, from_channel: str, card: dict[str, str]) -> Event:
+class PartnerEvent(Event):
+    """From the partner's socket, about one match: ignored unless it is the current one."""
+
+    match_id: str
+    from_id: int
+
+
+class Matched(PartnerEvent):
     """To the partner who was waiting: you are matched with me; you answer."""
-    return {
-        "type": "videochat.matched",
-        "match_id": match_id,
-        "from_id": from_id,
-        "from_channel": from_channel,
-        "card": card,
-    }
+
+    type: Literal["videochat.matched"] = "videochat.matched"
+    from_channel: str
+    card: dict[str, str]
 
 
-def ended(*, match_id: str, from_id: int, reason: str) -> Event:
-    return {"type": "videochat.ended", "match_id": match_id, "from_id": from_id, "reason": reason}
+class Ended(PartnerEvent):
+    type: Literal["videochat.ended"] = "videochat.ended"
+    reason: str
 
 
-def signal(*, match_id: str, from_id: int, kind: str, data: dict[str, Any]) -> Event:
-    return {
-        "type": "videochat.signal",
-        "match_id": match_id,
-        "from_id": from_id,
-        "kind": kind,
-        "data": data,
-    }
+class Signal(PartnerEvent):
+    type: Literal["videochat.signal"] = "videochat.signal"
+    kind: str
+    data: dict[str, Any]
 
 
-def chat(*, match_id: str, from_id: int, text: str, lang: str) -> Event:
-    return {
-        "type": "videochat.chat",
-        "match_id": match_id,
-        "from_id": from_id,
-        "text": text,
-        "lang": lang,
-    }
+class Chat(PartnerEvent):
+    type: Literal["videochat.chat"] = "videochat.chat"
+    text: str
+    lang: str
 
 
-def banned(*, ban_id: int) -> Event:
-    return {"type": "videochat.banned", "ban_id": ban_id}
+class Banned(Event):
+    """To the user's video chat sockets: staff banned them; they close."""
+
+    type: Literal["videochat.banned"] = "videochat.banned"
+    ban_id: int
 
 
-def replaced() -> Event:
+class Replaced(Event):
     """To an older socket of the same user: a newer one took over."""
-    return {"type": "videochat.replaced"}
+
+    type: Literal["videochat.replaced"] = "videochat.replaced"

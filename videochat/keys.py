@@ -23,3 +23,9 @@ def card_key(channel_name: str) -> str:
 def socket_key(user_id: int) -> str:
     """The channel name of the user's current video chat socket (one per user)."""
     return key("videochat", "socket", user_id)
+
+
+# --- Channels groups.
+def videochat_user_group(user_id: int) -> str:
+    """The user's video chat sockets (a ban closes them)."""
+    return f"videochat.user.{user_id}"

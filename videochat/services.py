@@ -24,6 +24,7 @@ from realtime.events import send_on_commit, send_to
 
 from . import conf, events, live
 from . import matchmaking as mm
+from .keys import videochat_user_group
 from .models import Appeal, AppealStatus, Ban, Report, ReportReason, ReportStatus
 from .selectors import active_ban_for, open_appeal, social_uids
 
@@ -170,7 +171,7 @@ def ban_create(
         Report.objects.filter(pk=report.pk).update(
             status=ReportStatus.BANNED, reviewed_at=now, reviewed_by=created_by
         )
-    send_on_commit(events.videochat_user_group(user.pk), events.banned(ban_id=ban.pk))
+    send_on_commit(videochat_user_group(user.pk), events.Banned(ban_id=ban.pk))
     return ban
 
 
@@ -314,6 +315,6 @@ async def process_dead_release(process_id: str, sockets: Mapping[str, Any]) -> N
             match_id, _partner_id, partner_channel = ended
             await send_to(
                 partner_channel,
-                events.ended(match_id=match_id, from_id=user_id, reason="disconnected"),
+                events.Ended(match_id=match_id, from_id=user_id, reason="disconnected"),
             )
         await live.card_drop(channel_name)

@@ -25,7 +25,7 @@ from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now
 from realtime.rawsocket import SCOPE_KEY, RawSocket
 
-from . import selectors, services
+from . import events, selectors, services
 from .keys import channel_group, voice_user_group
 from .models import Channel, SanctionKind
 from .relay import get_relay
@@ -163,7 +163,7 @@ class VoiceConsumer(BaseConsumer):
             )
         )
         if first and sockets <= MEMBER_EVENTS_LIMIT:
-            await self._announce("voice.member.joined", me)
+            await self._announce(events.MemberJoined, me)
 
     async def on_channel_leave(self, msg: ChannelLeave) -> None:
         channel = self._require_channel()
@@ -186,9 +186,7 @@ class VoiceConsumer(BaseConsumer):
         )
         await self.leave(channel_group(channel.pk))
         if last and sockets < MEMBER_EVENTS_LIMIT:
-            await send_now(
-                channel_group(channel.pk), {"type": "voice.member.left", "user_id": self._uid}
-            )
+            await send_now(channel_group(channel.pk), events.MemberLeft(user_id=self._uid))
 
     # --- location
     async def on_location_set(self, msg: LocationSet) -> None:
@@ -428,7 +426,7 @@ class VoiceConsumer(BaseConsumer):
         if self.floor is not None and event["action"] != "unmuted":
             await self._end_floor("moderated")
         if event["action"] in ("muted", "unmuted"):
-            await self._announce("voice.member.updated", await self._describe_me(channel))
+            await self._announce(events.MemberUpdated, await self._describe_me(channel))
         else:
             await self._leave_channel("moderated")
             await self.send_model(ChannelLeft(channel_id=channel.pk))
@@ -436,7 +434,7 @@ class VoiceConsumer(BaseConsumer):
     async def voice_identity_changed(self, event: dict[str, Any]) -> None:
         self.nickname = await db(selectors.nickname_of)(self._uid)
         if self.channel is not None:
-            await self._announce("voice.member.updated", await self._describe_me(self.channel))
+            await self._announce(events.MemberUpdated, await self._describe_me(self.channel))
 
     # --- helpers
     @property
@@ -452,9 +450,10 @@ class VoiceConsumer(BaseConsumer):
     async def _describe_me(self, channel: Channel) -> Member:
         return await db(selectors.member_describe)(channel, self._uid, self.country)
 
-    async def _announce(self, event_type: str, member: Member) -> None:
+    async def _announce(
+        self, kind: type[events.MemberJoined | events.MemberUpdated], member: Member
+    ) -> None:
         assert self.channel is not None
         await send_now(
-            channel_group(self.channel.pk),
-            {"type": event_type, "origin": self.channel_name, "member": member.model_dump()},
+            channel_group(self.channel.pk), kind(origin=self.channel_name, member=member)
         )

@@ -35,7 +35,7 @@ from realtime.events import send_now, send_on_commit
 from realtime.ratelimit import allow_async
 from realtime.redis import get_async_redis, get_redis
 
-from . import keys
+from . import events, keys
 from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
 from .relay import get_relay
 from .selectors import channel_get, floor_decode, is_moderator, sanction_active
@@ -299,12 +299,11 @@ def channel_member_moderate(
     result = Moderation(action=_ACTIONS[action], until=until if action in ("mute", "ban") else None)
     send_on_commit(
         keys.voice_user_group(target_id),
-        {
-            "type": "voice.moderated",
-            "channel_id": channel.pk,
-            "action": result.action,
-            "until": int(result.until.timestamp() * 1000) if result.until else None,
-        },
+        events.Moderated(
+            channel_id=channel.pk,
+            action=result.action,
+            until=int(result.until.timestamp() * 1000) if result.until else None,
+        ),
     )
     return result
 
@@ -337,7 +336,7 @@ def identity_update(*, user: User, nickname: str, description: str = "") -> Prof
     profile.full_clean(validate_unique=False, exclude=["photo"])
     profile.save(update_fields=["nickname", "description", "updated_at"])
     # Every CBLINE socket of the user re-announces itself to its channel.
-    send_on_commit(keys.voice_user_group(user.pk), {"type": "voice.identity.changed"})
+    send_on_commit(keys.voice_user_group(user.pk), events.IdentityChanged())
     return profile
 
 
@@ -474,9 +473,7 @@ async def process_dead_release(process_id: str, sockets: Mapping[str, object]) -
         remaining = {json.loads(v)["user_id"] for v in alive}
         gone = {json.loads(v)["user_id"] for v in dead if v is not None} - remaining
         for user_id in sorted(gone):
-            await send_now(
-                keys.channel_group(channel_id), {"type": "voice.member.left", "user_id": user_id}
-            )
+            await send_now(keys.channel_group(channel_id), events.MemberLeft(user_id=user_id))
     await r.delete(keys.process_floors_key(process_id), keys.process_sockets_key(process_id))
 
 

@@ -1,0 +1,47 @@
+"""Real-time events CBLINE emits on the channel layer (control only: audio bypasses it through
+the relay). Group names are in keys.py; socket frames in schemas.py."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from realtime.events import Event
+
+from .schemas import Member
+
+
+class MemberAnnounced(Event):
+    """A socket announces its member card to its channel; `origin` is its channel name."""
+
+    origin: str
+    member: Member
+
+
+class MemberJoined(MemberAnnounced):
+    type: Literal["voice.member.joined"] = "voice.member.joined"
+
+
+class MemberUpdated(MemberAnnounced):
+    type: Literal["voice.member.updated"] = "voice.member.updated"
+
+
+class MemberLeft(Event):
+    """The user's last socket in the channel left (or its process died)."""
+
+    type: Literal["voice.member.left"] = "voice.member.left"
+    user_id: int
+
+
+class Moderated(Event):
+    """To the target's CBLINE sockets: a moderator acted; `until` in epoch ms, or None."""
+
+    type: Literal["voice.moderated"] = "voice.moderated"
+    channel_id: int
+    action: str
+    until: int | None
+
+
+class IdentityChanged(Event):
+    """The user's nickname or description changed: each socket re-announces itself."""
+
+    type: Literal["voice.identity.changed"] = "voice.identity.changed"
