@@ -78,3 +78,38 @@ def test_replayed_and_tampered_ciphertexts_are_refused(live_asgi, new_context):
     expect(refused).to_have_count(2, timeout=20000)
     expect(refused.nth(1)).to_contain_text("tampered")
     expect(page.locator(".ca-msg", has_text="pay 99")).to_have_count(0)
+
+
+def test_a_message_whose_room_key_comes_late_says_so_then_shows(live_asgi, new_context):
+    ula = UserFactory(profile__nickname="Ula")
+    vic = UserFactory(profile__nickname="Vic")
+    page = open_callsapp(new_context(), live_asgi, ula)
+    py = PyDevice(live_asgi.url, vic.email, PASSWORD)
+    py.upload_keys()
+    start_chat(page, "vic")
+    send(page, "hi Vic")
+    room_id = page.evaluate("window.callsapp.openRoom")
+    ula_id = page.evaluate("window.callsapp.userId")
+
+    # Vic's device sends the message first; its Megolm key is still on its way.
+    py.new_room_session(room_id)
+    py.send_room_message(room_id, "the key follows this message")
+    waiting = page.get_by_test_id("undecryptable")
+    expect(waiting).to_have_count(1, timeout=20000)
+    expect(waiting).to_contain_text("has not arrived on this device (yet)")
+    expect(page.locator(".ca-msg", has_text="the key follows")).to_have_count(0)
+
+    # The key arrives: the waiting message is decrypted again and shown in its place.
+    py.send_room_key(room_id, [ula_id])
+    expect(page.locator(".ca-msg.theirs", has_text="the key follows this message")).to_be_visible(
+        timeout=20000
+    )
+    expect(page.get_by_test_id("undecryptable")).to_have_count(0)
+    # The retry is kept: after a reload it is still the message, not the waiting text.
+    page.reload()
+    expect(page.get_by_test_id("callsapp")).to_have_attribute("data-state", "ready", timeout=30000)
+    page.get_by_test_id("room-list").locator("li", has_text="Vic").get_by_test_id("room").click()
+    expect(page.locator(".ca-msg.theirs", has_text="the key follows this message")).to_be_visible(
+        timeout=20000
+    )
+    expect(page.get_by_test_id("undecryptable")).to_have_count(0)

@@ -56,6 +56,7 @@ class PyDevice:
         self.sessions: dict[str, list[vodozemac.Session]] = {}
         self.inbound: dict[str, vodozemac.InboundGroupSession] = {}
         self.outbound: dict[str, vodozemac.GroupSession] = {}
+        self.outbound_keys: dict[str, str] = {}  # room id -> session key at index 0
         self.last_seq = 0
         self.to_device: list[dict[str, Any]] = []  # decrypted, in order
         self.room_messages: list[dict[str, Any]] = []  # decrypted, in order
@@ -191,13 +192,24 @@ class PyDevice:
     # --- Megolm (room events)
 
     def share_room_key(self, room_id: str, user_ids: list[str]) -> None:
+        self.new_room_session(room_id)
+        self.send_room_key(room_id, user_ids)
+
+    def new_room_session(self, room_id: str) -> None:
+        """A new Megolm session for the room, its key sent to nobody yet (kept as it is at
+        message index 0, so a key sent late still opens the messages sent before it)."""
         session = vodozemac.GroupSession()
         self.outbound[room_id] = session
+        self.outbound_keys[room_id] = session.session_key.to_base64()
+
+    def send_room_key(self, room_id: str, user_ids: list[str]) -> None:
+        """The room's current session key, over Olm, to every device of `user_ids`."""
+        session = self.outbound[room_id]
         key = {
             "algorithm": MEGOLM,
             "room_id": room_id,
             "session_id": session.session_id,
-            "session_key": session.session_key.to_base64(),
+            "session_key": self.outbound_keys[room_id],
         }
         for user_id in user_ids:
             self.send_to_device(user_id, "m.room_key", key)
