@@ -8,7 +8,7 @@ class VideochatConfig(AppConfig):
     def ready(self) -> None:
         from realtime import liveness
 
-        from . import privacy, services
+        from . import matching, privacy
 
         privacy.register()
-        liveness.on_process_dead(services.process_dead_release)
+        liveness.on_process_dead(matching.process_dead_release)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from django.core.files.base import ContentFile
@@ -20,10 +19,9 @@ from accounts.models import Gender, Profile, User
 from accounts.selectors import profile_of
 from accounts.services import age_require
 from realtime.errors import NotAllowed, ServiceError
-from realtime.events import send_on_commit, send_to
+from realtime.events import send_on_commit
 
-from . import conf, events, live
-from . import matchmaking as mm
+from . import conf, events
 from .keys import videochat_user_group
 from .models import Appeal, AppealStatus, Ban, Report, ReportReason, ReportStatus
 from .selectors import active_ban_for, open_appeal, social_uids
@@ -297,24 +295,3 @@ def chat_settings_update(
     profile.full_clean()
     profile.save(update_fields=["gender", "language", "translation_target", "updated_at"])
     return profile
-
-
-# --- live state after a process died (realtime.liveness hook)
-async def process_dead_release(process_id: str, sockets: Mapping[str, Any]) -> None:
-    """A process died with video chat sockets: each one that was still its user's current
-    socket gives up the queue place and the pairing, and the partner (on a live process) is
-    told the match ended, as if the socket had closed, and goes back to the queue."""
-    for channel_name, sock in sockets.items():
-        user_id = int(sock.user_id)
-        if await live.socket_owner(user_id) != channel_name:
-            continue  # not video chat, or a newer socket took over
-        await live.socket_release(user_id, channel_name)
-        await mm.dequeue(user_id)
-        ended = await mm.end_match(user_id, skip=False)
-        if ended is not None:
-            match_id, _partner_id, partner_channel = ended
-            await send_to(
-                partner_channel,
-                events.Ended(match_id=match_id, from_id=user_id, reason="disconnected"),
-            )
-        await live.card_drop(channel_name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-from channels.db import database_sync_to_async
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
@@ -20,8 +19,7 @@ from realtime.errors import ServiceError
 from realtime.keys import rate_key
 from realtime.ratelimit import allow_async
 
-from . import conf, geo, selectors, services, translation
-from . import matchmaking as mm
+from . import conf, geo, matching, selectors, services, translation
 from .forms import AppealForm, ChatSettingsForm, ReportForm
 from .models import Ban, Report, ReportReason
 
@@ -133,14 +131,9 @@ async def report(request: HttpRequest) -> HttpResponse:
     form = ReportForm(request.POST, request.FILES)
     if not form.is_valid():
         return JsonResponse({"ok": False, "error": "invalid", "errors": form.errors}, status=400)
-    current = await mm.partner_of(user.pk)
-    reported_id = current[1] if current is not None else await mm.last_partner(user.pk)
-    if reported_id is None:
-        return JsonResponse({"ok": False, "error": "no_partner"}, status=409)
     try:
-        created = await database_sync_to_async(services.report_create)(
-            reporter=user,
-            reported_id=reported_id,
+        created = await matching.report_partner(
+            reporter=user,  # type: ignore[arg-type]
             reason=form.cleaned_data["reason"],
             chat_lines=form.cleaned_data["chat_lines"],
             frame=form.cleaned_data["frame"],

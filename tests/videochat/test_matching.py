@@ -1,0 +1,205 @@
+"""videochat.matching, called directly: the session services decide on real Redis and
+PostgreSQL, send their events on the real channel layer, and return the frames the consumer
+would send. Sockets are channel-layer channels here; nothing of ours is mocked."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from accounts.models import User
+from realtime import closecodes
+from realtime.errors import ServiceError
+from realtime.events import capture_events
+from realtime.schemas import ErrorFrame
+from tests.factories import UserFactory
+from videochat import events, matching, services
+from videochat import matchmaking as mm
+from videochat.keys import videochat_user_group
+from videochat.models import Report
+from videochat.schemas import (
+    Chat,
+    ChatOut,
+    Hello,
+    MatchEnded,
+    MatchFound,
+    QueueLeft,
+    QueueWaiting,
+    Ready,
+    Signal,
+    SignalOut,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n"}
+
+
+async def seat_for(user: Any | None = None, **hello: Any) -> matching.Seat:
+    """A seat on a fresh channel of the real layer, that has said hello."""
+    user = user or await sync_to_async(UserFactory)()
+    name = await get_channel_layer().new_channel()
+    seat = await matching.seat_open(user=user, channel_name=name, client_ip="81.2.69.160")
+    out = await matching.hello(seat, Hello(type="hello", **hello))
+    assert [type(f) for f in out.frames] == [Ready]
+    return seat
+
+
+async def received(seat: matching.Seat) -> dict[str, Any]:
+    """The next event the seat's channel got (what its consumer would handle)."""
+    return await get_channel_layer().receive(seat.channel_name)
+
+
+async def paired() -> tuple[matching.Seat, matching.Seat]:
+    """a waits, b arrives and offers; a hears of it and answers."""
+    a, b = await seat_for(gender="f"), await seat_for(gender="m")
+    assert [type(f) for f in (await matching.queue_join(a)).frames] == [QueueWaiting]
+    offer = (await matching.queue_join(b)).frames
+    assert [type(f) for f in offer] == [MatchFound] and offer[0].role == "offer"  # type: ignore[attr-defined]
+    event = events.Matched.model_validate(await received(a))
+    assert (event.from_id, event.from_channel) == (b.user_id, b.channel_name)
+    answer = (await matching.partner_matched(a, event)).frames
+    assert [type(f) for f in answer] == [MatchFound]
+    assert answer[0].match_id == offer[0].match_id  # type: ignore[attr-defined]
+    assert answer[0].role == "answer" and answer[0].partner.gender == "m"  # type: ignore[attr-defined]
+    assert a.match is not None and b.match is not None and not (a.waiting or b.waiting)
+    return a, b
+
+
+async def test_queue_join_needs_hello_and_refuses_a_second_match():
+    user = await sync_to_async(UserFactory)()
+    name = await get_channel_layer().new_channel()
+    seat = await matching.seat_open(user=user, channel_name=name, client_ip=None)
+    with pytest.raises(ServiceError) as exc:
+        await matching.queue_join(seat)
+    assert exc.value.code == "hello_required"
+    a, _b = await paired()
+    with pytest.raises(ServiceError) as exc:
+        await matching.queue_join(a)
+    assert exc.value.code == "in_match"
+
+
+async def test_joining_twice_keeps_the_place_in_line():
+    a = await seat_for()
+    await matching.queue_join(a)
+    again = await matching.queue_join(a)
+    assert [type(f) for f in again.frames] == [QueueWaiting] and a.waiting
+
+
+async def test_chat_and_signals_reach_the_partner_only_for_the_current_match():
+    a, b = await paired()
+    assert b.match is not None
+    match_id = b.match.match_id
+    mine = await matching.chat_send(b, Chat(type="chat", match_id=match_id, text="hi"))
+    assert [(type(f), f.sender) for f in mine.frames] == [(ChatOut, "me")]  # type: ignore[attr-defined]
+    line = events.Chat.model_validate(await received(a))
+    theirs = (await matching.partner_chat(a, line)).frames
+    assert [(type(f), f.text, f.sender) for f in theirs] == [(ChatOut, "hi", "partner")]  # type: ignore[attr-defined]
+
+    await matching.signal_relay(
+        b, Signal(type="signal", match_id=match_id, kind="offer", data=OFFER)
+    )
+    signal = events.Signal.model_validate(await received(a))
+    assert [type(f) for f in matching.partner_signal(a, signal).frames] == [SignalOut]
+
+    with pytest.raises(ServiceError) as exc:
+        await matching.signal_relay(
+            b, Signal(type="signal", match_id="nope", kind="offer", data=OFFER)
+        )
+    assert exc.value.code == "not_in_match"
+    # An event about another match (or from someone else) is dropped, not shown.
+    stale = events.Chat(match_id="old", from_id=b.user_id, text="x", lang="")
+    assert (await matching.partner_chat(a, stale)).frames == []
+
+
+async def test_next_tells_the_partner_who_goes_back_to_the_queue():
+    a, b = await paired()
+    assert a.match is not None
+    match_id = a.match.match_id
+    out = await matching.next_partner(b)
+    assert [type(f) for f in out.frames] == [QueueWaiting] and b.waiting and b.match is None
+    ended = events.Ended.model_validate(await received(a))
+    assert (ended.match_id, ended.reason) == (match_id, "next")
+    back = (await matching.partner_ended(a, ended)).frames
+    # A skip: the two are not paired again, so a waits too.
+    assert [type(f) for f in back] == [MatchEnded, QueueWaiting] and a.waiting
+    assert await mm.partner_of(a.user_id) is None
+
+
+async def test_queue_leave_ends_the_match_and_the_partner_is_told():
+    a, b = await paired()
+    assert [type(f) for f in (await matching.queue_leave(a)).frames] == [QueueLeft]
+    ended = events.Ended.model_validate(await received(b))
+    assert ended.reason == "left" and ended.from_id == a.user_id
+
+
+async def test_a_matched_event_for_a_pairing_already_over_is_ignored():
+    a = await seat_for()
+    stale = events.Matched(match_id="gone", from_id=1, from_channel="x", card={})
+    assert (await matching.partner_matched(a, stale)).frames == [] and a.match is None
+
+
+async def test_a_newer_socket_replaces_the_older_one():
+    user = await sync_to_async(UserFactory)()
+    old = await seat_for(user)
+    await matching.queue_join(old)
+    new = await seat_for(user)
+    assert events.Replaced.model_validate(await received(old))
+    out = await matching.seat_replaced(old)
+    assert out.close_code == matching.CLOSE_REPLACED and not old.claimed
+    assert [(type(f), f.code) for f in out.frames] == [(ErrorFrame, "replaced")]  # type: ignore[attr-defined]
+    # The old socket's close leaves the newer one's place alone.
+    await matching.seat_close(old)
+    assert [type(f) for f in (await matching.queue_join(new)).frames] == [QueueWaiting]
+
+
+async def test_a_ban_reaches_the_open_socket_which_gives_up_its_match_and_closes():
+    a, b = await paired()
+    staff = await sync_to_async(UserFactory)(is_staff=True)
+    banned_user = await sync_to_async(User.objects.get)(pk=b.user_id)
+    with capture_events() as sent:
+        await sync_to_async(services.ban_create)(
+            user=banned_user, reason="rude", duration=dt.timedelta(days=1), created_by=staff
+        )
+    [(group, payload)] = sent
+    assert group == videochat_user_group(b.user_id)
+    assert events.Banned.model_validate(payload)
+    out = await matching.ban_reached(b)
+    assert out.close_code == closecodes.FORBIDDEN
+    assert [(type(f), f.code) for f in out.frames] == [(ErrorFrame, "banned")]  # type: ignore[attr-defined]
+    ended = events.Ended.model_validate(await received(a))
+    assert ended.reason == "disconnected"
+    # A new socket of the banned user is refused at the door.
+    with pytest.raises(ServiceError) as exc:
+        await seat_for(banned_user)
+    assert exc.value.code == "banned"
+
+
+async def test_report_names_the_partner_matchmaking_knows():
+    reporter = await sync_to_async(UserFactory)()
+    with pytest.raises(ServiceError) as exc:
+        await matching.report_partner(reporter=reporter, reason="spam", chat_lines=[], frame=None)
+    assert exc.value.code == "no_partner" and exc.value.status == 409
+    a, b = await paired()
+    reporter = await sync_to_async(User.objects.get)(pk=a.user_id)
+    report = await matching.report_partner(
+        reporter=reporter,
+        reason="spam",
+        chat_lines=[{"from": "partner", "text": "buy"}],
+        frame=None,
+    )
+    assert await sync_to_async(Report.objects.filter(pk=report.pk, reported_id=b.user_id).exists)()
+
+
+async def test_filters_are_refused_without_the_entitlement():
+    user = await sync_to_async(UserFactory)()
+    seat = await matching.seat_open(
+        user=user, channel_name=await get_channel_layer().new_channel(), client_ip=None
+    )
+    with pytest.raises(ServiceError) as exc:
+        await matching.hello(seat, Hello(type="hello", want_gender="f"))
+    assert exc.value.code == "filters_not_allowed"
