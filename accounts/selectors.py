@@ -17,8 +17,9 @@ from .models import BirthDateChange, Device, Profile, User
 
 
 def profile_of(user: User) -> Profile:
-    profile, _ = Profile.objects.get_or_create(user=user)
-    return profile
+    """The user's profile, read fresh; the defaults, unsaved, when the row does not exist
+    yet. A selector never writes: services that change it start from profile_ensure."""
+    return Profile.objects.filter(user_id=user.pk).first() or Profile(user_id=user.pk)
 
 
 def shows_online_status(user_id: int) -> bool:

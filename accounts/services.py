@@ -24,7 +24,7 @@ from realtime.services import (
 )
 
 from .models import BirthDateChange, Device, Profile, User
-from .selectors import meets_age_rule, privacy_defaults_locked, profile_of, session_store
+from .selectors import meets_age_rule, privacy_defaults_locked, session_store
 from .social import profile_data_from
 from .validators import validate_photo
 
@@ -60,6 +60,10 @@ def age_require(*, user: User, product: str) -> None:
 
 
 # --- profile
+def profile_ensure(*, user: User) -> Profile:
+    """The user's profile row, made with the defaults if it does not exist yet."""
+    profile, _ = Profile.objects.get_or_create(user=user)
+    return profile
 
 
 @transaction.atomic
@@ -68,7 +72,7 @@ def profile_update(*, user: User, data: Mapping[str, Any]) -> Profile:
     unknown = set(data) - PROFILE_EDITABLE_FIELDS
     if unknown:
         raise ServiceError("invalid", f"not editable: {', '.join(sorted(unknown))}")
-    profile = profile_of(user)
+    profile = profile_ensure(user=user)
     old_photo = profile.photo.name if profile.photo else ""
     was_visible = profile.show_online_status
     for field, value in data.items():
@@ -109,7 +113,7 @@ def profile_birth_date_set(*, user: User, birth_date: dt.date, at_signup: bool =
     """Record the birth date of a user who has none. Once given it is fixed: a correction is
     a request to staff (birth_date_change_request). `at_signup`: the sign-up form's answer
     replaces what a social provider filled a moment before, in the same sign-up."""
-    profile = Profile.objects.select_for_update().get(pk=profile_of(user).pk)
+    profile = Profile.objects.select_for_update().get(pk=profile_ensure(user=user).pk)
     fixed = profile.birth_date is not None and not at_signup
     if fixed and profile.birth_date != birth_date:
         raise ServiceError(
@@ -128,7 +132,7 @@ def profile_birth_date_set(*, user: User, birth_date: dt.date, at_signup: bool =
 def birth_date_change_request(*, user: User, requested: dt.date, reason: str) -> BirthDateChange:
     """Ask staff to correct the birth date. One open request at a time; nothing changes on
     the profile until staff approve."""
-    profile = profile_of(user)
+    profile = profile_ensure(user=user)
     if profile.birth_date is None:
         raise ServiceError("birth_date_missing", "Add your birth date first.")
     if requested == profile.birth_date:
@@ -177,7 +181,7 @@ def profile_fill_from_provider(*, user: User, provider: str, extra_data: object)
     """Fill gender, birth date and country from a social login's payload where the user has
     not set them; returns the fields filled. What the user chose is never overwritten."""
     found = profile_data_from(provider, extra_data)
-    profile = profile_of(user)
+    profile = profile_ensure(user=user)
     filled = [f for f in PROVIDER_FILLABLE_FIELDS if f in found and not getattr(profile, f)]
     for field in filled:
         setattr(profile, field, found[field])
@@ -192,7 +196,7 @@ def profile_country_guess(*, user: User, ip: str | None) -> str:
     """Set the country from the client's IP (GeoIP) when the user has none yet."""
     import iptocc
 
-    profile = profile_of(user)
+    profile = profile_ensure(user=user)
     if profile.country or not ip:
         return profile.country
     try:

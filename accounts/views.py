@@ -95,7 +95,8 @@ def profile_edit(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Profile saved.")
         # The site language follows the profile (accounts/privacy/cookies.py), no cookie.
         return redirect("profile_edit")
-    profile.refresh_from_db()  # an invalid form has written its input onto the instance
+    # An invalid form has written its input onto the instance: show what is stored.
+    profile = selectors.profile_of(user)  # type: ignore[arg-type]
     context = {
         "form": form,
         "profile": profile,

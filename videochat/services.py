@@ -16,8 +16,7 @@ from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
 
 from accounts.models import Gender, Profile, User
-from accounts.selectors import profile_of
-from accounts.services import age_require
+from accounts.services import age_require, profile_ensure
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_on_commit
 
@@ -288,7 +287,7 @@ def chat_settings_update(
     """The video chat settings kept on the profile: gender, language, translation target."""
     if gender not in Gender.values:
         raise ServiceError("invalid", "unknown gender")
-    profile = profile_of(user)
+    profile = profile_ensure(user=user)
     profile.gender = gender
     profile.language = language or "en"
     profile.translation_target = translation_target

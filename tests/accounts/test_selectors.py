@@ -3,9 +3,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from accounts.selectors import age_on, meets_age_rule, user_by_email
-from accounts.services import age_require
+from accounts.models import Profile
+from accounts.selectors import age_on, meets_age_rule, profile_of, user_by_email
+from accounts.services import age_require, profile_ensure
 from realtime.errors import ServiceError
 from tests.factories import UserFactory
 
@@ -70,3 +73,20 @@ def test_user_by_email_ignores_case_and_deleted_accounts():
     user.is_active = False
     user.save()
     assert user_by_email("mixed@example.com") is None
+
+
+def test_profile_of_reads_and_never_creates_a_row():
+    """A selector never writes: a user without a profile row gets the defaults, unsaved."""
+    user = UserFactory(profile=None)
+    with CaptureQueriesContext(connection) as queries:
+        profile = profile_of(user)
+    assert profile.pk is None and profile.user_id == user.pk
+    assert not any(q["sql"].lstrip().upper().startswith("INSERT") for q in queries)
+    assert not Profile.objects.filter(user=user).exists()
+
+
+def test_profile_ensure_makes_the_row_once():
+    user = UserFactory(profile=None)
+    first = profile_ensure(user=user)
+    assert first.pk is not None and profile_ensure(user=user).pk == first.pk
+    assert profile_of(user).pk == first.pk
