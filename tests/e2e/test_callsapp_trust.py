@@ -1,11 +1,13 @@
-"""CallsApp trust, in real Chromium: a contact whose identity changes is flagged in the chat
-until acknowledged."""
+"""CallsApp trust, in real Chromium: two people verify each other with the SDK's SAS emoji and
+cross-signing (the "safety" page), and a contact whose identity changes is flagged in the
+chat until acknowledged."""
 
 from __future__ import annotations
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from messaging.models import CrossSigningKey
 from tests.e2e.test_callsapp import open_callsapp, open_room, send, start_chat
 from tests.factories import UserFactory
 
@@ -74,3 +76,73 @@ def test_a_contacts_new_identity_is_flagged_in_the_chat_until_acknowledged(live_
     send(a, "welcome back")
     open_room(n, "Ada")
     expect(n.locator(".ca-msg.theirs", has_text="welcome back")).to_be_visible(timeout=20000)
+
+
+def test_two_people_verify_each_other_with_emoji_and_cross_signing(live_asgi, new_context):
+    ida = UserFactory(profile__nickname="Ida")
+    oz = UserFactory(profile__nickname="Oz")
+    i = open_callsapp(new_context(), live_asgi, ida)
+    o = open_callsapp(new_context(), live_asgi, oz)
+    ida_id, oz_id = (p.evaluate("window.callsapp.userId") for p in (i, o))
+    start_chat(i, "oz")
+    send(i, "shall we check our safety emoji?")
+    open_room(o, "Ida")
+    expect(o.locator(".ca-msg.theirs", has_text="safety emoji")).to_be_visible(timeout=20000)
+
+    # Ida opens Oz's safety page (his devices), not verified yet, and asks his device.
+    i.get_by_test_id("open-manage").click()
+    i.get_by_test_id("members").locator("li", has_text="Oz").get_by_test_id("verify-user").click()
+    trust = i.get_by_test_id("identity-trust")
+    expect(trust).to_have_attribute("data-verified", "false", timeout=20000)
+    row = i.get_by_test_id("my-devices").get_by_test_id("device")
+    expect(row).to_have_count(1, timeout=20000)
+    expect(row.get_by_test_id("device-trust")).to_have_text("not verified")
+    row.get_by_test_id("verify-device").click()
+
+    # Oz is asked on his device, accepts; both see the same seven emoji and confirm.
+    expect(o.get_by_test_id("sas-accept")).to_be_visible(timeout=20000)
+    expect(o.get_by_test_id("verify")).to_contain_text("Verify Ida")
+    o.get_by_test_id("sas-accept").click()
+    emoji = []
+    for page in (i, o):
+        expect(page.get_by_test_id("sas-emoji").locator("li")).to_have_count(7, timeout=20000)
+        emoji.append(page.get_by_test_id("sas-emoji").inner_text())
+    assert emoji[0] == emoji[1]
+    for page in (i, o):
+        page.get_by_test_id("sas-match").click()
+    for page in (i, o):
+        expect(page.get_by_test_id("verify")).to_have_attribute("data-done", "true", timeout=20000)
+
+    # Each now sees the other as verified, through cross-signing: their user-signing key
+    # signed the other's master key, and the server holds that (checked) signature.
+    expect(trust).to_have_attribute("data-verified", "true", timeout=20000)
+    expect(row.get_by_test_id("device-trust")).to_have_text("verified")
+    for page, other in ((i, oz_id), (o, ida_id)):
+        page.wait_for_function(
+            "async (u) => (await window.callsapp.identityVerified(u)) === true",
+            arg=other,
+            timeout=20000,
+        )
+        assert page.evaluate("(u) => window.callsapp.identityVerified(u)", other) is True
+    for signer, signer_id, owner in ((ida, ida_id, oz), (oz, oz_id, ida)):
+        usk = CrossSigningKey.objects.get(user=signer, usage="user_signing").key
+        (usk_id,) = usk["keys"]
+        master = CrossSigningKey.objects.get(user=owner, usage="master").key
+        assert usk_id in master["signatures"].get(signer_id, {}), master["signatures"]
+    o.get_by_test_id("devices-panel").locator("[data-action=close-panel]").click()
+    o.get_by_test_id("open-manage").click()
+    o.get_by_test_id("members").locator("li", has_text="Ida").get_by_test_id("verify-user").click()
+    expect(o.get_by_test_id("identity-trust")).to_have_attribute(
+        "data-verified", "true", timeout=20000
+    )
+
+    # A verified contact's identity is replaced: the warning shows, naming him; once
+    # acknowledged it goes, and he is no longer shown as verified.
+    i.get_by_test_id("devices-panel").locator("[data-action=close-panel]").click()
+    o = evict_and_sign_in_again(o, live_asgi, oz)
+    warning = i.get_by_test_id("key-change")
+    expect(warning).to_be_visible(timeout=20000)
+    expect(warning).to_contain_text("The safety keys of Oz changed")
+    warning.locator("[data-action=ack-keychange]").click()
+    expect(warning).to_be_hidden()
+    assert i.evaluate("(u) => window.callsapp.identityVerified(u)", oz_id) is False

@@ -304,7 +304,21 @@ async function drawDevices(userId = client.userId) {
   }
   $("[data-devices-owner]")?.remove();
   if (userId !== client.userId) {
-    list.before(el("p", { class: "ca-hint", "data-devices-owner": true, text: `Devices of ${client.displayName(userId)}` }));
+    // The safety check of a contact: verified once your emoji comparison with one of their
+    // devices made your user-signing key sign their identity.
+    const name = client.displayName(userId);
+    const verified = await client.identityVerified(userId);
+    list.before(
+      el("p", {
+        class: verified ? "ca-hint ok" : "ca-hint",
+        "data-devices-owner": true,
+        "data-testid": "identity-trust",
+        "data-verified": String(verified),
+        text: verified
+          ? `Devices of ${name}. You verified ${name}: the devices they sign are trusted.`
+          : `Devices of ${name}. Not verified yet: compare emoji with one of their devices.`,
+      }),
+    );
   }
   const settings = await client.settings().catch(() => null);
   if (settings) {
@@ -378,7 +392,11 @@ function watchVerification(request) {
         await client.sendVerificationRequest(outgoing);
       }
     }
-    if (request.isDone()) await client.afterVerification();
+    if (request.isDone() && verification && !verification.finished) {
+      verification.finished = true;
+      await client.afterVerification();
+      await drawDevices(request.otherUserId.toString()); // their devices, now trusted
+    }
     await drawVerification();
   });
   drawVerification();

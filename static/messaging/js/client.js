@@ -307,6 +307,7 @@ export class CallsClient extends EventTarget {
     }
     for (const [user, info] of Object.entries(joined)) this.names.set(user, info.display_name || user);
     await this.saveNames();
+    await this.trackUsers(Object.keys(joined));
     const room = await this.history.updateRoom(roomId, (r) => {
       r.fetched = true;
       r.members = Object.keys(joined);
@@ -315,6 +316,17 @@ export class CallsClient extends EventTarget {
     });
     this.emit("rooms");
     return room;
+  }
+
+  /**
+   * Follow these users' devices (as Element does for every member of an encrypted room):
+   * the machine only queries the keys of tracked users, and ignores a verification request
+   * from a device it does not know.
+   */
+  async trackUsers(userIds) {
+    if (!userIds.length) return;
+    await this.machine.updateTrackedUsers(userIds.map((u) => this.uid(u)));
+    this.processOutgoing(); // the key query runs alongside; a failed one is offered again
   }
 
   applyState(room, ev) {
@@ -394,6 +406,7 @@ export class CallsClient extends EventTarget {
       else if (removed.length) text = `${removed.join(", ")} no longer manage${removed.length > 1 ? "" : "s"} the group`;
     }
     if (ev.type === "m.room.member" && c.membership === "join" && ev.sender === ev.state_key) text = null;
+    if (ev.type === "m.room.member" && c.membership === "join") await this.trackUsers([ev.state_key]);
     if (ev.type === "m.room.member" && c.membership === "leave") {
       // A member left: the next message starts a new room key they never get.
       await this.machine.invalidateGroupSession(new this.sdk.RoomId(roomId));
@@ -800,6 +813,11 @@ export class CallsClient extends EventTarget {
 
   async identity(userId) {
     return this.machine.getIdentity(this.uid(userId));
+  }
+
+  /** Did we verify this user (our user-signing key signed their master key)? */
+  async identityVerified(userId) {
+    return Boolean((await this.identity(userId))?.isVerified());
   }
 
   async onIdentityUpdated(userId) {
