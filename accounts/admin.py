@@ -66,9 +66,10 @@ class UserAdmin(BaseUserAdmin):
     list_filter = ["is_active", "is_staff", DeletionFilter, "profile__country"]
     search_fields = ["email", "first_name", "last_name", "profile__nickname"]
     list_select_related = ["profile"]
-    readonly_fields = ["last_login", "date_joined", "deletion_requested_at"]
+    # is_active changes through the actions below (services), never the bare field.
+    readonly_fields = ["is_active", "last_login", "date_joined", "deletion_requested_at"]
     inlines = [ProfileInline, DeviceInline]
-    actions = ["request_deletion", "cancel_deletion"]
+    actions = ["deactivate", "reactivate", "request_deletion", "cancel_deletion"]
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Personal info", {"fields": ("first_name", "last_name")}),
@@ -90,6 +91,24 @@ class UserAdmin(BaseUserAdmin):
         if obj.deletion_requested_at is None:
             return ""
         return format_html('<span title="{}">requested</span>', obj.deletion_requested_at)
+
+    @admin.action(description="Deactivate (ban): no login, every session and socket ends")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        for user in queryset:
+            services.account_deactivate(user=user)
+        self.message_user(request, f"{queryset.count()} account(s) deactivated.", messages.SUCCESS)
+
+    @admin.action(description="Reactivate deactivated accounts")
+    def reactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        done = 0
+        for user in queryset:
+            try:
+                services.account_reactivate(user=user)
+            except ServiceError as e:
+                self.message_user(request, e.detail, messages.WARNING)
+            else:
+                done += 1
+        self.message_user(request, f"{done} account(s) reactivated.", messages.SUCCESS)
 
     @admin.action(description="Delete profiles (inaccessible now, erased after the grace period)")
     def request_deletion(self, request: HttpRequest, queryset: QuerySet[User]) -> None:

@@ -389,6 +389,30 @@ def account_delete_request(*, user: User) -> User:
 
 
 @transaction.atomic
+def account_deactivate(*, user: User) -> User:
+    """Staff deactivate (ban) an account: no login; every session ends and every socket
+    closes for good (user_auth_changed, run for any save that deactivates)."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if user.is_active:
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+    return user
+
+
+@transaction.atomic
+def account_reactivate(*, user: User) -> User:
+    """Staff lift a deactivation. Not for an account awaiting deletion: active, it would
+    still be purged; account_deletion_cancel restores those."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if user.deletion_requested_at is not None:
+        raise ServiceError("deletion_requested", f"{user} awaits deletion: restore it instead")
+    if not user.is_active:
+        user.is_active = True
+        user.save(update_fields=["is_active"])
+    return user
+
+
+@transaction.atomic
 def account_deletion_cancel(*, user: User) -> User:
     """Staff restore an account whose deletion was requested (before it is purged)."""
     user = User.objects.select_for_update().get(pk=user.pk)

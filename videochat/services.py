@@ -172,6 +172,35 @@ def ban_create(
     return ban
 
 
+def ban_end_check(*, ban: Ban, expires_at: dt.datetime) -> None:
+    if expires_at <= ban.starts_at:
+        raise ServiceError("invalid", "a ban ends after it starts")
+
+
+@transaction.atomic
+def ban_update(*, ban: Ban, reason: str, expires_at: dt.datetime) -> Ban:
+    """Staff change a ban's reason or end. A ban in force after the change closes the user's
+    open video chat sockets, as a new ban does (an extended ban may have run out already)."""
+    ban = Ban.objects.select_for_update().get(pk=ban.pk)
+    ban_end_check(ban=ban, expires_at=expires_at)
+    ban.reason = reason.strip() or ban.reason
+    ban.expires_at = expires_at
+    ban.full_clean()
+    ban.save(update_fields=["reason", "expires_at"])
+    if ban.is_active and ban.user_id is not None:
+        send_on_commit(videochat_user_group(ban.user_id), events.Banned(ban_id=ban.pk))
+    return ban
+
+
+@transaction.atomic
+def ban_delete(*, ban: Ban) -> None:
+    """Staff delete a ban: its image goes with the row (the report keeps its own still)."""
+    ban = Ban.objects.select_for_update().get(pk=ban.pk)
+    if ban.image:
+        _file_delete_on_commit(ban.image.storage, ban.image.name)
+    ban.delete()
+
+
 def bans_from_reports(
     *,
     reports: list[Report],

@@ -263,6 +263,43 @@ def test_admin_lists_users_profiles_devices():
         assert client.get(path).status_code == 200, path
 
 
+def test_admin_deactivates_through_the_service_and_closes_every_socket(
+    django_capture_on_commit_callbacks,
+):
+    from realtime.events import capture_events
+    from realtime.keys import user_group
+
+    admin = User.objects.create_superuser(email="admin@example.com", password="pw")
+    user = UserFactory()
+    client = Client()
+    client.force_login(admin)
+    with capture_events() as sent, django_capture_on_commit_callbacks(execute=True):
+        resp = client.post(
+            "/admin/accounts/user/", {"action": "deactivate", "_selected_action": [user.pk]}
+        )
+    assert resp.status_code == 302
+    user.refresh_from_db()
+    assert not user.is_active
+    assert (user_group(user.pk), {"type": "socket.close", "code": 4403}) in sent
+    client.post("/admin/accounts/user/", {"action": "reactivate", "_selected_action": [user.pk]})
+    user.refresh_from_db()
+    assert user.is_active
+
+
+def test_admin_reactivate_leaves_an_account_awaiting_deletion_alone():
+    """Active with a deletion pending, the purge would later erase a live account: restoring
+    it is "Restore profiles", which cancels the deletion too."""
+    from accounts.services import account_delete_request
+
+    admin = User.objects.create_superuser(email="admin@example.com", password="pw")
+    user = account_delete_request(user=UserFactory())
+    client = Client()
+    client.force_login(admin)
+    client.post("/admin/accounts/user/", {"action": "reactivate", "_selected_action": [user.pk]})
+    user.refresh_from_db()
+    assert not user.is_active and user.deletion_requested_at is not None
+
+
 # --- the home page offers only the logins that are configured
 def test_home_offers_no_social_login_that_is_not_configured(client):
     page = client.get("/").content.decode()

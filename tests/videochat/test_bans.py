@@ -182,3 +182,80 @@ def test_media_files_are_not_named_by_the_client():
         report=report,
     )
     assert os.path.basename(ban.image.name) != os.path.basename(report.frame.name)
+
+
+def ban_change(client, ban: Ban, expires_at: dt.datetime, reason: str = "edited"):  # type: ignore[no-untyped-def]
+    local = timezone.localtime(expires_at)
+    return client.post(
+        f"/admin/videochat/ban/{ban.pk}/change/",
+        {
+            "reason": reason,
+            "expires_at_0": local.strftime("%Y-%m-%d"),
+            "expires_at_1": local.strftime("%H:%M:%S"),
+            "appeals-TOTAL_FORMS": "0",
+            "appeals-INITIAL_FORMS": "0",
+            "appeals-MIN_NUM_FORMS": "0",
+            "appeals-MAX_NUM_FORMS": "1000",
+        },
+    )
+
+
+def test_admin_extending_a_ban_goes_through_the_service_and_closes_open_sockets(client):
+    from realtime.events import capture_events
+    from videochat.keys import videochat_user_group
+
+    user = UserFactory()
+    ban = ban_create(user=user, reason="x", duration=dt.timedelta(days=1), created_by=None)
+    past = timezone.now() - dt.timedelta(hours=1)
+    Ban.objects.filter(pk=ban.pk).update(starts_at=past - dt.timedelta(days=1), expires_at=past)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    with capture_events() as sent:
+        resp = ban_change(client, ban, timezone.now() + dt.timedelta(days=2), reason="again")
+    assert resp.status_code == 302, resp.content[-2000:]
+    ban.refresh_from_db()
+    assert ban.is_active and ban.reason == "again"
+    # In force again: the user's open video chat sockets are told, as for a new ban.
+    assert (videochat_user_group(user.pk), {"type": "videochat.banned", "ban_id": ban.pk}) in sent
+
+
+def test_admin_refuses_a_ban_that_ends_before_it_starts(client):
+    ban = ban_create(user=UserFactory(), reason="x", duration=dt.timedelta(days=1), created_by=None)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    resp = ban_change(client, ban, ban.starts_at - dt.timedelta(days=1))
+    assert resp.status_code == 200 and b"errornote" in resp.content
+    before = ban.expires_at
+    ban.refresh_from_db()
+    assert ban.expires_at == before and ban.reason == "x"
+
+
+def test_admin_deleting_a_ban_deletes_its_image(client):
+    report = make_report(UserFactory())
+    ban = ban_create(
+        user=report.reported,
+        reason="x",
+        duration=dt.timedelta(days=1),
+        created_by=None,
+        report=report,
+    )
+    image = ban.image.name
+    assert image and default_storage.exists(image)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    resp = client.post(f"/admin/videochat/ban/{ban.pk}/delete/", {"post": "yes"})
+    assert resp.status_code == 302
+    assert not Ban.objects.filter(pk=ban.pk).exists()
+    assert not default_storage.exists(image)
+    # The bulk action too.
+    other = ban_create(
+        user=make_report(UserFactory()).reported,
+        reason="x",
+        duration=dt.timedelta(days=1),
+        created_by=None,
+        report=Report.objects.exclude(pk=report.pk).latest("pk"),
+    )
+    other_image = other.image.name
+    client.post(
+        "/admin/videochat/ban/",
+        {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"},
+    )
+    assert not Ban.objects.filter(pk=other.pk).exists()
+    assert not default_storage.exists(other_image)
