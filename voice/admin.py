@@ -1,9 +1,12 @@
 """What staff see of CBLINE: channels to manage, and the connection log only in aggregate
 (the privacy policy: "we use this information for analytical purposes in aggregated form").
 
-Sanctions edited in a channel's inline go through `services.channel_member_moderate`, as a
-moderator's socket does: the member's sockets act at once (a banned listener leaves before
-the next audio packet), and staff get the same refusals as a form error."""
+Staff act through the same services as everyone else. A channel added or edited here is
+saved by `services.channel_create` / `channel_update` (the same name, range and password
+rules). Sanctions edited in a channel's inline go through `services.channel_member_moderate`,
+as a moderator's socket does: the member's sockets act at once (a banned listener leaves
+before the next audio packet, a muted talker loses the floor), and staff get the same
+refusals as a form error."""
 
 from __future__ import annotations
 
@@ -12,12 +15,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import timezone
 
 from accounts.countries import country_name, flag
@@ -31,6 +35,8 @@ AGGREGATE_DAYS = 30
 
 
 class ChannelAdminForm(forms.ModelForm):
+    """Validated by the services' own rules; saved by ChannelAdmin through them."""
+
     new_password = forms.CharField(
         required=False,
         strip=False,
@@ -43,18 +49,19 @@ class ChannelAdminForm(forms.ModelForm):
         model = Channel
         fields = ["name", "description", "range_km", "creator", "moderators"]
 
-    def save(self, commit: bool = True) -> Channel:
-        channel: Channel = super().save(commit=False)
-        if self.cleaned_data.get("make_public"):
-            channel.password_hash = ""
-        elif self.cleaned_data.get("new_password"):
-            channel.password_hash = services.channel_password_hash(
-                self.cleaned_data["new_password"]
-            )
-        if commit:
-            channel.save()
-            self.save_m2m()
-        return channel
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "name" in data and data.get("range_km") is not None:
+            try:
+                services.channel_fields_clean(
+                    name=data["name"],
+                    range_km=data["range_km"],
+                    description=data.get("description", ""),
+                    channel_id=self.instance.pk,
+                )
+            except ServiceError as exc:
+                raise ValidationError(exc.detail) from None
+        return data
 
 
 class SanctionFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
@@ -115,6 +122,38 @@ class ChannelAdmin(admin.ModelAdmin):
     def protected(self, obj: Channel) -> bool:
         return obj.is_protected
 
+    def save_model(self, request: HttpRequest, obj: Channel, form: Any, change: bool) -> None:
+        """Through channel_create / channel_update, as every other writer of a channel."""
+        data = form.cleaned_data
+        fields = {
+            "name": data["name"],
+            "description": data.get("description", ""),
+            "range_km": data["range_km"],
+        }
+        if change:
+            saved = services.channel_update(
+                channel_id=obj.pk,
+                creator=data.get("creator"),
+                moderators=data.get("moderators") or [],
+                password=data.get("new_password") or "",
+                make_public=bool(data.get("make_public")),
+                **fields,
+            )
+        else:
+            saved = services.channel_create(
+                creator=data.get("creator"), password=data.get("new_password") or "", **fields
+            )
+            saved.moderators.add(*(data.get("moderators") or []))
+        # The admin goes on with `obj` (the inlines are bound to it, the history names it).
+        for f in Channel._meta.concrete_fields:
+            setattr(obj, f.attname, getattr(saved, f.attname))
+        obj._state.adding, obj._state.db = False, saved._state.db
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # Moderators were set by the service (form.save_m2m would write them past it).
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if not isinstance(formset, SanctionFormSet):
             super().save_formset(request, form, formset, change)
@@ -166,8 +205,6 @@ class ConnectionLogAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self) -> list[Any]:
-        from django.urls import path
-
         return [
             path(
                 "",
@@ -180,8 +217,6 @@ class ConnectionLogAdmin(admin.ModelAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         if not self.has_view_permission(request):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         since = timezone.now() - dt.timedelta(days=AGGREGATE_DAYS)
         rows = ConnectionLog.objects.filter(created_at__gte=since)

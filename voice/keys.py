@@ -73,12 +73,19 @@ def password_attempts_key(channel_id: int, user_id: int) -> str:
     return key("voice", "pwtry", channel_id, user_id)
 
 
-# --- transmissions (voice/relay.py): meta, audio and recipients live VOICE_AUDIO_TTL_SECONDS.
+# --- the relay (voice/relay.py through realtime/fanout.py).
 def pubsub_channel(channel_id: int) -> str:
     """Redis pub/sub channel of one voice channel: control messages and audio packets."""
     return key("voice", "ch", channel_id, "pub")
 
 
+def relay_client_name(suffix: str) -> str:
+    """CLIENT SETNAME of the relay's connections (operators; the reconnect test)."""
+    return key("voice-relay") + ":" + suffix
+
+
+# --- transmissions (voice/transmissions.py): meta, audio and recipients live
+# VOICE_AUDIO_TTL_SECONDS.
 def tx_key(tx_id: int) -> str:
     """Hash: one transmission's meta (talker, channel, start, end, duration, mode)."""
     return key("voice", "tx", tx_id)
@@ -102,8 +109,3 @@ def recent_key(channel_id: int) -> str:
 def held_bytes_key(channel_id: int, window: int) -> str:
     """Bytes of audio the channel stored in one time window (the held-audio cap)."""
     return key("voice", "ch", channel_id, "held", window)
-
-
-def relay_client_name(suffix: str) -> str:
-    """CLIENT SETNAME of the relay's connections (operators; the reconnect test)."""
-    return key("voice-relay") + ":" + suffix

@@ -1,12 +1,12 @@
 """Reads of CBLINE that several callers need: SQL (sync, call through database_sync_to_async
-from consumers) and the live state in Redis (async)."""
+from consumers) and the live state in Redis (async). Selectors never write (not even a memo:
+the press's cache of a channel's bans is voice/floor.py's)."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -16,13 +16,12 @@ from django.utils import timezone
 
 from accounts.countries import country_name, flag
 from accounts.models import Profile
-from realtime.errors import ServiceError
+from realtime.errors import NotAllowed, ServiceError
 from realtime.keys import presence_key
 from realtime.redis import get_async_redis
 
-from . import keys
+from . import keys, transmissions
 from .models import Channel, ChannelMembership, ChannelSanction, SanctionKind
-from .relay import get_relay
 from .schemas import BannedMember, Member, RecentTx, Talker
 
 SEARCH_LIMIT = 50
@@ -203,9 +202,7 @@ async def within_range(*, talker_id: int, viewer_id: int, range_km: int) -> bool
 async def _named_to(holder: dict[str, Any], *, viewer_id: int, range_km: int) -> bool:
     """May `viewer_id` learn who holds the floor? A listener of the transmission may, and so
     may a member who joined after it began but is in range; a member out of range may not."""
-    from .relay import get_relay
-
-    if holder["user_id"] == viewer_id or await get_relay().may_hear(holder["tx_id"], viewer_id):
+    if holder["user_id"] == viewer_id or await transmissions.may_hear(holder["tx_id"], viewer_id):
         return True
     return await within_range(talker_id=holder["user_id"], viewer_id=viewer_id, range_km=range_km)
 
@@ -260,7 +257,7 @@ async def recent_transmissions(channel_id: int, *, viewer_id: int) -> list[Recen
     `viewer_id` may fetch (heard live, or would have): a late joiner or a member out of
     range is offered nothing it would be refused."""
     recent = []
-    for meta in await get_relay().recent(channel_id, hearer=viewer_id):
+    for meta in await transmissions.recent(channel_id, hearer=viewer_id):
         if "duration_ms" not in meta:
             continue  # still on air: the joiner sees it as the talker instead
         recent.append(
@@ -273,6 +270,25 @@ async def recent_transmissions(channel_id: int, *, viewer_id: int) -> list[Recen
             )
         )
     return recent
+
+
+async def transmission_replay(tx_id: int, *, viewer_id: int) -> tuple[dict[str, Any], list[bytes]]:
+    """What tx.fetch sends: (who talked, the packets still stored), for a member of the
+    channel who was a listener of it (or its talker); ServiceError says why not."""
+    stored = await transmissions.replay(tx_id)
+    if stored is None:
+        raise ServiceError("not_found", "that transmission is no longer on the server")
+    meta, packets = stored
+    allowed = await database_sync_to_async(is_member)(meta["channel_id"], viewer_id)
+    if not allowed or not await transmissions.may_hear(tx_id, viewer_id):
+        raise NotAllowed("you were not a listener of that transmission")
+    about = {
+        "tx_id": tx_id,
+        "user_id": meta["talker_id"],
+        "nickname": meta.get("nickname", ""),
+        "mode": meta.get("mode", "webcodecs"),
+    }
+    return about, packets
 
 
 async def has_location(user_id: int) -> bool:
@@ -302,50 +318,6 @@ def channel_bans_until(channel_id: int) -> dict[int, int | None]:
         .values_list("user_id", "until")
     )
     return {uid: None if until is None else int(until.timestamp() * 1000) for uid, until in rows}
-
-
-@dataclass(frozen=True)
-class Recipients:
-    """Who hears a press: `only` those users (a ranged channel whose talker shares a
-    location), else everyone joined to the channel; never anyone in `excluded` (banned)."""
-
-    only: frozenset[int] | None
-    excluded: frozenset[int]
-
-
-# channel id -> (the channel's sanctions version when read, its bans). A memo, not state:
-# a process that never saw the channel reads it once; a change bumps the version.
-_bans_seen: dict[int, tuple[bytes | None, dict[int, int | None]]] = {}
-
-
-async def press_recipients(*, channel_id: int, talker_id: int, range_km: int) -> Recipients:
-    """Recipients of a press, in a cost that does not grow with the channel: one Redis read
-    (the channel's sanctions version, plus the talker's location in a ranged channel) and a
-    database read only when the channel's sanctions changed. Only a ranged channel whose
-    talker shares a location lists its listeners (recipients_in_range)."""
-    r = get_async_redis()
-    async with r.pipeline(transaction=False) as p:
-        p.get(keys.channel_sanctions_version_key(channel_id))
-        p.exists(keys.location_key(talker_id))
-        version, located = await p.execute()
-    version = version.encode() if isinstance(version, str) else version
-    seen = _bans_seen.get(channel_id)
-    if seen is None or seen[0] != version:
-        seen = (version, await database_sync_to_async(channel_bans_until)(channel_id))
-        _bans_seen[channel_id] = seen
-    now = time.time() * 1000
-    excluded = frozenset(uid for uid, until in seen[1].items() if until is None or until > now) - {
-        talker_id
-    }
-    if range_km <= 0 or not located:
-        return Recipients(only=None, excluded=excluded)
-    near = await recipients_in_range(
-        channel_id=channel_id,
-        talker_id=talker_id,
-        members=await live_members(channel_id),
-        range_km=range_km,
-    )
-    return Recipients(only=frozenset(near - excluded), excluded=excluded)
 
 
 async def recipients_in_range(

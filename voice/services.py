@@ -1,9 +1,10 @@
 """Every write of CBLINE.
 
 SQL writes are sync and transactional (consumers call them through database_sync_to_async)
-and announce themselves with send_on_commit. Live-state writes (who is in a channel now, the
-floor, locations) are async and go to Redis only: the privacy policy promises that location
-and audio never reach durable storage. Audio and transmission meta are voice/relay.py's.
+and announce themselves with send_on_commit. Live-state writes (who is in a channel now,
+locations) are async and go to Redis only: the privacy policy promises that location and
+audio never reach durable storage. The floor is voice/floor.py's; audio and transmission
+meta are voice/transmissions.py's, published through voice/relay.py.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ import hmac
 import ipaddress
 import json
 import secrets
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import iptocc
 from asgiref.sync import sync_to_async
@@ -36,8 +35,8 @@ from realtime.ratelimit import allow_async
 from realtime.redis import get_async_redis, get_redis
 
 from . import events, keys
+from .floor import Floor, end_transmission
 from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
-from .relay import get_relay
 from .selectors import channel_get, floor_decode, is_moderator, sanction_active
 
 # iptocc >= 3 names it country_code; older releases get_country_code.
@@ -49,74 +48,88 @@ _ip_country: Callable[[str], str | None] = next(
 MAX_RANGE_KM = 20_000  # half the Earth's circumference: anything larger means "everywhere"
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 # --- channels (SQL)
-@transaction.atomic
-def channel_create(
-    *,
-    creator: User,
-    name: str,
-    description: str = "",
-    password: str = "",
-    range_km: int = 0,
-) -> Channel:
-    """A new channel; its creator is its first member and moderator. The password is kept
-    only as a Django password hash."""
+def channel_fields_clean(
+    *, name: str, range_km: int, description: str = "", channel_id: int | None = None
+) -> tuple[str, str]:
+    """(name, description) as a channel keeps them, or ServiceError: a name of 1 to 64
+    characters (spaces tidied) that no other channel has in any case, a range within
+    MAX_RANGE_KM. The admin's form runs this too, so staff see the same refusals."""
     name = " ".join(name.split())
     if not 1 <= len(name) <= 64:
         raise ServiceError("invalid", "a channel name has 1 to 64 characters")
     if not 0 <= range_km <= MAX_RANGE_KM:
         raise ServiceError("invalid", f"range is 0 (unlimited) to {MAX_RANGE_KM} km")
-    if Channel.objects.filter(name__iexact=name).exists():
+    others = Channel.objects.filter(name__iexact=name)
+    if channel_id is not None:
+        others = others.exclude(pk=channel_id)
+    if others.exists():
         raise ServiceError("name_taken", "a channel with that name exists")
-    channel = Channel(
-        name=name,
-        description=description.strip()[:300],
-        password_hash=channel_password_hash(password) if password else "",
-        range_km=range_km,
-        creator=creator,
-    )
+    return name, description.strip()[:300]
+
+
+def _channel_save(channel: Channel) -> None:
     try:
         channel.full_clean()
         with transaction.atomic():
             channel.save()
     except (ValidationError, IntegrityError):
         raise ServiceError("name_taken", "a channel with that name exists") from None
-    channel.moderators.add(creator)
-    ChannelMembership.objects.create(channel=channel, user=creator)
+
+
+@transaction.atomic
+def channel_create(
+    *,
+    creator: User | None,
+    name: str,
+    description: str = "",
+    password: str = "",
+    range_km: int = 0,
+) -> Channel:
+    """A new channel; its creator is its first member and moderator (staff may make one
+    without a creator in the admin). The password is kept only as a channel password hash."""
+    name, description = channel_fields_clean(name=name, range_km=range_km, description=description)
+    channel = Channel(
+        name=name,
+        description=description,
+        password_hash=channel_password_hash(password) if password else "",
+        range_km=range_km,
+        creator=creator,
+    )
+    _channel_save(channel)
+    if creator is not None:
+        channel.moderators.add(creator)
+        ChannelMembership.objects.create(channel=channel, user=creator)
     return channel
 
 
-# --- the floor holder's audio budget
-MIN_FRAME_MS = 20  # the shortest audio a packet carries (one Opus frame)
-PACKET_SLACK = 25  # MediaRecorder's first chunks may come early and small
-BYTE_SLACK_MS = 1_000  # a second of audio ahead of real time (buffers flushing at once)
-PACKET_OVERHEAD_BYTES = 32  # the 16-byte header and frame lengths, beside the Opus bytes
-
-
-@dataclass
-class TalkBudget:
-    """What the floor holder may send so far: packets at the pace of real time (elapsed
-    time / the 20 ms Opus frame, plus a small slack) and bytes at a realistic Opus bitrate
-    (VOICE_MAX_BITRATE_BPS). A flood faster or fatter than speech is refused packet by
-    packet, before it costs Redis anything; the transmission's length bounds the total."""
-
-    started: float  # event-loop time when the floor was granted
-    packets: int = 0
-    bytes: int = 0
-
-    def spend(self, *, now: float, size: int) -> None:
-        elapsed_ms = max(0.0, (now - self.started) * 1000)
-        packets = self.packets + 1
-        if packets > elapsed_ms / MIN_FRAME_MS + PACKET_SLACK:
-            raise ServiceError("too_fast", "audio packets faster than real time")
-        allowed = (elapsed_ms + BYTE_SLACK_MS) * settings.VOICE_MAX_BITRATE_BPS / 8000
-        if self.bytes + size > allowed + packets * PACKET_OVERHEAD_BYTES:
-            raise ServiceError("too_many_bytes", "more audio bytes than speech at this length")
-        self.packets, self.bytes = packets, self.bytes + size
+@transaction.atomic
+def channel_update(
+    *,
+    channel_id: int,
+    name: str,
+    description: str,
+    range_km: int,
+    creator: User | None,
+    moderators: Iterable[User],
+    password: str = "",
+    make_public: bool = False,
+) -> Channel:
+    """Staff edit a channel in the admin, under channel_create's rules. A new `password` is
+    hashed the channel way; `make_public` drops it. Members stay members either way."""
+    channel = Channel.objects.select_for_update().get(pk=channel_id)
+    channel.name, channel.description = channel_fields_clean(
+        name=name, range_km=range_km, description=description, channel_id=channel_id
+    )
+    channel.range_km = range_km
+    channel.creator = creator
+    if make_public:
+        channel.password_hash = ""
+    elif password:
+        channel.password_hash = channel_password_hash(password)
+    _channel_save(channel)
+    channel.moderators.set(moderators)
+    return channel
 
 
 # --- channel passwords
@@ -438,7 +451,6 @@ async def process_dead_release(process_id: str, sockets: Mapping[str, object]) -
         p.hgetall(keys.process_floors_key(process_id))
         p.hgetall(keys.process_sockets_key(process_id))
         floors, joined = await p.execute()
-    relay = get_relay()
     for channel, value in floors.items():
         holder = floor_decode(value)
         if holder is None:
@@ -451,14 +463,7 @@ async def process_dead_release(process_id: str, sockets: Mapping[str, object]) -
             holder.get("mode", ""),
             process_id,
         )
-        duration = await floor_release(channel_id=int(channel), floor=floor)
-        await relay.transmission_end(
-            int(channel),
-            floor.tx_id,
-            talker_id=floor.user_id,
-            duration_ms=duration,
-            reason="disconnected",
-        )
+        await end_transmission(int(channel), floor, "disconnected")
     by_channel: dict[int, list[str]] = {}
     for sock, channel in joined.items():
         name = sock.decode() if isinstance(sock, bytes) else str(sock)
@@ -500,105 +505,3 @@ async def location_clear(*, user_id: int) -> None:
         p.zrem(keys.geo_key(), str(user_id))
         p.delete(keys.location_key(user_id))
         await p.execute()
-
-
-# Delete the floor only if it still belongs to this transmission (another may hold it now),
-# and strike it from its process's list of held floors.
-_RELEASE = """
-local mine = redis.call('HGET', KEYS[2], ARGV[2])
-if mine and string.match(mine, '^(%d+)|') == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
-local v = redis.call('GET', KEYS[1])
-if v and string.match(v, '^(%d+)|') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
-
-# Extend the lease only while this transmission still holds the floor.
-_RENEW = """
-local v = redis.call('GET', KEYS[1])
-if v and string.match(v, '^(%d+)|') == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-
-@dataclass(frozen=True)
-class Floor:
-    tx_id: int
-    user_id: int
-    nickname: str
-    started_at: int
-    mode: str
-    process_id: str = ""  # realtime.liveness: whose survivors release it if it dies
-
-
-# Take the floor if free, in one round trip: the transmission id (a u32 in the packet
-# header, never 0, hence the wrap) is handed out only to a granted request. The holder's
-# process lists the floor (KEYS[3]) so that its survivors can release it.
-_TAKE = """
-local holder = redis.call('GET', KEYS[2])
-if holder then return {0, holder} end
-local id = (redis.call('INCR', KEYS[1]) - 1) % 4294967295 + 1
-local value = id .. '|{"tx_id": ' .. id .. ', ' .. string.sub(ARGV[1], 2)
-redis.call('SET', KEYS[2], value, 'PX', ARGV[2])
-if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[3], value)
-  redis.call('EXPIRE', KEYS[3], ARGV[5])
-end
-return {1, id}
-"""
-
-
-def _lease_ms() -> int:
-    return int(settings.VOICE_FLOOR_LEASE_SECONDS * 1000)
-
-
-async def floor_take(
-    *, channel_id: int, user_id: int, nickname: str, mode: str, process_id: str = ""
-) -> tuple[Floor | None, dict[str, Any] | None]:
-    """Take the channel's floor atomically (one Lua step, so two processes can never both
-    win). Returns (floor, None) when granted, (None, holder) when someone else talks. The
-    floor is a short lease (`floor_renew`): a holder that vanishes frees it within
-    VOICE_FLOOR_LEASE_SECONDS."""
-    started_at = now_ms()
-    about = {"user_id": user_id, "nickname": nickname, "started_at": started_at, "mode": mode}
-    granted, value = await get_async_redis().eval(
-        _TAKE,
-        3,
-        keys.tx_seq_key(),
-        keys.floor_key(channel_id),
-        keys.process_floors_key(process_id),
-        json.dumps(about),
-        _lease_ms(),
-        channel_id,
-        process_id,
-        settings.LIVENESS_SOCKETS_KEEP_SECONDS,
-    )
-    if not granted:
-        return None, floor_decode(value)
-    return Floor(int(value), user_id, nickname, started_at, mode, process_id), None
-
-
-async def floor_renew(*, channel_id: int, floor: Floor) -> bool:
-    """Extend the holder's lease; False when the floor is no longer this transmission's."""
-    renewed = await get_async_redis().eval(
-        _RENEW, 1, keys.floor_key(channel_id), str(floor.tx_id), _lease_ms()
-    )
-    return bool(renewed)
-
-
-async def floor_release(*, channel_id: int, floor: Floor) -> int:
-    """Free the floor if this transmission still holds it; return its length in ms."""
-    await get_async_redis().eval(
-        _RELEASE,
-        2,
-        keys.floor_key(channel_id),
-        keys.process_floors_key(floor.process_id),
-        str(floor.tx_id),
-        channel_id,
-    )
-    return max(0, now_ms() - floor.started_at)

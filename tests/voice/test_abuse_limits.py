@@ -26,9 +26,9 @@ from tests.voice.helpers import (
     packet,
     take_floor,
 )
-from voice import services
+from voice import floor, services
+from voice.keys import tx_audio_key
 from voice.models import Channel
-from voice.relay import tx_audio_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -201,7 +201,7 @@ async def test_packets_faster_than_real_time_are_refused(amake_user, make_channe
     elapsed_ms = (loop.time() - asked) * 1000
     heard = len(await binaries(cb))
     # The slack, plus one packet per 20 ms that passed: no more.
-    assert services.PACKET_SLACK <= heard <= elapsed_ms / 20 + services.PACKET_SLACK + 1
+    assert floor.PACKET_SLACK <= heard <= elapsed_ms / 20 + floor.PACKET_SLACK + 1
     assert heard < 400
     assert set(await _errors(ca, 400 - heard)) == {"too_fast"}
     witness.assert_unaffected()
@@ -233,7 +233,7 @@ async def test_bytes_beyond_a_realistic_opus_bitrate_are_refused(amake_user, mak
 
 def test_the_budget_follows_real_time():
     """The same rule over a long transmission (synthetic clock: no waiting in tests)."""
-    budget = services.TalkBudget(started=100.0)
+    budget = floor.TalkBudget(started=100.0)
     for _ in range(25):  # the slack: at once
         budget.spend(now=100.0, size=100)
     with pytest.raises(ServiceError) as e:

@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from tests.voice.helpers import binaries, expect, expect_each, joined, packet, take_floor
+from voice import services
 from voice.models import Channel, ChannelMembership, ChannelSanction, SanctionKind
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -154,3 +155,63 @@ async def test_a_ban_that_bypassed_the_services_still_keeps_audio_away(amake_use
     assert await binaries(cb) == []
     for comm in (ct, cb):
         await comm.disconnect()
+
+
+def _channel_form(**fields: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "",
+        "description": "",
+        "range_km": 0,
+        "creator": "",
+        "moderators": [],
+        "new_password": "",
+        "sanctions-TOTAL_FORMS": 0,
+        "sanctions-INITIAL_FORMS": 0,
+        "sanctions-MIN_NUM_FORMS": 0,
+        "sanctions-MAX_NUM_FORMS": 1000,
+    }
+    data.update(fields)
+    return data
+
+
+def test_a_channel_added_in_the_admin_is_made_by_the_service(make_user, client) -> None:  # type: ignore[no-untyped-def]
+    """As channel_create makes it: name tidied, creator a member and moderator, password
+    hashed the channel way."""
+    staff, creator = make_user(is_staff=True, is_superuser=True), make_user()
+    client.force_login(staff)
+    resp = client.post(
+        "/admin/voice/channel/add/",
+        _channel_form(name="  Night   shift ", creator=creator.pk, new_password="sesame-42"),
+    )
+    assert resp.status_code == 302, resp.content.decode()[:3000]
+    channel = Channel.objects.get()
+    assert channel.name == "Night shift"
+    assert ChannelMembership.objects.filter(channel=channel, user=creator).exists()
+    assert list(channel.moderators.values_list("pk", flat=True)) == [creator.pk]
+    assert channel.password_hash.startswith(services.CHANNEL_HASH_ALGORITHM + "$")
+
+
+def test_a_channel_edited_in_the_admin_keeps_the_services_rules(make_user, client) -> None:  # type: ignore[no-untyped-def]
+    staff, creator = make_user(is_staff=True, is_superuser=True), make_user()
+    client.force_login(staff)
+    services.channel_create(creator=creator, name="Taken")
+    channel = services.channel_create(creator=creator, name="Mine", password="old-pass")
+    url = f"/admin/voice/channel/{channel.pk}/change/"
+    base = {"creator": creator.pk, "moderators": [creator.pk]}
+
+    resp = client.post(url, _channel_form(name="tAKEN", **base))
+    assert resp.status_code == 200 and "a channel with that name exists" in resp.content.decode()
+    resp = client.post(url, _channel_form(name="Mine", range_km=30_000, **base))
+    assert resp.status_code == 200 and "range is 0 (unlimited) to 20000 km" in resp.content.decode()
+    channel.refresh_from_db()
+    assert (channel.name, channel.range_km) == ("Mine", 0)
+
+    resp = client.post(url, _channel_form(name="  Mine,   renamed ", range_km=5, **base))
+    assert resp.status_code == 302, resp.content.decode()[:3000]
+    channel.refresh_from_db()
+    assert (channel.name, channel.range_km) == ("Mine, renamed", 5)
+    assert services.channel_password_verify("old-pass", channel.password_hash)  # kept
+    resp = client.post(url, _channel_form(name="Mine", make_public="on", **base))
+    assert resp.status_code == 302
+    channel.refresh_from_db()
+    assert not channel.is_protected

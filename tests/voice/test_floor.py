@@ -1,4 +1,4 @@
-"""The floor in Redis (voice.services.floor_take/floor_release): one holder per channel,
+"""The floor's lease in Redis (voice.floor.take_lease/free_lease): one holder per channel,
 a busy request learns who talks and costs no transmission id, ids wrap within a u32 and
 are never 0."""
 
@@ -8,12 +8,13 @@ import pytest
 
 from realtime.redis import get_async_redis
 from tests.voice.helpers import binaries, expect, expect_error, joined, packet, take_floor
-from voice import keys, services
+from voice import floor as floors
+from voice import keys
 from voice.selectors import floor_holder
 
 
 async def take(channel_id: int, user_id: int):  # type: ignore[no-untyped-def]
-    return await services.floor_take(
+    return await floors.take_lease(
         channel_id=channel_id, user_id=user_id, nickname=f"u{user_id}", mode="webcodecs"
     )
 
@@ -36,7 +37,7 @@ async def test_one_holder_and_the_busy_side_learns_who() -> None:
     other, _ = await take(72, 2)
     assert other is not None and other.tx_id != floor.tx_id
 
-    await services.floor_release(channel_id=71, floor=floor)
+    await floors.free_lease(channel_id=71, floor=floor)
     again, _ = await take(71, 2)
     assert again is not None and again.tx_id not in (floor.tx_id, other.tx_id)
 
@@ -57,13 +58,13 @@ async def test_the_floor_is_a_short_lease_renewed_only_by_its_holder(settings) -
     ttl = await get_async_redis().pttl(keys.floor_key(74))
     assert 1500 < ttl <= 2000
     settings.VOICE_FLOOR_LEASE_SECONDS = 9
-    assert await services.floor_renew(channel_id=74, floor=floor)
+    assert await floors.renew_lease(channel_id=74, floor=floor)
     assert 8500 < await get_async_redis().pttl(keys.floor_key(74)) <= 9000
-    await services.floor_release(channel_id=74, floor=floor)
+    await floors.free_lease(channel_id=74, floor=floor)
     other, _ = await take(74, 2)
     assert other is not None
     # The old transmission can no longer extend the new holder's lease.
-    assert not await services.floor_renew(channel_id=74, floor=floor)
+    assert not await floors.renew_lease(channel_id=74, floor=floor)
     assert await get_async_redis().pttl(keys.floor_key(74)) <= 9000
 
 

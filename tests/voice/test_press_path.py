@@ -12,9 +12,10 @@ from django.test.utils import CaptureQueriesContext
 
 from realtime.redis import get_async_redis
 from tests.voice.helpers import binaries, expect, joined, packet, take_floor
-from voice import keys, selectors
+from voice import floor, keys
+from voice.keys import tx_recipients_key
 from voice.models import ChannelSanction, SanctionKind
-from voice.relay import get_relay, tx_recipients_key
+from voice.relay import get_relay
 
 
 async def test_press_recipients_carry_no_member_list(amake_user, make_channel):
@@ -26,14 +27,14 @@ async def test_press_recipients_carry_no_member_list(amake_user, make_channel):
             f"sock{i}": json.dumps({"user_id": 100_000 + i, "country": ""}) for i in range(2000)
         },
     )
-    press = selectors.press_recipients
+    press = floor.press_recipients
     got = await press(channel_id=channel.pk, talker_id=talker.pk, range_km=0)
-    assert got == selectors.Recipients(only=None, excluded=frozenset())
+    assert got == floor.Recipients(only=None, excluded=frozenset())
     await sync_to_async(ChannelSanction.objects.create)(
         channel=channel, user=banned, kind=SanctionKind.BAN
     )
     got = await press(channel_id=channel.pk, talker_id=talker.pk, range_km=0)
-    assert got == selectors.Recipients(only=None, excluded=frozenset({banned.pk}))
+    assert got == floor.Recipients(only=None, excluded=frozenset({banned.pk}))
 
     # Who may fetch it later is still everyone joined at the press, copied inside Redis.
     await get_relay().transmission_start(channel.pk, 987_654, talker.pk, None)
@@ -47,8 +48,8 @@ def test_a_press_reads_the_database_only_after_a_sanction_changed(transactional_
     talker, other = make_user(), make_user()
     channel = channel_create(creator=talker, name="press-queries")
 
-    def press() -> selectors.Recipients:
-        return async_to_sync(selectors.press_recipients)(
+    def press() -> floor.Recipients:
+        return async_to_sync(floor.press_recipients)(
             channel_id=channel.pk, talker_id=talker.pk, range_km=0
         )
 

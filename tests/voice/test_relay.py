@@ -17,19 +17,11 @@ from typing import Any
 
 import pytest
 
+from realtime.fanout import RespError
 from realtime.redis import get_async_redis
-from voice import services
-from voice.relay import (
-    Relay,
-    RespConnection,
-    RespError,
-    close_relay,
-    get_relay,
-    pubsub_channel,
-    resp_command,
-    tx_audio_key,
-    tx_key,
-)
+from voice import services, transmissions
+from voice.keys import pubsub_channel, tx_audio_key, tx_key
+from voice.relay import Relay, close_relay, get_relay
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -233,8 +225,8 @@ async def test_audio_is_stored_briefly_then_expires(relay: Relay, settings) -> N
 
     await asyncio.sleep(1.3)
     assert await redis.exists(tx_audio_key(505), tx_key(505)) == 0
-    assert await relay.replay(505) is None
-    assert await relay.may_hear(505, 1) is False
+    assert await transmissions.replay(505) is None
+    assert await transmissions.may_hear(505, 1) is False
 
 
 async def test_replay_returns_meta_and_packets_in_order(relay: Relay) -> None:
@@ -244,7 +236,7 @@ async def test_replay_returns_meta_and_packets_in_order(relay: Relay) -> None:
         await relay.audio(16, 506, p)
     await relay.transmission_end(16, 506)
 
-    replayed = await relay.replay(506)
+    replayed = await transmissions.replay(506)
     assert replayed is not None
     meta, packets = replayed
     assert packets == sent
@@ -254,7 +246,7 @@ async def test_replay_returns_meta_and_packets_in_order(relay: Relay) -> None:
     assert meta["mode"] == "mediarecorder"
     assert meta["everyone"] is False
     assert meta["duration_ms"] >= 0
-    assert [r["tx_id"] for r in await relay.recent(16)] == [506]
+    assert [r["tx_id"] for r in await transmissions.recent(16)] == [506]
 
 
 async def test_may_hear_follows_the_stored_recipients(relay: Relay) -> None:
@@ -262,13 +254,13 @@ async def test_may_hear_follows_the_stored_recipients(relay: Relay) -> None:
     for uid in (2, 4):  # joined to the channel when 508 starts; 3 is not
         await services.channel_socket_add(channel_id=17, socket=f"s{uid}", user_id=uid, country="")
     await relay.transmission_start(17, 508, talker_id=9, recipients=None, excluded=frozenset({4}))
-    assert await relay.may_hear(507, 1) is True
-    assert await relay.may_hear(507, 2) is False
-    assert await relay.may_hear(507, 9) is True  # the talker
-    assert await relay.may_hear(508, 2) is True  # everyone joined at the press ...
-    assert await relay.may_hear(508, 3) is False  # ... not a later joiner
-    assert await relay.may_hear(508, 4) is False  # ... nor the banned
-    assert await relay.may_hear(999, 1) is False  # unknown or expired
+    assert await transmissions.may_hear(507, 1) is True
+    assert await transmissions.may_hear(507, 2) is False
+    assert await transmissions.may_hear(507, 9) is True  # the talker
+    assert await transmissions.may_hear(508, 2) is True  # everyone joined at the press ...
+    assert await transmissions.may_hear(508, 3) is False  # ... not a later joiner
+    assert await transmissions.may_hear(508, 4) is False  # ... nor the banned
+    assert await transmissions.may_hear(999, 1) is False  # unknown or expired
 
 
 async def test_a_packet_for_another_transmission_is_refused(relay: Relay) -> None:
@@ -380,17 +372,6 @@ async def test_packets_cross_processes_through_redis(relay: Relay) -> None:
     assert [f[2:4] for f in listener.frames] == [seq.to_bytes(2, "big") for seq in range(25)]
     assert all(f[16:] == bytes([i]) * 100 for i, f in enumerate(listener.frames))
     assert other.frames == []  # not a recipient, in the other process's terms too
-
-
-async def test_the_redis_wire_reads_replies_split_anywhere() -> None:
-    """Binary audio may contain CR LF and arrive a byte at a time: pushes stay intact."""
-    pushes: list[list[object]] = []
-    conn = RespConnection(pushes.append)
-    data = b"\x01\x00\r\n\r\n" + bytes(range(256))
-    wire = resp_command(b"message", b"chan", data)
-    for i in range(len(wire)):
-        conn.data_received(wire[i : i + 1])
-    assert pushes == [[b"message", b"chan", data]]
 
 
 async def test_audio_goes_out_in_one_round_trip_and_reports_redis_errors(relay: Relay) -> None:

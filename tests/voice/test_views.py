@@ -28,6 +28,18 @@ def test_page_needs_login_and_renders(client):
     assert user.profile.nickname in html
 
 
+def test_the_page_takes_its_timings_from_settings_alone(client, settings):
+    """The client's location refresh and talk limit come from the settings (no default of
+    its own that a changed setting would leave behind)."""
+    settings.VOICE_LOCATION_TTL_SECONDS = 44
+    settings.VOICE_MAX_TRANSMISSION_SECONDS = 17
+    settings.VOICE_AUDIO_TTL_SECONDS = 23
+    client.force_login(UserFactory())
+    html = client.get("/cbline/").content.decode()
+    assert 'data-location-ttl="44"' in html
+    assert 'data-max-seconds="17"' in html and 'data-audio-ttl="23"' in html
+
+
 def test_create_search_and_list_channels(client):
     user = UserFactory()
     client.force_login(user)

@@ -15,7 +15,6 @@ import { Player } from "./media/player.js";
 import { ReplayStore } from "./media/replay-store.js";
 import { flag, icon } from "../../shared/js/icons.js";
 
-const LOCATION_REFRESH_MS = 60_000; // the server forgets a location not refreshed in 120 s
 const REPLAY_LIMIT = 5;
 
 const root = document.querySelector("[data-controller=cbline]");
@@ -374,7 +373,8 @@ function start(root) {
   }
 
   // --- floor and talking indicator
-  const maxMs = Number(root.dataset.maxSeconds || 60) * 1000;
+  // Settings, from the page (VOICE_MAX_TRANSMISSION_SECONDS): no default of our own here.
+  const maxMs = Number(root.dataset.maxSeconds) * 1000;
   let talkerTimer = null;
 
   function onFloorTaken(m) {
@@ -647,7 +647,8 @@ function start(root) {
       if (!navigator.geolocation) { toast("This browser cannot tell its location."); ui.location.checked = false; return; }
       this.sharing = true;
       await this.send();
-      this.timer = setInterval(() => this.send(), LOCATION_REFRESH_MS);
+      // The server forgets a location not refreshed within VOICE_LOCATION_TTL_SECONDS.
+      this.timer = setInterval(() => this.send(), (Number(root.dataset.locationTtl) * 1000) / 2);
     },
     send() {
       return new Promise((resolve) => {

@@ -1,0 +1,453 @@
+"""The floor of a CBLINE channel: who may talk, decided here and nowhere else.
+
+Services, in Zulip's `do_*` manner: each takes the socket's `Seat` (its part in the floor,
+which only these functions change) and returns a `FloorOutcome` that the consumer only sends:
+the reply to the asking socket, or the refusal it gets as an error frame. What every other
+socket hears (floor.taken, floor.released) travels through the relay (voice/relay.py).
+
+  request  -> granted | busy | banned | muted | already_talking
+  release  -> released | no_floor            (the talker's floor.release)
+  end      -> released | disconnected | moderated   (the socket leaves, is sanctioned)
+  hold     -> timeout | lease_lost           (the transmission's own clock)
+  audio    -> the packet is relayed, or a ServiceError says why not (the hot path)
+
+The floor itself is a short lease in Redis (one Lua step, so two processes can never both
+win) that the talker's socket renews while it talks (`hold`); a process that dies holding it
+frees it within VOICE_FLOOR_LEASE_SECONDS, or its survivors do (`end_transmission`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from realtime import metrics
+from realtime.errors import NotAllowed, ServiceError
+from realtime.redis import get_async_redis
+from realtime.schemas import Outbound
+
+from . import keys, selectors
+from .models import Channel, SanctionKind
+from .relay import get_relay
+from .schemas import FloorGranted, PacketHeader, ReleaseReason
+from .selectors import floor_decode
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- the lease in Redis
+# Delete the floor only if it still belongs to this transmission (another may hold it now),
+# and strike it from its process's list of held floors.
+_RELEASE = """
+local mine = redis.call('HGET', KEYS[2], ARGV[2])
+if mine and string.match(mine, '^(%d+)|') == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
+local v = redis.call('GET', KEYS[1])
+if v and string.match(v, '^(%d+)|') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+# Extend the lease only while this transmission still holds the floor.
+_RENEW = """
+local v = redis.call('GET', KEYS[1])
+if v and string.match(v, '^(%d+)|') == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Floor:
+    tx_id: int
+    user_id: int
+    nickname: str
+    started_at: int
+    mode: str
+    process_id: str = ""  # realtime.liveness: whose survivors release it if it dies
+
+
+# Take the floor if free, in one round trip: the transmission id (a u32 in the packet
+# header, never 0, hence the wrap) is handed out only to a granted request. The holder's
+# process lists the floor (KEYS[3]) so that its survivors can release it.
+_TAKE = """
+local holder = redis.call('GET', KEYS[2])
+if holder then return {0, holder} end
+local id = (redis.call('INCR', KEYS[1]) - 1) % 4294967295 + 1
+local value = id .. '|{"tx_id": ' .. id .. ', ' .. string.sub(ARGV[1], 2)
+redis.call('SET', KEYS[2], value, 'PX', ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[3], value)
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+return {1, id}
+"""
+
+
+def _lease_ms() -> int:
+    return int(settings.VOICE_FLOOR_LEASE_SECONDS * 1000)
+
+
+async def take_lease(
+    *, channel_id: int, user_id: int, nickname: str, mode: str, process_id: str = ""
+) -> tuple[Floor | None, dict[str, Any] | None]:
+    """Take the channel's floor atomically (one Lua step, so two processes can never both
+    win). Returns (floor, None) when granted, (None, holder) when someone else talks. The
+    floor is a short lease (`renew_lease`): a holder that vanishes frees it within
+    VOICE_FLOOR_LEASE_SECONDS."""
+    started_at = now_ms()
+    about = {"user_id": user_id, "nickname": nickname, "started_at": started_at, "mode": mode}
+    granted, value = await get_async_redis().eval(
+        _TAKE,
+        3,
+        keys.tx_seq_key(),
+        keys.floor_key(channel_id),
+        keys.process_floors_key(process_id),
+        json.dumps(about),
+        _lease_ms(),
+        channel_id,
+        process_id,
+        settings.LIVENESS_SOCKETS_KEEP_SECONDS,
+    )
+    if not granted:
+        return None, floor_decode(value)
+    return Floor(int(value), user_id, nickname, started_at, mode, process_id), None
+
+
+async def renew_lease(*, channel_id: int, floor: Floor) -> bool:
+    """Extend the holder's lease; False when the floor is no longer this transmission's."""
+    renewed = await get_async_redis().eval(
+        _RENEW, 1, keys.floor_key(channel_id), str(floor.tx_id), _lease_ms()
+    )
+    return bool(renewed)
+
+
+async def free_lease(*, channel_id: int, floor: Floor) -> int:
+    """Free the floor if this transmission still holds it; return its length in ms."""
+    await get_async_redis().eval(
+        _RELEASE,
+        2,
+        keys.floor_key(channel_id),
+        keys.process_floors_key(floor.process_id),
+        str(floor.tx_id),
+        channel_id,
+    )
+    return max(0, now_ms() - floor.started_at)
+
+
+# --- the floor holder's audio budget
+MIN_FRAME_MS = 20  # the shortest audio a packet carries (one Opus frame)
+PACKET_SLACK = 25  # MediaRecorder's first chunks may come early and small
+BYTE_SLACK_MS = 1_000  # a second of audio ahead of real time (buffers flushing at once)
+PACKET_OVERHEAD_BYTES = 32  # the 16-byte header and frame lengths, beside the Opus bytes
+
+
+@dataclass
+class TalkBudget:
+    """What the floor holder may send so far: packets at the pace of real time (elapsed
+    time / the 20 ms Opus frame, plus a small slack) and bytes at a realistic Opus bitrate
+    (VOICE_MAX_BITRATE_BPS). A flood faster or fatter than speech is refused packet by
+    packet, before it costs Redis anything; the transmission's length bounds the total."""
+
+    started: float  # event-loop time when the floor was granted
+    packets: int = 0
+    bytes: int = 0
+
+    def spend(self, *, now: float, size: int) -> None:
+        elapsed_ms = max(0.0, (now - self.started) * 1000)
+        packets = self.packets + 1
+        if packets > elapsed_ms / MIN_FRAME_MS + PACKET_SLACK:
+            raise ServiceError("too_fast", "audio packets faster than real time")
+        allowed = (elapsed_ms + BYTE_SLACK_MS) * settings.VOICE_MAX_BITRATE_BPS / 8000
+        if self.bytes + size > allowed + packets * PACKET_OVERHEAD_BYTES:
+            raise ServiceError("too_many_bytes", "more audio bytes than speech at this length")
+        self.packets, self.bytes = packets, self.bytes + size
+
+
+# --- who hears a press
+@dataclass(frozen=True)
+class Recipients:
+    """Who hears a press: `only` those users (a ranged channel whose talker shares a
+    location), else everyone joined to the channel; never anyone in `excluded` (banned)."""
+
+    only: frozenset[int] | None
+    excluded: frozenset[int]
+
+
+# channel id -> (the channel's sanctions version when read, its bans). A memo, not state:
+# a process that never saw the channel reads it once; a change bumps the version. Kept here,
+# not in selectors: selectors never write, not even to a memo.
+_bans_seen: dict[int, tuple[bytes | None, dict[int, int | None]]] = {}
+
+
+async def press_recipients(*, channel_id: int, talker_id: int, range_km: int) -> Recipients:
+    """Recipients of a press, in a cost that does not grow with the channel: one Redis read
+    (the channel's sanctions version, plus the talker's location in a ranged channel) and a
+    database read only when the channel's sanctions changed. Only a ranged channel whose
+    talker shares a location lists its listeners (selectors.recipients_in_range)."""
+    r = get_async_redis()
+    async with r.pipeline(transaction=False) as p:
+        p.get(keys.channel_sanctions_version_key(channel_id))
+        p.exists(keys.location_key(talker_id))
+        version, located = await p.execute()
+    version = version.encode() if isinstance(version, str) else version
+    seen = _bans_seen.get(channel_id)
+    if seen is None or seen[0] != version:
+        seen = (version, await database_sync_to_async(selectors.channel_bans_until)(channel_id))
+        _bans_seen[channel_id] = seen
+    now = time.time() * 1000
+    excluded = frozenset(uid for uid, until in seen[1].items() if until is None or until > now) - {
+        talker_id
+    }
+    if range_km <= 0 or not located:
+        return Recipients(only=None, excluded=excluded)
+    near = await selectors.recipients_in_range(
+        channel_id=channel_id,
+        talker_id=talker_id,
+        members=await selectors.live_members(channel_id),
+        range_km=range_km,
+    )
+    return Recipients(only=frozenset(near - excluded), excluded=excluded)
+
+
+# --- one socket's part in the floor
+Result = Literal[
+    "granted",
+    "busy",
+    "banned",
+    "muted",
+    "already_talking",
+    "no_floor",
+    "released",
+    "disconnected",
+    "moderated",
+    "timeout",
+    "lease_lost",
+]
+
+
+@dataclass(eq=False)
+class Talk:
+    """A granted floor, as its socket holds it."""
+
+    floor: Floor
+    channel_id: int
+    deadline: float  # event-loop time at which the transmission reaches its maximum length
+    budget: TalkBudget
+    keeper: asyncio.Task[Any] | None = None  # `hold`: renews the lease, ends it at the deadline
+
+
+@dataclass(eq=False)
+class Seat:
+    """One socket's part in the floor. The consumer keeps it; only this module changes it."""
+
+    user_id: int
+    talk: Talk | None = None
+    # (channel id, the user's sanctions version, kind -> end ms or None): vouched for by the
+    # version in Redis, so a press costs one Redis read, not a database round trip.
+    sanctions: tuple[int, bytes | None, dict[str, int | None]] | None = None
+
+
+@dataclass(frozen=True)
+class FloorOutcome:
+    """What a floor service decided. The consumer sends `reply` (if any) or raises
+    `refusal` (an error frame, with the request's ref); it decides nothing itself."""
+
+    result: Result
+    reply: Outbound | None = None
+    refusal: ServiceError | None = None
+    talk: Talk | None = None  # granted
+    duration_ms: int = 0  # ended
+
+
+_NO_FLOOR = "you do not hold the floor for that transmission"
+
+
+async def request(
+    seat: Seat, *, channel: Channel, nickname: str, mode: str, origin: str, process_id: str = ""
+) -> FloorOutcome:
+    """A press of the talk button by `seat`'s socket (`origin`: its channel name, which
+    hears floor.granted instead of floor.taken). Granted: every other socket of the channel
+    hears floor.taken before any audio, and the lease is held until the talker lets go, the
+    transmission reaches VOICE_MAX_TRANSMISSION_SECONDS or the lease is lost."""
+    started = time.perf_counter()
+    outcome = await _request(
+        seat, channel=channel, nickname=nickname, mode=mode, origin=origin, process_id=process_id
+    )
+    if outcome.result == "granted":
+        metrics.FLOOR_REQUESTS.labels("granted").inc()
+        metrics.FLOOR_GRANT_SECONDS.observe(time.perf_counter() - started)
+    else:
+        metrics.FLOOR_REQUESTS.labels("busy" if outcome.result == "busy" else "refused").inc()
+    return outcome
+
+
+async def _request(
+    seat: Seat, *, channel: Channel, nickname: str, mode: str, origin: str, process_id: str
+) -> FloorOutcome:
+    if seat.talk is not None:
+        error = ServiceError("already_talking", "you hold the floor already")
+        return FloorOutcome("already_talking", refusal=error)
+    # Checked on every press, not only at join: staff may ban or mute in the admin while the
+    # user is connected.
+    sanctions = await _sanctions_in_force(seat, channel.pk)
+    if SanctionKind.BAN in sanctions:
+        error = NotAllowed("you are banned from this channel", code="banned")
+        return FloorOutcome("banned", refusal=error)
+    if SanctionKind.MUTE in sanctions:
+        error = NotAllowed("a moderator muted you in this channel", code="muted")
+        return FloorOutcome("muted", refusal=error)
+    floor, holder = await take_lease(
+        channel_id=channel.pk,
+        user_id=seat.user_id,
+        nickname=nickname,
+        mode=mode,
+        process_id=process_id,
+    )
+    if floor is None:
+        reason = await selectors.busy_reason(
+            holder, viewer_id=seat.user_id, range_km=channel.range_km
+        )
+        return FloorOutcome("busy", refusal=ServiceError("busy", reason))
+    try:
+        # O(1) in the channel's size unless it is ranged and the talker located.
+        recipients = await press_recipients(
+            channel_id=channel.pk, talker_id=seat.user_id, range_km=channel.range_km
+        )
+        # Also floor.taken for every other socket in the channel, through the relay.
+        await get_relay().transmission_start(
+            channel.pk,
+            floor.tx_id,
+            seat.user_id,
+            recipients.only,
+            excluded=recipients.excluded,
+            mode=mode,
+            nickname=floor.nickname,
+            origin=origin,
+        )
+    except BaseException:
+        await free_lease(channel_id=channel.pk, floor=floor)
+        raise
+    max_seconds = settings.VOICE_MAX_TRANSMISSION_SECONDS
+    loop = asyncio.get_running_loop()
+    talk = Talk(
+        floor=floor,
+        channel_id=channel.pk,
+        deadline=loop.time() + max_seconds,
+        budget=TalkBudget(started=loop.time()),
+    )
+    seat.talk = talk
+    talk.keeper = loop.create_task(hold(seat, talk))
+    granted = FloorGranted(
+        tx_id=floor.tx_id, max_ms=max_seconds * 1000, packet_ms=settings.VOICE_PACKET_MS
+    )
+    return FloorOutcome("granted", reply=granted, talk=talk)
+
+
+async def _sanctions_in_force(seat: Seat, channel_id: int) -> set[str]:
+    version = await selectors.sanctions_version(seat.user_id)  # before the database read
+    cached = seat.sanctions
+    if cached is None or cached[0] != channel_id or cached[1] != version:
+        until = await database_sync_to_async(selectors.sanctions_until)(channel_id, seat.user_id)
+        cached = seat.sanctions = (channel_id, version, until)
+    return selectors.sanctions_in_force(cached[2], now_ms())
+
+
+async def release(seat: Seat, *, tx_id: int) -> FloorOutcome:
+    """The talker lets go of transmission `tx_id`: floor.released to everyone (the talker's
+    socket too), through the relay."""
+    talk = seat.talk
+    if talk is None or talk.floor.tx_id != tx_id:
+        return FloorOutcome("no_floor", refusal=ServiceError("no_floor", _NO_FLOOR))
+    ended = await end(seat, "released")
+    return ended or FloorOutcome("no_floor", refusal=ServiceError("no_floor", _NO_FLOOR))
+
+
+async def end(
+    seat: Seat, reason: ReleaseReason, *, result: Result | None = None
+) -> FloorOutcome | None:
+    """End `seat`'s transmission, if it has one, announcing `reason` (the socket left the
+    channel or closed, a moderator acted, its clock ran out). None: it held no floor."""
+    talk = seat.talk
+    if talk is None:
+        return None
+    seat.talk = None  # first, so a packet or timer arriving meanwhile finds no floor
+    keeper, talk.keeper = talk.keeper, None
+    if keeper is not None and keeper is not asyncio.current_task():
+        keeper.cancel()
+    duration = await end_transmission(talk.channel_id, talk.floor, reason)
+    return FloorOutcome(result or reason, duration_ms=duration)
+
+
+async def hold(seat: Seat, talk: Talk) -> FloorOutcome | None:
+    """Renew the lease of `talk` while it lasts; end it at its maximum length ("timeout"), or
+    at once if the lease was lost ("lease_lost", announced as released: Redis restarted,
+    say). None: it ended otherwise first."""
+    loop = asyncio.get_running_loop()
+    reason: ReleaseReason = "timeout"
+    result: Result = "timeout"
+    while (left := talk.deadline - loop.time()) > 0:
+        await asyncio.sleep(min(left, settings.VOICE_FLOOR_LEASE_SECONDS / 3))
+        if seat.talk is not talk:
+            return None
+        if loop.time() >= talk.deadline:
+            break
+        try:
+            if not await renew_lease(channel_id=talk.channel_id, floor=talk.floor):
+                reason, result = "released", "lease_lost"
+                break
+        except Exception:
+            log.warning("could not renew the floor of transmission %s", talk.floor.tx_id)
+    if seat.talk is not talk:
+        return None
+    try:
+        return await end(seat, reason, result=result)
+    except Exception:
+        log.exception("could not end transmission %s", talk.floor.tx_id)
+        return None
+
+
+async def end_transmission(channel_id: int, floor: Floor, reason: ReleaseReason) -> int:
+    """Free the lease (if this transmission still holds it) and announce floor.released to
+    the channel; returns the transmission's length in ms. Also for a dead process's floors."""
+    duration = await free_lease(channel_id=channel_id, floor=floor)
+    await get_relay().transmission_end(
+        channel_id, floor.tx_id, talker_id=floor.user_id, duration_ms=duration, reason=reason
+    )
+    return duration
+
+
+async def audio(seat: Seat, data: bytes) -> None:
+    """One audio packet from `seat`'s socket: relayed and kept if it belongs to the floor it
+    holds, within the transmission's length, pace and bytes (TalkBudget) and the channel's
+    held-audio cap. The hot path: no database, one Redis round trip; a refusal raises
+    ServiceError (the packet is neither relayed nor kept; the floor stays)."""
+    try:
+        header = PacketHeader.parse(data)
+    except ValueError:
+        raise ServiceError(
+            "bad_packet", "an audio packet is a 16-byte header (kind 1 or 2) and a payload"
+        ) from None
+    talk = seat.talk
+    if talk is None or header.tx_id != talk.floor.tx_id:
+        raise ServiceError("no_floor", _NO_FLOOR)
+    now = asyncio.get_running_loop().time()
+    if now > talk.deadline:
+        raise ServiceError("no_floor", "the transmission reached its maximum length")
+    talk.budget.spend(now=now, size=len(data))  # pace and bytes of real speech
+    if not await get_relay().audio(talk.channel_id, talk.floor.tx_id, data):
+        raise ServiceError("channel_full", "this channel holds as much audio as it may")
