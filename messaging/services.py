@@ -58,7 +58,12 @@ from .models import (
 )
 from .schemas import DeviceKeysBody, SigningKeysUpload
 from .selectors import EVENT_KIND, OTK_ALGORITHM, SYNC_KIND
-from .signing import cross_signing_public_key, same_signed_content, signature_valid
+from .signing import (
+    cross_signing_public_key,
+    same_signed_content,
+    signature_valid,
+    signatures_of,
+)
 
 Json = dict[str, Any]
 
@@ -353,11 +358,11 @@ def _add_signatures(owner_pk: int, key_id: str, signed: Json, *, by: User) -> Js
     data = target.keys if isinstance(target, DeviceKeys) else target.key
     if not same_signed_content(data, signed):
         return _bad_signature("the signed object is not the key this server holds")
-    new = (signed.get("signatures") or {}).get(me)
-    if not isinstance(new, dict) or not new:
+    new = signatures_of(signed, me)
+    if not new:
         return _bad_signature("no signature of yours on it")
     signers = _allowed_signers(target, owner_pk, by)
-    old = (data.get("signatures") or {}).get(me, {})
+    old = signatures_of(data, me)
     added: dict[str, str] = {}
     for sig_key_id, sig in new.items():
         if old.get(sig_key_id) == sig:

@@ -44,8 +44,9 @@ def ed25519_public_key(text: str) -> Ed25519PublicKey | None:
 
 
 def signature_valid(obj: dict[str, Any], *, signer: str, key_id: str, public_key: str) -> bool:
-    """True if `obj.signatures[signer][key_id]` is `public_key`'s signature of `obj`."""
-    sig_text = (obj.get("signatures") or {}).get(signer, {}).get(key_id)
+    """True if `obj.signatures[signer][key_id]` is `public_key`'s signature of `obj` (any
+    other shape, as a client may send anything there, is simply not valid)."""
+    sig_text = signatures_of(obj, signer).get(key_id)
     key = ed25519_public_key(public_key)
     sig = unpadded_b64decode(sig_text) if isinstance(sig_text, str) else None
     if key is None or sig is None or len(sig) != 64:
@@ -55,6 +56,13 @@ def signature_valid(obj: dict[str, Any], *, signer: str, key_id: str, public_key
     except InvalidSignature:
         return False
     return True
+
+
+def signatures_of(obj: dict[str, Any], signer: str) -> dict[str, Any]:
+    """`obj.signatures[signer]`, or {} when that is missing or not an object."""
+    signatures = obj.get("signatures")
+    mine = signatures.get(signer) if isinstance(signatures, dict) else None
+    return mine if isinstance(mine, dict) else {}
 
 
 def same_signed_content(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -4,6 +4,7 @@ signature checked (forged, tampered and valid ones made here with vodozemac)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -428,3 +429,27 @@ def test_signatures_upload_keeps_only_valid_signatures_by_allowed_keys():
             alice.mxid
         ]
     )
+
+
+@pytest.mark.parametrize("shape", [[], "x", 7, {"ME": "x"}, {"ME": []}, {"ME": {"ed25519:DEV": 5}}])
+def test_malformed_signatures_are_refused_not_crashed_on(shape):
+    alice = member()
+    device_key_id = f"ed25519:{alice.device.device_id}"
+    signatures = json.loads(
+        json.dumps(shape).replace("ME", alice.mxid).replace("ed25519:DEV", device_key_id)
+    )
+    (kid, key), *_ = alice.olm.one_time_keys(2).items()
+    refused(
+        "M_INVALID_SIGNATURE",
+        upload,
+        alice,
+        None,
+        {kid: {**key, "signatures": signatures}},
+    )
+    stored = DeviceKeys.objects.get(device=alice.device).keys
+    answer = signatures_upload(
+        user=alice.user,
+        body={alice.mxid: {alice.device.device_id: {**stored, "signatures": signatures}}},
+    )
+    failure = answer["failures"][alice.mxid][alice.device.device_id]
+    assert failure["errcode"] == "M_INVALID_SIGNATURE"
