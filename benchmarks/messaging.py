@@ -1,19 +1,32 @@
 """CallsApp delivery: send-to-deliver latency over two uvicorn processes, with real Olm and
-Megolm payloads from Python vodozemac devices, and a kill -9 of one process mid-run.
+Megolm payloads from Python vodozemac devices, a kill -9 of one process mid-run, and the
+memory per idle `/ws/messaging/` socket against a bare `websockets` server.
 
-Each pair (A -> B) shares a direct room. A's Megolm session key reaches B over the server as
-an Olm to-device message (claimed one-time key, real ciphertext). Then senders PUT
-`rooms/{id}/send/m.room.encrypted/{txn}` at `--rate` messages/s in total, each pair's sender
-on one of the two processes; each receiver B holds `/ws/messaging/` on a process, decrypts
-every timeline event with its inbound Megolm session, records `now - sent_at` (the send
-time is inside the ciphertext), and acks. With `--kill`, the second process gets SIGKILL at
-half time: its receivers reconnect to the survivor with `hello{last acked seq}`, its senders
-resend the request in flight with the same txnId (applied once by the server).
+`--clients` (2) client processes each build their share of `--pairs` (A -> B, a direct
+room each) through the app's own services: A's Megolm session key reaches B over the
+server as an Olm to-device message (claimed one-time key, real ciphertext). Each receiver
+B holds `/ws/messaging/` on the process its sender does NOT use (every message crosses
+processes through Redis), says `hello{last_seq}`, decrypts every timeline event with its
+inbound Megolm session and acks. Senders PUT `rooms/{id}/send/m.room.encrypted/{txn}` on an
+open-loop schedule of `--rates` messages/s in total (one step per rate, `--seconds` each);
+the send time and the scheduled time are inside the Megolm ciphertext, so a latency is
+only counted for a message that decrypted. Latency: receive - send (the PUT), and receive -
+scheduled instant (includes any queueing in the client when it falls behind).
 
-Reported: sent, delivered (distinct), lost, frames delivered again after the reconnect
-(the client dedupes them by event id), latency p50/p99, and the rate reached.
+With `--kill`, the second process gets SIGKILL at half time of the last step: its
+receivers reconnect to the survivor with `hello{last acked seq}`, its senders resend the
+request in flight with the same txnId (applied once by the server). Columns: `lost` (sent,
+never delivered), `applied twice` (one txnId stored as two events), `redelivered` (a frame
+sent again after a reconnect, deduped by event id: at-least-once by design).
 
-    python benchmarks/messaging.py --pairs 20 --rate 100 --seconds 5 --kill   # smoke run
+Each step prints the CPU of every process group (servers, clients, this run's PostgreSQL
+backends, the Redis server) so the limit of a step on this machine can be read off.
+
+`--idle` (10,000) then opens that many idle CallsApp sockets on a fresh uvicorn process
+and on the bare server (benchmarks/idle_memory.py) and prints KiB per socket and the ratio.
+
+    python benchmarks/messaging.py --quick                         # smoke: 20 pairs, 20/s
+    python benchmarks/messaging.py --rates 100,200,400 --kill      # a ladder, kill in the last
 """
 
 from __future__ import annotations
@@ -59,21 +72,25 @@ class Pair:
     receiver: Person
     room_id: str
     group: Any  # the sender's outbound Megolm session
-    server: int  # index of the process both ends start on
+    server: int  # the sender's process; the receiver starts on the other one
 
 
 @dataclass
 class Stats:
-    sent_at: dict[str, float] = field(default_factory=dict)  # txn -> send time
-    delivered: dict[str, float] = field(default_factory=dict)  # txn -> latency ms
+    """One client process's view of a step."""
+
+    sent: int = 0  # PUTs answered 200
+    sent_txns: set[str] = field(default_factory=set)
+    delivered: dict[str, tuple[float, float]] = field(default_factory=dict)  # txn -> (ms, ms)
     redelivered: int = 0
     applied_twice: int = 0  # one txn stored as two events: the idempotency key failed
     event_of: dict[str, str] = field(default_factory=dict)  # txn -> event id
     resent: int = 0
     reconnects: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
 
 
-def build_world(pairs: int) -> list[Pair]:
+def build_world(pairs: int, offset: int = 0) -> list[Pair]:
     """Users, login sessions with issued devices, uploaded keys, direct rooms and the room
     keys sent over Olm, written through the app's own services."""
     import django
@@ -91,7 +108,7 @@ def build_world(pairs: int) -> list[Pair]:
     from tests.messaging.olm import OlmDevice
 
     def person(n: int) -> tuple[Person, Any]:
-        user = User.objects.create_user(email=f"bench{n}-{time.time_ns()}@example.com")
+        user = User.objects.create_user(email=f"bench{offset}-{n}-{time.time_ns()}@example.com")
         store = SessionStore()
         store[SESSION_KEY] = str(user.pk)
         store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
@@ -129,7 +146,7 @@ def build_world(pairs: int) -> list[Pair]:
             txn_id="roomkey",
             messages={b.mxid: {b.olm.device_id: content}},
         )
-        world.append(Pair(a, b, room.room_id, group, i % 2))
+        world.append(Pair(a, b, room.room_id, group, (offset + i) % 2))
     return world
 
 
@@ -173,214 +190,484 @@ class Http:
         self.reader = self.writer = None
 
 
-async def receive(
-    pair: Pair,
-    servers: list[Server],
-    alive: list[bool],
-    stats: Stats,
-    ready: asyncio.Event,
-    done: asyncio.Event,
-) -> None:
-    from websockets.asyncio.client import connect
+# ============================================================== client process
+class Client:
+    """The pairs of one client process: receivers held open across steps, senders per step."""
 
-    b = pair.receiver
-    server = pair.server
-    acked = 0
-    seen: set[str] = set()
-    first = True
-    while not done.is_set():
-        if not alive[server]:
-            server = alive.index(True)
-        port = servers[server].port
-        try:
-            async with connect(
-                f"ws://127.0.0.1:{port}/ws/messaging/",
-                additional_headers={
-                    "Cookie": f"sessionid={b.session_key}",
-                    "Origin": f"http://127.0.0.1:{port}",
-                },
-                compression=None,
-                max_size=2**22,
-            ) as ws:
-                await ws.send(json.dumps({"type": "hello", "last_seq": acked}))
-                if first:
-                    ready.set()
-                    first = False
-                async for raw in ws:
-                    frame = json.loads(raw)
-                    if frame.get("type") != "sync":
-                        continue
-                    sync = frame["sync"]
-                    for event in sync.get("to_device", {}).get("events", []):
-                        b.olm.accept_room_key(b.olm.olm_decrypt(event["content"]))
-                    for room in sync.get("rooms", {}).get("join", {}).values():
-                        for event in room.get("timeline", {}).get("events", []):
-                            if event["type"] != "m.room.encrypted":
-                                continue
-                            if event["event_id"] in seen:
-                                stats.redelivered += 1
-                                continue
-                            seen.add(event["event_id"])
-                            decrypted = b.olm.megolm_decrypt(event["content"])
-                            body = json.loads(decrypted["content"]["body"])
-                            txn, sent = body["txn"], body["sent_at"]
-                            if (
-                                stats.event_of.setdefault(txn, event["event_id"])
-                                != event["event_id"]
-                            ):
-                                stats.applied_twice += 1
-                                continue
-                            stats.delivered[txn] = (time.time() - sent) * 1000
-                    if frame.get("seq"):
-                        acked = frame["seq"]
-                        await ws.send(json.dumps({"type": "ack", "seq": acked}))
-        except (OSError, Exception):  # the process was killed: go to the survivor
-            stats.reconnects += 1
-            await asyncio.sleep(0.05)
+    def __init__(self, world: list[Pair], ports: list[int], inflight: int) -> None:
+        self.world, self.ports = world, ports
+        # Requests in flight: each takes a server thread and its own PostgreSQL connection
+        # (Django's ASGI handler runs every request in a thread of its own), and the
+        # PostgreSQL server is shared; past the cap, sends wait in the client (and show in
+        # "p99 from schedule").
+        self.gate = asyncio.Semaphore(inflight)
+        self.alive = [True] * len(ports)
+        self.stats = Stats()
+        self.pools: dict[int, list[Http]] = {id(p): [] for p in world}
+        self.sender_server = {id(p): p.server for p in world}
+        self.done = asyncio.Event()
+        self.receivers: list[asyncio.Task[None]] = []
 
+    async def start(self) -> None:
+        readies = [asyncio.Event() for _ in self.world]
+        pairs = zip(self.world, readies, strict=True)
+        self.receivers = [asyncio.create_task(self.receive(p, r)) for p, r in pairs]
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 300)
 
-async def send_all(
-    world: list[Pair],
-    servers: list[Server],
-    alive: list[bool],
-    stats: Stats,
-    rate: float,
-    seconds: float,
-    kill_at: float | None,
-) -> float:
-    conns = {id(p): Http(servers[p.server].port, p.sender.session_key) for p in world}
-    total = int(rate * seconds)
-    start = time.monotonic()
-    killed = False
+    def other(self, server: int) -> int:
+        return (server + 1) % len(self.ports)
 
-    async def one(n: int) -> None:
-        pair = world[n % len(world)]
-        txn = f"m{n}"
-        http = conns[id(pair)]
-        while True:
-            stats.sent_at[txn] = time.time()
-            plaintext_body = json.dumps({"txn": txn, "sent_at": stats.sent_at[txn]})
-            content = pair.sender.olm.megolm_encrypt(pair.group, pair.room_id, plaintext_body)
-            # The body travels inside the Megolm ciphertext: megolm_encrypt wraps it as the
-            # m.text body; the receiver reads it back from there.
+    async def receive(self, pair: Pair, ready: asyncio.Event) -> None:
+        from websockets.asyncio.client import connect
+
+        b = pair.receiver
+        server = self.other(pair.server)
+        acked = 0
+        seen: set[str] = set()
+        while not self.done.is_set():
+            port = self.ports[server]
             try:
-                status, answer = await http.put(
-                    f"/messaging/_matrix/client/v3/rooms/{pair.room_id}/send/m.room.encrypted/{txn}",
-                    json.dumps(content).encode(),
-                )
+                async with connect(
+                    f"ws://127.0.0.1:{port}/ws/messaging/",
+                    additional_headers={
+                        "Cookie": f"sessionid={b.session_key}",
+                        "Origin": f"http://127.0.0.1:{port}",
+                    },
+                    compression=None,
+                    max_size=2**22,
+                    open_timeout=120,
+                ) as ws:
+                    await ws.send(json.dumps({"type": "hello", "last_seq": acked}))
+                    async for raw in ws:
+                        frame = json.loads(raw)
+                        kind = frame.get("type")
+                        if kind == "caught_up":
+                            ready.set()
+                            continue
+                        if kind != "sync":
+                            continue
+                        self.apply(b, frame["sync"], seen)
+                        if frame.get("seq"):
+                            acked = frame["seq"]
+                            await ws.send(json.dumps({"type": "ack", "seq": acked}))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the process was killed (or refused): try the other one
+                if self.done.is_set():
+                    return
+                self.stats.reconnects += 1
+                server = self.other(server)
+                await asyncio.sleep(0.05)
+
+    def apply(self, b: Person, sync: dict[str, Any], seen: set[str]) -> None:
+        stats = self.stats
+        for event in sync.get("to_device", {}).get("events", []):
+            b.olm.accept_room_key(b.olm.olm_decrypt(event["content"]))
+        now = time.time()
+        for room in sync.get("rooms", {}).get("join", {}).values():
+            for event in room.get("timeline", {}).get("events", []):
+                if event["type"] != "m.room.encrypted":
+                    continue
+                if event["event_id"] in seen:
+                    stats.redelivered += 1
+                    continue
+                seen.add(event["event_id"])
+                decrypted = b.olm.megolm_decrypt(event["content"])
+                body = json.loads(decrypted["content"]["body"])
+                txn = body["txn"]
+                if stats.event_of.setdefault(txn, event["event_id"]) != event["event_id"]:
+                    stats.applied_twice += 1
+                    continue
+                stats.delivered[txn] = ((now - body["sent"]) * 1000, (now - body["due"]) * 1000)
+
+    async def put(self, pair: Pair, path: str, body: bytes) -> tuple[int, bytes]:
+        pool = self.pools[id(pair)]
+        http = pool.pop() if pool else None
+        if http is None or http.port != self.ports[self.sender_server[id(pair)]]:
+            if http is not None:
+                http.close()
+            http = Http(self.ports[self.sender_server[id(pair)]], pair.sender.session_key)
+        try:
+            answer = await http.put(path, body)
+        except BaseException:
+            http.close()
+            raise
+        pool.append(http)
+        return answer
+
+    async def send_one(self, pair: Pair, txn: str, due: float) -> None:
+        stats = self.stats
+        path = f"/messaging/_matrix/client/v3/rooms/{pair.room_id}/send/m.room.encrypted/{txn}"
+        tries = 0
+        while True:
+            sent = time.time()
+            body = json.dumps({"txn": txn, "due": due, "sent": sent})
+            # Inside the Megolm ciphertext (megolm_encrypt wraps it as the m.text body).
+            content = pair.sender.olm.megolm_encrypt(pair.group, pair.room_id, body)
+            try:
+                async with self.gate:
+                    status, answer = await self.put(pair, path, json.dumps(content).encode())
                 if status != 200:
-                    raise RuntimeError(f"{status} {answer[:200]!r}")
+                    raise RuntimeError(f"{status} {answer[:120]!r}")
+                stats.sent += 1
+                stats.sent_txns.add(txn)
                 return
             except (OSError, ConnectionError, asyncio.IncompleteReadError):
-                # The process died under us: resend to the survivor with the same txnId.
-                http.close()
-                http.port = servers[alive.index(True)].port
+                # The process died under us: resend to the other one with the same txnId.
+                self.sender_server[id(pair)] = self.other(self.sender_server[id(pair)])
                 stats.resent += 1
+                tries += 1
+                if tries > 20:
+                    raise
+                await asyncio.sleep(0.05)
 
-    tasks = []
-    for n in range(total):
-        due = start + n / rate
-        if kill_at is not None and not killed and time.monotonic() - start >= kill_at:
-            os.kill(servers[1].process.pid, signal.SIGKILL)
-            alive[1] = False
-            killed = True
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(n)))
-    await asyncio.gather(*tasks)
-    return time.monotonic() - start
+    async def step(self, prefix: str, rate: float, seconds: float, start_at: float) -> dict:
+        self.stats = stats = Stats()
+        total = int(rate * seconds)
+        cpu0 = time.process_time()
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        tasks = []
+        for n in range(total):
+            due = start_at + n / rate
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pair = self.world[n % len(self.world)]
+            tasks.append(asyncio.create_task(self.send_one(pair, f"{prefix}{n}", due)))
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        sent_for = time.time() - start_at
+        for out in outcomes:
+            if isinstance(out, BaseException):
+                why = f"{type(out).__name__}: {out}"[:100]
+                stats.errors[why] = stats.errors.get(why, 0) + 1
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not stats.sent_txns <= stats.delivered.keys():
+            await asyncio.sleep(0.05)
+        return {
+            "scheduled": total,
+            "sent": stats.sent,
+            "delivered": len(stats.sent_txns & stats.delivered.keys()),
+            "lost": len(stats.sent_txns - stats.delivered.keys()),
+            "latency_sent": [v[0] for v in stats.delivered.values()],
+            "latency_due": [v[1] for v in stats.delivered.values()],
+            "applied_twice": stats.applied_twice,
+            "redelivered": stats.redelivered,
+            "resent": stats.resent,
+            "reconnects": stats.reconnects,
+            "errors": stats.errors,
+            "sent_for": sent_for,
+            "cpu": time.process_time() - cpu0,
+        }
+
+    async def stop(self) -> None:
+        self.done.set()
+        for t in self.receivers:
+            t.cancel()
+        await asyncio.gather(*self.receivers, return_exceptions=True)
+        for pool in self.pools.values():
+            for http in pool:
+                http.close()
 
 
-async def run(world: list[Pair], servers: list[Server], args: argparse.Namespace) -> Stats:
-    stats = Stats()
-    alive = [True, True]
-    done = asyncio.Event()
-    readies = [asyncio.Event() for _ in world]
-    receivers = [
-        asyncio.create_task(receive(p, servers, alive, stats, r, done))
-        for p, r in zip(world, readies, strict=True)
-    ]
-    for r in readies:
-        await r.wait()
-    kill_at = args.seconds / 2 if args.kill else None
-    elapsed = await send_all(world, servers, alive, stats, args.rate, args.seconds, kill_at)
-    stats.elapsed = elapsed  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 15
-    while len(stats.delivered) < len(stats.sent_at) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    done.set()
-    for t in receivers:
-        t.cancel()
-    await asyncio.gather(*receivers, return_exceptions=True)
-    return stats
+def client_main(index: int, pairs: int, env: dict[str, str], conn: Any) -> None:
+    os.environ.update(env)
+    world = build_world(pairs, offset=index * pairs)
+    asyncio.run(_client(world, conn))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=1000.0, help="messages/s in total")
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--kill", action="store_true", help="kill -9 one process at half time")
-    parser.add_argument(
-        "--postgres",
-        default="",
-        help="a PostgreSQL server URL: the run creates a database of its own there and drops "
-        "it after (SQLite's single writer serialises two processes' sends)",
-    )
-    args = parser.parse_args()
+async def _client(world: list[Pair], conn: Any) -> None:
+    ports, inflight = await asyncio.to_thread(conn.recv)
+    client = Client(world, ports, inflight)
+    await client.start()
+    conn.send("ready")
+    while True:
+        cmd = await asyncio.to_thread(conn.recv)
+        if cmd[0] != "step":
+            break
+        conn.send(await client.step(*cmd[1:]))
+    await client.stop()
 
-    db_url, drop = own_database(args.postgres) if args.postgres else ("", None)
-    bench = bench_env(db_url, os.environ.get("BENCH_REDIS_URL", ""))
-    bench.env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    servers: list[Server] = []
+
+# ============================================================== CPU per process group
+def pg_sessions(db_name: str) -> int:
+    """Sessions ever opened to this run's database (PostgreSQL 14+)."""
+    import psycopg
+
+    with psycopg.connect(os.environ["BENCH_PG_SERVER"], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT sessions FROM pg_stat_database WHERE datname = %s", [db_name]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def group_cpu(db_name: str, servers: list[Server], clients: list[Any]) -> dict[str, float]:
+    """CPU seconds so far of: the servers, the clients, this run's PostgreSQL backends (by
+    database name in their title) and every redis-server (shared with other work)."""
+    from benchmarks._common import cpu_seconds
+
+    out = {"servers": 0.0, "clients": 0.0, "postgres": 0.0, "redis": 0.0}
+    for s in servers:
+        if s.process.poll() is None:
+            out["servers"] += cpu_seconds(s.process.pid)
+    for c in clients:
+        if c.pid is not None and c.is_alive():
+            out["clients"] += cpu_seconds(c.pid)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            if cmd.startswith(b"postgres:") and db_name and f" {db_name} ".encode() in cmd:
+                out["postgres"] += cpu_seconds(int(proc.name))
+            elif b"redis-server" in cmd.split(b"\0")[0]:
+                out["redis"] += cpu_seconds(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+# ============================================================== orchestration
+HEADERS = [
+    "rate offered/s",
+    "procs",
+    "sent",
+    "delivered",
+    "lost",
+    "applied twice",
+    "redelivered (deduped)",
+    "resent (same txn)",
+    "reconnects",
+    "send errors",
+    "rate reached/s",
+    "p50 ms",
+    "p99 ms",
+    "p99 from schedule ms",
+    "CPU % servers",
+    "CPU % clients",
+    "CPU % postgres",
+    "CPU % redis",
+    "PG sessions opened/msg",
+    "load 1/5/15",
+]
+
+
+def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[object]]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    servers = [start_server("uvicorn", bench.env) for _ in range(2)]
+    conns, procs = [], []
+    share = max(1, args.pairs // args.clients)
     try:
-        migrate(bench)
-        bench.apply()
-        world = build_world(args.pairs)
-        servers = [start_server("uvicorn", bench.env) for _ in range(2)]
-        stats = asyncio.run(run(world, servers, args))
-        latencies = sorted(stats.delivered.values())
-        lost = len(stats.sent_at) - len(stats.delivered)
-        print(
-            table(
-                f"CallsApp send -> deliver, {args.pairs} pairs over 2 uvicorn processes"
-                + (", one killed (-9) at half time" if args.kill else ""),
-                [
-                    "sent",
-                    "delivered",
-                    "lost",
-                    "applied twice",
-                    "redelivered (deduped)",
-                    "resent (same txn)",
-                    "reconnects",
-                    "rate/s",
-                    "p50 ms",
-                    "p99 ms",
-                ],
-                [
-                    [
-                        len(stats.sent_at),
-                        len(stats.delivered),
-                        lost,
-                        stats.applied_twice,
-                        stats.redelivered,
-                        stats.resent,
-                        stats.reconnects,
-                        len(stats.sent_at) / stats.elapsed,  # type: ignore[attr-defined]
-                        percentile(latencies, 50),
-                        percentile(latencies, 99),
-                    ]
-                ],
-            )
-        )
+        for i in range(args.clients):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=client_main, args=(i, share, bench.env, child), daemon=True)
+            proc.start()
+            conns.append(parent)
+            procs.append(proc)
+        for c in conns:
+            c.send(([s.port for s in servers], args.inflight))
+        for c in conns:
+            assert c.recv() == "ready"
+        rows = []
+        for n, rate in enumerate(args.rates):
+            kill = args.kill and n == len(args.rates) - 1
+            start_at = time.time() + 1.0
+            before = group_cpu(db_name, servers, procs)
+            sessions0 = pg_sessions(db_name)
+            t0 = time.monotonic()
+            for c in conns:
+                c.send(("step", f"s{n}-", rate / args.clients, args.seconds, start_at))
+            if kill:
+                time.sleep(max(0.0, start_at + args.seconds / 2 - time.time()))
+                os.kill(servers[1].process.pid, signal.SIGKILL)
+                servers[1].process.wait()
+            results = [c.recv() for c in conns]
+            wall = time.monotonic() - t0
+            after = group_cpu(db_name, servers, procs)
+            after["pg_sessions"] = pg_sessions(db_name) - sessions0
+            rows.append(step_row(rate, results, before, after, wall, kill))
+            errors: dict[str, int] = {}
+            for r in results:
+                for why, count in r["errors"].items():
+                    errors[why] = errors.get(why, 0) + count
+            if errors:
+                print(f"  {rate:.0f}/s send errors: {errors}", flush=True)
+            print(f"  {rate:.0f}/s: p99 {rows[-1][12]:.1f} ms, lost {rows[-1][4]}", flush=True)
+        for c in conns:
+            c.send(("stop",))
+        for p in procs:
+            p.join(timeout=30)
+        return rows
     finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
         for s in servers:
             if s.process.poll() is None:
                 stop_server(s)
+
+
+def step_row(
+    rate: float,
+    results: list[dict[str, Any]],
+    before: dict[str, float],
+    after: dict[str, float],
+    wall: float,
+    kill: bool,
+) -> list[object]:
+    def total(key: str) -> int:
+        return sum(r[key] for r in results)
+
+    lat = sorted(x for r in results for x in r["latency_sent"])
+    lat_due = sorted(x for r in results for x in r["latency_due"])
+    errors = sum(sum(r["errors"].values()) for r in results)
+    sent_for = max(r["sent_for"] for r in results)
+    cpu = {k: 100 * (after[k] - before[k]) / wall for k in before}
+    sent = total("sent")
+    return [
+        rate,
+        "2, one killed" if kill else 2,
+        total("sent"),
+        total("delivered"),
+        total("lost"),
+        total("applied_twice"),
+        total("redelivered"),
+        total("resent"),
+        total("reconnects"),
+        errors,
+        total("sent") / sent_for if sent_for else 0.0,
+        percentile(lat, 50),
+        percentile(lat, 99),
+        percentile(lat_due, 99),
+        cpu["servers"],
+        cpu["clients"],
+        cpu["postgres"],
+        cpu["redis"],
+        after["pg_sessions"] / max(1, sent),
+        "/".join(f"{x:.2f}" for x in os.getloadavg()),
+    ]
+
+
+def idle_rows(args: argparse.Namespace, bench: Any) -> list[list[object]]:
+    """--idle sockets on a fresh uvicorn process, then on the bare server."""
+    from benchmarks import idle_memory
+
+    idle_memory.raise_nofile()
+    cookies = idle_memory.make_users(args.idle)
+    clients = idle_memory.Clients(2)
+    measured = []
+    try:
+        for kind in ("uvicorn", "bare"):
+            cmd = idle_memory.bare_command() if kind == "bare" else None
+            server = start_server(kind, bench.env, cmd=cmd)
+            try:
+                measured.append(
+                    idle_memory.measure(
+                        "bare websockets" if kind == "bare" else "uvicorn",
+                        server,
+                        clients,
+                        "/ws/messaging/",
+                        cookies,
+                        warmup=min(args.warmup, args.idle // 2),
+                        hello=True,
+                    )
+                )
+                clients.close_all()
+            finally:
+                stop_server(server)
+    finally:
+        clients.stop()
+    return idle_memory.rows(measured, measured[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--pairs", type=int, default=200, help="sender -> receiver pairs")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--rates", default="1000", help="messages/s in total, one step each")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per step")
+    parser.add_argument("--kill", action="store_true", help="kill -9 one process mid last step")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle sockets (0: skip)")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--inflight", type=int, default=8, help="PUTs in flight per client process (cap)"
+    )
+    parser.add_argument("--quick", action="store_true", help="20 pairs, 20/s for 6 s, 500 idle")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("DATABASE_URL", ""),
+        help="a PostgreSQL server URL (default DATABASE_URL): the run creates a database of "
+        "its own there and drops it after (SQLite's single writer serialises two processes)",
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
+    parser.add_argument(
+        "--conn-max-age",
+        default="",
+        help="DJANGO_CONN_MAX_AGE for the servers (default: the settings' own, 60); with 60, "
+        "PostgreSQL filled with idle connections from this run and refused new ones",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.pairs, args.rates, args.seconds, args.idle = 20, "20", 6.0, 500
+    args.rates = [float(r) for r in args.rates.split(",") if r]
+    if not args.postgres.startswith("postgres"):
+        raise SystemExit("set DATABASE_URL or --postgres to a PostgreSQL server")
+
+    load_before = os.getloadavg()
+    db_url, drop = own_database(args.postgres)
+    db_name = db_url.rsplit("/", 1)[1]
+    os.environ["BENCH_PG_SERVER"] = args.postgres
+    bench = bench_env(db_url, args.redis_url)
+    bench.env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
+    if args.conn_max_age:
+        bench.env["DJANGO_CONN_MAX_AGE"] = args.conn_max_age
+    try:
+        migrate(bench)
+        bench.apply()
+        import django
+
+        django.setup()
+        print(f"messaging {bench.run_id}: {args.pairs} pairs, rates {args.rates}", flush=True)
+        steps = run_steps(args, bench, db_name)
+        idle = idle_rows(args, bench) if args.idle else []
+    finally:
         cleanup(bench)
-        if drop is not None:
-            drop()
+        drop()
+    print()
+    print(
+        table(
+            f"CallsApp send -> deliver, {args.pairs} pairs over 2 uvicorn processes, "
+            f"{args.clients} client processes, {args.seconds:.0f} s a step"
+            + (", the second process killed (-9) mid last step" if args.kill else "")
+            + (f", DJANGO_CONN_MAX_AGE={args.conn_max_age}" if args.conn_max_age else ""),
+            HEADERS,
+            steps,
+        )
+    )
+    print(
+        "latency: receive - PUT start (p50, p99), and receive - scheduled instant (p99 from "
+        "schedule: counts the clients' own lag); target p99 <= 50 ms at 1,000/s, zero lost"
+    )
+    if idle:
+        from benchmarks import idle_memory
+
+        print()
+        print(
+            table(
+                f"Memory per idle /ws/messaging/ socket, {args.idle:,} open, one process each",
+                idle_memory.HEADERS,
+                idle,
+            )
+        )
+        print("target <= 30 KiB per connection (CallsApp), <= 2x the bare server (issue 16)")
+    after = os.getloadavg()
+    print(
+        f"machine: {os.cpu_count()} CPUs; load average before {load_before[0]:.2f}, "
+        f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f} (1/5/15 min)"
+    )
 
 
 def own_database(server_url: str) -> tuple[str, Any]:
