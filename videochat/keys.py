@@ -3,7 +3,7 @@ realtime.keys.key, so the run's prefix applies)."""
 
 from __future__ import annotations
 
-from realtime.keys import key
+from realtime.keys import key, rate_key
 
 # Matchmaking's keys share one hash tag, so that its script runs on Redis Cluster unchanged.
 MATCHMAKING_TAG = "{vcmm}"
@@ -29,3 +29,8 @@ def socket_key(user_id: int) -> str:
 def videochat_user_group(user_id: int) -> str:
     """The user's video chat sockets (a ban closes them)."""
     return f"videochat.user.{user_id}"
+
+
+def report_rate_key(user_id: int) -> str:
+    """Token bucket of the reports one user files (each may carry an image)."""
+    return rate_key("videochat-report", user_id)

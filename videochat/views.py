@@ -16,11 +16,11 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import meets_age_rule, profile_of
 from realtime.errors import ServiceError
-from realtime.keys import rate_key
 from realtime.ratelimit import allow_async
 
 from . import conf, geo, matching, selectors, services, translation
 from .forms import AppealForm, ChatSettingsForm, ReportForm
+from .keys import report_rate_key
 from .models import Ban, Report, ReportReason
 
 
@@ -125,7 +125,7 @@ async def report(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"ok": False, "error": "login_required"}, status=401)
     per_hour = conf.get("VIDEOCHAT_REPORTS_PER_HOUR")
     if not await allow_async(
-        rate_key("videochat-report", user.pk), capacity=per_hour, per_second=per_hour / 3600
+        report_rate_key(user.pk), capacity=per_hour, per_second=per_hour / 3600
     ):
         return JsonResponse({"ok": False, "error": "rate_limited"}, status=429)
     form = ReportForm(request.POST, request.FILES)

@@ -17,9 +17,9 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from realtime.errors import ServiceError
-from realtime.keys import key
 from realtime.ratelimit import allow
 
+from ..keys import contact_rate_key
 from ..models import User
 from .models import ContactAttachment, ContactMessage, ContactTopic
 from .uploads import check_attachments
@@ -45,7 +45,9 @@ def contact_message_create(
     per_second = settings.CONTACT_MESSAGES_PER_HOUR / 3600
     for who in (f"email:{email.strip().lower()}", f"ip:{client_ip or '-'}"):
         if not allow(
-            key("contact", who), capacity=settings.CONTACT_MESSAGES_PER_HOUR, per_second=per_second
+            contact_rate_key(who),
+            capacity=settings.CONTACT_MESSAGES_PER_HOUR,
+            per_second=per_second,
         ):
             raise ServiceError(
                 "rate_limited",

@@ -22,10 +22,10 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from realtime.errors import ServiceError
-from realtime.keys import key
 from realtime.ratelimit import allow
 
 from .. import tasks
+from ..keys import deletion_request_rate_key
 from ..models import User
 from ..services import account_delete_request
 from . import registry
@@ -257,7 +257,7 @@ def deletion_request_create(
     the link's life mails nothing more."""
     per_hour = settings.PRIVACY_DELETION_REQUESTS_PER_HOUR
     if not allow(
-        key("deletion_request", client_ip or "-"), capacity=per_hour, per_second=per_hour / 3600
+        deletion_request_rate_key(client_ip), capacity=per_hour, per_second=per_hour / 3600
     ):
         raise ServiceError(
             "rate_limited",
