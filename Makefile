@@ -44,7 +44,7 @@ format: install
 
 test: install lint
 	@if command -v node >/dev/null; then node --test tests/js/; else echo "node missing: JS unit tests not run"; exit 1; fi
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) tests/split_run.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf var/test-* var/server-*.log
