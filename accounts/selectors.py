@@ -9,6 +9,7 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.models import Session
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -98,6 +99,16 @@ def device_of_session(*, user: User, device_pk: object) -> Device | None:
 def session_store(session_key: str | None = None):  # type: ignore[no-untyped-def]
     """The configured session engine's store (deleting a session ends that login)."""
     return import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+
+
+def devices_of_ended_sessions(*, now: dt.datetime) -> list[Device]:
+    """Devices whose login session has run out or is gone (no logout ended them). Sessions
+    live in the database (Django's default engine, which this project uses)."""
+    live = Session.objects.filter(expire_date__gt=now).values("session_key")
+    return list(
+        Device.objects.filter(session_key__isnull=True)
+        | Device.objects.exclude(session_key__in=live)
+    )
 
 
 def _session_hash_ok(session_hash: str, user: User) -> bool:

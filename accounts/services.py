@@ -10,6 +10,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+from django.contrib.sessions.models import Session
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -24,7 +25,12 @@ from realtime.services import (
 )
 
 from .models import BirthDateChange, Device, Profile, User
-from .selectors import meets_age_rule, privacy_defaults_locked, session_store
+from .selectors import (
+    devices_of_ended_sessions,
+    meets_age_rule,
+    privacy_defaults_locked,
+    session_store,
+)
 from .social import profile_data_from
 from .validators import validate_photo
 
@@ -344,6 +350,20 @@ def sessions_end_all(*, user: User) -> int:
         _device_end(device)
     user_sockets_close(user_id=user.pk, code=closecodes.LOGGED_OUT)
     return len(devices)
+
+
+def sessions_expired_purge(*, now: dt.datetime | None = None) -> int:
+    """Beat: a session that ran out takes its device with it, as a logout would: off the
+    devices list, no more CallsApp keys or stream, its sockets closed. Expired session rows go
+    too (Django's clearsessions). Returns how many devices ended."""
+    now = now or timezone.now()
+    ended = 0
+    for device in devices_of_ended_sessions(now=now):
+        with transaction.atomic():
+            _device_end(device)
+        ended += 1
+    Session.objects.filter(expire_date__lte=now).delete()
+    return ended
 
 
 def user_auth_changed(*, user: User, password_changed: bool, deactivated: bool) -> None:

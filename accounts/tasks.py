@@ -3,6 +3,8 @@ the services import this module to enqueue)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 
@@ -44,3 +46,11 @@ def contact_messages_purge() -> int:
     from .contact.services import contact_messages_purge as purge
 
     return purge()
+
+
+@shared_task(name="accounts.tasks.sessions_expired_purge")
+def sessions_expired_purge(now: Any = None) -> int:
+    """Beat, hourly: devices of sessions that ran out end (sockets closed, keys gone)."""
+    from .services import sessions_expired_purge as purge
+
+    return purge(now=now)

@@ -46,6 +46,10 @@ app.conf.beat_schedule = {
         "task": "accounts.tasks.contact_messages_purge",
         "schedule": crontab(minute=23, hour=4),
     },
+    "accounts-sessions-expired-purge": {
+        "task": "accounts.tasks.sessions_expired_purge",
+        "schedule": crontab(minute=31),
+    },
     "accounts-deletion-requests-purge": {
         "task": "accounts.tasks.deletion_requests_purge",
         "schedule": crontab(minute=53, hour=3),

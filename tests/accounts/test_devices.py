@@ -226,3 +226,38 @@ def test_user_agent_descriptions():
     }
     assert services.describe_user_agent(FIREFOX_LINUX)["make"] == "Firefox 140"
     assert services.describe_user_agent("") == {"make": "", "model": "", "platform": ""}
+
+
+def test_an_expired_session_takes_its_device_and_sockets_with_it(
+    django_capture_on_commit_callbacks,
+):
+    """A session that simply runs out (no logout) must not leave its device listed, able to
+    receive CallsApp keys, or its sockets open: the beat task ends it as a logout would."""
+    from accounts.tasks import sessions_expired_purge
+
+    user = UserFactory()
+    stale, fresh = browser(user), browser(user)
+    old, kept = device_of(stale), device_of(fresh)
+    later = timezone.now() + dt.timedelta(seconds=settings.SESSION_COOKIE_AGE + 60)
+    Session.objects.filter(session_key=fresh.session.session_key).update(
+        expire_date=later + dt.timedelta(days=1)
+    )
+    orphan = Device.objects.create(
+        user=user, device_id="ORPHANDEVX", session_key=None, last_seen_at=timezone.now()
+    )
+    with capture_events() as events, django_capture_on_commit_callbacks(execute=True):
+        assert sessions_expired_purge(now=later) == 2
+    assert set(Device.objects.filter(user=user)) == {kept}
+    assert not Device.objects.filter(pk__in=[old.pk, orphan.pk]).exists()
+    assert not Session.objects.filter(session_key=old.session_key).exists()
+    assert (device_group(old.pk), {"type": "socket.close", "code": 4001}) in events
+    # Run again: nothing left to do; the live session is untouched.
+    assert sessions_expired_purge(now=later) == 0
+    assert signed_in(fresh)
+
+
+def test_the_session_purge_is_on_the_beat():
+    from config.celery_app import app
+
+    tasks = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert "accounts.tasks.sessions_expired_purge" in tasks
