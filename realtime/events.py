@@ -13,6 +13,7 @@ imports no product, so product events subclass `Event` in their own app.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -21,6 +22,11 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from pydantic import BaseModel, ConfigDict
+from redis.exceptions import RedisError
+
+from .metrics import EVENTS_UNSENT
+
+log = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
 _listeners: list[Callable[[str, Payload], None]] = []
@@ -44,8 +50,16 @@ def _send(group: str, payload: Payload) -> None:
     for listener in _listeners:
         listener(group, payload)
     layer = get_channel_layer()
-    if layer is not None:
+    if layer is None:
+        return
+    try:
         async_to_sync(layer.group_send)(group, payload)
+    except (OSError, RedisError) as exc:
+        # The write has committed: failing the request now would make the client retry what
+        # is already done. A live push is best effort (what must arrive is in the durable
+        # stream, fetched on the reconnect that a Redis outage forces on every socket).
+        EVENTS_UNSENT.inc()
+        log.warning("event %s to %s not sent: %r", payload.get("type"), group, exc)
 
 
 def send_on_commit(group: str, event: Event) -> None:

@@ -73,6 +73,11 @@ PACKETS_DROPPED = Counter(
     "send_error (socket gone), unknown_transmission (no longer known to this process).",
     ["reason"],
 )
+EVENTS_UNSENT = Counter(
+    "realtime_events_unsent_total",
+    "Live event pushes (nudges) that could not reach the channel layer (Redis down); what "
+    "must arrive waits in the durable stream.",
+)
 RAW_SOCKET_FALLBACKS = Counter(
     "raw_socket_fallbacks_total",
     "Sockets on uvicorn's websockets-sansio whose internals were not as realtime/rawsocket.py "

@@ -400,3 +400,69 @@ async def test_postgres_unreachable_for_seconds_keeps_sockets_and_audio(
     await ca.expect("floor.taken", tx_id=tx)
     for client in (ca, cb, cc):
         await client.close()
+
+
+async def test_redis_restart_loses_no_callsapp_message(drill, own_redis):
+    """The durable stream lives in PostgreSQL: a message sent while Redis is down is stored
+    (the live nudge is lost, never the message), and the device that reconnects after the
+    restart with hello{last acked seq} gets it exactly once, as it gets the one it never acked."""
+    from messaging.services import room_create
+    from tests.messaging.test_processes import Person, Receiver, post, put
+
+    one, two = await drill()
+
+    @sync_to_async
+    def setup() -> tuple[Any, Any, Any, Any]:
+        alice, bob = Person(), Person()
+        room = room_create(creator=alice.user, name="", invite=[bob.mxid], is_direct=True)
+        return alice, bob, room, alice.http()
+
+    alice, bob, room, http = await setup()
+    group = alice.olm.megolm_session()
+    claimed = await asyncio.to_thread(
+        post,
+        http,
+        one,
+        "keys/claim",
+        {"one_time_keys": {bob.mxid: {bob.device.device_id: "signed_curve25519"}}},
+    )
+    (otk,) = claimed["one_time_keys"][bob.mxid][bob.device.device_id].values()
+    room_key = alice.olm.room_key_payload(room.room_id, group)
+    to_bob = alice.olm.olm_encrypt(bob.olm.curve25519, otk["key"], room_key)
+    body = {"messages": {bob.mxid: {bob.device.device_id: to_bob}}}
+    await asyncio.to_thread(put, http, one, "sendToDevice/m.room.encrypted/k1", body)
+
+    async def send(text: str, txn: str) -> None:
+        content = alice.olm.megolm_encrypt(group, room.room_id, text)
+        path = f"rooms/{room.room_id}/send/m.room.encrypted/{txn}"
+        await asyncio.to_thread(put, http, one, path, content)
+
+    receiver = Receiver(bob)
+    ws = await connect(
+        f"{two.ws_url}/ws/messaging/", additional_headers=bob.ws_headers(two), compression=None
+    )
+    await ws.send(json.dumps({"type": "hello", "last_seq": 0}))
+    await send("before", "t1")
+    await receiver.until(ws, 1)
+    await send("unacked", "t2")
+    await receiver.until(ws, 2, ack=False)
+
+    await sync_to_async(own_redis.stop)()
+    await send("while Redis is down", "t3")  # stored: the send does not need Redis
+    await sync_to_async(own_redis.start)()
+    try:
+        await asyncio.wait_for(ws.wait_closed(), 15)
+    finally:
+        await ws.close()
+    assert ws.close_code is not None
+
+    ws = await connect(
+        f"{one.ws_url}/ws/messaging/", additional_headers=bob.ws_headers(one), compression=None
+    )
+    await ws.send(json.dumps({"type": "hello", "last_seq": receiver.acked}))
+    await receiver.until(ws, 3)
+    await send("after", "t4")
+    await receiver.until(ws, 4)
+    await ws.close()
+    assert receiver.texts == ["before", "unacked", "while Redis is down", "after"]
+    assert receiver.duplicates == 1  # "unacked" came again after the reconnect, deduped
