@@ -146,24 +146,25 @@ class Server:
     kind: str
     port: int
     process: subprocess.Popen[bytes]
+    host: str = "127.0.0.1"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.host}:{self.port}"
 
 
-def server_command(kind: str, port: int) -> list[str]:
+def server_command(kind: str, port: int, host: str = "127.0.0.1") -> list[str]:
     app = "config.asgi:application"
     if kind == "daphne":
         # -v 0: no access log line per socket.
-        return [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
+        return [sys.executable, "-m", "daphne", "-v", "0", "-b", host, "-p", str(port), app]
     if kind == "uvicorn":
         return [
             sys.executable,
             "-m",
             "uvicorn",
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(port),
             "--ws",
@@ -178,10 +179,20 @@ def server_command(kind: str, port: int) -> list[str]:
     raise ValueError(f"unknown server {kind}")
 
 
-def start_server(kind: str, env: dict[str, str], *, cmd: list[str] | None = None) -> Server:
+def start_server(
+    kind: str,
+    env: dict[str, str],
+    *,
+    cmd: list[str] | None = None,
+    host: str = "127.0.0.1",
+    wrap: Sequence[str] = (),
+) -> Server:
+    """`wrap` runs the server through another command (`ip netns exec NAME`): then `host` is
+    its address there, and the port is one free here (a fresh namespace has all free)."""
     port = free_port()
     log = open(VAR / f"bench-server-{port}.log", "wb")  # noqa: SIM115
-    argv = server_command(kind, port) if cmd is None else [*cmd, str(port)]
+    argv = server_command(kind, port, host) if cmd is None else [*cmd, str(port)]
+    argv = [*wrap, *argv]
     proc = subprocess.Popen(
         argv,
         cwd=ROOT,
@@ -193,9 +204,9 @@ def start_server(kind: str, env: dict[str, str], *, cmd: list[str] | None = None
     while True:
         try:
             if kind == "bare":
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection((host, port), timeout=1):
                     break
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://{host}:{port}/", timeout=2) as resp:
                 if resp.status < 500:
                     break
         except Exception:
@@ -204,7 +215,7 @@ def start_server(kind: str, env: dict[str, str], *, cmd: list[str] | None = None
                 log_name = f"var/bench-server-{port}.log"
                 raise RuntimeError(f"{kind} did not start; see {log_name}") from None
             time.sleep(0.1)
-    return Server(kind, port, proc)
+    return Server(kind, port, proc, host)
 
 
 def stop_server(server: Server) -> None:
