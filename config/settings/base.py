@@ -339,7 +339,9 @@ VOICE_AUDIO_TTL_SECONDS = env.int("VOICE_AUDIO_TTL_SECONDS", default=30)
 # Keys channel password hashes (voice.services.channel_password_hash); empty: from SECRET_KEY.
 # Changing it invalidates every channel password.
 VOICE_CHANNEL_PASSWORD_PEPPER = env("VOICE_CHANNEL_PASSWORD_PEPPER", default="")
-VOICE_PACKET_MS = env.int("VOICE_PACKET_MS", default=40)
+# Audio per CBLINE packet (a multiple of the 20 ms Opus frame): one frame a packet keeps
+# talk-to-hear low; the floor holder's pacing (one packet per 20 ms plus slack) allows it.
+VOICE_PACKET_MS = env.int("VOICE_PACKET_MS", default=20)
 # Audio a talker may send: Opus voice needs 16-32 kbit/s (the page encodes at 24); 64 leaves
 # room for MediaRecorder's WebM framing. Beyond it a packet is refused.
 VOICE_MAX_BITRATE_BPS = env.int("VOICE_MAX_BITRATE_BPS", default=64_000)

@@ -40,7 +40,8 @@ export const VOICE_CONSTRAINTS = {
 export class Capture {
   /**
    * @param {object} o
-   * @param {number} [o.packetMs=40] audio per packet (a multiple of 20 ms for Opus)
+   * @param {number} [o.packetMs=20] audio per packet (a multiple of 20 ms for Opus; the server
+   *   says which in floor.granted)
    * @param {(kind:number, framesOrChunk:Uint8Array[]|Uint8Array, captureTs:number, isLast:boolean)=>void} o.onPacket
    * @param {"auto"|"webcodecs"|"mediarecorder"} [o.mode="auto"]
    * @param {"auto"|"worklet"|"processor"} [o.source="auto"] where WebCodecs samples come from
@@ -48,7 +49,7 @@ export class Capture {
    * @param {(rms:number)=>void} [o.onLevel] microphone level, about every 10 ms
    */
   constructor({
-    packetMs = 40, onPacket, mode = "auto", source = "auto", bitrate = 24000,
+    packetMs = 20, onPacket, mode = "auto", source = "auto", bitrate = 24000,
     onOnset = null, onLevel = null,
   } = {}) {
     if (typeof onPacket !== "function") throw new TypeError("onPacket is required");

@@ -1,23 +1,32 @@
-// Playback side of CBLINE: a jitter buffer in the audio thread. Decoded 48 kHz mono frames
-// arrive per transmission, a packet (40 ms) at a time. `target` is the depth the buffer has
-// right after a packet lands: playback starts once the audio buffered plus the time waited
-// since the first packet reaches it, so with 40 ms packets and the initial 60 ms target the
-// buffer never falls below 20 ms (the margin for late packets) and the delay added here is
-// only that margin. After an underrun the target grows (cap 200 ms); while playback is
-// stable it shrinks slowly back, and a backlog above it is trimmed in quiet moments. A lost
-// packet is concealed by repeating the last frame with a fade. The node's input (MediaSource
-// playback of WebM chunks) is mixed into the output. Every output block is measured: levels,
-// and the context time of each sound onset (the playback tap).
+// Playback side of CBLINE: an adaptive jitter buffer in the audio thread. Decoded 48 kHz mono
+// frames arrive per transmission, a packet (`packet` samples, 20 ms by default) at a time.
+// `target` is the depth the buffer has right after an on-time packet lands: one packet plus
+// the `margin` for late ones. Playback starts once the audio buffered plus the time waited
+// since the first packet reaches the target, so the delay added here is only the margin.
+// The margin adapts to the arrivals. Each packet's arrival is compared with its place in the
+// transmission's timeline; over the last REL_WINDOW packets, how much later than the fastest
+// one 90 % of them came is the margin needed (never below MIN_MARGIN, the target never above
+// MAX_TARGET). Every half second of playback the margin is set to that: headroom no longer
+// needed is given back (that much audio is trimmed in quiet moments, so the delay falls
+// with it); an underrun grows it at once by GROW_STEP. The slowest packets are not waited
+// for: when a stall (a TCP retransmission) ends in a burst, the audio that missed its time
+// has been concealed already and is dropped, so the stall does not delay what follows.
+// A backlog above the target is trimmed in quiet moments. A lost packet is concealed by
+// repeating the last frame with a fade. The node's input (MediaSource playback of WebM
+// chunks) is mixed into the output. Every output block is measured: levels, and the context
+// time of each sound onset (the playback tap).
 // Audio is held only while it waits to be played.
 
 const MS = sampleRate / 1000;
-const INITIAL_TARGET = 60 * MS;
-const MIN_TARGET = INITIAL_TARGET; // shrinking only undoes growth
-const MAX_TARGET = 200 * MS;
-const GROW_STEP = 20 * MS;
+const DEFAULT_PACKET = 20 * MS; // a frame message that does not say its packet size
+const INITIAL_MARGIN = 20 * MS;
+const MIN_MARGIN = 5 * MS; // two render quanta: the floor of what a steady stream needs
+const MAX_TARGET = 120 * MS; // beyond, late audio is dropped rather than everything delayed
+const GROW_STEP = 10 * MS;
 const CATCH_UP_ABOVE = 20 * MS; // slack before a backlog is trimmed
-const SHRINK_STEP = 10 * MS;
-const STABLE_BEFORE_SHRINK = 3 * sampleRate; // samples played without an underrun
+const REVIEW_EVERY = sampleRate / 2; // samples of live playback between two margin reviews
+const REL_WINDOW = 100; // packets remembered (2 s of 20 ms packets)
+const LATE_QUANTILE = 0.9; // packets later than this share are concealed, not waited for
 const MAX_CONCEAL = 60 * MS; // beyond this a loss becomes silence
 const SILENT = 1e-3;
 const ONSET_LEVEL = 0.1;
@@ -25,15 +34,34 @@ const ONSET_QUIET = 80 * MS;
 const REPORT_EVERY = 20; // blocks (about 53 ms)
 
 class Transmission {
-  constructor(key, live) {
+  constructor(key, live, packet) {
     this.key = key;
     this.live = live; // a replay arrives all at once and must not be trimmed
+    this.packet = packet;
     this.queue = []; // Float32Array chunks; the first one is read from `offset`
     this.offset = 0;
     this.buffered = 0;
     this.ended = false;
     this.lastFrame = null;
     this.framesIn = 0;
+    this.received = 0; // samples of the timeline received (frames and concealed gaps)
+    this.rels = []; // recent packets: arrival frame - timeline position of the packet's start
+  }
+
+  /** A frame of a live transmission lands now: note how early or late its packet is. */
+  arrived(samples) {
+    const start = this.received - (this.received % this.packet);
+    this.received += samples;
+    if (!this.live) return;
+    this.rels.push(currentFrame - start);
+    if (this.rels.length > REL_WINDOW) this.rels.shift();
+  }
+
+  /** Margin the recent arrivals need: the LATE_QUANTILE of lateness behind the fastest. */
+  neededMargin() {
+    if (this.rels.length < 10) return null;
+    const sorted = [...this.rels].sort((a, b) => a - b);
+    return sorted[Math.ceil(LATE_QUANTILE * (sorted.length - 1))] - sorted[0];
   }
 
   push(samples) {
@@ -93,8 +121,10 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
     this.txs = new Map(); // key -> Transmission, in arrival order
     this.current = null;
     this.state = "idle"; // idle | buffering | playing | rebuffering
-    this.target = INITIAL_TARGET;
-    this.stableFor = 0;
+    this.packet = DEFAULT_PACKET; // of the transmission playing (or the last one)
+    this.margin = INITIAL_MARGIN;
+    this.window = 0; // samples of live playback since the last review
+    this.trimDebt = 0; // unneeded headroom still to trim, in quiet moments
     this.concealed = 0; // concealment samples played since the last underrun
     this.stall = 0; // samples output since the last underrun (how far playback fell behind)
     this.waitFrom = null; // frame at which audio first waited to be played
@@ -105,25 +135,55 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
     this.stats = {
       playedSamples: 0, nonSilentSamples: 0, mediaSamples: 0, underruns: 0, lateFrames: 0,
       concealedSamples: 0, skippedSamples: 0, framesIn: 0, transmissions: 0,
+      grows: 0, shrinks: 0, lateDroppedSamples: 0,
     };
     this.port.onmessage = (e) => this.onMessage(e.data);
   }
 
-  tx(key, live = true) {
+  /** Depth right after an on-time packet lands: one packet plus the margin. */
+  get target() {
+    return Math.min(MAX_TARGET, this.packet + this.margin);
+  }
+
+  tx(key, live = true, packet = DEFAULT_PACKET) {
     let tx = this.txs.get(key);
     if (!tx) {
-      tx = new Transmission(key, live);
+      tx = new Transmission(key, live, packet);
       this.txs.set(key, tx);
     }
     return tx;
   }
 
+  grow() {
+    this.margin = Math.min(MAX_TARGET - this.packet, this.margin + GROW_STEP);
+    this.stats.grows++;
+    this.trimDebt = 0;
+  }
+
+  /** Every REVIEW_EVERY of playback: the margin becomes what the recent arrivals needed. */
+  review(tx) {
+    this.window = 0;
+    const needed = tx.neededMargin();
+    if (needed === null) return;
+    const want = Math.max(MIN_MARGIN, Math.min(MAX_TARGET - this.packet, needed));
+    if (want > this.margin) {
+      this.margin = want;
+      this.stats.grows++;
+    } else if (want < this.margin) {
+      // The margin is only a number: the delay falls once that much audio is dropped.
+      this.trimDebt += this.margin - want;
+      this.margin = want;
+      this.stats.shrinks++;
+    }
+  }
+
   onMessage(msg) {
     switch (msg.type) {
       case "frame": {
-        const tx = this.tx(msg.key, msg.live !== false);
+        const tx = this.tx(msg.key, msg.live !== false, msg.packet > 0 ? msg.packet : DEFAULT_PACKET);
         if (tx.ended) return;
         if (tx === this.current && this.state === "rebuffering") this.stats.lateFrames++;
+        tx.arrived(msg.samples.length);
         tx.push(msg.samples);
         this.stats.framesIn++;
         break;
@@ -142,9 +202,11 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
           from = this.concealed;
           this.stall = 0;
           this.stats.underruns--;
-          this.target = Math.max(INITIAL_TARGET, this.target - GROW_STEP);
+          this.stats.grows--;
+          this.margin = Math.max(MIN_MARGIN, this.margin - GROW_STEP);
           this.state = "playing";
         }
+        tx.received += msg.samples; // the whole gap is the timeline's, played or still to be
         if (missing > 0) {
           const filler = new Float32Array(missing);
           this.stats.concealedSamples += fade(tx.lastFrame, filler, 0, from);
@@ -179,6 +241,8 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
         ...this.stats,
         bufferMs: (this.current ? this.current.buffered : 0) / MS,
         targetMs: this.target / MS,
+        marginMs: this.margin / MS,
+        packetMs: this.packet / MS,
         state: this.state,
         level: this.levelCount ? Math.sqrt(this.levelSum / this.levelCount) : 0,
       },
@@ -201,8 +265,9 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
     this.state = "idle";
     if (!tx) return;
     this.txs.delete(tx.key);
-    this.target = INITIAL_TARGET; // each transmission starts afresh
-    this.stableFor = 0;
+    this.margin = INITIAL_MARGIN; // each transmission starts afresh
+    this.window = 0;
+    this.trimDebt = 0;
     if (notify) this.port.postMessage({ type: "ended", key: tx.key });
   }
 
@@ -213,6 +278,7 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
         this.current = this.pick();
         if (!this.current) return;
         this.state = "buffering";
+        this.packet = this.current.packet;
         this.waitFrom = null;
         this.stats.transmissions++;
       }
@@ -225,6 +291,11 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
           if (this.state === "buffering") {
             // The transmission's first sample leaves now (press-to-first-audio).
             this.port.postMessage({ type: "started", key: tx.key, contextTime: currentTime + at / sampleRate });
+          } else if (tx.live && tx.buffered > this.target + CATCH_UP_ABOVE) {
+            // A stall (a retransmission held everything up) ended in a burst: the audio that
+            // missed its time was concealed already; playing it now would delay all that
+            // follows. Resume at the target depth instead.
+            this.stats.lateDroppedSamples += tx.skip(tx.buffered - this.target);
           }
           this.state = "playing";
         } else if (tx.ended) {
@@ -236,21 +307,21 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
         }
       }
       // playing
-      if (tx.live && tx.buffered > this.target + CATCH_UP_ABOVE) this.catchUp(tx, out.length - at);
+      if (tx.live && (tx.buffered > this.target + CATCH_UP_ABOVE || this.trimDebt > 0)) {
+        this.catchUp(tx, out.length - at);
+      }
       const got = tx.read(out, at, out.length - at);
       at += got;
       this.stats.playedSamples += got;
-      this.stableFor += got;
-      if (this.stableFor >= STABLE_BEFORE_SHRINK && this.target > MIN_TARGET) {
-        this.target = Math.max(MIN_TARGET, this.target - SHRINK_STEP);
-        this.stableFor = 0;
+      if (tx.live) {
+        this.window += got;
+        if (this.window >= REVIEW_EVERY) this.review(tx);
       }
       if (at < out.length) {
         if (tx.ended) { this.finish(); continue; }
         // Ran dry mid-transmission: count it, wait for a deeper buffer.
         this.stats.underruns++;
-        this.target = Math.min(MAX_TARGET, this.target + GROW_STEP);
-        this.stableFor = 0;
+        this.grow();
         this.concealed = 0;
         this.stall = 0;
         this.waitFrom = null;
@@ -270,7 +341,10 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
     this.stats.concealedSamples += written;
   }
 
-  /** Buffer deeper than needed (a burst after a stall): drop a little to get back to target. */
+  /**
+   * Buffer deeper than needed (a burst after a stall, or headroom given back): drop a little,
+   * a whole block where it is quiet, two samples where it is not.
+   */
   catchUp(tx, blockLen) {
     const head = tx.queue[0];
     let quiet = true;
@@ -278,9 +352,11 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
       const end = Math.min(head.length, tx.offset + blockLen);
       for (let i = tx.offset; i < end; i++) if (Math.abs(head[i]) > 0.02) { quiet = false; break; }
     }
-    const excess = tx.buffered - this.target;
-    const n = quiet ? Math.min(excess, blockLen) : Math.min(excess, 2);
-    this.stats.skippedSamples += tx.skip(n);
+    const backlog = tx.buffered - this.target - CATCH_UP_ABOVE > 0 ? tx.buffered - this.target : 0;
+    const excess = Math.max(backlog, Math.min(this.trimDebt, tx.buffered));
+    const skipped = tx.skip(quiet ? Math.min(excess, blockLen) : Math.min(excess, 2));
+    this.trimDebt = Math.max(0, this.trimDebt - skipped);
+    this.stats.skippedSamples += skipped;
   }
 
   measure(out) {

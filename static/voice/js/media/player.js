@@ -21,8 +21,16 @@ export class Player {
    * @param {(started:{ts:number, key:string, txId:number|null})=>void} [o.onStarted] page time
    *   at which a transmission's first sample comes out
    * @param {(txId:number, key:string)=>void} [o.onEnded] a transmission finished playing
+   * @param {number|string} [o.latencyHint=0] the AudioContext's latencyHint
    */
-  constructor({ onLevel = null, onOnset = null, onStarted = null, onEnded = null } = {}) {
+  constructor({
+    onLevel = null, onOnset = null, onStarted = null, onEnded = null, latencyHint = 0,
+  } = {}) {
+    // 0: the smallest output buffer the device allows. In Chromium that is one render quantum
+    // (2.7 ms) plus the device's own buffer: about 11 ms from the worklet to the speaker,
+    // against about 42 ms with "interactive". The cost is less slack for a busy machine's
+    // audio thread before the output glitches.
+    this.latencyHint = latencyHint;
     this.onLevel = onLevel;
     this.onOnset = onOnset;
     this.onStarted = onStarted;
@@ -38,7 +46,7 @@ export class Player {
     this.counters = { packets: 0, decodedFrames: 0, decodeErrors: 0, lostPackets: 0, mediaChunks: 0 };
     this.workletStats = {
       playedSamples: 0, nonSilentSamples: 0, mediaSamples: 0, underruns: 0, lateFrames: 0,
-      concealedSamples: 0, skippedSamples: 0, bufferMs: 0, targetMs: 60, state: "idle",
+      concealedSamples: 0, skippedSamples: 0, bufferMs: 0, targetMs: 40, state: "idle",
     };
     this.statRequests = new Map();
     this.statId = 0;
@@ -54,7 +62,7 @@ export class Player {
 
   async init() {
     if (this.ctx) return;
-    this.ctx = new AudioContext({ sampleRate: SAMPLE_RATE, latencyHint: "interactive" });
+    this.ctx = new AudioContext({ sampleRate: SAMPLE_RATE, latencyHint: this.latencyHint });
     await this.ctx.audioWorklet.addModule(new URL("./jitter-worklet.js", import.meta.url));
     this.node = new AudioWorkletNode(this.ctx, "cbline-jitter", {
       numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
@@ -208,6 +216,7 @@ export class Player {
     }
     if (stream.fpp === null && !p.last) stream.fpp = p.frames.length;
     const fpp = stream.fpp ?? p.frames.length;
+    stream.packetSamples = fpp * FRAME_SAMPLES; // the jitter buffer's unit of arrival
     // The decoder yields one output per frame, in order; each output learns from its marker
     // how much audio went missing just before it (concealed in the jitter buffer, in place).
     const gap = lost > 0 && stream.started ? lost * fpp * FRAME_SAMPLES : 0;
@@ -230,7 +239,10 @@ export class Player {
     const port = this.node?.port;
     if (!port) return;
     if (gap > 0) port.postMessage({ type: "gap", key: stream.key, samples: gap });
-    port.postMessage({ type: "frame", key: stream.key, live: stream.live, samples }, [samples.buffer]);
+    port.postMessage(
+      { type: "frame", key: stream.key, live: stream.live, packet: stream.packetSamples, samples },
+      [samples.buffer],
+    );
   }
 
   // --- kind 2: WebM chunks through MediaSource -------------------------------------------------
