@@ -605,6 +605,7 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=30.0, help="--netem: ms each way")
     ap.add_argument("--jitter", type=float, default=15.0, help="--netem: +- ms")
     ap.add_argument("--loss", type=float, default=2.0, help="--netem: %% of packets each way")
+    ap.add_argument("--dump", type=Path, help="also write the raw stamps and stats (JSON) here")
     args = ap.parse_args()
     if args.netem and (why := preflight()):
         sys.exit(f"--netem {why}")
@@ -676,6 +677,8 @@ def run(
                     f"socket errors: {out['errors'] or 'none'}"
                 )
             browser.close()
+        if args.dump:
+            args.dump.write_text(json.dumps(out))
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"machine: {os.cpu_count()} CPUs, load average {load} (1, 5, 15 min) at the end")
         target = TARGET_NETEM_P95_MS if net is not None else TARGET_P95_MS

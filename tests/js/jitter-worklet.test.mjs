@@ -281,3 +281,20 @@ test("a stall (a TCP retransmission) is concealed; its late audio is dropped, no
   assert.equal(s.marginMs, 5);
   assert.ok(s.bufferMs <= 25 + (2 * BLOCK) / MS, `${s.bufferMs} ms buffered`); // blocks round
 });
+
+test("audio later than the cap is dropped as it lands, never played that late", () => {
+  // Steady packets, then a 400 ms stall that drains slowly (TCP after a timeout: one packet,
+  // then two at a time, then three), then steady again.
+  const j = make();
+  const drain = [400, 380, 340, 320, 280, 260];
+  stream(j, { seconds: 6, delayMs: (k) => (k >= 100 && k < 106 ? drain[k - 100] : 0) });
+  const s = j.stats();
+  // Packets 100-111 land more than 120 ms late (those behind the stall are held up too):
+  // dropped on arrival; the burst that follows is cut back to the target as playback resumes.
+  assert.ok(s.lateDroppedSamples >= 12 * 20 * MS, `${s.lateDroppedSamples / MS} ms dropped`);
+  assert.ok(s.lateDroppedSamples <= 400 * MS, `${s.lateDroppedSamples / MS} ms dropped`);
+  // Three seconds on, the stall has left the remembered packets: the margin is back at its
+  // floor and the buffer holds no more than that.
+  assert.equal(s.marginMs, 5);
+  assert.ok(s.bufferMs <= 25 + (2 * BLOCK) / MS, `${s.bufferMs} ms buffered`);
+});

@@ -5,12 +5,13 @@
 // since the first packet reaches the target, so the delay added here is only the margin.
 // The margin adapts to the arrivals. Each packet's arrival is compared with its place in the
 // transmission's timeline; over the last REL_WINDOW packets, how much later than the fastest
-// one 90 % of them came is the margin needed (never below MIN_MARGIN, the target never above
+// one 95 % of them came is the margin needed (never below MIN_MARGIN, the target never above
 // MAX_TARGET). Every half second of playback the margin is set to that: headroom no longer
 // needed is given back (that much audio is trimmed in quiet moments, so the delay falls
 // with it); an underrun grows it at once by GROW_STEP. The slowest packets are not waited
 // for: when a stall (a TCP retransmission) ends in a burst, the audio that missed its time
-// has been concealed already and is dropped, so the stall does not delay what follows.
+// has been concealed already and is dropped, so the stall does not delay what follows; a
+// frame that lands more than MAX_TARGET behind the fastest recent packet is dropped at once.
 // A backlog above the target is trimmed in quiet moments. A lost packet is concealed by
 // repeating the last frame with a fade. The node's input (MediaSource playback of WebM
 // chunks) is mixed into the output. Every output block is measured: levels, and the context
@@ -25,8 +26,8 @@ const MAX_TARGET = 120 * MS; // beyond, late audio is dropped rather than everyt
 const GROW_STEP = 10 * MS;
 const CATCH_UP_ABOVE = 20 * MS; // slack before a backlog is trimmed
 const REVIEW_EVERY = sampleRate / 2; // samples of live playback between two margin reviews
-const REL_WINDOW = 100; // packets remembered (2 s of 20 ms packets)
-const LATE_QUANTILE = 0.9; // packets later than this share are concealed, not waited for
+const REL_WINDOW = 150; // packets remembered (3 s of 20 ms packets)
+const LATE_QUANTILE = 0.95; // packets later than this share are concealed, not waited for
 const MAX_CONCEAL = 60 * MS; // beyond this a loss becomes silence
 const SILENT = 1e-3;
 const ONSET_LEVEL = 0.1;
@@ -48,13 +49,18 @@ class Transmission {
     this.rels = []; // recent packets: arrival frame - timeline position of the packet's start
   }
 
-  /** A frame of a live transmission lands now: note how early or late its packet is. */
+  /**
+   * A frame of a live transmission lands now: note how early or late its packet is. Returns
+   * how much later it came than the fastest packet remembered (0 while there are few).
+   */
   arrived(samples) {
     const start = this.received - (this.received % this.packet);
     this.received += samples;
-    if (!this.live) return;
-    this.rels.push(currentFrame - start);
+    if (!this.live) return 0;
+    const rel = currentFrame - start;
+    this.rels.push(rel);
     if (this.rels.length > REL_WINDOW) this.rels.shift();
+    return this.rels.length < 10 ? 0 : rel - Math.min(...this.rels);
   }
 
   /** Margin the recent arrivals need: the LATE_QUANTILE of lateness behind the fastest. */
@@ -183,7 +189,12 @@ class CblineJitterProcessor extends AudioWorkletProcessor {
         const tx = this.tx(msg.key, msg.live !== false, msg.packet > 0 ? msg.packet : DEFAULT_PACKET);
         if (tx.ended) return;
         if (tx === this.current && this.state === "rebuffering") this.stats.lateFrames++;
-        tx.arrived(msg.samples.length);
+        if (tx.arrived(msg.samples.length) > MAX_TARGET) {
+          // Later than any target would wait (a long TCP stall draining): its time has passed
+          // and was concealed; played now it would delay everything after it.
+          this.stats.lateDroppedSamples += msg.samples.length;
+          return;
+        }
         tx.push(msg.samples);
         this.stats.framesIn++;
         break;
