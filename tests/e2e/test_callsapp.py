@@ -364,10 +364,12 @@ def test_seen_tick_only_while_the_reader_allows_read_receipts(live_asgi, new_con
     ):
         box.uncheck()
     o.get_by_test_id("devices-panel").locator("[data-action=close-panel]").click()
-    send(n, "and this one?")
-    second = n.locator(".ca-msg.mine", has_text="and this one?").get_by_test_id("tick")
+    # Watch for Oto's receipt from before the send: his page may show the message (and
+    # send its receipt) before Nia's page has its "sent" tick.
     with o.expect_response(lambda r: "/receipt/m.read/" in r.url, timeout=20000):
+        send(n, "and this one?")
         expect(o.locator(".ca-msg.theirs", has_text="and this one?")).to_be_visible(timeout=20000)
+    second = n.locator(".ca-msg.mine", has_text="and this one?").get_by_test_id("tick")
     # Oto's page sent its receipt (the server accepted and dropped it) and then he answers:
     # his answer reaches Nia after the receipt would have.
     send(o, "yes")
