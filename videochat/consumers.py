@@ -13,9 +13,11 @@ import contextlib
 import logging
 from typing import Any
 
+from django.conf import settings
+
 from realtime.consumers import BaseConsumer
 
-from . import conf, events, geo, matching
+from . import events, geo, matching
 from .keys import videochat_user_group
 from .matching import Outcome, Seat
 from .schemas import Chat, Hello, Next, QueueJoin, QueueLeave, Signal, VideochatInbound
@@ -53,7 +55,7 @@ class VideochatConsumer(BaseConsumer):
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(conf.get("VIDEOCHAT_HEARTBEAT_SECONDS"))
+            await asyncio.sleep(settings.VIDEOCHAT_HEARTBEAT_SECONDS)
             try:
                 await matching.seat_heartbeat(self._seat)
             except Exception:

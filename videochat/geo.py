@@ -11,13 +11,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from django.conf import settings
 from django.utils.module_loading import import_string
 from iptocc import country_code
 
 from accounts.countries import COUNTRY_NAMES
 from accounts.countries import flag as flag_emoji
-
-from . import conf
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def _resolver(path: str) -> Callable[[str], str | None]:
 def country_of_ip(ip: str | None) -> str:
     if not ip:
         return ""
-    return (_resolver(conf.get("VIDEOCHAT_COUNTRY_RESOLVER"))(ip) or "").upper()
+    return (_resolver(settings.VIDEOCHAT_COUNTRY_RESOLVER)(ip) or "").upper()
 
 
 def _trusted(ip: str, proxies: Iterable[str]) -> bool:
@@ -79,7 +78,7 @@ def client_ip(peer: str | None, forwarded_for: str | None) -> str | None:
     were written by the client and prove nothing)."""
     if not peer:
         return None
-    proxies = conf.get("VIDEOCHAT_TRUSTED_PROXIES")
+    proxies = settings.VIDEOCHAT_TRUSTED_PROXIES
     if not forwarded_for or not _trusted(peer, proxies):
         return peer
     hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]

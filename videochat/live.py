@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
+
 from realtime.redis import get_async_redis
 
-from . import conf
 from .keys import card_key, socket_key
 
 # Compare-and-delete: a socket may clean up unless a newer socket of the user owns the key
@@ -22,7 +23,7 @@ return 0
 
 
 async def card_put(channel_name: str, card: dict[str, str]) -> None:
-    ttl = conf.get("VIDEOCHAT_CARD_TTL_SECONDS")
+    ttl = settings.VIDEOCHAT_CARD_TTL_SECONDS
     await get_async_redis().set(card_key(channel_name), json.dumps(card), ex=ttl)
 
 
@@ -37,7 +38,7 @@ async def card_drop(channel_name: str) -> None:
 
 async def socket_claim(user_id: int, channel_name: str) -> str | None:
     """Make this the user's video chat socket; returns the channel it replaced, if any."""
-    ttl = conf.get("VIDEOCHAT_CARD_TTL_SECONDS")
+    ttl = settings.VIDEOCHAT_CARD_TTL_SECONDS
     r = get_async_redis()
     old = await r.set(socket_key(user_id), channel_name, ex=ttl, get=True)
     old_name = old.decode() if isinstance(old, bytes) else old if isinstance(old, str) else None

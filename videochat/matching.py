@@ -20,6 +20,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from pydantic import BaseModel
 
@@ -30,7 +31,7 @@ from realtime.errors import ServiceError
 from realtime.events import send_to
 from realtime.schemas import ErrorFrame
 
-from . import conf, events, geo, live, selectors, services, translation, turn
+from . import events, geo, live, selectors, services, translation, turn
 from . import matchmaking as mm
 from .models import Report
 from .schemas import (
@@ -211,7 +212,7 @@ async def next_partner(seat: Seat) -> Outcome:
 
 async def signal_relay(seat: Seat, msg: Signal) -> None:
     """An SDP or ICE candidate, to the partner of this match only."""
-    limit = conf.get("VIDEOCHAT_MAX_SDP_BYTES")
+    limit = settings.VIDEOCHAT_MAX_SDP_BYTES
     if msg.sdp_bytes() > limit:
         raise ServiceError("sdp_too_large", f"an SDP may be at most {limit} bytes")
     partner_channel = await _partner_channel(seat, msg.match_id)

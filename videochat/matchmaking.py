@@ -41,32 +41,11 @@ from .keys import MATCHMAKING_PARTS, matchmaking_key
 
 LUA_SOURCE = (Path(__file__).resolve().parent / "lua" / "matchmaking.lua").read_text()
 
-# Defaults for the matchmaking internals; a settings module may override any by name.
-DEFAULTS: dict[str, float] = {
-    # A waiting socket heartbeats every ~30 s; two missed beats and it is gone.
-    "VIDEOCHAT_WAIT_TTL_SECONDS": 90,
-    # A chat rarely lasts hours; a pair whose sockets all died must not outlive that.
-    "VIDEOCHAT_PAIR_TTL_SECONDS": 4 * 3600,
-    # Long enough to file a report right after pressing "next", short enough to forget.
-    "VIDEOCHAT_LAST_PARTNER_TTL_SECONDS": 600,
-    # Bound on waiting entries inspected per bucket: a user who skipped many waiting people
-    # cannot make one step walk the whole queue.
-    "VIDEOCHAT_MATCH_MAX_SCAN": 256,
-    # Weight of the newest sample in the time-to-match average.
-    "VIDEOCHAT_WAIT_EWMA_ALPHA": 0.2,
-    # An average older than this no longer says anything about the queue right now.
-    "VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS": 3600,
-}
-
 _GENDERS = {"f", "m", "x", ""}
 _WANTED_GENDERS = {"f", "m", None}
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 # A Channels channel name; '|' (our field separator) can never occur in one.
 _CHANNEL = re.compile(r"^[A-Za-z0-9\-_.!]{1,200}$")
-
-
-def _conf(name: str) -> float:
-    return getattr(settings, name, DEFAULTS[name])
 
 
 def _ms(seconds: float) -> int:
@@ -170,11 +149,11 @@ def _enqueue_args(seeker: Seeker) -> tuple[Arg, ...]:
         seeker.channel_name,
         *seeker.tokens,
         secrets.token_urlsafe(18),  # the match id if this step pairs; unguessable
-        _ms(_conf("VIDEOCHAT_WAIT_TTL_SECONDS")),
-        _ms(_conf("VIDEOCHAT_PAIR_TTL_SECONDS")),
-        _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS")),
-        int(_conf("VIDEOCHAT_MATCH_MAX_SCAN")),
-        _conf("VIDEOCHAT_WAIT_EWMA_ALPHA"),
+        _ms(settings.VIDEOCHAT_WAIT_TTL_SECONDS),
+        _ms(settings.VIDEOCHAT_PAIR_TTL_SECONDS),
+        _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS),
+        int(settings.VIDEOCHAT_MATCH_MAX_SCAN),
+        settings.VIDEOCHAT_WAIT_EWMA_ALPHA,
     )
 
 
@@ -208,7 +187,7 @@ def _end_args(user_id: int, skip: bool) -> tuple[Arg, ...]:
         user_id,
         "1" if skip else "0",
         _ms(settings.VIDEOCHAT_SKIP_TTL_SECONDS),
-        _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS")),
+        _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS),
     )
 
 
@@ -216,13 +195,13 @@ def _heartbeat_args(user_id: int) -> tuple[Arg, ...]:
     return (
         "heartbeat",
         user_id,
-        _ms(_conf("VIDEOCHAT_WAIT_TTL_SECONDS")),
-        _ms(_conf("VIDEOCHAT_PAIR_TTL_SECONDS")),
+        _ms(settings.VIDEOCHAT_WAIT_TTL_SECONDS),
+        _ms(settings.VIDEOCHAT_PAIR_TTL_SECONDS),
     )
 
 
 def _expected_args(seeker: Seeker) -> tuple[Arg, ...]:
-    return ("expected", seeker.filter_class, _ms(_conf("VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS")))
+    return ("expected", seeker.filter_class, _ms(settings.VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS))
 
 
 def _seconds(reply: bytes | None) -> float | None:
@@ -244,7 +223,7 @@ async def enqueue(seeker: Seeker) -> Match | None:
 async def dequeue(user_id: int) -> None:
     """Leave the queue (tab closed, "stop"). Idempotent; a current pair is left alone."""
     await _run(
-        get_async_redis(), "dequeue", user_id, _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS"))
+        get_async_redis(), "dequeue", user_id, _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS)
     )
 
 
@@ -281,7 +260,7 @@ async def expected_wait(seeker: Seeker) -> float | None:
 
 async def sweep(limit: int = 1000) -> int:
     """Forget up to `limit` expired entries now (steps also do this a few at a time)."""
-    last_ttl = _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS"))
+    last_ttl = _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS)
     return int(await _run(get_async_redis(), "sweep", limit, last_ttl))
 
 
@@ -291,7 +270,7 @@ def enqueue_sync(seeker: Seeker) -> Match | None:
 
 
 def dequeue_sync(user_id: int) -> None:
-    _run_sync(get_redis(), "dequeue", user_id, _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS")))
+    _run_sync(get_redis(), "dequeue", user_id, _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS))
 
 
 def partner_of_sync(user_id: int) -> tuple[str, int, str] | None:
@@ -316,5 +295,5 @@ def expected_wait_sync(seeker: Seeker) -> float | None:
 
 
 def sweep_sync(limit: int = 1000) -> int:
-    last_ttl = _ms(_conf("VIDEOCHAT_LAST_PARTNER_TTL_SECONDS"))
+    last_ttl = _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS)
     return int(_run_sync(get_redis(), "sweep", limit, last_ttl))

@@ -8,6 +8,7 @@ import logging
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
@@ -20,7 +21,7 @@ from accounts.services import age_require, profile_ensure
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_on_commit
 
-from . import conf, events
+from . import events
 from .keys import videochat_user_group
 from .models import Appeal, AppealStatus, Ban, Report, ReportReason, ReportStatus
 from .selectors import active_ban_for, open_appeal, social_uids
@@ -45,8 +46,8 @@ def access_require(*, user: User) -> None:
 def _clean_chat_lines(lines: Any) -> list[dict[str, str]]:
     if not isinstance(lines, list):
         raise ServiceError("invalid", "chat_lines must be a list of {from, text}")
-    max_lines = conf.get("VIDEOCHAT_REPORT_MAX_CHAT_LINES")
-    max_chars = conf.get("VIDEOCHAT_REPORT_MAX_LINE_CHARS")
+    max_lines = settings.VIDEOCHAT_REPORT_MAX_CHAT_LINES
+    max_chars = settings.VIDEOCHAT_REPORT_MAX_LINE_CHARS
     cleaned = []
     # The newest lines are the ones that matter: keep the last N.
     for line in lines[-max_lines:]:
@@ -61,7 +62,7 @@ def _clean_chat_lines(lines: Any) -> list[dict[str, str]]:
 
 def frame_validate(frame: UploadedFile) -> str:
     """Check an uploaded still is a JPEG, PNG or WebP image of sane size; its extension."""
-    if frame.size is None or frame.size > conf.get("VIDEOCHAT_REPORT_MAX_FRAME_BYTES"):
+    if frame.size is None or frame.size > settings.VIDEOCHAT_REPORT_MAX_FRAME_BYTES:
         raise ServiceError("frame_too_large", "the still image is too large")
     try:
         frame.seek(0)

@@ -13,8 +13,6 @@ from typing import Protocol
 import requests
 from django.conf import settings
 
-from . import conf
-
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +55,7 @@ def get_backend() -> TranslationBackend:
         return LibreTranslate(
             settings.LIBRETRANSLATE_URL,
             settings.LIBRETRANSLATE_API_KEY,
-            timeout=conf.get("VIDEOCHAT_TRANSLATION_TIMEOUT_SECONDS"),
+            timeout=settings.VIDEOCHAT_TRANSLATION_TIMEOUT_SECONDS,
         )
     return NoTranslation()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
@@ -18,7 +19,7 @@ from accounts.selectors import meets_age_rule, profile_of
 from realtime.errors import ServiceError
 from realtime.ratelimit import allow_async
 
-from . import conf, geo, matching, selectors, services, translation
+from . import geo, matching, selectors, services, translation
 from .forms import AppealForm, ChatSettingsForm, ReportForm
 from .keys import report_rate_key
 from .models import Ban, Report, ReportReason
@@ -123,7 +124,7 @@ async def report(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     if not user.is_authenticated:
         return JsonResponse({"ok": False, "error": "login_required"}, status=401)
-    per_hour = conf.get("VIDEOCHAT_REPORTS_PER_HOUR")
+    per_hour = settings.VIDEOCHAT_REPORTS_PER_HOUR
     if not await allow_async(
         report_rate_key(user.pk), capacity=per_hour, per_second=per_hour / 3600
     ):

@@ -34,7 +34,7 @@ def _periods() -> dict[str, object]:
         "videochat_age": settings.AGE_RULES.get("videochat", 0),
         "callsapp_age": settings.AGE_RULES.get("messaging", 0),
         # CallsApp's own setting; the page says "undelivered messages are deleted" with it.
-        "messages_days": getattr(settings, "MESSAGING_RETENTION_DAYS", None),
+        "messages_days": settings.MESSAGING_RETENTION_DAYS,
         "security_email": settings.SECURITY_CONTACT_EMAIL,
     }
 

@@ -377,8 +377,39 @@ VIDEOCHAT_TURN_URLS = env.list("VIDEOCHAT_TURN_URLS", default=[])
 VIDEOCHAT_TURN_SECRET = env("VIDEOCHAT_TURN_SECRET", default="")
 VIDEOCHAT_TURN_TTL_SECONDS = env.int("VIDEOCHAT_TURN_TTL_SECONDS", default=3600)
 # Proxies (IPs or CIDRs) whose X-Forwarded-For gives the client IP for the GeoIP country;
-# nobody else's header is believed (videochat/geo.py).
+# nobody else's header is believed (videochat/geo.py): a client could otherwise pick any
+# country it likes by sending the header itself.
 VIDEOCHAT_TRUSTED_PROXIES = env.list("VIDEOCHAT_TRUSTED_PROXIES", default=[])
+# Dotted path of `f(ip: str) -> str | None` giving an ISO-2 country for an IP address.
+VIDEOCHAT_COUNTRY_RESOLVER = "videochat.geo.iptocc_country"
+# An SDP is a few KB; a bigger one is abuse or a bug, refused before relaying it.
+VIDEOCHAT_MAX_SDP_BYTES = 10 * 1024
+# Timeout of one translation request; chat is delivered untranslated past it.
+VIDEOCHAT_TRANSLATION_TIMEOUT_SECONDS = 2.0
+# Reports: what a reporter may attach, and how many reports (each may carry an image) a
+# user may file per hour.
+VIDEOCHAT_REPORT_MAX_CHAT_LINES = 50
+VIDEOCHAT_REPORT_MAX_LINE_CHARS = 500
+VIDEOCHAT_REPORT_MAX_FRAME_BYTES = 2 * 1024 * 1024
+VIDEOCHAT_REPORTS_PER_HOUR = 10
+# Matchmaking forgets a waiting user or a pair whose deadline passes (a process that died
+# cannot clean up); a live socket renews them well within the shortest deadline: it
+# heartbeats every 30 s, and two missed beats and a waiting user is gone.
+VIDEOCHAT_HEARTBEAT_SECONDS = 30.0
+VIDEOCHAT_WAIT_TTL_SECONDS = 90
+# A chat rarely lasts hours; a pair whose sockets all died must not outlive that.
+VIDEOCHAT_PAIR_TTL_SECONDS = 4 * 3600
+# Long enough to file a report right after pressing "next", short enough to forget.
+VIDEOCHAT_LAST_PARTNER_TTL_SECONDS = 600
+# Bound on waiting entries inspected per bucket: a user who skipped many waiting people
+# cannot make one matchmaking step walk the whole queue.
+VIDEOCHAT_MATCH_MAX_SCAN = 256
+# Weight of the newest sample in the time-to-match average, and the age past which an
+# average no longer says anything about the queue right now.
+VIDEOCHAT_WAIT_EWMA_ALPHA = 0.2
+VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS = 3600
+# The per-connection public card (name, country...) the partner is shown at a match.
+VIDEOCHAT_CARD_TTL_SECONDS = 6 * 3600
 TRANSLATION_BACKEND = env("TRANSLATION_BACKEND", default="none")  # none | libretranslate
 LIBRETRANSLATE_URL = env("LIBRETRANSLATE_URL", default="")
 LIBRETRANSLATE_API_KEY = env("LIBRETRANSLATE_API_KEY", default="")
