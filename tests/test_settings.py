@@ -88,3 +88,18 @@ def test_production_refuses_a_half_configured_provider_and_the_test_stand_in():
     stand_in = {**PROD_ENV, **PAYMENTS_ENV, "STRIPE_API_BASE": "http://127.0.0.1:9"}
     result = run_manage(stand_in, "check")
     assert result.returncode != 0 and "STRIPE_API_BASE" in result.stderr
+
+
+def test_production_security_contact_is_the_sites_mailbox_never_a_placeholder():
+    """security.txt must name a mailbox someone reads: the configured one, else security@
+    the site's own host (RFC 2142), never the development placeholder."""
+    show = "from django.conf import settings; print(settings.SECURITY_CONTACT_EMAIL)"
+    result = run_manage(PROD_ENV, "shell", "-c", show)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "security@chat.example.com"
+    result = run_manage(
+        {**PROD_ENV, "SECURITY_CONTACT_EMAIL": "psirt@example.org"}, "shell", "-c", show
+    )
+    assert result.stdout.strip().splitlines()[-1] == "psirt@example.org"
+    result = run_manage({**PROD_ENV, "SECURITY_CONTACT_EMAIL": "security@localhost"}, "check")
+    assert result.returncode != 0 and "SECURITY_CONTACT_EMAIL" in result.stderr

@@ -33,6 +33,13 @@ for _provider, _conf in SOCIALACCOUNT_PROVIDERS.items():
     if _app["client_id"] and not _app["secret"]:
         raise ImproperlyConfigured(f"{_provider}: a client id is set without its secret")
 
+# security.txt names a mailbox someone reads: the configured one, else security@ the site.
+SECURITY_CONTACT_EMAIL = env("SECURITY_CONTACT_EMAIL", default="") or next(
+    (f"security@{h.lstrip('.')}" for h in ALLOWED_HOSTS if h and h != "*"), ""
+)
+if not SECURITY_CONTACT_EMAIL or SECURITY_CONTACT_EMAIL.endswith("@localhost"):
+    raise ImproperlyConfigured("SECURITY_CONTACT_EMAIL must be a real mailbox in production")
+
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Sockets from the site's own https pages unless origins are named.
 if not WS_ALLOWED_ORIGINS:
