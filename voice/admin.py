@@ -3,10 +3,11 @@
 
 Staff act through the same services as everyone else. A channel added or edited here is
 saved by `services.channel_create` / `channel_update` (the same name, range and password
-rules). Sanctions edited in a channel's inline go through `services.channel_member_moderate`,
-as a moderator's socket does: the member's sockets act at once (a banned listener leaves
-before the next audio packet, a muted talker loses the floor), and staff get the same
-refusals as a form error."""
+rules) and deleted by `services.channel_delete` (its sockets leave it at once). Sanctions
+edited in a channel's inline go through `services.channel_member_moderate`, as a
+moderator's socket does: the member's sockets act at once (a banned listener leaves before
+the next audio packet, a muted talker loses the floor), and staff get the same refusals as
+a form error."""
 
 from __future__ import annotations
 
@@ -148,6 +149,14 @@ class ChannelAdmin(admin.ModelAdmin):
         for f in Channel._meta.concrete_fields:
             setattr(obj, f.attname, getattr(saved, f.attname))
         obj._state.adding, obj._state.db = False, saved._state.db
+
+    def delete_model(self, request: HttpRequest, obj: Channel) -> None:
+        """Through channel_delete: the sockets in the channel leave it at once."""
+        services.channel_delete(channel_id=obj.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        for pk in list(queryset.values_list("pk", flat=True)):
+            services.channel_delete(channel_id=pk)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         # Moderators were set by the service (form.save_m2m would write them past it).

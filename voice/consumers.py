@@ -296,6 +296,14 @@ class VoiceConsumer(BaseConsumer):
             await self._leave_channel("moderated")
             await self.send_model(ChannelLeft(channel_id=channel.pk))
 
+    async def voice_channel_closed(self, event: dict[str, Any]) -> None:
+        """Staff deleted the channel this socket is in: leave it."""
+        channel = self.channel
+        if channel is None or channel.pk != event["channel_id"]:
+            return
+        await self._leave_channel("moderated")
+        await self.send_model(ChannelLeft(channel_id=channel.pk))
+
     async def voice_identity_changed(self, event: dict[str, Any]) -> None:
         self.nickname = await db(selectors.nickname_of)(self._uid)
         if self.channel is not None:

@@ -45,3 +45,10 @@ class IdentityChanged(Event):
     """The user's nickname or description changed: each socket re-announces itself."""
 
     type: Literal["voice.identity.changed"] = "voice.identity.changed"
+
+
+class ChannelClosed(Event):
+    """Staff deleted the channel: every socket in it leaves (its talker loses the floor)."""
+
+    type: Literal["voice.channel.closed"] = "voice.channel.closed"
+    channel_id: int

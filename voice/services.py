@@ -132,6 +132,15 @@ def channel_update(
     return channel
 
 
+@transaction.atomic
+def channel_delete(*, channel_id: int) -> None:
+    """Staff delete a channel (the admin): its memberships and sanctions go with it, and
+    every socket in it leaves once that commits (its talker loses the floor, announced as
+    moderated)."""
+    channel_get(channel_id).delete()
+    send_on_commit(keys.channel_group(channel_id), events.ChannelClosed(channel_id=channel_id))
+
+
 # --- channel passwords
 # A channel password guards a room for a join, not an account: it is checked on every join
 # attempt, so its cost must fit a join (about a millisecond), not a login (Django's

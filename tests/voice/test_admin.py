@@ -9,9 +9,18 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.voice.helpers import binaries, expect, expect_each, joined, packet, take_floor
+from tests.voice.helpers import (
+    binaries,
+    expect,
+    expect_each,
+    expect_error,
+    joined,
+    packet,
+    take_floor,
+)
 from voice import services
 from voice.models import Channel, ChannelMembership, ChannelSanction, SanctionKind
+from voice.selectors import floor_holder
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -215,3 +224,34 @@ def test_a_channel_edited_in_the_admin_keeps_the_services_rules(make_user, clien
     assert resp.status_code == 302
     channel.refresh_from_db()
     assert not channel.is_protected
+
+
+async def test_a_channel_deleted_in_the_admin_closes_for_everyone_in_it(  # type: ignore[no-untyped-def]
+    amake_user, make_channel, client
+) -> None:
+    """Through services.channel_delete: every socket in the channel is told it left, the
+    talker loses the floor, and nothing more is relayed in it."""
+    staff = await amake_user(is_staff=True, is_superuser=True)
+    talker, listener = await amake_user(), await amake_user()
+    channel = await make_channel(talker)
+    ct, cl = await joined(talker, channel), await joined(listener, channel)
+    tx = await take_floor(ct)
+
+    @sync_to_async
+    def delete_in_admin() -> None:
+        client.force_login(staff)
+        resp = client.post(f"/admin/voice/channel/{channel.pk}/delete/", {"post": "yes"})
+        assert resp.status_code == 302, resp.content.decode()[:3000]
+
+    await delete_in_admin()
+    # Each socket leaves as it reads the event: a listener may be gone before the talker's
+    # floor.released goes out, so only channel.left is promised to everyone.
+    assert (await expect(cl, "channel.left"))["channel_id"] == channel.pk
+    assert (await expect(ct, "channel.left"))["channel_id"] == channel.pk
+    assert await floor_holder(channel.pk) is None
+    assert not await sync_to_async(Channel.objects.filter(pk=channel.pk).exists)()
+    await ct.send_to(bytes_data=packet(tx, 1))
+    assert (await expect_error(ct, "not_in_channel"))["code"] == "not_in_channel"
+    assert await binaries(cl) == []
+    for comm in (ct, cl):
+        await comm.disconnect()
