@@ -38,3 +38,11 @@ def test_icon_and_flag_tags_render_markup_without_emoji():
     assert 'class="fi fi-de"' in html and 'aria-label="Germany"' in html
     assert html.count('class="fi fi-xx"') == 2
     assert not re.search("[\U0001f000-\U0001ffff\u2600-\u27bf]", html)
+
+
+def test_only_the_npm_folders_the_pages_use_are_static_files():
+    assert finders.find("vendor/@matrix-org/matrix-sdk-crypto-wasm/index.mjs") or finders.find(
+        "vendor/@matrix-org/matrix-sdk-crypto-wasm/package.json"
+    )
+    assert not finders.find("vendor/lucide-static/font/lucide.ttf")
+    assert not finders.find("vendor/lucide-static/dist/esm/lucide-static.mjs")

@@ -259,7 +259,16 @@ USE_TZ = True
 STATIC_URL = "/static/"
 # Browser libraries come from the npm registry (package.json, `npm ci` in `make install`)
 # and are served as they are, under /static/vendor/<package>/...: no bundler, no copies in git.
-STATICFILES_DIRS = [BASE_DIR / "static", ("vendor", BASE_DIR / "node_modules")]
+# Of the npm packages, only the folders the pages use are static files (lucide-static alone
+# carries 60 MB of fonts and bundles that collectstatic would otherwise copy).
+_NPM = BASE_DIR / "node_modules"
+VENDOR_STATIC = [
+    "lucide-static/icons",
+    "flag-icons/css",
+    "flag-icons/flags",
+    "@matrix-org/matrix-sdk-crypto-wasm",
+]
+STATICFILES_DIRS = [BASE_DIR / "static", *((f"vendor/{p}", _NPM / p) for p in VENDOR_STATIC)]
 # WebAssembly.instantiateStreaming refuses any other type; not every mime.types lists it.
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".mjs")
