@@ -90,6 +90,13 @@ class ReportAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # reports come from users only
 
+    def delete_model(self, request: HttpRequest, obj: Report) -> None:
+        services.report_delete(report=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        for report in queryset:
+            services.report_delete(report=report)
+
     @admin.display(description="still")
     def thumb(self, obj: Report) -> str:
         return "yes" if obj.frame else "—"

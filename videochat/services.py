@@ -133,6 +133,16 @@ def report_dismiss(*, report: Report, by: User | None) -> Report:
     return report
 
 
+@transaction.atomic
+def report_delete(*, report: Report) -> None:
+    """Staff delete a report: its still goes with the row (a ban made from it keeps its own
+    copy, and the ban row stays)."""
+    report = Report.objects.select_for_update().get(pk=report.pk)
+    if report.frame:
+        _file_delete_on_commit(report.frame.storage, report.frame.name)
+    report.delete()
+
+
 # --- bans
 @transaction.atomic
 def ban_create(

@@ -259,3 +259,22 @@ def test_admin_deleting_a_ban_deletes_its_image(client):
     )
     assert not Ban.objects.filter(pk=other.pk).exists()
     assert not default_storage.exists(other_image)
+
+
+def test_admin_deleting_a_report_deletes_its_still(client):
+    report = make_report(UserFactory())
+    still = report.frame.name
+    assert default_storage.exists(still)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    resp = client.post(f"/admin/videochat/report/{report.pk}/delete/", {"post": "yes"})
+    assert resp.status_code == 302
+    assert not Report.objects.filter(pk=report.pk).exists()
+    assert not default_storage.exists(still)
+    other = make_report(UserFactory())
+    other_still = other.frame.name
+    client.post(
+        "/admin/videochat/report/",
+        {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"},
+    )
+    assert not Report.objects.filter(pk=other.pk).exists()
+    assert not default_storage.exists(other_still)
