@@ -8,13 +8,21 @@ import time
 
 from .redis import get_async_redis, get_redis
 
-# KEYS[1] bucket; ARGV: capacity, refill per second, cost, now (seconds, float).
+# Refills follow Redis's own clock: callers' clocks differ between hosts, and a call's time
+# read before it reached Redis would store an older refill time than the last one and count
+# the same interval twice (a concurrent flood minted tokens that way).
+_NOW_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+"""
+# KEYS[1] bucket; ARGV: capacity, refill per second, cost.
 # Stores tokens and the time of the last refill; expires once it would be full again.
-_BUCKET_LUA = """
+_BUCKET_LUA = (
+    _NOW_LUA
+    + """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 't', 'ts')
 local tokens = tonumber(state[1]) or capacity
 local ts = tonumber(state[2]) or now
@@ -28,15 +36,18 @@ redis.call('HSET', KEYS[1], 't', tokens, 'ts', now)
 redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 1)
 return allowed
 """
+)
 
 
 # One round trip for a connect: KEYS user bucket, IP bucket, the user's presence set (live
-# sockets scored by expiry). ARGV: now, user capacity, user rate, IP capacity, IP rate,
-# socket cap, whether there is an IP. Tokens are taken only when all three checks pass, so
-# a refused flood never drains anyone's bucket further. Returns 0 (admit), 1 (user rate),
+# sockets scored by expiry). ARGV: the caller's now (for the presence scores, which the
+# callers write), user capacity, user rate, IP capacity, IP rate, socket cap, whether there is
+# an IP. Tokens are taken only when all three checks pass, so a refused flood never drains
+# anyone's bucket further. Returns 0 (admit), 1 (user rate),
 # 2 (IP rate) or 3 (too many sockets).
-_CONNECT_LUA = """
-local now = tonumber(ARGV[1])
+_CONNECT_LUA = (
+    _NOW_LUA
+    + """
 local function refill(key, capacity, rate)
   local state = redis.call('HMGET', key, 't', 'ts')
   local tokens = tonumber(state[1]) or capacity
@@ -56,11 +67,12 @@ if ARGV[7] == '1' then
   ip_tokens = refill(KEYS[2], icap, irate)
   if ip_tokens < 1 then return 2 end
 end
-if redis.call('ZCOUNT', KEYS[3], now, '+inf') >= tonumber(ARGV[6]) then return 3 end
+if redis.call('ZCOUNT', KEYS[3], ARGV[1], '+inf') >= tonumber(ARGV[6]) then return 3 end
 take(KEYS[1], user_tokens, ucap, urate)
 if ARGV[7] == '1' then take(KEYS[2], ip_tokens, icap, irate) end
 return 0
 """
+)
 
 
 async def connect_check(
@@ -91,12 +103,12 @@ async def connect_check(
 
 def allow(key: str, *, capacity: int, per_second: float, cost: int = 1) -> bool:
     r = get_redis()
-    return bool(r.eval(_BUCKET_LUA, 1, key, capacity, per_second, cost, time.time()))
+    return bool(r.eval(_BUCKET_LUA, 1, key, capacity, per_second, cost))
 
 
 async def allow_async(key: str, *, capacity: int, per_second: float, cost: int = 1) -> bool:
     r = get_async_redis()
-    result = await r.eval(_BUCKET_LUA, 1, key, capacity, per_second, cost, time.time())  # type: ignore[misc]
+    result = await r.eval(_BUCKET_LUA, 1, key, capacity, per_second, cost)  # type: ignore[misc]
     return bool(result)
 
 
