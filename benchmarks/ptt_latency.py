@@ -534,6 +534,7 @@ def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]
                 "concealed ms",
                 "trimmed ms",
                 "target ms (end)",
+                "margin grew / shrank",
                 "lost packets",
                 "WebM chunks",
             ],
@@ -545,6 +546,7 @@ def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]
                     st.get("concealedSamples", 0) / 48,
                     st.get("skippedSamples", 0) / 48,
                     st.get("targetMs", 0),
+                    f"{st.get('grows', '-')} / {st.get('shrinks', '-')}",
                     st.get("lostPackets", 0),
                     st.get("mediaChunks", 0),
                 ]
@@ -555,11 +557,12 @@ def report(title: str, out: dict[str, Any], seconds: float) -> tuple[str, float]
     lines.append(
         table(
             f"{title}: loss concealment at the listener",
-            ["lost packets", "concealed ms", "played ms", "concealed fraction"],
+            ["lost packets", "concealed ms", "late, dropped ms", "played ms", "concealed fraction"],
             [
                 [
                     st.get("lostPackets", 0),
                     st.get("concealedSamples", 0) / 48,
+                    st.get("lateDroppedSamples", 0) / 48,
                     played / 48,
                     f"{100 * st.get('concealedSamples', 0) / played:.2f} %" if played else "-",
                 ]
