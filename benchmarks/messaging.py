@@ -16,11 +16,13 @@ scheduled instant (includes any queueing in the client when it falls behind).
 With `--kill`, the second process gets SIGKILL at half time of the last step: its
 receivers reconnect to the survivor with `hello{last acked seq}`, its senders resend the
 request in flight with the same txnId (applied once by the server). Columns: `lost` (sent,
-never delivered), `applied twice` (one txnId stored as two events), `redelivered` (a frame
-sent again after a reconnect, deduped by event id: at-least-once by design).
+not delivered within `--drain` (60) seconds after the step's last send), `applied twice`
+(one txnId stored as two events), `redelivered` (a frame sent again after a reconnect,
+deduped by event id: at-least-once by design).
 
-Each step prints the CPU of every process group (servers, clients, this run's PostgreSQL
-backends, the Redis server) so the limit of a step on this machine can be read off.
+Each step prints the CPU of every process group (servers, clients, the PostgreSQL server,
+Redis), in % and per message, so the limit of a step on this machine can be read off, and
+the PostgreSQL sessions opened per message.
 
 `--idle` (10,000) then opens that many idle CallsApp sockets on a fresh uvicorn process
 and on the bare server (benchmarks/idle_memory.py) and prints KiB per socket and the ratio.
@@ -48,6 +50,7 @@ from benchmarks._common import (
     Server,
     bench_env,
     cleanup,
+    cpu_seconds,
     migrate,
     percentile,
     start_server,
@@ -236,6 +239,9 @@ class Client:
                     compression=None,
                     max_size=2**22,
                     open_timeout=120,
+                    # Browsers send no pings; the library's own 20 s timeout closed every
+                    # receiver (1011) on the loaded machine. The server's pings still run.
+                    ping_interval=None,
                 ) as ws:
                     await ws.send(json.dumps({"type": "hello", "last_seq": acked}))
                     async for raw in ws:
@@ -250,12 +256,21 @@ class Client:
                         if frame.get("seq"):
                             acked = frame["seq"]
                             await ws.send(json.dumps({"type": "ack", "seq": acked}))
+                # Closed cleanly by the server (a reconnect code): come back to it.
+                if not self.done.is_set():
+                    self.stats.reconnects += 1
+                    code = ws.close_code
+                    why = f"reconnect: closed {code}"
+                    self.stats.errors[why] = self.stats.errors.get(why, 0) + 1
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the process was killed (or refused): try the other one
+            except Exception as exc:  # the process was killed (or closed us): the other one
                 if self.done.is_set():
                     return
                 self.stats.reconnects += 1
+                rcvd = getattr(exc, "rcvd", None)
+                why = f"reconnect: {type(exc).__name__}" + (f" {rcvd.code}" if rcvd else "")
+                self.stats.errors[why] = self.stats.errors.get(why, 0) + 1
                 server = self.other(server)
                 await asyncio.sleep(0.05)
 
@@ -282,11 +297,22 @@ class Client:
 
     async def put(self, pair: Pair, path: str, body: bytes) -> tuple[int, bytes]:
         pool = self.pools[id(pair)]
-        http = pool.pop() if pool else None
-        if http is None or http.port != self.ports[self.sender_server[id(pair)]]:
-            if http is not None:
+        port = self.ports[self.sender_server[id(pair)]]
+        while pool:
+            http = pool.pop()
+            if http.port != port:
                 http.close()
-            http = Http(self.ports[self.sender_server[id(pair)]], pair.sender.session_key)
+                continue
+            try:
+                answer = await http.put(path, body)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError):
+                # An idle keep-alive connection the server closed (uvicorn: after 5 s):
+                # the request never reached the app; try a fresh connection.
+                http.close()
+                continue
+            pool.append(http)
+            return answer
+        http = Http(port, pair.sender.session_key)
         try:
             answer = await http.put(path, body)
         except BaseException:
@@ -298,30 +324,36 @@ class Client:
     async def send_one(self, pair: Pair, txn: str, due: float) -> None:
         stats = self.stats
         path = f"/messaging/_matrix/client/v3/rooms/{pair.room_id}/send/m.room.encrypted/{txn}"
+        sent = time.time()
+        body = json.dumps({"txn": txn, "due": due, "sent": sent})
+        # Inside the Megolm ciphertext (megolm_encrypt wraps it as the m.text body); a
+        # resend carries the same request, as a client's retry does.
+        content = json.dumps(pair.sender.olm.megolm_encrypt(pair.group, pair.room_id, body))
         tries = 0
         while True:
-            sent = time.time()
-            body = json.dumps({"txn": txn, "due": due, "sent": sent})
-            # Inside the Megolm ciphertext (megolm_encrypt wraps it as the m.text body).
-            content = pair.sender.olm.megolm_encrypt(pair.group, pair.room_id, body)
+            server = self.sender_server[id(pair)]
             try:
                 async with self.gate:
-                    status, answer = await self.put(pair, path, json.dumps(content).encode())
+                    status, answer = await self.put(pair, path, content.encode())
                 if status != 200:
                     raise RuntimeError(f"{status} {answer[:120]!r}")
                 stats.sent += 1
                 stats.sent_txns.add(txn)
                 return
             except (OSError, ConnectionError, asyncio.IncompleteReadError):
-                # The process died under us: resend to the other one with the same txnId.
-                self.sender_server[id(pair)] = self.other(self.sender_server[id(pair)])
+                # A fresh connection failed too: the process died under us. Resend to the
+                # other one with the same txnId (unless a sibling request moved already).
+                if self.sender_server[id(pair)] == server:
+                    self.sender_server[id(pair)] = self.other(server)
                 stats.resent += 1
                 tries += 1
                 if tries > 20:
                     raise
                 await asyncio.sleep(0.05)
 
-    async def step(self, prefix: str, rate: float, seconds: float, start_at: float) -> dict:
+    async def step(
+        self, prefix: str, rate: float, seconds: float, start_at: float, drain: float
+    ) -> dict:
         self.stats = stats = Stats()
         total = int(rate * seconds)
         cpu0 = time.process_time()
@@ -340,7 +372,7 @@ class Client:
             if isinstance(out, BaseException):
                 why = f"{type(out).__name__}: {out}"[:100]
                 stats.errors[why] = stats.errors.get(why, 0) + 1
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + drain
         while time.monotonic() < deadline and not stats.sent_txns <= stats.delivered.keys():
             await asyncio.sleep(0.05)
         return {
@@ -400,11 +432,10 @@ def pg_sessions(db_name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def group_cpu(db_name: str, servers: list[Server], clients: list[Any]) -> dict[str, float]:
-    """CPU seconds so far of: the servers, the clients, this run's PostgreSQL backends (by
-    database name in their title) and every redis-server (shared with other work)."""
-    from benchmarks._common import cpu_seconds
-
+def group_cpu(servers: list[Server], clients: list[Any]) -> dict[str, float]:
+    """CPU seconds so far of: the servers, the clients, the PostgreSQL server (its processes
+    and the backends it has reaped: shared with other work, and a backend per connection
+    comes and goes) and every redis-server (shared too)."""
     out = {"servers": 0.0, "clients": 0.0, "postgres": 0.0, "redis": 0.0}
     for s in servers:
         if s.process.poll() is None:
@@ -412,14 +443,17 @@ def group_cpu(db_name: str, servers: list[Server], clients: list[Any]) -> dict[s
     for c in clients:
         if c.pid is not None and c.is_alive():
             out["clients"] += cpu_seconds(c.pid)
+    tick = os.sysconf("SC_CLK_TCK")
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmd = (proc / "cmdline").read_bytes()
-            if cmd.startswith(b"postgres:") and db_name and f" {db_name} ".encode() in cmd:
-                out["postgres"] += cpu_seconds(int(proc.name))
-            elif b"redis-server" in cmd.split(b"\0")[0]:
+            argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0]
+            if argv0.startswith(b"postgres") or argv0.endswith(b"bin/postgres"):
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                # utime + stime, and cutime + cstime: the backends that already exited
+                out["postgres"] += sum(int(f) for f in fields[11:15]) / tick
+            elif b"redis-server" in argv0:
                 out["redis"] += cpu_seconds(int(proc.name))
         except (OSError, ValueError, IndexError):
             continue
@@ -444,8 +478,11 @@ HEADERS = [
     "p99 from schedule ms",
     "CPU % servers",
     "CPU % clients",
-    "CPU % postgres",
-    "CPU % redis",
+    "CPU % postgres (shared)",
+    "CPU % redis (shared)",
+    "server CPU ms/msg",
+    "client CPU ms/msg",
+    "postgres CPU ms/msg",
     "PG sessions opened/msg",
     "load 1/5/15",
 ]
@@ -473,18 +510,22 @@ def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[o
         for n, rate in enumerate(args.rates):
             kill = args.kill and n == len(args.rates) - 1
             start_at = time.time() + 1.0
-            before = group_cpu(db_name, servers, procs)
+            before = group_cpu(servers, procs)
             sessions0 = pg_sessions(db_name)
             t0 = time.monotonic()
             for c in conns:
-                c.send(("step", f"s{n}-", rate / args.clients, args.seconds, start_at))
+                step = ("step", f"s{n}-", rate / args.clients, args.seconds, start_at, args.drain)
+                c.send(step)
+            dead_cpu = 0.0
             if kill:
                 time.sleep(max(0.0, start_at + args.seconds / 2 - time.time()))
+                dead_cpu = cpu_seconds(servers[1].process.pid)  # its share up to the kill
                 os.kill(servers[1].process.pid, signal.SIGKILL)
                 servers[1].process.wait()
             results = [c.recv() for c in conns]
             wall = time.monotonic() - t0
-            after = group_cpu(db_name, servers, procs)
+            after = group_cpu(servers, procs)
+            after["servers"] += dead_cpu
             after["pg_sessions"] = pg_sessions(db_name) - sessions0
             rows.append(step_row(rate, results, before, after, wall, kill))
             errors: dict[str, int] = {}
@@ -492,7 +533,7 @@ def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[o
                 for why, count in r["errors"].items():
                     errors[why] = errors.get(why, 0) + count
             if errors:
-                print(f"  {rate:.0f}/s send errors: {errors}", flush=True)
+                print(f"  {rate:.0f}/s send errors and reconnects: {errors}", flush=True)
             print(f"  {rate:.0f}/s: p99 {rows[-1][12]:.1f} ms, lost {rows[-1][4]}", flush=True)
         for c in conns:
             c.send(("stop",))
@@ -521,10 +562,11 @@ def step_row(
 
     lat = sorted(x for r in results for x in r["latency_sent"])
     lat_due = sorted(x for r in results for x in r["latency_due"])
-    errors = sum(sum(r["errors"].values()) for r in results)
+    errors = sum(n for r in results for k, n in r["errors"].items() if "reconnect" not in k)
     sent_for = max(r["sent_for"] for r in results)
     cpu = {k: 100 * (after[k] - before[k]) / wall for k in before}
     sent = total("sent")
+    per_msg = {k: 1000 * (after[k] - before[k]) / max(1, sent) for k in before}
     return [
         rate,
         "2, one killed" if kill else 2,
@@ -544,6 +586,9 @@ def step_row(
         cpu["clients"],
         cpu["postgres"],
         cpu["redis"],
+        per_msg["servers"],
+        per_msg["clients"],
+        per_msg["postgres"],
         after["pg_sessions"] / max(1, sent),
         "/".join(f"{x:.2f}" for x in os.getloadavg()),
     ]
@@ -590,6 +635,12 @@ def main() -> None:
     parser.add_argument("--rates", default="1000", help="messages/s in total, one step each")
     parser.add_argument("--seconds", type=float, default=10.0, help="per step")
     parser.add_argument("--kill", action="store_true", help="kill -9 one process mid last step")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=60.0,
+        help="seconds a step waits for the last deliveries; later ones count as lost",
+    )
     parser.add_argument("--idle", type=int, default=10_000, help="idle sockets (0: skip)")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument(
@@ -602,7 +653,12 @@ def main() -> None:
         help="a PostgreSQL server URL (default DATABASE_URL): the run creates a database of "
         "its own there and drops it after (SQLite's single writer serialises two processes)",
     )
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
+    parser.add_argument(
+        "--redis-url",
+        default="",
+        help="default: a Redis of the benchmark's own (var/redis-bench.sock); a shared one "
+        "may be flushed by other work, and the app then closes every socket to reconnect",
+    )
     parser.add_argument(
         "--conn-max-age",
         default="",
