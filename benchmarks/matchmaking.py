@@ -33,11 +33,13 @@ import multiprocessing
 import os
 import random
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -336,20 +338,9 @@ def commandstats(r: Any) -> tuple[int, int, float]:
     return int(s.get("calls", 0)), int(s.get("usec", 0)), cpu["used_cpu_user"] + cpu["used_cpu_sys"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--rate", type=float, default=1000, help="arrivals per second, all processes")
-    ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--waiting", type=int, default=10_000, help="unmatchable users in line first")
-    ap.add_argument("--leave-after", type=float, default=3.0, help="seconds before giving up")
-    ap.add_argument("--chat-mean", type=float, default=2.0, help="mean chat length, seconds")
-    ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
-    ap.add_argument("--keep-logs", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="300 arrivals/s for 5 s, 1,000 waiting")
-    args = ap.parse_args()
-    if args.quick:
-        args.rate, args.seconds, args.waiting = 300, 5, 1000
-
+def run_direct(args: argparse.Namespace) -> dict[str, Any]:
+    """The direct mode: two worker processes call the Lua steps; prints its table and returns
+    the figures the end-to-end mode compares itself with."""
     bench = bench_env(redis_url=args.redis_url)
     bench.apply()
     import django
@@ -400,6 +391,8 @@ def main() -> None:
         result = replay(events, settings.VIDEOCHAT_SKIP_TTL_SECONDS)
         keys = mm.state_keys()
         left_pairs, left_waiting = r.hlen(keys[2]), r.hlen(keys[1]) - args.waiting
+        client_cpu = sum(e[2] for e in events if e[0] == "cpu")
+        redis_cpu = rcpu1 - rcpu0
         report(
             args,
             result,
@@ -408,14 +401,71 @@ def main() -> None:
             (calls1 - calls0, usec1 - usec0),
             left_pairs,
             left_waiting,
-            client_cpu=sum(e[2] for e in events if e[0] == "cpu"),
-            redis_cpu=rcpu1 - rcpu0,
+            client_cpu=client_cpu,
+            redis_cpu=redis_cpu,
             load=load,
         )
+        elapsed = max(e[2] for e in done) - start_at.value
+        arrivals = max(1, result["arrivals"])
+        return {
+            "rate": args.rate,
+            "achieved": result["arrivals"] / elapsed,
+            "seeker_p50": percentile(result["seeker_ms"], 50),
+            "seeker_p99": percentile(result["seeker_ms"], 99),
+            "all_p50": percentile(result["overall_ms"], 50),
+            "all_p99": percentile(result["overall_ms"], 99),
+            "violations": sum(result["violations"].values()),
+            "client_cpu_ms": 1000 * client_cpu / arrivals,
+            "redis_cpu_ms": 1000 * redis_cpu / arrivals,
+            "load": load,
+        }
     finally:
         cleanup(bench)
         if not args.keep_logs:
             shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument(
+        "--mode",
+        choices=["direct", "e2e"],
+        default="e2e",
+        help="e2e: WebSocket clients through the video chat consumer on two uvicorn processes, "
+        "with the direct mode at the same rates for comparison; direct: the Lua steps only",
+    )
+    ap.add_argument("--rate", type=float, default=1000, help="arrivals per second, all processes")
+    ap.add_argument(
+        "--rates",
+        default="",
+        help="e2e: a ladder of rates tried in turn (default: --rate only); stops at the first "
+        "one sustained unless --all-rates",
+    )
+    ap.add_argument("--all-rates", action="store_true", help="e2e: run every rate of the ladder")
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--waiting", type=int, default=10_000, help="unmatchable users in line first")
+    ap.add_argument("--leave-after", type=float, default=3.0, help="seconds before giving up")
+    ap.add_argument("--chat-mean", type=float, default=2.0, help="mean chat length, seconds")
+    ap.add_argument("--users", type=int, default=0, help="e2e: sockets (default: 4.5 x rate)")
+    ap.add_argument("--clients", type=int, default=2, help="e2e: client processes")
+    ap.add_argument("--procs", type=int, default=2, help="e2e: uvicorn processes")
+    ap.add_argument("--bans", type=int, default=5, help="e2e: users banned during each step")
+    ap.add_argument("--prebanned", type=int, default=20, help="e2e: users banned before the run")
+    ap.add_argument("--no-direct", action="store_true", help="e2e: skip the direct comparison")
+    ap.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
+    ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
+    ap.add_argument("--summary-json", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--keep-logs", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="300 arrivals/s for 5 s, 1,000 waiting")
+    args = ap.parse_args()
+    if args.quick:
+        args.rate, args.seconds, args.waiting = 300, 5, 1000
+    if args.mode == "direct":
+        summary = run_direct(args)
+        if args.summary_json:
+            Path(args.summary_json).write_text(json.dumps(summary))
+        return
+    run_e2e(args)
 
 
 def report(
@@ -475,6 +525,853 @@ def report(
     print(
         f"target: p99 <= {P99_TARGET_MS:.0f} ms when a compatible partner waits, zero violations: "
         + ("met" if ok else "NOT met")
+    )
+
+
+# --- End-to-end mode ------------------------------------------------------------------------
+# Real WebSocket clients through /ws/videochat/ (videochat.consumers) on --procs uvicorn
+# processes sharing PostgreSQL and Redis. Every simulated user holds one socket for the whole
+# run (the page open, `hello` sent before the clock starts); an arrival is a `queue.join` at
+# its scheduled instant, and the times are from that instant to `match.found` on each side.
+
+# A public address GeoIP places in each country of the mix; the clients send it as
+# X-Forwarded-For from 127.0.0.1, a trusted proxy for the run (VIDEOCHAT_TRUSTED_PROXIES),
+# so the country comes through the product's own lookup. "" -> a private address: unknown.
+COUNTRY_IPS = {
+    "US": "8.8.8.8",
+    "IN": "49.44.0.1",
+    "BR": "177.10.0.1",
+    "RU": "77.88.8.8",
+    "DE": "85.214.0.1",
+    "FR": "90.0.0.1",
+    "GB": "81.2.69.160",
+    "TR": "85.96.0.1",
+    "": "10.20.30.40",
+}
+CLOSE_FORBIDDEN = 4403
+SUSTAINED_P99_MS = 1000.0  # a step whose seekers' p99 exceeds this has a growing backlog
+CONNECTS_IN_FLIGHT = 40  # per client process while the sockets open
+
+
+def own_database(url: str) -> str:
+    """A throwaway database on the same PostgreSQL server, dropped at the end."""
+    import psycopg
+
+    name = f"bench_match_{os.getpid()}_{int(time.time())}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+def drop_database(url: str, run_url: str) -> None:
+    import psycopg
+
+    name = urlsplit(run_url).path.lstrip("/")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def e2e_fixtures(users: int, prebanned: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Users who pass video chat's rules (adult birth date, a profile with gender, nickname
+    and language; the paid-filters entitlement for those who filter), with a login session
+    and its device each, written in bulk (setup, not the code under test). The nickname
+    `u<pk>` is what the partner's card shows: the replay identifies partners by it. Returns
+    (jobs for the pool, jobs for users banned before the run)."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from accounts.models import Profile, User
+    from benchmarks._common import sessions_with_devices
+    from payments.models import Entitlement, Product
+    from videochat.models import Ban
+    from videochat.selectors import FILTERS_FEATURE
+
+    tag = os.environ["REDIS_KEY_PREFIX"].rstrip(":")
+    total = users + prebanned
+    User.objects.bulk_create(
+        [User(email=f"{tag}-{i}@example.com", password="!bench") for i in range(total)],
+        batch_size=1000,
+    )
+    people = list(User.objects.filter(email__startswith=f"{tag}-").order_by("pk"))
+    seekers = {u.pk: seeker_for(u.pk) for u in people}
+    Profile.objects.bulk_create(
+        [
+            Profile(
+                user=u,
+                nickname=f"u{u.pk}",
+                gender=seekers[u.pk].gender,
+                birth_date=dt.date(1990, 1, 1) + dt.timedelta(days=u.pk % 5000),
+                country=seekers[u.pk].country,
+                language="en",
+            )
+            for u in people
+        ],
+        batch_size=1000,
+    )
+    product = Product.objects.create(
+        code=f"{tag}-filters", name="Filters", features=[FILTERS_FEATURE]
+    )
+    Entitlement.objects.bulk_create(
+        [
+            Entitlement(user=u, product=product, valid_until=timezone.now() + dt.timedelta(days=30))
+            for u in people
+            if seekers[u.pk].want_gender or seekers[u.pk].want_country
+        ],
+        batch_size=1000,
+    )
+    now = timezone.now()
+    Ban.objects.bulk_create(
+        [
+            Ban(user=u, reason="bench", starts_at=now, expires_at=now + dt.timedelta(days=1))
+            for u in people[users:]
+        ]
+    )
+    cookies = sessions_with_devices(people)
+    jobs = []
+    for u, cookie in zip(people, cookies, strict=True):
+        s = seekers[u.pk]
+        hello: dict[str, Any] = {"type": "hello", "gender": s.gender, "language": "en"}
+        hello["client"] = {"browser": "bench", "os": "Linux"}
+        if s.want_gender:
+            hello["want_gender"] = s.want_gender
+        if s.want_country:
+            hello["want_country"] = s.want_country
+        jobs.append({"uid": u.pk, "cookie": cookie, "ip": COUNTRY_IPS[s.country], "hello": hello})
+    return jobs[:users], jobs[users:]
+
+
+@dataclass
+class ClientConfig:
+    index: int
+    clients: int
+    urls: list[str]  # the server processes' ws base URLs
+    jobs: list[dict[str, Any]]
+    prebanned: list[dict[str, Any]]
+    rates: list[float]
+    seconds: float
+    leave_after: float
+    chat_mean: float
+    log_dir: str
+
+
+class Sock:
+    """One simulated user's socket and what the client believes about it."""
+
+    def __init__(self, uid: int, ws: Any) -> None:
+        self.uid = uid
+        self.ws = ws
+        self.inbox: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+        self.current: str | None = None  # the match this user is in, as its frames say
+        self.dead = False
+
+
+def e2e_client_main(cfg: ClientConfig, barrier: Any, start_at: Any, stop: Any) -> None:
+    asyncio.run(E2EClient(cfg).run(barrier, start_at, stop))
+
+
+class E2EClient:
+    def __init__(self, cfg: ClientConfig) -> None:
+        self.cfg = cfg
+        self.rnd = random.Random(2000 + cfg.index)
+        self.socks: dict[int, Sock] = {}
+        self.idle: list[int] = []
+        self.log: list[list[Any]] = []
+        self.no_idle_user = 0
+        self.tasks: set[asyncio.Task[None]] = set()  # readers, ban checks
+        self.closing = False  # the run is over: closes from here on are ours
+
+    async def open(self, job: dict[str, Any], n: int) -> Any:
+        import websockets
+
+        url = self.cfg.urls[n % len(self.cfg.urls)]
+        return await websockets.connect(
+            f"{url}/ws/videochat/",
+            additional_headers={
+                "Cookie": f"sessionid={job['cookie']}",
+                "X-Forwarded-For": job["ip"],
+            },
+            origin=url.replace("ws://", "http://"),  # type: ignore[arg-type]
+            compression=None,
+            open_timeout=120,
+            ping_interval=None,
+            close_timeout=1,
+            max_queue=None,
+        )
+
+    async def reader(self, s: Sock) -> None:
+        import websockets
+
+        code = None
+        try:
+            async for raw in s.ws:
+                s.inbox.put_nowait((time.monotonic(), json.loads(raw)))
+        except websockets.ConnectionClosed:
+            pass
+        code, t = s.ws.close_code, time.monotonic()
+        s.dead = True
+        if not self.closing:  # a close the server chose (a ban), idle sockets included
+            self.log.append(["C", s.uid, code, t])
+            if code == CLOSE_FORBIDDEN:
+                self.spawn(self.reconnect_banned(s.uid))
+        s.inbox.put_nowait((t, {"type": "_closed", "code": code}))
+
+    async def setup_one(self, job: dict[str, Any], n: int, gate: asyncio.Semaphore) -> None:
+        async with gate:
+            try:
+                ws = await self.open(job, n)
+                s = Sock(job["uid"], ws)
+                await ws.send(json.dumps(job["hello"]))
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 120))
+                    if msg["type"] == "ready":
+                        break
+                    if msg["type"] == "error":
+                        raise RuntimeError(msg.get("code"))
+            except Exception as exc:  # counted and shown
+                self.log.append(["setup-failed", job["uid"], f"{type(exc).__name__} {exc}"[:80]])
+                return
+        self.socks[s.uid] = s
+        self.idle.append(s.uid)
+        self.spawn(self.reader(s))
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def refused(self, job: dict[str, Any], n: int) -> bool:
+        """A banned user's connect must end in error "banned" and close 4403."""
+        import websockets
+
+        try:
+            ws = await self.open(job, n)
+        except Exception:
+            return False  # not a refusal the product makes
+        codes = []
+        try:
+            await ws.send(json.dumps(job["hello"]))
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg["type"] == "error":
+                    codes.append(msg.get("code"))
+                if msg["type"] == "ready":
+                    break
+        except websockets.ConnectionClosed:
+            pass
+        await ws.close()
+        return ws.close_code == CLOSE_FORBIDDEN and "banned" in codes
+
+    async def run(self, barrier: Any, start_at: Any, stop: Any) -> None:
+        gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
+        t = time.monotonic()
+        await asyncio.gather(*(self.setup_one(j, n, gate) for n, j in enumerate(self.cfg.jobs)))
+        self.log.append(["opened", self.cfg.index, len(self.socks), time.monotonic() - t])
+        for job in self.cfg.prebanned:
+            ok = await self.refused(job, job["uid"])
+            self.log.append(["prebanned", job["uid"], ok])
+        self.jobs = {j["uid"]: j for j in self.cfg.jobs}
+        for step, rate in enumerate(self.cfg.rates):
+            await asyncio.to_thread(barrier.wait)  # everyone set up
+            await asyncio.to_thread(barrier.wait)  # start time (or stop) written
+            if stop.value:
+                break
+            await self.step(step, rate / self.cfg.clients, start_at.value)
+            path = Path(self.cfg.log_dir) / f"client-{self.cfg.index}-step-{step}.jsonl"
+            path.write_text("\n".join(json.dumps(e) for e in self.log))
+            self.log = []
+            await asyncio.to_thread(barrier.wait)  # the step is over, its log written
+        self.closing = True
+        await asyncio.gather(
+            *(s.ws.close() for s in self.socks.values() if not s.dead), return_exceptions=True
+        )
+
+    async def step(self, step: int, rate: float, start_at: float) -> None:
+        cpu0 = time.process_time()
+        visits: set[asyncio.Task[None]] = set()
+        self.no_idle_user = 0
+        total = int(rate * self.cfg.seconds)
+        start = start_at + self.cfg.index / (rate * self.cfg.clients)
+        for k in range(total):
+            scheduled = start + k / rate
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.idle = [u for u in self.idle if not self.socks[u].dead]
+            if not self.idle:
+                self.no_idle_user += 1
+                continue
+            i = self.rnd.randrange(len(self.idle))
+            self.idle[i], self.idle[-1] = self.idle[-1], self.idle[i]
+            task = asyncio.create_task(self.visit(self.socks[self.idle.pop()], scheduled))
+            visits.add(task)
+            task.add_done_callback(visits.discard)
+        self.log.append(["done", self.cfg.index, time.monotonic(), self.no_idle_user])
+        while visits:
+            await asyncio.gather(*list(visits))
+        self.log.append(["cpu", self.cfg.index, time.process_time() - cpu0])
+
+    async def frame(self, s: Sock, timeout: float) -> tuple[float, dict[str, Any]] | None:
+        try:
+            return await asyncio.wait_for(s.inbox.get(), max(0.0, timeout))
+        except TimeoutError:
+            return None
+
+    async def send(self, s: Sock, msg: dict[str, Any]) -> float:
+        t = time.monotonic()
+        if not s.dead:
+            with contextlib.suppress(Exception):
+                await s.ws.send(json.dumps(msg))
+        return t
+
+    def found(
+        self, s: Sock, t: float, m: dict[str, Any], entry: str, t0: float, t_req: float
+    ) -> None:
+        # Logged: user, match, role, partner (from the card's nickname), how this queue entry
+        # began (A: scheduled arrival, N: after pressing next, R: put back by the server after
+        # the partner left), its start, when the request went out, when the frame came, and
+        # whether the user was still in another match by its own frames (a double match).
+        name = m["partner"]["name"]
+        partner = int(name[1:]) if name.startswith("u") else None
+        self.log.append(
+            [
+                "F",
+                s.uid,
+                m["match_id"],
+                m["role"],
+                partner,
+                entry,
+                t0,
+                t_req,
+                t,
+                s.current is not None,
+            ]
+        )
+        s.current = m["match_id"]
+
+    def closed(self, s: Sock, t: float, m: dict[str, Any]) -> None:
+        """The socket closed mid-visit (the reader logged it): the visit is over."""
+        s.current = None
+
+    async def reconnect_banned(self, uid: int) -> None:
+        await asyncio.sleep(0.2)
+        ok = await self.refused(self.jobs[uid], uid)
+        self.log.append(["rebanned", uid, ok, time.monotonic()])
+
+    async def visit(self, s: Sock, scheduled: float) -> None:
+        try:
+            await self._visit(s, scheduled)
+        except Exception as exc:  # counted and shown: a benchmark must finish to report
+            self.log.append(["X", s.uid, time.monotonic(), type(exc).__name__])
+        if s.dead:
+            return
+        await asyncio.sleep(self.rnd.uniform(0.2, 1.5))  # a pause before coming back
+        self.idle.append(s.uid)
+
+    async def _visit(self, s: Sock, scheduled: float) -> None:
+        t_req = await self.send(s, {"type": "queue.join"})
+        self.log.append(["A", s.uid, scheduled, t_req])
+        entry, t0 = "A", scheduled
+        deadline = time.monotonic() + 60  # until queue.waiting says how long to wait
+        while True:  # waiting for a partner
+            got = await self.frame(s, deadline - time.monotonic())
+            if got is None:  # nobody came: leave
+                self.log.append(["L", s.uid, time.monotonic()])
+                await self.send(s, {"type": "queue.leave"})
+                return await self.leaving(s)
+            t, m = got
+            if m["type"] == "_closed":
+                return self.closed(s, t, m)
+            if m["type"] == "queue.waiting":
+                deadline = t + self.cfg.leave_after
+            elif m["type"] == "match.found":
+                self.found(s, t, m, entry, t0, t_req)
+                break
+            elif m["type"] == "error":
+                self.log.append(["err", s.uid, m.get("code"), t])
+        match_id = s.current
+        if m["role"] == "offer":  # the seeker ends the chat
+            chat = min(self.rnd.expovariate(1 / self.cfg.chat_mean), 4 * self.cfg.chat_mean)
+            until = time.monotonic() + chat
+        else:  # the partner ends it; if they never do, this side does
+            until = time.monotonic() + 4 * self.cfg.chat_mean + 10
+        while True:
+            got = await self.frame(s, until - time.monotonic())
+            if got is None:
+                skip = m["role"] == "offer" and self.rnd.random() < SKIP_SHARE
+                t = await self.send(s, {"type": "next" if skip else "queue.leave"})
+                self.log.append(["E", s.uid, match_id, m["partner"]["name"], skip, t])
+                s.current = None
+                if skip:  # the server queues us again; this user is done for now
+                    await self.send(s, {"type": "queue.leave"})
+                return await self.leaving(s, "N", t)
+            t, ended = got
+            if ended["type"] == "_closed":
+                return self.closed(s, t, ended)
+            if ended["type"] == "match.ended" and ended["match_id"] == match_id:
+                # The partner left: the server put us back in line; this user leaves too.
+                self.log.append(["G", s.uid, match_id, ended["reason"], t])
+                s.current = None
+                await self.send(s, {"type": "queue.leave"})
+                return await self.leaving(s, "R", t)
+
+    async def leaving(self, s: Sock, entry: str = "", t0: float = 0.0) -> None:
+        """Until `queue.left`: a match the server made in between is real and is logged."""
+        deadline = time.monotonic() + 30
+        while True:
+            got = await self.frame(s, deadline - time.monotonic())
+            if got is None:
+                self.log.append(["X", s.uid, time.monotonic(), "no queue.left"])
+                return None
+            t, m = got
+            if m["type"] == "_closed":
+                return self.closed(s, t, m)
+            if m["type"] == "match.found":
+                self.found(s, t, m, entry or "L", t0, t0)
+            elif m["type"] == "match.ended" and m["match_id"] == s.current:
+                self.log.append(["G", s.uid, m["match_id"], m["reason"], t])
+                s.current = None
+            elif m["type"] == "queue.left":
+                s.current = None
+                return None
+
+
+def replay_e2e(events: list[list[Any]], skip_ttl: float, prebanned: set[int]) -> dict[str, Any]:
+    """Violations and times to match from the clients' frames (all on one monotonic clock)."""
+    finds = [e for e in events if e[0] == "F"]
+    by_match: dict[str, list[list[Any]]] = {}
+    for e in finds:
+        by_match.setdefault(e[2], []).append(e)
+    # When a user's ban took effect: the close 4403 its socket got (the server processed the
+    # ban before sending it).
+    banned_at = {e[1]: e[3] for e in events if e[0] == "C" and e[2] == CLOSE_FORBIDDEN}
+    # When a skip had surely been recorded: the partner was told of the "next".
+    skipped: dict[frozenset[int], float] = {}
+    partner_in = {e[2]: e[4] for e in finds}
+    for e in events:
+        if e[0] == "G" and e[3] == "next" and partner_in.get(e[2]) is not None:
+            skipped[frozenset((e[1], partner_in[e[2]]))] = e[4]
+    v = {
+        "self-match": 0,
+        "double match": 0,
+        "filter broken": 0,
+        "matched with a banned user": 0,
+        "re-pair within skip TTL": 0,
+        "one match id, 3+ users or partners disagree": 0,
+        "banned user let in": sum(
+            1 for e in events if e[0] in ("prebanned", "rebanned") and not e[2]
+        ),
+    }
+    for e in finds:
+        _, uid, _match_id, role, partner, _entry, _t0, t_req, _t, double = e
+        if partner is None or partner == uid:
+            v["self-match"] += 1
+            continue
+        if double:
+            v["double match"] += 1
+        if not compatible(seeker_for(uid), seeker_for(partner)):
+            v["filter broken"] += 1
+        if uid in prebanned or partner in prebanned:
+            v["matched with a banned user"] += 1
+        # Sound under any delay: the seeker asked after the ban had taken effect.
+        if role == "offer" and partner in banned_at and t_req > banned_at[partner]:
+            v["matched with a banned user"] += 1
+        pair = frozenset((uid, partner))
+        if role == "offer" and pair in skipped and skipped[pair] < t_req < skipped[pair] + skip_ttl:
+            v["re-pair within skip TTL"] += 1
+    both = 0
+    told_after: list[float] = []
+    for sides in by_match.values():
+        users = {e[1] for e in sides}
+        if len(users) > 2 or any(e[4] not in users for e in sides if len(users) == 2):
+            v["one match id, 3+ users or partners disagree"] += 1
+        offer = [e for e in sides if e[3] == "offer"]
+        answer = [e for e in sides if e[3] == "answer"]
+        if offer and answer:
+            both += 1
+            told_after.append((answer[0][8] - offer[0][8]) * 1000)
+    arrivals = [e for e in events if e[0] == "A"]
+    timed = [e for e in finds if e[5] == "A"]
+    seeker = sorted((e[8] - e[6]) * 1000 for e in timed if e[3] == "offer")
+    waiter = sorted((e[8] - e[6]) * 1000 for e in timed if e[3] == "answer")
+    lag = sorted((e[3] - e[2]) * 1000 for e in arrivals)
+    return {
+        "arrivals": len(arrivals),
+        "matched": len(timed),
+        "left": sum(1 for e in events if e[0] == "L"),
+        "matches": len(by_match),
+        "matches_both": both,
+        "seeker_ms": seeker,
+        "waiter_ms": waiter,
+        "overall_ms": sorted(seeker + waiter),
+        "told_after_ms": sorted(told_after),
+        "send_lag_ms": lag,
+        "violations": v,
+        "bans": len(banned_at),
+        "skips": len(skipped),
+        "errors": sorted({str(e[3]) for e in events if e[0] == "X"}),
+        "error_count": sum(1 for e in events if e[0] == "X"),
+        "error_frames": sum(1 for e in events if e[0] == "err"),
+    }
+
+
+def ban_during(uids: list[int], count: int, start: float, seconds: float) -> None:
+    """Ban `count` users through the product's service (the row, then the event that closes
+    their socket), spread over the step."""
+    import datetime as dt
+
+    from accounts.models import User
+    from videochat.services import ban_create
+
+    rnd = random.Random(int(start))
+    for k, uid in enumerate(rnd.sample(uids, min(count, len(uids)))):
+        delay = start + (k + 0.5) * seconds / max(1, count) - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        ban_create(
+            user=User.objects.get(pk=uid),
+            reason="bench",
+            duration=dt.timedelta(days=1),
+            created_by=None,
+        )
+        uids.remove(uid)
+
+
+def run_direct_subprocess(args: argparse.Namespace, rate: float) -> dict[str, Any] | None:
+    """The direct mode at `rate`, in a process (and Redis prefix) of its own."""
+    out = VAR / f"bench-matchmaking-direct-{os.getpid()}-{int(rate)}.json"
+    cmd = [
+        sys.executable,
+        __file__,
+        "--mode",
+        "direct",
+        "--rate",
+        str(rate),
+        "--seconds",
+        str(args.seconds),
+        "--waiting",
+        str(args.waiting),
+        "--leave-after",
+        str(args.leave_after),
+        "--chat-mean",
+        str(args.chat_mean),
+        "--summary-json",
+        str(out),
+    ]
+    if args.redis_url:
+        cmd += ["--redis-url", args.redis_url]
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_KEY_PREFIX",)}
+    subprocess.run(cmd, check=False, env=env)
+    if not out.exists():
+        return None
+    data: dict[str, Any] = json.loads(out.read_text())
+    out.unlink()
+    return data
+
+
+def run_e2e(args: argparse.Namespace) -> None:
+    from benchmarks._common import cpu_seconds, migrate, start_server, stop_server
+
+    if not args.database_url.startswith("postgres"):
+        raise SystemExit("the end-to-end mode runs on PostgreSQL: set DATABASE_URL")
+    rates = [float(r) for r in args.rates.split(",")] if args.rates else [args.rate]
+    users = args.users or int(max(rates) * 4.5)
+    load_before = os.getloadavg()
+    run_db = own_database(args.database_url)
+    bench = bench_env(run_db, args.redis_url)
+    bench.env["VIDEOCHAT_TRUSTED_PROXIES"] = "127.0.0.1"
+    bench.apply()
+    log_dir = VAR / f"bench-matchmaking-{bench.run_id}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    servers: list[Any] = []
+    summaries: list[dict[str, Any]] = []
+    try:
+        print(f"matchmaking e2e {bench.run_id}: migrating, {users:,} users", flush=True)
+        migrate(bench)
+        import django
+
+        django.setup()
+        from django.conf import settings
+
+        from realtime.redis import get_redis
+        from videochat import matchmaking as mm
+
+        jobs, banned_jobs = e2e_fixtures(users, args.prebanned)
+        servers = [start_server("uvicorn", bench.env) for _ in range(args.procs)]
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(args.clients + 1, timeout=None)
+        start_at, stop = ctx.Value("d", 0.0), ctx.Value("i", 0)
+        procs = []
+        for i in range(args.clients):
+            cfg = ClientConfig(
+                i,
+                args.clients,
+                [s.ws_url for s in servers],
+                jobs[i :: args.clients],
+                banned_jobs[i :: args.clients],
+                rates,
+                args.seconds,
+                args.leave_after,
+                args.chat_mean,
+                str(log_dir),
+            )
+            p = ctx.Process(target=e2e_client_main, args=(cfg, barrier, start_at, stop))
+            p.start()
+            procs.append(p)
+        t_open = time.monotonic()
+        pool = [j["uid"] for j in jobs]
+        r = get_redis()
+        for n, rate in enumerate(rates):
+            barrier.wait()  # the clients are set up
+            if n == 0:
+                print(
+                    f"  {len(jobs):,} sockets opened in {time.monotonic() - t_open:.1f} s",
+                    flush=True,
+                )
+            cpu0 = [cpu_seconds(s.process.pid) for s in servers]
+            ccpu0 = [cpu_seconds(p.pid) for p in procs]  # type: ignore[arg-type]
+            # Put (back) in line now: a waiting entry expires VIDEOCHAT_WAIT_TTL_SECONDS after
+            # it was last renewed, and opening the sockets may take longer than that.
+            prefill(args.waiting)
+            rcpu0 = commandstats(r)[2]
+            start_at.value = time.monotonic() + 0.5
+            barrier.wait()
+            ban_during(pool, args.bans, start_at.value, args.seconds)
+            barrier.wait()  # the step is over, its logs written
+            wall = time.monotonic() - start_at.value
+            server_cpu = [
+                cpu_seconds(s.process.pid) - c for s, c in zip(servers, cpu0, strict=True)
+            ]
+            client_cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, ccpu0, strict=True)]  # type: ignore[arg-type]
+            redis_cpu = commandstats(r)[2] - rcpu0
+            load = os.getloadavg()
+            events: list[list[Any]] = []
+            for i in range(args.clients):
+                path = log_dir / f"client-{i}-step-{n}.jsonl"
+                events += [json.loads(line) for line in path.read_text().splitlines() if line]
+            prebanned = {j["uid"] for j in banned_jobs}
+            res = replay_e2e(events, settings.VIDEOCHAT_SKIP_TTL_SECONDS, prebanned)
+            keys = mm.state_keys()
+            left = (r.hlen(keys[2]), r.hlen(keys[1]) - args.waiting)
+            summary = e2e_report(
+                args, rate, res, events, wall, server_cpu, client_cpu, redis_cpu, load, left
+            )
+            summaries.append(summary)
+            last = n == len(rates) - 1
+            if summary["sustained"] and not args.all_rates and not last:
+                print(f"  {rate:g}/s sustained: the ladder stops here", flush=True)
+                stop.value = 1
+                barrier.wait()
+                barrier.wait()
+                break
+        for p in procs:
+            p.join(timeout=60)
+            if p.exitcode is None:
+                p.kill()
+    finally:
+        for s in servers:
+            stop_server(s)
+        cleanup(bench)
+        drop_database(args.database_url, run_db)
+        if not args.keep_logs:
+            shutil.rmtree(log_dir, ignore_errors=True)
+    direct: dict[float, dict[str, Any] | None] = {}
+    if not args.no_direct:
+        for s in summaries:
+            print(f"direct mode at {s['rate']:g}/s for comparison:", flush=True)
+            direct[s["rate"]] = run_direct_subprocess(args, s["rate"])
+    compare(args, summaries, direct, load_before)
+
+
+def e2e_report(
+    args: argparse.Namespace,
+    rate: float,
+    res: dict[str, Any],
+    events: list[list[Any]],
+    wall: float,
+    server_cpu: list[float],
+    client_cpu: list[float],
+    redis_cpu: float,
+    load: tuple[float, float, float],
+    left: tuple[int, int],
+) -> dict[str, Any]:
+    done = [e for e in events if e[0] == "done"]
+    opened = [e for e in events if e[0] == "opened"]
+    setup_failed = [e for e in events if e[0] == "setup-failed"]
+    arrivals = max(1, res["arrivals"])
+    seeker, waiter, overall = res["seeker_ms"], res["waiter_ms"], res["overall_ms"]
+    sustained = (
+        res["arrivals"] >= 0.97 * rate * args.seconds and percentile(seeker, 99) <= SUSTAINED_P99_MS
+    )
+    v = res["violations"]
+    rows: list[list[object]] = [
+        ["arrivals (queue.join at its scheduled instant)", res["arrivals"]],
+        ["arrival rate achieved (/s)", res["arrivals"] / args.seconds],
+        ["arrivals dropped (no idle socket)", sum(e[3] for e in done)],
+        ["client send lag behind the schedule: p99 (ms)", percentile(res["send_lag_ms"], 99)],
+        ["matched (% of arrivals)", 100 * res["matched"] / arrivals],
+        [
+            f"left unmatched after {args.leave_after:g} s (% of arrivals)",
+            100 * res["left"] / arrivals,
+        ],
+        ["seeker (role offer): arrival -> match.found p50 (ms)", percentile(seeker, 50)],
+        ["seeker (role offer): arrival -> match.found p99 (ms)", percentile(seeker, 99)],
+        ["seeker (role offer): max (ms)", seeker[-1] if seeker else float("nan")],
+        ["waiting side (role answer): arrival -> match.found p50 (ms)", percentile(waiter, 50)],
+        ["waiting side (role answer): arrival -> match.found p99 (ms)", percentile(waiter, 99)],
+        ["both sides: p50 (ms)", percentile(overall, 50)],
+        ["both sides: p99 (ms)", percentile(overall, 99)],
+        ["answer side told after the seeker: p50 (ms)", percentile(res["told_after_ms"], 50)],
+        ["answer side told after the seeker: p99 (ms)", percentile(res["told_after_ms"], 99)],
+        ["matches / told to both sides", f"{res['matches']:,} / {res['matches_both']:,}"],
+        *[
+            [f"server process {i + 1} CPU (% of a core)", 100 * c / wall]
+            for i, c in enumerate(server_cpu)
+        ],
+        *[
+            [f"client process {i + 1} CPU (% of a core)", 100 * c / wall]
+            for i, c in enumerate(client_cpu)
+        ],
+        ["Redis CPU (% of a core)", 100 * redis_cpu / wall],
+        ["server CPU per arrival, all processes (ms)", 1000 * sum(server_cpu) / arrivals],
+        ["client CPU per arrival, all processes (ms)", 1000 * sum(client_cpu) / arrivals],
+        ["users banned during the step (socket closed 4403)", res["bans"]],
+        ["pairs skipped (next) and seen by the partner", res["skips"]],
+        *[[f"violations: {k}", n] for k, n in v.items()],
+        [
+            "client errors / error frames",
+            f"{res['error_count']} {' '.join(res['errors'])} / {res['error_frames']}".strip(),
+        ],
+        ["pairs / waiting entries left in Redis after the step", f"{left[0]} / {left[1]}"],
+    ]
+    if opened:
+        rows.insert(0, ["sockets open (hello done)", sum(e[2] for e in opened)])
+    if setup_failed:
+        rows.insert(1, ["sockets that failed to open", len(setup_failed)])
+    title = (
+        f"Matchmaking end to end: {rate:,.0f} arrivals/s for {args.seconds:g} s, {args.clients} "
+        f"client processes -> /ws/videochat/ on {args.procs} uvicorn processes (PostgreSQL, "
+        f"Redis); {args.waiting:,} unmatchable users waiting first; load average "
+        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end (os.getloadavg, "
+        f"{os.cpu_count()} CPUs)"
+    )
+    print(table(title, ["measure", "value"], rows), flush=True)
+    return {
+        "rate": rate,
+        "achieved": res["arrivals"] / args.seconds,
+        "seeker_p50": percentile(seeker, 50),
+        "seeker_p99": percentile(seeker, 99),
+        "all_p50": percentile(overall, 50),
+        "all_p99": percentile(overall, 99),
+        "violations": sum(v.values()),
+        "server_cpu": [100 * c / wall for c in server_cpu],
+        "client_cpu": [100 * c / wall for c in client_cpu],
+        "server_cpu_ms": 1000 * sum(server_cpu) / arrivals,
+        "client_cpu_ms": 1000 * sum(client_cpu) / arrivals,
+        "sustained": sustained,
+        "load": load[0],
+    }
+
+
+def compare(
+    args: argparse.Namespace,
+    e2e: list[dict[str, Any]],
+    direct: dict[float, dict[str, Any] | None],
+    load_before: tuple[float, float, float],
+) -> None:
+    rows: list[list[object]] = []
+    for s in e2e:
+        d = direct.get(s["rate"])
+        rows.append(
+            [
+                f"{s['rate']:,.0f}",
+                "e2e",
+                s["achieved"],
+                s["seeker_p50"],
+                s["seeker_p99"],
+                s["all_p50"],
+                s["all_p99"],
+                s["violations"],
+                f"{s['load']:.2f}",
+                "yes" if s["sustained"] else "no",
+            ]
+        )
+        if d is not None:
+            rows.append(
+                [
+                    f"{d['rate']:,.0f}",
+                    "direct (Lua)",
+                    d["achieved"],
+                    d["seeker_p50"],
+                    d["seeker_p99"],
+                    d["all_p50"],
+                    d["all_p99"],
+                    d["violations"],
+                    f"{d['load']:.2f}",
+                    "yes" if d["seeker_p99"] <= SUSTAINED_P99_MS else "no",
+                ]
+            )
+            rows.append(
+                [
+                    "",
+                    "ratio e2e / direct",
+                    s["achieved"] / max(1e-9, d["achieved"]),
+                    s["seeker_p50"] / max(1e-9, d["seeker_p50"]),
+                    s["seeker_p99"] / max(1e-9, d["seeker_p99"]),
+                    s["all_p50"] / max(1e-9, d["all_p50"]),
+                    s["all_p99"] / max(1e-9, d["all_p99"]),
+                    "",
+                    "",
+                    "",
+                ]
+            )
+    headers = [
+        "rate /s",
+        "mode",
+        "achieved /s",
+        "seeker p50 ms",
+        "seeker p99 ms",
+        "both sides p50 ms",
+        "both sides p99 ms",
+        "violations",
+        "load (1 min)",
+        f"sustained (p99 <= {SUSTAINED_P99_MS:.0f} ms)",
+    ]
+    after = os.getloadavg()
+    print()
+    print(
+        table(
+            f"End to end vs direct (times from the scheduled arrival); load average before "
+            f"{load_before[0]:.2f}, after {after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f} "
+            f"({os.cpu_count()} CPUs)",
+            headers,
+            rows,
+        )
+    )
+    best = [s for s in e2e if s["sustained"]]
+    if best:
+        top = max(best, key=lambda s: s["rate"])
+        print(
+            f"highest rate sustained end to end: {top['rate']:,.0f}/s, seeker p50 "
+            f"{top['seeker_p50']:.1f} ms / p99 {top['seeker_p99']:.1f} ms"
+        )
+    else:
+        print("no rate tried was sustained end to end")
+    for s in e2e:
+        print(
+            f"  {s['rate']:,.0f}/s: server processes at "
+            + ", ".join(f"{c:.0f} %" for c in s["server_cpu"])
+            + " of a core, client processes at "
+            + ", ".join(f"{c:.0f} %" for c in s["client_cpu"])
+            + f"; server CPU {s['server_cpu_ms']:.2f} ms / client CPU "
+            + f"{s['client_cpu_ms']:.2f} ms per arrival"
+        )
+    ok = any(s["sustained"] and s["rate"] >= 1000 for s in e2e) and not any(
+        s["violations"] for s in e2e
+    )
+    print(
+        f"target: 1,000 arrivals/s end to end, p99 <= {P99_TARGET_MS:.0f} ms when a partner waits, "
+        "zero violations: " + ("met" if ok and e2e[0]["seeker_p99"] <= P99_TARGET_MS else "NOT met")
     )
 
 
