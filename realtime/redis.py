@@ -46,6 +46,19 @@ def get_async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, **_pool_kwargs(AsyncRetry))
+        # A bounded pool that waits: commands in flight beyond REDIS_ASYNC_POOL_SIZE queue
+        # for a connection. The default pool opened one connection per command in flight,
+        # so a process's backlog under overload grew its pool (about 390 connections in one
+        # benchmark step), each costing CPU (redis-py's version lookup, a handshake, CLIENT
+        # SETINFO) just when the process had none to spare; and past its cap it refused.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            **{
+                **_pool_kwargs(AsyncRetry),
+                "max_connections": settings.REDIS_ASYNC_POOL_SIZE,
+                "timeout": settings.REDIS_POOL_WAIT_SECONDS,
+            },
+        )
+        client = aioredis.Redis.from_pool(pool)
         _async_clients[loop] = client
     return client
