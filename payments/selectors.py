@@ -3,6 +3,8 @@ feature now, and what the plans and purchases pages show."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -23,6 +25,18 @@ def has_entitlement(*, user_id: int, feature: str) -> bool:
         .distinct()
     )
     return any(feature in (features or []) for features in products)
+
+
+def entitlement_until(*, user_id: int, feature: str) -> tuple[bool, dt.datetime | None]:
+    """Whether the user holds `feature` now and, if so, until when: the latest end among
+    the entitlements in force that grant it (None: no end)."""
+    rows = Entitlement.objects.filter(_in_force(), user_id=user_id).values_list(
+        "product__features", "valid_until"
+    )
+    ends = [until for features, until in rows if feature in (features or [])]
+    if not ends:
+        return False, None
+    return True, None if None in ends else max(e for e in ends if e is not None)
 
 
 def features_of(*, user_id: int) -> set[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
+from payments.keys import entitlements_group
 from realtime.consumers import BaseConsumer
 
 from . import events, geo, matching
@@ -37,6 +38,8 @@ class VideochatConsumer(BaseConsumer):
         assert self.user_id is not None
         # Joined first: a ban decided while the seat is being claimed still reaches us.
         await self.join(videochat_user_group(self.user_id))
+        # Payments' announcements of a purchase, refund or expiry end the filters read at hello.
+        await self.join(entitlements_group(self.user_id))
         # The IP is looked up and forgotten; only the country stays, in memory.
         self.seat = await matching.seat_open(
             user=self.user,
@@ -108,6 +111,10 @@ class VideochatConsumer(BaseConsumer):
     async def videochat_replaced(self, event: dict[str, Any]) -> None:
         if self.seat is not None:
             await self._speak(await matching.seat_replaced(self.seat))
+
+    async def payments_entitlements(self, event: dict[str, Any]) -> None:
+        if self.seat is not None:
+            matching.entitlements_changed(self.seat)
 
     # --- helpers
     @property

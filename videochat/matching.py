@@ -90,6 +90,8 @@ class Seat:
     queued_at: float = 0.0  # monotonic time of joining the queue (time-to-match metric)
     claimed: bool = False  # this socket holds the user's video chat place (queue, match)
     filters_allowed: bool = False
+    # Wall-clock time until which `filters_allowed` stands without reading the database.
+    filters_known_until: float = 0.0
 
 
 @dataclass
@@ -148,9 +150,7 @@ async def seat_heartbeat(seat: Seat) -> None:
 
 # --- client messages
 async def hello(seat: Seat, msg: Hello) -> Outcome:
-    seat.filters_allowed = await database_sync_to_async(selectors.filters_allowed)(
-        user_id=seat.user_id
-    )
+    await _filters_read(seat)
     if (msg.want_gender or msg.want_country) and not seat.filters_allowed:
         raise ServiceError("filters_not_allowed", "gender and country filters are paid")
     # Fields the client left out fall back to the profile; "" said explicitly is kept.
@@ -382,13 +382,30 @@ async def _filters(seat: Seat, out: Outcome) -> tuple[str | None, str | None]:
     s = seat.session
     if not (s.want_gender or s.want_country):
         return None, None
-    # A subscription may lapse mid-session: filters are re-checked at every queue entry.
-    if not await database_sync_to_async(selectors.filters_allowed)(user_id=seat.user_id):
+    # A subscription may lapse mid-session: a queue entry reads it again whenever it may
+    # have changed (the paid time ended, payments announced a change, or a while passed).
+    if time.time() >= seat.filters_known_until:
+        await _filters_read(seat)
+    if not seat.filters_allowed:
         s.want_gender = s.want_country = None
         seat.filters_allowed = False
         out.error("filters_not_allowed", "filters dropped: not entitled")
         return None, None
     return s.want_gender, s.want_country
+
+
+async def _filters_read(seat: Seat) -> None:
+    allowed, until = await database_sync_to_async(selectors.filters_allowed_until)(
+        user_id=seat.user_id
+    )
+    known = time.time() + settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS
+    seat.filters_allowed = allowed
+    seat.filters_known_until = known if until is None else min(known, until.timestamp())
+
+
+def entitlements_changed(seat: Seat) -> None:
+    """Payments announced a purchase, refund or expiry: the next queue entry reads it."""
+    seat.filters_known_until = 0.0
 
 
 async def _seeker(seat: Seat, out: Outcome) -> mm.Seeker:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
-from payments.selectors import has_entitlement
+from payments.selectors import entitlement_until, has_entitlement
 
 from .models import Appeal, AppealStatus, Ban
 
@@ -18,6 +20,11 @@ BAN_FOLLOWS_PROVIDERS = ("facebook", "vk")
 def filters_allowed(*, user_id: int) -> bool:
     """Gender/country filters are paid; payments decides who holds them."""
     return has_entitlement(user_id=user_id, feature=FILTERS_FEATURE)
+
+
+def filters_allowed_until(*, user_id: int) -> tuple[bool, dt.datetime | None]:
+    """`filters_allowed`, and until when the paid time runs (None: no end)."""
+    return entitlement_until(user_id=user_id, feature=FILTERS_FEATURE)
 
 
 def social_uids(*, user_id: int) -> dict[str, list[str]]:

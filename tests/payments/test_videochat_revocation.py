@@ -77,7 +77,10 @@ async def test_refund_locks_the_filters_now_and_the_next_match_ignores_them(  # 
     await close_all(picky, man, watcher)
 
 
-async def test_expiry_takes_the_filters_away_at_the_next_match(amake_user, stripe_stub):  # type: ignore[no-untyped-def]
+async def test_expiry_takes_the_filters_away_at_the_next_match(amake_user, stripe_stub, settings):  # type: ignore[no-untyped-def]
+    # The edit below stands in for time passing; a socket trusts the paid time it read until
+    # that time ends (tests/videochat/test_matching.py), so it must re-read at every entry.
+    settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS = 0
     buyer = await amake_user()
     order = await sync_to_async(bought_premium)(buyer, stripe_stub)
     picky, frame = await ready(buyer, gender="m", want_gender="f")

@@ -120,6 +120,40 @@ async def test_filters_refused_without_entitlement(amake_user):
     await comm.disconnect()
 
 
+async def test_a_refund_announced_by_payments_drops_the_filters_at_the_next_entry(amake_user):
+    """The socket hears payments' own announcement (the group the payments page listens
+    on), so filters remembered from hello end with the refund, not at the next hello."""
+    from payments.events import EntitlementsChanged
+    from payments.keys import entitlements_group
+    from payments.models import Entitlement
+    from realtime.events import send_on_commit
+
+    user = await amake_user()
+    await entitle(user)
+    comm, _ = await ready(user, gender="m", want_gender="f")
+    assert (await join(comm))["type"] == "queue.waiting"
+    await comm.send_json_to({"type": "queue.leave"})
+    assert (await comm.receive_json_from(timeout=3))["type"] == "queue.left"
+
+    def refund() -> None:  # what payments does when a refund lands
+        Entitlement.objects.filter(user=user).update(revoked_at=timezone.now())
+        send_on_commit(entitlements_group(user.pk), EntitlementsChanged(features=[]))
+
+    await sync_to_async(refund)()
+    # The announcement crosses the channel layer while our frames come straight in: enter
+    # until an entry has heard it (each one before it keeps the filters, as it should).
+    for _ in range(50):
+        frame = await join(comm)
+        if frame["type"] == "error":
+            break
+        assert frame["type"] == "queue.waiting", frame
+        await comm.send_json_to({"type": "queue.leave"})
+        assert (await comm.receive_json_from(timeout=3))["type"] == "queue.left"
+    assert frame["code"] == "filters_not_allowed", frame
+    assert (await comm.receive_json_from(timeout=3))["type"] == "queue.waiting"
+    await comm.disconnect()
+
+
 async def test_gender_filter_respected_with_entitlement(amake_user):
     picky_user = await amake_user()
     await entitle(picky_user)

@@ -4,6 +4,7 @@ would send. Sockets are channel-layer channels here; nothing of ours is mocked."
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -203,3 +204,80 @@ async def test_filters_are_refused_without_the_entitlement():
     with pytest.raises(ServiceError) as exc:
         await matching.hello(seat, Hello(type="hello", want_gender="f"))
     assert exc.value.code == "filters_not_allowed"
+
+
+@pytest.fixture
+def queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement any thread runs (the database thread of sync_to_async included)."""
+    from django.db.backends.utils import CursorWrapper
+
+    seen: list[str] = []
+    execute = CursorWrapper.execute
+
+    def counting(self: CursorWrapper, sql: str, params: Any = None) -> Any:
+        seen.append(sql)
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", counting)
+    return seen
+
+
+async def test_queue_entries_read_the_paid_filters_only_when_they_may_have_changed(queries):
+    """The entitlement is read at hello; a queue entry reads it again only once the paid time
+    may be over, payments announced a change, or VIDEOCHAT_FILTERS_RECHECK_SECONDS passed
+    (a staff edit in the admin announces nothing). It was one query per entry:
+    benchmarks/matchmaking.py's end-to-end mode spent about a fifth of a server's samples
+    there."""
+    from payments.models import Entitlement
+    from tests.factories import grant_premium
+
+    user = await sync_to_async(UserFactory)()
+    ent = await sync_to_async(grant_premium)(
+        user, valid_until=dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    )
+    seat = await seat_for(user, gender="m", want_gender="f")
+    queries.clear()
+    for _ in range(3):
+        assert [type(f) for f in (await matching.queue_join(seat)).frames] == [QueueWaiting]
+        await matching.queue_leave(seat)
+    assert queries == []
+
+    # A refund: payments revokes and announces; the next entry reads and drops the filters.
+    await sync_to_async(Entitlement.objects.filter(pk=ent.pk).update)(
+        revoked_at=dt.datetime.now(dt.UTC)
+    )
+    matching.entitlements_changed(seat)
+    queries.clear()
+    out = await matching.queue_join(seat)
+    assert [type(f) for f in out.frames] == [ErrorFrame, QueueWaiting]
+    assert out.frames[0].code == "filters_not_allowed"  # type: ignore[attr-defined]
+    assert len(queries) == 1
+    assert seat.session is not None and seat.session.want_gender is None
+
+
+async def test_filters_end_with_the_paid_time_without_an_announcement(queries, settings):
+    from tests.factories import grant_premium
+
+    user = await sync_to_async(UserFactory)()
+    # Paid until a moment from now: the beat that expires it has not run yet.
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    await sync_to_async(grant_premium)(user, valid_until=until)
+    seat = await seat_for(user, want_country="DE")
+    assert seat.filters_allowed
+    while dt.datetime.now(dt.UTC) <= until:  # the test's one wait: for the paid time to end
+        await asyncio.sleep(0.05)
+    out = await matching.queue_join(seat)
+    assert [type(f) for f in out.frames] == [ErrorFrame, QueueWaiting]
+    assert seat.session is not None and seat.session.want_country is None
+
+
+async def test_filters_are_read_again_after_the_recheck_interval(queries, settings):
+    from tests.factories import grant_premium
+
+    settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS = 0
+    user = await sync_to_async(UserFactory)()
+    await sync_to_async(grant_premium)(user)
+    seat = await seat_for(user, want_gender="m")
+    queries.clear()
+    assert [type(f) for f in (await matching.queue_join(seat)).frames] == [QueueWaiting]
+    assert len(queries) == 1  # no end to the paid time, but staff may have edited it
