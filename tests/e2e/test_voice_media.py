@@ -244,8 +244,10 @@ def test_a_dropped_packet_is_concealed(media_page) -> None:  # type: ignore[no-u
     # The hole is filled where it was: nothing waited for, nothing dropped.
     assert stored["underruns"] == 0
     assert stored["playedSamples"] == stored["decodedFrames"] * 960 + missing
-    # Live: no cascade of underruns (timers on a busy machine may cause one or two anyway).
-    assert live["underruns"] <= 3
+    # Live: no cascade of underruns. The page's timers pace the packets, so on a busy machine
+    # some come late anyway, and a 5 ms margin (steady delivery shrinks it to that) notices:
+    # a few, never one every few packets.
+    assert live["underruns"] <= live["packets"] // 10, live
     assert live["targetMs"] <= 120
 
 
