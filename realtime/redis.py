@@ -32,6 +32,13 @@ def _pool_kwargs(retry: type[Retry] | type[AsyncRetry]) -> dict[str, Any]:
         "health_check_interval": 10,
         "retry": retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
         "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        # No CLIENT SETINFO on a new connection: redis-py read its own version from the
+        # package metadata for every connection (0.3 ms of CPU) and then sent two commands
+        # (refused by Redis before 7.2). An overloaded process opens connections by the
+        # hundred as its backlog grows (one uvicorn process went from ~30 to ~390 in one step
+        # of benchmarks/matchmaking.py, a third of its samples making connections), so that
+        # cost came exactly when the process had no time to spare.
+        "driver_info": None,
     }
 
 
@@ -46,19 +53,6 @@ def get_async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        # A bounded pool that waits: commands in flight beyond REDIS_ASYNC_POOL_SIZE queue
-        # for a connection. The default pool opened one connection per command in flight,
-        # so a process's backlog under overload grew its pool (about 390 connections in one
-        # benchmark step), each costing CPU (redis-py's version lookup, a handshake, CLIENT
-        # SETINFO) just when the process had none to spare; and past its cap it refused.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
-            **{
-                **_pool_kwargs(AsyncRetry),
-                "max_connections": settings.REDIS_ASYNC_POOL_SIZE,
-                "timeout": settings.REDIS_POOL_WAIT_SECONDS,
-            },
-        )
-        client = aioredis.Redis.from_pool(pool)
+        client = aioredis.Redis.from_url(settings.REDIS_URL, **_pool_kwargs(AsyncRetry))
         _async_clients[loop] = client
     return client

@@ -120,12 +120,6 @@ if not REDIS_URL and not env.bool("DJANGO_REQUIRE_REDIS_URL", default=False):
 REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="cp:")
 # redis-py caps a pool at 100 connections by default; a mass disconnect needs more.
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=2000)
-# The app's own asyncio client (realtime.redis.get_async_redis) instead shares a few
-# connections per process, and a command waits for a free one (up to REDIS_POOL_WAIT_SECONDS,
-# then the socket is closed for a reconnect): Redis runs one command at a time anyway, and
-# a connection per command in flight cost the most exactly when a process was overloaded.
-REDIS_ASYNC_POOL_SIZE = env.int("REDIS_ASYNC_POOL_SIZE", default=32)
-REDIS_POOL_WAIT_SECONDS = env.float("REDIS_POOL_WAIT_SECONDS", default=10.0)
 
 CHANNEL_LAYERS: dict[str, Any] = {
     "default": {
