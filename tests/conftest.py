@@ -4,6 +4,7 @@ server processes (daphne) on the test database, WebSocket communicators."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import socket
@@ -302,9 +303,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 async def _stop_liveness() -> AsyncIterator[None]:
     yield
+    from channels.layers import channel_layers
+
     from realtime import liveness
 
     await liveness.stop()
+    # A receive still pending when the loop ends leaves channels_redis's receive lock bound to
+    # this loop, and the next test's first receive would reuse it ("bound to a different event
+    # loop"): the next test gets a layer of its own. (A server process has one loop.)
+    for alias in list(channel_layers.backends):
+        layer = channel_layers.backends.pop(alias)
+        with contextlib.suppress(Exception):
+            await layer.close_pools()
 
 
 # --- Without REDIS_URL the run uses its own embedded Redis: started here, stopped at the end,
