@@ -1,4 +1,12 @@
-"""Video chat matchmaking under load: arrivals from two OS processes against one Redis.
+"""Video chat matchmaking under load, in two modes (benchmarks/README.md).
+
+--mode e2e (the default): real WebSocket clients through /ws/videochat/ on two uvicorn
+processes (PostgreSQL, Redis), users who pass the product's rules, arrivals as queue.join at
+their scheduled instants, match.found timed on both sides, the violations replayed from the
+clients' frames (bans included); then the direct mode at the same rates for comparison.
+See the "End-to-end mode" section below.
+
+--mode direct: arrivals from two OS processes against one Redis, described here.
 
 Each worker process is what an ASGI process is to matchmaking: it calls the async interface
 of `videochat.matchmaking` (redis.asyncio, one Lua step per operation) from its event loop.
@@ -19,8 +27,9 @@ gender/country not met), re-pair within the skip TTL. The replay orders each end
 the moment it was called and each match at the moment its reply came back, so an overlap of
 the two never counts as a violation that did not happen.
 
-    .venv/bin/python benchmarks/matchmaking.py --quick
-    .venv/bin/python benchmarks/matchmaking.py --rate 1000 --seconds 20
+    .venv/bin/python benchmarks/matchmaking.py --rates 1000,300,100 --seconds 10 --users 2000
+    .venv/bin/python benchmarks/matchmaking.py --mode direct --quick
+    .venv/bin/python benchmarks/matchmaking.py --mode direct --rate 1000 --seconds 20
 """
 
 from __future__ import annotations
@@ -962,6 +971,7 @@ def replay_e2e(events: list[list[Any]], skip_ttl: float, prebanned: set[int]) ->
             1 for e in events if e[0] in ("prebanned", "rebanned") and not e[2]
         ),
     }
+    doubles: list[list[Any]] = []  # shown, so that a run can be followed up
     for e in finds:
         _, uid, _match_id, role, partner, _entry, _t0, t_req, _t, double = e
         if partner is None or partner == uid:
@@ -969,6 +979,7 @@ def replay_e2e(events: list[list[Any]], skip_ttl: float, prebanned: set[int]) ->
             continue
         if double:
             v["double match"] += 1
+            doubles.append(e)
         if not compatible(seeker_for(uid), seeker_for(partner)):
             v["filter broken"] += 1
         if uid in prebanned or partner in prebanned:
@@ -1007,6 +1018,10 @@ def replay_e2e(events: list[list[Any]], skip_ttl: float, prebanned: set[int]) ->
         "told_after_ms": sorted(told_after),
         "send_lag_ms": lag,
         "violations": v,
+        "doubles": [
+            [x for x in events if x[0] in "AFEGL" and len(x) > 1 and x[1] == d[1]]
+            for d in doubles[:2]
+        ],
         "bans": len(banned_at),
         "skips": len(skipped),
         "errors": sorted({str(e[3]) for e in events if e[0] == "X"}),
@@ -1256,6 +1271,8 @@ def e2e_report(
         f"{os.cpu_count()} CPUs)"
     )
     print(table(title, ["measure", "value"], rows), flush=True)
+    for trail in res["doubles"]:  # the user's own frames, in the log's order
+        print("double match, the user's log:", json.dumps(trail))
     return {
         "rate": rate,
         "achieved": res["arrivals"] / args.seconds,
