@@ -156,7 +156,7 @@ def _celery_url(url: str) -> str:
 # Django's cache (allauth's rate limits, login throttling) is shared by every process.
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "realtime.cache.ScopedRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": REDIS_KEY_PREFIX + "cache",
     }
