@@ -466,3 +466,75 @@ async def test_redis_restart_loses_no_callsapp_message(drill, own_redis):
     await ws.close()
     assert receiver.texts == ["before", "unacked", "while Redis is down", "after"]
     assert receiver.duplicates == 1  # "unacked" came again after the reconnect, deduped
+
+
+async def test_postgres_unreachable_loses_and_doubles_no_callsapp_message(drill, pg_proxy):
+    """A CallsApp send while PostgreSQL is unreachable is refused (nothing half-stored); the
+    client's resend with the same txnId once it is back is applied once and delivered once."""
+    from messaging.services import room_create
+    from realtime.consumers import CLOSE_RECONNECT
+    from tests.messaging.test_processes import Person, Receiver, post, put
+
+    db = settings.DATABASES["default"]
+    auth = f"{db['USER']}:{db['PASSWORD']}" if db.get("PASSWORD") else db["USER"]
+    one, two = await drill(
+        {"DATABASE_URL": f"postgres://{auth}@127.0.0.1:{pg_proxy.port}/{db['NAME']}"}
+    )
+
+    @sync_to_async
+    def setup() -> tuple[Any, Any, Any, Any]:
+        alice, bob = Person(), Person()
+        room = room_create(creator=alice.user, name="", invite=[bob.mxid], is_direct=True)
+        return alice, bob, room, alice.http()
+
+    alice, bob, room, http = await setup()
+    group = alice.olm.megolm_session()
+    claimed = await asyncio.to_thread(
+        post,
+        http,
+        one,
+        "keys/claim",
+        {"one_time_keys": {bob.mxid: {bob.device.device_id: "signed_curve25519"}}},
+    )
+    (otk,) = claimed["one_time_keys"][bob.mxid][bob.device.device_id].values()
+    room_key = alice.olm.room_key_payload(room.room_id, group)
+    to_bob = alice.olm.olm_encrypt(bob.olm.curve25519, otk["key"], room_key)
+    body = {"messages": {bob.mxid: {bob.device.device_id: to_bob}}}
+    await asyncio.to_thread(put, http, one, "sendToDevice/m.room.encrypted/k1", body)
+    contents = {t: alice.olm.megolm_encrypt(group, room.room_id, t) for t in ("before", "during")}
+
+    def path(txn: str) -> str:
+        return f"rooms/{room.room_id}/send/m.room.encrypted/{txn}"
+
+    receiver = Receiver(bob)
+    ws = await connect(
+        f"{two.ws_url}/ws/messaging/", additional_headers=bob.ws_headers(two), compression=None
+    )
+    await ws.send(json.dumps({"type": "hello", "last_seq": 0}))
+    await asyncio.to_thread(put, http, one, path("t1"), contents["before"])
+    await receiver.until(ws, 1)
+
+    await pg_proxy.cut()
+    url = f"{one.url}/messaging/_matrix/client/v3/{path('t2')}"
+    refused = await asyncio.to_thread(http.put, url, json=contents["during"], timeout=30)
+    assert refused.status_code >= 500, refused.status_code
+    await pg_proxy.restore()
+
+    # The client resends the same request (same txnId, same ciphertext), twice for good measure.
+    first = await asyncio.to_thread(put, http, one, path("t2"), contents["during"])
+    again = await asyncio.to_thread(put, http, one, path("t2"), contents["during"])
+    assert first["event_id"] == again["event_id"]
+    # Bob's socket could not store its ack during the outage and was told to reconnect
+    # (4013); his client comes back with what it stored, and gets the rest.
+    try:
+        await receiver.until(ws, 2)
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None and exc.rcvd.code == CLOSE_RECONNECT
+        ws = await connect(
+            f"{one.ws_url}/ws/messaging/", additional_headers=bob.ws_headers(one), compression=None
+        )
+        await ws.send(json.dumps({"type": "hello", "last_seq": receiver.acked}))
+        await receiver.until(ws, 2)
+    await ws.close()
+    # Each message shown once (a frame seen again after the reconnect is deduped by event id).
+    assert receiver.texts == ["before", "during"]
