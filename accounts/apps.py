@@ -12,7 +12,8 @@ class AccountsConfig(AppConfig):
 
         from realtime import hooks
 
-        from . import receivers, selectors
+        # tasks: registered with Celery here, so services can start them by name (realtime.jobs).
+        from . import receivers, selectors, tasks  # noqa: F401
         from .models import User
         from .privacy import accounts_step, cookies
 

@@ -25,6 +25,8 @@ from health_check.contrib.psutil import Disk
 from health_check.contrib.redis import Redis
 from health_check.exceptions import ServiceUnavailable
 
+from config.celery_app import app
+
 PROBE_TIMEOUT_SECONDS = 2.0
 
 
@@ -44,8 +46,6 @@ class CeleryBroker(HealthCheck):
     timeout = datetime.timedelta(seconds=PROBE_TIMEOUT_SECONDS)
 
     def run(self) -> None:
-        from config.celery_app import app
-
         try:
             with app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, timeout=PROBE_TIMEOUT_SECONDS)

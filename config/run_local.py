@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from config import embedded_redis
+
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = os.environ.get("PORT", "8000")
 
@@ -19,8 +21,6 @@ def main() -> int:
 
     django.setup()
     from django.conf import settings
-
-    from config import embedded_redis
 
     # Without REDIS_URL: the embedded Redis, started here and stopped when this stops.
     redis_name = embedded_redis.name_of(settings.REDIS_URL)

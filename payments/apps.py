@@ -6,6 +6,7 @@ class PaymentsConfig(AppConfig):
     verbose_name = "Payments"
 
     def ready(self) -> None:
-        from . import privacy
+        # tasks: registered with Celery here, so services can start them by name (realtime.jobs).
+        from . import privacy, tasks  # noqa: F401
 
         privacy.register()

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.models import User
 from realtime.errors import ServiceError
 from realtime.events import send_on_commit
+from realtime.jobs import enqueue
 
 from . import selectors
 from .events import EntitlementsChanged
@@ -28,7 +29,6 @@ from .models import (
 )
 from .providers import google_play_api, paypal_api, stripe_api
 from .providers.state import ProviderError, PurchaseState, VerifiedEvent
-from .tasks import provider_event_process as provider_event_process_task
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def provider_event_record(*, provider: str, event: VerifiedEvent) -> ProviderEve
                 object_ref=event.object_ref,
                 occurred_at=event.occurred_at,
             )
-            transaction.on_commit(lambda: provider_event_process_task.delay(row.pk))
+            transaction.on_commit(lambda: enqueue("payments.tasks.provider_event_process", row.pk))
     except IntegrityError:
         return None
     return row

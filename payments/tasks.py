@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from . import services
 from .providers.state import ProviderError
 
 
 @shared_task(
-    autoretry_for=(ProviderError,), retry_backoff=True, retry_backoff_max=600, max_retries=12
+    name="payments.tasks.provider_event_process",
+    autoretry_for=(ProviderError,),
+    retry_backoff=True,
+    retry_backoff_max=600,
+    max_retries=12,
 )
 def provider_event_process(event_pk: int) -> None:
-    from .services import provider_event_process as process
-
-    process(event_pk=event_pk)
+    services.provider_event_process(event_pk=event_pk)
 
 
-@shared_task
+@shared_task(name="payments.tasks.entitlements_expire")
 def entitlements_expire() -> int:
-    from .services import entitlements_expire as expire
-
-    return expire()
+    return services.entitlements_expire()

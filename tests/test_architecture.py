@@ -65,3 +65,32 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path):
     )
     assert result.returncode == 1, result.stdout
     assert "realtime is not allowed to import accounts" in result.stdout
+
+
+OWN = ("config", "realtime", "accounts", "payments", "voice", "videochat", "messaging")
+
+
+def test_no_import_of_our_own_code_is_hidden_inside_a_function():
+    """A function-level import of our own code usually dodges an import cycle: the layers
+    (and AppConfig.ready, Django's place for wiring) are the way out, not hiding."""
+    import ast
+
+    hidden = []
+    for package in OWN:
+        for path in (ROOT / package).rglob("*.py"):
+            if "migrations" in path.parts or path.name == "apps.py":
+                continue
+            tree = ast.parse(path.read_text())
+            for func in ast.walk(tree):
+                if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                for node in ast.walk(func):
+                    if isinstance(node, ast.ImportFrom):
+                        name = "." * node.level + (node.module or "")
+                    elif isinstance(node, ast.Import):
+                        name = node.names[0].name
+                    else:
+                        continue
+                    if name.startswith(".") or name.split(".")[0] in OWN:
+                        hidden.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert hidden == [], hidden

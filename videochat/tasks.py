@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from . import services
+
 
 @shared_task(name="videochat.tasks.ban_images_purge")
 def ban_images_purge() -> int:
     """Beat, every few minutes: delete the images of expired bans (the ban rows stay)."""
-    from . import services
-
     return services.ban_images_purge()
 
 
 @shared_task(name="videochat.tasks.ban_image_purge")
 def ban_image_purge(ban_id: int) -> bool:
-    from . import services
-
     return services.ban_image_purge(ban_id=ban_id)

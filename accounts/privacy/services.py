@@ -22,9 +22,9 @@ from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from realtime.errors import ServiceError
+from realtime.jobs import enqueue
 from realtime.ratelimit import allow
 
-from .. import tasks
 from ..keys import deletion_request_rate_key
 from ..models import User
 from ..services import account_delete_request
@@ -128,7 +128,7 @@ def data_export_request(*, user: User, now: dt.datetime | None = None) -> DataEx
 
 
 def _export_enqueue(export_id: int) -> None:
-    tasks.data_export_build.delay(export_id)
+    enqueue("accounts.tasks.data_export_build", export_id)
 
 
 def data_export_build(*, export_id: int) -> DataExport | None:
