@@ -95,6 +95,17 @@ class EntitlementAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ["user__email"]
     raw_id_fields = ["user", "order"]
 
+    # Staff writes go through the services, which tell the user's sockets.
+    def save_model(self, request: HttpRequest, obj: Entitlement, form: Any, change: bool) -> None:
+        services.entitlement_staff_save(entitlement=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Entitlement) -> None:
+        services.entitlement_staff_delete(entitlement=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Entitlement]) -> None:
+        for entitlement in queryset:
+            services.entitlement_staff_delete(entitlement=entitlement)
+
 
 @admin.register(ProviderEvent)
 class ProviderEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]

@@ -178,6 +178,22 @@ def _entitlement_sync(order: Order) -> None:
         _announce(order.user_id)
 
 
+@transaction.atomic
+def entitlement_staff_save(*, entitlement: Entitlement) -> Entitlement:
+    """Staff grant, extend or revoke an entitlement (the admin): the user's open sockets learn
+    their features at once, as after a purchase."""
+    entitlement.save()
+    _announce(entitlement.user_id)
+    return entitlement
+
+
+@transaction.atomic
+def entitlement_staff_delete(*, entitlement: Entitlement) -> None:
+    user_id = entitlement.user_id
+    entitlement.delete()
+    _announce(user_id)
+
+
 def _announce(user_id: int) -> None:
     features = selectors.features_of(user_id=user_id)
     send_on_commit(entitlements_group(user_id), EntitlementsChanged(features=list(features)))

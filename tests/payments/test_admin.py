@@ -66,3 +66,57 @@ def test_staff_see_orders_with_the_payment_fields(db) -> None:  # type: ignore[n
     assert client.get("/admin/payments/order/add/").status_code == 403
     assert client.get("/admin/payments/entitlement/").status_code == 200
     assert client.get("/admin/payments/providerevent/").status_code == 200
+
+
+def test_staff_grant_change_and_delete_of_an_entitlement_go_through_the_service(
+    db, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    """A staff grant is announced to the user's open sockets (video chat's paid filters turn
+    on at once), as is a revocation or a deletion: the admin never writes behind the service."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from payments.keys import entitlements_group
+    from payments.models import Entitlement
+    from realtime.events import capture_events
+    from tests.factories import ProductFactory
+
+    client = staff_client()
+    user = UserFactory()
+    product = ProductFactory(features=["videochat.filters"])
+    until = timezone.now() + dt.timedelta(days=30)
+    form = {
+        "user": user.pk,
+        "product": product.pk,
+        "valid_until_0": until.strftime("%Y-%m-%d"),
+        "valid_until_1": until.strftime("%H:%M:%S"),
+        "source": "staff",
+        "order": "",
+        "revoked_at_0": "",
+        "revoked_at_1": "",
+        "revoke_reason": "",
+    }
+    with capture_events() as events, django_capture_on_commit_callbacks(execute=True):
+        resp = client.post("/admin/payments/entitlement/add/", form)
+    assert resp.status_code == 302, resp.content.decode()[:2000]
+    granted = Entitlement.objects.get(user=user)
+    assert events == [
+        (
+            entitlements_group(user.pk),
+            {"type": "payments.entitlements", "features": ["videochat.filters"]},
+        )
+    ]
+    now = timezone.now()
+    form |= {"revoked_at_0": now.strftime("%Y-%m-%d"), "revoked_at_1": now.strftime("%H:%M:%S")}
+    with capture_events() as events, django_capture_on_commit_callbacks(execute=True):
+        client.post(f"/admin/payments/entitlement/{granted.pk}/change/", form)
+    assert events == [
+        (entitlements_group(user.pk), {"type": "payments.entitlements", "features": []})
+    ]
+    with capture_events() as events, django_capture_on_commit_callbacks(execute=True):
+        client.post(f"/admin/payments/entitlement/{granted.pk}/delete/", {"post": "yes"})
+    assert not Entitlement.objects.filter(pk=granted.pk).exists()
+    assert events == [
+        (entitlements_group(user.pk), {"type": "payments.entitlements", "features": []})
+    ]
