@@ -34,7 +34,10 @@ def evict_and_sign_in_again(page: Page, server, user) -> Page:  # type: ignore[n
     expect(page.get_by_test_id("callsapp")).to_have_attribute(
         "data-state", "evicted", timeout=30000
     )
-    page.get_by_test_id("nav-logout").click()
+    # The logout is a navigation: let it finish before the page goes (closing a page in the
+    # middle of one could hang the close).
+    with page.expect_navigation():
+        page.get_by_test_id("nav-logout").click()
     context = page.context
     page.close()
     return open_callsapp(context, server, user)

@@ -282,7 +282,24 @@ async function drawManage() {
   }
 }
 
-async function drawDevices(userId = client.userId) {
+// Whose devices the devices panel shows (it is redrawn when their trust changes).
+let devicesOwner = null;
+
+function devicesPanelOpen() {
+  const panel = $('[data-panel="devices"]');
+  return Boolean(panel && !panel.hidden);
+}
+
+// One draw at a time: two interleaved draws would each add the owner's trust line.
+let devicesDrawing = Promise.resolve();
+
+function drawDevices(userId = client.userId) {
+  devicesOwner = userId;
+  devicesDrawing = devicesDrawing.then(() => drawDevicesNow(userId)).catch((err) => console.warn("CallsApp: devices", err));
+  return devicesDrawing;
+}
+
+async function drawDevicesNow(userId) {
   const list = $("[data-my-devices]");
   list.replaceChildren(el("li", { class: "ca-hint", text: "Loading…" }));
   const devices = await client.devicesOf(userId);
@@ -602,7 +619,14 @@ async function main() {
   client.addEventListener("timeline", (ev) => {
     if (ev.detail === current) drawTimeline();
   });
-  client.addEventListener("identity", () => current && drawChatHead());
+  client.addEventListener("identity", (ev) => {
+    if (current) drawChatHead();
+    // A verification or a new signature changes trust after the panel was drawn.
+    if (devicesPanelOpen() && (ev.detail === devicesOwner || ev.detail === client.userId)) drawDevices(devicesOwner);
+  });
+  client.addEventListener("devices", (ev) => {
+    if (devicesPanelOpen() && ev.detail?.includes?.(devicesOwner)) drawDevices(devicesOwner);
+  });
   client.addEventListener("verification", (ev) => {
     openPanel("devices");
     drawDevices();
