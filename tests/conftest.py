@@ -72,6 +72,25 @@ def login_session(user, user_agent: str = ""):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement any thread runs (the database thread of sync_to_async included):
+    for tests that assert what a path costs the database."""
+    from django.db.backends.utils import CursorWrapper
+
+    seen: list[str] = []
+    execute = CursorWrapper.execute
+
+    def counting(self: CursorWrapper, sql: str, params: Any = None) -> Any:
+        # SQLite (the embedded default) sends its BEGIN as a statement; PostgreSQL does not.
+        if not sql.startswith("BEGIN"):
+            seen.append(sql)
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", counting)
+    return seen
+
+
+@pytest.fixture
 def make_user(transactional_db: None) -> Callable[..., object]:
     def make(**kwargs: object) -> object:
         return UserFactory(**kwargs)

@@ -29,7 +29,10 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from messaging.services import room_create
+from realtime.consumers import CLOSE_RECONNECT
 from tests.conftest import LiveServer, free_port, session_cookie_for
+from tests.messaging.test_processes import Person, Receiver, post, put
 from tests.voice.helpers import packet
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -203,6 +206,59 @@ def make_channel(creator: Any) -> Any:
     return channel_create(creator=creator, name=f"drill-{time.monotonic_ns()}")
 
 
+# --- CallsApp over the drill's processes ----------------------------------------------------
+@dataclass
+class CallsAppPair:
+    """Alice (sending through `server`) and Bob in a direct room; Bob holds Alice's Megolm
+    room key (a real Olm to-device message over a claimed one-time key)."""
+
+    alice: Any
+    bob: Any
+    room: Any
+    http: Any
+    group: Any
+    server: LiveServer
+
+    def path(self, txn: str) -> str:
+        return f"rooms/{self.room.room_id}/send/m.room.encrypted/{txn}"
+
+    def encrypt(self, text: str) -> dict[str, Any]:
+        return self.alice.olm.megolm_encrypt(self.group, self.room.room_id, text)
+
+    async def send(self, content: dict[str, Any], txn: str) -> dict[str, Any]:
+        return await asyncio.to_thread(put, self.http, self.server, self.path(txn), content)
+
+
+async def callsapp_pair(server: LiveServer) -> CallsAppPair:
+    @sync_to_async
+    def setup() -> tuple[Any, Any, Any]:
+        alice, bob = Person(), Person()
+        room = room_create(creator=alice.user, name="", invite=[bob.mxid], is_direct=True)
+        return alice, bob, room
+
+    alice, bob, room = await setup()
+    http = alice.http()
+    group = alice.olm.megolm_session()
+    claim = {"one_time_keys": {bob.mxid: {bob.device.device_id: "signed_curve25519"}}}
+    claimed = await asyncio.to_thread(post, http, server, "keys/claim", claim)
+    (otk,) = claimed["one_time_keys"][bob.mxid][bob.device.device_id].values()
+    room_key = alice.olm.room_key_payload(room.room_id, group)
+    to_bob = alice.olm.olm_encrypt(bob.olm.curve25519, otk["key"], room_key)
+    body = {"messages": {bob.mxid: {bob.device.device_id: to_bob}}}
+    await asyncio.to_thread(put, http, server, "sendToDevice/m.room.encrypted/k1", body)
+    return CallsAppPair(alice, bob, room, http, group, server)
+
+
+async def bob_socket(pair: CallsAppPair, server: LiveServer, last_seq: int) -> ClientConnection:
+    ws = await connect(
+        f"{server.ws_url}/ws/messaging/",
+        additional_headers=pair.bob.ws_headers(server),
+        compression=None,
+    )
+    await ws.send(json.dumps({"type": "hello", "last_seq": last_seq}))
+    return ws
+
+
 # --- kill -9 ------------------------------------------------------------------------------
 async def test_kill_9_of_one_process_releases_what_it_held(drill, amake_user):
     one, two = await drill()
@@ -257,8 +313,6 @@ async def test_kill_9_of_one_process_releases_what_it_held(drill, amake_user):
 async def test_redis_restart_closes_sockets_with_a_reconnect_code_and_all_recovers(
     drill, own_redis, amake_user
 ):
-    from realtime.consumers import CLOSE_RECONNECT
-
     one, two = await drill()
     a, b = await amake_user(), await amake_user()
     channel = await make_channel(a)
@@ -411,49 +465,17 @@ async def test_redis_restart_loses_no_callsapp_message(drill, own_redis):
     """The durable stream lives in PostgreSQL: a message sent while Redis is down is stored
     (the live nudge is lost, never the message), and the device that reconnects after the
     restart with hello{last acked seq} gets it exactly once, as it gets the one it never acked."""
-    from messaging.services import room_create
-    from tests.messaging.test_processes import Person, Receiver, post, put
-
     one, two = await drill()
-
-    @sync_to_async
-    def setup() -> tuple[Any, Any, Any, Any]:
-        alice, bob = Person(), Person()
-        room = room_create(creator=alice.user, name="", invite=[bob.mxid], is_direct=True)
-        return alice, bob, room, alice.http()
-
-    alice, bob, room, http = await setup()
-    group = alice.olm.megolm_session()
-    claimed = await asyncio.to_thread(
-        post,
-        http,
-        one,
-        "keys/claim",
-        {"one_time_keys": {bob.mxid: {bob.device.device_id: "signed_curve25519"}}},
-    )
-    (otk,) = claimed["one_time_keys"][bob.mxid][bob.device.device_id].values()
-    room_key = alice.olm.room_key_payload(room.room_id, group)
-    to_bob = alice.olm.olm_encrypt(bob.olm.curve25519, otk["key"], room_key)
-    body = {"messages": {bob.mxid: {bob.device.device_id: to_bob}}}
-    await asyncio.to_thread(put, http, one, "sendToDevice/m.room.encrypted/k1", body)
-
-    async def send(text: str, txn: str) -> None:
-        content = alice.olm.megolm_encrypt(group, room.room_id, text)
-        path = f"rooms/{room.room_id}/send/m.room.encrypted/{txn}"
-        await asyncio.to_thread(put, http, one, path, content)
-
-    receiver = Receiver(bob)
-    ws = await connect(
-        f"{two.ws_url}/ws/messaging/", additional_headers=bob.ws_headers(two), compression=None
-    )
-    await ws.send(json.dumps({"type": "hello", "last_seq": 0}))
-    await send("before", "t1")
+    pair = await callsapp_pair(one)
+    receiver = Receiver(pair.bob)
+    ws = await bob_socket(pair, two, 0)
+    await pair.send(pair.encrypt("before"), "t1")
     await receiver.until(ws, 1)
-    await send("unacked", "t2")
+    await pair.send(pair.encrypt("unacked"), "t2")
     await receiver.until(ws, 2, ack=False)
 
     await sync_to_async(own_redis.stop)()
-    await send("while Redis is down", "t3")  # stored: the send does not need Redis
+    await pair.send(pair.encrypt("while Redis is down"), "t3")  # stored: no Redis needed
     await sync_to_async(own_redis.start)()
     try:
         await asyncio.wait_for(ws.wait_closed(), 15)
@@ -461,12 +483,9 @@ async def test_redis_restart_loses_no_callsapp_message(drill, own_redis):
         await ws.close()
     assert ws.close_code is not None
 
-    ws = await connect(
-        f"{one.ws_url}/ws/messaging/", additional_headers=bob.ws_headers(one), compression=None
-    )
-    await ws.send(json.dumps({"type": "hello", "last_seq": receiver.acked}))
+    ws = await bob_socket(pair, one, receiver.acked)
     await receiver.until(ws, 3)
-    await send("after", "t4")
+    await pair.send(pair.encrypt("after"), "t4")
     await receiver.until(ws, 4)
     await ws.close()
     assert receiver.texts == ["before", "unacked", "while Redis is down", "after"]
@@ -476,69 +495,35 @@ async def test_redis_restart_loses_no_callsapp_message(drill, own_redis):
 async def test_postgres_unreachable_loses_and_doubles_no_callsapp_message(drill, pg_proxy):
     """A CallsApp send while PostgreSQL is unreachable is refused (nothing half-stored); the
     client's resend with the same txnId once it is back is applied once and delivered once."""
-    from messaging.services import room_create
-    from realtime.consumers import CLOSE_RECONNECT
-    from tests.messaging.test_processes import Person, Receiver, post, put
-
     db = settings.DATABASES["default"]
     auth = f"{db['USER']}:{db['PASSWORD']}" if db.get("PASSWORD") else db["USER"]
     one, two = await drill(
         {"DATABASE_URL": f"postgres://{auth}@127.0.0.1:{pg_proxy.port}/{db['NAME']}"}
     )
-
-    @sync_to_async
-    def setup() -> tuple[Any, Any, Any, Any]:
-        alice, bob = Person(), Person()
-        room = room_create(creator=alice.user, name="", invite=[bob.mxid], is_direct=True)
-        return alice, bob, room, alice.http()
-
-    alice, bob, room, http = await setup()
-    group = alice.olm.megolm_session()
-    claimed = await asyncio.to_thread(
-        post,
-        http,
-        one,
-        "keys/claim",
-        {"one_time_keys": {bob.mxid: {bob.device.device_id: "signed_curve25519"}}},
-    )
-    (otk,) = claimed["one_time_keys"][bob.mxid][bob.device.device_id].values()
-    room_key = alice.olm.room_key_payload(room.room_id, group)
-    to_bob = alice.olm.olm_encrypt(bob.olm.curve25519, otk["key"], room_key)
-    body = {"messages": {bob.mxid: {bob.device.device_id: to_bob}}}
-    await asyncio.to_thread(put, http, one, "sendToDevice/m.room.encrypted/k1", body)
-    contents = {t: alice.olm.megolm_encrypt(group, room.room_id, t) for t in ("before", "during")}
-
-    def path(txn: str) -> str:
-        return f"rooms/{room.room_id}/send/m.room.encrypted/{txn}"
-
-    receiver = Receiver(bob)
-    ws = await connect(
-        f"{two.ws_url}/ws/messaging/", additional_headers=bob.ws_headers(two), compression=None
-    )
-    await ws.send(json.dumps({"type": "hello", "last_seq": 0}))
-    await asyncio.to_thread(put, http, one, path("t1"), contents["before"])
+    pair = await callsapp_pair(one)
+    during = pair.encrypt("during")
+    receiver = Receiver(pair.bob)
+    ws = await bob_socket(pair, two, 0)
+    await pair.send(pair.encrypt("before"), "t1")
     await receiver.until(ws, 1)
 
     await pg_proxy.cut()
-    url = f"{one.url}/messaging/_matrix/client/v3/{path('t2')}"
-    refused = await asyncio.to_thread(http.put, url, json=contents["during"], timeout=30)
+    url = f"{one.url}/messaging/_matrix/client/v3/{pair.path('t2')}"
+    refused = await asyncio.to_thread(pair.http.put, url, json=during, timeout=30)
     assert refused.status_code >= 500, refused.status_code
     await pg_proxy.restore()
 
     # The client resends the same request (same txnId, same ciphertext), twice for good measure.
-    first = await asyncio.to_thread(put, http, one, path("t2"), contents["during"])
-    again = await asyncio.to_thread(put, http, one, path("t2"), contents["during"])
+    first = await pair.send(during, "t2")
+    again = await pair.send(during, "t2")
     assert first["event_id"] == again["event_id"]
-    # Bob's socket could not store its ack during the outage and was told to reconnect
-    # (4013); his client comes back with what it stored, and gets the rest.
+    # Bob's socket could not store its ack during the outage and was told to reconnect; his
+    # client comes back with what it stored, and gets the rest.
     try:
         await receiver.until(ws, 2)
     except ConnectionClosed as exc:
         assert exc.rcvd is not None and exc.rcvd.code == CLOSE_RECONNECT
-        ws = await connect(
-            f"{one.ws_url}/ws/messaging/", additional_headers=bob.ws_headers(one), compression=None
-        )
-        await ws.send(json.dumps({"type": "hello", "last_seq": receiver.acked}))
+        ws = await bob_socket(pair, one, receiver.acked)
         await receiver.until(ws, 2)
     await ws.close()
     # Each message shown once (a frame seen again after the reconnect is deduped by event id).

@@ -206,24 +206,6 @@ async def test_filters_are_refused_without_the_entitlement():
     assert exc.value.code == "filters_not_allowed"
 
 
-@pytest.fixture
-def queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every SQL statement any thread runs (the database thread of sync_to_async included)."""
-    from django.db.backends.utils import CursorWrapper
-
-    seen: list[str] = []
-    execute = CursorWrapper.execute
-
-    def counting(self: CursorWrapper, sql: str, params: Any = None) -> Any:
-        # SQLite (the embedded default) sends its BEGIN as a statement; PostgreSQL does not.
-        if not sql.startswith("BEGIN"):
-            seen.append(sql)
-        return execute(self, sql, params)
-
-    monkeypatch.setattr(CursorWrapper, "execute", counting)
-    return seen
-
-
 async def test_queue_entries_read_the_paid_filters_only_when_they_may_have_changed(queries):
     """The entitlement is read at hello; a queue entry reads it again only once the paid time
     may be over, payments announced a change, or VIDEOCHAT_FILTERS_RECHECK_SECONDS passed

@@ -3,11 +3,6 @@ costs a fixed number of database queries, whatever the channel's size."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
-from django.db.backends.utils import CursorWrapper
-
 from tests.conftest import acommunicator
 from tests.voice.helpers import join, joined
 
@@ -17,22 +12,6 @@ CONNECT_QUERIES = 2
 # (exists, get, insert in a savepoint), the connection log row, and the member list's
 # profiles, moderators and bans (bounded by MEMBER_LIST_LIMIT, not the channel's size).
 JOIN_QUERIES = 14
-
-
-@pytest.fixture
-def queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every SQL statement any thread runs (the consumers' database thread included)."""
-    seen: list[str] = []
-    execute = CursorWrapper.execute
-
-    def counting(self: CursorWrapper, sql: str, params: Any = None) -> Any:
-        # SQLite (the embedded default) sends its BEGIN as a statement; PostgreSQL does not.
-        if not sql.startswith("BEGIN"):
-            seen.append(sql)
-        return execute(self, sql, params)
-
-    monkeypatch.setattr(CursorWrapper, "execute", counting)
-    return seen
 
 
 async def test_connect_and_join_cost_fixed_queries(amake_user, make_channel, queries):
