@@ -331,6 +331,12 @@ export class CallsClient extends EventTarget {
 
   applyState(room, ev) {
     const c = ev.content || {};
+    // A room's state fetched over HTTP can arrive after a newer event of the same kind came
+    // through the sync (a rename while the room was being fetched): the newer one stays.
+    const slot = `${ev.type}|${ev.state_key ?? ""}`;
+    room.stateTs = room.stateTs || {};
+    if (ev.origin_server_ts && room.stateTs[slot] > ev.origin_server_ts) return;
+    if (ev.origin_server_ts) room.stateTs[slot] = ev.origin_server_ts;
     if (ev.type === "m.room.name") room.name = c.name || "";
     if (ev.type === "m.room.create") {
       room.creator = ev.sender;
