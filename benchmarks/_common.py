@@ -27,6 +27,8 @@ class BenchEnv:
     run_id: str
     db_path: Path | None
     env: dict[str, str]
+    # The embedded Redis this run started (stopped by `cleanup`), or None for a given URL.
+    own_redis: str | None = None
 
     def apply(self) -> None:
         """Make this process's Django (fixtures, setup) use the same database and Redis."""
@@ -41,11 +43,14 @@ def bench_env(database_url: str = "", redis_url: str = "") -> BenchEnv:
         # Through the settings' own SQLite branch (WAL, immediate transactions, busy timeout):
         # two server processes write the connection log concurrently.
         db_path = VAR / f"bench-{run_id}.sqlite3"
+    own_redis = None
     if not redis_url:
-        # A Redis of its own, so that a benchmark never competes with test runs' keys.
+        # A Redis of this run's own, so that a benchmark never competes with test runs' keys
+        # or with another benchmark; `cleanup` stops it.
         from config.embedded_redis import ensure_running
 
-        redis_url = ensure_running("bench")
+        own_redis = f"bench-{run_id}"
+        redis_url = ensure_running(own_redis)
     env = {
         "DJANGO_SETTINGS_MODULE": "config.settings.local",
         "DJANGO_DEBUG": "false",  # DEBUG keeps every SQL query in memory
@@ -60,7 +65,7 @@ def bench_env(database_url: str = "", redis_url: str = "") -> BenchEnv:
         "WS_CONNECT_IP_BURST": "1000000",
         "WS_CONNECT_IP_PER_SECOND": "1000000",
     }
-    return BenchEnv(run_id, db_path, env)
+    return BenchEnv(run_id, db_path, env, own_redis)
 
 
 def migrate(bench: BenchEnv) -> None:
@@ -75,10 +80,16 @@ def migrate(bench: BenchEnv) -> None:
 def cleanup(bench: BenchEnv) -> None:
     import redis
 
-    r = redis.Redis.from_url(bench.env["REDIS_URL"])
-    batch = list(r.scan_iter(match=bench.env["REDIS_KEY_PREFIX"] + "*", count=1000))
-    for i in range(0, len(batch), 500):
-        r.delete(*batch[i : i + 500])
+    if bench.own_redis is not None:
+        from config.embedded_redis import stop
+
+        stop(bench.own_redis)
+        (VAR / f"redis-{bench.own_redis}.log").unlink(missing_ok=True)
+    else:
+        r = redis.Redis.from_url(bench.env["REDIS_URL"])
+        batch = list(r.scan_iter(match=bench.env["REDIS_KEY_PREFIX"] + "*", count=1000))
+        for i in range(0, len(batch), 500):
+            r.delete(*batch[i : i + 500])
     if bench.db_path is not None:
         for suffix in ("", "-wal", "-shm"):
             Path(str(bench.db_path) + suffix).unlink(missing_ok=True)
