@@ -64,6 +64,9 @@ def bench_env(database_url: str = "", redis_url: str = "") -> BenchEnv:
         # connect limit would measure itself. Per-user limits stay as configured.
         "WS_CONNECT_IP_BURST": "1000000",
         "WS_CONNECT_IP_PER_SECOND": "1000000",
+        # The clients say Origin http://127.0.0.1 while each server listens on a port of its
+        # own: the (scheme, host, port) origin check refused every socket with a 403.
+        "WS_ALLOWED_ORIGINS": "http://127.0.0.1",
     }
     return BenchEnv(run_id, db_path, env, own_redis)
 
