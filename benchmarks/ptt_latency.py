@@ -71,7 +71,8 @@ MEDIA = "/static/voice/js/media"
 TARGET_P95_MS = 80.0  # loopback (issue 16's next bar; it was 150)
 TARGET_NETEM_P95_MS = 200.0  # --netem
 MIN_LATENCY_MS = 30.0  # nothing is heard before its packet is complete and sent
-GAP_TOLERANCE_MS = 10.0  # the track's gaps differ by 25 ms: a pairing is never ambiguous
+GAP_TOLERANCE_MS = 10.0  # the track's gaps differ by 25 ms
+WEAK_SPREAD_MS = 100.0  # a one-side pairing this close to its nearest two-side one
 MAX_LATENCY_MS = 3000.0
 # Every gap once, in an order no pair of neighbours repeats within one pass of the track.
 CLICK_GAPS_MS = [300 + 25 * k for k in range(17)]
@@ -281,43 +282,69 @@ def _signatures(onsets: list[float]) -> list[dict[str, tuple[float, float]]]:
     return out
 
 
-def _alike(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]) -> bool:
-    return any(
+def _agreement(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]) -> str:
+    """ "strong" when two sides agree (or the only side both have), "weak" for one side of
+    several, "" for none. One side alone can alias: a buffer that grows twice in a row
+    stretches two gaps by 25-35 ms, and where the track has gaps 25 ms apart (550, 525, 500)
+    the stretched pair looks like its neighbour's (a 200 ms click was reported as 690 ms)."""
+    common = a.keys() & b.keys()
+    agree = sum(
         abs(a[side][0] - b[side][0]) <= GAP_TOLERANCE_MS
         and abs(a[side][1] - b[side][1]) <= GAP_TOLERANCE_MS
-        for side in a.keys() & b.keys()
+        for side in common
     )
+    if agree and agree >= min(2, len(common)):
+        return "strong"
+    return "weak" if agree else ""
 
 
 def match_onsets(talker: list[float], heard: list[float]) -> tuple[list[float], int]:
-    """Pair each heard click with the click that caused it by the gaps around both (the
-    track's gap pairs are unique): returns (latencies, heard clicks left unpaired).
+    """Pair each heard click with the click that caused it by the gaps around both: returns
+    (latencies, heard clicks left unpaired).
 
-    A heard click is paired only if exactly one sent click, MIN_LATENCY_MS to
-    MAX_LATENCY_MS earlier, has the same gaps on one side; a jitter buffer that stretched
-    or cut a gap leaves that click unpaired rather than guessed.
+    A heard click is paired only if exactly one sent click, MIN_LATENCY_MS to MAX_LATENCY_MS
+    earlier, has its gaps. Strong pairings (two sides agree) come first; a weak one (one
+    side) counts only if its latency is within WEAK_SPREAD_MS of the strong pairing nearest
+    in time, so a stretched gap is never read as the neighbouring click. A jitter buffer that
+    stretched or cut gaps leaves clicks unpaired rather than guessed.
     """
     sent = sorted(talker)
     got = sorted(heard)
     sent_sigs = _signatures(sent)
-    latencies: list[float] = []
-    unmatched = 0
-    used: set[int] = set()
+    found: list[tuple[str, int] | None] = []
     lo = 0
     for h, sig in zip(got, _signatures(got), strict=True):
         while lo < len(sent) and sent[lo] < h - MAX_LATENCY_MS:
             lo += 1
-        hits = []
+        hits: dict[str, list[int]] = {"strong": [], "weak": []}
         for i in range(lo, len(sent)):
             if sent[i] > h - MIN_LATENCY_MS:
                 break
-            if _alike(sig, sent_sigs[i]):
-                hits.append(i)
-        if len(hits) == 1 and hits[0] not in used:
-            used.add(hits[0])
-            latencies.append(h - sent[hits[0]])
+            kind = _agreement(sig, sent_sigs[i])
+            if kind:
+                hits[kind].append(i)
+        if hits["strong"]:
+            found.append(("strong", hits["strong"][0]) if len(hits["strong"]) == 1 else None)
         else:
+            found.append(("weak", hits["weak"][0]) if len(hits["weak"]) == 1 else None)
+    anchors = [
+        (h, h - sent[f[1]]) for h, f in zip(got, found, strict=True) if f and f[0] == "strong"
+    ]
+    latencies: list[float] = []
+    unmatched = 0
+    used: set[int] = set()
+    for h, f in zip(got, found, strict=True):
+        if f is None or f[1] in used:
             unmatched += 1
+            continue
+        latency = h - sent[f[1]]
+        if f[0] == "weak":
+            near = min(anchors, key=lambda a: abs(a[0] - h), default=None)
+            if near is None or abs(near[1] - latency) > WEAK_SPREAD_MS:
+                unmatched += 1
+                continue
+        used.add(f[1])
+        latencies.append(latency)
     return latencies, unmatched
 
 
