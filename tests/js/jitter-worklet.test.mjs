@@ -87,13 +87,13 @@ test("an underrun is counted, grows the target, and is faded rather than cut", (
   assert.equal(j.stats().state, "playing");
 });
 
-test("target is capped at 120 ms: later packets are concealed, not waited for", () => {
+test("target is capped at 100 ms: later packets are concealed, not waited for", () => {
   // Ten 20 ms packets at once every 200 ms: the first of each burst is 180 ms late.
   const j = make();
   stream(j, { seconds: 4, delayMs: (k) => 180 - 20 * (k % 10) });
   const s = j.stats();
-  assert.equal(s.targetMs, 120);
-  assert.equal(s.marginMs, 100);
+  assert.equal(s.targetMs, 100);
+  assert.equal(s.marginMs, 80);
 });
 
 test("a lost packet is concealed in place: no underrun, the timeline kept", () => {
