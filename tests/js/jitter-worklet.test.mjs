@@ -298,3 +298,14 @@ test("audio later than the cap is dropped as it lands, never played that late", 
   assert.equal(s.marginMs, 5);
   assert.ok(s.bufferMs <= 25 + (2 * BLOCK) / MS, `${s.bufferMs} ms buffered`);
 });
+
+test("one stall is one late event: the burst it releases does not raise the margin", () => {
+  // Steady packets, a 300 ms stall at 2 s (a page's main thread busy, a TCP retransmission),
+  // then steady again. The 15 packets held up land together; counted one by one they were a
+  // tenth of the remembered packets and kept the margin at its cap for three seconds.
+  const j = make();
+  const stall = (k) => (k >= 100 && k < 115 ? 300 - 20 * (k - 100) : 0);
+  stream(j, { seconds: 3, delayMs: stall });
+  const s = j.stats();
+  assert.equal(s.marginMs, 5, `margin ${s.marginMs} ms a second after the stall`);
+});

@@ -6,7 +6,7 @@
 // The margin adapts to the arrivals. Each packet's arrival is compared with its place in the
 // transmission's timeline; over the last REL_WINDOW packets, how much later than the fastest
 // one 95 % of them came is the margin needed (never below MIN_MARGIN, the target never above
-// MAX_TARGET). Every half second of playback the margin is set to that: headroom no longer
+// MAX_TARGET). Packets that land in a burst behind another count as one late event. Every half second of playback the margin is set to that: headroom no longer
 // needed is given back (that much audio is trimmed in quiet moments, so the delay falls
 // with it); an underrun grows it at once by GROW_STEP. The slowest packets are not waited
 // for: when a stall (a TCP retransmission) ends in a burst, the audio that missed its time
@@ -30,6 +30,7 @@ const GROW_STEP = 10 * MS;
 const CATCH_UP_ABOVE = 20 * MS; // slack before a backlog is trimmed
 const REVIEW_EVERY = sampleRate / 2; // samples of live playback between two margin reviews
 const REL_WINDOW = 150; // packets remembered (3 s of 20 ms packets)
+const BURST_GAP = 5 * MS; // packets landing closer than this behind another came in one burst
 const LATE_QUANTILE = 0.95; // packets later than this share are concealed, not waited for
 const MAX_CONCEAL = 60 * MS; // beyond this a loss becomes silence
 const SILENT = 1e-3;
@@ -50,6 +51,8 @@ class Transmission {
     this.framesIn = 0;
     this.received = 0; // samples of the timeline received (frames and concealed gaps)
     this.rels = []; // recent packets: arrival frame - timeline position of the packet's start
+    this.leads = []; // the same, for packets that did not land in a burst behind another
+    this.lastArrival = -Infinity;
   }
 
   /**
@@ -63,14 +66,21 @@ class Transmission {
     const rel = currentFrame - start;
     this.rels.push(rel);
     if (this.rels.length > REL_WINDOW) this.rels.shift();
+    // A stall releases the packets it held up in one burst: one late event, counted once (by
+    // its first, latest packet), or a single stall would hold the margin up for REL_WINDOW.
+    if (currentFrame - this.lastArrival >= BURST_GAP) {
+      this.leads.push(rel);
+      if (this.leads.length > REL_WINDOW) this.leads.shift();
+    }
+    this.lastArrival = currentFrame;
     return this.rels.length < 10 ? 0 : rel - Math.min(...this.rels);
   }
 
-  /** Margin the recent arrivals need: the LATE_QUANTILE of lateness behind the fastest. */
+  /** Margin the recent arrivals need: the LATE_QUANTILE of late events behind the fastest. */
   neededMargin() {
-    if (this.rels.length < 10) return null;
-    const sorted = [...this.rels].sort((a, b) => a - b);
-    return sorted[Math.ceil(LATE_QUANTILE * (sorted.length - 1))] - sorted[0];
+    if (this.leads.length < 10) return null;
+    const sorted = [...this.leads].sort((a, b) => a - b);
+    return sorted[Math.ceil(LATE_QUANTILE * (sorted.length - 1))] - Math.min(...this.rels);
   }
 
   push(samples) {
