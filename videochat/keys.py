@@ -15,11 +15,6 @@ def matchmaking_key(part: str) -> str:
     return key("vc", MATCHMAKING_TAG, part)
 
 
-def card_key(channel_name: str) -> str:
-    """A socket's public card (name, country, gender, language) its partner is shown."""
-    return key("videochat", "card", channel_name)
-
-
 def socket_key(user_id: int) -> str:
     """The channel name of the user's current video chat socket (one per user)."""
     return key("videochat", "socket", user_id)

@@ -1,16 +1,14 @@
-"""Video chat's live state in Redis besides the queue (which is matchmaking's): each socket's
-public card, read by whoever is matched with it, and which socket is the user's current one.
-All of it expires on its own and is deleted when the socket closes."""
+"""Video chat's live state in Redis besides the queue (which is matchmaking's): which socket
+is the user's current one. It expires on its own and is deleted when the socket closes. (A
+socket's public card travels with its queue entry, in matchmaking's step.)"""
 
 from __future__ import annotations
-
-import json
 
 from django.conf import settings
 
 from realtime.redis import get_async_redis
 
-from .keys import card_key, socket_key
+from .keys import socket_key
 
 # Compare-and-delete: a socket may clean up unless a newer socket of the user owns the key
 # (an expired key means nobody newer came).
@@ -20,20 +18,6 @@ if not owner then return 1 end
 if owner == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
 return 0
 """
-
-
-async def card_put(channel_name: str, card: dict[str, str]) -> None:
-    ttl = settings.VIDEOCHAT_CARD_TTL_SECONDS
-    await get_async_redis().set(card_key(channel_name), json.dumps(card), ex=ttl)
-
-
-async def card_get(channel_name: str) -> dict[str, str]:
-    raw = await get_async_redis().get(card_key(channel_name))
-    return json.loads(raw) if raw else {}
-
-
-async def card_drop(channel_name: str) -> None:
-    await get_async_redis().delete(card_key(channel_name))
 
 
 async def socket_claim(user_id: int, channel_name: str) -> str | None:

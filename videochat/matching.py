@@ -12,6 +12,7 @@ matchmaking holds for this user. Protocol: docs/protocols/videochat.md.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -90,6 +91,7 @@ class Seat:
     queued_at: float = 0.0  # monotonic time of joining the queue (time-to-match metric)
     claimed: bool = False  # this socket holds the user's video chat place (queue, match)
     filters_allowed: bool = False
+    card: str = ""  # what a partner is shown (JSON), made at hello; waits with the queue entry
     # Wall-clock time until which `filters_allowed` stands without reading the database.
     filters_known_until: float = 0.0
 
@@ -139,7 +141,6 @@ async def seat_close(seat: Seat) -> None:
     """The socket closed: its place and match go, unless a newer socket took them over."""
     if seat.claimed and await live.socket_release(seat.user_id, seat.channel_name):
         await _leave_all(seat, reason="disconnected")
-    await live.card_drop(seat.channel_name)
 
 
 async def seat_heartbeat(seat: Seat) -> None:
@@ -165,7 +166,7 @@ async def hello(seat: Seat, msg: Hello) -> Outcome:
         or translation.base_language(msg.client.language)[:3],
         translate_to=msg.translate_to if "translate_to" in sent else seat.defaults["translate_to"],
     )
-    await live.card_put(seat.channel_name, _card_of(seat))
+    seat.card = json.dumps(_card_of(seat), separators=(",", ":"))
     me = geo.country_info(seat.country)
     servers = [IceServer(**s) for s in turn.ice_servers(user_id=seat.user_id)]  # type: ignore[arg-type]
     ready = Ready(
@@ -198,15 +199,10 @@ async def next_partner(seat: Seat) -> Outcome:
     """End the match (a skip: these two are not paired again soon) and queue again."""
     _require_hello(seat)
     seat.match = None
-    ended = await mm.end_match(seat.user_id, skip=True)
     out = Outcome()
-    # The one who pressed Next queues first, then the partner is told (and re-queued):
-    # whoever is already waiting meets the person who moved on, deterministically.
-    try:
-        await _enqueue(seat, out)
-    finally:
-        if ended is not None:
-            await _tell_ended(seat, ended, reason="next")
+    # One step ends the match and queues the one who pressed Next; the partner is told (and
+    # re-queued) after it: whoever is already waiting meets the person who moved on.
+    await _enqueue(seat, out, skip=True)
     return out
 
 
@@ -294,7 +290,6 @@ async def ban_reached(seat: Seat) -> Outcome:
         seat.claimed = False
         await live.socket_release(seat.user_id, seat.channel_name)
         await _leave_all(seat, reason="disconnected")
-    await live.card_drop(seat.channel_name)
     out = Outcome(close_code=closecodes.FORBIDDEN)
     out.error("banned", "you are banned from video chat")
     return out
@@ -303,7 +298,6 @@ async def ban_reached(seat: Seat) -> Outcome:
 async def seat_replaced(seat: Seat) -> Outcome:
     """The newer socket already took over the queue place and ended our match."""
     seat.claimed = False
-    await live.card_drop(seat.channel_name)
     out = Outcome(close_code=CLOSE_REPLACED)
     out.error("replaced", "video chat was opened in another window")
     return out
@@ -320,7 +314,6 @@ async def process_dead_release(process_id: str, sockets: Mapping[str, Any]) -> N
         await live.socket_release(user_id, channel_name)
         seat = Seat(user_id, channel_name, country="", defaults={})
         await _leave_all(seat, reason="disconnected")
-        await live.card_drop(channel_name)
 
 
 # --- moderation
@@ -421,26 +414,32 @@ async def _seeker(seat: Seat, out: Outcome) -> mm.Seeker:
     )
 
 
-async def _enqueue(seat: Seat, out: Outcome) -> None:
-    """Into the queue: matched at once (the partner is told, we offer) or waiting."""
+async def _enqueue(seat: Seat, out: Outcome, *, skip: bool = False) -> None:
+    """Into the queue: matched at once (the partner is told, we offer) or waiting. The same
+    step ends a pair we may still be in (a skip for "next"; a "matched" event still on the
+    way to us is such a pair), and that ex-partner is told after it."""
     assert seat.session is not None
     seeker = await _seeker(seat, out)
-    # enqueue() would dissolve a pair we have not heard of yet (its "matched" event still
-    # on the way) without telling the partner; end it here so the partner is told.
-    ended = await mm.end_match(seat.user_id, skip=False)
-    if ended is not None:
-        await _tell_ended(seat, ended, reason="left")
     if not seat.waiting:
         seat.queued_at = time.monotonic()
-    found = await mm.enqueue(seeker)
+    entry = await mm.enter(seeker, skip=skip, card=seat.card)
+    try:
+        await _entered(seat, entry, out)
+    finally:
+        if entry.ended is not None:
+            await _tell_ended(seat, entry.ended, reason="next" if skip else "left")
+
+
+async def _entered(seat: Seat, entry: mm.Entry, out: Outcome) -> None:
+    found = entry.match
     if found is None:
         seat.waiting = True
-        out.frames.append(QueueWaiting(expected_wait_s=await mm.expected_wait(seeker)))
+        out.frames.append(QueueWaiting(expected_wait_s=entry.expected_wait))
         return
     seat.waiting = False
     metrics.videochat_matched(seat.queued_at, pairs=1)
     seat.match = CurrentMatch(found.match_id, found.partner_id, found.partner_channel_name)
-    card = await live.card_get(found.partner_channel_name)
+    card = json.loads(entry.partner_card) if entry.partner_card else {}
     # Matchmaking's view of the partner's gender and country is the one it matched on.
     card.update(gender=found.partner_gender or "", country=found.partner_country or "")
     # The partner first, so its answer side knows the match before our offer arrives.
@@ -462,8 +461,7 @@ async def _leave_all(seat: Seat, *, reason: str) -> None:
     """Out of the queue and out of any match; the partner is told and re-queued."""
     seat.waiting = False
     seat.match = None
-    await mm.dequeue(seat.user_id)
-    ended = await mm.end_match(seat.user_id, skip=False)
+    ended = await mm.leave(seat.user_id)
     if ended is not None:
         await _tell_ended(seat, ended, reason=reason)
 

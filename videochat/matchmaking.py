@@ -17,8 +17,8 @@ sweeper process because correctness then needs no extra moving part: an expired 
 is skipped even if nothing has swept it yet.
 
 Re-enqueueing: a user already waiting keeps their arrival time (their place in line) under
-the new filters; a user still paired has that pair dissolved (no skip) first. A consumer that
-wants the ex-partner told should call `end_match()` before `enqueue()`.
+the new filters; a user still paired has that pair dissolved first, in the same step, and
+`enter()` reports it so the consumer tells the ex-partner.
 """
 
 from __future__ import annotations
@@ -102,6 +102,17 @@ class Match:
     partner_country: str  # ISO-2 or ""
 
 
+@dataclass(frozen=True)
+class Entry:
+    """What one queue entry did, in one step: the pair it ended (to tell the ex-partner),
+    the match it made, or the expected wait (seconds, None if no recent sample) if it waits."""
+
+    ended: tuple[str, int, str] | None  # (match_id, ex-partner, ex-partner's channel)
+    match: Match | None
+    partner_card: str  # the partner's card as it gave it (JSON), "" if none or no match
+    expected_wait: float | None
+
+
 # --- Keys: six, one hash tag (videochat/keys.py), so the script runs on Redis Cluster.
 _keys: tuple[str, tuple[str, ...]] = ("", ())
 
@@ -142,7 +153,7 @@ async def _run(client: aioredis.Redis, *args: Arg) -> Any:
 
 
 # --- Arguments and replies, shared by the async functions and their sync twins.
-def _enqueue_args(seeker: Seeker) -> tuple[Arg, ...]:
+def _enqueue_args(seeker: Seeker, skip: bool, card: str) -> tuple[Arg, ...]:
     return (
         "enqueue",
         seeker.user_id,
@@ -154,6 +165,11 @@ def _enqueue_args(seeker: Seeker) -> tuple[Arg, ...]:
         _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS),
         int(settings.VIDEOCHAT_MATCH_MAX_SCAN),
         settings.VIDEOCHAT_WAIT_EWMA_ALPHA,
+        "1" if skip else "0",
+        _ms(settings.VIDEOCHAT_SKIP_TTL_SECONDS),
+        card,
+        seeker.filter_class,
+        _ms(settings.VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS),
     )
 
 
@@ -161,16 +177,24 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _match(reply: list[bytes] | None) -> Match | None:
-    if not reply:
-        return None
-    match_id, partner, channel, gender, country = (_text(v) for v in reply)
-    return Match(
-        match_id=match_id,
-        partner_id=int(partner),
-        partner_channel_name=channel,
-        partner_gender="" if gender == "?" else gender,
-        partner_country="" if country == "?" else country,
+def _entry(reply: list[bytes]) -> Entry:
+    e_id, e_partner, e_channel, match_id, partner, channel, gender, country, card, wait = (
+        _text(v) for v in reply
+    )
+    match = None
+    if match_id:
+        match = Match(
+            match_id=match_id,
+            partner_id=int(partner),
+            partner_channel_name=channel,
+            partner_gender="" if gender == "?" else gender,
+            partner_country="" if country == "?" else country,
+        )
+    return Entry(
+        ended=(e_id, int(e_partner), e_channel) if e_id else None,
+        match=match,
+        partner_card=card,
+        expected_wait=int(wait) / 1000 if wait else None,
     )
 
 
@@ -209,15 +233,24 @@ def _seconds(reply: bytes | None) -> float | None:
 
 
 # --- The interface (asyncio, for consumers).
-async def enqueue(seeker: Seeker) -> Match | None:
-    """Pair `seeker` with the longest-waiting compatible user, or put them in the queue.
+async def enter(seeker: Seeker, *, skip: bool = False, card: str = "") -> Entry:
+    """Pair `seeker` with the longest-waiting compatible user, or put them in the queue, in
+    one step that first ends the seeker's current pair (skip=True for "next": the two are not
+    paired again for VIDEOCHAT_SKIP_TTL_SECONDS) and reports it, so the caller tells the
+    ex-partner.
 
     Compatible: each side's wanted gender/country matches the other's attributes, not the
     seeker themself, not skipped by either within VIDEOCHAT_SKIP_TTL_SECONDS, not already
     paired. On a match both directions of the pair are recorded and the partner leaves every
-    index; the caller notifies the partner at `partner_channel_name`. None: now waiting.
+    index; the caller notifies the partner at `partner_channel_name`. `card` (what a partner
+    is shown) waits with the entry and is handed to whoever pairs with it.
     """
-    return _match(await _run(get_async_redis(), *_enqueue_args(seeker)))
+    return _entry(await _run(get_async_redis(), *_enqueue_args(seeker, skip, card)))
+
+
+async def enqueue(seeker: Seeker) -> Match | None:
+    """`enter` without a card: the match, or None when now waiting."""
+    return (await enter(seeker)).match
 
 
 async def dequeue(user_id: int) -> None:
@@ -225,6 +258,13 @@ async def dequeue(user_id: int) -> None:
     await _run(
         get_async_redis(), "dequeue", user_id, _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS)
     )
+
+
+async def leave(user_id: int) -> tuple[str, int, str] | None:
+    """Leave the queue and end the pair (no skip) in one step; returns the ex-partner to
+    notify, as `end_match` does."""
+    last_ttl = _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS)
+    return _pair(await _run(get_async_redis(), "leave", user_id, last_ttl))
 
 
 async def partner_of(user_id: int) -> tuple[str, int, str] | None:
@@ -265,8 +305,12 @@ async def sweep(limit: int = 1000) -> int:
 
 
 # --- Sync twins (Celery tasks, management commands, scripts).
+def enter_sync(seeker: Seeker, *, skip: bool = False, card: str = "") -> Entry:
+    return _entry(_run_sync(get_redis(), *_enqueue_args(seeker, skip, card)))
+
+
 def enqueue_sync(seeker: Seeker) -> Match | None:
-    return _match(_run_sync(get_redis(), *_enqueue_args(seeker)))
+    return enter_sync(seeker).match
 
 
 def dequeue_sync(user_id: int) -> None:

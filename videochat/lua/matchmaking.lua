@@ -3,7 +3,8 @@
 -- All state lives in six keys that share one Redis Cluster hash tag and are always passed
 -- in KEYS, so the script never touches a key it did not declare:
 --   KEYS[1] idx    sorted set, every score 0; member "<bucket>|<arrival>|<uid>"
---   KEYS[2] wait   hash uid -> "<arrival>|<g>|<c>|<wg>|<wc>|<channel>"  (waiting users)
+--   KEYS[2] wait   hash uid -> "<arrival>|<g>|<c>|<wg>|<wc>|<channel>|<card>"  (waiting users;
+--                  the card, the public JSON a partner is shown, is last: it may hold '|')
 --   KEYS[3] pair   hash uid -> "<match_id>|<partner uid>|<partner channel>"  (current pairs)
 --   KEYS[4] last   hash uid -> previous partner uid (only so a report can name whom it is about)
 --   KEYS[5] ttl    sorted set of deadlines (ms): "w:<uid>" waiting, "p:<uid>" paired,
@@ -45,6 +46,17 @@ local function split(s)
     out[#out + 1] = string.sub(s, start, bar - 1)
     start = bar + 1
   end
+end
+
+-- The card of a waiting entry: everything after the sixth '|'.
+local function card_of(raw)
+  local start = 1
+  for _ = 1, 6 do
+    local bar = string.find(raw, '|', start, true)
+    if not bar then return '' end
+    start = bar + 1
+  end
+  return string.sub(raw, start)
 end
 
 local function arrival_ms(arrival)
@@ -183,19 +195,35 @@ local function record_wait_time(class, waited_ms, alpha)
   redis.call('HSET', STATS, class, string.format('%.0f|%.0f', value, now_ms))
 end
 
+-- The moving average of time-to-match for a filter class, or false (none recent).
+local function expected(class, max_age_ms)
+  local raw = redis.call('HGET', STATS, class)
+  if not raw then return false end
+  local s = split(raw)
+  if now_ms - tonumber(s[2]) > max_age_ms then return false end
+  return s[1]
+end
+
 local op = ARGV[1]
 
 if op == 'enqueue' then
+  -- One step for everything a queue entry needs, so a socket's "join" or "next" costs one
+  -- round trip: end the current pair (a skip for "next"), pair or wait, and the expected wait.
+  -- Reply: { ended match id, ended partner, ended partner's channel,
+  --          match id, partner, partner's channel, partner's gender, country, card,
+  --          expected wait ms }, '' where there is none.
   local me, channel, g, c, wg, wc = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
   local match_id = ARGV[8]
   local wait_ttl_ms, pair_ttl_ms = tonumber(ARGV[9]), tonumber(ARGV[10])
   local last_ttl_ms, max_scan, alpha = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+  local skip, skip_ttl_ms, card = ARGV[14] == '1', tonumber(ARGV[15]), ARGV[16]
+  local class, max_age_ms = ARGV[17], tonumber(ARGV[18])
   sweep(SWEEP_PER_STEP, last_ttl_ms)
 
-  -- Re-enqueueing: a leftover pair (after a crash its sockets are gone) is dissolved without
-  -- a skip; a waiting entry is replaced but keeps its arrival time, so sending "join" twice
-  -- never costs the user their place.
-  dissolve(me, false, 0, last_ttl_ms)
+  -- Re-enqueueing: the current pair is dissolved and reported, so the caller tells the
+  -- ex-partner (a skip when the user said "next"); a waiting entry is replaced but keeps its
+  -- arrival time, so sending "join" twice never costs the user their place.
+  local ended = dissolve(me, skip, skip_ttl_ms, last_ttl_ms) or { '', '', '' }
   local arrival = now_arrival
   local old = remove_waiting(me)
   if old then arrival = old[1] end
@@ -219,15 +247,24 @@ if op == 'enqueue' then
       partner, match_id .. '|' .. me .. '|' .. channel)
     redis.call('ZADD', TTL, now_ms + pair_ttl_ms, 'p:' .. me, now_ms + pair_ttl_ms, 'p:' .. partner)
     record_wait_time(e[2] .. '/' .. e[4] .. '/' .. e[5], now_ms - arrival_ms(e[1]), alpha)
-    return { match_id, partner, e[6], e[2], e[3] }
+    return { ended[1], ended[2], ended[3], match_id, partner, e[6], e[2], e[3], card_of(best[3]), '' }
   end
 
-  redis.call('HSET', WAIT, me, arrival .. '|' .. g .. '|' .. c .. '|' .. wg .. '|' .. wc .. '|' .. channel)
+  redis.call('HSET', WAIT, me,
+    arrival .. '|' .. g .. '|' .. c .. '|' .. wg .. '|' .. wc .. '|' .. channel .. '|' .. card)
   for _, bucket in ipairs(own_buckets(g, c, wg, wc)) do
     redis.call('ZADD', IDX, 0, bucket .. '|' .. arrival .. '|' .. me)
   end
   redis.call('ZADD', TTL, now_ms + wait_ttl_ms, 'w:' .. me)
-  return false
+  return { ended[1], ended[2], ended[3], '', '', '', '', '', '', expected(class, max_age_ms) or '' }
+
+elseif op == 'leave' then
+  -- Out of the queue and out of the pair in one step; returns the ex-partner to tell, or false.
+  local uid, last_ttl_ms = ARGV[2], tonumber(ARGV[3])
+  remove_waiting(uid)
+  local ended = dissolve(uid, false, 0, last_ttl_ms)
+  sweep(SWEEP_PER_STEP, last_ttl_ms)
+  return ended or false
 
 elseif op == 'dequeue' then
   remove_waiting(ARGV[2])
@@ -261,11 +298,7 @@ elseif op == 'heartbeat' then
   return w + p
 
 elseif op == 'expected' then
-  local raw = redis.call('HGET', STATS, ARGV[2])
-  if not raw then return false end
-  local s = split(raw)
-  if now_ms - tonumber(s[2]) > tonumber(ARGV[3]) then return false end
-  return s[1]
+  return expected(ARGV[2], tonumber(ARGV[3]))
 
 elseif op == 'sweep' then
   return sweep(tonumber(ARGV[2]), tonumber(ARGV[3]))
