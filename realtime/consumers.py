@@ -207,11 +207,7 @@ class BaseConsumer(AsyncWebsocketConsumer):
         if len(text) > self.max_text_bytes or len(text.encode()) > self.max_text_bytes:
             await self.send_error("too_large", f"frame over {self.max_text_bytes} bytes")
             return
-        if not await allow_async(
-            rate_key(self.rate_scope, self.user_id),
-            capacity=self.rate_capacity,
-            per_second=self.rate_per_second,
-        ):
+        if not await self.rate_allow():
             await self.send_error("rate_limited", "too many messages, slow down")
             return
         try:
@@ -235,6 +231,16 @@ class BaseConsumer(AsyncWebsocketConsumer):
             return
         handler = getattr(self, "on_" + message.type.replace(".", "_"))
         await self.guard(handler(message), ref)
+
+    async def rate_allow(self) -> bool:
+        """One token of the user's bucket, in Redis: shared by all of the user's sockets on
+        every process. A product whose user has one socket at a time may keep it locally."""
+        assert self.user_id is not None
+        return await allow_async(
+            rate_key(self.rate_scope, self.user_id),
+            capacity=self.rate_capacity,
+            per_second=self.rate_per_second,
+        )
 
     def parse(self, data: dict[str, Any]) -> Any:
         """Validate against the consumer's schema; ServiceError says what is wrong."""

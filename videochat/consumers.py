@@ -17,6 +17,7 @@ from django.conf import settings
 
 from payments.keys import entitlements_group
 from realtime.consumers import BaseConsumer
+from realtime.ratelimit import LocalBucket
 
 from . import events, geo, matching
 from .keys import videochat_user_group
@@ -32,10 +33,12 @@ class VideochatConsumer(BaseConsumer):
 
     seat: Seat | None = None
     heartbeat_task: asyncio.Task[None] | None = None
+    bucket: LocalBucket | None = None
 
     # --- lifecycle
     async def on_connect(self) -> None:
         assert self.user_id is not None
+        self.bucket = LocalBucket(self.rate_capacity, self.rate_per_second)
         # Joined first: a ban decided while the seat is being claimed still reaches us.
         await self.join(videochat_user_group(self.user_id))
         # Payments' announcements of a purchase, refund or expiry end the filters read at hello.
@@ -63,6 +66,12 @@ class VideochatConsumer(BaseConsumer):
                 await matching.seat_heartbeat(self._seat)
             except Exception:
                 log.exception("videochat heartbeat failed for user %s", self.user_id)
+
+    async def rate_allow(self) -> bool:
+        # A user has one video chat socket (a newer one replaces the older, and connects are
+        # rate-limited per user), so this socket's own bucket is the user's: no Redis round
+        # trip per message. Before on_connect made it, nothing is let through.
+        return self.bucket is not None and self.bucket.allow()
 
     # --- client messages (parsed by BaseConsumer against VideochatInbound)
     async def on_hello(self, msg: Hello) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pytest
+from redis.asyncio.connection import AbstractConnection
 
 from tests.conftest import acommunicator
 
@@ -44,3 +49,27 @@ async def pair(a: Any, b: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 async def close_all(*comms: Any) -> None:
     for comm in comms:
         await comm.disconnect()
+
+
+# The channel layer's own receive loop (a blocking pop, its in-flight backup) and pool health
+# checks: the layer's upkeep of every process, not what a message costs the product.
+_UPKEEP = (b"BZPOPMIN", b"$inflight", b"PING")
+
+
+@contextmanager
+def redis_round_trips() -> Iterator[list[bytes]]:
+    """Every request this process writes to Redis while the block runs (one command, or a
+    whole pipeline, is one round trip), the channel layer's receive loop left out."""
+    sent: list[bytes] = []
+    original = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        packed = command if isinstance(command, bytes | str) else b"".join(command)
+        packed = packed.encode() if isinstance(packed, str) else packed
+        if not any(word in packed for word in _UPKEEP):
+            sent.append(packed)
+        await original(self, command, check_health)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AbstractConnection, "send_packed_command", counting)
+        yield sent

@@ -1,0 +1,68 @@
+"""What a queue entry costs the server in Redis round trips and SQL queries, counted on the
+real ASGI app and real Redis (CPU is the benchmark's: benchmarks/matchmaking.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from realtime import events
+from realtime.redis import get_redis
+from tests.videochat.helpers import close_all, join, ready, redis_round_trips
+from videochat import matchmaking as mm
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _scripts_loaded() -> None:
+    """A server meeting a script for the first time costs two extra requests (NOSCRIPT, then
+    SCRIPT LOAD) once; the counts here are the steady state."""
+    get_redis().script_load(mm.LUA_SOURCE)
+    get_redis().script_load(events._SPECIFIC_SEND_LUA)
+
+
+async def test_an_arrival_costs_one_round_trip_to_wait_and_three_to_match(amake_user, queries):
+    waiting, seeker = await amake_user(), await amake_user()
+    a, _ = await ready(waiting)
+    b, _ = await ready(seeker)
+    queries.clear()
+
+    # Waiting: one matchmaking step (no rate-limit call, no separate expected-wait read).
+    with redis_round_trips() as sent:
+        assert (await join(a))["type"] == "queue.waiting"
+    assert len(sent) == 1, sent
+
+    # Matched: the seeker's step (the partner's card comes with it), the event to the
+    # partner's socket in one request, and the answer side's check that the pair is current.
+    with redis_round_trips() as sent:
+        assert (await join(b))["type"] == "match.found"
+        assert (await a.receive_json_from(timeout=3))["type"] == "match.found"
+    assert len(sent) == 3, sent
+    assert queries == []
+    await close_all(a, b)
+
+
+async def test_next_and_leave_cost_one_step_each(amake_user, queries):
+    one, two = await amake_user(), await amake_user()
+    a, _ = await ready(one)
+    b, _ = await ready(two)
+    await join(a)
+    await join(b)
+    await a.receive_json_from(timeout=3)
+    queries.clear()
+
+    # Next: one step ends the match (a skip) and queues b again, one request tells a, whose
+    # own single step puts it back in line.
+    with redis_round_trips() as sent:
+        await b.send_json_to({"type": "next"})
+        assert (await b.receive_json_from(timeout=3))["type"] == "queue.waiting"
+        assert (await a.receive_json_from(timeout=3))["type"] == "match.ended"
+        assert (await a.receive_json_from(timeout=3))["type"] == "queue.waiting"
+    assert len(sent) == 3, sent
+
+    with redis_round_trips() as sent:
+        await a.send_json_to({"type": "queue.leave"})
+        assert (await a.receive_json_from(timeout=3))["type"] == "queue.left"
+    assert len(sent) == 1, sent
+    assert queries == []
+    await close_all(a, b)
