@@ -34,6 +34,7 @@ class VideochatConsumer(BaseConsumer):
     seat: Seat | None = None
     heartbeat_task: asyncio.Task[None] | None = None
     bucket: LocalBucket | None = None
+    closing = False  # the server decided to close (banned, replaced)
 
     # --- lifecycle
     async def on_connect(self) -> None:
@@ -66,6 +67,13 @@ class VideochatConsumer(BaseConsumer):
                 await matching.seat_heartbeat(self._seat)
             except Exception:
                 log.exception("videochat heartbeat failed for user %s", self.user_id)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Refused at the door (no seat) or closing: what the client sent before it heard is
+        # dropped unanswered (nothing may be sent after the close).
+        if self.seat is None or self.closing:
+            return
+        await super().receive(text_data=text_data, bytes_data=bytes_data)
 
     async def rate_allow(self) -> bool:
         # A user has one video chat socket (a newer one replaces the older, and connects are
@@ -135,4 +143,5 @@ class VideochatConsumer(BaseConsumer):
         for frame in outcome.frames:
             await self.send_model(frame)
         if outcome.close_code is not None:
+            self.closing = True
             await self.close(code=outcome.close_code)

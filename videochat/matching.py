@@ -337,6 +337,8 @@ async def report_partner(
 
 # --- helpers
 def _require_hello(seat: Seat) -> None:
+    if not seat.claimed:  # banned or replaced: a join still on its way must not queue again
+        raise ServiceError("closed", "this socket gave up its place in video chat")
     if seat.session is None:
         raise ServiceError("hello_required", "send hello first")
 

@@ -535,6 +535,28 @@ async def test_banned_user_is_refused_and_a_new_ban_closes_open_sockets(amake_us
     assert await again.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
 
 
+async def test_a_closing_socket_ignores_what_its_client_sent_meanwhile(amake_user):
+    """Frames already on their way when the server decided to close (refused at the door,
+    banned, replaced) are dropped: not handled, and no reply after the close."""
+    from videochat.services import ban_create
+
+    user = await amake_user()
+    comm, _ = await ready(user)
+    await sync_to_async(ban_create)(
+        user=user, reason="rude", duration=dt.timedelta(days=1), created_by=None
+    )
+    await expect_error(comm, "banned")
+    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
+    await comm.send_json_to({"type": "queue.join"})
+    assert await comm.receive_nothing(QUIET)
+    assert waiting_traces(user.pk) == []
+    refused = await connect(user)
+    await expect_error(refused, "banned")
+    assert await refused.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
+    await refused.send_json_to({"type": "hello"})
+    assert await refused.receive_nothing(QUIET)
+
+
 async def test_ban_follows_the_facebook_id_to_a_new_account(amake_user):
     from allauth.socialaccount.models import SocialAccount
 

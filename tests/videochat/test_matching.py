@@ -180,6 +180,21 @@ async def test_a_ban_reaches_the_open_socket_which_gives_up_its_match_and_closes
     assert exc.value.code == "banned"
 
 
+async def test_a_seat_that_gave_up_its_place_cannot_queue_again():
+    """After a ban (or a newer socket) took the seat's place away, a join that was already on
+    its way must not put the user back in line."""
+    seat = await seat_for()
+    await matching.ban_reached(seat)
+    with pytest.raises(ServiceError) as exc:
+        await matching.queue_join(seat)
+    assert exc.value.code == "closed"
+    with pytest.raises(ServiceError):
+        await matching.next_partner(seat)
+    assert not seat.waiting and await mm.partner_of(seat.user_id) is None
+    other = await seat_for()
+    assert [type(f) for f in (await matching.queue_join(other)).frames] == [QueueWaiting]
+
+
 async def test_report_names_the_partner_matchmaking_knows():
     reporter = await sync_to_async(UserFactory)()
     with pytest.raises(ServiceError) as exc:
