@@ -182,7 +182,7 @@ def server_command(kind: str, port: int, host: str = "127.0.0.1") -> list[str]:
             "--port",
             str(port),
             "--ws",
-            "websockets-sansio",
+            "realtime.wsprotocol:LeanWebSocketProtocol",
             "--ws-per-message-deflate",
             "false",
             "--log-level",

@@ -447,7 +447,7 @@ def traced_server(port: int) -> None:
         "config.asgi:application",
         host="127.0.0.1",
         port=port,
-        ws="websockets-sansio",
+        ws="realtime.wsprotocol:LeanWebSocketProtocol",
         ws_per_message_deflate=False,
         log_level="warning",
         access_log=False,

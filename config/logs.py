@@ -12,6 +12,7 @@ out twice: our code logs ids and counts only, and `redact` drops any such field 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -156,11 +157,22 @@ def log_context(app: ASGIApp) -> ASGIApp:
                     outcome.setdefault("code", message.get("code", 1000))
                 await send(message)
 
-            async def receive_ws() -> Any:
-                message = await receive()
+            def note_disconnect(received: asyncio.Future[Any]) -> None:
+                if received.cancelled() or received.exception() is not None:
+                    return
+                message = received.result()
                 if message.get("type") == "websocket.disconnect":
                     outcome.setdefault("code", message.get("code"))
-                return message
+
+            def receive_ws() -> asyncio.Future[Any]:
+                # A future, not a coroutine: a server whose receive returns one
+                # (realtime.wsprotocol) then costs an idle socket no task here.
+                received = asyncio.ensure_future(receive())
+                if received.done():
+                    note_disconnect(received)  # a callback would run after the app returned
+                else:
+                    received.add_done_callback(note_disconnect)  # runs before the awaiter
+                return received
 
             try:
                 return await app(scope, receive_ws, send_ws)

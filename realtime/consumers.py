@@ -101,6 +101,12 @@ class BaseConsumer(AsyncWebsocketConsumer):
                 await self.disconnect(CLOSE_RECONNECT)
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": CLOSE_RECONNECT})
+        finally:
+            # realtime.layers: stop buffering for this channel (a receive that had already
+            # got its message when the consumer stopped cannot tell the layer by a cancel).
+            close_channel = getattr(self.channel_layer, "close_channel", None)
+            if close_channel is not None and getattr(self, "channel_name", None):
+                close_channel(self.channel_name)
 
     async def connect(self) -> None:
         identity = scope_identity(self.scope)

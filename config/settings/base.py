@@ -123,7 +123,8 @@ REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=2000)
 
 CHANNEL_LAYERS: dict[str, Any] = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels_redis with a lighter per-socket receive (realtime/layers.py).
+        "BACKEND": "realtime.layers.LeanRedisChannelLayer",
         "CONFIG": {
             "hosts": [
                 {

@@ -1,0 +1,157 @@
+"""The channel layer: channels_redis, with a process-local receive that costs an idle socket
+one future instead of a queue and two tasks.
+
+channels_redis gives every consumer's channel an `asyncio.Queue` (about 3 KiB with its
+deques and getter/putter machinery) and, while the consumer waits, two tasks racing for the
+process's read lock and the queue (benchmarks/idle_memory.py: 6 KiB of a 41 KiB idle socket).
+Here one reader per process channel pulls messages from Redis (the same `receive_single`,
+backup queue and all) while any socket of the process is open, and hands each message to
+its channel's waiting future; a channel whose consumer is busy keeps what arrives meanwhile
+in a deque created only then, bounded by `capacity` (the oldest dropped, as channels_redis
+does). `receive` of a process-local channel returns a plain future, so Channels'
+dispatch loop waits on it without a task of its own.
+
+What stays the same: sending, groups, capacity and expiry in Redis, the order of a channel's
+messages, one receiver error per failed Redis read (that consumer closes for a reconnect; the
+others keep waiting and the reader starts again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+from typing import Any
+
+from channels_redis.core import RedisChannelLayer
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+
+class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # channel -> the future its consumer waits on (at most one receiver per channel)
+        self._waiters: dict[str, asyncio.Future[Message]] = {}
+        # channel -> what came while its consumer was busy; only for channels that need one
+        self._pending: dict[str, collections.deque[Message]] = {}
+        # process channel ("specific.<client>!") -> its open channels, and its reader
+        self._open: dict[str, set[str]] = {}
+        self._readers: dict[str, asyncio.Task[None]] = {}
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        name: str = await super().new_channel(prefix)
+        self._open.setdefault(self.non_local_name(name), set()).add(name)
+        return name
+
+    def receive(self, channel: str) -> Any:
+        """The next message of `channel`: a future for a process-local channel (awaitable,
+        and cancellable like a task), channels_redis' own receive for any other."""
+        if "!" not in channel:
+            return super().receive(channel)
+        assert self.require_valid_channel_name(channel)
+        real = self.non_local_name(channel)
+        assert real.endswith(self.client_prefix + "!"), "Wrong client prefix"
+        loop = asyncio.get_running_loop()
+        self._adopt(loop)
+        waiter: asyncio.Future[Message] = loop.create_future()
+        self._open.setdefault(real, set()).add(channel)
+        pending = self._pending.get(channel)
+        if pending:
+            waiter.set_result(pending.popleft())
+            if not pending:
+                del self._pending[channel]
+            return waiter
+        if channel in self._waiters:
+            raise RuntimeError(f"{channel} already has a receiver")
+        self._waiters[channel] = waiter
+        waiter.add_done_callback(functools.partial(self._waiter_done, channel))
+        reader = self._readers.get(real)
+        if reader is None or reader.done():
+            self._readers[real] = loop.create_task(self._read(real))
+        return waiter
+
+    def close_channel(self, channel: str) -> None:
+        """The consumer of `channel` is gone: drop what waits for it and stop delivering to
+        it (its receive future may have been resolved already, so a cancel cannot say so)."""
+        real = self.non_local_name(channel)
+        waiter = self._waiters.pop(channel, None)
+        if waiter is not None:
+            waiter.cancel()
+        self._pending.pop(channel, None)
+        channels = self._open.get(real)
+        if channels is None:
+            return
+        channels.discard(channel)
+        if not channels:
+            del self._open[real]
+            reader = self._readers.pop(real, None)
+            if reader is not None:
+                # Safe mid-read: a message taken from Redis sits in its backup queue until
+                # the next read puts it back (channels_redis cancels its readers the same way).
+                reader.cancel()
+
+    async def close_pools(self) -> None:
+        for reader in list(self._readers.values()):
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        self._readers.clear()
+        await super().close_pools()
+
+    # --- internals
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A server has one loop; tests start a loop per test: forget the last one's state."""
+        if self._loop is loop:
+            return
+        if self._loop is not None and not self._loop.is_closed() and self._waiters:
+            raise RuntimeError("Two event loops are trying to receive() on one channel layer")
+        self._loop = loop
+        self._waiters.clear()
+        self._readers.clear()
+
+    def _waiter_done(self, channel: str, waiter: asyncio.Future[Message]) -> None:
+        if waiter.cancelled() and self._waiters.get(channel) is waiter:
+            # The consumer stopped waiting (it is closing): as channels_redis, drop its buffer.
+            self.close_channel(channel)
+
+    async def _read(self, real: str) -> None:
+        while self._open.get(real):
+            try:
+                target, message = await self.receive_single(real)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._fail_one(real, exc):
+                    continue
+                return  # nobody waits: the next receive starts a reader again
+            for channel in target if isinstance(target, list) else (target,):
+                self._deliver(channel, message)
+
+    def _deliver(self, channel: str, message: Message) -> None:
+        waiter = self._waiters.pop(channel, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+            return
+        if channel not in self._open.get(self.non_local_name(channel), ()):
+            return  # its consumer is gone (channels_redis kept these forever)
+        pending = self._pending.get(channel)
+        if pending is None:
+            pending = self._pending[channel] = collections.deque(maxlen=self.capacity)
+        pending.append(message)
+
+    def _fail_one(self, real: str, exc: Exception) -> bool:
+        """A failed Redis read goes to one waiting receiver, as channels_redis' lock holder
+        would have got it; the reader then reads again for the others."""
+        for channel, waiter in list(self._waiters.items()):
+            if self.non_local_name(channel) == real and not waiter.done():
+                del self._waiters[channel]
+                waiter.set_exception(exc)
+                return True
+        log.warning("channel layer read failed with no receiver waiting: %r", exc)
+        return False

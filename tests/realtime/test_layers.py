@@ -1,0 +1,100 @@
+"""realtime.layers: channels_redis' delivery (order, groups, capacity) on the real Redis, with
+an idle channel costing its consumer one future: no queue, no task of its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from realtime.layers import LeanRedisChannelLayer
+from tests.conftest import aconnected
+
+CONFIG = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+
+
+def layer_with(**config: object) -> LeanRedisChannelLayer:
+    return LeanRedisChannelLayer(**{**CONFIG, **config})
+
+
+async def test_the_configured_layer_is_the_lean_one() -> None:
+    assert isinstance(get_channel_layer(), LeanRedisChannelLayer)
+
+
+async def test_an_idle_channel_waits_on_a_future_without_a_queue() -> None:
+    layer = layer_with()
+    try:
+        name = await layer.new_channel()
+        waiting = layer.receive(name)
+        assert isinstance(waiting, asyncio.Future) and not isinstance(waiting, asyncio.Task)
+        assert not layer.receive_buffer  # channels_redis' per-channel queues: none made
+        await layer.send(name, {"type": "x.one"})
+        assert await waiting == {"type": "x.one"}
+    finally:
+        await layer.close_pools()
+
+
+async def test_a_busy_channel_gets_what_came_meanwhile_in_order_and_groups_reach_all() -> None:
+    layer = layer_with()
+    try:
+        a, b = await layer.new_channel(), await layer.new_channel()
+        await layer.group_add("lean-test", a)
+        await layer.group_add("lean-test", b)
+        first = layer.receive(a)  # a waits; b is busy (not receiving)
+        for i in range(3):
+            await layer.group_send("lean-test", {"type": "x.n", "n": i})
+        assert (await first)["n"] == 0
+        assert [(await layer.receive(a))["n"] for _ in range(2)] == [1, 2]
+        assert [(await layer.receive(b))["n"] for _ in range(3)] == [0, 1, 2]
+        await layer.group_discard("lean-test", a)
+        await layer.group_discard("lean-test", b)
+    finally:
+        await layer.close_pools()
+
+
+async def test_a_channel_that_falls_behind_keeps_the_newest_capacity_messages() -> None:
+    layer = layer_with(capacity=3)
+    try:
+        listening, behind = await layer.new_channel(), await layer.new_channel()
+        waiting = layer.receive(listening)
+        for i in range(5):
+            await layer.send(behind, {"type": "x.n", "n": i})
+        # One reader takes the process's messages in order: when this one is in, so are those.
+        await layer.send(listening, {"type": "x.marker"})
+        assert (await waiting)["type"] == "x.marker"
+        assert [(await layer.receive(behind))["n"] for _ in range(3)] == [2, 3, 4]
+    finally:
+        await layer.close_pools()
+
+
+async def test_a_closed_channel_is_no_longer_buffered_and_its_reader_stops() -> None:
+    layer = layer_with()
+    try:
+        gone, kept = await layer.new_channel(), await layer.new_channel()
+        waiting = layer.receive(kept)
+        await layer.send(gone, {"type": "x.lost"})
+        await layer.send(kept, {"type": "x.marker"})
+        await waiting
+        layer.close_channel(gone)
+        await layer.send(gone, {"type": "x.late"})
+        waiting = layer.receive(kept)
+        await layer.send(kept, {"type": "x.marker"})
+        await waiting
+        assert gone not in layer._pending
+        waiting = layer.receive(kept)
+        waiting.cancel()  # the consumer of `kept` stops: nothing open, no reader left
+        await asyncio.sleep(0)  # one turn: the future's done callbacks run
+        assert not layer._open and not layer._readers
+    finally:
+        await layer.close_pools()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_consumer_that_ends_closes_its_channel(amake_user) -> None:  # type: ignore[no-untyped-def]
+    layer = get_channel_layer()
+    comm = await aconnected("/ws/presence/", await amake_user())
+    assert any(layer._open.values())
+    await comm.disconnect()
+    assert not any(layer._open.values())

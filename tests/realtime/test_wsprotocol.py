@@ -1,0 +1,129 @@
+"""realtime.wsprotocol, the uvicorn protocol every server here runs (`--ws
+realtime.wsprotocol:LeanWebSocketProtocol`), on a real uvicorn with the websockets client:
+uvicorn's behaviour (frames in order, close codes both ways, the size limit, back-pressure)
+with less held per idle socket (no queue, no task, no handshake copies)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from realtime.wsprotocol import LeanWebSocketProtocol
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOCOL = "realtime.wsprotocol:LeanWebSocketProtocol"
+
+
+async def until(condition: Any, spins: int = 100_000) -> None:
+    """Let the loop run (no timer) until `condition()` holds."""
+    for _ in range(spins):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+def test_every_uvicorn_we_start_runs_the_lean_protocol() -> None:
+    for path in ["Procfile", "README.md", "benchmarks/_common.py", "tests/conftest.py"]:
+        text = (ROOT / path).read_text()
+        assert 'websockets-sansio"' not in text and "--ws websockets-sansio" not in text, path
+        assert PROTOCOL in text, path
+    for path in (ROOT / "deploy").rglob("*"):
+        if path.is_file():
+            assert not re.search(r"--ws[ =]websockets-sansio", path.read_text(errors="replace"))
+
+
+async def test_an_idle_socket_waits_on_a_future_and_keeps_no_handshake(uvicorn_in_loop) -> None:  # type: ignore[no-untyped-def]
+    seen: dict[str, Any] = {}
+    got: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        proto = send.__self__
+        waiting = receive()
+        seen.update(
+            proto=type(proto),
+            future=isinstance(waiting, asyncio.Future) and not isinstance(waiting, asyncio.Task),
+            handshake=(proto.request, proto.response),
+            headers=dict(scope["headers"]).get(b"x-kept"),
+        )
+        got.append(await waiting)
+        while (event := await receive())["type"] == "websocket.receive":
+            got.append(event.get("text") or event.get("bytes"))
+        got.append(event)
+
+    url = await uvicorn_in_loop(app)
+    async with connect(url, compression=None, additional_headers={"X-Kept": "yes"}) as ws:
+        await ws.send("one")
+        for item in ["two", b"three", "four"]:
+            await ws.send(item)
+        await ws.close(code=4000)
+    await until(lambda: len(got) == 5)
+    assert seen == {
+        "proto": LeanWebSocketProtocol,
+        "future": True,
+        "handshake": (None, None),
+        "headers": b"yes",
+    }
+    assert got[0] == {"type": "websocket.receive", "text": "one"}
+    assert got[1:4] == ["two", b"three", "four"]
+    assert got[4]["type"] == "websocket.disconnect" and got[4]["code"] == 4000
+
+
+async def test_server_close_code_and_size_limit(uvicorn_in_loop) -> None:  # type: ignore[no-untyped-def]
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        event = await receive()
+        if event.get("text") == "bye":
+            await send({"type": "websocket.close", "code": 4321})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    url = await uvicorn_in_loop(app)
+    async with connect(url, compression=None) as ws:
+        await ws.send("bye")
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4321
+
+    async with connect(url, compression=None, max_size=None) as ws:
+        await ws.send(b"x" * 65537)  # over --ws-max-size (65536)
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_reading_pauses_while_the_app_is_behind(uvicorn_in_loop) -> None:  # type: ignore[no-untyped-def]
+    protos: list[Any] = []
+    reading = asyncio.Event()
+    got: list[str] = []
+    count = 200
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        protos.append(send.__self__)
+        await reading.wait()
+        while len(got) < count:
+            got.append((await receive())["text"])
+
+    url = await uvicorn_in_loop(app)
+    async with connect(url, compression=None) as ws:
+        for i in range(count):
+            await ws.send(f"{i:04d}" + "x" * 1000)
+        await until(lambda: bool(protos) and protos[0].read_paused)
+        proto = protos[0]
+        # Paused after one parsed chunk: the rest waits in the kernel, not in our memory.
+        assert 0 < len(proto.queue.items) < count
+        reading.set()
+        await until(lambda: len(got) == count)
+    assert [g[:4] for g in got] == [f"{i:04d}" for i in range(count)]
+    assert not proto.read_paused or proto.queue.empty()
