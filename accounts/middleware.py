@@ -86,12 +86,11 @@ class SessionDeviceAuthMiddleware:
             return await self.inner(scope, receive, send)
         session_key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME) or None
         user, device = await database_sync_to_async(_identify)(session_key)
-        scope = {
-            **scope,
-            "user": user if device is not None else AnonymousUser(),
-            "device": device,
-            "session_key": session_key if device is not None else None,
-        }
+        # In place: CookieMiddleware handed us its own copy for this socket, and another copy
+        # would be held for the socket's life (benchmarks/idle_memory.py).
+        scope["user"] = user if device is not None else AnonymousUser()
+        scope["device"] = device
+        scope["session_key"] = session_key if device is not None else None
         return await self.inner(scope, receive, send)
 
 

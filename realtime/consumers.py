@@ -13,15 +13,20 @@ they take binary frames.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 import redis.exceptions
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django import db
 from django.conf import settings
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -74,6 +79,43 @@ def client_ip(scope: dict[str, Any]) -> str | None:
     return str(client[0]) if client[0] else None
 
 
+def _wake(woken: asyncio.Future[None], _done: asyncio.Future[Any]) -> None:
+    if not woken.done():
+        woken.set_result(None)
+
+
+async def dispatch_from(
+    sources: Sequence[Callable[[], Awaitable[Any]]], dispatch: Callable[[Any], Awaitable[None]]
+) -> None:
+    """Channels' await_many_dispatch: each source's next message to `dispatch`, in turn, the
+    source asked again only once its message is handled. It waits on one future instead of
+    asyncio.wait's set, closure and frames: an idle socket waits here for its whole life."""
+    loop = asyncio.get_running_loop()
+    pending = [asyncio.ensure_future(source()) for source in sources]
+    try:
+        while True:
+            if not any(future.done() for future in pending):
+                woken: asyncio.Future[None] = loop.create_future()
+                wake = functools.partial(_wake, woken)
+                for future in pending:
+                    future.add_done_callback(wake)
+                try:
+                    await woken
+                finally:
+                    for future in pending:
+                        future.remove_done_callback(wake)
+            for i, future in enumerate(pending):
+                if future.done():
+                    message = future.result()
+                    await dispatch(message)
+                    pending[i] = asyncio.ensure_future(sources[i]())
+    finally:
+        for future in pending:
+            future.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await future
+
+
 class BaseConsumer(AsyncWebsocketConsumer):
     # A TypeAdapter over the union of the product's inbound models, discriminated on "type".
     inbound: ClassVar[TypeAdapter[Any] | None] = None
@@ -93,7 +135,7 @@ class BaseConsumer(AsyncWebsocketConsumer):
     # --- lifecycle
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await self._serve(scope, receive, send)
         except _TRANSIENT as exc:
             # Unhandled, this closed the socket with 1011 and the client gave up.
             log.warning("closing a socket for a reconnect: %r", exc)
@@ -107,6 +149,18 @@ class BaseConsumer(AsyncWebsocketConsumer):
             close_channel = getattr(self.channel_layer, "close_channel", None)
             if close_channel is not None and getattr(self, "channel_name", None):
                 close_channel(self.channel_name)
+
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' AsyncConsumer.__call__, with the dispatch loop below."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources: list[Callable[[], Awaitable[Any]]] = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            sources.append(functools.partial(self.channel_layer.receive, self.channel_name))
+        with contextlib.suppress(StopConsumer):
+            await dispatch_from(sources, self.dispatch)
 
     async def connect(self) -> None:
         identity = scope_identity(self.scope)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import logging
 from typing import Any
@@ -73,7 +74,8 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         waiter.add_done_callback(functools.partial(self._waiter_done, channel))
         reader = self._readers.get(real)
         if reader is None or reader.done():
-            self._readers[real] = loop.create_task(self._read(real))
+            # A context of its own: not the structlog connection id of the socket that asked.
+            self._readers[real] = loop.create_task(self._read(real), context=contextvars.Context())
         return waiter
 
     def close_channel(self, channel: str) -> None:

@@ -127,5 +127,7 @@ class RawSocketMiddleware(BaseMiddleware):
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] == "websocket":
-            scope = {**scope, SCOPE_KEY: raw_socket_for(send)}
+            # Set in place, not on a copy: the server made this scope for this one socket, and
+            # a copy would be held for the socket's life (benchmarks/idle_memory.py).
+            scope[SCOPE_KEY] = raw_socket_for(send)
         return await self.inner(scope, receive, send)
