@@ -896,6 +896,12 @@ class E2EClient:
             elif m["type"] == "match.found":
                 self.found(s, t, m, entry, t0, t_req)
                 break
+            elif m["type"] == "queue.left" or (
+                m["type"] == "match.ended" and m["match_id"] == s.current
+            ):
+                # The end of an earlier visit, come after leaving() gave up waiting for it
+                # (an overloaded server): that match is over, so the next one is no double.
+                s.current = None
             elif m["type"] == "error":
                 self.log.append(["err", s.uid, m.get("code"), t])
         match_id = s.current

@@ -1,0 +1,39 @@
+"""benchmarks/matchmaking.py's end-to-end client: its own view of whether a user is in a
+match decides what counts as a "double match", so that view must follow every frame."""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks.matchmaking import ClientConfig, E2EClient, Sock
+
+
+def client() -> E2EClient:
+    cfg = ClientConfig(
+        index=0,
+        clients=1,
+        urls=[],
+        jobs=[],
+        prebanned=[],
+        rates=[],
+        seconds=1,
+        leave_after=3,
+        chat_mean=1,
+        log_dir="",
+    )
+    return E2EClient(cfg)
+
+
+async def test_a_late_end_of_the_previous_visit_is_not_a_double_match() -> None:
+    """An overloaded server answered the previous visit's queue.leave after the client gave
+    up waiting: the late queue.left ends that match before the new visit's match.found."""
+    c = client()
+    s = Sock(7, ws=None)
+    s.current = "old-match"  # found while leaving, and queue.left not seen in time
+    now = time.monotonic()
+    found = {"type": "match.found", "match_id": "new", "role": "answer", "partner": {"name": "u8"}}
+    for frame in ({"type": "queue.left"}, found, {"type": "_closed", "code": 1000}):
+        s.inbox.put_nowait((now, frame))
+    await c._visit(s, now)
+    [f] = [e for e in c.log if e[0] == "F"]
+    assert f[2] == "new" and f[9] is False  # not "still in another match"
