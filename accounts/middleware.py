@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.sessions import CookieMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
+
+from realtime.dbpool import pooled
 
 from . import selectors, services
 from .models import Device, User
@@ -85,7 +86,8 @@ class SessionDeviceAuthMiddleware:
         if scope["type"] != "websocket":
             return await self.inner(scope, receive, send)
         session_key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME) or None
-        user, device = await database_sync_to_async(_identify)(session_key)
+        # On the pool: every socket of a reconnect storm reads its session at once.
+        user, device = await pooled(_identify)(session_key)
         # In place: CookieMiddleware handed us its own copy for this socket, and another copy
         # would be held for the socket's life (benchmarks/idle_memory.py).
         scope["user"] = user if device is not None else AnonymousUser()

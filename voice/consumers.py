@@ -19,6 +19,7 @@ from channels.db import database_sync_to_async
 from accounts.countries import country_name, flag
 from realtime import liveness
 from realtime.consumers import BaseConsumer
+from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now
 from realtime.rawsocket import SCOPE_KEY, RawSocket
@@ -88,11 +89,11 @@ class VoiceConsumer(BaseConsumer):
         # The peer's address; behind a proxy the server is run with --proxy-headers (daphne
         # and uvicorn both), which puts the forwarded client address here instead.
         client = self.scope.get("client") or [None]
-        entry = await db(services.connection_log_write)(
-            user_id=self.user_id, ip=client[0], device=self.device
+        logged, self.nickname = selectors.profile_nickname(self.user)
+        entry = await pooled(services.connection_log_write)(
+            user_id=self.user_id, ip=client[0], device=self.device, nickname=logged
         )
         self.country = entry.country
-        self.nickname = await db(selectors.nickname_of)(self.user_id)
         await self.join(voice_user_group(self.user_id))
 
     async def on_disconnect(self, code: int) -> None:
@@ -125,7 +126,7 @@ class VoiceConsumer(BaseConsumer):
         await get_relay().join(channel.pk, self)
         countries = await selectors.live_members(channel.pk)
         countries.setdefault(uid, self.country)
-        members = await db(selectors.members_describe)(
+        members = await pooled(selectors.members_describe)(
             channel, countries, limit=MEMBER_LIST_LIMIT, first=uid
         )
         me = next(m for m in members if m.user_id == uid)

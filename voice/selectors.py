@@ -11,11 +11,11 @@ from typing import Any
 
 import redis
 from channels.db import database_sync_to_async
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from accounts.countries import country_name, flag
-from accounts.models import Profile
+from accounts.models import Profile, User
 from realtime.errors import NotAllowed, ServiceError
 from realtime.keys import presence_key
 from realtime.redis import get_async_redis
@@ -33,6 +33,23 @@ def channel_get(channel_id: int) -> Channel:
         return Channel.objects.get(pk=channel_id)
     except Channel.DoesNotExist:
         raise ServiceError("not_found", "no such channel", status=404) from None
+
+
+def channel_admission(channel_id: int, user_id: int) -> tuple[Channel, bool, bool]:
+    """(the channel, is the user banned from it now, are they a member) in one query: a
+    join's admission in a reconnect storm, where every socket asks it at once."""
+    bans = ChannelSanction.objects.filter(
+        channel_id=OuterRef("pk"), user_id=user_id, kind=SanctionKind.BAN
+    ).filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
+    member = ChannelMembership.objects.filter(channel_id=OuterRef("pk"), user_id=user_id)
+    row = (
+        Channel.objects.filter(pk=channel_id)
+        .annotate(_banned=Exists(bans), _member=Exists(member))
+        .first()
+    )
+    if row is None:
+        raise ServiceError("not_found", "no such channel", status=404)
+    return row, bool(row._banned), bool(row._member)  # type: ignore[attr-defined]
 
 
 def channels_search(query: str = "", *, limit: int = SEARCH_LIMIT) -> list[Channel]:
@@ -117,6 +134,18 @@ def member_channel_ids(user_id: int, channel_ids: list[int]) -> set[int]:
 def nickname_of(user_id: int) -> str:
     profile = Profile.objects.filter(user_id=user_id).only("nickname").first()
     return profile.nickname if profile and profile.nickname else f"user{user_id}"
+
+
+def profile_nickname(user: Any) -> tuple[str, str]:
+    """(the profile's nickname or "", the nickname others see: "user<id>" without one) of
+    `user`; no query when the profile came with the user (a socket's connect reads them
+    together, accounts.selectors.session_identity)."""
+    if User.profile.is_cached(user):
+        profile = getattr(user, "profile", None)  # cached as missing: no profile
+    else:
+        profile = Profile.objects.filter(user_id=user.pk).only("nickname").first()
+    nickname = profile.nickname if profile else ""
+    return nickname, nickname or f"user{user.pk}"
 
 
 def members_describe(

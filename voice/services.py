@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Device, Profile, User
+from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now, send_on_commit
 from realtime.ratelimit import allow_async
@@ -37,7 +38,7 @@ from realtime.redis import get_async_redis, get_redis
 from . import events, keys
 from .floor import Floor, end_transmission
 from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
-from .selectors import channel_get, floor_decode, is_moderator, sanction_active
+from .selectors import channel_admission, channel_get, floor_decode, is_moderator
 
 # iptocc >= 3 names it country_code; older releases get_country_code.
 _IPTOCC_NAMES = ("country_code", "get_country_code")
@@ -187,44 +188,50 @@ def channel_password_check(*, channel: Channel, password: str | None) -> bool:
     )
 
 
-@transaction.atomic
 def channel_join(
     *, channel_id: int, user: User, password: str | None, password_ok: bool = False
 ) -> Channel:
     """Admit the user to the channel: not while banned; a protected channel wants its
     password unless the user is a member already (so a reconnect needs no password).
-    `password_ok`: the caller verified the password already (channel_admit, off this thread)."""
-    channel = channel_get(channel_id)
-    ban = sanction_active(channel.pk, user.pk, SanctionKind.BAN)
-    if ban is not None:
-        raise NotAllowed("you are banned from this channel", code="banned")
-    member = ChannelMembership.objects.filter(channel=channel, user=user).exists()
-    if not member:
-        if not (password_ok or channel_password_check(channel=channel, password=password)):
-            code = "wrong_password" if password else "password_required"
-            raise NotAllowed("wrong channel password", code=code)
-        ChannelMembership.objects.get_or_create(channel=channel, user=user)
+    `password_ok`: the caller verified the password already (channel_admit, off this thread).
+    One query for a member (a reconnect), two for a newcomer, no transaction: the insert
+    is one statement that a concurrent join of the same user cannot make fail."""
+    channel, stored = _channel_join_or_hash(channel_id=channel_id, user=user)
+    if stored and not (password_ok or channel_password_check(channel=channel, password=password)):
+        code = "wrong_password" if password else "password_required"
+        raise NotAllowed("wrong channel password", code=code)
+    if stored:
+        _membership_add(channel, user)
     return channel
 
 
-def _join_needs_password(*, channel_id: int, user: User) -> str:
-    """The stored hash when this user must give the channel's password to join, else ""."""
-    channel = channel_get(channel_id)
-    if not channel.is_protected:
-        return ""
-    if ChannelMembership.objects.filter(channel=channel, user=user).exists():
-        return ""
-    return channel.password_hash
+def _membership_add(channel: Channel, user: User) -> None:
+    ChannelMembership.objects.bulk_create(
+        [ChannelMembership(channel=channel, user=user)], ignore_conflicts=True
+    )
+
+
+def _channel_join_or_hash(*, channel_id: int, user: User) -> tuple[Channel, str]:
+    """Admit the user if no password is needed: (the channel, ""). When the user must give
+    the protected channel's password first: (the channel, its stored hash), not admitted."""
+    channel, banned, member = channel_admission(channel_id, user.pk)
+    if banned:
+        raise NotAllowed("you are banned from this channel", code="banned")
+    if member:
+        return channel, ""
+    if channel.is_protected:
+        return channel, channel.password_hash
+    _membership_add(channel, user)
+    return channel, ""
 
 
 async def channel_admit(*, channel_id: int, user: User, password: str | None) -> Channel:
-    """channel_join for a socket: the password is checked after the attempt limit and
-    outside the database thread, which every socket's queries share."""
-    stored = await database_sync_to_async(_join_needs_password)(channel_id=channel_id, user=user)
+    """channel_join for a socket: one database call for a member or an open channel (on the
+    pool of realtime.dbpool, not the one database thread); a password is checked after the
+    attempt limit and outside the database threads."""
+    channel, stored = await pooled(_channel_join_or_hash)(channel_id=channel_id, user=user)
     if not stored:
-        return await database_sync_to_async(channel_join)(
-            channel_id=channel_id, user=user, password=password
-        )
+        return channel
     if not password:
         raise NotAllowed("this channel wants its password", code="password_required")
     if not await allow_async(
@@ -244,7 +251,7 @@ async def channel_admit(*, channel_id: int, user: User, password: str | None) ->
         await database_sync_to_async(
             Channel.objects.filter(pk=channel_id, password_hash=stored).update
         )(password_hash=new_hash)
-    return await database_sync_to_async(channel_join)(
+    return await pooled(channel_join)(
         channel_id=channel_id, user=user, password=None, password_ok=True
     )
 
@@ -374,21 +381,23 @@ def ip_country(ip: str | None) -> str:
     return (_ip_country(ip) or "").upper()
 
 
-@transaction.atomic
 def connection_log_write(
-    *, user_id: int, ip: str | None, device: Device | None = None
+    *, user_id: int, ip: str | None, device: Device | None = None, nickname: str | None = None
 ) -> ConnectionLog:
     """The policy's server log line for one connect: timestamp, IP, nickname, user id, the
     unique identifier of the device (issued by the server at login, the socket's own), its
-    make, model, platform and client version, and the IP's country for the aggregates."""
+    make, model, platform and client version, and the IP's country for the aggregates.
+    One insert (a socket passes the `nickname` its connect read already)."""
     try:
         ipaddress.ip_address(ip or "")
     except ValueError:
         ip = None
-    profile = Profile.objects.filter(user_id=user_id).only("nickname").first()
+    if nickname is None:
+        profile = Profile.objects.filter(user_id=user_id).only("nickname").first()
+        nickname = profile.nickname if profile else ""
     return ConnectionLog.objects.create(
         ip=ip,
-        nickname=profile.nickname if profile else "",
+        nickname=nickname,
         user_id=user_id,
         device_uid=device.device_id if device else "",
         device_make=device.make if device else "",

@@ -88,6 +88,10 @@ TEMPLATES = [
     },
 ]
 
+# Threads (each with its own connection) that a socket's independent database calls run on
+# (realtime.dbpool); Channels' database_sync_to_async runs every call of a process on one.
+DB_POOL_THREADS = env.int("DB_POOL_THREADS", default=4)
+
 # --- Database: PostgreSQL from DATABASE_URL, else SQLite in WAL mode in the project folder.
 if env("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}

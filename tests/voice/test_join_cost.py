@@ -12,10 +12,10 @@ from tests.voice.helpers import assert_alive, connect, expect, joined
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# A first join: the channel (twice: admission, then the password path's own read), the
-# user's ban, membership (exists, then get_or_create: select, savepoint, insert, release),
-# then the member list: profiles, moderators, mutes. None of it grows with the members.
-JOIN_QUERIES = 11
+# A first join: the admission (channel, the user's ban and membership in one query), the
+# membership's insert (one statement, no savepoint), then the member list: profiles,
+# moderators, mutes. None of it grows with the members.
+JOIN_QUERIES = 5
 
 
 async def _join_statements(comm: Any, channel: Any, monkeypatch: Any) -> list[str]:
