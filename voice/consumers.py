@@ -115,17 +115,16 @@ class VoiceConsumer(BaseConsumer):
         uid = self._uid
         # Group and relay first, then the snapshot: nothing said meanwhile is missed.
         await self.join(channel_group(channel.pk))
-        first, sockets = await services.channel_socket_add(
+        first, sockets, countries = await services.channel_socket_join(
             channel_id=channel.pk,
             socket=self.channel_name,
             user_id=uid,
             country=self.country,
             process_id=liveness.process_id(),
         )
+        countries.setdefault(uid, self.country)
         self.channel = channel
         await get_relay().join(channel.pk, self)
-        countries = await selectors.live_members(channel.pk)
-        countries.setdefault(uid, self.country)
         members = await pooled(selectors.members_describe)(
             channel, countries, limit=MEMBER_LIST_LIMIT, first=uid
         )

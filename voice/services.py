@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from accounts.models import Device, Profile, User
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now, send_on_commit
+from realtime.keys import presence_key
 from realtime.ratelimit import allow_async
 from realtime.redis import get_async_redis, get_redis
 
@@ -426,22 +428,83 @@ def connection_log_purge(*, older_than_days: int, batch_size: int = 1000) -> int
 
 
 # --- live state (Redis)
+# A socket joins: who is live in the channel (each socket's presence entry not expired, as
+# selectors.live_members reads it) and whether this is the user's first socket there, read
+# and the socket added in one step inside Redis. Read from Python this was a command per
+# socket already in the channel for every join: O(members²) a channel in a reconnect storm.
+# The presence keys are the members' own (realtime.keys.presence_key), not declared: one
+# Redis, as the floor's and matchmaking's steps assume.
+_SOCKET_JOIN = """
+local socket, uid, now, presence = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local first, count, live = 1, 1, {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= socket then
+    count = count + 1
+    local entry = cjson.decode(all[i + 1])
+    local id = tostring(entry.user_id)
+    if id == uid then first = 0 end
+    local expiry = redis.call('ZSCORE', presence .. id, all[i])
+    if expiry and tonumber(expiry) >= now then
+      live[#live + 1] = id
+      live[#live + 1] = entry.country
+    end
+  end
+end
+redis.call('HSET', KEYS[1], socket, ARGV[5])
+if #KEYS > 1 then
+  redis.call('HSET', KEYS[2], socket, ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[7])
+end
+return {first, count, live}
+"""
+_PRESENCE_PREFIX = presence_key(0).removesuffix("0")  # + a user id: that user's key
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def channel_socket_join(
+    *, channel_id: int, socket: str, user_id: int, country: str, process_id: str = ""
+) -> tuple[bool, int, dict[int, str]]:
+    """Record a socket as joined (listed under its process for realtime.liveness). Returns
+    (whether it is the user's first socket in the channel, how many sockets it has now, user
+    id -> connection country of everyone else live in it before this socket came)."""
+    names = [keys.sockets_key(channel_id)]
+    if process_id:
+        names.append(keys.process_sockets_key(process_id))
+    first, count, flat = await get_async_redis().eval(
+        _SOCKET_JOIN,
+        len(names),
+        *names,
+        socket,
+        user_id,
+        time.time(),
+        _PRESENCE_PREFIX,
+        json.dumps({"user_id": user_id, "country": country}),
+        channel_id,
+        settings.LIVENESS_SOCKETS_KEEP_SECONDS,
+    )
+    live: dict[int, str] = {}
+    for i in range(0, len(flat), 2):
+        uid = int(flat[i])
+        live[uid] = live.get(uid) or _text(flat[i + 1])
+    return bool(first), int(count), live
+
+
 async def channel_socket_add(
     *, channel_id: int, socket: str, user_id: int, country: str, process_id: str = ""
 ) -> tuple[bool, int]:
-    """Record a socket as joined (listed under its process for realtime.liveness). Returns
-    (whether it is the user's first socket in the channel, how many sockets it has now)."""
-    r = get_async_redis()
-    k = keys.sockets_key(channel_id)
-    async with r.pipeline(transaction=True) as p:
-        p.hvals(k)
-        p.hset(k, socket, json.dumps({"user_id": user_id, "country": country}))
-        if process_id:
-            p.hset(keys.process_sockets_key(process_id), socket, channel_id)
-            p.expire(keys.process_sockets_key(process_id), settings.LIVENESS_SOCKETS_KEEP_SECONDS)
-        before = (await p.execute())[0]
-    first = all(json.loads(v)["user_id"] != user_id for v in before)
-    return first, len(before) + 1
+    """channel_socket_join without the live members."""
+    first, count, _ = await channel_socket_join(
+        channel_id=channel_id,
+        socket=socket,
+        user_id=user_id,
+        country=country,
+        process_id=process_id,
+    )
+    return first, count
 
 
 async def channel_socket_remove(

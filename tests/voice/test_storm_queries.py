@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+from redis.asyncio.connection import AbstractConnection
+
 from realtime.dbpool import pooled
 from tests.conftest import acommunicator
-from tests.voice.helpers import join, joined
+from tests.voice.helpers import assert_alive, join, joined
 
 # The session, then device + user + profile in one join (accounts.selectors.session_identity).
 CONNECT_QUERIES = 2
@@ -58,6 +61,45 @@ async def test_a_member_reconnecting_costs_fewer(amake_user, make_channel, queri
     await comm.disconnect()
     assert len(seen) <= CONNECT_QUERIES + JOIN_QUERIES_MEMBER, seen
     assert not any(q.startswith('INSERT INTO "voice_channelmembership"') for q in seen), seen
+
+
+@pytest.fixture
+def redis_commands(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The name of every Redis command sent by any async client (pipelined ones too)."""
+    seen: list[bytes] = []
+    pack = AbstractConnection.pack_command
+
+    def counting(self, *args):  # type: ignore[no-untyped-def]
+        seen.append(str(args[0]).encode() if not isinstance(args[0], bytes) else args[0])
+        return pack(self, *args)
+
+    monkeypatch.setattr(AbstractConnection, "pack_command", counting)
+    return seen
+
+
+async def test_a_join_sends_redis_the_same_commands_in_a_crowd(
+    amake_user, make_channel, redis_commands
+):
+    """Adding the socket and reading who is live is one step in Redis: a storm's joins
+    do not each send a command per member already there (O(members²) a channel)."""
+    owner = await amake_user()
+    channel = await make_channel(owner)
+    present = [await joined(await amake_user(), channel) for _ in range(2)]
+    costs = []
+    for extra in (0, 6):
+        for _ in range(extra):
+            present.append(await joined(await amake_user(), channel))
+        comm = await acommunicator("/ws/cbline/", await amake_user())
+        ok, _ = await comm.connect(timeout=5)
+        assert ok
+        await assert_alive(comm)  # the connect's own work is done
+        redis_commands.clear()
+        await join(comm, channel)
+        costs.append(sorted(redis_commands))
+        present.append(comm)
+    for comm in present:
+        await comm.disconnect()
+    assert costs[0] == costs[1], costs
 
 
 async def test_pooled_database_calls_run_side_by_side(transactional_db):
