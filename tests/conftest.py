@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 import uvicorn
+from asgiref.sync import SyncToAsync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
-from django.db import connection
+from django.db import connection, connections
 
 from tests.factories import UserFactory
 
@@ -31,6 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 E2E_SKIPPED: list[str] = []
 # Every log file a server process of this run wrote (tests/e2e/test_logs.py greps them).
 SERVER_LOGS: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _helper_thread_connection_closed() -> Iterator[None]:
+    """Tests' own sync_to_async calls run on asgiref's one shared thread, whose database
+    connection nothing else closes since sockets' calls moved to realtime.dbpool: left
+    open, it kept the test database from being dropped at the end of the run."""
+    yield
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
 
 
 @pytest.fixture(autouse=True)
