@@ -131,6 +131,48 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
+class _SocketAccess:
+    """One socket's access-log state and its send/receive wrappers: one small object held for
+    the socket's life instead of three closures, their cells and a dict."""
+
+    __slots__ = ("closed", "code", "path", "server_receive", "server_send")
+
+    def __init__(self, path: str, server_receive: Any, server_send: Any) -> None:
+        self.path = path
+        self.server_receive = server_receive
+        self.server_send = server_send
+        self.code: Any = None
+        self.closed = False  # the first close or disconnect names the code
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "websocket.accept":
+            access_log.info("socket open", path=self.path)
+        elif message.get("type") == "websocket.close":
+            self._close(message.get("code", 1000))
+        await self.server_send(message)
+
+    def receive(self) -> asyncio.Future[Any]:
+        # A future, not a coroutine: a server whose receive returns one
+        # (realtime.wsprotocol) then costs an idle socket no task here.
+        received = asyncio.ensure_future(self.server_receive())
+        if received.done():
+            self._note(received)  # a callback would run after the app returned
+        else:
+            received.add_done_callback(self._note)  # runs before the awaiting app
+        return received
+
+    def _note(self, received: asyncio.Future[Any]) -> None:
+        if received.cancelled() or received.exception() is not None:
+            return
+        message = received.result()
+        if message.get("type") == "websocket.disconnect":
+            self._close(message.get("code"))
+
+    def _close(self, code: Any) -> None:
+        if not self.closed:
+            self.closed, self.code = True, code
+
+
 def log_context(app: ASGIApp) -> ASGIApp:
     """Bind request_id (HTTP) or connection_id (WebSocket) for everything `app` logs while
     serving this scope; HTTP responses carry X-Request-ID back. One line per request and
@@ -148,39 +190,14 @@ def log_context(app: ASGIApp) -> ASGIApp:
             structlog.contextvars.bind_contextvars(
                 connection_id=uuid.uuid4().hex[:16], request_id=request_id
             )
-            outcome: dict[str, Any] = {}
-
-            async def send_ws(message: dict[str, Any]) -> None:
-                if message.get("type") == "websocket.accept":
-                    access_log.info("socket open", path=path)
-                elif message.get("type") == "websocket.close":
-                    outcome.setdefault("code", message.get("code", 1000))
-                await send(message)
-
-            def note_disconnect(received: asyncio.Future[Any]) -> None:
-                if received.cancelled() or received.exception() is not None:
-                    return
-                message = received.result()
-                if message.get("type") == "websocket.disconnect":
-                    outcome.setdefault("code", message.get("code"))
-
-            def receive_ws() -> asyncio.Future[Any]:
-                # A future, not a coroutine: a server whose receive returns one
-                # (realtime.wsprotocol) then costs an idle socket no task here.
-                received = asyncio.ensure_future(receive())
-                if received.done():
-                    note_disconnect(received)  # a callback would run after the app returned
-                else:
-                    received.add_done_callback(note_disconnect)  # runs before the awaiter
-                return received
-
+            socket = _SocketAccess(path, receive, send)
             try:
-                return await app(scope, receive_ws, send_ws)
+                return await app(scope, socket.receive, socket.send)
             finally:
                 access_log.info(
                     "socket closed",
                     path=path,
-                    code=outcome.get("code"),
+                    code=socket.code,
                     seconds=round(time.perf_counter() - started, 3),
                 )
         structlog.contextvars.bind_contextvars(request_id=request_id)
