@@ -95,8 +95,22 @@ DB_POOL_THREADS = env.int("DB_POOL_THREADS", default=4)
 # --- Database: PostgreSQL from DATABASE_URL, else SQLite in WAL mode in the project folder.
 if env("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
+    # A pool per process (psycopg's, through Django): ASGI runs every HTTP request in a
+    # thread of its own, so a per-thread persistent connection (CONN_MAX_AGE) was never
+    # reused, and idle ones piled up to "too many clients". Pooled connections go back to
+    # the pool when Django closes them; a pool needs CONN_MAX_AGE 0. Size: the sockets'
+    # database threads plus the requests in flight; processes x max_size must stay under
+    # the server's max_connections.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DJANGO_DB_POOL_MIN_SIZE", default=1),
+        "max_size": env.int("DJANGO_DB_POOL_MAX_SIZE", default=8),
+        # Seconds a caller waits for a free connection before an error (not for ever).
+        "timeout": env.float("DJANGO_DB_POOL_TIMEOUT", default=10.0),
+        # Idle connections above min_size are closed after this many seconds.
+        "max_idle": env.float("DJANGO_DB_POOL_MAX_IDLE", default=60.0),
+    }
 else:
     DATABASES = {
         "default": {

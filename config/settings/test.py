@@ -40,7 +40,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-{RUN_ID}.sqlite3")}
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_comms_{RUN_ID}"}
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
 if _test_db:
     DATABASES["default"]["NAME"] = _test_db
 # Servers here run on any loopback port (the nginx test stack too): the page's own origin.
