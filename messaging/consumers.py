@@ -13,8 +13,9 @@ from realtime.errors import ServiceError
 from realtime.schemas import Hello
 from realtime.stream_socket import StreamConsumerMixin
 
-from .schemas import MessagingInbound, SyncFrame
+from .schemas import MessagingInbound, Sent, SocketSend, SyncFrame
 from .selectors import key_counts
+from .services import room_event_send
 
 
 class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
@@ -31,6 +32,20 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         # Current key counts first (no ack needed): the OlmMachine tops its keys up from them.
         await self.send_key_counts()
         await super().on_hello(msg)
+
+    async def on_send(self, msg: SocketSend) -> None:
+        # Refusals carry the txn_id as their ref, so the client can match them.
+        await self.guard(self._send(msg), msg.txn_id)
+
+    async def _send(self, msg: SocketSend) -> None:
+        answer = await database_sync_to_async(room_event_send)(
+            device=self.device,
+            room_id=msg.room_id,
+            event_type="m.room.encrypted",
+            txn_id=msg.txn_id,
+            content=msg.content,
+        )
+        await self.send_model(Sent(txn_id=msg.txn_id, event_id=answer["event_id"]))
 
     async def messaging_counts(self, event: dict[str, Any]) -> None:
         """Someone claimed one of this device's keys."""

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from realtime.schemas import Ack, Hello, Outbound
+from realtime.schemas import Ack, Hello, Inbound, Outbound
 
 Json = dict[str, Any]
 Id = Annotated[str, Field(min_length=1, max_length=255)]
@@ -103,7 +103,26 @@ class PrivacySettings(Body):
 
 
 # --- The sync socket (/ws/messaging/): hello and ack are the durable stream's.
-MessagingInbound = Hello | Ack
+class SocketSend(Inbound):
+    """PUT rooms/{room_id}/send/m.room.encrypted/{txn_id} over the sync socket: the same
+    service, the same idempotency key (a resend answers the same event_id)."""
+
+    type: Literal["send"]
+    room_id: Id
+    txn_id: Id
+    content: Json
+
+
+MessagingInbound = Hello | Ack | SocketSend
+
+
+class Sent(Outbound):
+    """The answer to `send`: stored as `event_id`. A refusal is an error frame whose `ref`
+    is the txn_id."""
+
+    type: Literal["sent"] = "sent"
+    txn_id: str
+    event_id: str
 
 
 class SyncFrame(Outbound):

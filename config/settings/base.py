@@ -110,6 +110,10 @@ if env("DATABASE_URL", default=""):
         "timeout": env.float("DJANGO_DB_POOL_TIMEOUT", default=10.0),
         # Idle connections above min_size are closed after this many seconds.
         "max_idle": env.float("DJANGO_DB_POOL_MAX_IDLE", default=60.0),
+        # The pool retries a failed connect with a doubling delay until this many seconds,
+        # then gives up and the next request tries afresh: without a short limit, a database
+        # back after 30 s of outage was not used again for as long.
+        "reconnect_timeout": env.float("DJANGO_DB_POOL_RECONNECT_TIMEOUT", default=4.0),
     }
 else:
     DATABASES = {

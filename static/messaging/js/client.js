@@ -16,6 +16,13 @@ import { loadSdk } from "./sdk.js";
 const WEEK_US = 7n * 24n * 3600n * 1000000n;
 const MEDIA_DOWNLOAD = "/messaging/_matrix/client/v1/media/download/";
 const MEDIA_UPLOAD = "/messaging/_matrix/media/v3/upload";
+// A send frame must fit the socket's text frame limit (16 KiB); bigger events go over HTTP.
+const SOCKET_SEND_MAX_CHARS = 12 * 1024;
+// No answer on the socket this long: ask over HTTP with the same txn id (applied once).
+const SOCKET_SEND_TIMEOUT_MS = 15000;
+
+/** The socket dropped (or stayed silent) before answering a send: retry over HTTP. */
+class SocketSendLost extends Error {}
 
 /** Why an event could not be decrypted, in words a user understands. */
 export function undecryptableReason(code, sdk) {
@@ -85,6 +92,8 @@ export class CallsClient extends EventTarget {
     this.outgoingAgain = false;
     this.openRoom = null;
     this.caughtUp = false;
+    this.socketLive = false; // open and caught up since the last (re)connect
+    this.socketSends = new Map(); // txn id -> {resolve, reject, timer}
   }
 
   uid(id = this.userId) {
@@ -218,11 +227,22 @@ export class CallsClient extends EventTarget {
       this.emit("status", "connected");
     });
     this.socket.addEventListener("close", (ev) => {
+      this.socketLive = false;
+      this.dropSocketSends();
       this.emit("status", ev.detail.final ? "signed-out" : "reconnecting");
       if (ev.detail.final) this.emit("signed-out");
     });
     this.socket.on("sync", (msg) => this.enqueueSync(msg));
+    this.socket.on("sent", (msg) => this.settleSocketSend(msg.txn_id, null, msg));
+    this.socket.on("error", (msg) => {
+      if (msg.ref && this.socketSends.has(msg.ref)) {
+        this.settleSocketSend(msg.ref, new ApiError(400, msg.code, msg.detail, msg));
+      } else {
+        console.warn("CallsApp: socket error", msg.code, msg.detail);
+      }
+    });
     this.socket.on("caught_up", () => {
+      this.socketLive = true;
       this.syncQueue = this.syncQueue.then(() => {
         this.caughtUp = true;
         this.emit("ready");
@@ -576,11 +596,7 @@ export class CallsClient extends EventTarget {
           "m.room.message",
           JSON.stringify(content),
         );
-        const { event_id: eventId } = await api(
-          "PUT",
-          `rooms/${enc(roomId)}/send/m.room.encrypted/${enc(txn)}`,
-          encrypted,
-        );
+        const { event_id: eventId } = await this.sendRoomEvent(roomId, txn, encrypted);
         const fingerprint = await sha256b64(new TextEncoder().encode(JSON.parse(encrypted).ciphertext || ""));
         await this.history.setMeta(`ct:${fingerprint}`, eventId);
         const local = await this.history.event(localId);
@@ -603,6 +619,49 @@ export class CallsClient extends EventTarget {
     });
     this.sendQueue = job.catch(() => {});
     return job;
+  }
+
+  /**
+   * Store one encrypted room event: over the sync socket when it is open and caught up (no
+   * HTTP request per message), else over HTTP. A socket that drops before answering hands
+   * the same txn id to HTTP, and the server applies a txn id once.
+   */
+  async sendRoomEvent(roomId, txn, encrypted) {
+    if (this.socketLive && encrypted.length <= SOCKET_SEND_MAX_CHARS) {
+      try {
+        return await this.socketSend(roomId, txn, encrypted);
+      } catch (err) {
+        if (!(err instanceof SocketSendLost)) throw err;
+      }
+    }
+    return api("PUT", `rooms/${enc(roomId)}/send/m.room.encrypted/${enc(txn)}`, encrypted);
+  }
+
+  socketSend(roomId, txn, encrypted) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => this.settleSocketSend(txn, new SocketSendLost("no answer")),
+        SOCKET_SEND_TIMEOUT_MS,
+      );
+      this.socketSends.set(txn, { resolve, reject, timer });
+      const frame = { type: "send", room_id: roomId, txn_id: txn, content: JSON.parse(encrypted) };
+      if (this.socket.send(frame) !== true) this.settleSocketSend(txn, new SocketSendLost("not sent"));
+    });
+  }
+
+  settleSocketSend(txn, err, answer) {
+    const pending = this.socketSends.get(txn);
+    if (!pending) return;
+    this.socketSends.delete(txn);
+    clearTimeout(pending.timer);
+    if (err) pending.reject(err);
+    else pending.resolve(answer);
+  }
+
+  dropSocketSends() {
+    for (const txn of [...this.socketSends.keys()]) {
+      this.settleSocketSend(txn, new SocketSendLost("socket closed"));
+    }
   }
 
   sendText(roomId, body) {
