@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
 from pydantic import TypeAdapter
 
 from realtime.consumers import BaseConsumer
 from realtime.errors import ServiceError
 from realtime.schemas import Hello
-from realtime.stream_socket import StreamConsumerMixin
+from realtime.stream_socket import StreamConsumerMixin, db_call
 
 from .schemas import MessagingInbound, Sent, SocketSend, SyncFrame
 from .selectors import key_counts
@@ -38,7 +37,7 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         await self.guard(self._send(msg), msg.txn_id)
 
     async def _send(self, msg: SocketSend) -> None:
-        answer = await database_sync_to_async(room_event_send)(
+        answer = await db_call(room_event_send)(
             device=self.device,
             room_id=msg.room_id,
             event_type="m.room.encrypted",
@@ -53,5 +52,5 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
             await self.send_key_counts()
 
     async def send_key_counts(self) -> None:
-        counts = await database_sync_to_async(key_counts)(self._stream_device())
+        counts = await db_call(key_counts)(self._stream_device())
         await self.send_model(SyncFrame(seq=None, sync=counts))

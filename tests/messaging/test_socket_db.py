@@ -1,0 +1,66 @@
+"""The sync sockets' database work: one socket waiting on the database does not hold up the
+others of its process (each call runs on a pooled connection of its own, not in Channels'
+single database thread)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection, transaction
+
+from messaging.services import room_create
+from realtime.models import StreamItem
+from tests.messaging.conftest import hello, member, settle, sync_socket, timeline
+from tests.messaging.test_delivery import send_text, share_room_key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def hold_stream_rows(device_pk: int, locked: threading.Event, release: threading.Event) -> None:
+    """Another transaction holds the device's stream rows: an ack of them waits."""
+    try:
+        with transaction.atomic():
+            list(StreamItem.objects.select_for_update().filter(device_pk=device_pk))
+            locked.set()
+            release.wait(60)
+    finally:
+        connection.close()
+
+
+async def test_a_socket_waiting_on_the_database_does_not_hold_up_another():
+    alice, bob, carol = [await sync_to_async(member)() for _ in range(3)]
+    await sync_to_async(room_create)(  # Bob has a stream to ack
+        creator=alice.user, name="", invite=[bob.mxid], is_direct=True
+    )
+    with_carol = await sync_to_async(room_create)(
+        creator=alice.user, name="", invite=[carol.mxid], is_direct=True
+    )
+    group = alice.olm.megolm_session()
+    await sync_to_async(share_room_key)(alice, with_carol.room_id, group, carol)
+    bob_ws, carol_ws = await sync_socket(bob), await sync_socket(carol)
+    bob_frames = await hello(bob_ws, 0)
+    await hello(carol_ws, 0)
+
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_stream_rows, args=(bob.device.pk, locked, release))
+    holder.start()
+    try:
+        await sync_to_async(locked.wait, thread_sensitive=False)(30)
+        # Bob's ack now waits on the lock, inside his socket's database call...
+        await bob_ws.send_json_to({"type": "ack", "seq": bob_frames[-1]["seq"]})
+        # ...while Carol's socket still gets a message pushed and answers a ping.
+        event_id = await sync_to_async(send_text, thread_sensitive=False)(
+            alice, with_carol.room_id, group, "not stuck", "t1"
+        )
+        frames: list = []
+        while event_id not in [e["event_id"] for e in timeline(frames, with_carol.room_id)]:
+            frames.append(await carol_ws.receive_json_from(timeout=20))
+    finally:
+        release.set()
+        await sync_to_async(holder.join, thread_sensitive=False)(30)
+    assert await settle(bob_ws) == []  # the ack went through once the lock was gone
+    assert not await StreamItem.objects.filter(device_pk=bob.device.pk).aexists()
+    for c in (bob_ws, carol_ws):
+        await c.disconnect()
