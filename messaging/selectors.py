@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q, Value
 
 from accounts.models import Device, Profile, User
 from realtime.models import StreamItem
@@ -109,21 +109,59 @@ def target_devices(
     ]
 
 
+def send_targets(
+    *, room_id: str, sender_id: int, exclude_device_pk: int
+) -> tuple[Room, bool, list[tuple[int, int]]]:
+    """A room event's send in one query: the room (if `sender_id` is a member), whether a
+    member blocked the sender, and `target_devices` (one row per member and keyed device)."""
+    rows = list(
+        Membership.objects.filter(room__room_id=room_id, room__memberships__user_id=sender_id)
+        .annotate(
+            blocks=Exists(
+                Block.objects.filter(blocker_id=OuterRef("user_id"), blocked_id=sender_id)
+            )
+        )
+        .order_by("user__e2e_device_keys__device_id")
+        .values_list(
+            "room_id", "room__is_direct", "user_id", "blocks", "user__e2e_device_keys__device_id"
+        )
+    )
+    if not rows:
+        raise not_found("no such room, or you are not a member")
+    room = Room(pk=rows[0][0], room_id=room_id, is_direct=rows[0][1])
+    blocked = any(blocks for _, _, _, blocks, _ in rows)
+    targets = [
+        (uid, pk)
+        for _, _, uid, blocks, pk in rows
+        if pk is not None and not blocks and pk != exclude_device_pk
+    ]
+    return room, blocked, targets
+
+
 def key_counts(device_pk: int) -> dict[str, Any]:
-    """The sync fields the OlmMachine needs to keep its keys topped up."""
-    counts = dict(
+    """The sync fields the OlmMachine needs to keep its keys topped up (one query: the
+    unused fallback keys come as rows with n = -1)."""
+    otks = (
         OneTimeKey.objects.filter(device_id=device_pk)
         .values("algorithm")
         .annotate(n=Count("id"))
         .values_list("algorithm", "n")
     )
-    counts.setdefault(OTK_ALGORITHM, 0)
-    unused = sorted(
-        FallbackKey.objects.filter(device_id=device_pk, used=False).values_list(
-            "algorithm", flat=True
-        )
+    fallback = FallbackKey.objects.filter(device_id=device_pk, used=False).values_list(
+        "algorithm", Value(-1)
     )
-    return {"device_one_time_keys_count": counts, "device_unused_fallback_key_types": unused}
+    counts: dict[str, int] = {}
+    unused = []
+    for algorithm, n in otks.union(fallback, all=True):
+        if n < 0:
+            unused.append(algorithm)
+        else:
+            counts[algorithm] = n
+    counts.setdefault(OTK_ALGORITHM, 0)
+    return {
+        "device_one_time_keys_count": counts,
+        "device_unused_fallback_key_types": sorted(unused),
+    }
 
 
 def keys_query(*, user: User, wanted: dict[str, list[str]]) -> dict[str, Any]:

@@ -686,8 +686,8 @@ def room_event_send(
 
 
 def _room_event(device: Device, room_id: str, event_type: str, content: Json) -> RoomEvent:
-    """Runs inside stream_once's transaction. Cheap checks first, then three reads: the room,
-    its members, who among them blocked the sender."""
+    """Runs inside stream_once's transaction. Cheap checks first, then one read: the room,
+    its members' keyed devices, who among them blocked the sender."""
     if event_type != "m.room.encrypted":
         raise invalid("every room is encrypted: send m.room.encrypted events only")
     if _size(content) > settings.MESSAGING_MAX_EVENT_BYTES:
@@ -697,16 +697,11 @@ def _room_event(device: Device, room_id: str, event_type: str, content: Json) ->
     ):
         raise invalid("content must be a Megolm ciphertext (algorithm, ciphertext, session_id)")
     sender = device.user_id
-    room = selectors.room_of_member(room_id=room_id, user_id=sender)
-    members = selectors.member_ids(room)
-    blockers = selectors.blocker_ids(of_user_id=sender, among=members)
-    if room.is_direct and blockers:
+    room, blocked, targets = selectors.send_targets(
+        room_id=room_id, sender_id=sender, exclude_device_pk=device.pk
+    )
+    if room.is_direct and blocked:
         raise forbidden("this person does not accept your messages")
-    targets = [
-        (uid, pk)
-        for uid, pk in selectors.key_devices_of(m for m in members if m not in blockers)
-        if pk != device.pk
-    ]
     return _emit(room, sender, event_type, content, state_key=None, targets=targets, device=device)
 
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from .errors import ServiceError
 from .events import StreamNudge, send_on_commit
@@ -139,12 +140,18 @@ def stream_ack(*, device_pk: int, seq: int, limit: int | None = None) -> int:
     ceiling = stream_last_seq(device_pk=device_pk) if limit is None else limit
     if seq > ceiling:
         raise ServiceError("ack_ahead", f"seq {seq} is beyond this device's stream ({ceiling})")
+    table = connection.ops.quote_name(StreamItem._meta.db_table)
     with transaction.atomic():
-        doomed = StreamItem.objects.filter(device_pk=device_pk, seq__lte=seq)
-        trimmed = list(doomed.exclude(ref=None).values_list("kind", "ref"))
-        deleted, _ = doomed.delete()
+        # One statement deletes and says what it deleted (the trim hooks need the refs).
+        with connection.cursor() as cur:
+            cur.execute(
+                f"DELETE FROM {table} WHERE device_pk = %s AND seq <= %s "  # noqa: S608
+                "RETURNING kind, ref",
+                [device_pk, seq],
+            )
+            trimmed = cur.fetchall()
         _after_trim(trimmed, acked=True)
-    return deleted
+    return len(trimmed)
 
 
 def _after_trim(trimmed: Sequence[tuple[str, int | None]], *, acked: bool) -> None:
@@ -196,15 +203,30 @@ def stream_once(*, device_pk: int, key: str, apply: Callable[[], Json]) -> Json:
     the same transaction as the operation's writes: a failed `apply` stores neither, and a
     concurrent resend waits on the key's unique index, then gets the stored answer."""
     with transaction.atomic():
-        done = IdempotencyKey.objects.filter(device_pk=device_pk, key=key).first()
-        if done is not None:
-            return done.result
-        try:
-            with transaction.atomic():
-                claim = IdempotencyKey.objects.create(device_pk=device_pk, key=key)
-        except IntegrityError:
+        claim = _claim(device_pk, key)
+        if claim is None:
             return IdempotencyKey.objects.get(device_pk=device_pk, key=key).result
         result = apply()
-        claim.result = result
-        claim.save(update_fields=["result"])
+        IdempotencyKey.objects.filter(pk=claim).update(result=result)
         return result
+
+
+def _claim(device_pk: int, key: str) -> int | None:
+    """Insert the key in one statement; None if it is there already. A claim of the same key
+    in a transaction still open waits on the unique index until that one ends."""
+    q = connection.ops.quote_name
+    fields = IdempotencyKey._meta
+    params = [
+        device_pk,
+        key,
+        fields.get_field("result").get_db_prep_save({}, connection),
+        fields.get_field("created_at").get_db_prep_save(timezone.now(), connection),
+    ]
+    sql = (
+        f"INSERT INTO {q(fields.db_table)} (device_pk, {q('key')}, result, created_at) "  # noqa: S608
+        f"VALUES (%s, %s, %s, %s) ON CONFLICT (device_pk, {q('key')}) DO NOTHING RETURNING id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        row = cur.fetchone()
+    return None if row is None else int(row[0])

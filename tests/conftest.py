@@ -59,6 +59,17 @@ def _redis_clean() -> Iterator[None]:
     wipe()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_db_pool() -> Iterator[None]:
+    """A new PostgreSQL pool for each test. Tests call the ORM from contexts that never close
+    their connection (async ORM calls, sync_to_async in the test itself), which the app's own
+    paths always do; a pool counts such a connection as taken until the process ends, so
+    without this one test's leftovers starved the next ones."""
+    yield
+    if connection.vendor == "postgresql":
+        connection.close_pool()
+
+
 def session_cookie_for(user, user_agent: str = "") -> str:  # type: ignore[no-untyped-def]
     """A real session row for `user` with the device a login issues; returns the cookie
     value. `login_session` also returns the device."""

@@ -416,6 +416,6 @@ def test_sending_costs_the_same_queries_whatever_the_group_size():
 
     small, large = cost(2), cost(6)
     assert small == large
-    # BEGIN, idempotency key (read, claim in a savepoint), room, members, blocks, keyed
-    # devices, the event, stream heads, deliveries, the key's answer, COMMIT.
-    assert small <= 14, small
+    # BEGIN, the idempotency key's claim, one read (room, members' keyed devices, blocks),
+    # the event, stream heads, deliveries, the key's answer, COMMIT.
+    assert small <= 8, small

@@ -1,6 +1,6 @@
 """The sync sockets' database work: one socket waiting on the database does not hold up the
 others of its process (each call runs on a pooled connection of its own, not in Channels'
-single database thread)."""
+single database thread), and what a fetch and an ack cost the database."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import threading
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from messaging.services import room_create
+from messaging.models import RoomEvent
+from messaging.services import room_create, room_event_send
 from realtime.models import StreamItem
+from realtime.stream import stream_ack, stream_last_seq, stream_read, stream_render
 from tests.messaging.conftest import hello, member, settle, sync_socket, timeline
 from tests.messaging.test_delivery import send_text, share_room_key
 
@@ -64,3 +67,42 @@ async def test_a_socket_waiting_on_the_database_does_not_hold_up_another():
     assert not await StreamItem.objects.filter(device_pk=bob.device.pk).aexists()
     for c in (bob_ws, carol_ws):
         await c.disconnect()
+
+
+def test_a_fetch_and_an_ack_cost_the_same_queries_whatever_the_group_size():
+    def cost(n_members: int) -> tuple[int, int]:
+        sender = member()
+        others = [member() for _ in range(n_members - 1)]
+        room = room_create(
+            creator=sender.user, name="g", invite=[o.mxid for o in others], is_direct=False
+        )
+        receiver = others[0].device.pk
+        last = stream_last_seq(device_pk=receiver)
+        stream_ack(device_pk=receiver, seq=last)
+        content = sender.olm.megolm_encrypt(sender.olm.megolm_session(), room.room_id, "x")
+        room_event_send(
+            device=sender.device,
+            room_id=room.room_id,
+            event_type="m.room.encrypted",
+            txn_id="q",
+            content=content,
+        )
+        with CaptureQueriesContext(connection) as fetch:
+            items = stream_read(device_pk=receiver, after_seq=last, limit=100)
+            assert len(stream_render(device_pk=receiver, items=items)) == 1
+        # The last receiver's ack: the event is delivered and the sender gets the tick.
+        for other in others[1:]:
+            stream_ack(device_pk=other.device.pk, seq=stream_last_seq(device_pk=other.device.pk))
+        with CaptureQueriesContext(connection) as ack:
+            assert stream_ack(device_pk=receiver, seq=last + 1, limit=last + 1) == 1
+        assert RoomEvent.objects.get(type="m.room.encrypted", room=room).delivered_at
+        return len(fetch.captured_queries), len(ack.captured_queries)
+
+    small, large = cost(2), cost(6)
+    assert small == large
+    fetch, ack = small
+    # The items, the device's key counts, their events.
+    assert fetch <= 3, fetch
+    # BEGIN, the delete (returning the refs), the events locked, what is still pending, the
+    # events emptied, the sender's keyed devices, the tick's stream heads and item, COMMIT.
+    assert ack <= 9, ack
