@@ -7,10 +7,12 @@ room each) through the app's own services: A's Megolm session key reaches B over
 server as an Olm to-device message (claimed one-time key, real ciphertext). Each receiver
 B holds `/ws/messaging/` on the process its sender does NOT use (every message crosses
 processes through Redis), says `hello{last_seq}`, decrypts every timeline event with its
-inbound Megolm session and acks. Senders PUT `rooms/{id}/send/m.room.encrypted/{txn}` on an
+inbound Megolm session and acks. Senders send `send{room_id, txn_id, content}` on their own
+`/ws/messaging/` socket (answered `sent{txn_id, event_id}`; they ack the delivered ticks
+that come back on it), or with `--http` PUT `rooms/{id}/send/m.room.encrypted/{txn}`, on an
 open-loop schedule of `--rates` messages/s in total (one step per rate, `--seconds` each);
 the send time and the scheduled time are inside the Megolm ciphertext, so a latency is
-only counted for a message that decrypted. Latency: receive - send (the PUT), and receive -
+only counted for a message that decrypted. Latency: receive - send, and receive -
 scheduled instant (includes any queueing in the client when it falls behind).
 
 With `--kill`, the second process gets SIGKILL at half time of the last step: its
@@ -43,6 +45,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -193,12 +197,96 @@ class Http:
         self.reader = self.writer = None
 
 
+class SenderSocket:
+    """The sender's own `/ws/messaging/` socket: `send{room_id, txn_id, content}` answered by
+    `sent{txn_id, event_id}` (or an error frame whose ref is the txn_id); it acks the
+    delivered ticks that come back on it, as the browser does."""
+
+    def __init__(self, person: Person) -> None:
+        self.person = person
+        self.ws: Any = None
+        self.port = 0
+        self.acked = 0
+        self.pending: dict[str, asyncio.Future[str]] = {}
+        self.opening: asyncio.Lock = asyncio.Lock()
+        self.reader: asyncio.Task[None] | None = None
+
+    async def send(self, port: int, room_id: str, txn: str, content: Any) -> str:
+        await self.open(port)
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.pending[txn] = answer
+        frame = {"type": "send", "room_id": room_id, "txn_id": txn, "content": content}
+        try:
+            await self.ws.send(json.dumps(frame))
+            return await answer
+        finally:
+            self.pending.pop(txn, None)
+
+    async def open(self, port: int) -> None:
+        from websockets.asyncio.client import connect
+
+        async with self.opening:
+            if self.ws is not None and self.port == port:
+                return
+            await self.close()
+            self.ws = await connect(
+                f"ws://127.0.0.1:{port}/ws/messaging/",
+                additional_headers={
+                    "Cookie": f"sessionid={self.person.session_key}",
+                    "Origin": f"http://127.0.0.1:{port}",
+                },
+                compression=None,
+                max_size=2**22,
+                open_timeout=120,
+                ping_interval=None,
+            )
+            self.port = port
+            await self.ws.send(json.dumps({"type": "hello", "last_seq": self.acked}))
+            self.reader = asyncio.create_task(self.read(self.ws))
+
+    async def read(self, ws: Any) -> None:
+        try:
+            async for raw in ws:
+                frame = json.loads(raw)
+                kind = frame.get("type")
+                if kind == "sent":
+                    self._settle(frame["txn_id"], frame["event_id"])
+                elif kind == "error" and frame.get("ref") in self.pending:
+                    self._settle(frame["ref"], RuntimeError(f"{frame['code']} {frame['detail']}"))
+                elif kind == "sync" and frame.get("seq"):
+                    self.acked = frame["seq"]
+                    await ws.send(json.dumps({"type": "ack", "seq": self.acked}))
+        except Exception:  # closed: every pending send fails below, and is resent
+            pass
+        finally:
+            if self.ws is ws:
+                self.ws = None
+            for txn in list(self.pending):
+                self._settle(txn, ConnectionError("sender socket closed"))
+
+    def _settle(self, txn: str, outcome: str | BaseException) -> None:
+        future = self.pending.get(txn)
+        if future is None or future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    async def close(self) -> None:
+        ws, self.ws = self.ws, None
+        if ws is not None:
+            await ws.close()
+
+
 # ============================================================== client process
 class Client:
     """The pairs of one client process: receivers held open across steps, senders per step."""
 
-    def __init__(self, world: list[Pair], ports: list[int], inflight: int) -> None:
+    def __init__(self, world: list[Pair], ports: list[int], inflight: int, http: bool) -> None:
         self.world, self.ports = world, ports
+        self.http = http  # the old path: a PUT per message instead of the sender's socket
+        self.sockets = {id(p): SenderSocket(p.sender) for p in world}
         # Requests in flight: each takes a server thread and its own PostgreSQL connection
         # (Django's ASGI handler runs every request in a thread of its own), and the
         # PostgreSQL server is shared; past the cap, sends wait in the client (and show in
@@ -334,13 +422,21 @@ class Client:
             server = self.sender_server[id(pair)]
             try:
                 async with self.gate:
-                    status, answer = await self.put(pair, path, content.encode())
-                if status != 200:
-                    raise RuntimeError(f"{status} {answer[:120]!r}")
+                    if self.http:
+                        status, answer = await self.put(pair, path, content.encode())
+                        if status != 200:
+                            raise RuntimeError(f"{status} {answer[:120]!r}")
+                    else:
+                        await asyncio.wait_for(
+                            self.sockets[id(pair)].send(
+                                self.ports[server], pair.room_id, txn, json.loads(content)
+                            ),
+                            120,
+                        )
                 stats.sent += 1
                 stats.sent_txns.add(txn)
                 return
-            except (OSError, ConnectionError, asyncio.IncompleteReadError):
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, ConnectionClosed):
                 # A fresh connection failed too: the process died under us. Resend to the
                 # other one with the same txnId (unless a sibling request moved already).
                 if self.sender_server[id(pair)] == server:
@@ -399,6 +495,8 @@ class Client:
         for pool in self.pools.values():
             for http in pool:
                 http.close()
+        for sock in self.sockets.values():
+            await sock.close()
 
 
 def client_main(index: int, pairs: int, env: dict[str, str], conn: Any) -> None:
@@ -408,8 +506,8 @@ def client_main(index: int, pairs: int, env: dict[str, str], conn: Any) -> None:
 
 
 async def _client(world: list[Pair], conn: Any) -> None:
-    ports, inflight = await asyncio.to_thread(conn.recv)
-    client = Client(world, ports, inflight)
+    ports, inflight, http = await asyncio.to_thread(conn.recv)
+    client = Client(world, ports, inflight, http)
     await client.start()
     conn.send("ready")
     while True:
@@ -503,7 +601,7 @@ def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[o
             conns.append(parent)
             procs.append(proc)
         for c in conns:
-            c.send(([s.port for s in servers], args.inflight))
+            c.send(([s.port for s in servers], args.inflight, args.http))
         for c in conns:
             assert c.recv() == "ready"
         rows = []
@@ -660,10 +758,15 @@ def main() -> None:
         "may be flushed by other work, and the app then closes every socket to reconnect",
     )
     parser.add_argument(
-        "--conn-max-age",
+        "--http",
+        action="store_true",
+        help="send with PUT rooms/{id}/send (the old path) instead of send{} on the sender's "
+        "own sync socket",
+    )
+    parser.add_argument(
+        "--pool-max",
         default="",
-        help="DJANGO_CONN_MAX_AGE for the servers (default: the settings' own, 60); with 60, "
-        "PostgreSQL filled with idle connections from this run and refused new ones",
+        help="DJANGO_DB_POOL_MAX_SIZE for the servers (default: the settings' own)",
     )
     args = parser.parse_args()
     if args.quick:
@@ -678,8 +781,12 @@ def main() -> None:
     os.environ["BENCH_PG_SERVER"] = args.postgres
     bench = bench_env(db_url, args.redis_url)
     bench.env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
-    if args.conn_max_age:
-        bench.env["DJANGO_CONN_MAX_AGE"] = args.conn_max_age
+    if args.pool_max:
+        bench.env["DJANGO_DB_POOL_MAX_SIZE"] = args.pool_max
+    # Throughput, not the per-user socket rate limit (20 frames/s): a sender at 25 messages/s
+    # sends 25 frames and acks as many ticks.
+    bench.env.setdefault("WS_RATE_CAPACITY", "10000")
+    bench.env.setdefault("WS_RATE_REFILL_PER_SECOND", "10000")
     try:
         migrate(bench)
         bench.apply()
@@ -698,13 +805,14 @@ def main() -> None:
             f"CallsApp send -> deliver, {args.pairs} pairs over 2 uvicorn processes, "
             f"{args.clients} client processes, {args.seconds:.0f} s a step"
             + (", the second process killed (-9) mid last step" if args.kill else "")
-            + (f", DJANGO_CONN_MAX_AGE={args.conn_max_age}" if args.conn_max_age else ""),
+            + (", sent by HTTP PUT" if args.http else ", sent on the sender's socket")
+            + (f", DJANGO_DB_POOL_MAX_SIZE={args.pool_max}" if args.pool_max else ""),
             HEADERS,
             steps,
         )
     )
     print(
-        "latency: receive - PUT start (p50, p99), and receive - scheduled instant (p99 from "
+        "latency: receive - send start (p50, p99), and receive - scheduled instant (p99 from "
         "schedule: counts the clients' own lag); target p99 <= 50 ms at 1,000/s, zero lost"
     )
     if idle:
