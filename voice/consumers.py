@@ -107,12 +107,17 @@ class VoiceConsumer(BaseConsumer):
 
     # --- channels
     async def on_channel_join(self, msg: ChannelJoin) -> None:
-        channel = await services.channel_admit(
+        uid = self._uid
+        version = await selectors.sanctions_version(uid)  # before the admission reads them
+        admitted = await services.channel_admit(
             channel_id=msg.channel_id, user=self.user, password=msg.password
         )
+        channel = admitted.channel
         if self.channel is not None:
             await self._leave_channel("released")
-        uid = self._uid
+        floor.sanctions_known(
+            self.seat, channel_id=channel.pk, version=version, until=admitted.sanctions
+        )
         # Group and relay first, then the snapshot: nothing said meanwhile is missed.
         await self.join(channel_group(channel.pk))
         first, sockets, countries = await services.channel_socket_join(

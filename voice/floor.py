@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime import metrics
+from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.redis import get_async_redis
 from realtime.schemas import Outbound
@@ -207,7 +207,7 @@ async def press_recipients(*, channel_id: int, talker_id: int, range_km: int) ->
     version = version.encode() if isinstance(version, str) else version
     seen = _bans_seen.get(channel_id)
     if seen is None or seen[0] != version:
-        seen = (version, await database_sync_to_async(selectors.channel_bans_until)(channel_id))
+        seen = (version, await pooled(selectors.channel_bans_until)(channel_id))
         _bans_seen[channel_id] = seen
     now = time.time() * 1000
     excluded = frozenset(uid for uid, until in seen[1].items() if until is None or until > now) - {
@@ -358,11 +358,19 @@ async def _request(
     return FloorOutcome("granted", reply=granted, talk=talk)
 
 
+def sanctions_known(
+    seat: Seat, *, channel_id: int, version: bytes | None, until: dict[str, int | None]
+) -> None:
+    """The socket's join read the user's sanctions in the channel (`until`) after reading
+    their sanctions version (`version`): its presses use them while the version holds."""
+    seat.sanctions = (channel_id, version, until)
+
+
 async def _sanctions_in_force(seat: Seat, channel_id: int) -> set[str]:
     version = await selectors.sanctions_version(seat.user_id)  # before the database read
     cached = seat.sanctions
     if cached is None or cached[0] != channel_id or cached[1] != version:
-        until = await database_sync_to_async(selectors.sanctions_until)(channel_id, seat.user_id)
+        until = await pooled(selectors.sanctions_until)(channel_id, seat.user_id)
         cached = seat.sanctions = (channel_id, version, until)
     return selectors.sanctions_in_force(cached[2], now_ms())
 

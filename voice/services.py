@@ -198,13 +198,25 @@ def channel_join(
     `password_ok`: the caller verified the password already (channel_admit, off this thread).
     One query for a member (a reconnect), two for a newcomer, no transaction: the insert
     is one statement that a concurrent join of the same user cannot make fail."""
-    channel, stored = _channel_join_or_hash(channel_id=channel_id, user=user)
-    if stored and not (password_ok or channel_password_check(channel=channel, password=password)):
+    admitted = _channel_join_or_hash(channel_id=channel_id, user=user)
+    channel = admitted.channel
+    if admitted.password_hash and not (
+        password_ok or channel_password_check(channel=channel, password=password)
+    ):
         code = "wrong_password" if password else "password_required"
         raise NotAllowed("wrong channel password", code=code)
-    if stored:
+    if admitted.password_hash:
         _membership_add(channel, user)
     return channel
+
+
+@dataclass(frozen=True)
+class Admission:
+    channel: Channel
+    # The user's sanctions in the channel now (selectors.sanctions_until's shape): the
+    # socket's floor keeps them, so its first press reads nothing.
+    sanctions: dict[str, int | None]
+    password_hash: str = ""  # set: not admitted until the channel's password is given
 
 
 def _membership_add(channel: Channel, user: User) -> None:
@@ -213,27 +225,28 @@ def _membership_add(channel: Channel, user: User) -> None:
     )
 
 
-def _channel_join_or_hash(*, channel_id: int, user: User) -> tuple[Channel, str]:
-    """Admit the user if no password is needed: (the channel, ""). When the user must give
-    the protected channel's password first: (the channel, its stored hash), not admitted."""
-    channel, banned, member = channel_admission(channel_id, user.pk)
-    if banned:
+def _channel_join_or_hash(*, channel_id: int, user: User) -> Admission:
+    """Admit the user if no password is needed. When the user must give the protected
+    channel's password first, the Admission carries its stored hash: not admitted yet."""
+    channel, sanctions, member = channel_admission(channel_id, user.pk)
+    if SanctionKind.BAN in sanctions:
         raise NotAllowed("you are banned from this channel", code="banned")
     if member:
-        return channel, ""
+        return Admission(channel, sanctions)
     if channel.is_protected:
-        return channel, channel.password_hash
+        return Admission(channel, sanctions, channel.password_hash)
     _membership_add(channel, user)
-    return channel, ""
+    return Admission(channel, sanctions)
 
 
-async def channel_admit(*, channel_id: int, user: User, password: str | None) -> Channel:
+async def channel_admit(*, channel_id: int, user: User, password: str | None) -> Admission:
     """channel_join for a socket: one database call for a member or an open channel (on the
     pool of realtime.dbpool, not the one database thread); a password is checked after the
     attempt limit and outside the database threads."""
-    channel, stored = await pooled(_channel_join_or_hash)(channel_id=channel_id, user=user)
+    admitted = await pooled(_channel_join_or_hash)(channel_id=channel_id, user=user)
+    stored = admitted.password_hash
     if not stored:
-        return channel
+        return admitted
     if not password:
         raise NotAllowed("this channel wants its password", code="password_required")
     if not await allow_async(
@@ -253,9 +266,10 @@ async def channel_admit(*, channel_id: int, user: User, password: str | None) ->
         await database_sync_to_async(
             Channel.objects.filter(pk=channel_id, password_hash=stored).update
         )(password_hash=new_hash)
-    return await pooled(channel_join)(
+    channel = await pooled(channel_join)(
         channel_id=channel_id, user=user, password=None, password_ok=True
     )
+    return Admission(channel, admitted.sanctions)
 
 
 @dataclass(frozen=True)

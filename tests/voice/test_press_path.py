@@ -81,3 +81,18 @@ async def test_a_listener_banned_in_the_admin_hears_nothing(amake_user, make_cha
     assert await binaries(cb) == []
     for comm in (ct, cb, ch):
         await comm.disconnect()
+
+
+async def test_a_first_press_after_a_join_reads_no_sanction_of_the_talker(
+    amake_user, make_channel, queries
+):
+    """The join's admission read the user's sanctions in the channel already: 200 members
+    pressing at once do not each read theirs again (only the channel's bans, once a
+    process, until they change)."""
+    talker = await amake_user()
+    channel = await make_channel(talker)
+    comm = await joined(talker, channel)
+    queries.clear()
+    await take_floor(comm)
+    await comm.disconnect()
+    assert len(queries) <= 1, queries
