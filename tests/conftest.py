@@ -35,15 +35,6 @@ SERVER_LOGS: list[Path] = []
 
 
 @pytest.fixture(autouse=True)
-def _helper_thread_connection_closed() -> Iterator[None]:
-    """Tests' own sync_to_async calls run on asgiref's one shared thread, whose database
-    connection nothing else closes since sockets' calls moved to realtime.dbpool: left
-    open, it kept the test database from being dropped at the end of the run."""
-    yield
-    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
-
-
-@pytest.fixture(autouse=True)
 def _redis_clean() -> Iterator[None]:
     """Each test starts and ends with none of this run's keys (other runs are untouched)."""
     from realtime.redis import get_redis
@@ -68,6 +59,16 @@ def _fresh_db_pool() -> Iterator[None]:
     yield
     if connection.vendor == "postgresql":
         connection.close_pool()
+
+
+@pytest.fixture(autouse=True)
+def _helper_thread_connection_closed() -> Iterator[None]:
+    """Tests' own sync_to_async calls run on asgiref's one shared thread, whose database
+    connection nothing else closes since sockets' calls moved to realtime.dbpool: left
+    open, it kept the test database from being dropped at the end of the run. Set up after
+    `_fresh_db_pool`, so torn down before it: the connection goes back to its own pool."""
+    yield
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
 
 
 def session_cookie_for(user, user_agent: str = "") -> str:  # type: ignore[no-untyped-def]
