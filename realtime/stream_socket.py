@@ -44,6 +44,9 @@ class StreamConsumerMixin(_Base):
     _stream_caught_up = False
     _stream_sent = 0
     _stream_acked = 0
+    # A pump stopped by a full window: the next ack must pump again. Otherwise everything
+    # up to the last read was sent, and what is appended later comes with its own nudge.
+    _stream_blocked = False
 
     async def stream_start(self, device_pk: int) -> None:
         self.stream_device_pk = device_pk
@@ -73,7 +76,8 @@ class StreamConsumerMixin(_Base):
         if msg.seq > self._stream_acked:
             await db_call(stream_ack)(device_pk=device_pk, seq=msg.seq, limit=self._stream_sent)
             self._stream_acked = msg.seq
-        await self.stream_pump()
+        if self._stream_blocked:
+            await self.stream_pump()
 
     async def stream_nudge(self, event: dict[str, Any]) -> None:
         if self._stream_said_hello:
@@ -89,14 +93,19 @@ class StreamConsumerMixin(_Base):
         device_pk = self._stream_device()
         while True:
             room = settings.STREAM_WINDOW - (self._stream_sent - self._stream_acked)
-            if room <= 0:
+            self._stream_blocked = room <= 0
+            if self._stream_blocked:
                 return
-            frames = await db_call(_fetch)(device_pk, self._stream_sent, min(room, FETCH_BATCH))
-            if not frames:
-                break
+            limit = min(room, FETCH_BATCH)
+            frames = await db_call(_fetch)(device_pk, self._stream_sent, limit)
             for frame in frames:
                 await self.send_json(frame)
-            self._stream_sent = frames[-1]["seq"]
+            if frames:
+                self._stream_sent = frames[-1]["seq"]
+            # A short read reached the end: a writer holds its device's head row until it
+            # commits, so no item below what was read can still appear.
+            if len(frames) < limit:
+                break
         if not self._stream_caught_up:
             self._stream_caught_up = True
             await self.send_model(CaughtUp(seq=self._stream_sent))

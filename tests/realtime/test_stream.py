@@ -175,6 +175,37 @@ async def test_no_more_than_the_window_is_in_flight(device):
     await comm.disconnect()
 
 
+async def barrier(comm: WebsocketCommunicator) -> None:
+    """Every frame sent before has been handled, and nothing runs after it: an ack beyond
+    what was sent is refused before any database call (a ping would pump the stream)."""
+    await comm.send_json_to({"type": "ack", "seq": 10**6, "ref": "barrier"})
+    frame = await comm.receive_json_from()
+    assert frame["ref"] == "barrier" and frame["code"] == "ack_ahead", frame
+
+
+def stream_reads(queries: list[str]) -> list[str]:
+    table = StreamItem._meta.db_table
+    return [q for q in queries if q.startswith("SELECT") and table in q]
+
+
+async def test_a_pushed_item_costs_one_read_and_its_ack_only_the_delete(device, queries):
+    comm = await open_stream(device)
+    assert await hello(comm, 0) == [{"type": "caught_up", "seq": 0}]
+    queries.clear()
+    await sync_to_async(notes)(device, "one")
+    assert await comm.receive_json_from() == {"type": "test.note", "t": "one", "seq": 1}
+    await barrier(comm)
+    # A short read is the end of the stream: no second read to find nothing.
+    assert len(stream_reads(queries)) == 1, queries
+    queries.clear()
+    await comm.send_json_to({"type": "ack", "seq": 1})
+    await barrier(comm)
+    # The window had room: nothing waits to be sent, and what is appended next is nudged.
+    assert len(queries) == 1 and queries[0].startswith("DELETE"), queries
+    assert not await StreamItem.objects.filter(device_pk=device.pk).aexists()
+    await comm.disconnect()
+
+
 def test_a_resend_with_the_same_idempotency_key_is_applied_once(device):
     applied = []
 
