@@ -28,6 +28,7 @@ from django.db import transaction
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import NoScriptError, RedisError
 
+from .layers import LeanRedisChannelLayer
 from .metrics import EVENTS_UNSENT
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,10 @@ async def send_to(channel_name: str, event: Event) -> None:
     """To one socket's channel (any process), for async code outside any transaction."""
     payload = _wire(event)
     layer = get_channel_layer()
-    if isinstance(layer, RedisChannelLayer) and "!" in channel_name:
+    if isinstance(layer, LeanRedisChannelLayer) and "!" in channel_name:
+        if not await layer.send_direct(channel_name, payload):
+            await _send_specific(layer, channel_name, payload)
+    elif isinstance(layer, RedisChannelLayer) and "!" in channel_name:
         await _send_specific(layer, channel_name, payload)
     elif layer is not None:
         await layer.send(channel_name, payload)

@@ -14,6 +14,12 @@ dispatch loop waits on it without a task of its own.
 What stays the same: sending, groups, capacity and expiry in Redis, the order of a channel's
 messages, one receiver error per failed Redis read (that consumer closes for a reconnect; the
 others keep waiting and the reader starts again).
+
+Direct messages (`send_direct`, realtime.events.send_to): while any of its sockets is open, a
+process also subscribes once to a pub/sub channel of its own, so a message to one socket
+costs one PUBLISH, against the sorted set's send plus, on the receiving side, a pop, a backup
+copy and its clean-up. A PUBLISH nobody received (the process is not subscribed yet, or its
+subscription dropped) returns False and the caller sends through the sorted set instead.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         # process channel ("specific.<client>!") -> its open channels, and its reader
         self._open: dict[str, set[str]] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
+        self._direct: asyncio.Task[None] | None = None  # this process's pub/sub reader
 
     async def new_channel(self, prefix: str = "specific") -> str:
         name: str = await super().new_channel(prefix)
@@ -76,7 +83,21 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         if reader is None or reader.done():
             # A context of its own: not the structlog connection id of the socket that asked.
             self._readers[real] = loop.create_task(self._read(real), context=contextvars.Context())
+        if self._direct is None or self._direct.done():
+            self._direct = loop.create_task(self._read_direct(), context=contextvars.Context())
         return waiter
+
+    def direct_topic(self, channel: str) -> str:
+        """The pub/sub channel of the process that owns `channel` (a process-local one)."""
+        return self.prefix + "direct:" + self.non_local_name(channel)
+
+    async def send_direct(self, channel: str, message: Message) -> bool:
+        """Hand `message` to the process that owns `channel` through its subscription; False
+        when no process received it (then send it through the sorted set)."""
+        body = self.serialize({**message, "__asgi_channel__": channel})
+        # The server the owner subscribes on: hashed by the process channel, as it does.
+        client = self.connection(self.consistent_hash(self.non_local_name(channel)))
+        return bool(await client.publish(self.direct_topic(channel), body))
 
     def close_channel(self, channel: str) -> None:
         """The consumer of `channel` is gone: drop what waits for it and stop delivering to
@@ -97,9 +118,17 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
                 # Safe mid-read: a message taken from Redis sits in its backup queue until
                 # the next read puts it back (channels_redis cancels its readers the same way).
                 reader.cancel()
+        if not self._open and self._direct is not None:
+            # No socket left to deliver to: unsubscribe (senders fall back to the sorted set).
+            self._direct.cancel()
+            self._direct = None
 
     async def close_pools(self) -> None:
-        for reader in list(self._readers.values()):
+        readers = list(self._readers.values())
+        if self._direct is not None:
+            readers.append(self._direct)
+            self._direct = None
+        for reader in readers:
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
@@ -116,6 +145,7 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         self._loop = loop
         self._waiters.clear()
         self._readers.clear()
+        self._direct = None
 
     def _waiter_done(self, channel: str, waiter: asyncio.Future[Message]) -> None:
         if waiter.cancelled() and self._waiters.get(channel) is waiter:
@@ -134,6 +164,30 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
                 return  # nobody waits: the next receive starts a reader again
             for channel in target if isinstance(target, list) else (target,):
                 self._deliver(channel, message)
+
+    async def _read_direct(self) -> None:
+        """This process's direct messages, for as long as it has sockets. A dropped
+        subscription is made again after a pause; meanwhile senders use the sorted set."""
+        while self._open:
+            # One per process channel ("specific.<client>!"; a channel of another prefix
+            # opened later is not subscribed and gets its messages through the sorted set).
+            reals = list(self._open)
+            pubsub = self.connection(self.consistent_hash(reals[0])).pubsub(
+                ignore_subscribe_messages=True
+            )
+            try:
+                await pubsub.subscribe(*(self.prefix + "direct:" + real for real in reals))
+                async for item in pubsub.listen():
+                    message = self.deserialize(item["data"])
+                    self._deliver(message.pop("__asgi_channel__"), message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("direct messages: subscription lost (%r)", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
 
     def _deliver(self, channel: str, message: Message) -> None:
         waiter = self._waiters.pop(channel, None)

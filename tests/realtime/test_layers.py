@@ -98,3 +98,23 @@ async def test_a_consumer_that_ends_closes_its_channel(amake_user) -> None:  # t
     assert any(layer._open.values())
     await comm.disconnect()
     assert not any(layer._open.values())
+
+
+async def test_a_direct_message_reaches_a_subscribed_process_and_is_refused_otherwise() -> None:
+    """send_direct: one PUBLISH to the owner's subscription while it has sockets; False (the
+    caller then uses the sorted set) before it subscribed and after its last socket closed."""
+    sender, owner = layer_with(), layer_with()
+    try:
+        name = await owner.new_channel()
+        assert not await sender.send_direct(name, {"type": "x.early"})
+        waiting = owner.receive(name)  # the owner's first receiver subscribes it
+        while not await sender.send_direct(name, {"type": "x.direct", "n": 1}):
+            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        assert await waiting == {"type": "x.direct", "n": 1}
+        owner.close_channel(name)
+        while await sender.send_direct(name, {"type": "x.late"}):
+            await asyncio.sleep(0.01)  # until the unsubscription is through
+        assert not owner._pending  # nothing kept for a channel that is gone
+    finally:
+        await sender.close_pools()
+        await owner.close_pools()

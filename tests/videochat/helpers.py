@@ -57,16 +57,17 @@ _UPKEEP = (b"BZPOPMIN", b"$inflight", b"PING")
 
 
 @contextmanager
-def redis_round_trips() -> Iterator[list[bytes]]:
+def redis_round_trips(*, upkeep: bool = False) -> Iterator[list[bytes]]:
     """Every request this process writes to Redis while the block runs (one command, or a
-    whole pipeline, is one round trip), the channel layer's receive loop left out."""
+    whole pipeline, is one round trip), the channel layer's receive loop left out unless
+    `upkeep`."""
     sent: list[bytes] = []
     original = AbstractConnection.send_packed_command
 
     async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
         packed = command if isinstance(command, bytes | str) else b"".join(command)
         packed = packed.encode() if isinstance(packed, str) else packed
-        if not any(word in packed for word in _UPKEEP):
+        if upkeep or not any(word in packed for word in _UPKEEP):
             sent.append(packed)
         await original(self, command, check_health)
 

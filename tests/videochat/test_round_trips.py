@@ -66,3 +66,23 @@ async def test_next_and_leave_cost_one_step_each(amake_user, queries):
     assert len(sent) == 1, sent
     assert queries == []
     await close_all(a, b)
+
+
+async def test_an_event_to_a_partner_socket_skips_the_layers_queue(amake_user):
+    """The partner's process subscribes once to its sockets' direct messages: "matched" and
+    "ended" reach it with one PUBLISH, not through the layer's sorted set, which costs the
+    receiving process a pop, a backup copy and its clean-up per message."""
+    one, two = await amake_user(), await amake_user()
+    a, _ = await ready(one)
+    b, _ = await ready(two)
+    with redis_round_trips(upkeep=True) as sent:
+        await join(a)
+        await join(b)
+        assert (await a.receive_json_from(timeout=3))["type"] == "match.found"
+        await b.send_json_to({"type": "queue.leave"})
+        assert (await b.receive_json_from(timeout=3))["type"] == "queue.left"
+        assert (await a.receive_json_from(timeout=3))["type"] == "match.ended"
+    backups = [p for p in sent if b"ZADD" in p and b"$inflight" in p]
+    assert backups == []
+    assert sum(b"PUBLISH" in p for p in sent) == 2
+    await close_all(a, b)
