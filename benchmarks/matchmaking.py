@@ -914,7 +914,8 @@ class E2EClient:
             got = await self.frame(s, until - time.monotonic())
             if got is None:
                 skip = m["role"] == "offer" and self.rnd.random() < SKIP_SHARE
-                t = await self.send(s, {"type": "next" if skip else "queue.leave"})
+                said = {"type": "next", "match_id": match_id} if skip else {"type": "queue.leave"}
+                t = await self.send(s, said)
                 self.log.append(["E", s.uid, match_id, m["partner"]["name"], skip, t])
                 s.current = None
                 if skip:  # the server queues us again; this user is done for now

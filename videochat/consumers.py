@@ -92,7 +92,7 @@ class VideochatConsumer(BaseConsumer):
         await self._speak(await matching.queue_leave(self._seat))
 
     async def on_next(self, msg: Next) -> None:
-        await self._speak(await matching.next_partner(self._seat))
+        await self._speak(await matching.next_partner(self._seat, msg.match_id))
 
     async def on_signal(self, msg: Signal) -> None:
         await matching.signal_relay(self._seat, msg)

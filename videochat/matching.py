@@ -195,9 +195,13 @@ async def queue_leave(seat: Seat) -> Outcome:
     return Outcome([QueueLeft()])
 
 
-async def next_partner(seat: Seat) -> Outcome:
-    """End the match (a skip: these two are not paired again soon) and queue again."""
+async def next_partner(seat: Seat, match_id: str | None = None) -> Outcome:
+    """End the match (a skip: these two are not paired again soon) and queue again.
+    `match_id`, when the client names it, must be the current match: the user cannot have
+    meant one it has not seen yet."""
     _require_hello(seat)
+    if match_id is not None and (seat.match is None or seat.match.match_id != match_id):
+        raise ServiceError("not_in_match", "that match is already over")
     seat.match = None
     out = Outcome()
     # One step ends the match and queues the one who pressed Next; the partner is told (and

@@ -57,6 +57,9 @@ class QueueLeave(Inbound):
 
 class Next(Inbound):
     type: Literal["next"]
+    # The match the user moved on from: a Next that crossed the server's own ending of it
+    # (the partner left, and the user was already matched again) must not end the new one.
+    match_id: MatchId | None = None
 
 
 class SessionDescription(BaseModel):

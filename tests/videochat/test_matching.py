@@ -131,6 +131,30 @@ async def test_next_tells_the_partner_who_goes_back_to_the_queue():
     assert await mm.partner_of(a.user_id) is None
 
 
+async def test_a_next_for_a_match_already_over_leaves_the_new_one_alone():
+    """b presses Next on its match with a while a leaves it: the server has already put b
+    back in line and matched it with c, which b has not seen yet. That Next was about a, so
+    it must not end the match with c (the user saw two matches at once)."""
+    a, b = await paired()
+    assert b.match is not None
+    old = b.match.match_id
+    c = await seat_for(gender="f")
+    assert [type(f) for f in (await matching.queue_join(c)).frames] == [QueueWaiting]
+    await matching.queue_leave(a)
+    ended = events.Ended.model_validate(await received(b))
+    back = (await matching.partner_ended(b, ended)).frames
+    assert [type(f) for f in back] == [MatchEnded, MatchFound]
+    assert b.match is not None and b.match.partner_id == c.user_id
+    with pytest.raises(ServiceError) as exc:
+        await matching.next_partner(b, match_id=old)
+    assert exc.value.code == "not_in_match"
+    current = await mm.partner_of(b.user_id)
+    assert current is not None and current[1] == c.user_id
+    # A Next that names the current match ends it, as before.
+    out = await matching.next_partner(b, match_id=b.match.match_id)
+    assert [type(f) for f in out.frames] == [QueueWaiting]
+
+
 async def test_queue_leave_ends_the_match_and_the_partner_is_told():
     a, b = await paired()
     assert [type(f) for f in (await matching.queue_leave(a)).frames] == [QueueLeft]

@@ -72,9 +72,11 @@ export class VideoChatSession extends EventTarget {
 
   next() {
     if (this.state !== "matched") return;
+    // Named, so that a Next crossing a new match the server already made leaves that one alone.
+    const matchId = this.matchId;
     this.dropMatch("next");
     this.setState("waiting");
-    this.socket.send({ type: "next" });
+    this.socket.send({ type: "next", match_id: matchId });
   }
 
   stop() {

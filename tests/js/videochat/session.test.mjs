@@ -108,7 +108,7 @@ test("next tears the peer down and goes back to waiting", async () => {
   assert.ok(ctx.peers[0].closed);
   assert.equal(ctx.session.state, "waiting");
   assert.equal(ctx.session.matchId, null);
-  assert.equal(ctx.socket.sent.at(-1).type, "next");
+  assert.deepEqual(ctx.socket.sent.at(-1), { type: "next", match_id: "m1" });
   assert.deepEqual(ctx.events.filter(([t]) => t === "unmatched").map(([, d]) => d), [{ matchId: "m1", reason: "next" }]);
   ctx.socket.receive({ type: "match.found", match_id: "m2", role: "offer", partner: {} });
   assert.equal(ctx.session.state, "matched");
