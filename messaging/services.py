@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -752,14 +752,8 @@ def events_trimmed(refs: list[int], acked: bool) -> None:
     )
     if not events:
         return
-    pending = set(
-        StreamItem.objects.filter(kind=EVENT_KIND, ref__in=[e.pk for e in events]).values_list(
-            "ref", flat=True
-        )
-    )
-    done = [e for e in events if e.pk not in pending]
-    now = timezone.now()
-    RoomEvent.objects.filter(pk__in=[e.pk for e in done]).update(content={}, delivered_at=now)
+    delivered = _mark_delivered([e.pk for e in events])
+    done = [e for e in events if e.pk in delivered]
     if not acked:
         return
     ticks: dict[tuple[int, str], list[str]] = defaultdict(list)
@@ -784,6 +778,30 @@ def events_trimmed(refs: list[int], acked: bool) -> None:
             }
         }
         stream_append(items=_sync_items(selectors.key_devices_of([sender_id]), sync))
+
+
+def _mark_delivered(pks: list[int]) -> set[int]:
+    """Empty the events (rows already locked) that no device still waits for; returns their
+    pks. One statement, run after the lock: its fresh snapshot counts another device's ack
+    that committed while this one waited, so the last of two concurrent acks sees the end."""
+    q = connection.ops.quote_name
+    event_table, item_table = q(RoomEvent._meta.db_table), q(StreamItem._meta.db_table)
+    fields = RoomEvent._meta
+    params: list[Any] = [
+        fields.get_field("content").get_db_prep_save({}, connection),
+        fields.get_field("delivered_at").get_db_prep_save(timezone.now(), connection),
+        *pks,
+        EVENT_KIND,
+    ]
+    sql = (
+        f"UPDATE {event_table} SET content = %s, delivered_at = %s "  # noqa: S608
+        f"WHERE id IN ({', '.join(['%s'] * len(pks))}) AND NOT EXISTS ("
+        f"SELECT 1 FROM {item_table} WHERE {item_table}.kind = %s "
+        f"AND {item_table}.ref = {event_table}.id) RETURNING id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return {int(row[0]) for row in cur.fetchall()}
 
 
 def receipt_send(*, device: Device, room_id: str, event_id: str) -> None:
