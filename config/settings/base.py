@@ -161,6 +161,8 @@ CHANNEL_LAYERS: dict[str, Any] = {
                     "health_check_interval": 10,
                     "retry": AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 3),
                     "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+                    # No CLIENT SETINFO per new connection (realtime/redis.py says why).
+                    "driver_info": None,
                 }
             ],
             "prefix": REDIS_KEY_PREFIX + "asgi",
