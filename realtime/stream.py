@@ -103,9 +103,11 @@ def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
 
 def stream_read(*, device_pk: int, after_seq: int, limit: int) -> list[StreamItem]:
     """The device's items after `after_seq`, oldest first (reads only)."""
-    return list(
-        StreamItem.objects.filter(device_pk=device_pk, seq__gt=after_seq).order_by("seq")[:limit]
-    )
+    # Every socket's every nudge comes here: a raw query skips building and compiling a
+    # queryset (about half this call's CPU), and still yields converted model instances.
+    table = connection.ops.quote_name(StreamItem._meta.db_table)
+    sql = f"SELECT * FROM {table} WHERE device_pk = %s AND seq > %s ORDER BY seq LIMIT %s"  # noqa: S608
+    return list(StreamItem.objects.raw(sql, [device_pk, after_seq, limit]))
 
 
 def stream_last_seq(*, device_pk: int) -> int:
