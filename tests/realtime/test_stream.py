@@ -96,7 +96,8 @@ async def test_a_client_that_missed_pushes_gets_them_on_hello(device):
     await sync_to_async(notes)(device, "one")
     assert await comm.receive_json_from() == {"type": "test.note", "t": "one", "seq": 1}
     await comm.send_json_to({"type": "ack", "seq": 1})
-    await settle(comm)
+    # Not a ping: its pump runs after the pong, and could read the items appended below.
+    await barrier(comm)
 
     # The live push is lost (as a full channel or a GC pause would lose it): nothing comes.
     await get_channel_layer().group_discard(stream_group(device.pk), CHANNELS[device.pk])
