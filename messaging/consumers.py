@@ -8,9 +8,10 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from realtime.consumers import BaseConsumer
+from realtime.dbpool import pooled
 from realtime.errors import ServiceError
 from realtime.schemas import Hello
-from realtime.stream_socket import StreamConsumerMixin, db_call
+from realtime.stream_socket import StreamConsumerMixin
 
 from .schemas import MessagingInbound, Sent, SocketSend, SyncFrame
 from .selectors import key_counts
@@ -37,7 +38,7 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         await self.guard(self._send(msg), msg.txn_id)
 
     async def _send(self, msg: SocketSend) -> None:
-        answer = await db_call(room_event_send)(
+        answer = await pooled(room_event_send)(
             device=self.device,
             room_id=msg.room_id,
             event_type="m.room.encrypted",
@@ -52,5 +53,5 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
             await self.send_key_counts()
 
     async def send_key_counts(self) -> None:
-        counts = await db_call(key_counts)(self._stream_device())
+        counts = await pooled(key_counts)(self._stream_device())
         await self.send_model(SyncFrame(seq=None, sync=counts))

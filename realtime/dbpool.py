@@ -6,7 +6,9 @@ connection-log inserts and channel admissions queued there behind each other, th
 waiting on PostgreSQL (benchmarks/reconnect_storm.py, profiled: the database thread busy
 77 % of the storm, half of it in psycopg's wait). A call that needs no thread affinity (a
 short unit of work on the thread's own connection, committed or read-only when it returns:
-no transaction spans two calls) runs here instead, up to DB_POOL_THREADS at a time. Each
+no transaction spans two calls) runs here instead, up to DB_POOL_THREADS at a time: the
+CBLINE joins and presses, the session read of every socket, and the durable stream's fetch,
+ack and send (realtime/stream_socket.py, messaging/consumers.py). Each
 thread keeps its own connection, closed when stale exactly as Channels does it.
 """
 

@@ -8,12 +8,11 @@ consumer, so the counters below need no lock.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
+from .dbpool import pooled
 from .errors import ServiceError
 from .keys import stream_group
 from .schemas import Ack, CaughtUp, Hello
@@ -25,17 +24,6 @@ else:
     _Base = object
 
 FETCH_BATCH = 100
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def db_call(fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`database_sync_to_async` in a worker thread of its own rather than Channels' one
-    database thread per process, in which every socket's fetch, ack and send waited in one
-    line. Safe: each call is its own transaction on a (pooled) connection it returns, and a
-    consumer handles one message at a time, so one socket's calls keep their order."""
-    return database_sync_to_async(fn, thread_sensitive=False)  # type: ignore[no-any-return]
 
 
 class StreamConsumerMixin(_Base):
@@ -54,12 +42,12 @@ class StreamConsumerMixin(_Base):
 
     async def on_hello(self, msg: Hello) -> None:
         device_pk = self._stream_device()
-        last = await db_call(stream_last_seq)(device_pk=device_pk)
+        last = await pooled(stream_last_seq)(device_pk=device_pk)
         # The client has everything up to last_seq: trim it. A client ahead of the stream
         # (its device's stream was dropped) starts again from what is there.
         start = min(msg.last_seq, last)
         if start:
-            await db_call(stream_ack)(device_pk=device_pk, seq=start)
+            await pooled(stream_ack)(device_pk=device_pk, seq=start)
         self._stream_sent = self._stream_acked = start
         self._stream_said_hello = True
         self._stream_caught_up = False
@@ -74,7 +62,7 @@ class StreamConsumerMixin(_Base):
                 "ack_ahead", f"seq {msg.seq} was not sent on this socket ({self._stream_sent})"
             )
         if msg.seq > self._stream_acked:
-            await db_call(stream_ack)(device_pk=device_pk, seq=msg.seq, limit=self._stream_sent)
+            await pooled(stream_ack)(device_pk=device_pk, seq=msg.seq, limit=self._stream_sent)
             self._stream_acked = msg.seq
         if self._stream_blocked:
             await self.stream_pump()
@@ -97,7 +85,7 @@ class StreamConsumerMixin(_Base):
             if self._stream_blocked:
                 return
             limit = min(room, FETCH_BATCH)
-            frames = await db_call(_fetch)(device_pk, self._stream_sent, limit)
+            frames = await pooled(_fetch)(device_pk, self._stream_sent, limit)
             for frame in frames:
                 await self.send_json(frame)
             if frames:
