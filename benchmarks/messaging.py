@@ -42,7 +42,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,37 +95,6 @@ class Stats:
     resent: int = 0
     reconnects: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-    frames: int = 0  # stream frames with a seq, receivers' and senders' sockets
-    acks: int = 0
-
-
-class Acker:
-    """Acks a socket's stream once per read, as the browser does: the seq of the last frame
-    stored, after every frame already here was stored (the server trims everything up to
-    it), never before. Frames that came together cost the server one ack, not one each."""
-
-    def __init__(self, ws: Any, stats: Callable[[], Stats]) -> None:
-        self.ws, self.stats = ws, stats  # the stats of the current step
-        self.stored = self.acked = 0
-        self.wake = asyncio.Event()
-        self.task = asyncio.create_task(self.run())
-
-    def store(self, seq: int) -> None:
-        self.stored = seq
-        self.stats().frames += 1
-        self.wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            if self.stored > self.acked:
-                self.acked = self.stored
-                self.stats().acks += 1
-                await self.ws.send(json.dumps({"type": "ack", "seq": self.acked}))
-
-    def close(self) -> None:
-        self.task.cancel()
 
 
 def build_world(pairs: int, offset: int = 0) -> list[Pair]:
@@ -234,9 +202,8 @@ class SenderSocket:
     `sent{txn_id, event_id}` (or an error frame whose ref is the txn_id); it acks the
     delivered ticks that come back on it, as the browser does."""
 
-    def __init__(self, person: Person, stats: Callable[[], Stats]) -> None:
+    def __init__(self, person: Person) -> None:
         self.person = person
-        self.stats = stats  # the client's stats of the current step
         self.ws: Any = None
         self.port = 0
         self.acked = 0
@@ -278,7 +245,6 @@ class SenderSocket:
             self.reader = asyncio.create_task(self.read(self.ws))
 
     async def read(self, ws: Any) -> None:
-        acker = Acker(ws, self.stats)
         try:
             async for raw in ws:
                 frame = json.loads(raw)
@@ -289,11 +255,10 @@ class SenderSocket:
                     self._settle(frame["ref"], RuntimeError(f"{frame['code']} {frame['detail']}"))
                 elif kind == "sync" and frame.get("seq"):
                     self.acked = frame["seq"]
-                    acker.store(self.acked)
+                    await ws.send(json.dumps({"type": "ack", "seq": self.acked}))
         except Exception:  # closed: every pending send fails below, and is resent
             pass
         finally:
-            acker.close()
             if self.ws is ws:
                 self.ws = None
             for txn in list(self.pending):
@@ -321,7 +286,7 @@ class Client:
     def __init__(self, world: list[Pair], ports: list[int], inflight: int, http: bool) -> None:
         self.world, self.ports = world, ports
         self.http = http  # the old path: a PUT per message instead of the sender's socket
-        self.sockets = {id(p): SenderSocket(p.sender, lambda: self.stats) for p in world}
+        self.sockets = {id(p): SenderSocket(p.sender) for p in world}
         # Requests in flight: each takes a server thread and its own PostgreSQL connection
         # (Django's ASGI handler runs every request in a thread of its own), and the
         # PostgreSQL server is shared; past the cap, sends wait in the client (and show in
@@ -367,22 +332,18 @@ class Client:
                     ping_interval=None,
                 ) as ws:
                     await ws.send(json.dumps({"type": "hello", "last_seq": acked}))
-                    acker = Acker(ws, lambda: self.stats)
-                    try:
-                        async for raw in ws:
-                            frame = json.loads(raw)
-                            kind = frame.get("type")
-                            if kind == "caught_up":
-                                ready.set()
-                                continue
-                            if kind != "sync":
-                                continue
-                            self.apply(b, frame["sync"], seen)
-                            if frame.get("seq"):
-                                acked = frame["seq"]
-                                acker.store(acked)
-                    finally:
-                        acker.close()
+                    async for raw in ws:
+                        frame = json.loads(raw)
+                        kind = frame.get("type")
+                        if kind == "caught_up":
+                            ready.set()
+                            continue
+                        if kind != "sync":
+                            continue
+                        self.apply(b, frame["sync"], seen)
+                        if frame.get("seq"):
+                            acked = frame["seq"]
+                            await ws.send(json.dumps({"type": "ack", "seq": acked}))
                 # Closed cleanly by the server (a reconnect code): come back to it.
                 if not self.done.is_set():
                     self.stats.reconnects += 1
@@ -522,8 +483,6 @@ class Client:
             "resent": stats.resent,
             "reconnects": stats.reconnects,
             "errors": stats.errors,
-            "frames": stats.frames,
-            "acks": stats.acks,
             "sent_for": sent_for,
             "cpu": time.process_time() - cpu0,
         }
@@ -673,12 +632,7 @@ def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[o
                     errors[why] = errors.get(why, 0) + count
             if errors:
                 print(f"  {rate:.0f}/s send errors and reconnects: {errors}", flush=True)
-            frames, acks = sum(r["frames"] for r in results), sum(r["acks"] for r in results)
-            print(
-                f"  {rate:.0f}/s: p99 {rows[-1][12]:.1f} ms, lost {rows[-1][4]}, "
-                f"{frames} stream frames in {acks} acks",
-                flush=True,
-            )
+            print(f"  {rate:.0f}/s: p99 {rows[-1][12]:.1f} ms, lost {rows[-1][4]}", flush=True)
         for c in conns:
             c.send(("stop",))
         for p in procs:

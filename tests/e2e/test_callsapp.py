@@ -3,7 +3,6 @@ the browsers (matrix-sdk-crypto-wasm), the server relays ciphertext only."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +11,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from accounts.models import Device
-from messaging.selectors import SYNC_KIND
 from realtime.models import StreamItem
-from realtime.stream import NewItem, stream_append
-from tests.e2e.conftest import login, off_loop
+from tests.e2e.conftest import login
 from tests.factories import UserFactory
 from tests.messaging.scan import plaintext_found
 
@@ -410,38 +407,3 @@ def test_group_admin_renames_and_shares_admin_rights(live_asgi, new_context):
     expect(
         r.get_by_test_id("members").locator("li", has_text="Pam").get_by_test_id("kick")
     ).to_be_visible()
-
-
-def test_a_backlog_that_came_together_is_acked_together(live_asgi, new_context):
-    bob = UserFactory(profile__nickname="Bob")
-    context = new_context()
-    page = open_callsapp(context, live_asgi, bob)
-    device = device_of(page)
-    page.close()
-    # Six frames wait while Bob is away (empty sync batches: nothing for the SDK to do).
-    off_loop(
-        stream_append,
-        items=[NewItem(user_id=bob.pk, device_pk=device.pk, kind=SYNC_KIND) for _ in range(6)],
-    )
-    received: list[int] = []
-    acks: list[int] = []
-
-    def watch(ws) -> None:  # type: ignore[no-untyped-def]
-        def frame(payload: str | bytes, into: list[int], kind: str) -> None:
-            data = json.loads(payload)
-            if data.get("type") == kind and data.get("seq"):
-                into.append(data["seq"])
-
-        ws.on("framereceived", lambda payload: frame(payload, received, "sync"))
-        ws.on("framesent", lambda payload: frame(payload, acks, "ack"))
-
-    page = context.new_page()
-    page.on("websocket", watch)
-    page.goto(f"{live_asgi.url}/messaging/")
-    expect(page.get_by_test_id("callsapp")).to_have_attribute("data-state", "ready", timeout=30000)
-    wait_for(lambda: not StreamItem.objects.filter(device_pk=device.pk).exists(), page, "the acks")
-    # The server sent the backlog in one go; the page stored every frame, then acked the last
-    # (the server trims everything up to it), instead of one ack per frame.
-    assert len(received) >= 6, received
-    assert acks and acks[-1] == max(received), (acks, received)
-    assert len(acks) < len(received), (acks, received)

@@ -20,9 +20,6 @@ const MEDIA_UPLOAD = "/messaging/_matrix/media/v3/upload";
 const SOCKET_SEND_MAX_CHARS = 12 * 1024;
 // No answer on the socket this long: ask over HTTP with the same txn id (applied once).
 const SOCKET_SEND_TIMEOUT_MS = 15000;
-// Frames that arrived together are acked together; a long run still acks this often, so
-// the server's window of unacked frames keeps moving.
-const ACK_EVERY_FRAMES = 50;
 
 /** The socket dropped (or stayed silent) before answering a send: retry over HTTP. */
 class SocketSendLost extends Error {}
@@ -90,9 +87,6 @@ export class CallsClient extends EventTarget {
     this.evicted = false;
     this.names = new Map();
     this.syncQueue = Promise.resolve();
-    this.syncWaiting = 0; // sync frames received, not yet processed
-    this.ackDue = 0; // the last seq stored
-    this.ackSent = 0; // the last seq acked on this socket
     this.sendQueue = Promise.resolve();
     this.outgoing = null;
     this.outgoingAgain = false;
@@ -229,8 +223,6 @@ export class CallsClient extends EventTarget {
     this.socket = new LiveSocket("/ws/messaging/");
     this.socket.addEventListener("open", async () => {
       const lastSeq = await this.history.getMeta("last_seq", 0);
-      // The hello trims up to lastSeq: a new socket has acked that much.
-      this.ackSent = lastSeq;
       this.socket.send({ type: "hello", last_seq: lastSeq });
       this.emit("status", "connected");
     });
@@ -260,31 +252,18 @@ export class CallsClient extends EventTarget {
   }
 
   enqueueSync(msg) {
-    this.syncWaiting += 1;
     this.syncQueue = this.syncQueue
       .then(() => this.processSync(msg.sync || {}))
       .then(async () => {
         if (msg.seq === null || msg.seq === undefined) return;
         // Everything in the frame is stored: only now may the server forget it.
         await this.history.setMeta("last_seq", msg.seq);
-        this.ackDue = msg.seq;
+        this.socket.send({ type: "ack", seq: msg.seq });
       })
       .catch((err) => {
         // Not acked: the frame comes again after the next hello.
         console.error("CallsApp: sync frame failed", err);
-      })
-      .finally(() => {
-        this.syncWaiting -= 1;
-        // One ack for what came in one go (the server trims everything up to its seq),
-        // sent once all of it is stored: at-least-once delivery stays.
-        if (this.syncWaiting === 0 || this.ackDue - this.ackSent >= ACK_EVERY_FRAMES) this.flushAck();
       });
-  }
-
-  flushAck() {
-    if (this.ackDue <= this.ackSent) return;
-    this.ackSent = this.ackDue;
-    this.socket.send({ type: "ack", seq: this.ackDue });
   }
 
   async processSync(sync) {
