@@ -407,3 +407,31 @@ def test_group_admin_renames_and_shares_admin_rights(live_asgi, new_context):
     expect(
         r.get_by_test_id("members").locator("li", has_text="Pam").get_by_test_id("kick")
     ).to_be_visible()
+
+
+def test_the_manage_panel_shows_only_once_the_group_name_is_in_its_field(live_asgi, new_context):
+    """Seen in CI: the panel opened before its field was filled, so a name typed at once got
+    the current one put in front of it ("Book clubNight readers")."""
+    pam = UserFactory(profile__nickname="Pam")
+    UserFactory(profile__nickname="Rex")
+    p = open_callsapp(new_context(), live_asgi, pam)
+    p.get_by_test_id("new-group").click()
+    p.fill("#ca-group-name", "Book club")
+    p.fill("#ca-group-members", "rex")
+    p.get_by_test_id("new-group-form").locator("button[type=submit]").click()
+    expect(p.get_by_test_id("room-name")).to_have_text("Book club")
+    # What the field holds at the instant the panel becomes visible.
+    p.evaluate(
+        """() => {
+          const panel = document.querySelector('[data-panel=manage]');
+          window.renameAtShow = null;
+          new MutationObserver(() => {
+            if (!panel.hidden && window.renameAtShow === null) {
+              window.renameAtShow = document.querySelector('#ca-rename').value;
+            }
+          }).observe(panel, { attributes: true, attributeFilter: ['hidden'] });
+        }"""
+    )
+    p.get_by_test_id("open-manage").click()
+    p.wait_for_function("() => window.renameAtShow !== null")
+    assert p.evaluate("() => window.renameAtShow") == "Book club"

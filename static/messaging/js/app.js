@@ -252,11 +252,17 @@ async function drawUndelivered() {
   list.replaceChildren(...(rows.length ? rows : [el("li", { class: "ca-hint", text: "Everything you sent here has been delivered." })]));
 }
 
-async function drawManage() {
+async function drawManage({ fresh = false } = {}) {
   const room = await client.history.room(current);
   const admin = room.admins?.includes(client.userId);
   for (const node of $$("[data-group-only]")) node.hidden = room.is_direct || (node.dataset.form && !admin);
-  $("[data-form=rename] input").value = room.name || "";
+  const rename = $("[data-form=rename] input");
+  // A redraw (after a kick, an admin change) keeps a name the user is typing.
+  rename.oninput = () => { rename.dataset.edited = "1"; };
+  if (fresh || !rename.dataset.edited) {
+    rename.value = room.name || "";
+    delete rename.dataset.edited;
+  }
   const blocked = new Set(await client.blocked().catch(() => []));
   const list = $("[data-members]");
   list.replaceChildren();
@@ -449,8 +455,9 @@ async function act(action, target) {
       await drawUndelivered();
       break;
     case "manage":
+      // Filled before it shows: a name typed at once must not get the old one in front of it.
+      await drawManage({ fresh: true });
       openPanel("manage");
-      await drawManage();
       break;
     case "redact":
       if (window.confirm("Delete this message for everyone?")) {
@@ -548,6 +555,7 @@ async function submit(form) {
       await client.sendText(current, body);
     } else if (name === "rename") {
       await client.renameGroup(current, form.name.value.trim());
+      delete form.name.dataset.edited;
       await drawChatHead();
     } else if (name === "add-member") {
       const found = await client.findUser(form.term.value);
