@@ -4,6 +4,7 @@ prefix), starting and stopping ASGI server processes of the real app, CPU accoun
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import os
 import socket
@@ -27,8 +28,6 @@ class BenchEnv:
     run_id: str
     db_path: Path | None
     env: dict[str, str]
-    # The embedded Redis this run started (stopped by `cleanup`), or None for a given URL.
-    own_redis: str | None = None
 
     def apply(self) -> None:
         """Make this process's Django (fixtures, setup) use the same database and Redis."""
@@ -43,14 +42,8 @@ def bench_env(database_url: str = "", redis_url: str = "") -> BenchEnv:
         # Through the settings' own SQLite branch (WAL, immediate transactions, busy timeout):
         # two server processes write the connection log concurrently.
         db_path = VAR / f"bench-{run_id}.sqlite3"
-    own_redis = None
     if not redis_url:
-        # A Redis of this run's own, so that a benchmark never competes with test runs' keys
-        # or with another benchmark; `cleanup` stops it.
-        from config.embedded_redis import ensure_running
-
-        own_redis = f"bench-{run_id}"
-        redis_url = ensure_running(own_redis)
+        redis_url = _own_redis()
     env = {
         "DJANGO_SETTINGS_MODULE": "config.settings.local",
         "DJANGO_DEBUG": "false",  # DEBUG keeps every SQL query in memory
@@ -68,7 +61,7 @@ def bench_env(database_url: str = "", redis_url: str = "") -> BenchEnv:
         # own: the (scheme, host, port) origin check refused every socket with a 403.
         "WS_ALLOWED_ORIGINS": "http://127.0.0.1",
     }
-    return BenchEnv(run_id, db_path, env, own_redis)
+    return BenchEnv(run_id, db_path, env)
 
 
 def migrate(bench: BenchEnv) -> None:
@@ -80,19 +73,36 @@ def migrate(bench: BenchEnv) -> None:
     )
 
 
+def _own_redis() -> str:
+    """A Redis of this process's own (started once, stopped when the process exits), so
+    that a benchmark never competes with test runs' keys or with another benchmark. Once per
+    process, not per run: Django settings are read once, and a script that runs two modes
+    (matchmaking.py) keeps the first one's REDIS_URL."""
+    from config.embedded_redis import ensure_running, stop
+
+    global _OWN_REDIS
+    if _OWN_REDIS is None:
+        name = f"bench-{os.getpid()}"
+        _OWN_REDIS = ensure_running(name)
+
+        def stop_it() -> None:
+            stop(name)
+            (VAR / f"redis-{name}.log").unlink(missing_ok=True)
+
+        atexit.register(stop_it)
+    return _OWN_REDIS
+
+
+_OWN_REDIS: str | None = None
+
+
 def cleanup(bench: BenchEnv) -> None:
     import redis
 
-    if bench.own_redis is not None:
-        from config.embedded_redis import stop
-
-        stop(bench.own_redis)
-        (VAR / f"redis-{bench.own_redis}.log").unlink(missing_ok=True)
-    else:
-        r = redis.Redis.from_url(bench.env["REDIS_URL"])
-        batch = list(r.scan_iter(match=bench.env["REDIS_KEY_PREFIX"] + "*", count=1000))
-        for i in range(0, len(batch), 500):
-            r.delete(*batch[i : i + 500])
+    r = redis.Redis.from_url(bench.env["REDIS_URL"])
+    batch = list(r.scan_iter(match=bench.env["REDIS_KEY_PREFIX"] + "*", count=1000))
+    for i in range(0, len(batch), 500):
+        r.delete(*batch[i : i + 500])
     if bench.db_path is not None:
         for suffix in ("", "-wal", "-shm"):
             Path(str(bench.db_path) + suffix).unlink(missing_ok=True)
