@@ -558,7 +558,7 @@ def main() -> None:
     ap.add_argument(
         "--redis-url",
         default="",
-        help="default: a Redis of the benchmark's own (var/redis-bench.sock); a shared one "
+        help="default: a Redis of the benchmark's own (var/redis-bench-<pid>.sock); a shared one "
         "may be flushed by other work, and the app then closes every socket to reconnect",
     )
     ap.add_argument("--quick", action="store_true", help="1,000 sockets: a smoke run")
