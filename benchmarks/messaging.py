@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,6 +64,23 @@ from benchmarks._common import (
 )
 
 CSRF = "b" * 32  # a CSRF secret of our own: cookie and header must agree
+
+
+def sync_socket(port: int, session_key: str) -> Any:
+    """A device's /ws/messaging/ socket (await it, or use it with `async with`)."""
+    return connect(
+        f"ws://127.0.0.1:{port}/ws/messaging/",
+        additional_headers={
+            "Cookie": f"sessionid={session_key}",
+            "Origin": f"http://127.0.0.1:{port}",
+        },
+        compression=None,
+        max_size=2**22,
+        open_timeout=120,
+        # Browsers send no pings; the library's own 20 s timeout closed every receiver
+        # (1011) on the loaded machine. The server's pings still run.
+        ping_interval=None,
+    )
 
 
 @dataclass
@@ -223,23 +241,11 @@ class SenderSocket:
             self.pending.pop(txn, None)
 
     async def open(self, port: int) -> None:
-        from websockets.asyncio.client import connect
-
         async with self.opening:
             if self.ws is not None and self.port == port:
                 return
             await self.close()
-            self.ws = await connect(
-                f"ws://127.0.0.1:{port}/ws/messaging/",
-                additional_headers={
-                    "Cookie": f"sessionid={self.person.session_key}",
-                    "Origin": f"http://127.0.0.1:{port}",
-                },
-                compression=None,
-                max_size=2**22,
-                open_timeout=120,
-                ping_interval=None,
-            )
+            self.ws = await sync_socket(port, self.person.session_key)
             self.port = port
             await self.ws.send(json.dumps({"type": "hello", "last_seq": self.acked}))
             self.reader = asyncio.create_task(self.read(self.ws))
@@ -309,8 +315,6 @@ class Client:
         return (server + 1) % len(self.ports)
 
     async def receive(self, pair: Pair, ready: asyncio.Event) -> None:
-        from websockets.asyncio.client import connect
-
         b = pair.receiver
         server = self.other(pair.server)
         acked = 0
@@ -318,19 +322,7 @@ class Client:
         while not self.done.is_set():
             port = self.ports[server]
             try:
-                async with connect(
-                    f"ws://127.0.0.1:{port}/ws/messaging/",
-                    additional_headers={
-                        "Cookie": f"sessionid={b.session_key}",
-                        "Origin": f"http://127.0.0.1:{port}",
-                    },
-                    compression=None,
-                    max_size=2**22,
-                    open_timeout=120,
-                    # Browsers send no pings; the library's own 20 s timeout closed every
-                    # receiver (1011) on the loaded machine. The server's pings still run.
-                    ping_interval=None,
-                ) as ws:
+                async with sync_socket(port, b.session_key) as ws:
                     await ws.send(json.dumps({"type": "hello", "last_seq": acked}))
                     async for raw in ws:
                         frame = json.loads(raw)

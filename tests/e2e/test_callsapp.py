@@ -49,6 +49,14 @@ def send(page: Page, text: str) -> None:
     )
 
 
+def create_group(page: Page, name: str, members: str) -> None:
+    page.get_by_test_id("new-group").click()
+    page.fill("#ca-group-name", name)
+    page.fill("#ca-group-members", members)
+    page.get_by_test_id("new-group-form").locator("button[type=submit]").click()
+    expect(page.get_by_test_id("room-name")).to_have_text(name)
+
+
 def open_room(page: Page, name: str) -> None:
     page.get_by_test_id("room-list").locator("li", has_text=name).get_by_test_id("room").click()
 
@@ -382,11 +390,7 @@ def test_group_admin_renames_and_shares_admin_rights(live_asgi, new_context):
     rex = UserFactory(profile__nickname="Rex")
     p = open_callsapp(new_context(), live_asgi, pam)
     r = open_callsapp(new_context(), live_asgi, rex)
-    p.get_by_test_id("new-group").click()
-    p.fill("#ca-group-name", "Book club")
-    p.fill("#ca-group-members", "rex")
-    p.get_by_test_id("new-group-form").locator("button[type=submit]").click()
-    expect(p.get_by_test_id("room-name")).to_have_text("Book club")
+    create_group(p, "Book club", "rex")
     p.get_by_test_id("open-manage").click()
     p.fill("#ca-rename", "Night readers")
     p.get_by_test_id("manage-panel").locator("[data-form=rename] button[type=submit]").click()
@@ -415,11 +419,7 @@ def test_the_manage_panel_shows_only_once_the_group_name_is_in_its_field(live_as
     pam = UserFactory(profile__nickname="Pam")
     UserFactory(profile__nickname="Rex")
     p = open_callsapp(new_context(), live_asgi, pam)
-    p.get_by_test_id("new-group").click()
-    p.fill("#ca-group-name", "Book club")
-    p.fill("#ca-group-members", "rex")
-    p.get_by_test_id("new-group-form").locator("button[type=submit]").click()
-    expect(p.get_by_test_id("room-name")).to_have_text("Book club")
+    create_group(p, "Book club", "rex")
     # What the field holds at the instant the panel becomes visible.
     p.evaluate(
         """() => {
