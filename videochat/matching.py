@@ -12,8 +12,10 @@ matchmaking holds for this user. Protocol: docs/protocols/videochat.md.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from pydantic import BaseModel
 from accounts.models import User
 from accounts.selectors import profile_of
 from realtime import closecodes, metrics
+from realtime.dbpool import pooled
 from realtime.errors import ServiceError
 from realtime.events import send_to
 from realtime.schemas import ErrorFrame
@@ -92,8 +95,12 @@ class Seat:
     claimed: bool = False  # this socket holds the user's video chat place (queue, match)
     filters_allowed: bool = False
     card: str = ""  # what a partner is shown (JSON), made at hello; waits with the queue entry
-    # Wall-clock time until which `filters_allowed` stands without reading the database.
+    # Wall-clock times: until when `filters_allowed` surely stands (the paid time's end; 0
+    # once payments announced a change), and from when it is read again beside a queue entry.
     filters_known_until: float = 0.0
+    filters_recheck_at: float = 0.0
+    filters_reads: int = 0  # bumped by each announcement: a read begun before it is stale
+    filters_refresh: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -381,10 +388,16 @@ async def _filters(seat: Seat, out: Outcome) -> tuple[str | None, str | None]:
     s = seat.session
     if not (s.want_gender or s.want_country):
         return None, None
-    # A subscription may lapse mid-session: a queue entry reads it again whenever it may
-    # have changed (the paid time ended, payments announced a change, or a while passed).
-    if time.time() >= seat.filters_known_until:
+    # A subscription may lapse mid-session. When it may have changed (the paid time ended,
+    # payments announced a change) the entry waits for a fresh read. When only a while passed
+    # (a staff edit announces nothing), the entry goes on with what is known and the read runs
+    # beside it, for the next entry: a read on the way in made every arrival of a filtering
+    # user wait its turn on the database once a minute (benchmarks/matchmaking.py).
+    now = time.time()
+    if now >= seat.filters_known_until:
         await _filters_read(seat)
+    elif now >= seat.filters_recheck_at and seat.filters_refresh is None:
+        seat.filters_refresh = asyncio.create_task(_filters_recheck(seat))
     if not seat.filters_allowed:
         s.want_gender = s.want_country = None
         seat.filters_allowed = False
@@ -394,16 +407,30 @@ async def _filters(seat: Seat, out: Outcome) -> tuple[str | None, str | None]:
 
 
 async def _filters_read(seat: Seat) -> None:
-    allowed, until = await database_sync_to_async(selectors.filters_allowed_until)(
-        user_id=seat.user_id
-    )
-    known = time.time() + settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS
+    while True:
+        reads = seat.filters_reads
+        # An independent read-only call: on the pool's threads, not behind the process's one
+        # database thread.
+        allowed, until = await pooled(selectors.filters_allowed_until)(user_id=seat.user_id)
+        if reads == seat.filters_reads:
+            break  # else payments announced a change meanwhile: this answer may predate it
     seat.filters_allowed = allowed
-    seat.filters_known_until = known if until is None else min(known, until.timestamp())
+    seat.filters_known_until = math.inf if until is None else until.timestamp()
+    seat.filters_recheck_at = time.time() + settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS
+
+
+async def _filters_recheck(seat: Seat) -> None:
+    try:
+        await _filters_read(seat)
+    except Exception:
+        log.exception("re-reading the paid filters of user %s failed", seat.user_id)
+    finally:
+        seat.filters_refresh = None
 
 
 def entitlements_changed(seat: Seat) -> None:
     """Payments announced a purchase, refund or expiry: the next queue entry reads it."""
+    seat.filters_reads += 1
     seat.filters_known_until = 0.0
 
 

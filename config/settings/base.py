@@ -427,8 +427,8 @@ VIDEOCHAT_REPORT_MAX_LINE_CHARS = 500
 VIDEOCHAT_REPORT_MAX_FRAME_BYTES = 2 * 1024 * 1024
 VIDEOCHAT_REPORTS_PER_HOUR = 10
 # A queue entry trusts the paid filters read at hello (or at the last re-read) until the
-# paid time ends or payments announces a change, and at most this long: a staff edit of an
-# entitlement in the admin announces nothing.
+# paid time ends or payments announces a change; after this long, the next entry has them
+# read again beside it (a staff edit of an entitlement in the admin announces nothing).
 VIDEOCHAT_FILTERS_RECHECK_SECONDS = 60.0
 # Matchmaking forgets a waiting user or a pair whose deadline passes (a process that died
 # cannot clean up); a live socket renews them well within the shortest deadline: it

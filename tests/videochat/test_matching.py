@@ -294,13 +294,89 @@ async def test_filters_end_with_the_paid_time_without_an_announcement(queries, s
     assert seat.session is not None and seat.session.want_country is None
 
 
-async def test_filters_are_read_again_after_the_recheck_interval(queries, settings):
+async def test_after_the_recheck_interval_an_entry_does_not_wait_for_the_read(
+    queries, settings, monkeypatch
+):
+    """Once VIDEOCHAT_FILTERS_RECHECK_SECONDS passed (no end to the paid time, but staff may
+    have edited it in the admin, which announces nothing), the entitlement is read again
+    beside the queue entry, not on its way: the entry goes on with what is known and the next
+    one uses the answer. A read on the way made a filtering user's arrival wait its turn on
+    the database once a minute (benchmarks/matchmaking.py: seconds at 1,000 arrivals/s
+    once the sockets had been open a minute)."""
+    import threading
+
+    from payments.models import Entitlement
     from tests.factories import grant_premium
+    from videochat import selectors
 
     settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS = 0
     user = await sync_to_async(UserFactory)()
-    await sync_to_async(grant_premium)(user)
+    ent = await sync_to_async(grant_premium)(user)
     seat = await seat_for(user, want_gender="m")
-    queries.clear()
-    assert [type(f) for f in (await matching.queue_join(seat)).frames] == [QueueWaiting]
-    assert len(queries) == 1  # no end to the paid time, but staff may have edited it
+    release, done = threading.Event(), threading.Event()
+    read = selectors.filters_allowed_until
+
+    def held_read(**kwargs: Any) -> Any:
+        release.wait(timeout=10)
+        try:
+            return read(**kwargs)
+        finally:
+            done.set()
+
+    monkeypatch.setattr(selectors, "filters_allowed_until", held_read)
+    out = await matching.queue_join(seat)
+    assert [type(f) for f in out.frames] == [QueueWaiting]
+    assert not done.is_set()  # answered while the read was still held
+    refresh = seat.filters_refresh
+    assert refresh is not None
+    # Staff revoke it in the admin meanwhile: the read in flight sees it.
+    await sync_to_async(Entitlement.objects.filter(pk=ent.pk).update)(
+        revoked_at=dt.datetime.now(dt.UTC)
+    )
+    release.set()
+    await refresh
+    assert queries and seat.filters_refresh is None
+    await matching.queue_leave(seat)
+    out = await matching.queue_join(seat)
+    assert [type(f) for f in out.frames] == [ErrorFrame, QueueWaiting]
+    assert seat.session is not None and seat.session.want_gender is None
+
+
+async def test_an_announcement_during_a_read_is_not_lost(settings, monkeypatch):
+    """A read that began before payments announced a change may predate it: read again."""
+    import threading
+
+    from payments.models import Entitlement
+    from tests.factories import grant_premium
+    from videochat import selectors
+
+    user = await sync_to_async(UserFactory)()
+    ent = await sync_to_async(grant_premium)(user)
+    seat = await seat_for(user, want_gender="m")
+    matching.entitlements_changed(seat)
+    entered, release = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+    read = selectors.filters_allowed_until
+    calls = []
+
+    def held_read(**kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            answer = read(**kwargs)  # still entitled
+            loop.call_soon_threadsafe(entered.set)
+            release.wait(timeout=10)
+            return answer
+        return read(**kwargs)
+
+    monkeypatch.setattr(selectors, "filters_allowed_until", held_read)
+    join = asyncio.create_task(matching.queue_join(seat))
+    await entered.wait()
+    # A refund, announced while the first read's answer is on its way.
+    await sync_to_async(Entitlement.objects.filter(pk=ent.pk).update)(
+        revoked_at=dt.datetime.now(dt.UTC)
+    )
+    matching.entitlements_changed(seat)
+    release.set()
+    out = await join
+    assert [type(f) for f in out.frames] == [ErrorFrame, QueueWaiting]
+    assert len(calls) == 2
