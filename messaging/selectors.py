@@ -355,8 +355,8 @@ def own_devices(user: User) -> dict[str, Any]:
 
 def render_stream_items(device_pk: int, items: Sequence[StreamItem]) -> list[dict[str, Any]]:
     """The sync socket's frames for a run of this app's stream items: each a Matrix
-    /sync-shaped batch, with the device's current key counts."""
-    counts = key_counts(device_pk)
+    /sync-shaped batch. Key counts are not repeated in each: they come after hello and when
+    a key is claimed (the client reads absent counts as "no news")."""
     refs = [it.ref for it in items if it.kind == EVENT_KIND and it.ref is not None]
     events = {e.pk: e for e in RoomEvent.objects.filter(pk__in=refs).select_related("room")}
     frames = []
@@ -364,15 +364,19 @@ def render_stream_items(device_pk: int, items: Sequence[StreamItem]) -> list[dic
         sync: dict[str, Any]
         if it.kind == EVENT_KIND:
             event = events.get(it.ref or 0)
-            sync = _timeline_sync(event, it.user_id) if event is not None else {}
+            sync = timeline_sync(event, event.room.room_id, it.user_id) if event else {}
         else:
             sync = dict(it.body)
-        frames.append({"type": "sync", "sync": {**sync, **counts}})
+        frames.append(sync_frame(sync))
     return frames
 
 
-def _timeline_sync(event: RoomEvent, user_id: int) -> dict[str, Any]:
-    room_id = event.room.room_id
+def sync_frame(sync: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "sync", "sync": sync}
+
+
+def timeline_sync(event: RoomEvent, room_id: str, user_id: int) -> dict[str, Any]:
+    """`event` as the /sync batch of `user_id`'s devices: their own leave goes under "leave"."""
     own_leave = (
         event.type == "m.room.member"
         and event.state_key == mxid(user_id)

@@ -73,7 +73,10 @@ def _size(obj: Any) -> int:
 
 
 def _sync_items(targets: Iterable[tuple[int, int]], sync: Json) -> list[NewItem]:
-    return [NewItem(user_id=u, device_pk=d, kind=SYNC_KIND, body=sync) for u, d in targets]
+    frame = selectors.sync_frame(sync)
+    return [
+        NewItem(user_id=u, device_pk=d, kind=SYNC_KIND, body=sync, frame=frame) for u, d in targets
+    ]
 
 
 def _device_lists_changed(user_ids: Iterable[int], *, about: int) -> None:
@@ -438,16 +441,10 @@ def _to_device(device: Device, event_type: str, messages: dict[str, dict[str, Js
                 failures[m][device_id] = "M_NOT_FOUND"
                 continue
             event = {"type": event_type, "sender": mxid(sender), "content": content}
-            items += [
-                NewItem(
-                    user_id=t.user_id,
-                    device_pk=t.pk,
-                    kind=SYNC_KIND,
-                    body={"to_device": {"events": [event]}},
-                )
-                for t in targets
-                if t is not None and t.pk != device.pk
-            ]
+            items += _sync_items(
+                [(t.user_id, t.pk) for t in targets if t is not None and t.pk != device.pk],
+                {"to_device": {"events": [event]}},
+            )
     with transaction.atomic():
         stream_append(items=items)
     return {"failures": dict(failures)} if failures else {}
@@ -473,8 +470,16 @@ def _emit(
         state_key=state_key,
         content=content,
     )
+    # Rendered once per recipient user here, so that a socket up to date sends it unread.
+    frames: dict[int, Json] = {}
+    for u, _ in targets:
+        if u not in frames:
+            frames[u] = selectors.sync_frame(selectors.timeline_sync(event, room.room_id, u))
     stream_append(
-        items=[NewItem(user_id=u, device_pk=d, kind=EVENT_KIND, ref=event.pk) for u, d in targets]
+        items=[
+            NewItem(user_id=u, device_pk=d, kind=EVENT_KIND, ref=event.pk, frame=frames[u])
+            for u, d in targets
+        ]
     )
     return event
 
@@ -744,22 +749,17 @@ def room_event_redact(
 def events_trimmed(refs: list[int], acked: bool) -> None:
     """Trim hook of the stream: an event whose last delivery is gone loses its content; its
     sender's devices get the "delivered" tick when that was by acks."""
-    events = list(
-        RoomEvent.objects.select_for_update()
-        .filter(pk__in=refs, delivered_at=None)
-        .select_related("room")
-        .order_by("pk")
-    )
+    events = _lock_undelivered(refs)
     if not events:
         return
-    delivered = _mark_delivered([e.pk for e in events])
-    done = [e for e in events if e.pk in delivered]
+    delivered = _mark_delivered(list(events))
     if not acked:
         return
     ticks: dict[tuple[int, str], list[str]] = defaultdict(list)
-    for e in done:
-        if e.type == "m.room.encrypted":
-            ticks[(e.sender_id, e.room.room_id)].append(e.event_id)
+    for pk in delivered:
+        sender_id, type_, event_id, room_id = events[pk]
+        if type_ == "m.room.encrypted":
+            ticks[(sender_id, room_id)].append(event_id)
     for (sender_id, room_id), event_ids in ticks.items():
         sync = {
             "rooms": {
@@ -780,7 +780,25 @@ def events_trimmed(refs: list[int], acked: bool) -> None:
         stream_append(items=_sync_items(selectors.key_devices_of([sender_id]), sync))
 
 
-def _mark_delivered(pks: list[int]) -> set[int]:
+def _lock_undelivered(refs: list[int]) -> dict[int, tuple[int, str, str, str]]:
+    """Lock the events of `refs` still waiting for a device, in pk order (two acks lock in
+    the same order): pk -> (sender id, type, event id, room id). Raw SQL: every ack of a
+    message comes here, and building the queryset cost more CPU than the statement."""
+    q = connection.ops.quote_name
+    event_table, room_table = q(RoomEvent._meta.db_table), q(Room._meta.db_table)
+    lock = " FOR UPDATE OF e" if connection.features.has_select_for_update_of else ""
+    sql = (
+        f"SELECT e.id, e.sender_id, e.type, e.event_id, r.room_id FROM {event_table} e "  # noqa: S608
+        f"JOIN {room_table} r ON r.id = e.room_id "
+        f"WHERE e.id IN ({', '.join(['%s'] * len(refs))}) AND e.delivered_at IS NULL "
+        f"ORDER BY e.id{lock}"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, refs)
+        return {int(pk): (int(sender), type_, eid, rid) for pk, sender, type_, eid, rid in cur}
+
+
+def _mark_delivered(pks: list[int]) -> list[int]:
     """Empty the events (rows already locked) that no device still waits for; returns their
     pks. One statement, run after the lock: its fresh snapshot counts another device's ack
     that committed while this one waited, so the last of two concurrent acks sees the end."""
@@ -801,7 +819,7 @@ def _mark_delivered(pks: list[int]) -> set[int]:
     )
     with connection.cursor() as cur:
         cur.execute(sql, params)
-        return {int(row[0]) for row in cur.fetchall()}
+        return sorted(int(row[0]) for row in cur.fetchall())
 
 
 def receipt_send(*, device: Device, room_id: str, event_id: str) -> None:

@@ -9,18 +9,20 @@ short unit of work on the thread's own connection, committed or read-only when i
 no transaction spans two calls) runs here instead, up to DB_POOL_THREADS at a time: the
 CBLINE joins and presses, the session read of every socket, and the durable stream's fetch,
 ack and send (realtime/stream_socket.py, messaging/consumers.py). Each
-thread keeps its own connection, closed when stale exactly as Channels does it.
+thread keeps its own connection between calls (see IDLE_CHECK_SECONDS).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,20 +32,66 @@ _executor = ThreadPoolExecutor(
 )
 
 
+# A thread keeps its connection between calls (a pooled connection taken per call cost a
+# health-check round trip and the pool's bookkeeping each time: a tenth of a CallsApp
+# server's CPU). One idle longer than this is checked before its next use (a database
+# restarted meanwhile); one older than DB_POOL_KEEP_SECONDS goes back to the pool.
+IDLE_CHECK_SECONDS = 1.0
+_local = threading.local()
+
+
+def _before_call() -> None:
+    now = time.monotonic()
+    idle = now - getattr(_local, "last_used", now)
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and idle > IDLE_CHECK_SECONDS and not conn.is_usable():
+            conn.close()
+    _local.last_used = now
+
+
+def _after_call() -> None:
+    keep = settings.DB_POOL_KEEP_SECONDS
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        if getattr(conn, "_pool_thread_kept", None) is not conn.connection:
+            # Newly connected (CONN_MAX_AGE 0 set close_at to now): keep it a while instead.
+            conn._pool_thread_kept = conn.connection  # type: ignore[attr-defined]
+            conn.close_at = time.monotonic() + keep
+        # Closes it on a failed transaction state, errors it cannot survive, or age.
+        conn.close_if_unusable_or_obsolete()
+    _local.last_used = time.monotonic()
+
+
 class _PooledCall(SyncToAsync):
     def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
+        _before_call()
         try:
             return super().thread_handler(loop, *args, **kwargs)
         finally:
             try:
-                close_old_connections()
+                _after_call()
             except Exception:
-                # The health check itself failed (or, in tests, database access was blocked
-                # again when the call outlived its test): a connection left here would stay
-                # open for the thread's lifetime, so close it outright.
+                # The check itself failed (or, in tests, database access was blocked again
+                # when the call outlived its test): close outright rather than keep it.
                 connections.close_all()
                 raise
+
+
+def release_connections() -> None:
+    """Every pool thread closes its connection (back to its pool): tests, before they drop
+    the pool or the database. Each thread takes one task; the barrier makes them all."""
+    threads = len(_executor._threads)
+    if not threads:
+        return
+    barrier = threading.Barrier(threads)
+
+    def close() -> None:
+        barrier.wait(timeout=30)
+        connections.close_all()
+
+    for future in [_executor.submit(close) for _ in range(threads)]:
+        future.result(timeout=30)
 
 
 def pooled(func: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:

@@ -152,9 +152,11 @@ class SocketClose(Event):
 
 
 class StreamNudge(Event):
-    """The device's durable stream has new items: its socket reads them (stream.md)."""
+    """The device's durable stream has new items: its socket reads them (stream.md), or
+    sends `frames` (the new items, rendered, with their seqs) when it has sent all before."""
 
     type: Literal["stream.nudge"] = "stream.nudge"
+    frames: list[dict[str, Any]] = []
 
 
 class PresenceUpdate(Event):

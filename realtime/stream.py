@@ -48,6 +48,10 @@ class NewItem:
     kind: str
     body: Json = field(default_factory=dict)
     ref: int | None = None
+    # The item's wire frame (without "seq"), exactly as the kind's renderer would read it
+    # back, when the writer has it at hand: the nudge then carries it, and a socket that is
+    # up to date sends it without reading the stream (see stream_socket.stream_nudge).
+    frame: Json | None = None
 
 
 def _bump_heads(counts: dict[tuple[int, int], int]) -> dict[int, int]:
@@ -90,8 +94,20 @@ def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
             body_value = body.get_db_prep_save(it.body, connection)
             rows.append([it.device_pk, it.user_id, seq, it.kind, it.ref, body_value, now])
         _insert_items(rows)
-        for device_pk in given:
-            send_on_commit(stream_group(device_pk), StreamNudge())
+        frames: dict[int, list[Json] | None] = {}
+        for it in items:
+            if it.frame is None:
+                frames[it.device_pk] = None
+            elif frames.setdefault(it.device_pk, []) is not None:
+                frames[it.device_pk].append(it.frame)  # type: ignore[union-attr]
+        for device_pk, seqs in given.items():
+            pushed = frames.get(device_pk)
+            nudge = (
+                StreamNudge(frames=[{**f, "seq": q} for f, q in zip(pushed, seqs, strict=True)])
+                if pushed
+                else StreamNudge()
+            )
+            send_on_commit(stream_group(device_pk), nudge)
     return dict(given)
 
 

@@ -68,8 +68,20 @@ class StreamConsumerMixin(_Base):
             await self.stream_pump()
 
     async def stream_nudge(self, event: dict[str, Any]) -> None:
-        if self._stream_said_hello:
-            await self.stream_pump()
+        if not self._stream_said_hello:
+            return
+        frames = event.get("frames") or []
+        if frames and frames[-1]["seq"] <= self._stream_sent:
+            return  # a read after an earlier nudge sent these already
+        room = settings.STREAM_WINDOW - (self._stream_sent - self._stream_acked)
+        if frames and frames[0]["seq"] == self._stream_sent + 1 and len(frames) <= room:
+            # The next items, rendered by their writer: no read. Seqs are contiguous per
+            # device, so nothing can lie between what was sent and these.
+            for frame in frames:
+                await self.send_json(frame)
+            self._stream_sent = frames[-1]["seq"]
+            return
+        await self.stream_pump()  # a gap (nudges from two writers crossed), a full window
 
     async def on_ping(self) -> None:
         # A nudge lost on the way (a full channel, a GC pause) costs a delay until here.

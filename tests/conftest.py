@@ -26,6 +26,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import connection, connections
 
+from realtime.dbpool import release_connections
 from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +58,7 @@ def _fresh_db_pool() -> Iterator[None]:
     paths always do; a pool counts such a connection as taken until the process ends, so
     without this one test's leftovers starved the next ones."""
     yield
+    release_connections()  # the socket calls' threads keep theirs between calls
     if connection.vendor == "postgresql":
         connection.close_pool()
 

@@ -91,6 +91,8 @@ TEMPLATES = [
 # Threads (each with its own connection) that a socket's independent database calls run on
 # (realtime.dbpool); Channels' database_sync_to_async runs every call of a process on one.
 DB_POOL_THREADS = env.int("DB_POOL_THREADS", default=4)
+# Seconds such a thread keeps one connection before handing it back to the pool.
+DB_POOL_KEEP_SECONDS = env.float("DB_POOL_KEEP_SECONDS", default=60.0)
 
 # --- Database: PostgreSQL from DATABASE_URL, else SQLite in WAL mode in the project folder.
 if env("DATABASE_URL", default=""):

@@ -207,6 +207,72 @@ async def test_a_pushed_item_costs_one_read_and_its_ack_only_the_delete(device, 
     await comm.disconnect()
 
 
+def rendered_notes(device: Any, *texts: str) -> dict[int, list[int]]:
+    """Notes whose writer renders their frames (NewItem.frame): the nudge carries them."""
+    return stream_append(
+        items=[
+            NewItem(
+                user_id=device.user_id,
+                device_pk=device.pk,
+                kind="test.note",
+                body={"t": t},
+                frame={"type": "test.note", "t": t},
+            )
+            for t in texts
+        ]
+    )
+
+
+async def test_a_rendered_item_reaches_a_socket_up_to_date_without_a_read(device, queries):
+    comm = await open_stream(device)
+    assert await hello(comm, 0) == [{"type": "caught_up", "seq": 0}]
+    queries.clear()
+    await sync_to_async(rendered_notes)(device, "one", "two")
+    assert await comm.receive_json_from() == {"type": "test.note", "t": "one", "seq": 1}
+    assert await comm.receive_json_from() == {"type": "test.note", "t": "two", "seq": 2}
+    await barrier(comm)
+    assert stream_reads(queries) == [], queries
+    # What a read gives back is the same frame: a reconnecting socket sees no difference.
+    again = await open_stream(device)
+    assert [f for f in await hello(again, 1) if f["type"] == "test.note"] == [
+        {"type": "test.note", "t": "two", "seq": 2}
+    ]
+    await comm.disconnect()
+    await again.disconnect()
+
+
+async def test_crossed_nudges_are_read_in_order_and_nothing_is_sent_twice(device):
+    comm = await open_stream(device)
+    assert await hello(comm, 0) == [{"type": "caught_up", "seq": 0}]
+    # The nudge of seq 1 is lost on its way (two writers' nudges can also arrive crossed):
+    # seq 2's nudge finds a gap, so the socket reads, and seq 1's late nudge is ignored.
+    await get_channel_layer().group_discard(stream_group(device.pk), CHANNELS[device.pk])
+    await sync_to_async(rendered_notes)(device, "one")
+    await get_channel_layer().group_add(stream_group(device.pk), CHANNELS[device.pk])
+    await sync_to_async(rendered_notes)(device, "two")
+    assert await comm.receive_json_from() == {"type": "test.note", "t": "one", "seq": 1}
+    assert await comm.receive_json_from() == {"type": "test.note", "t": "two", "seq": 2}
+    late = {"type": "stream.nudge", "frames": [{"type": "test.note", "t": "one", "seq": 1}]}
+    await get_channel_layer().send(CHANNELS[device.pk], late)
+    await barrier(comm)
+    assert await comm.receive_nothing(0.1)
+    await comm.disconnect()
+
+
+async def test_rendered_items_beyond_the_window_wait_for_acks(device):
+    with override_settings(STREAM_WINDOW=2):
+        comm = await open_stream(device)
+        assert await hello(comm, 0) == [{"type": "caught_up", "seq": 0}]
+        await sync_to_async(rendered_notes)(device, "a", "b", "c")
+        got = [await comm.receive_json_from() for _ in range(2)]
+        assert [f["seq"] for f in got] == [1, 2]
+        await barrier(comm)
+        assert await comm.receive_nothing(0.1)
+        await comm.send_json_to({"type": "ack", "seq": 2})
+        assert await comm.receive_json_from() == {"type": "test.note", "t": "c", "seq": 3}
+        await comm.disconnect()
+
+
 def test_a_resend_with_the_same_idempotency_key_is_applied_once(device):
     applied = []
 
