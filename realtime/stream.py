@@ -235,8 +235,15 @@ def stream_once(*, device_pk: int, key: str, apply: Callable[[], Json]) -> Json:
         if claim is None:
             return IdempotencyKey.objects.get(device_pk=device_pk, key=key).result
         result = apply()
-        IdempotencyKey.objects.filter(pk=claim).update(result=result)
+        _answer_store(claim, result)
         return result
+
+
+def _answer_store(claim: int, result: Json) -> None:
+    table = connection.ops.quote_name(IdempotencyKey._meta.db_table)
+    value = IdempotencyKey._meta.get_field("result").get_db_prep_save(result, connection)
+    with connection.cursor() as cur:
+        cur.execute(f"UPDATE {table} SET result = %s WHERE id = %s", [value, claim])  # noqa: S608
 
 
 def _claim(device_pk: int, key: str) -> int | None:
