@@ -23,6 +23,7 @@ import voice.routing  # noqa: E402
 from accounts.middleware import SessionDeviceAuthMiddlewareStack  # noqa: E402
 from config.logs import log_context  # noqa: E402
 from realtime import gc_policy, metrics  # noqa: E402
+from realtime.admission import AdmissionMiddleware  # noqa: E402
 from realtime.origin import OriginValidator  # noqa: E402
 from realtime.rawsocket import RawSocketMiddleware  # noqa: E402
 
@@ -44,7 +45,7 @@ router = ProtocolTypeRouter(
     {
         "http": http_app,
         "websocket": OriginValidator(
-            SessionDeviceAuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            AdmissionMiddleware(SessionDeviceAuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -34,6 +34,8 @@ from typing import Any
 
 from channels_redis.core import RedisChannelLayer
 
+from .redis import async_blocking_pool
+
 log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
@@ -51,6 +53,13 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         self._open: dict[str, set[str]] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._direct: asyncio.Task[None] | None = None  # this process's pub/sub reader
+
+    def create_pool(self, index: int) -> Any:
+        """A pool that waits for a free connection instead of raising (realtime.redis)."""
+        host = dict(self.hosts[index])
+        if "address" not in host:
+            return super().create_pool(index)
+        return async_blocking_pool(host.pop("address"), **host)
 
     async def new_channel(self, prefix: str = "specific") -> str:
         name: str = await super().new_channel(prefix)

@@ -2,6 +2,11 @@
 
 redis.asyncio connections belong to the loop that made them, so the async client is cached
 per running loop; daphne and uvicorn run one loop, tests may run many.
+
+The pools block: with all REDIS_MAX_CONNECTIONS in use a command waits up to
+REDIS_POOL_TIMEOUT_SECONDS for a free one. redis-py's default pool raised
+MaxConnectionsError at once, which closed the sockets of a reconnect storm (1,004 of 5,000 in
+benchmarks/reconnect_storm.py). The channel layer's pool is made here too.
 """
 
 from __future__ import annotations
@@ -42,10 +47,21 @@ def _pool_kwargs(retry: type[Retry] | type[AsyncRetry]) -> dict[str, Any]:
     }
 
 
+def async_blocking_pool(url: str, **kwargs: Any) -> aioredis.BlockingConnectionPool:
+    """An asyncio pool whose commands wait for a free connection (the channel layer's too:
+    realtime.layers)."""
+    return aioredis.BlockingConnectionPool.from_url(
+        url, timeout=settings.REDIS_POOL_TIMEOUT_SECONDS, **kwargs
+    )
+
+
 def get_redis() -> redis.Redis:
     global _sync_client
     if _sync_client is None:
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL, **_pool_kwargs(Retry))
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, timeout=settings.REDIS_POOL_TIMEOUT_SECONDS, **_pool_kwargs(Retry)
+        )
+        _sync_client = redis.Redis(connection_pool=pool)
     return _sync_client
 
 
@@ -53,6 +69,7 @@ def get_async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, **_pool_kwargs(AsyncRetry))
+        pool = async_blocking_pool(settings.REDIS_URL, **_pool_kwargs(AsyncRetry))
+        client = aioredis.Redis.from_pool(pool)
         _async_clients[loop] = client
     return client

@@ -73,6 +73,8 @@ MEMBER_EVENTS_LIMIT = 200
 class VoiceConsumer(BaseConsumer):
     inbound = inbound_adapter
     rate_scope = "voice"
+    # A reconnect storm's sockets each rejoin at once: the join is part of their admission.
+    admission_includes_first_request = True
 
     channel: Channel | None = None
     seat: floor.Seat  # the socket's part in the floor (voice.floor changes it)
@@ -107,6 +109,12 @@ class VoiceConsumer(BaseConsumer):
 
     # --- channels
     async def on_channel_join(self, msg: ChannelJoin) -> None:
+        try:
+            await self._join_channel(msg)
+        finally:
+            self.admitted()
+
+    async def _join_channel(self, msg: ChannelJoin) -> None:
         uid = self._uid
         version = await selectors.sanctions_version(uid)  # before the admission reads them
         admitted = await services.channel_admit(

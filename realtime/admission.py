@@ -1,0 +1,80 @@
+"""Admission control: a process works on a bounded number of new sockets at a time.
+
+After a deploy or a crash every client reconnects at once (benchmarks/reconnect_storm.py:
+2,500 sockets a process). Let in all together, each socket's session read, Redis writes and
+channel join competed with all the others: every one of them finished late, the Redis pools
+ran out of connections (the sockets were refused) and a new pooled connection was opened
+for nearly every command. Here a socket waits, before its session is even read, for one of
+WS_ADMISSION_CONCURRENCY places of its process; it keeps the place through its connect and
+its first join (the product's consumer says when that is done, or WS_ADMISSION_GRACE_SECONDS
+after the accept at the latest), then hands it on. A storm queues; it does not fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from django.conf import settings
+
+SCOPE_KEY = "realtime.admission"
+
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(max(1, settings.WS_ADMISSION_CONCURRENCY))
+    return gate
+
+
+class Admission:
+    """One socket's place; `release` is idempotent (whichever of the consumer, its timer and
+    the end of the socket comes first gives the place back)."""
+
+    __slots__ = ("_gate", "_timer")
+
+    def __init__(self, gate: asyncio.Semaphore) -> None:
+        self._gate: asyncio.Semaphore | None = gate
+        self._timer: asyncio.TimerHandle | None = None
+
+    def release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None
+
+    def release_later(self, seconds: float) -> None:
+        """Keep the place for the socket's first request, but not longer than `seconds`."""
+        if self._gate is not None and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(seconds, self.release)
+
+
+def of(scope: dict[str, Any]) -> Admission | None:
+    admission = scope.get(SCOPE_KEY)
+    return admission if isinstance(admission, Admission) else None
+
+
+class AdmissionMiddleware:
+    """Outermost on WebSockets, before authentication (which reads the session)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] != "websocket":
+            return await self.inner(scope, receive, send)
+        gate = _gate()
+        await gate.acquire()
+        admission = Admission(gate)
+        try:
+            return await self.inner({**scope, SCOPE_KEY: admission}, receive, send)
+        finally:
+            admission.release()
