@@ -201,9 +201,7 @@ class BaseConsumer(AsyncWebsocketConsumer):
         self.device_id = self.device.device_id
         self._joined: set[str] = set()
         metrics.socket_opened(self)
-        await self.join(user_group(user.pk))
-        await self.join(device_group(self.device_pk))  # type: ignore[arg-type]
-        await self.join(session_group(self.session_key))
+        await self.join_many(self.connect_groups())
         # Accepted only now: a logout racing this connect reaches the socket through these
         # groups (handled right after this method), never a window before they are joined.
         await self.accept()
@@ -241,6 +239,16 @@ class BaseConsumer(AsyncWebsocketConsumer):
                     presence_group(self.user_id), PresenceUpdate(user_id=self.user_id, online=False)
                 )
 
+    def connect_groups(self) -> list[str]:
+        """The groups the socket joins before it is accepted, in one round trip. Subclasses
+        add the groups of their own that every socket of theirs joins."""
+        assert self.user_id is not None and self.device_pk is not None
+        return [
+            user_group(self.user_id),
+            device_group(self.device_pk),
+            session_group(self.session_key),
+        ]
+
     async def on_connect(self) -> None:
         """Subclasses: join groups, send the initial state."""
 
@@ -252,8 +260,17 @@ class BaseConsumer(AsyncWebsocketConsumer):
 
     # --- groups
     async def join(self, group: str) -> None:
-        await self.channel_layer.group_add(group, self.channel_name)
-        self._joined.add(group)
+        await self.join_many([group])
+
+    async def join_many(self, groups: list[str]) -> None:
+        """Join `groups` in one Redis round trip (realtime.layers), where the layer can."""
+        add_many = getattr(self.channel_layer, "group_add_many", None)
+        if add_many is not None:
+            await add_many(groups, self.channel_name)
+        else:  # another layer (tests may use the in-memory one)
+            for group in groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+        self._joined.update(groups)
 
     async def leave(self, group: str) -> None:
         if group in self._joined:

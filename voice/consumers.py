@@ -96,7 +96,10 @@ class VoiceConsumer(BaseConsumer):
             user_id=self.user_id, ip=client[0], device=self.device, nickname=logged
         )
         self.country = entry.country
-        await self.join(voice_user_group(self.user_id))
+
+    def connect_groups(self) -> list[str]:
+        assert self.user_id is not None
+        return [*super().connect_groups(), voice_user_group(self.user_id)]
 
     async def on_disconnect(self, code: int) -> None:
         try:

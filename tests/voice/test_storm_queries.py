@@ -5,6 +5,7 @@ many sockets do not queue behind one database thread."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 
 import pytest
@@ -113,3 +114,56 @@ async def test_pooled_database_calls_run_side_by_side(transactional_db):
 
     names = await asyncio.gather(pooled(arrive)(), pooled(arrive)())
     assert names[0] != names[1]
+
+
+_COMMAND = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Z]+)\r\n")
+
+
+@pytest.fixture
+def redis_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
+    """Each write of commands to Redis by any async client (a pipeline is one), as the
+    commands' names: one round trip each."""
+    seen: list[list[bytes]] = []
+    send = AbstractConnection.send_packed_command
+
+    async def counting(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        chunks = [command] if isinstance(command, bytes | str | memoryview) else list(command)
+        seen.append(_COMMAND.findall(b"".join(bytes(c) for c in chunks)))
+        return await send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return seen
+
+
+# The connect's admission (one script), its groups (user, device, session and CBLINE's voice
+# user: ZADD and EXPIRE each, pipelined), its presence (one transaction) and the presence
+# announcement (the layer's group_send: expire, then read the group). channels_redis sent
+# ZADD and EXPIRE as two round trips per group: 8 for the four.
+CONNECT_REDIS_ROUND_TRIPS = 5
+PING_REDIS_ROUND_TRIPS = 2  # the rate limit's script, the presence heartbeat
+# Not the connect's: the layer's reader, new pooled connections' handshakes, the process's
+# liveness beat and sweep (realtime.liveness, each second).
+_PLUMBING = {b"BZPOPMIN", b"SUBSCRIBE", b"HELLO", b"PING", b"CLIENT", b"SELECT", b"ZRANGEBYSCORE"}
+_BEAT = [b"EXISTS", b"SET", b"ZADD", b"EXPIRE", b"SET", b"GET"]
+
+
+async def test_a_connect_joins_its_groups_in_one_redis_round_trip(
+    amake_user, redis_round_trips, settings
+):
+    # A first socket starts what a process does once (its pools' connections, its
+    # liveness beat, the layer's reader).
+    first = await acommunicator("/ws/cbline/", await amake_user())
+    ok, _ = await first.connect(timeout=5)
+    assert ok
+    await assert_alive(first)
+    comm = await acommunicator("/ws/cbline/", await amake_user())
+    redis_round_trips.clear()
+    ok, _ = await comm.connect(timeout=5)
+    assert ok
+    await assert_alive(comm)  # the connect's own work is done
+    trips = [t for t in redis_round_trips if not _PLUMBING.intersection(t) and t != _BEAT]
+    await comm.disconnect()
+    await first.disconnect()
+    group_trips = [t for t in trips if len(t) == 8 and set(t) == {b"ZADD", b"EXPIRE"}]
+    assert len(group_trips) == 1, trips
+    assert len(trips) <= CONNECT_REDIS_ROUND_TRIPS + PING_REDIS_ROUND_TRIPS, [t[:4] for t in trips]
