@@ -14,6 +14,7 @@ thread keeps its own connection between calls (see IDLE_CHECK_SECONDS).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -63,12 +64,19 @@ def _after_call() -> None:
     _local.last_used = time.monotonic()
 
 
+def pool_call_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop of the pooled call running on this thread (None elsewhere)."""
+    return getattr(_local, "loop", None)
+
+
 class _PooledCall(SyncToAsync):
     def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
         _before_call()
+        _local.loop = loop
         try:
             return super().thread_handler(loop, *args, **kwargs)
         finally:
+            _local.loop = None
             try:
                 _after_call()
             except Exception:

@@ -13,6 +13,9 @@ imports no product, so product events subclass `Event` in their own app.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import hashlib
 import logging
 import time
@@ -28,6 +31,7 @@ from django.db import transaction
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import NoScriptError, RedisError
 
+from .dbpool import pool_call_loop
 from .layers import LeanRedisChannelLayer
 from .metrics import EVENTS_UNSENT
 
@@ -67,10 +71,36 @@ def _send(group: str, payload: Payload) -> None:
         log.warning("event %s to %s not sent: %r", payload.get("type"), group, exc)
 
 
-def send_on_commit(group: str, event: Event) -> None:
-    """Send `event` to `group` after the surrounding transaction commits."""
+def send_on_commit(group: str, event: Event, *, wait: bool = True) -> None:
+    """Send `event` to `group` after the surrounding transaction commits. `wait=False`: on a
+    socket's database thread (realtime.dbpool), hand the send to the socket's event loop and
+    return at once. The thread is not held for the Redis round trips, but two such sends may
+    arrive in either order: only for events whose receiver does not depend on their order
+    (the stream's nudges: a gap makes the socket read)."""
     payload = _wire(event)
-    transaction.on_commit(lambda: _send(group, payload))
+    if not wait:
+        transaction.on_commit(lambda: _send_soon(group, payload))
+    else:
+        transaction.on_commit(lambda: _send(group, payload))
+
+
+def _send_soon(group: str, payload: Payload) -> None:
+    loop = pool_call_loop()
+    layer = get_channel_layer()
+    if loop is None or layer is None or not loop.is_running():
+        _send(group, payload)
+        return
+    for listener in _listeners:
+        listener(group, payload)
+    sent = asyncio.run_coroutine_threadsafe(layer.group_send(group, payload), loop)
+    sent.add_done_callback(functools.partial(_unsent, group, payload))
+
+
+def _unsent(group: str, payload: Payload, sent: concurrent.futures.Future[None]) -> None:
+    exc = None if sent.cancelled() else sent.exception()
+    if exc is not None:
+        EVENTS_UNSENT.inc()
+        log.warning("event %s to %s not sent: %r", payload.get("type"), group, exc)
 
 
 async def send_now(group: str, event: Event) -> None:

@@ -107,7 +107,7 @@ def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
                 if pushed
                 else StreamNudge()
             )
-            send_on_commit(stream_group(device_pk), nudge)
+            send_on_commit(stream_group(device_pk), nudge, wait=False)
     return dict(given)
 
 

@@ -3,6 +3,7 @@ socket speaking hello/ack (docs/protocols/stream.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -15,6 +16,7 @@ from django.test import override_settings
 from pydantic import TypeAdapter
 
 from realtime.consumers import BaseConsumer
+from realtime.dbpool import pooled
 from realtime.errors import ServiceError
 from realtime.keys import stream_group
 from realtime.models import IdempotencyKey, StreamItem
@@ -239,6 +241,25 @@ async def test_a_rendered_item_reaches_a_socket_up_to_date_without_a_read(device
     ]
     await comm.disconnect()
     await again.disconnect()
+
+
+async def test_a_socket_database_thread_is_not_held_while_its_nudge_is_sent(device, monkeypatch):
+    comm = await open_stream(device)
+    assert await hello(comm, 0) == [{"type": "caught_up", "seq": 0}]
+    layer = get_channel_layer()
+    redis_slow = asyncio.Event()
+    group_send = layer.group_send
+
+    async def slow_group_send(group: str, message: dict[str, Any]) -> None:
+        await redis_slow.wait()
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", slow_group_send)
+    # The write commits and its thread is free again while the nudge still waits on Redis.
+    await asyncio.wait_for(pooled(rendered_notes)(device, "one"), timeout=10)
+    redis_slow.set()
+    assert await comm.receive_json_from() == {"type": "test.note", "t": "one", "seq": 1}
+    await comm.disconnect()
 
 
 async def test_crossed_nudges_are_read_in_order_and_nothing_is_sent_twice(device):
