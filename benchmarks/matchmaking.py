@@ -1156,6 +1156,7 @@ def run_e2e(args: argparse.Namespace) -> None:
             # it was last renewed, and opening the sockets may take longer than that.
             prefill(args.waiting)
             rcpu0 = commandstats(r)[2]
+            conns0 = int(r.info("stats")["total_connections_received"])
             start_at.value = time.monotonic() + 0.5
             barrier.wait()
             ban_during(pool, args.bans, start_at.value, args.seconds)
@@ -1166,6 +1167,9 @@ def run_e2e(args: argparse.Namespace) -> None:
             ]
             client_cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, ccpu0, strict=True)]  # type: ignore[arg-type]
             redis_cpu = commandstats(r)[2] - rcpu0
+            # Connections opened while the step ran (a process that falls behind opened one
+            # per request in its backlog before matchmaking batched its steps).
+            conns = int(r.info("stats")["total_connections_received"]) - conns0
             load = os.getloadavg()
             events: list[list[Any]] = []
             for i in range(args.clients):
@@ -1176,7 +1180,7 @@ def run_e2e(args: argparse.Namespace) -> None:
             keys = mm.state_keys()
             left = (r.hlen(keys[2]), r.hlen(keys[1]) - args.waiting)
             summary = e2e_report(
-                args, rate, res, events, wall, server_cpu, client_cpu, redis_cpu, load, left
+                args, rate, res, events, wall, server_cpu, client_cpu, redis_cpu, load, left, conns
             )
             summaries.append(summary)
             last = n == len(rates) - 1
@@ -1216,6 +1220,7 @@ def e2e_report(
     redis_cpu: float,
     load: tuple[float, float, float],
     left: tuple[int, int],
+    redis_connections: int,
 ) -> dict[str, Any]:
     done = [e for e in events if e[0] == "done"]
     opened = [e for e in events if e[0] == "opened"]
@@ -1255,6 +1260,7 @@ def e2e_report(
             for i, c in enumerate(client_cpu)
         ],
         ["Redis CPU (% of a core)", 100 * redis_cpu / wall],
+        ["Redis connections opened during the step", redis_connections],
         ["server CPU per arrival, all processes (ms)", 1000 * sum(server_cpu) / arrivals],
         ["client CPU per arrival, all processes (ms)", 1000 * sum(client_cpu) / arrivals],
         ["users banned during the step (socket closed 4403)", res["bans"]],
@@ -1294,6 +1300,7 @@ def e2e_report(
         "client_cpu_ms": 1000 * sum(client_cpu) / arrivals,
         "sustained": sustained,
         "load": load[0],
+        "redis_connections": redis_connections,
     }
 
 
@@ -1388,7 +1395,8 @@ def compare(
             + " of a core, client processes at "
             + ", ".join(f"{c:.0f} %" for c in s["client_cpu"])
             + f"; server CPU {s['server_cpu_ms']:.2f} ms / client CPU "
-            + f"{s['client_cpu_ms']:.2f} ms per arrival"
+            + f"{s['client_cpu_ms']:.2f} ms per arrival; "
+            + f"{s['redis_connections']:,} Redis connections opened"
         )
     ok = any(s["sustained"] and s["rate"] >= 1000 for s in e2e) and not any(
         s["violations"] for s in e2e

@@ -3,6 +3,8 @@ real ASGI app and real Redis (CPU is the benchmark's: benchmarks/matchmaking.py)
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from realtime import events
@@ -86,3 +88,44 @@ async def test_an_event_to_a_partner_socket_skips_the_layers_queue(amake_user):
     assert backups == []
     assert sum(b"PUBLISH" in p for p in sent) == 2
     await close_all(a, b)
+
+
+async def test_steps_asked_together_go_in_one_request_on_one_connection():
+    """Concurrent steps of one process share a request: one request per step took a pooled
+    connection each, so a process that fell behind opened a connection per step of its
+    backlog (about 4,000 in 5 s for two processes at 1,000 arrivals/s,
+    benchmarks/matchmaking.py). Each step still runs alone and answers its own caller."""
+    from realtime.redis import get_async_redis
+
+    seekers = [
+        mm.Seeker(9_000_000 + i, f"test.batch!{i}", "m" if i % 2 else "f", "US", None, None)
+        for i in range(20)
+    ]
+    pool = get_async_redis().connection_pool
+    await mm.partner_of(0)  # one connection made, and the script known
+    made = len(pool._available_connections) + len(pool._in_use_connections)
+    with redis_round_trips() as sent:
+        entries = await asyncio.gather(*(mm.enter(s) for s in seekers))
+    assert len(sent) == 1, sent
+    assert len(pool._available_connections) + len(pool._in_use_connections) == made
+    # In the order asked: each second seeker meets the one before.
+    matches = [e.match for e in entries]
+    assert all(m is None for m in matches[::2])
+    assert [m.partner_id if m else None for m in matches[1::2]] == [s.user_id for s in seekers[::2]]
+    for s in seekers:
+        await mm.leave(s.user_id)
+
+
+async def test_steps_a_server_has_no_script_for_load_it_and_run_once(monkeypatch):
+    """A fresh or restarted server answers NOSCRIPT: the script is loaded and those steps
+    sent again (a new source stands in for the restart; the shared server is left alone)."""
+    import hashlib
+    import uuid
+
+    source = f"{mm.LUA_SOURCE}\n-- {uuid.uuid4()}\n"
+    monkeypatch.setattr(mm, "LUA_SOURCE", source)
+    monkeypatch.setattr(mm, "_SHA", hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+    seeker = mm.Seeker(9_100_000, "test.batch!x", "f", "US", None, None)
+    entries = await asyncio.gather(mm.enter(seeker), mm.partner_of(seeker.user_id))
+    assert entries[0].match is None and entries[1] is None
+    assert await mm.leave(seeker.user_id) is None
