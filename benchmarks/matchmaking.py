@@ -562,6 +562,35 @@ SUSTAINED_P99_MS = 1000.0  # a step whose seekers' p99 exceeds this has a growin
 CONNECTS_IN_FLIGHT = 40  # per client process while the sockets open
 
 
+def machine_cpu() -> float:
+    """CPU seconds every process of the machine has used so far (all cores, /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Arrivals:
+    """CPU over a step's arrivals alone (from just before the first to the last)."""
+
+    seconds: float
+    servers: list[float]
+    clients: list[float]
+    machine: float
+
+    @property
+    def server_pct(self) -> list[float]:
+        return [100 * c / self.seconds for c in self.servers]
+
+    @property
+    def client_pct(self) -> list[float]:
+        return [100 * c / self.seconds for c in self.clients]
+
+    @property
+    def machine_pct(self) -> float:
+        return 100 * self.machine / (self.seconds * (os.cpu_count() or 1))
+
+
 def own_database(url: str) -> str:
     """A throwaway database on the same PostgreSQL server, dropped at the end."""
     import psycopg
@@ -1157,9 +1186,24 @@ def run_e2e(args: argparse.Namespace) -> None:
             prefill(args.waiting)
             rcpu0 = commandstats(r)[2]
             conns0 = int(r.info("stats")["total_connections_received"])
+            machine0, t0 = machine_cpu(), time.monotonic()
+            srv0 = [cpu_seconds(s.process.pid) for s in servers]
+            cli0 = [cpu_seconds(p.pid) for p in procs]  # type: ignore[arg-type]
             start_at.value = time.monotonic() + 0.5
             barrier.wait()
             ban_during(pool, args.bans, start_at.value, args.seconds)
+            # The CPU of the arrivals' own seconds: the step's wall clock below also covers the
+            # visits still going after the last arrival (chats, the answer side's wait: 10-20
+            # s), which averaged a saturated machine down to a third of a core per server.
+            time.sleep(max(0.0, start_at.value + args.seconds - time.monotonic()))
+            during = Arrivals(
+                seconds=time.monotonic() - t0,
+                servers=[
+                    cpu_seconds(s.process.pid) - c for s, c in zip(servers, srv0, strict=True)
+                ],
+                clients=[cpu_seconds(p.pid) - c for p, c in zip(procs, cli0, strict=True)],  # type: ignore[arg-type]
+                machine=machine_cpu() - machine0,
+            )
             barrier.wait()  # the step is over, its logs written
             wall = time.monotonic() - start_at.value
             server_cpu = [
@@ -1180,7 +1224,18 @@ def run_e2e(args: argparse.Namespace) -> None:
             keys = mm.state_keys()
             left = (r.hlen(keys[2]), r.hlen(keys[1]) - args.waiting)
             summary = e2e_report(
-                args, rate, res, events, wall, server_cpu, client_cpu, redis_cpu, load, left, conns
+                args,
+                rate,
+                res,
+                events,
+                wall,
+                server_cpu,
+                client_cpu,
+                redis_cpu,
+                load,
+                left,
+                conns,
+                during,
             )
             summaries.append(summary)
             last = n == len(rates) - 1
@@ -1221,6 +1276,7 @@ def e2e_report(
     load: tuple[float, float, float],
     left: tuple[int, int],
     redis_connections: int,
+    during: Arrivals,
 ) -> dict[str, Any]:
     done = [e for e in events if e[0] == "done"]
     opened = [e for e in events if e[0] == "opened"]
@@ -1260,6 +1316,18 @@ def e2e_report(
             for i, c in enumerate(client_cpu)
         ],
         ["Redis CPU (% of a core)", 100 * redis_cpu / wall],
+        *[
+            [f"during the arrivals: server process {i + 1} CPU (% of a core)", pct]
+            for i, pct in enumerate(during.server_pct)
+        ],
+        *[
+            [f"during the arrivals: client process {i + 1} CPU (% of a core)", pct]
+            for i, pct in enumerate(during.client_pct)
+        ],
+        [
+            f"during the arrivals: machine busy, every process (% of {os.cpu_count()} cores)",
+            during.machine_pct,
+        ],
         ["Redis connections opened during the step", redis_connections],
         ["server CPU per arrival, all processes (ms)", 1000 * sum(server_cpu) / arrivals],
         ["client CPU per arrival, all processes (ms)", 1000 * sum(client_cpu) / arrivals],
@@ -1301,6 +1369,7 @@ def e2e_report(
         "sustained": sustained,
         "load": load[0],
         "redis_connections": redis_connections,
+        "during": during,
     }
 
 
@@ -1397,6 +1466,14 @@ def compare(
             + f"; server CPU {s['server_cpu_ms']:.2f} ms / client CPU "
             + f"{s['client_cpu_ms']:.2f} ms per arrival; "
             + f"{s['redis_connections']:,} Redis connections opened"
+        )
+        d = s["during"]
+        print(
+            "    during the arrivals alone: server processes at "
+            + ", ".join(f"{c:.0f} %" for c in d.server_pct)
+            + ", client processes at "
+            + ", ".join(f"{c:.0f} %" for c in d.client_pct)
+            + f" of a core; the machine {d.machine_pct:.0f} % busy (of {os.cpu_count()} cores)"
         )
     ok = any(s["sustained"] and s["rate"] >= 1000 for s in e2e) and not any(
         s["violations"] for s in e2e
