@@ -835,19 +835,28 @@ class E2EClient:
             delay = scheduled - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self.idle = [u for u in self.idle if not self.socks[u].dead]
-            if not self.idle:
+            uid = self.take_idle()
+            if uid is None:
                 self.no_idle_user += 1
                 continue
-            i = self.rnd.randrange(len(self.idle))
-            self.idle[i], self.idle[-1] = self.idle[-1], self.idle[i]
-            task = asyncio.create_task(self.visit(self.socks[self.idle.pop()], scheduled))
+            task = asyncio.create_task(self.visit(self.socks[uid], scheduled))
             visits.add(task)
             task.add_done_callback(visits.discard)
         self.log.append(["done", self.cfg.index, time.monotonic(), self.no_idle_user])
         while visits:
             await asyncio.gather(*list(visits))
         self.log.append(["cpu", self.cfg.index, time.process_time() - cpu0])
+
+    def take_idle(self) -> int | None:
+        """A random idle user whose socket is open (closed ones are dropped on the way), or
+        None. Filtering the whole idle list per arrival was 6 % of a client's CPU at 1,000/s."""
+        while self.idle:
+            i = self.rnd.randrange(len(self.idle))
+            self.idle[i], self.idle[-1] = self.idle[-1], self.idle[i]
+            uid = self.idle.pop()
+            if not self.socks[uid].dead:
+                return uid
+        return None
 
     async def frame(self, s: Sock, timeout: float) -> tuple[float, dict[str, Any]] | None:
         try:

@@ -37,3 +37,14 @@ async def test_a_late_end_of_the_previous_visit_is_not_a_double_match() -> None:
     await c._visit(s, now)
     [f] = [e for e in c.log if e[0] == "F"]
     assert f[2] == "new" and f[9] is False  # not "still in another match"
+
+
+def test_an_arrival_takes_an_idle_user_whose_socket_is_open() -> None:
+    c = client()
+    for uid in range(10):
+        c.socks[uid] = Sock(uid, ws=None)
+        c.socks[uid].dead = uid % 2 == 0
+        c.idle.append(uid)
+    taken = [c.take_idle() for _ in range(6)]
+    assert sorted(t for t in taken[:5] if t is not None) == [1, 3, 5, 7, 9]
+    assert taken[5] is None and c.idle == []
