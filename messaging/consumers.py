@@ -10,6 +10,8 @@ from pydantic import TypeAdapter
 from realtime.consumers import BaseConsumer
 from realtime.dbpool import pooled
 from realtime.errors import ServiceError
+from realtime.keys import rate_key
+from realtime.ratelimit import allow_async
 from realtime.schemas import Hello
 from realtime.stream_socket import StreamConsumerMixin
 
@@ -17,10 +19,33 @@ from .schemas import MessagingInbound, Sent, SocketSend, SyncFrame
 from .selectors import key_counts
 from .services import room_event_send
 
+# Tokens a socket takes from its user's bucket at once: every message is a send or an ack,
+# and a Redis round trip for each cost a tenth of the server's CPU. A user's devices share
+# the bucket still; a socket is ahead of it by fewer than this many frames.
+RATE_LEASE = 8
+
 
 class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
     inbound = TypeAdapter(MessagingInbound)
     rate_scope = "messaging"
+    _rate_credit = 0
+    _rate_singles = 0
+
+    async def rate_allow(self) -> bool:
+        if self._rate_credit > 0:
+            self._rate_credit -= 1
+            return True
+        assert self.user_id is not None
+        key = rate_key(self.rate_scope, self.user_id)
+        limits = {"capacity": self.rate_capacity, "per_second": self.rate_per_second}
+        if self._rate_singles > 0:
+            self._rate_singles -= 1
+        elif await allow_async(key, cost=RATE_LEASE, **limits):
+            self._rate_credit = RATE_LEASE - 1
+            return True
+        else:
+            self._rate_singles = RATE_LEASE - 1  # fewer left than a lease: one at a time
+        return await allow_async(key, **limits)
 
     async def on_connect(self) -> None:
         # BaseConsumer has closed any socket without a valid (user, device, session).

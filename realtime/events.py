@@ -92,7 +92,8 @@ def _send_soon(group: str, payload: Payload) -> None:
         return
     for listener in _listeners:
         listener(group, payload)
-    sent = asyncio.run_coroutine_threadsafe(layer.group_send(group, payload), loop)
+    send = layer.group_send_direct if isinstance(layer, LeanRedisChannelLayer) else layer.group_send
+    sent = asyncio.run_coroutine_threadsafe(send(group, payload), loop)
     sent.add_done_callback(functools.partial(_unsent, group, payload))
 
 

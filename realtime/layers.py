@@ -125,6 +125,23 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         client = self.connection(self.consistent_hash(self.non_local_name(channel)))
         return bool(await client.publish(self.direct_topic(channel), body))
 
+    async def group_send_direct(self, group: str, message: Message) -> None:
+        """`group_send` through each member's process subscription: one round trip reads the
+        members, one PUBLISH each (channels_redis's takes three, then on the receiving side a
+        pop, a backup copy and its clean-up). A member no process received it for gets it
+        through the sorted set. Its order against other sends to the same sockets is not
+        kept: only for messages whose receiver does not depend on it (stream nudges)."""
+        key = self._group_key(group)
+        client = self.connection(self.consistent_hash(group))
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
+            pipe.zrange(key, 0, -1)
+            _, members = await pipe.execute()
+        for member in members:
+            channel = member.decode() if isinstance(member, bytes) else str(member)
+            if "!" not in channel or not await self.send_direct(channel, message):
+                await self.send(channel, message)
+
     def close_channel(self, channel: str) -> None:
         """The consumer of `channel` is gone: drop what waits for it and stop delivering to
         it (its receive future may have been resolved already, so a cancel cannot say so)."""

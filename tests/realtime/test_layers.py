@@ -118,3 +118,35 @@ async def test_a_direct_message_reaches_a_subscribed_process_and_is_refused_othe
     finally:
         await sender.close_pools()
         await owner.close_pools()
+
+
+async def test_a_direct_group_send_publishes_to_subscribed_members_and_queues_for_others() -> None:
+    """group_send_direct: members whose process is subscribed get one PUBLISH each (nothing
+    goes into their sorted set); a member whose process is not gets it through the set."""
+    sender, owner = layer_with(), layer_with()
+    try:
+        live = await owner.new_channel()
+        await sender.group_add("direct-test", live)
+        waiting = owner.receive(live)
+        while not await sender.send_direct(live, {"type": "x.warm"}):
+            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        assert await waiting == {"type": "x.warm"}
+        later = await owner.new_channel("other")  # opened after the process subscribed
+        await sender.group_add("direct-test", later)
+        queued: list[str] = []
+        send = sender.send
+
+        async def counted(channel: str, message: dict[str, object]) -> None:
+            queued.append(channel)
+            await send(channel, message)
+
+        sender.send = counted  # type: ignore[method-assign]
+        await sender.group_send_direct("direct-test", {"type": "x.nudge"})
+        assert await owner.receive(live) == {"type": "x.nudge"}
+        assert await owner.receive(later) == {"type": "x.nudge"}
+        assert queued == [later]
+        await sender.group_discard("direct-test", live)
+        await sender.group_discard("direct-test", later)
+    finally:
+        await sender.close_pools()
+        await owner.close_pools()
