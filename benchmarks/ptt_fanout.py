@@ -31,9 +31,11 @@ import contextlib
 import json
 import os
 import random
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from array import array
 from collections import defaultdict
@@ -472,6 +474,7 @@ class RunResult:
     errors: dict[str, int]
     grants: list[float]  # ms from each talker's press to its floor.granted
     wall: float  # seconds the step took, presses included (for CPU %)
+    press_cpu: float = float("nan")  # server CPU seconds between the presses and the talk
     clients: int = 1  # client processes (for CPU % per process)
 
     @property
@@ -605,6 +608,38 @@ def open_sockets(
     return listeners, errors
 
 
+class PressWindow:
+    """Server CPU between the presses (t0) and the talk (t1): only the presses' work (and
+    the 30 s heartbeats) runs then, so CPU per press is a count that load barely moves,
+    unlike the grant time. With `profile`, py-spy records each server over the window."""
+
+    def __init__(self, target: Target, t0: float, t1: float, profile: str) -> None:
+        self.target, self.cpu, self.spies = target, [0.0, 0.0], []
+        self.start = t0 - 0.2  # the press frames are in flight before t0 + a few ms
+        self.end = max(self.start + 0.1, t1 - 0.2)  # before the first packet
+        self.thread = threading.Thread(target=self._run, args=(profile,), daemon=True)
+        self.thread.start()
+
+    def _run(self, profile: str) -> None:
+        time.sleep(max(0.0, self.start - 0.3 - time.time()))
+        for s in self.target.servers if profile else ():
+            out = f"{profile}-{s.process.pid}.txt"
+            argv = ["py-spy", "record", "--pid", str(s.process.pid), "--rate", "1000"]
+            argv += ["--format", "raw", "-o", out, "--nonblocking"]
+            self.spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+        time.sleep(max(0.0, self.start - time.time()))
+        self.cpu[0] = self.target.cpu()
+        time.sleep(max(0.0, self.end - time.time()))
+        self.cpu[1] = self.target.cpu()
+        for spy in self.spies:  # py-spy writes its file on SIGINT
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
+
+    def result(self) -> float:
+        self.thread.join()
+        return self.cpu[1] - self.cpu[0]
+
+
 def run_step(
     target: Target,
     clients: Clients,
@@ -613,10 +648,12 @@ def run_step(
     seconds: float,
     packet_ms: float,
     press_seconds: float,
+    profile: str = "",
 ) -> RunResult:
     t0 = time.time() + 1.0
     t1 = t0 + press_seconds
     cpu0 = target.cpu()
+    window = PressWindow(target, t0, t1, profile) if press_seconds > 0 else None
     outs = [VAR / f"bench-lat-{os.getpid()}-{i}.bin" for i in range(len(clients.procs))]
     answers = clients.ask(
         [
@@ -635,6 +672,7 @@ def run_step(
     )
     cpu = target.cpu() - cpu0
     wall = time.time() - t0 + 1.0
+    press_cpu = window.result() if window is not None else float("nan")
     lat = array("d")
     for out in outs:
         lat.frombytes(out.read_bytes())
@@ -659,6 +697,7 @@ def run_step(
         errors=dict(errors),
         grants=sorted(g for a in answers for g in a["grants"]),
         wall=wall,
+        press_cpu=press_cpu,
     )
 
 
@@ -681,6 +720,7 @@ RESULT_HEADERS = [
     "ok",
     "grant p50 ms",
     "grant p99 ms",
+    "press CPU ms/press",
 ]
 
 
@@ -704,6 +744,7 @@ def result_row(target: Target, r: RunResult) -> list[object]:
         "yes" if r.ok else "NO",
         percentile(r.grants, 50),
         percentile(r.grants, 99),
+        1000 * r.press_cpu / max(1, r.talkers),
     ]
 
 
@@ -731,8 +772,16 @@ def scenario_fixed(
                 f"{quiet:.1f} s more with the join announcements before the measurement"
             )
             active = [fx.channel_ids[c] for c in range(len(lay.groups))]
+            profile = f"{args.profile_presses}-{name[0]}-{kind}" if args.profile_presses else ""
             r = run_step(
-                target, clients, listeners, active, args.seconds, args.packet_ms, args.press_seconds
+                target,
+                clients,
+                listeners,
+                active,
+                args.seconds,
+                args.packet_ms,
+                args.press_seconds,
+                profile,
             )
             if r.errors:
                 notes.append(f"{kind}: talker errors: {r.errors}")
@@ -924,6 +973,13 @@ def main() -> None:
         help="every talker presses at once, then all talk together this long after: the "
         "grant time is reported on its own and the audio latency is that of steady talk "
         "(0: talk from one's own grant, the presses' work inside the measurement)",
+    )
+    parser.add_argument(
+        "--profile-presses",
+        default="",
+        metavar="PATH",
+        help="scenarios a and b: record the servers with py-spy from the presses to the talk "
+        "(PATH-<scenario>-<server>-<pid>.txt, collapsed stacks: flamegraph.pl or speedscope)",
     )
     parser.add_argument("--sat-members", type=int, default=100, help="scenario c: per channel")
     parser.add_argument(

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from django.conf import settings
 from realtime import metrics
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
+from realtime.fanout import resp_command
 from realtime.redis import get_async_redis
 from realtime.schemas import Outbound
 
@@ -81,10 +83,23 @@ class Floor:
     process_id: str = ""  # realtime.liveness: whose survivors release it if it dies
 
 
-# Take the floor if free, in one round trip: the transmission id (a u32 in the packet
-# header, never 0, hence the wrap) is handed out only to a granted request. The holder's
-# process lists the floor (KEYS[3]) so that its survivors can release it.
+# The press in one round trip: the talker's sanctions version must still be the one the
+# socket's cached sanctions were read at (else nothing is taken: ARGV[6] '*' skips the check),
+# then the floor is taken if free; the transmission id (a u32 in the packet header, never 0,
+# hence the wrap) is handed out only to a granted request. The holder's process lists the
+# floor (KEYS[3]) so that its survivors can release it. A grant also returns what the
+# recipients need: the channel's sanctions version and, in a ranged channel (ARGV[7]),
+# whether the talker shares a location. Versions travel as 'v:<value>', '-' when unset.
 _TAKE = """
+local function ver(k)
+  local v = redis.call('GET', k)
+  if v then return 'v:' .. v end
+  return '-'
+end
+if ARGV[6] ~= '*' then
+  local mine = ver(KEYS[4])
+  if mine ~= ARGV[6] then return {2, mine} end
+end
 local holder = redis.call('GET', KEYS[2])
 if holder then return {0, holder} end
 local id = (redis.call('INCR', KEYS[1]) - 1) % 4294967295 + 1
@@ -94,38 +109,89 @@ if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[3], value)
   redis.call('EXPIRE', KEYS[3], ARGV[5])
 end
-return {1, id}
+local located = 0
+if ARGV[7] == '1' then located = redis.call('EXISTS', KEYS[6]) end
+return {1, id, ver(KEYS[5]), located}
 """
+UNCHECKED = "*"  # take_lease's `sanctions_version`: no check of the talker's sanctions
+
+
+def version_tag(version: bytes | None) -> str:
+    """A sanctions version as _TAKE compares and returns it."""
+    return "-" if version is None else "v:" + version.decode()
 
 
 def _lease_ms() -> int:
     return int(settings.VOICE_FLOOR_LEASE_SECONDS * 1000)
 
 
-async def take_lease(
-    *, channel_id: int, user_id: int, nickname: str, mode: str, process_id: str = ""
-) -> tuple[Floor | None, dict[str, Any] | None]:
+@dataclass(frozen=True)
+class Taken:
+    """What the press's one step in Redis found. `floor` granted, else `holder` (busy), else
+    `stale`: the talker's sanctions changed since the socket read them (nothing taken; the
+    new version tag). With a grant, the channel's sanctions version tag and whether the
+    talker is located (ranged channels only)."""
+
+    floor: Floor | None = None
+    holder: dict[str, Any] | None = None
+    stale: str | None = None
+    channel_version: str = "-"
+    located: bool = False
+
+
+async def take(
+    *,
+    channel_id: int,
+    user_id: int,
+    nickname: str,
+    mode: str,
+    process_id: str = "",
+    sanctions_version: str = UNCHECKED,
+    ranged: bool = False,
+) -> Taken:
     """Take the channel's floor atomically (one Lua step, so two processes can never both
-    win). Returns (floor, None) when granted, (None, holder) when someone else talks. The
-    floor is a short lease (`renew_lease`): a holder that vanishes frees it within
-    VOICE_FLOOR_LEASE_SECONDS."""
+    win) on the relay's own Redis connection, unless the talker's sanctions version is no
+    longer `sanctions_version` (a tag of `version_tag`). The floor is a short lease
+    (`renew_lease`): a holder that vanishes frees it within VOICE_FLOOR_LEASE_SECONDS."""
     started_at = now_ms()
     about = {"user_id": user_id, "nickname": nickname, "started_at": started_at, "mode": mode}
-    granted, value = await get_async_redis().eval(
+    conn = await get_relay().connection()
+    command = resp_command(
+        b"EVAL",
         _TAKE,
-        3,
+        6,
         keys.tx_seq_key(),
         keys.floor_key(channel_id),
         keys.process_floors_key(process_id),
+        keys.sanctions_version_key(user_id),
+        keys.channel_sanctions_version_key(channel_id),
+        keys.location_key(user_id),
         json.dumps(about),
         _lease_ms(),
         channel_id,
         process_id,
         settings.LIVENESS_SOCKETS_KEEP_SECONDS,
+        sanctions_version,
+        "1" if ranged else "0",
     )
-    if not granted:
-        return None, floor_decode(value)
-    return Floor(int(value), user_id, nickname, started_at, mode, process_id), None
+    [reply] = await conn.call(command, 1)
+    if reply[0] == 2:
+        return Taken(stale=reply[1].decode())
+    if reply[0] == 0:
+        return Taken(holder=floor_decode(reply[1]))
+    floor = Floor(int(reply[1]), user_id, nickname, started_at, mode, process_id)
+    return Taken(floor=floor, channel_version=reply[2].decode(), located=bool(reply[3]))
+
+
+async def take_lease(
+    *, channel_id: int, user_id: int, nickname: str, mode: str, process_id: str = ""
+) -> tuple[Floor | None, dict[str, Any] | None]:
+    """`take` without the sanctions check: (floor, None) when granted, (None, holder) when
+    someone else talks."""
+    taken = await take(
+        channel_id=channel_id, user_id=user_id, nickname=nickname, mode=mode, process_id=process_id
+    )
+    return taken.floor, taken.holder
 
 
 async def renew_lease(*, channel_id: int, floor: Floor) -> bool:
@@ -188,26 +254,86 @@ class Recipients:
     excluded: frozenset[int]
 
 
-# channel id -> (the channel's sanctions version when read, its bans). A memo, not state:
-# a process that never saw the channel reads it once; a change bumps the version. Kept here,
-# not in selectors: selectors never write, not even to a memo.
-_bans_seen: dict[int, tuple[bytes | None, dict[int, int | None]]] = {}
+# channel id -> (the channel's sanctions version tag when read, its bans). A memo, not
+# state: a process that never saw the channel reads it once; a change bumps the version.
+# Kept here, not in selectors: selectors never write, not even to a memo.
+_bans_seen: dict[int, tuple[str, dict[int, int | None]]] = {}
+
+
+# Per event loop: channel id -> the future of its bans, for reads not yet started. The first
+# presses of many channels at once (a process that just started) share one database read;
+# a press never joins a read that started before it read the channel's sanctions version.
+_bans_wanted: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[int, asyncio.Future[dict[int, int | None]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _channel_bans(channel_id: int) -> dict[int, int | None]:
+    loop = asyncio.get_running_loop()
+    wanted = _bans_wanted.setdefault(loop, {})
+    future = wanted.get(channel_id)
+    if future is None:
+        if not wanted:
+            loop.call_soon(_start_reading_bans, loop)
+        future = wanted[channel_id] = loop.create_future()
+    return await asyncio.shield(future)
+
+
+_reading: set[asyncio.Task[None]] = set()
+
+
+def _start_reading_bans(loop: asyncio.AbstractEventLoop) -> None:
+    task = loop.create_task(_read_bans(loop))
+    _reading.add(task)
+    task.add_done_callback(_reading.discard)
+
+
+async def _read_bans(loop: asyncio.AbstractEventLoop) -> None:
+    wanted = _bans_wanted.pop(loop, {})
+    try:
+        bans = await pooled(selectors.channels_bans_until)(list(wanted))
+    except BaseException as exc:
+        for future in wanted.values():
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            elif not future.done():
+                future.set_exception(exc)
+        raise
+    for channel_id, future in wanted.items():
+        if not future.done():
+            future.set_result(bans[channel_id])
 
 
 async def press_recipients(*, channel_id: int, talker_id: int, range_km: int) -> Recipients:
     """Recipients of a press, in a cost that does not grow with the channel: one Redis read
     (the channel's sanctions version, plus the talker's location in a ranged channel) and a
-    database read only when the channel's sanctions changed. Only a ranged channel whose
-    talker shares a location lists its listeners (selectors.recipients_in_range)."""
+    database read only when the channel's sanctions changed. A press reads the same in its
+    `take` step and calls `recipients` directly."""
     r = get_async_redis()
     async with r.pipeline(transaction=False) as p:
         p.get(keys.channel_sanctions_version_key(channel_id))
         p.exists(keys.location_key(talker_id))
         version, located = await p.execute()
     version = version.encode() if isinstance(version, str) else version
+    return await recipients(
+        channel_id=channel_id,
+        talker_id=talker_id,
+        range_km=range_km,
+        channel_version=version_tag(version),
+        located=bool(located),
+    )
+
+
+async def recipients(
+    *, channel_id: int, talker_id: int, range_km: int, channel_version: str, located: bool
+) -> Recipients:
+    """Who hears a press, given the channel's sanctions version tag and whether the talker
+    is located: no I/O unless the channel's sanctions changed since this process last read
+    them (one database read). Only a ranged channel whose talker shares a location lists its
+    listeners (selectors.recipients_in_range)."""
     seen = _bans_seen.get(channel_id)
-    if seen is None or seen[0] != version:
-        seen = (version, await pooled(selectors.channel_bans_until)(channel_id))
+    if seen is None or seen[0] != channel_version:
+        seen = (channel_version, await _channel_bans(channel_id))
         _bans_seen[channel_id] = seen
     now = time.time() * 1000
     excluded = frozenset(uid for uid, until in seen[1].items() if until is None or until > now) - {
@@ -303,38 +429,55 @@ async def _request(
         error = ServiceError("already_talking", "you hold the floor already")
         return FloorOutcome("already_talking", refusal=error)
     # Checked on every press, not only at join: staff may ban or mute in the admin while the
-    # user is connected.
-    sanctions = await _sanctions_in_force(seat, channel.pk)
-    if SanctionKind.BAN in sanctions:
-        error = NotAllowed("you are banned from this channel", code="banned")
-        return FloorOutcome("banned", refusal=error)
-    if SanctionKind.MUTE in sanctions:
-        error = NotAllowed("a moderator muted you in this channel", code="muted")
-        return FloorOutcome("muted", refusal=error)
-    floor, holder = await take_lease(
-        channel_id=channel.pk,
-        user_id=seat.user_id,
-        nickname=nickname,
-        mode=mode,
-        process_id=process_id,
-    )
+    # user is connected. The socket's cached sanctions hold while the user's sanctions version
+    # in Redis is the one they were read at, which the take itself checks (one round trip);
+    # a cached sanction in force is read again first (it may have been lifted since).
+    cached = seat.sanctions
+    for _ in range(3):
+        if cached is None or cached[0] != channel.pk or _in_force(cached[2]):
+            refusal = _refusal(await _sanctions_in_force(seat, channel.pk))
+            if refusal is not None:
+                return refusal
+            cached = seat.sanctions
+        assert cached is not None
+        taken = await take(
+            channel_id=channel.pk,
+            user_id=seat.user_id,
+            nickname=nickname,
+            mode=mode,
+            process_id=process_id,
+            sanctions_version=version_tag(cached[1]),
+            ranged=channel.range_km > 0,
+        )
+        if taken.stale is None:
+            break
+        cached = None  # changed since read: read them again
+    else:
+        return FloorOutcome("busy", refusal=ServiceError("busy", "try again"))
+    floor = taken.floor
     if floor is None:
         reason = await selectors.busy_reason(
-            holder, viewer_id=seat.user_id, range_km=channel.range_km
+            taken.holder, viewer_id=seat.user_id, range_km=channel.range_km
         )
         return FloorOutcome("busy", refusal=ServiceError("busy", reason))
     try:
         # O(1) in the channel's size unless it is ranged and the talker located.
-        recipients = await press_recipients(
-            channel_id=channel.pk, talker_id=seat.user_id, range_km=channel.range_km
+        heard_by = await recipients(
+            channel_id=channel.pk,
+            talker_id=seat.user_id,
+            range_km=channel.range_km,
+            channel_version=taken.channel_version,
+            located=taken.located,
         )
-        # Also floor.taken for every other socket in the channel, through the relay.
-        await get_relay().transmission_start(
+        # Also floor.taken for every other socket in the channel, through the relay: written
+        # to Redis now, on the connection that will publish this transmission's audio (so
+        # every listener hears floor.taken first); the grant does not wait for its answer.
+        started = await get_relay().transmission_start_nowait(
             channel.pk,
             floor.tx_id,
             seat.user_id,
-            recipients.only,
-            excluded=recipients.excluded,
+            heard_by.only,
+            excluded=heard_by.excluded,
             mode=mode,
             nickname=floor.nickname,
             origin=origin,
@@ -352,10 +495,37 @@ async def _request(
     )
     seat.talk = talk
     talk.keeper = loop.create_task(hold(seat, talk))
+    started.add_done_callback(lambda done: _start_failed(seat, talk, done))
     granted = FloorGranted(
         tx_id=floor.tx_id, max_ms=max_seconds * 1000, packet_ms=settings.VOICE_PACKET_MS
     )
     return FloorOutcome("granted", reply=granted, talk=talk)
+
+
+def _in_force(until: dict[str, int | None]) -> bool:
+    in_force = selectors.sanctions_in_force(until, now_ms())
+    return SanctionKind.BAN in in_force or SanctionKind.MUTE in in_force
+
+
+def _refusal(sanctions: set[str]) -> FloorOutcome | None:
+    if SanctionKind.BAN in sanctions:
+        error = NotAllowed("you are banned from this channel", code="banned")
+        return FloorOutcome("banned", refusal=error)
+    if SanctionKind.MUTE in sanctions:
+        error = NotAllowed("a moderator muted you in this channel", code="muted")
+        return FloorOutcome("muted", refusal=error)
+    return None
+
+
+def _start_failed(seat: Seat, talk: Talk, done: asyncio.Future[Any]) -> None:
+    """The start of a granted transmission was not stored and announced (Redis went away):
+    end it, so that the talker hears floor.released. Its audio never reached anyone: a
+    process delivers only the packets of a transmission whose start it knows."""
+    if done.cancelled() or done.exception() is None:
+        return
+    log.warning("transmission %s not started", talk.floor.tx_id, exc_info=done.exception())
+    if seat.talk is talk:
+        get_relay().fanout.spawn(end(seat, "released"))
 
 
 def sanctions_known(

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from realtime import gc_policy, metrics
-from realtime.fanout import Fanout, FanoutStats, Listener
+from realtime.fanout import Fanout, FanoutStats, Listener, RespConnection, resp_command
 from realtime.redis import get_async_redis
 
 from . import transmissions
@@ -110,7 +110,23 @@ class Relay:
         return any(tx.live and tx.expires_at > now for tx in self._txs.values())
 
     # --- publishing (called by voice.floor for the talker's socket)
+    async def connection(self) -> RespConnection:
+        """The relay's own Redis connection: what goes out on it stays in order (a
+        transmission's start before its audio)."""
+        return await self.fanout.publisher()
+
     async def transmission_start(
+        self,
+        channel_id: int,
+        tx_id: int,
+        talker_id: int,
+        recipients: set[int] | frozenset[int] | None,
+        **kw: Any,
+    ) -> None:
+        """`transmission_start_nowait`, waiting for Redis' answer."""
+        await (await self.transmission_start_nowait(channel_id, tx_id, talker_id, recipients, **kw))
+
+    async def transmission_start_nowait(
         self,
         channel_id: int,
         tx_id: int,
@@ -122,11 +138,13 @@ class Relay:
         nickname: str = "",
         origin: str = "",
         **meta: str | int,
-    ) -> None:
+    ) -> asyncio.Future[list[Any]]:
         """Store and announce a transmission and who may hear it, before any of its audio,
         in one round trip: listeners everywhere get floor.taken (except the `origin` socket,
         the talker's own). With `recipients` None the cost does not grow with the channel:
-        each process checks its own sockets against `excluded` (the channel's banned)."""
+        each process checks its own sockets against `excluded` (the channel's banned).
+        Returns once written, with the future of Redis' answer: the audio goes out later on
+        the same connection, so every listener hears the start first."""
         started_at = int(time.time() * 1000)
         control = {
             "e": "start",
@@ -152,9 +170,7 @@ class Relay:
                 in_range=False,
             ).model_dump_json(),
         }
-        pipe = get_async_redis().pipeline(transaction=False)
-        transmissions.stage_start(
-            pipe,
+        commands = transmissions.start_commands(
             channel_id=channel_id,
             tx_id=tx_id,
             talker_id=talker_id,
@@ -165,8 +181,11 @@ class Relay:
             nickname=nickname,
             meta=meta,
         )
-        pipe.publish(pubsub_channel(channel_id), _control_frame(control))
-        await pipe.execute()
+        commands.append(
+            resp_command(b"PUBLISH", pubsub_channel(channel_id), _control_frame(control))
+        )
+        conn = await self.fanout.publisher()
+        return conn.call(b"".join(commands), len(commands))
 
     async def audio(self, channel_id: int, tx_id: int, packet: bytes) -> bool:
         """Publish one packet and keep it for replay, in one round trip to Redis; False (and

@@ -351,12 +351,20 @@ def banned_among(channel_id: int, user_ids: Iterable[int]) -> set[int]:
 def channel_bans_until(channel_id: int) -> dict[int, int | None]:
     """Banned user id -> ban end in epoch ms (None: until lifted), for every ban of the
     channel that has not run out: O(bans), never O(members)."""
+    return channels_bans_until([channel_id])[channel_id]
+
+
+def channels_bans_until(channel_ids: Iterable[int]) -> dict[int, dict[int, int | None]]:
+    """`channel_bans_until` of several channels in one query (every one listed is a key)."""
+    out: dict[int, dict[int, int | None]] = {cid: {} for cid in channel_ids}
     rows = (
-        ChannelSanction.objects.filter(channel_id=channel_id, kind=SanctionKind.BAN)
+        ChannelSanction.objects.filter(channel_id__in=list(out), kind=SanctionKind.BAN)
         .filter(Q(until__isnull=True) | Q(until__gt=timezone.now()))
-        .values_list("user_id", "until")
+        .values_list("channel_id", "user_id", "until")
     )
-    return {uid: None if until is None else int(until.timestamp() * 1000) for uid, until in rows}
+    for cid, uid, until in rows:
+        out[cid][uid] = None if until is None else int(until.timestamp() * 1000)
+    return out
 
 
 async def recipients_in_range(

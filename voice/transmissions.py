@@ -87,8 +87,7 @@ class Heard:
     excluded: frozenset[int]  # banned: never, even with recipients None
 
 
-def stage_start(
-    pipe: Pipeline,
+def start_commands(
     *,
     channel_id: int,
     tx_id: int,
@@ -99,10 +98,10 @@ def stage_start(
     mode: str,
     nickname: str,
     meta: dict[str, str | int],
-) -> None:
-    """Queue on `pipe` (the relay's, which also publishes the start) the storage of a new
-    transmission. With `recipients` None the cost does not grow with the channel: who was
-    joined at the press is snapshotted inside Redis."""
+) -> list[bytes]:
+    """The commands (RESP, for the relay's connection, which also publishes the start) that
+    store a new transmission. With `recipients` None the cost does not grow with the
+    channel: who was joined at the press is snapshotted inside Redis."""
     ttl = settings.VOICE_AUDIO_TTL_SECONDS
     fields: dict[Any, str | int] = {
         **meta,
@@ -118,20 +117,34 @@ def stage_start(
         "live_all": int(recipients is None),  # a process that learns the tx late
         "excluded": ",".join(map(str, sorted(excluded))),
     }
-    pipe.hset(tx_key(tx_id), mapping=fields)
-    pipe.expire(tx_key(tx_id), ttl)
+    pairs = [part for item in fields.items() for part in item]
+    out = [
+        resp_command(b"HSET", tx_key(tx_id), *pairs),
+        resp_command(b"EXPIRE", tx_key(tx_id), ttl),
+    ]
     if recipients is None:
-        pipe.eval(
-            _SNAPSHOT_LUA, 2, sockets_key(channel_id), tx_recipients_key(tx_id), ttl, talker_id
+        out.append(
+            resp_command(
+                b"EVAL",
+                _SNAPSHOT_LUA,
+                2,
+                sockets_key(channel_id),
+                tx_recipients_key(tx_id),
+                ttl,
+                talker_id,
+            )
         )
     else:
         listed = list(recipients)
         if listed:
-            pipe.sadd(tx_recipients_key(tx_id), *listed)
-            pipe.expire(tx_recipients_key(tx_id), ttl)
-    pipe.zadd(recent_key(channel_id), {str(tx_id): started_at})
-    pipe.zremrangebyscore(recent_key(channel_id), "-inf", started_at - ttl * 1000)
-    pipe.expire(recent_key(channel_id), ttl)
+            out.append(resp_command(b"SADD", tx_recipients_key(tx_id), *listed))
+            out.append(resp_command(b"EXPIRE", tx_recipients_key(tx_id), ttl))
+    out += [
+        resp_command(b"ZADD", recent_key(channel_id), started_at, tx_id),
+        resp_command(b"ZREMRANGEBYSCORE", recent_key(channel_id), "-inf", started_at - ttl * 1000),
+        resp_command(b"EXPIRE", recent_key(channel_id), ttl),
+    ]
+    return out
 
 
 async def stage_end(pipe: Pipeline, *, tx_id: int, ended_at: int) -> None:

@@ -7,7 +7,11 @@ import json
 import os
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pytest
 
 from tests.conftest import acommunicator
 
@@ -125,3 +129,37 @@ async def take_floor(comm: Any, mode: str = "webcodecs") -> int:
 
 async def binaries(comm: Any, timeout: float = 0.5) -> list[bytes]:
     return [f for f in await frames(comm, timeout) if isinstance(f, bytes)]
+
+
+# The channel layer's receive loop and health checks: not the work of the code under test.
+_UPKEEP = (b"BZPOPMIN", b"$inflight", b"PING")
+
+
+@contextmanager
+def redis_round_trips() -> Iterator[list[bytes]]:
+    """Every request this process writes to Redis while the block runs, through redis-py (a
+    command, or a whole pipeline, is one) or the relay's own connection (realtime.fanout's
+    RespConnection: one `call`), the channel layer's upkeep left out."""
+    from redis.asyncio.connection import AbstractConnection
+
+    from realtime.fanout import RespConnection
+
+    sent: list[bytes] = []
+    original = AbstractConnection.send_packed_command
+    original_call = RespConnection.call
+
+    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        packed = command if isinstance(command, bytes | str) else b"".join(command)
+        packed = packed.encode() if isinstance(packed, str) else packed
+        if not any(word in packed for word in _UPKEEP):
+            sent.append(packed)
+        await original(self, command, check_health)
+
+    def counting_call(self: RespConnection, payload: bytes, replies: int) -> Any:
+        sent.append(payload)
+        return original_call(self, payload, replies)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AbstractConnection, "send_packed_command", counting)
+        patch.setattr(RespConnection, "call", counting_call)
+        yield sent

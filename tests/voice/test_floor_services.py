@@ -236,3 +236,23 @@ async def test_audio_is_relayed_only_from_the_holder_of_that_transmission(room) 
     await until(lambda: listener_sock.frames == [sent])
     assert talker_sock.frames == []
     await floor.end(seat, "released")
+
+
+async def test_the_grant_waits_for_no_announcement_and_a_failed_start_ends_it(room) -> None:  # type: ignore[no-untyped-def]
+    """The reply is ready before any socket is told floor.taken (the start is written to
+    Redis, not waited for); if Redis then refuses the start, the transmission ends: the
+    floor is freed and the channel, the talker too, hears floor.released."""
+    channel, talker, _, talker_sock, listener_sock = room
+    seat = floor.Seat(user_id=talker.pk)
+    outcome = await press(seat, channel)
+    assert outcome.result == "granted" and listener_sock.texts == []
+    await until(lambda: bool(listener_sock.of_type("floor.taken")))
+    await floor.end(seat, "released")
+
+    # A key of the wrong type makes one command of the start fail.
+    await get_async_redis().set(keys.recent_key(channel.pk), "not a sorted set")
+    failed = await press(seat, channel)
+    assert failed.result == "granted"
+    await until(lambda: len(talker_sock.of_type("floor.released")) == 2)
+    assert seat.talk is None and await floor_holder(channel.pk) is None
+    await get_async_redis().delete(keys.recent_key(channel.pk))

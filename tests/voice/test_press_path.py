@@ -4,12 +4,21 @@ banned still hear nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
 from realtime.redis import get_async_redis
-from tests.voice.helpers import binaries, expect, joined, packet, take_floor
+from tests.voice.helpers import (
+    binaries,
+    expect,
+    joined,
+    packet,
+    redis_round_trips,
+    take_floor,
+)
 from voice import floor, keys
 from voice.keys import tx_recipients_key
 from voice.models import ChannelSanction, SanctionKind
@@ -96,3 +105,70 @@ async def test_a_first_press_after_a_join_reads_no_sanction_of_the_talker(
     await take_floor(comm)
     await comm.disconnect()
     assert len(queries) <= 1, queries
+
+
+async def _press_round_trips(comm: Any) -> list[bytes]:
+    with redis_round_trips() as sent:
+        tx_id = await take_floor(comm)
+    await comm.send_json_to({"type": "floor.release", "tx_id": tx_id})
+    await expect(comm, "floor.released")
+    return sent
+
+
+async def test_a_press_costs_three_round_trips_in_a_channel_of_any_size(amake_user, make_channel):
+    """The socket's rate limit, then one Lua step (the talker's sanctions version, the take,
+    the channel's sanctions version and location), then the start stored and published: the
+    same in a channel of 2 as of 2,000, and no database read while nothing changed."""
+    small_talker, big_talker, listener = await amake_user(), await amake_user(), await amake_user()
+    small, big = await make_channel(small_talker), await make_channel(big_talker)
+    await get_async_redis().hset(
+        keys.sockets_key(big.pk),
+        mapping={
+            f"sock{i}": json.dumps({"user_id": 200_000 + i, "country": ""}) for i in range(2000)
+        },
+    )
+    counts = []
+    for talker, channel in ((small_talker, small), (big_talker, big)):
+        comm, other = await joined(talker, channel), await joined(listener, channel)
+        await _press_round_trips(comm)  # the channel's bans are now known to this process
+        sent = await _press_round_trips(comm)
+        assert len(sent) == 3, sent
+        assert b"EVAL" in sent[1] and b"PUBLISH" in sent[2]
+        counts.append(len(sent))
+        await expect(other, "floor.taken")
+        for c in (comm, other):
+            await c.disconnect()
+    assert counts == [3, 3]
+
+
+def test_first_presses_of_many_channels_at_once_read_their_bans_together(
+    transactional_db, make_user, queries
+):
+    """A process that just started meets many channels' first presses at once: one database
+    read for all of them, not one each (and each still gets its own channel's bans)."""
+    from voice.services import channel_create
+
+    creator, banned = make_user(), make_user()
+    channels = [channel_create(creator=creator, name=f"first-press-{i}") for i in range(20)]
+    ChannelSanction.objects.create(channel=channels[3], user=banned, kind=SanctionKind.BAN)
+
+    async def presses() -> list[floor.Recipients]:
+        return await asyncio.gather(
+            *(
+                floor.recipients(
+                    channel_id=c.pk,
+                    talker_id=creator.pk,
+                    range_km=0,
+                    channel_version="v:first-press",
+                    located=False,
+                )
+                for c in channels
+            )
+        )
+
+    queries.clear()
+    got = async_to_sync(presses)()
+    assert len(queries) == 1, queries
+    assert [r.excluded for r in got] == [
+        frozenset({banned.pk}) if i == 3 else frozenset() for i in range(20)
+    ]
