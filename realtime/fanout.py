@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import ssl
 from collections import deque
@@ -52,13 +53,38 @@ class RespError(Exception):
     """An error reply from Redis."""
 
 
-def resp_command(*parts: bytes | str | int) -> bytes:
+def resp_command(*parts: bytes | str | int | float) -> bytes:
     """One command in RESP, ready to write."""
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
         data = part if isinstance(part, bytes) else str(part).encode()
         out += (b"$%d\r\n" % len(data), data, b"\r\n")
     return b"".join(out)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script sent by its SHA1 (EVALSHA): a burst of calls carries 40 bytes each, not
+    the whole source, and Redis does not hash it again each time."""
+
+    source: str
+    sha: bytes
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest().encode())  # noqa: S324 - Redis' name
+
+
+async def run_script(conn: RespConnection, script: Script, *args: bytes | str | int | float) -> Any:
+    """EVALSHA on `conn` (args: the key count, keys, then arguments), with the source
+    once if Redis does not know it yet (a new or flushed server)."""
+    try:
+        (reply,) = await conn.call(resp_command(b"EVALSHA", script.sha, *args), 1)
+    except RespError as exc:
+        if not str(exc).startswith("NOSCRIPT"):
+            raise
+        (reply,) = await conn.call(resp_command(b"EVAL", script.source, *args), 1)
+    return reply
 
 
 def _parse(buf: bytearray, pos: int) -> tuple[Any, int] | None:
@@ -104,6 +130,7 @@ class RespConnection(asyncio.Protocol):
         self.on_push = on_push
         self.buf = bytearray()
         self.waiters: deque[list[Any]] = deque()  # [future, replies left, replies]
+        self.unsent: list[bytes] = []  # calls of this turn of the event loop
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
 
@@ -147,17 +174,29 @@ class RespConnection(asyncio.Protocol):
         return not self.closed.done()
 
     def call(self, payload: bytes, replies: int) -> asyncio.Future[list[Any]]:
-        """Write `payload` (that many commands); the future gets their replies."""
-        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        """Send `payload` (that many commands); the future gets their replies. The calls of
+        one turn of the event loop go out in one write, in order (a burst of presses or
+        packets costs a system call per turn, not per call)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
         if not self.is_open or self.transport is None:
             fut.set_exception(ConnectionError("redis connection closed"))
             return fut
         self.waiters.append([fut, replies, []])
-        self.transport.write(payload)
+        if not self.unsent:
+            loop.call_soon(self.flush)
+        self.unsent.append(payload)
         return fut
+
+    def flush(self) -> None:
+        """Write what `call` queued (it schedules this itself)."""
+        unsent, self.unsent = self.unsent, []
+        if unsent and self.transport is not None and self.is_open:
+            self.transport.write(b"".join(unsent))
 
     def write(self, payload: bytes) -> None:
         """A command whose answer arrives as a push (SUBSCRIBE, UNSUBSCRIBE)."""
+        self.flush()
         if self.transport is not None and self.is_open:
             self.transport.write(payload)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from .fanout import RespConnection, Script, run_script
 from .redis import get_async_redis, get_redis
 
 # Refills follow Redis's own clock: callers' clocks differ between hosts, and a call's time
@@ -37,7 +38,7 @@ redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 1)
 return allowed
 """
 )
-
+_BUCKET_SCRIPT = Script.of(_BUCKET_LUA)
 
 # One round trip for a connect: KEYS user bucket, IP bucket, the user's presence set (live
 # sockets scored by expiry). ARGV: the caller's now (for the presence scores, which the
@@ -110,6 +111,14 @@ async def allow_async(key: str, *, capacity: int, per_second: float, cost: int =
     r = get_async_redis()
     result = await r.eval(_BUCKET_LUA, 1, key, capacity, per_second, cost)  # type: ignore[misc]
     return bool(result)
+
+
+async def allow_on(
+    conn: RespConnection, key: str, *, capacity: int, per_second: float, cost: int = 1
+) -> bool:
+    """`allow_async` on a realtime.fanout connection (a product's own, for a hot path that
+    redis-py's per-command cost would slow)."""
+    return bool(await run_script(conn, _BUCKET_SCRIPT, 1, key, capacity, per_second, cost))
 
 
 class LocalBucket:

@@ -22,6 +22,8 @@ from realtime.consumers import BaseConsumer
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now
+from realtime.keys import rate_key
+from realtime.ratelimit import allow_on
 from realtime.rawsocket import SCOPE_KEY, RawSocket
 
 from . import events, floor, selectors, services
@@ -216,6 +218,17 @@ class VoiceConsumer(BaseConsumer):
                 country_name=country_name(cc),
                 flag=flag(cc),
             )
+        )
+
+    async def rate_allow(self) -> bool:
+        # The user's bucket in Redis, as BaseConsumer keeps it, on the relay's own connection:
+        # a burst of presses pays no redis-py command (nor pool connections opened mid-burst).
+        assert self.user_id is not None
+        return await allow_on(
+            await get_relay().connection(),
+            rate_key(self.rate_scope, self.user_id),
+            capacity=self.rate_capacity,
+            per_second=self.rate_per_second,
         )
 
     # --- floor (voice.floor decides; the socket sends what it returns)

@@ -31,7 +31,7 @@ from django.conf import settings
 from realtime import metrics
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
-from realtime.fanout import resp_command
+from realtime.fanout import Script, run_script
 from realtime.redis import get_async_redis
 from realtime.schemas import Outbound
 
@@ -51,7 +51,8 @@ def now_ms() -> int:
 # --- the lease in Redis
 # Delete the floor only if it still belongs to this transmission (another may hold it now),
 # and strike it from its process's list of held floors.
-_RELEASE = """
+_RELEASE = Script.of(
+    """
 local mine = redis.call('HGET', KEYS[2], ARGV[2])
 if mine and string.match(mine, '^(%d+)|') == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
 local v = redis.call('GET', KEYS[1])
@@ -61,9 +62,11 @@ if v and string.match(v, '^(%d+)|') == ARGV[1] then
 end
 return 0
 """
+)
 
 # Extend the lease only while this transmission still holds the floor.
-_RENEW = """
+_RENEW = Script.of(
+    """
 local v = redis.call('GET', KEYS[1])
 if v and string.match(v, '^(%d+)|') == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -71,6 +74,7 @@ if v and string.match(v, '^(%d+)|') == ARGV[1] then
 end
 return 0
 """
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,8 @@ class Floor:
 # floor (KEYS[3]) so that its survivors can release it. A grant also returns what the
 # recipients need: the channel's sanctions version and, in a ranged channel (ARGV[7]),
 # whether the talker shares a location. Versions travel as 'v:<value>', '-' when unset.
-_TAKE = """
+_TAKE = Script.of(
+    """
 local function ver(k)
   local v = redis.call('GET', k)
   if v then return 'v:' .. v end
@@ -113,6 +118,7 @@ local located = 0
 if ARGV[7] == '1' then located = redis.call('EXISTS', KEYS[6]) end
 return {1, id, ver(KEYS[5]), located}
 """
+)
 UNCHECKED = "*"  # take_lease's `sanctions_version`: no check of the talker's sanctions
 
 
@@ -155,9 +161,8 @@ async def take(
     (`renew_lease`): a holder that vanishes frees it within VOICE_FLOOR_LEASE_SECONDS."""
     started_at = now_ms()
     about = {"user_id": user_id, "nickname": nickname, "started_at": started_at, "mode": mode}
-    conn = await get_relay().connection()
-    command = resp_command(
-        b"EVAL",
+    reply = await run_script(
+        await get_relay().connection(),
         _TAKE,
         6,
         keys.tx_seq_key(),
@@ -174,7 +179,6 @@ async def take(
         sanctions_version,
         "1" if ranged else "0",
     )
-    [reply] = await conn.call(command, 1)
     if reply[0] == 2:
         return Taken(stale=reply[1].decode())
     if reply[0] == 0:
@@ -196,20 +200,20 @@ async def take_lease(
 
 async def renew_lease(*, channel_id: int, floor: Floor) -> bool:
     """Extend the holder's lease; False when the floor is no longer this transmission's."""
-    renewed = await get_async_redis().eval(
-        _RENEW, 1, keys.floor_key(channel_id), str(floor.tx_id), _lease_ms()
-    )
-    return bool(renewed)
+    conn = await get_relay().connection()
+    key = keys.floor_key(channel_id)
+    return bool(await run_script(conn, _RENEW, 1, key, floor.tx_id, _lease_ms()))
 
 
 async def free_lease(*, channel_id: int, floor: Floor) -> int:
     """Free the floor if this transmission still holds it; return its length in ms."""
-    await get_async_redis().eval(
+    await run_script(
+        await get_relay().connection(),
         _RELEASE,
         2,
         keys.floor_key(channel_id),
         keys.process_floors_key(floor.process_id),
-        str(floor.tx_id),
+        floor.tx_id,
         channel_id,
     )
     return max(0, now_ms() - floor.started_at)

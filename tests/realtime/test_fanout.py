@@ -141,3 +141,25 @@ async def test_the_redis_wire_reads_replies_split_anywhere() -> None:
     for i in range(len(wire)):
         conn.data_received(wire[i : i + 1])
     assert pushes == [[b"message", b"chan", data]]
+
+
+async def test_calls_of_one_turn_go_out_in_one_write_in_order(board: Board) -> None:
+    """200 presses or packets at once cost one system call, not 200; replies still match
+    their calls in order."""
+    conn = await board.fanout.publisher()
+    assert conn.transport is not None
+    writes: list[bytes] = []
+    real_write = conn.transport.write
+
+    def counting(data: bytes) -> None:
+        writes.append(data)
+        real_write(data)
+
+    conn.transport.write = counting  # type: ignore[method-assign]
+    counter = key("test", "fanout", "turn")
+    await get_async_redis().delete(counter)
+    calls = [conn.call(resp_command(b"INCR", counter), 1) for _ in range(200)]
+    assert writes == []  # nothing written before the turn ends
+    assert [r for c in calls for r in await c] == list(range(1, 201))
+    assert len(writes) == 1
+    await get_async_redis().delete(counter)

@@ -139,7 +139,8 @@ _UPKEEP = (b"BZPOPMIN", b"$inflight", b"PING")
 def redis_round_trips() -> Iterator[list[bytes]]:
     """Every request this process writes to Redis while the block runs, through redis-py (a
     command, or a whole pipeline, is one) or the relay's own connection (realtime.fanout's
-    RespConnection: one `call`), the channel layer's upkeep left out."""
+    RespConnection: one `call`), each marked "redis-py " or "relay ", the channel layer's
+    upkeep left out."""
     from redis.asyncio.connection import AbstractConnection
 
     from realtime.fanout import RespConnection
@@ -152,11 +153,11 @@ def redis_round_trips() -> Iterator[list[bytes]]:
         packed = command if isinstance(command, bytes | str) else b"".join(command)
         packed = packed.encode() if isinstance(packed, str) else packed
         if not any(word in packed for word in _UPKEEP):
-            sent.append(packed)
+            sent.append(b"redis-py " + packed)
         await original(self, command, check_health)
 
     def counting_call(self: RespConnection, payload: bytes, replies: int) -> Any:
-        sent.append(payload)
+        sent.append(b"relay " + payload)
         return original_call(self, payload, replies)
 
     with pytest.MonkeyPatch.context() as patch:

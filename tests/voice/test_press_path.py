@@ -117,8 +117,8 @@ async def _press_round_trips(comm: Any) -> list[bytes]:
 
 async def test_a_press_costs_three_round_trips_in_a_channel_of_any_size(amake_user, make_channel):
     """The socket's rate limit, then one Lua step (the talker's sanctions version, the take,
-    the channel's sanctions version and location), then the start stored and published: the
-    same in a channel of 2 as of 2,000, and no database read while nothing changed."""
+    the channel's sanctions version and location), then the start stored and published, all
+    on the relay's connection: the same in a channel of 2 as of 2,000."""
     small_talker, big_talker, listener = await amake_user(), await amake_user(), await amake_user()
     small, big = await make_channel(small_talker), await make_channel(big_talker)
     await get_async_redis().hset(
@@ -134,6 +134,8 @@ async def test_a_press_costs_three_round_trips_in_a_channel_of_any_size(amake_us
         sent = await _press_round_trips(comm)
         assert len(sent) == 3, sent
         assert b"EVAL" in sent[1] and b"PUBLISH" in sent[2]
+        # All on the relay's own connection: none pays redis-py's cost per command.
+        assert all(s.startswith(b"relay ") for s in sent), sent
         counts.append(len(sent))
         await expect(other, "floor.taken")
         for c in (comm, other):
