@@ -1,5 +1,5 @@
 """What a CBLINE join costs the database: a fixed number of statements, whatever the number
-of members (they come from Redis, and are described in one query per table)."""
+of members (they come from Redis, and are described in one query)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from tests.voice.helpers import assert_alive, connect, expect, joined
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # A first join: the admission (channel, the user's ban and membership in one query), the
-# membership's insert (one statement, no savepoint), then the member list: profiles,
-# moderators, mutes. None of it grows with the members.
-JOIN_QUERIES = 5
+# membership's insert (one statement, no savepoint), then the member list (profiles,
+# moderators and mutes in one statement). None of it grows with the members.
+JOIN_QUERIES = 3
 
 
 async def _join_statements(comm: Any, channel: Any, monkeypatch: Any) -> list[str]:

@@ -19,10 +19,10 @@ from tests.voice.helpers import assert_alive, join, joined
 CONNECT_QUERIES = 2
 # After the handshake: the connection log row (its nickname from the profile the connect
 # read), the admission (channel, ban and membership in one query), the membership's insert
-# for a newcomer, and the member list's profiles, moderators and mutes (bounded by
-# MEMBER_LIST_LIMIT, not the channel's size). A reconnect storm's members skip the insert.
-JOIN_QUERIES_NEWCOMER = 6
-JOIN_QUERIES_MEMBER = 5
+# for a newcomer, and the member list (profiles, moderators and mutes in one query, bounded
+# by MEMBER_LIST_LIMIT, not the channel's size). A reconnect storm's members skip the insert.
+JOIN_QUERIES_NEWCOMER = 4
+JOIN_QUERIES_MEMBER = 3
 
 
 async def _connect_and_join(user, channel, queries):  # type: ignore[no-untyped-def]
