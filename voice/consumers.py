@@ -26,7 +26,7 @@ from realtime.keys import rate_key
 from realtime.ratelimit import allow_on
 from realtime.rawsocket import SCOPE_KEY, RawSocket
 
-from . import events, floor, selectors, services
+from . import announce, events, floor, selectors, services
 from .keys import channel_group, voice_user_group
 from .models import Channel
 from .relay import get_relay
@@ -172,7 +172,7 @@ class VoiceConsumer(BaseConsumer):
             )
         )
         if first and sockets <= MEMBER_EVENTS_LIMIT:
-            await self._announce(events.MemberJoined, me)
+            announce.current().joined(channel.pk, self.channel_name, me)
 
     async def on_channel_leave(self, msg: ChannelLeave) -> None:
         channel = self._require_channel()
@@ -194,6 +194,7 @@ class VoiceConsumer(BaseConsumer):
         )
         await self.leave(channel_group(channel.pk))
         if last and sockets < MEMBER_EVENTS_LIMIT:
+            await announce.current().settled(channel.pk)  # our join, if still queued, first
             await send_now(channel_group(channel.pk), events.MemberLeft(user_id=self._uid))
 
     # --- location
@@ -304,6 +305,11 @@ class VoiceConsumer(BaseConsumer):
         if event["origin"] != self.channel_name:
             await self.send_model(MemberJoined(member=event["member"]))
 
+    async def voice_members_joined(self, event: dict[str, Any]) -> None:
+        for joiner in event["joined"]:
+            if joiner["origin"] != self.channel_name:
+                await self.send_model(MemberJoined(member=joiner["member"]))
+
     async def voice_member_updated(self, event: dict[str, Any]) -> None:
         await self.send_model(MemberUpdated(member=event["member"]))
 
@@ -356,6 +362,7 @@ class VoiceConsumer(BaseConsumer):
         self, kind: type[events.MemberJoined | events.MemberUpdated], member: Member
     ) -> None:
         assert self.channel is not None
+        await announce.current().settled(self.channel.pk)  # after a join still queued
         await send_now(
             channel_group(self.channel.pk), kind(origin=self.channel_name, member=member)
         )

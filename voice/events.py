@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import BaseModel
+
 from realtime.events import Event
 
 from .schemas import Member
@@ -19,6 +21,18 @@ class MemberAnnounced(Event):
 
 class MemberJoined(MemberAnnounced):
     type: Literal["voice.member.joined"] = "voice.member.joined"
+
+
+class Joiner(BaseModel):
+    origin: str  # the joining socket's channel name (it is not told of itself)
+    member: Member
+
+
+class MembersJoined(Event):
+    """Joins of one process that came together, in one group event (voice.announce)."""
+
+    type: Literal["voice.members.joined"] = "voice.members.joined"
+    joined: list[Joiner]
 
 
 class MemberUpdated(MemberAnnounced):

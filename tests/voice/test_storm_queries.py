@@ -9,11 +9,13 @@ import re
 import threading
 
 import pytest
+from channels.layers import get_channel_layer
 from redis.asyncio.connection import AbstractConnection
 
 from realtime.dbpool import pooled
 from tests.conftest import acommunicator
-from tests.voice.helpers import assert_alive, join, joined
+from tests.voice.helpers import assert_alive, connect, expect, join, joined
+from voice.keys import channel_group
 
 # The session, then device + user + profile in one join (accounts.selectors.session_identity).
 CONNECT_QUERIES = 2
@@ -167,3 +169,37 @@ async def test_a_connect_joins_its_groups_in_one_redis_round_trip(
     group_trips = [t for t in trips if len(t) == 8 and set(t) == {b"ZADD", b"EXPIRE"}]
     assert len(group_trips) == 1, trips
     assert len(trips) <= CONNECT_REDIS_ROUND_TRIPS + PING_REDIS_ROUND_TRIPS, [t[:4] for t in trips]
+
+
+async def test_joins_arriving_together_are_announced_together(
+    amake_user, make_channel, monkeypatch
+):
+    """A crowd arriving in one channel: the members already there learn of every joiner, but
+    the joins that came while an announcement was on its way go out as one group event (a
+    storm's 5,000 joins in channels of 50 were 5,000 group sends, four round trips each)."""
+    owner = await amake_user()
+    channel = await make_channel(owner)
+    present = [await joined(await amake_user(), channel) for _ in range(2)]
+    newcomers = [await connect(await amake_user()) for _ in range(6)]
+    layer = get_channel_layer()
+    group_send, sent, release = layer.group_send, [], asyncio.Event()
+
+    async def held(group: str, message: dict) -> None:  # type: ignore[type-arg]
+        if group == channel_group(channel.pk) and "joined" in message["type"]:
+            sent.append(message)
+            await release.wait()  # the first announcement is on its way until all have joined
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", held)
+    await asyncio.gather(
+        *(c.send_json_to({"type": "channel.join", "channel_id": channel.pk}) for c in newcomers)
+    )
+    for comm in newcomers:
+        await expect(comm, "channel.joined")
+    release.set()
+    for comm in present:
+        heard = {(await expect(comm, "member.joined"))["member"]["user_id"] for _ in newcomers}
+        assert len(heard) == len(newcomers)
+    for comm in present + newcomers:
+        await comm.disconnect()
+    assert len(sent) <= 2, [m["type"] for m in sent]
