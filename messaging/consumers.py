@@ -3,6 +3,7 @@ Thin: the durable stream does the work; messaging renders its items (selectors).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -36,16 +37,20 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
             self._rate_credit -= 1
             return True
         assert self.user_id is not None
-        key = rate_key(self.rate_scope, self.user_id)
-        limits = {"capacity": self.rate_capacity, "per_second": self.rate_per_second}
+        take = functools.partial(
+            allow_async,
+            rate_key(self.rate_scope, self.user_id),
+            capacity=self.rate_capacity,
+            per_second=self.rate_per_second,
+        )
         if self._rate_singles > 0:
             self._rate_singles -= 1
-        elif await allow_async(key, cost=RATE_LEASE, **limits):
+        elif await take(cost=RATE_LEASE):
             self._rate_credit = RATE_LEASE - 1
             return True
         else:
             self._rate_singles = RATE_LEASE - 1  # fewer left than a lease: one at a time
-        return await allow_async(key, **limits)
+        return await take()
 
     async def on_connect(self) -> None:
         # BaseConsumer has closed any socket without a valid (user, device, session).

@@ -460,11 +460,12 @@ def _emit(
     state_key: str | None,
     targets: Sequence[tuple[int, int]],
     device: Device | None = None,
+    event_id: str | None = None,
 ) -> RoomEvent:
     event = _event_insert(
         RoomEvent(
             room=room,
-            event_id=new_event_id(),
+            event_id=event_id or new_event_id(),
             sender_id=sender_id,
             sender_device=device,
             type=type_,
@@ -705,13 +706,23 @@ def room_event_send(
     """rooms/{id}/send: store the ciphertext once, with a pending delivery per target device.
     Once per txnId: a resend answers the same event_id and stores nothing."""
 
+    event_id = new_event_id()  # known first, so the key is stored with its answer
+
     def apply() -> Json:
-        return {"event_id": _room_event(device, room_id, event_type, content).event_id}
+        event = _room_event(device, room_id, event_type, content, event_id=event_id)
+        return {"event_id": event.event_id}
 
-    return stream_once(device_pk=device.pk, key=f"send:{room_id}:{txn_id}", apply=apply)
+    return stream_once(
+        device_pk=device.pk,
+        key=f"send:{room_id}:{txn_id}",
+        apply=apply,
+        answer={"event_id": event_id},
+    )
 
 
-def _room_event(device: Device, room_id: str, event_type: str, content: Json) -> RoomEvent:
+def _room_event(
+    device: Device, room_id: str, event_type: str, content: Json, *, event_id: str
+) -> RoomEvent:
     """Runs inside stream_once's transaction. Cheap checks first, then one read: the room,
     its members' keyed devices, who among them blocked the sender."""
     if event_type != "m.room.encrypted":
@@ -728,7 +739,16 @@ def _room_event(device: Device, room_id: str, event_type: str, content: Json) ->
     )
     if room.is_direct and blocked:
         raise forbidden("this person does not accept your messages")
-    return _emit(room, sender, event_type, content, state_key=None, targets=targets, device=device)
+    return _emit(
+        room,
+        sender,
+        event_type,
+        content,
+        state_key=None,
+        targets=targets,
+        device=device,
+        event_id=event_id,
+    )
 
 
 def room_event_redact(
