@@ -779,13 +779,16 @@ class E2EClient:
         task.add_done_callback(self.tasks.discard)
 
     async def refused(self, job: dict[str, Any], n: int) -> bool:
-        """A banned user's connect must end in error "banned" and close 4403."""
+        """A banned user's connect must end in error "banned" and close 4403. What happened
+        instead is logged ("refusal"), so that a count of "banned user let in" can be read."""
         import websockets
 
         try:
             ws = await self.open(job, n)
-        except Exception:
-            return False  # not a refusal the product makes
+        except Exception as exc:
+            # Not a refusal the product makes.
+            self.log.append(["refusal", job["uid"], f"open failed: {type(exc).__name__} {exc}"])
+            return False
         codes = []
         try:
             await ws.send(json.dumps(job["hello"]))
@@ -798,7 +801,10 @@ class E2EClient:
         except websockets.ConnectionClosed:
             pass
         await ws.close()
-        return ws.close_code == CLOSE_FORBIDDEN and "banned" in codes
+        ok = ws.close_code == CLOSE_FORBIDDEN and "banned" in codes
+        if not ok:
+            self.log.append(["refusal", job["uid"], f"close {ws.close_code}, errors {codes}"])
+        return ok
 
     async def run(self, barrier: Any, start_at: Any, stop: Any) -> None:
         gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
@@ -1363,6 +1369,9 @@ def e2e_report(
     print(table(title, ["measure", "value"], rows), flush=True)
     for trail in res["doubles"]:  # the user's own frames, in the log's order
         print("double match, the user's log:", json.dumps(trail))
+    for e in events:
+        if e[0] == "refusal":
+            print(f"a banned user's connect (user {e[1]}) did not end as a refusal: {e[2]}")
     return {
         "rate": rate,
         "achieved": res["arrivals"] / args.seconds,
