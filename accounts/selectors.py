@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.models import Session
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -124,30 +125,32 @@ def _session_hash_ok(session_hash: str, user: User) -> bool:
 
 def session_identity(session_key: str | None) -> tuple[User | AnonymousUser, Device | None]:
     """Who a socket's session cookie is: the user and the device bound to that session, or
-    (AnonymousUser, None). Two queries: the session, then device + user + profile joined (the
-    profile answers whether the user shows their online status without another query)."""
+    (AnonymousUser, None). One query: the device bound to the session key, its user and
+    profile (which answers whether the user shows their online status), and the session's
+    data if it has not expired; every socket of a reconnect storm asks it at once."""
     if not session_key:
         return AnonymousUser(), None
-    data = session_store(session_key).load()
+    live_data = Session.objects.filter(
+        session_key=OuterRef("session_key"), expire_date__gt=timezone.now()
+    ).values("session_data")[:1]
+    device = (
+        Device.objects.select_related("user", "user__profile")
+        .annotate(_session_data=Subquery(live_data))
+        .filter(session_key=session_key)
+        .first()
+    )
+    if device is None or not device._session_data:  # type: ignore[attr-defined]
+        return AnonymousUser(), None
+    data = session_store().decode(device._session_data)  # type: ignore[attr-defined]
     user_id = data.get(SESSION_KEY)
     session_hash = data.get(HASH_SESSION_KEY)
-    device_pk = data.get(DEVICE_SESSION_KEY)
-    if not user_id or not session_hash or not isinstance(device_pk, int):
+    if not user_id or not session_hash or data.get(DEVICE_SESSION_KEY) != device.pk:
         return AnonymousUser(), None
     if data.get(BACKEND_SESSION_KEY) not in settings.AUTHENTICATION_BACKENDS:
         return AnonymousUser(), None
-    device = (
-        Device.objects.select_related("user", "user__profile")
-        .filter(
-            pk=device_pk,
-            session_key=session_key,
-            user_id=User._meta.pk.to_python(user_id),  # type: ignore[union-attr]
-        )
-        .first()
-    )
-    if device is None or not device.user.is_active:
+    if User._meta.pk.to_python(user_id) != device.user_id:  # type: ignore[union-attr]
         return AnonymousUser(), None
-    if not _session_hash_ok(session_hash, device.user):
+    if not device.user.is_active or not _session_hash_ok(session_hash, device.user):
         return AnonymousUser(), None
     return device.user, device
 

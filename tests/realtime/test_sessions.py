@@ -4,14 +4,17 @@ out everywhere; and the cost of a connect in queries. Real ASGI app, Redis and s
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
+from django.contrib.sessions.models import Session
 from django.db.backends.utils import CursorWrapper
 from django.test import Client
+from django.utils import timezone
 
 from accounts import services
 from accounts.models import Device, User
@@ -58,6 +61,14 @@ async def test_a_session_without_a_device_is_refused(amake_user):
         return store.session_key  # type: ignore[return-value]
 
     assert await refused(await sync_to_async(bare_session)()) == 4401
+
+
+async def test_an_expired_session_is_refused(amake_user):
+    key, _ = await alogin_session(await amake_user())
+    await Session.objects.filter(session_key=key).aupdate(
+        expire_date=timezone.now() - dt.timedelta(seconds=1)
+    )
+    assert await refused(key) == 4401
 
 
 async def test_a_session_cannot_use_another_sessions_device(amake_user):
@@ -189,9 +200,10 @@ async def test_sign_out_everywhere_closes_every_socket(amake_user):
     await other.disconnect()
 
 
-async def test_connect_costs_two_queries(amake_user, monkeypatch):
-    """Session, then device + user + profile in one join. The presence check, the device's
-    last-seen and the online-status privacy setting ride on those."""
+async def test_connect_costs_one_query(amake_user, monkeypatch):
+    """The session with its device + user + profile, in one statement (every socket of a
+    reconnect storm reads it). The presence check, the device's last-seen and the
+    online-status privacy setting ride on it."""
     user = await amake_user()
     key, _ = await alogin_session(user)
     comm = await acommunicator(PATH, session_key=key)
@@ -208,6 +220,6 @@ async def test_connect_costs_two_queries(amake_user, monkeypatch):
     ok, _ = await comm.connect()
     assert ok and await usable(comm)  # the pong comes after connect() has finished
     monkeypatch.undo()
-    assert len(sql) == 2, sql
-    assert "django_session" in sql[0] and "accounts_device" in sql[1]
+    assert len(sql) == 1, sql
+    assert "django_session" in sql[0] and "accounts_device" in sql[0]
     await comm.disconnect()

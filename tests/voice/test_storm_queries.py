@@ -17,8 +17,8 @@ from tests.conftest import acommunicator
 from tests.voice.helpers import assert_alive, connect, expect, join, joined
 from voice.keys import channel_group
 
-# The session, then device + user + profile in one join (accounts.selectors.session_identity).
-CONNECT_QUERIES = 2
+# The session with its device + user + profile (accounts.selectors.session_identity).
+CONNECT_QUERIES = 1
 # After the handshake: the connection log row (its nickname from the profile the connect
 # read), the admission (channel, ban and membership in one query), the membership's insert
 # for a newcomer, and the member list (profiles, moderators and mutes in one query, bounded
