@@ -5,6 +5,7 @@ per packet would cost more than the packet."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from .fanout import RespConnection, Script, run_script
 from .redis import get_async_redis, get_redis
@@ -119,6 +120,32 @@ async def allow_on(
     """`allow_async` on a realtime.fanout connection (a product's own, for a hot path that
     redis-py's per-command cost would slow)."""
     return bool(await run_script(conn, _BUCKET_SCRIPT, 1, key, capacity, per_second, cost))
+
+
+class LeasedTokens:
+    """A socket's share of its user's bucket in Redis, taken `lease` tokens at a time: one
+    round trip per `lease` frames, not one each. The user's sockets still share the bucket,
+    each ahead of it by fewer than `lease` frames; when fewer than a lease are left, tokens
+    are taken one at a time (for `lease` - 1 frames, then a lease is tried again)."""
+
+    def __init__(self, lease: int) -> None:
+        self.lease = lease
+        self.credit = 0
+        self.singles = 0
+
+    async def allow(self, take: Callable[[int], Awaitable[bool]]) -> bool:
+        """`take(cost)` takes that many tokens from the user's bucket (False: not there)."""
+        if self.credit > 0:
+            self.credit -= 1
+            return True
+        if self.singles > 0:
+            self.singles -= 1
+        elif await take(self.lease):
+            self.credit = self.lease - 1
+            return True
+        else:
+            self.singles = self.lease - 1
+        return await take(1)
 
 
 class LocalBucket:

@@ -23,7 +23,7 @@ from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now
 from realtime.keys import rate_key
-from realtime.ratelimit import allow_on
+from realtime.ratelimit import LeasedTokens, allow_on
 from realtime.rawsocket import SCOPE_KEY, RawSocket
 
 from . import announce, events, floor, selectors, services
@@ -70,6 +70,8 @@ db = database_sync_to_async
 # announced one by one. Audio is unaffected (the relay does not use groups).
 MEMBER_LIST_LIMIT = 200
 MEMBER_EVENTS_LIMIT = 200
+# Rate tokens a socket takes from its user's bucket at once (realtime.ratelimit.LeasedTokens).
+RATE_LEASE = 8
 
 
 class VoiceConsumer(BaseConsumer):
@@ -84,6 +86,7 @@ class VoiceConsumer(BaseConsumer):
     country = ""
     nickname = ""
     raw_socket: RawSocket | None = None  # the relay writes audio here when the server allows
+    rate_tokens: LeasedTokens | None = None  # this socket's share of the user's rate bucket
 
     # --- lifecycle
     async def on_connect(self) -> None:
@@ -222,15 +225,20 @@ class VoiceConsumer(BaseConsumer):
         )
 
     async def rate_allow(self) -> bool:
-        # The user's bucket in Redis, as BaseConsumer keeps it, on the relay's own connection:
-        # a burst of presses pays no redis-py command (nor pool connections opened mid-burst).
+        # The user's bucket in Redis, as BaseConsumer keeps it, on the relay's own connection
+        # and RATE_LEASE tokens at a time: a press after the join (200 at once, say) costs no
+        # round trip for it, and no redis-py command (nor pool connection opened mid-burst).
         assert self.user_id is not None
-        return await allow_on(
-            await get_relay().connection(),
-            rate_key(self.rate_scope, self.user_id),
-            capacity=self.rate_capacity,
-            per_second=self.rate_per_second,
-        )
+        if self.rate_tokens is None:
+            self.rate_tokens = LeasedTokens(RATE_LEASE)
+        key = rate_key(self.rate_scope, self.user_id)
+
+        async def take(cost: int) -> bool:
+            conn = await get_relay().connection()
+            capacity, per_second = self.rate_capacity, self.rate_per_second
+            return await allow_on(conn, key, capacity=capacity, per_second=per_second, cost=cost)
+
+        return await self.rate_tokens.allow(take)
 
     # --- floor (voice.floor decides; the socket sends what it returns)
     async def on_floor_request(self, msg: FloorRequest) -> None:

@@ -519,3 +519,26 @@ async def test_timed_ban_listed_for_moderators_and_lifted(amake_user, make_chann
     await join(cm, channel)
     for comm in (co, cm, cx):
         await comm.disconnect()
+
+
+async def test_a_users_sockets_share_one_rate_bucket_taken_a_lease_at_a_time(
+    amake_user, monkeypatch
+):
+    """Each socket takes RATE_LEASE tokens at once (one Redis round trip per lease), yet the
+    user's sockets together get through no more than the bucket holds."""
+    from django.conf import settings
+
+    from realtime.consumers import BaseConsumer
+    from voice.consumers import RATE_LEASE
+
+    user = await amake_user()
+    a, b = await connect(user), await connect(user)
+    monkeypatch.setattr(BaseConsumer, "rate_per_second", 0.001)  # no refill meanwhile
+    pongs = 0
+    for _ in range(settings.WS_RATE_CAPACITY):
+        for comm in (a, b):
+            await comm.send_json_to({"type": "ping"})
+            pongs += (await comm.receive_json_from())["type"] == "pong"
+    assert settings.WS_RATE_CAPACITY - 2 * RATE_LEASE <= pongs <= settings.WS_RATE_CAPACITY
+    for comm in (a, b):
+        await comm.disconnect()

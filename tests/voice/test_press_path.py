@@ -115,10 +115,11 @@ async def _press_round_trips(comm: Any) -> list[bytes]:
     return sent
 
 
-async def test_a_press_costs_three_round_trips_in_a_channel_of_any_size(amake_user, make_channel):
-    """The socket's rate limit, then one Lua step (the talker's sanctions version, the take,
-    the channel's sanctions version and location), then the start stored and published, all
-    on the relay's connection: the same in a channel of 2 as of 2,000."""
+async def test_a_press_costs_two_round_trips_in_a_channel_of_any_size(amake_user, make_channel):
+    """One Lua step (the talker's sanctions version, the take, the channel's sanctions
+    version and location), then the start stored and published, both on the relay's
+    connection; the socket's rate tokens were taken with its join (RATE_LEASE at a time).
+    The same in a channel of 2 as of 2,000."""
     small_talker, big_talker, listener = await amake_user(), await amake_user(), await amake_user()
     small, big = await make_channel(small_talker), await make_channel(big_talker)
     await get_async_redis().hset(
@@ -132,15 +133,15 @@ async def test_a_press_costs_three_round_trips_in_a_channel_of_any_size(amake_us
         comm, other = await joined(talker, channel), await joined(listener, channel)
         await _press_round_trips(comm)  # the channel's bans are now known to this process
         sent = await _press_round_trips(comm)
-        assert len(sent) == 3, sent
-        assert b"EVAL" in sent[1] and b"PUBLISH" in sent[2]
+        assert len(sent) == 2, sent
+        assert b"EVALSHA" in sent[0] and b"PUBLISH" in sent[1]
         # All on the relay's own connection: none pays redis-py's cost per command.
         assert all(s.startswith(b"relay ") for s in sent), sent
         counts.append(len(sent))
         await expect(other, "floor.taken")
         for c in (comm, other):
             await c.disconnect()
-    assert counts == [3, 3]
+    assert counts == [2, 2]
 
 
 def test_first_presses_of_many_channels_at_once_read_their_bans_together(
