@@ -474,7 +474,7 @@ class RunResult:
     errors: dict[str, int]
     grants: list[float]  # ms from each talker's press to its floor.granted
     wall: float  # seconds the step took, presses included (for CPU %)
-    press_cpu: float = float("nan")  # server CPU seconds between the presses and the talk
+    press_cpu: float = float("nan")  # server CPU seconds of the presses (PressWindow)
     clients: int = 1  # client processes (for CPU % per process)
 
     @property
@@ -609,35 +609,40 @@ def open_sockets(
 
 
 class PressWindow:
-    """Server CPU between the presses (t0) and the talk (t1): only the presses' work (and
-    the 30 s heartbeats) runs then, so CPU per press is a count that load barely moves,
-    unlike the grant time. With `profile`, py-spy records each server over the window."""
+    """Server CPU of the presses: from just before them (t0) for a second (or until the talk
+    at t1), less what the servers spend idle (client heartbeats, server pings) at the rate
+    measured in the 0.7 s before. Only the presses' work runs then, so CPU per press is a
+    count that load barely moves, unlike the grant time. With `profile`, py-spy records each
+    server over the window."""
 
     def __init__(self, target: Target, t0: float, t1: float, profile: str) -> None:
-        self.target, self.cpu, self.spies = target, [0.0, 0.0], []
-        self.start = t0 - 0.2  # the press frames are in flight before t0 + a few ms
-        self.end = max(self.start + 0.1, t1 - 0.2)  # before the first packet
+        self.target, self.cpu, self.spies = target, [0.0, 0.0, 0.0], []
+        self.idle = t0 - 0.75
+        self.start = t0 - 0.05  # the press frames leave the clients at t0
+        self.end = max(self.start + 0.1, min(t0 + 1.0, t1 - 0.2))  # before the first packet
         self.thread = threading.Thread(target=self._run, args=(profile,), daemon=True)
         self.thread.start()
 
     def _run(self, profile: str) -> None:
-        time.sleep(max(0.0, self.start - 0.3 - time.time()))
+        time.sleep(max(0.0, self.idle - time.time()))
+        self.cpu[0] = self.target.cpu()
         for s in self.target.servers if profile else ():
             out = f"{profile}-{s.process.pid}.txt"
             argv = ["py-spy", "record", "--pid", str(s.process.pid), "--rate", "1000"]
             argv += ["--format", "raw", "-o", out, "--nonblocking"]
             self.spies.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
         time.sleep(max(0.0, self.start - time.time()))
-        self.cpu[0] = self.target.cpu()
-        time.sleep(max(0.0, self.end - time.time()))
         self.cpu[1] = self.target.cpu()
+        time.sleep(max(0.0, self.end - time.time()))
+        self.cpu[2] = self.target.cpu()
         for spy in self.spies:  # py-spy writes its file on SIGINT
             spy.send_signal(signal.SIGINT)
             spy.wait()
 
     def result(self) -> float:
         self.thread.join()
-        return self.cpu[1] - self.cpu[0]
+        idle_rate = (self.cpu[1] - self.cpu[0]) / (self.start - self.idle)
+        return max(0.0, self.cpu[2] - self.cpu[1] - idle_rate * (self.end - self.start))
 
 
 def run_step(
