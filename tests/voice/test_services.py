@@ -194,3 +194,23 @@ def test_deleting_the_account_deletes_its_log_rows():
     services.connection_log_write(user_id=user.pk, ip="10.0.0.1")
     user.delete()
     assert not ConnectionLog.objects.exists()
+
+
+def test_channel_admission_reads_sanctions_in_force_and_membership():
+    from voice.models import ChannelSanction, SanctionKind
+    from voice.selectors import channel_admission
+
+    owner, user = UserFactory(), UserFactory()
+    channel = services.channel_create(creator=owner, name="Admission")
+    assert channel_admission(channel.pk, user.pk)[1:] == ({}, False)
+    ChannelMembership.objects.create(channel=channel, user=user)
+    until = timezone.now().replace(microsecond=0) + dt.timedelta(minutes=5)
+    ChannelSanction.objects.create(channel=channel, user=user, kind=SanctionKind.MUTE, until=until)
+    ChannelSanction.objects.create(channel=channel, user=user, kind=SanctionKind.BAN, until=None)
+    found, sanctions, member = channel_admission(channel.pk, user.pk)
+    assert (found.pk, found.name, member) == (channel.pk, "Admission", True)
+    assert sanctions == {"mute": int(until.timestamp() * 1000), "ban": None}
+    channel.sanctions.update(until=timezone.now() - dt.timedelta(seconds=1))  # run out
+    assert channel_admission(channel.pk, user.pk)[1] == {}
+    with pytest.raises(ServiceError):
+        channel_admission(channel.pk + 1000, user.pk)

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from channels.layers import get_channel_layer
+from django.db.models.sql.compiler import SQLCompiler
 from redis.asyncio.connection import AbstractConnection
 
 from realtime.dbpool import pooled
@@ -203,3 +204,26 @@ async def test_joins_arriving_together_are_announced_together(
     for comm in present + newcomers:
         await comm.disconnect()
     assert len(sent) <= 2, [m["type"] for m in sent]
+
+
+async def test_a_members_join_builds_no_queryset(amake_user, make_channel, monkeypatch):
+    """A member's rejoin (a storm is mostly these) runs fixed statements: building and
+    compiling querysets cost the servers more CPU than PostgreSQL spent running them."""
+    owner = await amake_user()
+    channel = await make_channel(owner)
+    user = await amake_user()
+    await (await joined(user, channel)).disconnect()  # a member now
+    comm = await connect(user)
+    await assert_alive(comm)  # the connect's own work is done
+    compiled: list[str] = []
+    as_sql = SQLCompiler.as_sql
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        compiled.append(self.query.model.__name__ if self.query.model else "?")
+        return as_sql(self, *args, **kwargs)
+
+    monkeypatch.setattr(SQLCompiler, "as_sql", counting)
+    await join(comm, channel)
+    monkeypatch.undo()
+    await comm.disconnect()
+    assert compiled == [], compiled
