@@ -15,12 +15,14 @@ thread keeps its own connection between calls (see IDLE_CHECK_SECONDS).
 from __future__ import annotations
 
 import asyncio
+import select
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
 from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import connections
@@ -45,9 +47,27 @@ def _before_call() -> None:
     now = time.monotonic()
     idle = now - getattr(_local, "last_used", now)
     for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and idle > IDLE_CHECK_SECONDS and not conn.is_usable():
+        raw = conn.connection
+        if raw is None:
+            continue
+        # A server that closed or reset the connection (a restart, a cut) left the socket
+        # readable: a zero-timeout poll sees it at the cost of a syscall, not a round trip.
+        if (idle > IDLE_CHECK_SECONDS or _readable(raw)) and not conn.is_usable():
             conn.close()
     _local.last_used = now
+
+
+def _readable(raw: Any) -> bool:
+    """Whether an idle PostgreSQL connection has anything to read (it should have nothing:
+    something there is the server's goodbye, or a reset)."""
+    pgconn = getattr(raw, "pgconn", None)
+    if pgconn is None:
+        return False  # SQLite: no server
+    try:
+        ready, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True  # no socket any more
+    return bool(ready)
 
 
 def _after_call() -> None:

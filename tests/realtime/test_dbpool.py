@@ -34,9 +34,14 @@ async def test_a_thread_keeps_its_connection_between_calls() -> None:
     assert 1 <= len(pids) <= 4
 
 
-async def test_a_connection_broken_while_idle_is_replaced_before_the_next_call(monkeypatch):
+@pytest.mark.parametrize("idle_check", [0.0, 3600.0])
+async def test_a_connection_broken_while_idle_is_replaced_before_the_next_call(
+    monkeypatch, idle_check
+):
+    """Also when it was used a moment ago: the server's goodbye (or a reset) left its socket
+    readable, which is checked before every call without a round trip."""
     dbpool.release_connections()
-    monkeypatch.setattr(dbpool, "IDLE_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(dbpool, "IDLE_CHECK_SECONDS", idle_check)
     pids = {await pooled(backend_pid)() for _ in range(8)}
     await sync_to_async(terminate)(pids)  # the database drops them (a restart, an admin)
     # Every call still succeeds: an idle connection is checked, and replaced, first.

@@ -150,3 +150,35 @@ async def test_a_direct_group_send_publishes_to_subscribed_members_and_queues_fo
     finally:
         await sender.close_pools()
         await owner.close_pools()
+
+
+async def test_direct_messages_sent_together_go_in_one_pipeline() -> None:
+    """send_direct batches: what many sockets send at once is one PUBLISH pipeline on one
+    connection, not a pooled connection per message in flight."""
+    sender, owner = layer_with(), layer_with()
+    try:
+        names = [await owner.new_channel() for _ in range(20)]
+        waiters = [owner.receive(n) for n in names]
+        while not await sender.send_direct(names[0], {"type": "x.warm"}):
+            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        assert await waiters[0] == {"type": "x.warm"}
+        waiters[0] = owner.receive(names[0])
+        client = sender.connection(sender.consistent_hash(owner.non_local_name(names[0])))
+        pipelines = 0
+        pipeline = client.pipeline
+
+        def counted(*args: object, **kwargs: object) -> object:
+            nonlocal pipelines
+            pipelines += 1
+            return pipeline(*args, **kwargs)
+
+        client.pipeline = counted  # type: ignore[method-assign]
+        sent = await asyncio.gather(
+            *(sender.send_direct(n, {"type": "x.n", "i": i}) for i, n in enumerate(names))
+        )
+        assert sent == [True] * 20
+        assert [(await w)["i"] for w in waiters] == list(range(20))
+        assert pipelines == 1
+    finally:
+        await sender.close_pools()
+        await owner.close_pools()
