@@ -415,6 +415,22 @@ class Fanout:
             if raw.write(frame) is not Write.SENT:
                 self._deliver(slot, text)
 
+    def write_text_to(self, topic: Hashable, listener: Listener, text: str) -> bool:
+        """Write a JSON text frame to one local socket of the topic, as `write_text` would
+        (straight to its transport, in order with what is queued for it): a reply, without
+        the ASGI send's layers. False: not a listener of the topic (send it yourself)."""
+        slot = self.listeners.get(topic, {}).get(listener)
+        if slot is None:
+            return False
+        raw = slot.raw
+        if (
+            raw is None
+            or slot.backlog is not None
+            or raw.write(text_frame(text.encode())) is not Write.SENT
+        ):
+            self._deliver(slot, text)
+        return True
+
     def write_binary(
         self, topic: Hashable, data: bytes, may_receive: Callable[[int | None], bool]
     ) -> None:

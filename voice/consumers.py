@@ -242,14 +242,20 @@ class VoiceConsumer(BaseConsumer):
 
     # --- floor (voice.floor decides; the socket sends what it returns)
     async def on_floor_request(self, msg: FloorRequest) -> None:
+        channel = self._require_channel()
         outcome = await floor.request(
             self.seat,
-            channel=self._require_channel(),
+            channel=channel,
             nickname=self.nickname,
             mode=msg.mode,
             origin=self.channel_name,
             process_id=liveness.process_id(),
         )
+        # 200 presses at once: the grant goes out as the floor's announcements do, not
+        # through the ASGI send's layers.
+        granted = outcome.reply
+        if granted is not None and get_relay().reply(channel.pk, self, granted.model_dump_json()):
+            return
         await self._send_outcome(outcome)
 
     async def on_floor_release(self, msg: FloorRelease) -> None:

@@ -342,6 +342,12 @@ class Relay:
 
         self.fanout.write_text(channel_id, text_for)
 
+    def reply(self, channel_id: int, listener: Listener, text: str) -> bool:
+        """Write `text` to one socket of the channel as announcements are written (framed
+        here, straight to its transport where the server allows); False: the socket is not
+        on the channel here, send it through ASGI."""
+        return self.fanout.write_text_to(channel_id, listener, text)
+
     def fan_out(self, channel_id: int, packet: bytes, tx: _Tx) -> None:
         """Write `packet` to every local listener of the channel allowed to hear `tx`."""
         started = time.perf_counter()

@@ -49,3 +49,36 @@ async def test_listeners_get_audio_written_straight_to_their_sockets(
         assert (await c.expect("floor.released"))["tx_id"] == tx
     for c in (talker, *listeners):
         await c.close()
+
+
+async def test_the_grant_is_written_straight_to_the_talkers_socket(
+    uvicorn_in_loop, amake_user, make_channel, monkeypatch
+):
+    """200 presses at once: floor.granted goes out as floor.taken does (framed here, written
+    to the transport), not through the consumer's ASGI send and its layers."""
+    from voice.consumers import VoiceConsumer
+
+    through_asgi: list[str] = []
+    original = VoiceConsumer.send
+
+    async def send(self, text_data=None, bytes_data=None, close=False):  # type: ignore[no-untyped-def]
+        if text_data is not None:
+            through_asgi.append(text_data)
+        await original(self, text_data=text_data, bytes_data=bytes_data, close=close)
+
+    monkeypatch.setattr(VoiceConsumer, "send", send)
+    server = Server(await uvicorn_in_loop(application))
+    talker_user, listener_user = await amake_user(), await amake_user()
+    channel = await make_channel(talker_user)
+    talker, listener = (
+        await Client.open(server, talker_user),
+        await Client.open(server, listener_user),
+    )
+    for c in (talker, listener):
+        await c.join(channel)
+    tx = await talker.take()
+    assert (await listener.expect("floor.taken"))["tx_id"] == tx
+    assert not [t for t in through_asgi if "floor.granted" in t], through_asgi
+    assert [t for t in through_asgi if "channel.joined" in t]  # the rest still goes that way
+    for c in (talker, listener):
+        await c.close()
