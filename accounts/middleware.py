@@ -20,6 +20,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 
 from realtime.dbpool import pooled
+from realtime.hooks import SHOW_ONLINE_SCOPE_KEY
+from realtime.hooks import presence as presence_hooks
 
 from . import selectors, services
 from .models import Device, User
@@ -68,11 +70,14 @@ class DeviceMiddleware:
         session_device_bind(request, device)
 
 
-def _identify(session_key: str | None) -> tuple[Any, Device | None]:
+def _identify(session_key: str | None) -> tuple[Any, Device | None, bool]:
+    """(user, device, whether the user shows their online status): the last rides on the
+    profile the session's read loaded, here on the same thread (not another hop per socket)."""
     user, device = selectors.session_identity(session_key)
-    if device is not None:
-        services.device_seen(device=device)
-    return user, device
+    if device is None:
+        return user, None, False
+    services.device_seen(device=device)
+    return user, device, presence_hooks.shows_online(user)
 
 
 class SessionDeviceAuthMiddleware:
@@ -87,12 +92,13 @@ class SessionDeviceAuthMiddleware:
             return await self.inner(scope, receive, send)
         session_key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME) or None
         # On the pool: every socket of a reconnect storm reads its session at once.
-        user, device = await pooled(_identify)(session_key)
+        user, device, show_online = await pooled(_identify)(session_key)
         # In place: CookieMiddleware handed us its own copy for this socket, and another copy
         # would be held for the socket's life (benchmarks/idle_memory.py).
         scope["user"] = user if device is not None else AnonymousUser()
         scope["device"] = device
         scope["session_key"] = session_key if device is not None else None
+        scope[SHOW_ONLINE_SCOPE_KEY] = show_online
         return await self.inner(scope, receive, send)
 
 

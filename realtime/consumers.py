@@ -34,6 +34,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from . import admission, closecodes, liveness, metrics, presence, services
 from .errors import ServiceError
 from .events import PresenceUpdate, send_now
+from .hooks import SHOW_ONLINE_SCOPE_KEY
 from .hooks import presence as presence_hooks
 from .keys import device_group, presence_group, rate_key, session_group, user_group
 from .ratelimit import allow_async
@@ -205,7 +206,10 @@ class BaseConsumer(AsyncWebsocketConsumer):
         # Accepted only now: a logout racing this connect reaches the socket through these
         # groups (handled right after this method), never a window before they are joined.
         await self.accept()
-        self.show_online = await database_sync_to_async(presence_hooks.shows_online)(user)
+        show_online = self.scope.get(SHOW_ONLINE_SCOPE_KEY)
+        if show_online is None:
+            show_online = await database_sync_to_async(presence_hooks.shows_online)(user)
+        self.show_online = bool(show_online)
         up, epoch = await presence.socket_up(
             user.pk,
             self.channel_name,

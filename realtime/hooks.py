@@ -26,6 +26,10 @@ class _Presence:
 
 presence = _Presence()
 
+# The authentication middleware may answer `shows_online` for the socket's user while it
+# reads the session, in the scope under this key (the consumer asks the hook otherwise).
+SHOW_ONLINE_SCOPE_KEY = "show_online"
+
 
 def register_presence(
     *, shows_online: Callable[[Any], bool], hidden_among: Callable[[Iterable[int]], set[int]]

@@ -227,3 +227,22 @@ async def test_a_members_join_builds_no_queryset(amake_user, make_channel, monke
     monkeypatch.undo()
     await comm.disconnect()
     assert compiled == [], compiled
+
+
+async def test_a_connect_reads_the_online_setting_with_its_session(amake_user, monkeypatch):
+    """Whether the user shows their online status comes with the session's read (the profile
+    is there): the connect does not wait for Channels' one database thread for it."""
+    import realtime.consumers
+
+    hops: list[str] = []
+    hop = realtime.consumers.database_sync_to_async
+
+    def counting(func):  # type: ignore[no-untyped-def]
+        hops.append(getattr(func, "__name__", repr(func)))
+        return hop(func)
+
+    monkeypatch.setattr(realtime.consumers, "database_sync_to_async", counting)
+    comm = await connect(await amake_user())
+    await assert_alive(comm)  # the connect's own work is done
+    await comm.disconnect()
+    assert hops == []
