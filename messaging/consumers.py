@@ -12,7 +12,7 @@ from realtime.consumers import BaseConsumer
 from realtime.dbpool import pooled
 from realtime.errors import ServiceError
 from realtime.keys import rate_key
-from realtime.ratelimit import allow_async
+from realtime.ratelimit import LeasedTokens, allow_async
 from realtime.schemas import Hello
 from realtime.stream_socket import StreamConsumerMixin
 
@@ -20,37 +20,28 @@ from .schemas import MessagingInbound, Sent, SocketSend, SyncFrame
 from .selectors import key_counts
 from .services import room_event_send
 
-# Tokens a socket takes from its user's bucket at once: every message is a send or an ack,
-# and a Redis round trip for each cost a tenth of the server's CPU. A user's devices share
-# the bucket still; a socket is ahead of it by fewer than this many frames.
+# Rate tokens a socket takes from its user's bucket at once, at most: every frame is a send
+# or an ack, and a Redis round trip for each cost a tenth of the server's CPU
+# (realtime.ratelimit.LeasedTokens; the user's devices share the bucket still).
 RATE_LEASE = 8
 
 
 class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
     inbound = TypeAdapter(MessagingInbound)
     rate_scope = "messaging"
-    _rate_credit = 0
-    _rate_singles = 0
+    rate_tokens: LeasedTokens | None = None
 
     async def rate_allow(self) -> bool:
-        if self._rate_credit > 0:
-            self._rate_credit -= 1
-            return True
         assert self.user_id is not None
+        if self.rate_tokens is None:
+            self.rate_tokens = LeasedTokens(RATE_LEASE)
         take = functools.partial(
-            allow_async,
+            _take,
             rate_key(self.rate_scope, self.user_id),
             capacity=self.rate_capacity,
             per_second=self.rate_per_second,
         )
-        if self._rate_singles > 0:
-            self._rate_singles -= 1
-        elif await take(cost=RATE_LEASE):
-            self._rate_credit = RATE_LEASE - 1
-            return True
-        else:
-            self._rate_singles = RATE_LEASE - 1  # fewer left than a lease: one at a time
-        return await take()
+        return await self.rate_tokens.allow(take)
 
     async def on_connect(self) -> None:
         # BaseConsumer has closed any socket without a valid (user, device, session).
@@ -85,3 +76,7 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
     async def send_key_counts(self) -> None:
         counts = await pooled(key_counts)(self._stream_device())
         await self.send_model(SyncFrame(seq=None, sync=counts))
+
+
+async def _take(key: str, cost: int, *, capacity: int, per_second: float) -> bool:
+    return await allow_async(key, capacity=capacity, per_second=per_second, cost=cost)

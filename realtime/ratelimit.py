@@ -123,29 +123,31 @@ async def allow_on(
 
 
 class LeasedTokens:
-    """A socket's share of its user's bucket in Redis, taken `lease` tokens at a time: one
-    round trip per `lease` frames, not one each. The user's sockets still share the bucket,
-    each ahead of it by fewer than `lease` frames; when fewer than a lease are left, tokens
-    are taken one at a time (for `lease` - 1 frames, then a lease is tried again)."""
+    """A socket's share of its user's bucket in Redis, taken several tokens at a time: one
+    round trip per lease, not per frame. Leases start at one token and double with each
+    frame that needs a new one, up to `lease` (slow start): a socket that sends one frame
+    holds no more than that one, so thirty sockets of one user opened at once (a connect
+    burst) each get their first frame through, as they did with a token each; a busy
+    socket soon takes `lease` at a time. Refused: one token is tried, and leases start at
+    one again."""
 
     def __init__(self, lease: int) -> None:
         self.lease = lease
         self.credit = 0
-        self.singles = 0
+        self.size = 1
 
     async def allow(self, take: Callable[[int], Awaitable[bool]]) -> bool:
         """`take(cost)` takes that many tokens from the user's bucket (False: not there)."""
         if self.credit > 0:
             self.credit -= 1
             return True
-        if self.singles > 0:
-            self.singles -= 1
-        elif await take(self.lease):
-            self.credit = self.lease - 1
+        size = self.size
+        if await take(size):
+            self.credit = size - 1
+            self.size = min(self.lease, size * 2)
             return True
-        else:
-            self.singles = self.lease - 1
-        return await take(1)
+        self.size = 1  # fewer left than that
+        return size > 1 and await take(1)
 
 
 class LocalBucket:

@@ -1,5 +1,6 @@
 """The CallsApp socket's rate limit: a user's bucket in Redis, shared by their devices'
-sockets, taken a few tokens at a time (messaging.consumers.RATE_LEASE)."""
+sockets, taken a few tokens at a time (realtime.ratelimit.LeasedTokens, up to
+messaging.consumers.RATE_LEASE)."""
 
 from __future__ import annotations
 
@@ -48,9 +49,9 @@ async def test_a_flood_is_refused_past_the_capacity_at_a_round_trip_per_lease(ti
     alice = await sync_to_async(member)()
     comm = await sync_socket(alice)  # one ping already
     assert await pings(comm, CAPACITY - 1) == ["pong"] * (CAPACITY - 1)
-    # Three leases, a refused one, then the last four tokens one by one: 8 round trips for
-    # the 28 frames, against one a frame.
-    assert tight_bucket == [RATE_LEASE] * 4 + [1] * 4
+    # Leases of 1, 2, 4, 8 and 8 (23 tokens); 8 refused, so 1, 1, 2 (growing again); 4
+    # refused, 1: 11 round trips for the 28 frames, against one a frame.
+    assert tight_bucket == [1, 2, 4, 8, 8, 8, 1, 1, 2, 4, 1]
     assert await pings(comm, 5) == ["rate_limited"] * 5
     await comm.disconnect()
 

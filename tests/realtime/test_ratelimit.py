@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,29 @@ async def test_connect_check_never_admits_more_than_the_burst_at_once(monkeypatc
         for _ in range(20)
     ]
     assert outcomes.count(0) == 5 and set(outcomes) == {0, 1}
+
+
+async def test_leases_start_at_one_token_so_many_sockets_of_a_user_each_get_a_frame_through():
+    """Slow start: thirty sockets of one user opened at once each send their first frame
+    within a bucket of 40 (fixed-size leases of 8 let five through, the rest were refused)."""
+    calls: list[int] = []
+
+    def taker(name: str) -> Any:
+        async def take(cost: int) -> bool:
+            calls.append(cost)
+            bucket = key("test", name)
+            return await ratelimit.allow_async(bucket, capacity=40, per_second=0.001, cost=cost)
+
+        return take
+
+    crowd = taker("lease-crowd")
+    sockets = [ratelimit.LeasedTokens(8) for _ in range(30)]
+    assert [await s.allow(crowd) for s in sockets] == [True] * 30
+    # A busy socket's leases grow 1, 2, 4, 8: few round trips for many frames.
+    busy, take = ratelimit.LeasedTokens(8), taker("lease-busy")
+    calls.clear()
+    assert [await busy.allow(take) for _ in range(31)] == [True] * 31  # 1+2+4+8+8+8
+    assert calls == [1, 2, 4, 8, 8, 8]
+    # 9 left: a lease of 8; then 8 refused and 1 taken; then 1 refused, at one try.
+    assert [await busy.allow(take) for _ in range(10)] == [True] * 9 + [False]
+    assert calls[6:] == [8, 8, 1, 1]

@@ -118,7 +118,7 @@ async def _press_round_trips(comm: Any) -> list[bytes]:
 async def test_a_press_costs_two_round_trips_in_a_channel_of_any_size(amake_user, make_channel):
     """One Lua step (the talker's sanctions version, the take, the channel's sanctions
     version and location), then the start stored and published, both on the relay's
-    connection; the socket's rate tokens were taken with its join (RATE_LEASE at a time).
+    connection; the socket's rate tokens were taken before (a lease at a time).
     The same in a channel of 2 as of 2,000."""
     small_talker, big_talker, listener = await amake_user(), await amake_user(), await amake_user()
     small, big = await make_channel(small_talker), await make_channel(big_talker)
@@ -132,6 +132,10 @@ async def test_a_press_costs_two_round_trips_in_a_channel_of_any_size(amake_user
     for talker, channel in ((small_talker, small), (big_talker, big)):
         comm, other = await joined(talker, channel), await joined(listener, channel)
         await _press_round_trips(comm)  # the channel's bans are now known to this process
+        # Rate leases grow 1, 2, 4, 8 (LeasedTokens): the join took 1, that press 2 (its
+        # release used the second), this ping takes 4, so the press below has tokens in hand.
+        await comm.send_json_to({"type": "ping"})
+        await expect(comm, "pong")
         sent = await _press_round_trips(comm)
         assert len(sent) == 2, sent
         assert b"EVALSHA" in sent[0] and b"PUBLISH" in sent[1]
