@@ -296,13 +296,17 @@ async def _read_bans(loop: asyncio.AbstractEventLoop) -> None:
     wanted = _bans_wanted.pop(loop, {})
     try:
         bans = await pooled(selectors.channels_bans_until)(list(wanted))
-    except BaseException as exc:
+    except asyncio.CancelledError:
         for future in wanted.values():
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            elif not future.done():
-                future.set_exception(exc)
+            future.cancel()
         raise
+    except Exception as exc:
+        # The presses waiting get the error (each an error frame); raised here too, it was
+        # logged again as a task exception nobody retrieved.
+        for future in wanted.values():
+            if not future.done():
+                future.set_exception(exc)
+        return
     for channel_id, future in wanted.items():
         if not future.done():
             future.set_result(bans[channel_id])

@@ -5,6 +5,7 @@ the channel hears of it. No socket is involved: the consumer only sends these ou
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -256,3 +257,21 @@ async def test_the_grant_waits_for_no_announcement_and_a_failed_start_ends_it(ro
     await until(lambda: len(talker_sock.of_type("floor.released")) == 2)
     assert seat.talk is None and await floor_holder(channel.pk) is None
     await get_async_redis().delete(keys.recent_key(channel.pk))
+
+
+async def test_a_failed_bans_read_reaches_the_presses_and_is_not_logged_again(
+    monkeypatch, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    """The database is down at a channel's first press: the press gets the error (an error
+    frame for its socket), and the shared read's task leaves no unretrieved exception."""
+
+    def down(channel_ids: list[int]) -> dict[int, dict[int, int | None]]:
+        raise OSError("database unreachable")
+
+    monkeypatch.setattr(floor.selectors, "channels_bans_until", down)
+    with pytest.raises(OSError, match="unreachable"):
+        await floor._channel_bans(987_654)
+    while floor._reading:
+        await asyncio.sleep(0)  # until the read's task has finished
+    gc.collect()
+    assert "never retrieved" not in caplog.text
