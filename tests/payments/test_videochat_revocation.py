@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from types import SimpleNamespace
 
 from asgiref.sync import sync_to_async
 from django.test import Client
@@ -15,6 +17,7 @@ from payments.models import Entitlement, Order
 from tests.conftest import acommunicator
 from tests.factories import PriceFactory
 from tests.videochat.helpers import close_all, join, ready
+from videochat import matching
 
 FEATURE = "videochat.filters"
 
@@ -77,10 +80,11 @@ async def test_refund_locks_the_filters_now_and_the_next_match_ignores_them(  # 
     await close_all(picky, man, watcher)
 
 
-async def test_expiry_takes_the_filters_away_at_the_next_match(amake_user, stripe_stub, settings):  # type: ignore[no-untyped-def]
-    # The edit below stands in for time passing; a socket trusts the paid time it read until
-    # that time ends (tests/videochat/test_matching.py), so it must re-read at every entry.
-    settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS = 0
+async def test_expiry_takes_the_filters_away_at_the_next_match(  # type: ignore[no-untyped-def]
+    amake_user, stripe_stub, monkeypatch
+):
+    # A socket trusts the paid time it read until that time ends (tests/videochat/
+    # test_matching.py): the next entry after it waits for a fresh read.
     buyer = await amake_user()
     order = await sync_to_async(bought_premium)(buyer, stripe_stub)
     picky, frame = await ready(buyer, gender="m", want_gender="f")
@@ -88,9 +92,16 @@ async def test_expiry_takes_the_filters_away_at_the_next_match(amake_user, strip
     man, _ = await ready(await amake_user(), gender="m")
     assert (await join(man))["type"] == "queue.waiting"
 
-    # Time moves past the paid period (30 days).
+    # Time moves past the paid period (30 days): for the socket's clock, and for the
+    # database's (the entitlement's end moved into the past stands in for it there).
     await sync_to_async(Entitlement.objects.filter(order=order).update)(
         valid_until=timezone.now() - dt.timedelta(seconds=1)
+    )
+    ahead = dt.timedelta(days=31).total_seconds()
+    monkeypatch.setattr(
+        matching,
+        "time",
+        SimpleNamespace(time=lambda: time.time() + ahead, monotonic=time.monotonic),
     )
     seen = await frames_until_join(picky)
     assert seen[0]["type"] == "error" and seen[0]["code"] == "filters_not_allowed"
