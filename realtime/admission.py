@@ -5,15 +5,18 @@ After a deploy or a crash every client reconnects at once (benchmarks/reconnect_
 channel join competed with all the others: every one of them finished late, the Redis pools
 ran out of connections (the sockets were refused) and a new pooled connection was opened
 for nearly every command. Here a socket waits, before its session is even read, for one of
-WS_ADMISSION_CONCURRENCY places of its process; it keeps the place through its connect and
-its first join (the product's consumer says when that is done, or WS_ADMISSION_GRACE_SECONDS
-after the accept at the latest), then hands it on. A storm queues; it does not fail.
+WS_ADMISSION_CONCURRENCY places of its process and keeps it through its connect; its first
+request (CBLINE's channel.join) waits for a place again (`place()`). A storm queues; it does
+not fail. A socket that is open but idle holds no place (it held one for two seconds after
+its accept at first: 10,000 CBLINE sockets that had not joined yet opened at 32 a second).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
@@ -34,27 +37,26 @@ def _gate() -> asyncio.Semaphore:
 
 
 class Admission:
-    """One socket's place; `release` is idempotent (whichever of the consumer, its timer and
-    the end of the socket comes first gives the place back)."""
+    """One socket's place during its connect; `release` is idempotent (the consumer's
+    connect and the end of the socket may both give it back)."""
 
-    __slots__ = ("_gate", "_timer")
+    __slots__ = ("_gate",)
 
     def __init__(self, gate: asyncio.Semaphore) -> None:
         self._gate: asyncio.Semaphore | None = gate
-        self._timer: asyncio.TimerHandle | None = None
 
     def release(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._gate is not None:
             self._gate.release()
             self._gate = None
 
-    def release_later(self, seconds: float) -> None:
-        """Keep the place for the socket's first request, but not longer than `seconds`."""
-        if self._gate is not None and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(seconds, self.release)
+
+@contextlib.asynccontextmanager
+async def place() -> AsyncIterator[None]:
+    """A place of this process's gate for a new socket's first request, waited for in line
+    with the connects."""
+    async with _gate():
+        yield
 
 
 def of(scope: dict[str, Any]) -> Admission | None:

@@ -125,9 +125,6 @@ class BaseConsumer(AsyncWebsocketConsumer):
     max_binary_bytes: ClassVar[int] = settings.WS_MAX_BINARY_FRAME_BYTES
     rate_capacity: ClassVar[int] = settings.WS_RATE_CAPACITY
     rate_per_second: ClassVar[float] = settings.WS_RATE_REFILL_PER_SECOND
-    # True: the socket keeps its admission place (realtime.admission) after the connect, for
-    # its first request (CBLINE's channel.join), until the consumer calls `admitted()`.
-    admission_includes_first_request: ClassVar[bool] = False
 
     user_id: int | None = None
     device: Any = None  # accounts.Device, issued at login and bound to the session
@@ -172,16 +169,7 @@ class BaseConsumer(AsyncWebsocketConsumer):
             await self._connect()
         finally:
             if place is not None:
-                if self.admission_includes_first_request and self.user_id is not None:
-                    place.release_later(settings.WS_ADMISSION_GRACE_SECONDS)
-                else:
-                    place.release()
-
-    def admitted(self) -> None:
-        """The socket's connect and first request are done: its admission place is free."""
-        place = admission.of(self.scope)
-        if place is not None:
-            place.release()
+                place.release()  # an open, idle socket holds no place (realtime.admission)
 
     async def _connect(self) -> None:
         identity = scope_identity(self.scope)

@@ -17,7 +17,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from accounts.countries import country_name, flag
-from realtime import liveness
+from realtime import admission, liveness
 from realtime.consumers import BaseConsumer
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
@@ -77,8 +77,8 @@ RATE_LEASE = 8
 class VoiceConsumer(BaseConsumer):
     inbound = inbound_adapter
     rate_scope = "voice"
-    # A reconnect storm's sockets each rejoin at once: the join is part of their admission.
-    admission_includes_first_request = True
+    joined_before = False  # a reconnect storm's sockets each rejoin at once: the first
+    # join waits for an admission place, as the connects do (realtime.admission)
 
     channel: Channel | None = None
     seat: floor.Seat  # the socket's part in the floor (voice.floor changes it)
@@ -117,10 +117,12 @@ class VoiceConsumer(BaseConsumer):
 
     # --- channels
     async def on_channel_join(self, msg: ChannelJoin) -> None:
-        try:
+        if self.joined_before:
             await self._join_channel(msg)
-        finally:
-            self.admitted()
+            return
+        self.joined_before = True
+        async with admission.place():  # in line with the connects of a reconnect storm
+            await self._join_channel(msg)
 
     async def _join_channel(self, msg: ChannelJoin) -> None:
         uid = self._uid

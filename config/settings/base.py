@@ -353,11 +353,9 @@ WS_CONNECT_USER_PER_SECOND = env.float("WS_CONNECT_USER_PER_SECOND", default=1.0
 WS_CONNECT_IP_BURST = env.int("WS_CONNECT_IP_BURST", default=120)
 WS_CONNECT_IP_PER_SECOND = env.float("WS_CONNECT_IP_PER_SECOND", default=5.0)
 WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=30)
-# Admission (realtime/admission.py): new sockets a process works on at once, from the session
-# read through the first join; the rest of a reconnect storm waits its turn. A socket that
-# sends no first request keeps its place this long after its accept at most.
+# Admission (realtime/admission.py): new sockets a process works on at once, their connects
+# (from the session read) and first joins; the rest of a reconnect storm waits its turn.
 WS_ADMISSION_CONCURRENCY = env.int("WS_ADMISSION_CONCURRENCY", default=64)
-WS_ADMISSION_GRACE_SECONDS = env.float("WS_ADMISSION_GRACE_SECONDS", default=2.0)
 # Durable stream (docs/protocols/stream.md): items a socket may have in flight unacked.
 STREAM_WINDOW = env.int("STREAM_WINDOW", default=200)
 # Each ASGI process renews a liveness key this often, with this TTL; survivors clean up

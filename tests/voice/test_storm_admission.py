@@ -62,23 +62,31 @@ async def test_more_sockets_at_once_than_redis_connections_all_join(
 async def test_a_process_works_on_a_bounded_number_of_connects_and_joins(
     amake_user, make_channel, settings, monkeypatch
 ):
+    """Connects and first joins take places of one gate: at most 3 at once of the two."""
     settings.WS_ADMISSION_CONCURRENCY = 3
     inside = {"now": 0, "most": 0}
-    admit, join_handler = realtime_services.connect_admit, VoiceConsumer.on_channel_join
+    admit, join_channel = realtime_services.connect_admit, VoiceConsumer._join_channel
 
-    async def entering(**kwargs: Any) -> Any:
+    def enter() -> None:
         inside["now"] += 1
         inside["most"] = max(inside["most"], inside["now"])
-        return await admit(**kwargs)
 
-    async def leaving(self: VoiceConsumer, msg: Any) -> None:
+    async def connecting(**kwargs: Any) -> Any:
+        enter()
         try:
-            await join_handler(self, msg)
+            return await admit(**kwargs)
         finally:
             inside["now"] -= 1
 
-    monkeypatch.setattr(realtime_services, "connect_admit", entering)
-    monkeypatch.setattr(VoiceConsumer, "on_channel_join", leaving)
+    async def joining(self: VoiceConsumer, msg: Any) -> None:
+        enter()
+        try:
+            await join_channel(self, msg)
+        finally:
+            inside["now"] -= 1
+
+    monkeypatch.setattr(realtime_services, "connect_admit", connecting)
+    monkeypatch.setattr(VoiceConsumer, "_join_channel", joining)
     owner = await amake_user()
     channel = await make_channel(owner)
     comms = [await acommunicator("/ws/cbline/", await amake_user()) for _ in range(12)]
@@ -93,3 +101,23 @@ async def test_a_process_works_on_a_bounded_number_of_connects_and_joins(
         await comm.disconnect()
     assert [r["channel"]["id"] for r in replies] == [channel.pk] * len(comms)
     assert 1 <= inside["most"] <= 3, inside
+
+
+async def test_an_open_socket_that_has_not_joined_holds_no_place(
+    amake_user, make_channel, settings
+):
+    """Sockets open and idle (a page before its user picks a channel) leave the gate free:
+    with one place, a second socket connects and joins while the first waits."""
+    settings.WS_ADMISSION_CONCURRENCY = 1
+    channel = await make_channel(await amake_user())
+    idle = await acommunicator("/ws/cbline/", await amake_user())
+    ok, _ = await idle.connect(timeout=30)
+    assert ok
+    busy = await acommunicator("/ws/cbline/", await amake_user())
+    # Well under the two seconds the first socket's place was kept for, before this fix.
+    ok, _ = await asyncio.wait_for(busy.connect(timeout=30), 1.5)
+    assert ok
+    joined = await asyncio.wait_for(join(busy, channel), 5)
+    assert joined["channel"]["id"] == channel.pk
+    for comm in (idle, busy):
+        await comm.disconnect()
