@@ -24,7 +24,6 @@ the new filters; a user still paired has that pair dissolved first, in the same 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import re
 import secrets
@@ -38,6 +37,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import NoScriptError
 
+from realtime.batching import Batcher
 from realtime.redis import get_async_redis, get_redis
 
 from .keys import MATCHMAKING_PARTS, matchmaking_key
@@ -156,7 +156,7 @@ async def _run(client: aioredis.Redis, *args: Arg) -> Any:
     return await steps.run(args)
 
 
-class _Steps:
+class _Steps(Batcher[tuple[Arg, ...]]):
     """The steps of one event loop, written to Redis in batches: the steps asked for while
     a batch is on its way go together in the next one, one pipeline on one connection.
 
@@ -168,45 +168,13 @@ class _Steps:
     Each step is still its own atomic script run, in the order asked."""
 
     def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__()
         self.client = client
-        self.waiting: list[tuple[tuple[Arg, ...], asyncio.Future[Any]]] = []
-        self.sender: asyncio.Task[None] | None = None
 
     async def run(self, args: tuple[Arg, ...]) -> Any:
-        loop = asyncio.get_running_loop()
-        reply: asyncio.Future[Any] = loop.create_future()
-        self.waiting.append((args, reply))
-        if self.sender is None:
-            # Its own context: not the log context of the socket that happened to ask first.
-            self.sender = loop.create_task(self._send(), context=contextvars.Context())
-        return await reply
+        return await self.call(args)
 
-    async def _send(self) -> None:
-        try:
-            while self.waiting:
-                batch, self.waiting = self.waiting, []
-                try:
-                    replies = await self._pipeline([args for args, _ in batch])
-                except asyncio.CancelledError:  # the loop is closing: so are the callers
-                    for _, reply in [*batch, *self.waiting]:
-                        reply.cancel()
-                    raise
-                except Exception as exc:
-                    for _, reply in batch:
-                        if not reply.done():
-                            reply.set_exception(exc)
-                    continue
-                for (_, reply), value in zip(batch, replies, strict=True):
-                    if reply.done():  # its caller was cancelled
-                        continue
-                    if isinstance(value, Exception):
-                        reply.set_exception(value)
-                    else:
-                        reply.set_result(value)
-        finally:
-            self.sender = None
-
-    async def _pipeline(self, batch: list[tuple[Arg, ...]]) -> list[Any]:
+    async def send_batch(self, batch: list[tuple[Arg, ...]]) -> list[Any]:
         keys = state_keys()
         pipe = self.client.pipeline(transaction=False)
         for args in batch:

@@ -1,0 +1,59 @@
+"""Calls batched per event loop: what is asked while one batch is on its way goes together in
+the next one, one request in flight. Under load the batches grow and each call gets cheaper
+(one write and one read a batch); idle, a call goes out on the next turn of the loop.
+
+Subclasses say how a batch is sent (`send_batch`: one reply per item, an Exception instance
+for an item that failed alone). Used for Redis pipelines: matchmaking's steps
+(videochat.matchmaking) and the channel layer's direct PUBLISHes (realtime.layers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any, Generic, TypeVar
+
+Item = TypeVar("Item")
+
+
+class Batcher(Generic[Item]):
+    def __init__(self) -> None:
+        self._waiting: list[tuple[Item, asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def send_batch(self, items: list[Item]) -> list[Any]:
+        raise NotImplementedError
+
+    async def call(self, item: Item) -> Any:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._waiting.append((item, reply))
+        if self._sender is None:
+            # Its own context: not the log context of the socket that happened to ask first.
+            self._sender = loop.create_task(self._send(), context=contextvars.Context())
+        return await reply
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    replies = await self.send_batch([item for item, _ in batch])
+                except asyncio.CancelledError:  # the loop is closing: so are the callers
+                    for _, reply in [*batch, *self._waiting]:
+                        reply.cancel()
+                    raise
+                except Exception as exc:
+                    for _, reply in batch:
+                        if not reply.done():
+                            reply.set_exception(exc)
+                    continue
+                for (_, reply), value in zip(batch, replies, strict=True):
+                    if reply.done():  # its caller was cancelled
+                        continue
+                    if isinstance(value, Exception):
+                        reply.set_exception(value)
+                    else:
+                        reply.set_result(value)
+        finally:
+            self._sender = None
