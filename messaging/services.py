@@ -801,6 +801,12 @@ def events_trimmed(refs: list[int], acked: bool) -> None:
         sender_id, type_, event_id, room_id = events[pk]
         if type_ == "m.room.encrypted":
             ticks[(sender_id, room_id)].append(event_id)
+    # The senders' devices in one read and every tick in one append: an ack of several
+    # senders' messages (acks are batched per process) costs what an ack of one does.
+    devices: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for user_id, device_pk in selectors.key_devices_of({s for s, _ in ticks}):
+        devices[user_id].append((user_id, device_pk))
+    items: list[NewItem] = []
     for (sender_id, room_id), event_ids in ticks.items():
         sync = {
             "rooms": {
@@ -818,7 +824,8 @@ def events_trimmed(refs: list[int], acked: bool) -> None:
                 }
             }
         }
-        stream_append(items=_sync_items(selectors.key_devices_of([sender_id]), sync))
+        items += _sync_items(devices[sender_id], sync)
+    stream_append(items=items)
 
 
 def _lock_undelivered(refs: list[int]) -> dict[int, tuple[int, str, str, str]]:

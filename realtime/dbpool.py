@@ -122,6 +122,16 @@ def release_connections() -> None:
         future.result(timeout=30)
 
 
+# One wrapper per function: building a SyncToAsync (signature inspection, wrapper update)
+# cost as much CPU as its call, and the sockets call the same few functions for every frame.
+_wrappers: dict[Callable[..., Any], _PooledCall] = {}
+
+
 def pooled(func: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
     """`await pooled(f)(...)`: `database_sync_to_async(f)(...)` on the pool."""
-    return _PooledCall(func, thread_sensitive=False, executor=_executor)  # type: ignore[return-value]
+    wrapper = _wrappers.get(func)
+    if wrapper is None:
+        wrapper = _PooledCall(func, thread_sensitive=False, executor=_executor)
+        if len(_wrappers) < 1024:  # bound, should a caller pass partials or closures
+            _wrappers[func] = wrapper
+    return wrapper  # type: ignore[return-value]

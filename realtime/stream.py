@@ -182,6 +182,27 @@ def stream_ack(*, device_pk: int, seq: int, limit: int | None = None) -> int:
     return len(trimmed)
 
 
+def stream_ack_many(*, acks: Sequence[tuple[int, int]]) -> int:
+    """Several devices' acks `(device_pk, seq)` in one transaction: one DELETE for all, the
+    trim hooks once over everything it trimmed (one "delivered" tick per sender and room, not
+    per ack). Each seq must be one its socket was sent (the caller checked): no ceiling read
+    here. Returns the count trimmed."""
+    upto: dict[int, int] = {}
+    for device_pk, seq in acks:
+        upto[device_pk] = max(seq, upto.get(device_pk, 0))
+    if not upto:
+        return 0
+    table = connection.ops.quote_name(StreamItem._meta.db_table)
+    where = " OR ".join(["(device_pk = %s AND seq <= %s)"] * len(upto))
+    params = [value for pair in sorted(upto.items()) for value in pair]
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute(f"DELETE FROM {table} WHERE {where} RETURNING kind, ref", params)  # noqa: S608
+            trimmed = cur.fetchall()
+        _after_trim(trimmed, acked=True)
+    return len(trimmed)
+
+
 def _after_trim(trimmed: Sequence[tuple[str, int | None]], *, acked: bool) -> None:
     """Tell each product which of its refs lost an item (in the trimming transaction)."""
     refs: dict[str, list[int]] = defaultdict(list)

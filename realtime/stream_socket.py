@@ -8,15 +8,19 @@ consumer, so the counters below need no lock.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from .batching import Batcher
 from .dbpool import pooled
 from .errors import ServiceError
 from .keys import stream_group
 from .schemas import Ack, CaughtUp, Hello
-from .stream import stream_ack, stream_last_seq, stream_read, stream_render
+from .stream import stream_ack, stream_ack_many, stream_last_seq, stream_read, stream_render
 
 if TYPE_CHECKING:
     from .consumers import BaseConsumer as _Base
@@ -24,6 +28,8 @@ else:
     _Base = object
 
 FETCH_BATCH = 100
+
+log = logging.getLogger(__name__)
 
 
 class StreamConsumerMixin(_Base):
@@ -62,7 +68,7 @@ class StreamConsumerMixin(_Base):
                 "ack_ahead", f"seq {msg.seq} was not sent on this socket ({self._stream_sent})"
             )
         if msg.seq > self._stream_acked:
-            await pooled(stream_ack)(device_pk=device_pk, seq=msg.seq, limit=self._stream_sent)
+            await _acks().call((device_pk, msg.seq))
             self._stream_acked = msg.seq
         if self._stream_blocked:
             await self.stream_pump()
@@ -119,3 +125,39 @@ class StreamConsumerMixin(_Base):
 def _fetch(device_pk: int, after_seq: int, limit: int) -> list[dict[str, Any]]:
     items = stream_read(device_pk=device_pk, after_seq=after_seq, limit=limit)
     return stream_render(device_pk=device_pk, items=items)
+
+
+class _AckBatcher(Batcher[tuple[int, int]]):
+    """The acks of a process's sockets, one transaction in flight: those that come while one
+    is on its way go together in the next (one DELETE, one "delivered" tick per sender and
+    room, one BEGIN/COMMIT). Idle, an ack goes on the next turn of the loop, alone. Items are
+    `(device_pk, seq)`, the seq checked by the socket against what it sent."""
+
+    async def send_batch(self, items: list[tuple[int, int]]) -> list[Any]:
+        if len(items) > 1:
+            try:
+                await pooled(stream_ack_many)(acks=items)
+                return [None] * len(items)
+            except Exception:
+                # A deadlock with another process, say: each alone, as unbatched.
+                log.info("stream: a batch of %d acks failed; acking each alone", len(items))
+        replies: list[Any] = []
+        for device_pk, seq in items:
+            try:
+                replies.append(await pooled(stream_ack)(device_pk=device_pk, seq=seq, limit=seq))
+            except Exception as exc:
+                replies.append(exc)
+        return replies
+
+
+_ack_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AckBatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _acks() -> _AckBatcher:
+    loop = asyncio.get_running_loop()
+    batcher = _ack_batchers.get(loop)
+    if batcher is None:
+        batcher = _ack_batchers[loop] = _AckBatcher()
+    return batcher

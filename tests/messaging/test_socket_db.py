@@ -14,7 +14,13 @@ from django.test.utils import CaptureQueriesContext
 from messaging.models import RoomEvent
 from messaging.services import room_create, room_event_send
 from realtime.models import StreamItem
-from realtime.stream import stream_ack, stream_last_seq, stream_read, stream_render
+from realtime.stream import (
+    stream_ack,
+    stream_ack_many,
+    stream_last_seq,
+    stream_read,
+    stream_render,
+)
 from tests.messaging.conftest import hello, member, settle, sync_socket, timeline
 from tests.messaging.test_delivery import send_text, share_room_key
 
@@ -107,3 +113,32 @@ def test_a_fetch_and_an_ack_cost_the_same_queries_whatever_the_group_size():
     # for emptied (one statement), the sender's keyed devices, the tick's stream heads and
     # item, COMMIT.
     assert ack <= 8, ack
+
+
+def test_acks_batched_together_cost_what_one_ack_does():
+    """A process's sockets' acks that wait together go in one transaction: three receivers'
+    acks of three senders' messages take the statements of one (and each sender its tick)."""
+
+    def sent_to_fresh_pair() -> tuple[int, int, int]:
+        sender, receiver = member(), member()
+        room = room_create(creator=sender.user, name="", invite=[receiver.mxid], is_direct=True)
+        for device in (sender.device.pk, receiver.device.pk):
+            stream_ack(device_pk=device, seq=stream_last_seq(device_pk=device))
+        send_text(sender, room.room_id, sender.olm.megolm_session(), "x", "t1")
+        return sender.device.pk, receiver.device.pk, stream_last_seq(device_pk=sender.device.pk)
+
+    def ack_cost(pairs: list[tuple[int, int, int]]) -> int:
+        acks = [(r, stream_last_seq(device_pk=r)) for _, r, _ in pairs]
+        with CaptureQueriesContext(connection) as ctx:
+            assert stream_ack_many(acks=acks) == len(pairs)
+        return len(ctx.captured_queries)
+
+    one = ack_cost([sent_to_fresh_pair()])
+    pairs = [sent_to_fresh_pair() for _ in range(3)]
+    assert ack_cost(pairs) == one <= 8
+    assert RoomEvent.objects.filter(type="m.room.encrypted", delivered_at__isnull=True).count() == 0
+    for sender, _, before in pairs:  # each sender's "delivered" tick, after its own stream
+        [tick] = stream_render(
+            device_pk=sender, items=stream_read(device_pk=sender, after_seq=before, limit=10)
+        )
+        assert tick["sync"]["rooms"]["join"], tick
