@@ -3,11 +3,15 @@ Thin: the durable stream does the work; messaging renders its items (selectors).
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
+import weakref
 from typing import Any
 
 from pydantic import TypeAdapter
 
+from realtime.batching import Batcher
 from realtime.consumers import BaseConsumer
 from realtime.dbpool import pooled
 from realtime.errors import ServiceError
@@ -18,7 +22,9 @@ from realtime.stream_socket import StreamConsumerMixin
 
 from .schemas import MessagingInbound, Sent, SocketSend, SyncFrame
 from .selectors import key_counts
-from .services import room_event_send
+from .services import SendRequest, room_event_send, room_events_send
+
+log = logging.getLogger(__name__)
 
 # Rate tokens a socket takes from its user's bucket at once, at most: every frame is a send
 # or an ack, and a Redis round trip for each cost a tenth of the server's CPU
@@ -59,13 +65,11 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         await self.guard(self._send(msg), msg.txn_id)
 
     async def _send(self, msg: SocketSend) -> None:
-        answer = await pooled(room_event_send)(
-            device=self.device,
-            room_id=msg.room_id,
-            event_type="m.room.encrypted",
-            txn_id=msg.txn_id,
-            content=msg.content,
+        assert self.device is not None
+        request = SendRequest(
+            device=self.device, room_id=msg.room_id, txn_id=msg.txn_id, content=msg.content
         )
+        answer = await _sends().call(request)
         await self.send_model(Sent(txn_id=msg.txn_id, event_id=answer["event_id"]))
 
     async def messaging_counts(self, event: dict[str, Any]) -> None:
@@ -76,6 +80,48 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
     async def send_key_counts(self) -> None:
         counts = await pooled(key_counts)(self._stream_device())
         await self.send_model(SyncFrame(seq=None, sync=counts))
+
+
+class _SendBatcher(Batcher[SendRequest]):
+    """The sends of a process's sockets, one transaction in flight: those that arrive while
+    one is on its way go together in the next (a group commit: room_events_send). Idle, a
+    send goes on the next turn of the loop, alone, as before."""
+
+    async def send_batch(self, items: list[SendRequest]) -> list[Any]:
+        if len(items) > 1:
+            try:
+                return await pooled(room_events_send)(sends=items)
+            except Exception:
+                # A deadlock with another process, say: each alone, as unbatched.
+                log.info("messaging: a batch of %d sends failed; sending each alone", len(items))
+        replies: list[Any] = []
+        for r in items:
+            try:
+                replies.append(
+                    await pooled(room_event_send)(
+                        device=r.device,
+                        room_id=r.room_id,
+                        event_type=r.event_type,
+                        txn_id=r.txn_id,
+                        content=r.content,
+                    )
+                )
+            except Exception as exc:
+                replies.append(exc)
+        return replies
+
+
+_send_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SendBatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sends() -> _SendBatcher:
+    loop = asyncio.get_running_loop()
+    batcher = _send_batchers.get(loop)
+    if batcher is None:
+        batcher = _send_batchers[loop] = _SendBatcher()
+    return batcher
 
 
 async def _take(key: str, cost: int, *, capacity: int, per_second: float) -> bool:

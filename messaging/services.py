@@ -9,6 +9,7 @@ import datetime as dt
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -18,17 +19,21 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import Device, Profile, User
+from realtime.errors import ServiceError
 from realtime.events import send_on_commit
 from realtime.keys import stream_group
 from realtime.models import StreamItem
 from realtime.ratelimit import allow
 from realtime.stream import (
     NewItem,
+    stream_answer,
     stream_append,
+    stream_claim_many,
     stream_delete,
     stream_drop_devices,
     stream_once,
     stream_purge,
+    stream_unclaim,
 )
 
 from . import selectors
@@ -462,48 +467,60 @@ def _emit(
     device: Device | None = None,
     event_id: str | None = None,
 ) -> RoomEvent:
-    event = _event_insert(
-        RoomEvent(
-            room=room,
-            event_id=event_id or new_event_id(),
-            sender_id=sender_id,
-            sender_device=device,
-            type=type_,
-            state_key=state_key,
-            content=content,
-        )
+    event = RoomEvent(
+        room=room,
+        event_id=event_id or new_event_id(),
+        sender_id=sender_id,
+        sender_device=device,
+        type=type_,
+        state_key=state_key,
+        content=content,
     )
-    # Rendered once per recipient user here, so that a socket up to date sends it unread.
-    frames: dict[int, Json] = {}
-    for u, _ in targets:
-        if u not in frames:
-            frames[u] = selectors.sync_frame(selectors.timeline_sync(event, room.room_id, u))
-    stream_append(
-        items=[
+    _emit_many([(event, room.room_id, targets)])
+    return event
+
+
+def _emit_many(emits: Sequence[tuple[RoomEvent, str, Sequence[tuple[int, int]]]]) -> None:
+    """Store events `(unsaved event, its room's room_id, target devices)` and append each to
+    its targets' streams: one INSERT for the events, one append for all their deliveries."""
+    _events_insert([event for event, _, _ in emits])
+    items: list[NewItem] = []
+    for event, room_id, targets in emits:
+        # Rendered once per recipient user here, so that a socket up to date sends it unread.
+        frames: dict[int, Json] = {}
+        for u, _ in targets:
+            if u not in frames:
+                frames[u] = selectors.sync_frame(selectors.timeline_sync(event, room_id, u))
+        items += [
             NewItem(user_id=u, device_pk=d, kind=EVENT_KIND, ref=event.pk, frame=frames[u])
             for u, d in targets
         ]
-    )
-    return event
+    stream_append(items=items)
 
 
-def _event_insert(event: RoomEvent) -> RoomEvent:
-    """INSERT the event in one raw statement (every message is one: the model's save path
-    cost more CPU than the statement) and give it its pk."""
+def _events_insert(events: Sequence[RoomEvent]) -> None:
+    """INSERT the events in one raw statement (every message is one: the model's save path
+    cost more CPU than the statement) and give each its pk."""
     fields = [f for f in RoomEvent._meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
+    values = [
+        f.get_db_prep_save(getattr(event, f.attname), connection)
+        for event in events
+        for f in fields
+    ]
     q = connection.ops.quote_name
+    row = f"({', '.join(['%s'] * len(fields))})"
     sql = (
         f"INSERT INTO {q(RoomEvent._meta.db_table)} "  # noqa: S608
         f"({', '.join(q(str(f.column)) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(values))}) RETURNING id"
+        f"VALUES {', '.join([row] * len(events))} RETURNING id, event_id"
     )
     with connection.cursor() as cur:
         cur.execute(sql, values)
-        event.pk = int(cur.fetchone()[0])
-    event._state.adding = False
-    event._state.db = connection.alias
-    return event
+        pks = {event_id: int(pk) for pk, event_id in cur.fetchall()}
+    for event in events:
+        event.pk = pks[event.event_id]
+        event._state.adding = False
+        event._state.db = connection.alias
 
 
 def _all_member_devices(room: Room) -> list[tuple[int, int]]:
@@ -720,11 +737,8 @@ def room_event_send(
     )
 
 
-def _room_event(
-    device: Device, room_id: str, event_type: str, content: Json, *, event_id: str
-) -> RoomEvent:
-    """Runs inside stream_once's transaction. Cheap checks first, then one read: the room,
-    its members' keyed devices, who among them blocked the sender."""
+def _check_send(event_type: str, content: Json) -> None:
+    """What a send is refused for before any read."""
     if event_type != "m.room.encrypted":
         raise invalid("every room is encrypted: send m.room.encrypted events only")
     if _size(content) > settings.MESSAGING_MAX_EVENT_BYTES:
@@ -733,15 +747,27 @@ def _room_event(
         content.get("ciphertext"), str
     ):
         raise invalid("content must be a Megolm ciphertext (algorithm, ciphertext, session_id)")
-    sender = device.user_id
+
+
+def _send_targets(device: Device, room_id: str) -> tuple[Room, list[tuple[int, int]]]:
+    """One read: the room, its members' keyed devices, who among them blocked the sender."""
     room, blocked, targets = selectors.send_targets(
-        room_id=room_id, sender_id=sender, exclude_device_pk=device.pk
+        room_id=room_id, sender_id=device.user_id, exclude_device_pk=device.pk
     )
     if room.is_direct and blocked:
         raise forbidden("this person does not accept your messages")
+    return room, targets
+
+
+def _room_event(
+    device: Device, room_id: str, event_type: str, content: Json, *, event_id: str
+) -> RoomEvent:
+    """Runs inside stream_once's transaction. Cheap checks first, then one read."""
+    _check_send(event_type, content)
+    room, targets = _send_targets(device, room_id)
     return _emit(
         room,
-        sender,
+        device.user_id,
         event_type,
         content,
         state_key=None,
@@ -749,6 +775,70 @@ def _room_event(
         device=device,
         event_id=event_id,
     )
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    device: Device
+    room_id: str
+    txn_id: str
+    content: Json
+    event_type: str = "m.room.encrypted"
+
+
+def room_events_send(*, sends: Sequence[SendRequest]) -> list[Json | ServiceError]:
+    """Several `room_event_send`s (of a process's sockets) in one transaction, a group
+    commit: one claim of every idempotency key, a read of each room, one INSERT of the
+    events, one append of their deliveries. Each send is answered or refused as it would be
+    alone; a refused one stores nothing, its claim included."""
+    replies: list[Json | ServiceError | None] = [None] * len(sends)
+    first: dict[tuple[int, str], int] = {}  # a key twice in one batch: the later copies
+    for i, send in enumerate(sends):
+        once = (send.device.pk, f"send:{send.room_id}:{send.txn_id}")
+        if once in first:
+            continue
+        try:
+            _check_send(send.event_type, send.content)
+        except ServiceError as exc:
+            replies[i] = exc
+            continue
+        first[once] = i
+    event_ids = {i: new_event_id() for i in first.values()}
+    with transaction.atomic():
+        claimed = stream_claim_many(
+            claims=[(pk, key, {"event_id": event_ids[i]}) for (pk, key), i in first.items()]
+        )
+        emits: list[tuple[RoomEvent, str, Sequence[tuple[int, int]]]] = []
+        dropped: list[int] = []
+        for (pk, key), i in first.items():
+            send = sends[i]
+            if (pk, key) not in claimed:  # a resend: the stored answer
+                replies[i] = stream_answer(device_pk=pk, key=key)
+                continue
+            try:
+                room, targets = _send_targets(send.device, send.room_id)
+            except ServiceError as exc:
+                replies[i] = exc
+                dropped.append(claimed[(pk, key)])
+                continue
+            event = RoomEvent(
+                room=room,
+                event_id=event_ids[i],
+                sender_id=send.device.user_id,
+                sender_device=send.device,
+                type=send.event_type,
+                state_key=None,
+                content=send.content,
+            )
+            emits.append((event, room.room_id, targets))
+            replies[i] = {"event_id": event.event_id}
+        stream_unclaim(claim_ids=dropped)
+        if emits:
+            _emit_many(emits)
+    for i, send in enumerate(sends):
+        if replies[i] is None:
+            replies[i] = replies[first[(send.device.pk, f"send:{send.room_id}:{send.txn_id}")]]
+    return replies  # type: ignore[return-value]
 
 
 def room_event_redact(

@@ -293,3 +293,39 @@ def _claim(device_pk: int, key: str, answer: Json) -> int | None:
         cur.execute(sql, params)
         row = cur.fetchone()
     return None if row is None else int(row[0])
+
+
+def stream_claim_many(*, claims: Sequence[tuple[int, str, Json]]) -> dict[tuple[int, str], int]:
+    """`stream_once`'s claim for several operations at once (a group commit), in the caller's
+    transaction: `(device_pk, key, answer)` each, keys distinct. Returns the claim id of each
+    key claimed now; a key missing was claimed before (its answer: `stream_answer`), and
+    waited for if that claim's transaction was still open. One statement for all."""
+    if not claims:
+        return {}
+    q = connection.ops.quote_name
+    fields = IdempotencyKey._meta
+    result, created = fields.get_field("result"), fields.get_field("created_at")
+    now = created.get_db_prep_save(timezone.now(), connection)
+    params: list[Any] = []
+    for device_pk, key, answer in claims:
+        params += [device_pk, key, result.get_db_prep_save(answer, connection), now]
+    rows = ", ".join(["(%s, %s, %s, %s)"] * len(claims))
+    sql = (
+        f"INSERT INTO {q(fields.db_table)} (device_pk, {q('key')}, result, created_at) "  # noqa: S608
+        f"VALUES {rows} ON CONFLICT (device_pk, {q('key')}) DO NOTHING "
+        f"RETURNING id, device_pk, {q('key')}"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return {(int(device_pk), key): int(pk) for pk, device_pk, key in cur.fetchall()}
+
+
+def stream_unclaim(*, claim_ids: Sequence[int]) -> None:
+    """Drop claims of operations that failed inside a group commit (their writes were never
+    made): a resend then applies afresh, as after a failed `stream_once`."""
+    if claim_ids:
+        IdempotencyKey.objects.filter(pk__in=list(claim_ids)).delete()
+
+
+def stream_answer(*, device_pk: int, key: str) -> Json:
+    return IdempotencyKey.objects.get(device_pk=device_pk, key=key).result

@@ -3,12 +3,18 @@ the same idempotency by txn_id, refusals as error frames that carry the txn_id."
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from messaging.errors import ServiceError
 from messaging.models import RoomEvent
-from messaging.services import room_create, room_event_send
-from realtime.models import StreamItem
+from messaging.services import SendRequest, room_create, room_event_send, room_events_send
+from realtime.models import IdempotencyKey, StreamItem
+from realtime.stream import stream_last_seq
 from tests.messaging.conftest import hello, member, settle, sync_socket, timeline
 from tests.messaging.test_delivery import read_everything, share_room_key
 
@@ -89,3 +95,48 @@ async def test_a_refused_send_is_an_error_frame_carrying_the_txn_id(case):
     assert await settle(comm) == []  # the socket goes on
     assert not await RoomEvent.objects.filter(type="m.room.encrypted").aexists()
     await comm.disconnect()
+
+
+def test_sends_committed_together_cost_what_one_does_and_each_is_answered_as_alone():
+    """A process's sockets' sends that wait together go in one transaction (group commit):
+    the same statements for three sends as for one, plus a read of each room; a resend in
+    the batch gets its stored answer, a refused send stores nothing (its txn_id can be sent
+    again), and every stored event reaches its receiver's stream once."""
+
+    def pair() -> tuple[Any, Any, str]:
+        a, b = member(), member()
+        room = room_create(creator=a.user, name="", invite=[b.mxid], is_direct=True)
+        return a, b, room.room_id
+
+    def request(m: Any, room_id: str, txn: str) -> SendRequest:
+        content = m.olm.megolm_encrypt(m.olm.megolm_session(), room_id, txn)
+        return SendRequest(device=m.device, room_id=room_id, txn_id=txn, content=content)
+
+    a, b, room_a = pair()
+    with CaptureQueriesContext(connection) as one:
+        [answer] = room_events_send(sends=[request(a, room_a, "t1")])
+    assert set(answer) == {"event_id"}
+    pairs = [pair() for _ in range(3)]
+    with CaptureQueriesContext(connection) as three:
+        replies = room_events_send(sends=[request(s, room, "t1") for s, _, room in pairs])
+    # BEGIN, the claims, a read of each room, the events, the heads, the deliveries, COMMIT.
+    assert len(one.captured_queries) == 7
+    assert len(three.captured_queries) == 7 + 2
+
+    stranger = member()
+    before = stream_last_seq(device_pk=b.device.pk)
+    mixed = room_events_send(
+        sends=[
+            request(a, room_a, "t1"),  # a resend: the stored answer
+            request(stranger, room_a, "t9"),  # not a member: refused, stores nothing
+            request(a, room_a, "t2"),
+        ]
+    )
+    assert mixed[0] == answer
+    assert isinstance(mixed[1], ServiceError)
+    assert set(mixed[2]) == {"event_id"} and mixed[2] != answer
+    assert stream_last_seq(device_pk=b.device.pk) == before + 1  # t2 only
+    assert not IdempotencyKey.objects.filter(device_pk=stranger.device.pk).exists()
+    for (_, receiver, _), reply in zip(pairs, replies, strict=True):
+        event = RoomEvent.objects.get(event_id=reply["event_id"])
+        assert StreamItem.objects.filter(device_pk=receiver.device.pk, ref=event.pk).count() == 1
