@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from importlib import import_module
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.models import Session
-from django.db.models import OuterRef, Subquery
+from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -123,25 +125,88 @@ def _session_hash_ok(session_hash: str, user: User) -> bool:
     )
 
 
+def _columns(model: type[Any], alias: str) -> tuple[list[str], str]:
+    """(attnames, "alias.col, ...") of `model`'s concrete fields, in field order."""
+    fields = model._meta.concrete_fields
+    return [f.attname for f in fields], ", ".join(f"{alias}.{f.column}" for f in fields)
+
+
+@functools.cache
+def _session_identity_sql(vendor: str) -> tuple[str, list[str], list[str], list[str], Any]:
+    """The statement of session_identity, each model's attnames and the database's value
+    converters, built once a process: as a queryset (select_related + a subquery) it was
+    built and compiled per socket, which cost the servers more CPU than anything else of a
+    reconnect storm's connect (benchmarks/reconnect_storm.py's profile: 30 % of a server)."""
+    device_names, device_cols = _columns(Device, "d")
+    user_names, user_cols = _columns(User, "u")
+    profile_names, profile_cols = _columns(Profile, "p")
+    sql = f"""
+        SELECT {device_cols}, {user_cols}, {profile_cols}, s.session_data
+        FROM {Device._meta.db_table} d
+        JOIN {User._meta.db_table} u ON u.id = d.user_id
+        LEFT JOIN {Profile._meta.db_table} p ON p.user_id = u.id
+        LEFT JOIN {Session._meta.db_table} s
+            ON s.session_key = d.session_key AND s.expire_date > %s
+        WHERE d.session_key = %s
+    """  # noqa: S608 (table and column names from the models, values as parameters)
+    # What the ORM would apply to each column (SQLite: aware datetimes, booleans).
+    converters = []
+    fields = [
+        *Device._meta.concrete_fields,
+        *User._meta.concrete_fields,
+        *Profile._meta.concrete_fields,
+    ]
+    for index, field in enumerate(fields):
+        col = field.get_col(field.model._meta.db_table)
+        found = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+        if found:
+            converters.append((index, found, col))
+    return sql, device_names, user_names, profile_names, converters
+
+
+def _session_identity_row(session_key: str) -> tuple[Device, str | None] | None:
+    """The device bound to `session_key` with its user and profile (None if the user has
+    none) loaded, and the session's data if it has not expired."""
+    sql, device_names, user_names, profile_names, converters = _session_identity_sql(
+        connection.vendor
+    )
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, session_key])
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    row = list(found)
+    for index, funcs, col in converters:
+        if row[index] is not None:
+            for func in funcs:
+                row[index] = func(row[index], col, connection)
+    db = connection.alias
+    i, j, k = len(device_names), len(device_names) + len(user_names), len(row) - 1
+    device = Device.from_db(db, device_names, row[:i])
+    user = User.from_db(db, user_names, row[i:j])
+    # The profile's primary key tells a missing profile (LEFT JOIN) from a present one.
+    profile = Profile.from_db(db, profile_names, row[j:k]) if row[j] is not None else None
+    # Cached as select_related caches them: device.user, user.profile (None: known missing).
+    Device.user.field.set_cached_value(device, user)
+    User.profile.related.set_cached_value(user, profile)
+    if profile is not None:
+        Profile.user.field.set_cached_value(profile, user)
+    return device, row[k]
+
+
 def session_identity(session_key: str | None) -> tuple[User | AnonymousUser, Device | None]:
     """Who a socket's session cookie is: the user and the device bound to that session, or
-    (AnonymousUser, None). One query: the device bound to the session key, its user and
-    profile (which answers whether the user shows their online status), and the session's
-    data if it has not expired; every socket of a reconnect storm asks it at once."""
+    (AnonymousUser, None). One fixed statement: the device bound to the session key, its
+    user and profile (which answers whether the user shows their online status), and the
+    session's data if it has not expired; every socket of a reconnect storm asks it at once."""
     if not session_key:
         return AnonymousUser(), None
-    live_data = Session.objects.filter(
-        session_key=OuterRef("session_key"), expire_date__gt=timezone.now()
-    ).values("session_data")[:1]
-    device = (
-        Device.objects.select_related("user", "user__profile")
-        .annotate(_session_data=Subquery(live_data))
-        .filter(session_key=session_key)
-        .first()
-    )
-    if device is None or not device._session_data:  # type: ignore[attr-defined]
+    found = _session_identity_row(session_key)
+    if found is None or not found[1]:
         return AnonymousUser(), None
-    data = session_store().decode(device._session_data)  # type: ignore[attr-defined]
+    device, session_data = found
+    data = session_store().decode(session_data)
     user_id = data.get(SESSION_KEY)
     session_hash = data.get(HASH_SESSION_KEY)
     if not user_id or not session_hash or data.get(DEVICE_SESSION_KEY) != device.pk:

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 from channels.layers import get_channel_layer
-from django.db.models.sql.compiler import SQLCompiler
+from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler, SQLUpdateCompiler
 from redis.asyncio.connection import AbstractConnection
 
 from realtime.dbpool import pooled
@@ -226,6 +226,33 @@ async def test_a_members_join_builds_no_queryset(amake_user, make_channel, monke
     await join(comm, channel)
     monkeypatch.undo()
     await comm.disconnect()
+    assert compiled == [], compiled
+
+
+async def test_a_connect_builds_no_queryset(amake_user, monkeypatch):
+    """A connect's session read (device, user, profile, session data) and its log row are
+    fixed statements: compiling them per socket was the biggest cost of a reconnect storm's
+    connect (benchmarks/reconnect_storm.py's profile: a third of a server's CPU)."""
+    first = await connect(await amake_user())  # a process's once-only work done
+    await assert_alive(first)
+    comm = await acommunicator("/ws/cbline/", await amake_user())  # the login
+    compiled: list[str] = []
+
+    def counting(as_sql):  # type: ignore[no-untyped-def]
+        def wrapped(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            compiled.append(self.query.model.__name__ if self.query.model else "?")
+            return as_sql(self, *args, **kwargs)
+
+        return wrapped
+
+    for compiler in (SQLCompiler, SQLInsertCompiler, SQLUpdateCompiler):
+        monkeypatch.setattr(compiler, "as_sql", counting(compiler.as_sql))
+    ok, _ = await comm.connect(timeout=5)
+    assert ok
+    await assert_alive(comm)  # the connect's own work (its log row) is done
+    monkeypatch.undo()
+    await comm.disconnect()
+    await first.disconnect()
     assert compiled == [], compiled
 
 
