@@ -174,9 +174,13 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
             pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
             pipe.zrange(key, 0, -1)
             _, members = await pipe.execute()
-        for member in members:
-            channel = member.decode() if isinstance(member, bytes) else str(member)
-            if "!" not in channel or not await self.send_direct(channel, message):
+        channels = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        local = [channel for channel in channels if "!" in channel]
+        # Side by side: the PUBLISHes go in one batch, not a round trip each in turn.
+        received = await asyncio.gather(*(self.send_direct(c, message) for c in local))
+        missed = {c for c, ok in zip(local, received, strict=True) if not ok}
+        for channel in channels:
+            if "!" not in channel or channel in missed:
                 await self.send(channel, message)
 
     def close_channel(self, channel: str) -> None:

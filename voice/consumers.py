@@ -152,6 +152,10 @@ class VoiceConsumer(BaseConsumer):
             channel, countries, limit=MEMBER_LIST_LIMIT, first=uid
         )
         me = next(m for m in members if m.user_id == uid)
+        # Location is the user's (another tab may have shared it), not the socket's.
+        located, talker, recent = await selectors.join_snapshot(
+            channel.pk, viewer_id=uid, range_km=channel.range_km
+        )
         await self.send_model(
             ChannelJoined(
                 channel=ChannelInfo(
@@ -165,15 +169,12 @@ class VoiceConsumer(BaseConsumer):
                 member_count=len(countries),
                 me=Me(
                     user_id=uid,
-                    # Location is the user's (another tab may have shared it), not the socket's.
-                    has_location=self.has_location or await selectors.has_location(uid),
+                    has_location=self.has_location or located,
                     range_km=channel.range_km,
                     is_moderator=me.is_moderator,
                 ),
-                talker=await selectors.talker_of(
-                    channel.pk, viewer_id=uid, range_km=channel.range_km
-                ),
-                recent=await selectors.recent_transmissions(channel.pk, viewer_id=uid),
+                talker=talker,
+                recent=recent,
             )
         )
         if first and sockets <= MEMBER_EVENTS_LIMIT:

@@ -282,6 +282,10 @@ async def talker_of(channel_id: int, *, viewer_id: int, range_km: int) -> Talker
     holder = await floor_holder(channel_id)
     if holder is None:
         return None
+    return await _talker_named(holder, viewer_id=viewer_id, range_km=range_km)
+
+
+async def _talker_named(holder: dict[str, Any], *, viewer_id: int, range_km: int) -> Talker:
     if not await _named_to(holder, viewer_id=viewer_id, range_km=range_km):
         return Talker(user_id=None, nickname="", tx_id=holder["tx_id"], in_range=False)
     return Talker(user_id=holder["user_id"], nickname=holder["nickname"], tx_id=holder["tx_id"])
@@ -326,8 +330,32 @@ async def recent_transmissions(channel_id: int, *, viewer_id: int) -> list[Recen
     """Finished transmissions of the channel whose audio the server still holds and that
     `viewer_id` may fetch (heard live, or would have): a late joiner or a member out of
     range is offered nothing it would be refused."""
+    return _recent_described(await transmissions.recent(channel_id, hearer=viewer_id))
+
+
+async def join_snapshot(
+    channel_id: int, *, viewer_id: int, range_km: int
+) -> tuple[bool, Talker | None, list[RecentTx]]:
+    """What a join tells the joiner of the channel's live state: (whether the user shares a
+    location, `talker_of`, `recent_transmissions`), read in one round trip: a reconnect
+    storm's every join asked them one at a time (three round trips, and redis-py's work for
+    each command, of the 2 % each a storm's profile showed)."""
+    async with get_async_redis().pipeline(transaction=False) as pipe:
+        pipe.exists(keys.location_key(viewer_id))
+        pipe.get(keys.floor_key(channel_id))
+        pipe.zrange(keys.recent_key(channel_id), 0, -1)
+        located, floor_raw, tx_ids = await pipe.execute()
+    talker = None
+    holder = floor_decode(floor_raw)
+    if holder is not None:
+        talker = await _talker_named(holder, viewer_id=viewer_id, range_km=range_km)
+    recent = _recent_described(await transmissions.recent_of(tx_ids, hearer=viewer_id))
+    return bool(located), talker, recent
+
+
+def _recent_described(metas: list[dict[str, Any]]) -> list[RecentTx]:
     recent = []
-    for meta in await transmissions.recent(channel_id, hearer=viewer_id):
+    for meta in metas:
         if "duration_ms" not in meta:
             continue  # still on air: the joiner sees it as the talker instead
         recent.append(

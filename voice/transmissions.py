@@ -235,9 +235,14 @@ async def recent(channel_id: int, *, hearer: int | None = None) -> list[dict[str
     `hearer`, only those that user may fetch (a listener then, or the talker)."""
     redis = get_async_redis()
     tx_ids: list[Any] = await redis.zrange(recent_key(channel_id), 0, -1)
+    return await recent_of(tx_ids, hearer=hearer)
+
+
+async def recent_of(tx_ids: list[Any], *, hearer: int | None = None) -> list[dict[str, Any]]:
+    """`recent` of the ids its channel's list gave (a caller that read the list already)."""
     if not tx_ids:
         return []
-    pipe = redis.pipeline(transaction=False)
+    pipe = get_async_redis().pipeline(transaction=False)
     for tx in tx_ids:
         pipe.hgetall(tx_key(int(tx)))
         pipe.sismember(tx_recipients_key(int(tx)), str(hearer or 0))

@@ -140,9 +140,10 @@ def redis_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
 
 # The connect's admission (one script), its groups (user, device, session and CBLINE's voice
 # user: ZADD and EXPIRE each, pipelined), its presence (one transaction) and the presence
-# announcement (the layer's group_send: expire, then read the group). channels_redis sent
-# ZADD and EXPIRE as two round trips per group: 8 for the four.
-CONNECT_REDIS_ROUND_TRIPS = 5
+# announcement (expire and read the group in one pipeline, then a PUBLISH per watcher: none
+# here). channels_redis sent ZADD and EXPIRE as two round trips per group: 8 for the four;
+# its group_send took two to find nobody watching.
+CONNECT_REDIS_ROUND_TRIPS = 4
 PING_REDIS_ROUND_TRIPS = 2  # the rate limit's script, the presence heartbeat
 # Not the connect's: the layer's reader, new pooled connections' handshakes, the process's
 # liveness beat and sweep (realtime.liveness, each second).
@@ -273,3 +274,21 @@ async def test_a_connect_reads_the_online_setting_with_its_session(amake_user, m
     await assert_alive(comm)  # the connect's own work is done
     await comm.disconnect()
     assert hops == []
+
+
+async def test_a_join_reads_the_channels_live_state_in_one_round_trip(
+    amake_user, make_channel, redis_round_trips
+):
+    """The joiner's location flag, the talker and the recent transmissions are one pipeline,
+    not three round trips (every join of a reconnect storm reads them)."""
+    owner = await amake_user()
+    channel = await make_channel(owner)
+    comm = await connect(await amake_user())
+    await assert_alive(comm)  # the connect's own work is done
+    redis_round_trips.clear()
+    await join(comm, channel)
+    trips = [t for t in redis_round_trips if not _PLUMBING.intersection(t) and t != _BEAT]
+    await comm.disconnect()
+    snapshot = [t for t in trips if {b"EXISTS", b"GET", b"ZRANGE"} <= set(t)]
+    assert len(snapshot) == 1, trips
+    assert [b"EXISTS"] not in trips and [b"ZRANGE"] not in trips, trips
