@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+from redis.exceptions import NoScriptError
+
 from .fanout import RespConnection, Script, run_script
 from .redis import get_async_redis, get_redis
 
@@ -75,6 +77,7 @@ if ARGV[7] == '1' then take(KEYS[2], ip_tokens, icap, irate) end
 return 0
 """
 )
+_CONNECT_SCRIPT = Script.of(_CONNECT_LUA)
 
 
 async def connect_check(
@@ -88,8 +91,7 @@ async def connect_check(
 ) -> int:
     """See _CONNECT_LUA: 0 admits the connect (and takes its tokens)."""
     r = get_async_redis()
-    result = await r.eval(  # type: ignore[misc]
-        _CONNECT_LUA,
+    args = (
         3,
         user_key,
         ip_key or user_key,
@@ -100,6 +102,12 @@ async def connect_check(
         max_sockets,
         "1" if ip_key else "0",
     )
+    # By its SHA1: a reconnect storm's every connect sent the whole source (and Redis, on
+    # the same cores, hashed it again each time).
+    try:
+        result = await r.evalsha(_CONNECT_SCRIPT.sha.decode(), *args)  # type: ignore[misc]
+    except NoScriptError:  # a new or flushed server
+        result = await r.eval(_CONNECT_LUA, *args)  # type: ignore[misc]
     return int(result)
 
 
