@@ -97,10 +97,9 @@ class VoiceConsumer(BaseConsumer):
         # and uvicorn both), which puts the forwarded client address here instead.
         client = self.scope.get("client") or [None]
         logged, self.nickname = selectors.profile_nickname(self.user)
-        entry = await pooled(services.connection_log_write)(
+        self.country = await services.connection_log_add(
             user_id=self.user_id, ip=client[0], device=self.device, nickname=logged
         )
-        self.country = entry.country
 
     def connect_groups(self) -> list[str]:
         assert self.user_id is not None

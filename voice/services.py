@@ -9,15 +9,16 @@ meta are voice/transmissions.py's, published through voice/relay.py.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
-import functools
 import hashlib
 import hmac
 import ipaddress
 import json
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Device, Profile, User
+from realtime.batching import Batcher
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now, send_on_commit
@@ -405,15 +407,35 @@ def connection_log_write(
     """The policy's server log line for one connect: timestamp, IP, nickname, user id, the
     unique identifier of the device (issued by the server at login, the socket's own), its
     make, model, platform and client version, and the IP's country for the aggregates.
-    One insert (a socket passes the `nickname` its connect read already)."""
+    One insert (sockets write theirs through `connection_log_add`, in batches)."""
+    if nickname is None:
+        profile = Profile.objects.filter(user_id=user_id).only("nickname").first()
+        nickname = profile.nickname if profile else ""
+    entry = _connection_log_entry(user_id=user_id, ip=ip, device=device, nickname=nickname)
+    _connection_log_insert([entry])
+    return entry
+
+
+async def connection_log_add(
+    *, user_id: int, ip: str | None, device: Device | None, nickname: str
+) -> str:
+    """`connection_log_write` for a socket's connect (with the `nickname` its session read
+    loaded): the connects that come while a batch is on its way are written together, one
+    INSERT and one database hop a batch, not one each (a reconnect storm). Returns the
+    connection's country, once its row is written."""
+    entry = _connection_log_entry(user_id=user_id, ip=ip, device=device, nickname=nickname)
+    await _log_writer().call(entry)
+    return entry.country
+
+
+def _connection_log_entry(
+    *, user_id: int, ip: str | None, device: Device | None, nickname: str
+) -> ConnectionLog:
     try:
         ipaddress.ip_address(ip or "")
     except ValueError:
         ip = None
-    if nickname is None:
-        profile = Profile.objects.filter(user_id=user_id).only("nickname").first()
-        nickname = profile.nickname if profile else ""
-    entry = ConnectionLog(
+    return ConnectionLog(
         created_at=timezone.now(),
         ip=ip,
         nickname=nickname,
@@ -425,36 +447,60 @@ def connection_log_write(
         client_version=device.client_version if device else "",
         country=ip_country(ip),
     )
-    entry.pk = _connection_log_insert(entry)
-    entry._state.adding = False
-    entry._state.db = connection.alias
-    return entry
 
 
-@functools.cache
-def _connection_log_sql(vendor: str) -> tuple[str, list[Any]]:
-    """The log's INSERT and its fields, built once a process: every socket's connect writes
-    a row, and the ORM built and compiled the statement each time (a reconnect storm's
-    profile: more of the servers' CPU than PostgreSQL's work on it)."""
+class _LogWriter(Batcher[ConnectionLog]):
+    async def send_batch(self, items: list[ConnectionLog]) -> list[Any]:
+        await pooled(_connection_log_insert)(items)
+        return [None] * len(items)
+
+
+_log_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LogWriter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _log_writer() -> _LogWriter:
+    loop = asyncio.get_running_loop()
+    writer = _log_writers.get(loop)
+    if writer is None:
+        writer = _log_writers[loop] = _LogWriter()
+    return writer
+
+
+# Rows per INSERT (PostgreSQL takes at most 65,535 parameters a statement).
+_LOG_ROWS_PER_INSERT = 500
+
+
+def _connection_log_insert(entries: list[ConnectionLog]) -> None:
+    """Write `entries` (one statement per _LOG_ROWS_PER_INSERT rows) and set their keys. A
+    fixed statement, not the ORM's: it built and compiled the INSERT per socket, which cost
+    a reconnect storm's servers more CPU than PostgreSQL's work on it."""
     fields = [f for f in ConnectionLog._meta.concrete_fields if not f.primary_key]
-    table = ConnectionLog._meta.db_table
-    sql = (
-        f"INSERT INTO {table} ({', '.join(str(f.column) for f in fields)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    returning = connection.features.can_return_columns_from_insert
+    per_insert = _LOG_ROWS_PER_INSERT if returning else 1  # else each row's lastrowid
+    row = f"({', '.join(['%s'] * len(fields))})"
+    head = (
+        f"INSERT INTO {ConnectionLog._meta.db_table} "  # noqa: S608 (names from the model)
+        f"({', '.join(str(f.column) for f in fields)}) VALUES "
     )
-    if connection.features.can_return_columns_from_insert:
-        sql += f" RETURNING {ConnectionLog._meta.pk.column}"
-    return sql, fields
-
-
-def _connection_log_insert(entry: ConnectionLog) -> int:
-    sql, fields = _connection_log_sql(connection.vendor)
-    params = [f.get_db_prep_save(getattr(entry, f.attname), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if connection.features.can_return_columns_from_insert:
-            return int(cursor.fetchone()[0])
-        return int(cursor.lastrowid)
+    for start in range(0, len(entries), per_insert):
+        chunk = entries[start : start + per_insert]
+        sql = head + ", ".join([row] * len(chunk))
+        if returning:
+            sql += f" RETURNING {ConnectionLog._meta.pk.column}"
+        params = [
+            f.get_db_prep_save(getattr(entry, f.attname), connection)
+            for entry in chunk
+            for f in fields
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            ids = [r[0] for r in cursor.fetchall()] if returning else [cursor.lastrowid]
+        for entry, pk in zip(chunk, ids, strict=True):
+            entry.pk = int(pk)
+            entry._state.adding = False
+            entry._state.db = connection.alias
 
 
 def connection_log_purge(*, older_than_days: int, batch_size: int = 1000) -> int:
