@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
-from payments.selectors import entitlement_until, has_entitlement
+from payments.selectors import entitlement_until, entitlements_until, has_entitlement
 
 from .models import Appeal, AppealStatus, Ban
 
@@ -25,6 +26,13 @@ def filters_allowed(*, user_id: int) -> bool:
 def filters_allowed_until(*, user_id: int) -> tuple[bool, dt.datetime | None]:
     """`filters_allowed`, and until when the paid time runs (None: no end)."""
     return entitlement_until(user_id=user_id, feature=FILTERS_FEATURE)
+
+
+def filters_allowed_until_many(
+    *, user_ids: Collection[int]
+) -> dict[int, tuple[bool, dt.datetime | None]]:
+    """`filters_allowed_until` for many users in one query."""
+    return entitlements_until(user_ids=user_ids, feature=FILTERS_FEATURE)
 
 
 def social_uids(*, user_id: int) -> dict[str, list[str]]:

@@ -314,7 +314,7 @@ async def test_after_the_recheck_interval_an_entry_does_not_wait_for_the_read(
     ent = await sync_to_async(grant_premium)(user)
     seat = await seat_for(user, want_gender="m")
     release, done = threading.Event(), threading.Event()
-    read = selectors.filters_allowed_until
+    read = selectors.filters_allowed_until_many
 
     def held_read(**kwargs: Any) -> Any:
         release.wait(timeout=10)
@@ -323,7 +323,7 @@ async def test_after_the_recheck_interval_an_entry_does_not_wait_for_the_read(
         finally:
             done.set()
 
-    monkeypatch.setattr(selectors, "filters_allowed_until", held_read)
+    monkeypatch.setattr(selectors, "filters_allowed_until_many", held_read)
     out = await matching.queue_join(seat)
     assert [type(f) for f in out.frames] == [QueueWaiting]
     assert not done.is_set()  # answered while the read was still held
@@ -342,6 +342,24 @@ async def test_after_the_recheck_interval_an_entry_does_not_wait_for_the_read(
     assert seat.session is not None and seat.session.want_gender is None
 
 
+async def test_rechecks_due_together_are_one_query(queries, settings):
+    """Sockets opened together (a deploy's reconnects) fall due for the re-read together:
+    the entries' reads go to the database as one query, each seat getting its own answer."""
+    from tests.factories import grant_premium
+
+    settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS = 0
+    paid = [await sync_to_async(UserFactory)() for _ in range(4)]
+    for user in paid[:3]:
+        await sync_to_async(grant_premium)(user)
+    seats = [await seat_for(user, want_gender="m") for user in paid[:3]]
+    lapsed = await seat_for(paid[3])  # no filters asked at hello: allowed False
+    queries.clear()
+    await asyncio.gather(*(matching._filters_read(seat) for seat in [*seats, lapsed]))
+    assert len(queries) == 1, queries
+    assert [seat.filters_allowed for seat in seats] == [True, True, True]
+    assert not lapsed.filters_allowed
+
+
 async def test_an_announcement_during_a_read_is_not_lost(settings, monkeypatch):
     """A read that began before payments announced a change may predate it: read again."""
     import threading
@@ -356,7 +374,7 @@ async def test_an_announcement_during_a_read_is_not_lost(settings, monkeypatch):
     matching.entitlements_changed(seat)
     entered, release = asyncio.Event(), threading.Event()
     loop = asyncio.get_running_loop()
-    read = selectors.filters_allowed_until
+    read = selectors.filters_allowed_until_many
     calls = []
 
     def held_read(**kwargs: Any) -> Any:
@@ -368,7 +386,7 @@ async def test_an_announcement_during_a_read_is_not_lost(settings, monkeypatch):
             return answer
         return read(**kwargs)
 
-    monkeypatch.setattr(selectors, "filters_allowed_until", held_read)
+    monkeypatch.setattr(selectors, "filters_allowed_until_many", held_read)
     join = asyncio.create_task(matching.queue_join(seat))
     await entered.wait()
     # A refund, announced while the first read's answer is on its way.
