@@ -94,3 +94,50 @@ def test_zero_keeps_cpythons_schedule() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
+
+
+FROZEN_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, gc, weakref
+    from realtime import gc_policy
+
+    class Node:
+        pass
+
+    gc_policy.FULL_WALK_EVERY = 3
+    gc_policy.install(0.1)
+
+    async def main():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        ref = weakref.ref(a)
+        alive_after = []  # per full-generation collection: is the cycle still there?
+        gc.callbacks.append(
+            lambda phase, info: phase == "stop" and info["generation"] == 2
+            and alive_after.append(ref() is not None)
+        )
+        gc_policy.start_in_loop()
+        while not alive_after:  # the first scheduled collection: still in use, survives
+            await asyncio.sleep(0.01)
+        del a, b  # dies now, frozen: the second does not walk it, the third (a full walk) does
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if len(alive_after) >= 3:
+                print(alive_after[:3])
+                return
+        raise SystemExit(f"collections seen: {alive_after}")
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_survivors_are_frozen_and_only_every_nth_collection_walks_them() -> None:
+    """A scheduled collection freezes what survives it (the open sockets, mostly), so the
+    next ones walk only what is new; one in FULL_WALK_EVERY walks everything and frees the
+    cycles that died meanwhile."""
+    out = subprocess.run(
+        [sys.executable, "-c", FROZEN_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[True, True, False]", out.stdout
