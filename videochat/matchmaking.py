@@ -24,6 +24,7 @@ the new filters; a user still paired has that pair dissolved first, in the same 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import secrets
@@ -79,7 +80,7 @@ class Seeker:
         if not _CHANNEL.match(self.channel_name):
             raise ValueError(f"not a channel name: {self.channel_name!r}")
 
-    @property
+    @functools.cached_property
     def tokens(self) -> tuple[str, str, str, str]:
         """(gender, country, wanted gender, wanted country) as the script spells them."""
         return (
@@ -89,7 +90,7 @@ class Seeker:
             self.want_country or "*",
         )
 
-    @property
+    @functools.cached_property
     def filter_class(self) -> str:
         """Whom the time-to-match average is kept for: own gender and the two filters."""
         g, _c, wg, wc = self.tokens
