@@ -559,6 +559,7 @@ COUNTRY_IPS = {
     "": "10.20.30.40",
 }
 CLOSE_FORBIDDEN = 4403
+JOIN, LEAVE = json.dumps({"type": "queue.join"}), json.dumps({"type": "queue.leave"})
 SUSTAINED_P99_MS = 1000.0  # a step whose seekers' p99 exceeds this has a growing backlog
 CONNECTS_IN_FLIGHT = 40  # per client process while the sockets open
 
@@ -888,11 +889,12 @@ class E2EClient:
         except TimeoutError:
             return None
 
-    async def send(self, s: Sock, msg: dict[str, Any]) -> float:
+    async def send(self, s: Sock, msg: dict[str, Any] | str) -> float:
+        """`msg` as it goes out: the frames that never change are JSON already."""
         t = time.monotonic()
         if not s.dead:
             with contextlib.suppress(Exception):
-                await s.ws.send(json.dumps(msg))
+                await s.ws.send(msg if isinstance(msg, str) else json.dumps(msg))
         return t
 
     def found(
@@ -940,7 +942,7 @@ class E2EClient:
         self.idle.append(s.uid)
 
     async def _visit(self, s: Sock, scheduled: float) -> None:
-        t_req = await self.send(s, {"type": "queue.join"})
+        t_req = await self.send(s, JOIN)
         self.log.append(["A", s.uid, scheduled, t_req])
         entry, t0 = "A", scheduled
         deadline = time.monotonic() + 60  # until queue.waiting says how long to wait
@@ -948,7 +950,7 @@ class E2EClient:
             got = await self.frame(s, deadline - time.monotonic())
             if got is None:  # nobody came: leave
                 self.log.append(["L", s.uid, time.monotonic()])
-                await self.send(s, {"type": "queue.leave"})
+                await self.send(s, LEAVE)
                 return await self.leaving(s)
             t, m = got
             if m["type"] == "_closed":
@@ -981,7 +983,7 @@ class E2EClient:
                 self.log.append(["E", s.uid, match_id, m["partner"]["name"], skip, t])
                 s.current = None
                 if skip:  # the server queues us again; this user is done for now
-                    await self.send(s, {"type": "queue.leave"})
+                    await self.send(s, LEAVE)
                 return await self.leaving(s, "N", t)
             t, ended = got
             if ended["type"] == "_closed":
@@ -990,7 +992,7 @@ class E2EClient:
                 # The partner left: the server put us back in line; this user leaves too.
                 self.log.append(["G", s.uid, match_id, ended["reason"], t])
                 s.current = None
-                await self.send(s, {"type": "queue.leave"})
+                await self.send(s, LEAVE)
                 return await self.leaving(s, "R", t)
 
     async def leaving(self, s: Sock, entry: str = "", t0: float = 0.0) -> None:
