@@ -392,6 +392,11 @@ class Fanout:
                     self._pub = await RespConnection.open(self.client_name + ":pub")
         return self._pub
 
+    def publisher_now(self) -> RespConnection | None:
+        """The publishing connection if it is open, without opening one (no await)."""
+        pub = self._pub
+        return pub if pub is not None and pub.is_open else None
+
     # --- local delivery
     def write_text(self, topic: Hashable, text_for: Callable[[Listener], str | None]) -> None:
         """Write a JSON text frame to every local socket of the topic: `text_for(listener)`

@@ -31,7 +31,7 @@ from django.conf import settings
 from realtime import metrics
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
-from realtime.fanout import Script, run_script
+from realtime.fanout import RespConnection, Script, run_script
 from realtime.redis import get_async_redis
 from realtime.schemas import Outbound
 
@@ -332,6 +332,26 @@ async def press_recipients(*, channel_id: int, talker_id: int, range_km: int) ->
     )
 
 
+def _excluded(bans: dict[int, int | None], talker_id: int) -> frozenset[int]:
+    now = time.time() * 1000
+    if not bans:
+        return frozenset()
+    return frozenset(uid for uid, until in bans.items() if until is None or until > now) - {
+        talker_id
+    }
+
+
+def recipients_known(
+    *, channel_id: int, talker_id: int, range_km: int, channel_version: str, located: bool
+) -> Recipients | None:
+    """`recipients` when it needs no I/O (the channel's bans known at this version, and no
+    range to compute), else None."""
+    seen = _bans_seen.get(channel_id)
+    if seen is None or seen[0] != channel_version or (range_km > 0 and located):
+        return None
+    return Recipients(only=None, excluded=_excluded(seen[1], talker_id))
+
+
 async def recipients(
     *, channel_id: int, talker_id: int, range_km: int, channel_version: str, located: bool
 ) -> Recipients:
@@ -339,14 +359,20 @@ async def recipients(
     is located: no I/O unless the channel's sanctions changed since this process last read
     them (one database read). Only a ranged channel whose talker shares a location lists its
     listeners (selectors.recipients_in_range)."""
+    known = recipients_known(
+        channel_id=channel_id,
+        talker_id=talker_id,
+        range_km=range_km,
+        channel_version=channel_version,
+        located=located,
+    )
+    if known is not None:
+        return known
     seen = _bans_seen.get(channel_id)
     if seen is None or seen[0] != channel_version:
         seen = (channel_version, await _channel_bans(channel_id))
         _bans_seen[channel_id] = seen
-    now = time.time() * 1000
-    excluded = frozenset(uid for uid, until in seen[1].items() if until is None or until > now) - {
-        talker_id
-    }
+    excluded = _excluded(seen[1], talker_id)
     if range_km <= 0 or not located:
         return Recipients(only=None, excluded=excluded)
     near = await selectors.recipients_in_range(
@@ -382,6 +408,8 @@ class Talk:
     channel_id: int
     deadline: float  # event-loop time at which the transmission reaches its maximum length
     budget: TalkBudget
+    # Done once the start is queued to Redis (or given up): audio waits for it (`audio`).
+    opened: asyncio.Future[None]
     keeper: asyncio.Task[Any] | None = None  # `hold`: renews the lease, ends it at the deadline
 
 
@@ -468,31 +496,6 @@ async def _request(
             taken.holder, viewer_id=seat.user_id, range_km=channel.range_km
         )
         return FloorOutcome("busy", refusal=ServiceError("busy", reason))
-    try:
-        # O(1) in the channel's size unless it is ranged and the talker located.
-        heard_by = await recipients(
-            channel_id=channel.pk,
-            talker_id=seat.user_id,
-            range_km=channel.range_km,
-            channel_version=taken.channel_version,
-            located=taken.located,
-        )
-        # Also floor.taken for every other socket in the channel, through the relay: written
-        # to Redis now, on the connection that will publish this transmission's audio (so
-        # every listener hears floor.taken first); the grant does not wait for its answer.
-        started = await get_relay().transmission_start_nowait(
-            channel.pk,
-            floor.tx_id,
-            seat.user_id,
-            heard_by.only,
-            excluded=heard_by.excluded,
-            mode=mode,
-            nickname=floor.nickname,
-            origin=origin,
-        )
-    except BaseException:
-        await free_lease(channel_id=channel.pk, floor=floor)
-        raise
     max_seconds = settings.VOICE_MAX_TRANSMISSION_SECONDS
     loop = asyncio.get_running_loop()
     talk = Talk(
@@ -500,14 +503,105 @@ async def _request(
         channel_id=channel.pk,
         deadline=loop.time() + max_seconds,
         budget=TalkBudget(started=loop.time()),
+        opened=loop.create_future(),
     )
     seat.talk = talk
     talk.keeper = loop.create_task(hold(seat, talk))
-    started.add_done_callback(lambda done: _start_failed(seat, talk, done))
+    # 200 presses at once: the grant is the reply the talker waits for, so each press's
+    # grant goes out first and its start (recipients, the stored transmission, floor.taken
+    # for the channel) is written after the grants of the presses ready with it. Audio
+    # waits for the start (`audio`), so every listener still hears floor.taken first.
+    opening = _Opening(seat, talk, channel.range_km, taken, mode, origin)
+    loop.call_soon(opening.run)
     granted = FloorGranted(
         tx_id=floor.tx_id, max_ms=max_seconds * 1000, packet_ms=settings.VOICE_PACKET_MS
     )
     return FloorOutcome("granted", reply=granted, talk=talk)
+
+
+class _Opening:
+    """The start of a granted transmission, written after its grant (`_request`)."""
+
+    __slots__ = ("mode", "origin", "range_km", "seat", "taken", "talk")
+
+    def __init__(
+        self, seat: Seat, talk: Talk, range_km: int, taken: Taken, mode: str, origin: str
+    ) -> None:
+        self.seat, self.talk, self.range_km = seat, talk, range_km
+        self.taken, self.mode, self.origin = taken, mode, origin
+
+    def run(self) -> None:
+        """Write the start now if that needs no I/O (the usual case), else in a task."""
+        talk = self.talk
+        if self.seat.talk is not talk:  # ended before its start: nothing was announced
+            _opened(talk)
+            return
+        heard_by = recipients_known(
+            channel_id=talk.channel_id,
+            talker_id=self.seat.user_id,
+            range_km=self.range_km,
+            channel_version=self.taken.channel_version,
+            located=self.taken.located,
+        )
+        relay = get_relay()
+        conn = relay.connection_now()
+        if heard_by is None or conn is None:
+            relay.fanout.spawn(self.run_later())
+            return
+        self.write(conn, heard_by)
+
+    async def run_later(self) -> None:
+        talk = self.talk
+        try:
+            # O(1) in the channel's size unless it is ranged and the talker located.
+            heard_by = await recipients(
+                channel_id=talk.channel_id,
+                talker_id=self.seat.user_id,
+                range_km=self.range_km,
+                channel_version=self.taken.channel_version,
+                located=self.taken.located,
+            )
+            conn = await get_relay().connection()
+        except Exception:
+            log.warning("transmission %s not started", talk.floor.tx_id, exc_info=True)
+            _opened(talk)
+            if self.seat.talk is talk:
+                await end(self.seat, "released")
+            return
+        if self.seat.talk is not talk:  # ended meanwhile
+            _opened(talk)
+            return
+        self.write(conn, heard_by)
+
+    def write(self, conn: RespConnection, heard_by: Recipients) -> None:
+        """Queue the start on the relay's connection (before any of its audio) and let the
+        audio through; a start Redis refuses ends the transmission."""
+        talk, seat = self.talk, self.seat
+        floor = talk.floor
+        try:
+            started = get_relay().transmission_start_on(
+                conn,
+                talk.channel_id,
+                floor.tx_id,
+                seat.user_id,
+                heard_by.only,
+                excluded=heard_by.excluded,
+                mode=self.mode,
+                nickname=floor.nickname,
+                origin=self.origin,
+            )
+        except Exception:
+            log.exception("transmission %s not started", floor.tx_id)
+            _opened(talk)
+            get_relay().fanout.spawn(end(seat, "released"))
+            return
+        started.add_done_callback(lambda done: _start_failed(seat, talk, done))
+        _opened(talk)
+
+
+def _opened(talk: Talk) -> None:
+    if not talk.opened.done():
+        talk.opened.set_result(None)
 
 
 def _in_force(until: dict[str, int | None]) -> bool:
@@ -631,6 +725,10 @@ async def audio(seat: Seat, data: bytes) -> None:
     talk = seat.talk
     if talk is None or header.tx_id != talk.floor.tx_id:
         raise ServiceError("no_floor", _NO_FLOOR)
+    if not talk.opened.done():  # its start, written after the grant, goes out first
+        await asyncio.shield(talk.opened)
+        if seat.talk is not talk:
+            raise ServiceError("no_floor", _NO_FLOOR)
     now = asyncio.get_running_loop().time()
     if now > talk.deadline:
         raise ServiceError("no_floor", "the transmission reached its maximum length")

@@ -115,6 +115,10 @@ class Relay:
         transmission's start before its audio)."""
         return await self.fanout.publisher()
 
+    def connection_now(self) -> RespConnection | None:
+        """The relay's connection if it is open (no await), else None."""
+        return self.fanout.publisher_now()
+
     async def transmission_start(
         self,
         channel_id: int,
@@ -145,6 +149,36 @@ class Relay:
         each process checks its own sockets against `excluded` (the channel's banned).
         Returns once written, with the future of Redis' answer: the audio goes out later on
         the same connection, so every listener hears the start first."""
+        conn = await self.fanout.publisher()
+        return self.transmission_start_on(
+            conn,
+            channel_id,
+            tx_id,
+            talker_id,
+            recipients,
+            excluded=excluded,
+            mode=mode,
+            nickname=nickname,
+            origin=origin,
+            **meta,
+        )
+
+    def transmission_start_on(
+        self,
+        conn: RespConnection,
+        channel_id: int,
+        tx_id: int,
+        talker_id: int,
+        recipients: set[int] | frozenset[int] | None,
+        *,
+        excluded: frozenset[int] = frozenset(),
+        mode: str = "webcodecs",
+        nickname: str = "",
+        origin: str = "",
+        **meta: str | int,
+    ) -> asyncio.Future[list[Any]]:
+        """`transmission_start_nowait` on `conn` (the relay's connection, `connection_now`),
+        without awaiting: queued for this turn's write, in order with what follows on it."""
         started_at = int(time.time() * 1000)
         control = {
             "e": "start",
@@ -184,7 +218,6 @@ class Relay:
         commands.append(
             resp_command(b"PUBLISH", pubsub_channel(channel_id), _control_frame(control))
         )
-        conn = await self.fanout.publisher()
         return conn.call(b"".join(commands), len(commands))
 
     async def audio(self, channel_id: int, tx_id: int, packet: bytes) -> bool:

@@ -33,13 +33,16 @@ class Socket:
         self.channel_name = name or f"test.floor.{user_id}"
         self.texts: list[dict[str, Any]] = []
         self.frames: list[bytes] = []
+        self.order: list[str] = []  # text types and "binary", as received
 
     async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is not None:
             self.texts.append(json.loads(text_data))
+            self.order.append(self.texts[-1]["type"])
         else:
             assert bytes_data is not None
             self.frames.append(bytes_data)
+            self.order.append("binary")
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [t for t in self.texts if t["type"] == type_]
@@ -259,11 +262,38 @@ async def test_the_grant_waits_for_no_announcement_and_a_failed_start_ends_it(ro
     await get_async_redis().delete(keys.recent_key(channel.pk))
 
 
+async def test_the_grant_is_ready_before_its_start_and_audio_waits_for_the_start(room) -> None:  # type: ignore[no-untyped-def]
+    """200 presses at once queue behind each other in one process: each press's start (its
+    recipients, the stored transmission, floor.taken) is built on a later turn of the event
+    loop than its grant, after the grants ready with it. A packet sent before the start is
+    written waits for it: the listener hears floor.taken, then the audio."""
+    channel, talker, _, _, listener_sock = room
+    seat = floor.Seat(user_id=talker.pk)
+    conn = await get_relay().connection()
+    outcome = await press(seat, channel)
+    assert outcome.result == "granted" and outcome.talk is not None
+    assert not outcome.talk.opened.done() and conn.unsent == []  # nothing of the start yet
+    sent = packet(outcome.reply.tx_id)  # type: ignore[union-attr]
+    await floor.audio(seat, sent)
+    await until(lambda: listener_sock.frames == [sent])
+    assert listener_sock.order == ["floor.taken", "binary"]
+    await floor.end(seat, "released")
+
+    # Ended before its start was written: nothing is started, the floor is free.
+    again = await press(seat, channel)
+    assert again.talk is not None
+    await floor.end(seat, "released")
+    await again.talk.opened
+    assert await floor_holder(channel.pk) is None
+    assert await get_async_redis().exists(keys.tx_key(again.reply.tx_id)) == 0  # type: ignore[union-attr]
+
+
 async def test_a_failed_bans_read_reaches_the_presses_and_is_not_logged_again(
     monkeypatch, caplog
 ) -> None:  # type: ignore[no-untyped-def]
-    """The database is down at a channel's first press: the press gets the error (an error
-    frame for its socket), and the shared read's task leaves no unretrieved exception."""
+    """The database is down at a channel's first press: the press's start gets the error
+    (its transmission ends, floor.released), and the shared read's task leaves no
+    unretrieved exception."""
 
     def down(channel_ids: list[int]) -> dict[int, dict[int, int | None]]:
         raise OSError("database unreachable")
