@@ -127,3 +127,30 @@ async def test_reading_pauses_while_the_app_is_behind(uvicorn_in_loop) -> None: 
         await until(lambda: len(got) == count)
     assert [g[:4] for g in got] == [f"{i:04d}" for i in range(count)]
     assert not proto.read_paused or proto.queue.empty()
+
+
+async def test_a_message_the_app_waits_for_does_not_pause_reading(uvicorn_in_loop) -> None:  # type: ignore[no-untyped-def]
+    """A press or an audio packet that finds the app waiting costs no pause and resume of
+    the socket's reading (two system calls a frame under uvicorn's own protocol)."""
+    pauses: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        transport = send.__self__.transport
+        pause = transport.pause_reading
+
+        def counted() -> None:
+            pauses.append(1)
+            pause()
+
+        transport.pause_reading = counted
+        while (event := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": event["text"]})
+
+    url = await uvicorn_in_loop(app)
+    async with connect(url, compression=None) as ws:
+        for i in range(20):
+            await ws.send(str(i))
+            assert await ws.recv() == str(i)
+    assert pauses == []
