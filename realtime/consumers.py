@@ -132,6 +132,10 @@ async def presence_announce(user_id: int, *, online: bool) -> None:
         await send_now(presence_group(user_id), event)
 
 
+def _unknown_type(data: dict[str, Any]) -> ServiceError:
+    return ServiceError("unknown_type", f"unknown message type {data['type']!r}")
+
+
 class BaseConsumer(AsyncWebsocketConsumer):
     # A TypeAdapter over the union of the product's inbound models, discriminated on "type".
     inbound: ClassVar[TypeAdapter[Any] | None] = None
@@ -289,6 +293,13 @@ class BaseConsumer(AsyncWebsocketConsumer):
         # audio queued for hundreds of ms behind them, and a floor.taken to 500 sockets
         # delayed the transmission's first second. Every ORM call here goes through
         # database_sync_to_async, which closes stale connections itself, so skip it.
+        if message["type"] == "websocket.receive":  # every frame: no handler lookup
+            text = message.get("text")
+            if text is not None:
+                await self.receive(text_data=text)
+            else:
+                await self.receive(bytes_data=message["bytes"])
+            return
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -306,7 +317,8 @@ class BaseConsumer(AsyncWebsocketConsumer):
             await self.guard(self.on_binary(bytes_data), None)
             return
         text = text_data or ""
-        if len(text) > self.max_text_bytes or len(text.encode()) > self.max_text_bytes:
+        limit = self.max_text_bytes  # UTF-8 is at most 4 bytes a character: rarely encoded
+        if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
             await self.send_error("too_large", f"frame over {self.max_text_bytes} bytes")
             return
         if not await self.rate_allow():
@@ -346,15 +358,14 @@ class BaseConsumer(AsyncWebsocketConsumer):
 
     def parse(self, data: dict[str, Any]) -> Any:
         """Validate against the consumer's schema; ServiceError says what is wrong."""
-        unknown = ServiceError("unknown_type", f"unknown message type {data['type']!r}")
         if self.inbound is None:
-            raise unknown
+            raise _unknown_type(data)
         try:
             return self.inbound.validate_python(data)
         except ValidationError as exc:
             errors = exc.errors()
             if any(e["type"] == "union_tag_invalid" or e["loc"] == ("type",) for e in errors):
-                raise unknown from None
+                raise _unknown_type(data) from None
             where = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}"
                 for e in errors[:3]

@@ -437,6 +437,7 @@ class FloorOutcome:
 
 
 _NO_FLOOR = "you do not hold the floor for that transmission"
+_GRANTED = metrics.FLOOR_REQUESTS.labels("granted")  # looked up once, not per press
 
 
 async def request(
@@ -451,7 +452,7 @@ async def request(
         seat, channel=channel, nickname=nickname, mode=mode, origin=origin, process_id=process_id
     )
     if outcome.result == "granted":
-        metrics.FLOOR_REQUESTS.labels("granted").inc()
+        _GRANTED.inc()
         metrics.FLOOR_GRANT_SECONDS.observe(time.perf_counter() - started)
     else:
         metrics.FLOOR_REQUESTS.labels("busy" if outcome.result == "busy" else "refused").inc()
