@@ -497,6 +497,21 @@ async def _request(
             taken.holder, viewer_id=seat.user_id, range_km=channel.range_km
         )
         return FloorOutcome("busy", refusal=ServiceError("busy", reason))
+    heard_by = None
+    if channel.range_km > 0 and taken.located:
+        # Who is in range is who was at the press: listed before the grant, as the members
+        # a listener who drops right after it would be missing from.
+        try:
+            heard_by = await recipients(
+                channel_id=channel.pk,
+                talker_id=seat.user_id,
+                range_km=channel.range_km,
+                channel_version=taken.channel_version,
+                located=taken.located,
+            )
+        except BaseException:
+            await free_lease(channel_id=channel.pk, floor=floor)
+            raise
     max_seconds = settings.VOICE_MAX_TRANSMISSION_SECONDS
     loop = asyncio.get_running_loop()
     talk = Talk(
@@ -512,7 +527,7 @@ async def _request(
     # grant goes out first and its start (recipients, the stored transmission, floor.taken
     # for the channel) is written after the grants of the presses ready with it. Audio
     # waits for the start (`audio`), so every listener still hears floor.taken first.
-    opening = _Opening(seat, talk, channel.range_km, taken, mode, origin)
+    opening = _Opening(seat, talk, channel.range_km, taken, mode, origin, heard_by)
     loop.call_soon(opening.run)
     granted = FloorGranted(
         tx_id=floor.tx_id, max_ms=max_seconds * 1000, packet_ms=settings.VOICE_PACKET_MS
@@ -523,13 +538,21 @@ async def _request(
 class _Opening:
     """The start of a granted transmission, written after its grant (`_request`)."""
 
-    __slots__ = ("mode", "origin", "range_km", "seat", "taken", "talk")
+    __slots__ = ("heard_by", "mode", "origin", "range_km", "seat", "taken", "talk")
 
     def __init__(
-        self, seat: Seat, talk: Talk, range_km: int, taken: Taken, mode: str, origin: str
+        self,
+        seat: Seat,
+        talk: Talk,
+        range_km: int,
+        taken: Taken,
+        mode: str,
+        origin: str,
+        heard_by: Recipients | None,
     ) -> None:
         self.seat, self.talk, self.range_km = seat, talk, range_km
         self.taken, self.mode, self.origin = taken, mode, origin
+        self.heard_by = heard_by  # listed before the grant (a ranged channel), else None
 
     def run(self) -> None:
         """Write the start now if that needs no I/O (the usual case), else in a task."""
@@ -537,7 +560,7 @@ class _Opening:
         if self.seat.talk is not talk:  # ended before its start: nothing was announced
             _opened(talk)
             return
-        heard_by = recipients_known(
+        heard_by = self.heard_by or recipients_known(
             channel_id=talk.channel_id,
             talker_id=self.seat.user_id,
             range_km=self.range_km,
@@ -554,8 +577,7 @@ class _Opening:
     async def run_later(self) -> None:
         talk = self.talk
         try:
-            # O(1) in the channel's size unless it is ranged and the talker located.
-            heard_by = await recipients(
+            heard_by = self.heard_by or await recipients(
                 channel_id=talk.channel_id,
                 talker_id=self.seat.user_id,
                 range_km=self.range_km,
@@ -569,10 +591,12 @@ class _Opening:
             if self.seat.talk is talk:
                 await end(self.seat, "released")
             return
-        if self.seat.talk is not talk:  # ended meanwhile
-            _opened(talk)
-            return
-        self.write(conn, heard_by)
+        except asyncio.CancelledError:
+            _opened(talk)  # the relay is closing: no packet waits for ever
+            raise
+        if self.seat.talk is talk:  # else it ended meanwhile
+            self.write(conn, heard_by)
+        _opened(talk)
 
     def write(self, conn: RespConnection, heard_by: Recipients) -> None:
         """Queue the start on the relay's connection (before any of its audio) and let the
