@@ -497,10 +497,17 @@ async def _request(
             taken.holder, viewer_id=seat.user_id, range_km=channel.range_km
         )
         return FloorOutcome("busy", refusal=ServiceError("busy", reason))
-    heard_by = None
-    if channel.range_km > 0 and taken.located:
-        # Who is in range is who was at the press: listed before the grant, as the members
-        # a listener who drops right after it would be missing from.
+    heard_by = recipients_known(
+        channel_id=channel.pk,
+        talker_id=seat.user_id,
+        range_km=channel.range_km,
+        channel_version=taken.channel_version,
+        located=taken.located,
+    )
+    if heard_by is None:
+        # The channel's bans changed (or were never read here), or who is in range must be
+        # listed: read before the grant, so that a press is never granted on bans that
+        # could not be read, and in range is who was there at the press.
         try:
             heard_by = await recipients(
                 channel_id=channel.pk,
@@ -524,10 +531,10 @@ async def _request(
     seat.talk = talk
     talk.keeper = loop.create_task(hold(seat, talk))
     # 200 presses at once: the grant is the reply the talker waits for, so each press's
-    # grant goes out first and its start (recipients, the stored transmission, floor.taken
-    # for the channel) is written after the grants of the presses ready with it. Audio
+    # grant goes out first and its start (the stored transmission, floor.taken for the
+    # channel) is written after the grants of the presses ready with it. Audio
     # waits for the start (`audio`), so every listener still hears floor.taken first.
-    opening = _Opening(seat, talk, channel.range_km, taken, mode, origin, heard_by)
+    opening = _Opening(seat, talk, heard_by, mode, origin)
     loop.call_soon(opening.run)
     granted = FloorGranted(
         tx_id=floor.tx_id, max_ms=max_seconds * 1000, packet_ms=settings.VOICE_PACKET_MS
@@ -538,52 +545,30 @@ async def _request(
 class _Opening:
     """The start of a granted transmission, written after its grant (`_request`)."""
 
-    __slots__ = ("heard_by", "mode", "origin", "range_km", "seat", "taken", "talk")
+    __slots__ = ("heard_by", "mode", "origin", "seat", "talk")
 
     def __init__(
-        self,
-        seat: Seat,
-        talk: Talk,
-        range_km: int,
-        taken: Taken,
-        mode: str,
-        origin: str,
-        heard_by: Recipients | None,
+        self, seat: Seat, talk: Talk, heard_by: Recipients, mode: str, origin: str
     ) -> None:
-        self.seat, self.talk, self.range_km = seat, talk, range_km
-        self.taken, self.mode, self.origin = taken, mode, origin
-        self.heard_by = heard_by  # listed before the grant (a ranged channel), else None
+        self.seat, self.talk, self.heard_by = seat, talk, heard_by
+        self.mode, self.origin = mode, origin
 
     def run(self) -> None:
-        """Write the start now if that needs no I/O (the usual case), else in a task."""
+        """Write the start now (the relay's connection is open: the usual case)."""
         talk = self.talk
         if self.seat.talk is not talk:  # ended before its start: nothing was announced
             _opened(talk)
             return
-        heard_by = self.heard_by or recipients_known(
-            channel_id=talk.channel_id,
-            talker_id=self.seat.user_id,
-            range_km=self.range_km,
-            channel_version=self.taken.channel_version,
-            located=self.taken.located,
-        )
         relay = get_relay()
         conn = relay.connection_now()
-        if heard_by is None or conn is None:
+        if conn is None:
             relay.fanout.spawn(self.run_later())
             return
-        self.write(conn, heard_by)
+        self.write(conn)
 
     async def run_later(self) -> None:
         talk = self.talk
         try:
-            heard_by = self.heard_by or await recipients(
-                channel_id=talk.channel_id,
-                talker_id=self.seat.user_id,
-                range_km=self.range_km,
-                channel_version=self.taken.channel_version,
-                located=self.taken.located,
-            )
             conn = await get_relay().connection()
         except Exception:
             log.warning("transmission %s not started", talk.floor.tx_id, exc_info=True)
@@ -595,13 +580,13 @@ class _Opening:
             _opened(talk)  # the relay is closing: no packet waits for ever
             raise
         if self.seat.talk is talk:  # else it ended meanwhile
-            self.write(conn, heard_by)
+            self.write(conn)
         _opened(talk)
 
-    def write(self, conn: RespConnection, heard_by: Recipients) -> None:
+    def write(self, conn: RespConnection) -> None:
         """Queue the start on the relay's connection (before any of its audio) and let the
         audio through; a start Redis refuses ends the transmission."""
-        talk, seat = self.talk, self.seat
+        talk, seat, heard_by = self.talk, self.seat, self.heard_by
         floor = talk.floor
         try:
             started = get_relay().transmission_start_on(

@@ -288,12 +288,11 @@ async def test_the_grant_is_ready_before_its_start_and_audio_waits_for_the_start
     assert await get_async_redis().exists(keys.tx_key(again.reply.tx_id)) == 0  # type: ignore[union-attr]
 
 
-async def test_a_start_whose_bans_read_fails_ends_the_granted_transmission(
+async def test_a_press_whose_bans_read_fails_is_refused_and_frees_the_floor(
     room, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    """The grant does not wait for the channel's bans (a process's first press reads them
-    for the start): if that read fails, the transmission ends and the talker hears
-    floor.released; a packet sent meanwhile is refused, never relayed unannounced."""
+    """A press that must read the channel's bans (the first here, or after a change) reads
+    them before its grant: never granted on bans that could not be read."""
     channel, talker, _, talker_sock, listener_sock = room
 
     def down(channel_ids: list[int]) -> dict[int, dict[int, int | None]]:
@@ -302,22 +301,17 @@ async def test_a_start_whose_bans_read_fails_ends_the_granted_transmission(
     monkeypatch.setattr(floor.selectors, "channels_bans_until", down)
     floor._bans_seen.pop(channel.pk, None)
     seat = floor.Seat(user_id=talker.pk)
-    outcome = await press(seat, channel)
-    assert outcome.result == "granted" and outcome.talk is not None
-    with pytest.raises(ServiceError) as refused:
-        await floor.audio(seat, packet(outcome.reply.tx_id))  # type: ignore[union-attr]
-    assert refused.value.code == "no_floor"
-    await until(lambda: bool(talker_sock.of_type("floor.released")))
+    with pytest.raises(OSError, match="unreachable"):
+        await press(seat, channel)
     assert seat.talk is None and await floor_holder(channel.pk) is None
-    assert listener_sock.frames == [] and listener_sock.of_type("floor.taken") == []
+    assert talker_sock.texts == [] and listener_sock.texts == []
 
 
 async def test_a_failed_bans_read_reaches_the_presses_and_is_not_logged_again(
     monkeypatch, caplog
 ) -> None:  # type: ignore[no-untyped-def]
-    """The database is down at a channel's first press: the press's start gets the error
-    (its transmission ends, floor.released), and the shared read's task leaves no
-    unretrieved exception."""
+    """The database is down at a channel's first press: the press gets the error (an error
+    frame for its socket), and the shared read's task leaves no unretrieved exception."""
 
     def down(channel_ids: list[int]) -> dict[int, dict[int, int | None]]:
         raise OSError("database unreachable")
