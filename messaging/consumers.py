@@ -3,15 +3,13 @@ Thin: the durable stream does the work; messaging renders its items (selectors).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import weakref
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from realtime.batching import Batcher
+from realtime.batching import Batcher, PerLoop
 from realtime.consumers import BaseConsumer
 from realtime.dbpool import pooled
 from realtime.errors import ServiceError
@@ -69,7 +67,7 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         request = SendRequest(
             device=self.device, room_id=msg.room_id, txn_id=msg.txn_id, content=msg.content
         )
-        answer = await _sends().call(request)
+        answer = await _sends.get().call(request)
         await self.send_model(Sent(txn_id=msg.txn_id, event_id=answer["event_id"]))
 
     async def messaging_counts(self, event: dict[str, Any]) -> None:
@@ -111,17 +109,7 @@ class _SendBatcher(Batcher[SendRequest]):
         return replies
 
 
-_send_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SendBatcher] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _sends() -> _SendBatcher:
-    loop = asyncio.get_running_loop()
-    batcher = _send_batchers.get(loop)
-    if batcher is None:
-        batcher = _send_batchers[loop] = _SendBatcher()
-    return batcher
+_sends = PerLoop(_SendBatcher)
 
 
 async def _take(key: str, cost: int, *, capacity: int, per_second: float) -> bool:

@@ -11,9 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import weakref
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """One `factory()` per event loop, made on first use: a server process runs one loop,
+    tests run many, and a batcher's futures and tasks belong to the loop that made them."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._made: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        found = self._made.get(loop)
+        if found is None:
+            found = self._made[loop] = self._factory()
+        return found
 
 
 class Batcher(Generic[Item]):

@@ -8,14 +8,12 @@ consumer, so the counters below need no lock.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from .batching import Batcher
+from .batching import Batcher, PerLoop
 from .dbpool import pooled
 from .errors import ServiceError
 from .keys import stream_group
@@ -68,7 +66,7 @@ class StreamConsumerMixin(_Base):
                 "ack_ahead", f"seq {msg.seq} was not sent on this socket ({self._stream_sent})"
             )
         if msg.seq > self._stream_acked:
-            await _acks().call((device_pk, msg.seq))
+            await _acks.get().call((device_pk, msg.seq))
             self._stream_acked = msg.seq
         if self._stream_blocked:
             await self.stream_pump()
@@ -150,14 +148,4 @@ class _AckBatcher(Batcher[tuple[int, int]]):
         return replies
 
 
-_ack_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AckBatcher] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _acks() -> _AckBatcher:
-    loop = asyncio.get_running_loop()
-    batcher = _ack_batchers.get(loop)
-    if batcher is None:
-        batcher = _ack_batchers[loop] = _AckBatcher()
-    return batcher
+_acks = PerLoop(_AckBatcher)

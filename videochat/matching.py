@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,7 @@ from pydantic import BaseModel
 from accounts.models import User
 from accounts.selectors import profile_of
 from realtime import closecodes, metrics
-from realtime.batching import Batcher
+from realtime.batching import Batcher, PerLoop
 from realtime.dbpool import pooled
 from realtime.errors import ServiceError
 from realtime.events import send_to
@@ -424,17 +423,11 @@ class _FilterReads(Batcher[int]):
         return [answers[user_id] for user_id in user_ids]
 
 
-_filter_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _FilterReads] = (
-    weakref.WeakKeyDictionary()
-)
+_filter_reads = PerLoop(_FilterReads)
 
 
 async def _filters_allowed_until(user_id: int) -> tuple[bool, dt.datetime | None]:
-    loop = asyncio.get_running_loop()
-    reads = _filter_reads.get(loop)
-    if reads is None:
-        reads = _filter_reads[loop] = _FilterReads()
-    allowed, until = await reads.call(user_id)
+    allowed, until = await _filter_reads.get().call(user_id)
     return allowed, until
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import weakref
 
+from realtime.batching import PerLoop
 from realtime.events import send_now
 
 from .events import Joiner, MembersJoined
@@ -60,14 +60,8 @@ class Announcer:
             del self._sending[channel_id]
 
 
-_announcers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Announcer] = (
-    weakref.WeakKeyDictionary()
-)
+_announcers = PerLoop(Announcer)
 
 
 def current() -> Announcer:
-    loop = asyncio.get_running_loop()
-    announcer = _announcers.get(loop)
-    if announcer is None:
-        announcer = _announcers[loop] = Announcer()
-    return announcer
+    return _announcers.get()

@@ -9,7 +9,6 @@ meta are voice/transmissions.py's, published through voice/relay.py.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -18,7 +17,6 @@ import ipaddress
 import json
 import secrets
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +31,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import Device, Profile, User
-from realtime.batching import Batcher
+from realtime.batching import Batcher, PerLoop
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now, send_on_commit
@@ -424,7 +422,7 @@ async def connection_log_add(
     INSERT and one database hop a batch, not one each (a reconnect storm). Returns the
     connection's country, once its row is written."""
     entry = _connection_log_entry(user_id=user_id, ip=ip, device=device, nickname=nickname)
-    await _log_writer().call(entry)
+    await _log_writer.get().call(entry)
     return entry.country
 
 
@@ -455,17 +453,7 @@ class _LogWriter(Batcher[ConnectionLog]):
         return [None] * len(items)
 
 
-_log_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LogWriter] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _log_writer() -> _LogWriter:
-    loop = asyncio.get_running_loop()
-    writer = _log_writers.get(loop)
-    if writer is None:
-        writer = _log_writers[loop] = _LogWriter()
-    return writer
+_log_writer = PerLoop(_LogWriter)
 
 
 # Rows per INSERT (PostgreSQL takes at most 65,535 parameters a statement).
