@@ -130,38 +130,15 @@ class Relay:
         """`transmission_start_nowait`, waiting for Redis' answer."""
         await (await self.transmission_start_nowait(channel_id, tx_id, talker_id, recipients, **kw))
 
-    async def transmission_start_nowait(
-        self,
-        channel_id: int,
-        tx_id: int,
-        talker_id: int,
-        recipients: set[int] | frozenset[int] | None,
-        *,
-        excluded: frozenset[int] = frozenset(),
-        mode: str = "webcodecs",
-        nickname: str = "",
-        origin: str = "",
-        **meta: str | int,
-    ) -> asyncio.Future[list[Any]]:
+    async def transmission_start_nowait(self, *args: Any, **kw: Any) -> asyncio.Future[list[Any]]:
         """Store and announce a transmission and who may hear it, before any of its audio,
         in one round trip: listeners everywhere get floor.taken (except the `origin` socket,
         the talker's own). With `recipients` None the cost does not grow with the channel:
         each process checks its own sockets against `excluded` (the channel's banned).
         Returns once written, with the future of Redis' answer: the audio goes out later on
-        the same connection, so every listener hears the start first."""
-        conn = await self.fanout.publisher()
-        return self.transmission_start_on(
-            conn,
-            channel_id,
-            tx_id,
-            talker_id,
-            recipients,
-            excluded=excluded,
-            mode=mode,
-            nickname=nickname,
-            origin=origin,
-            **meta,
-        )
+        the same connection, so every listener hears the start first. The arguments are
+        `transmission_start_on`'s after its connection."""
+        return self.transmission_start_on(await self.fanout.publisher(), *args, **kw)
 
     def transmission_start_on(
         self,
