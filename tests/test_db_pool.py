@@ -41,8 +41,11 @@ def test_http_requests_share_at_most_pool_size_backends() -> None:
             "/messaging/_matrix/client/v3/account/whoami",
             headers=[(b"host", b"127.0.0.1"), (b"cookie", f"sessionid={cookie}".encode())],
         )
-        status = (await comm.get_response())["status"]
-        await comm.wait()  # the handler's request_finished (which closes) runs after the body
+        # 24 requests through a pool of 8 queue for a backend: on a loaded 2-core machine the
+        # last waits well past the communicator's 1 s default, which is not what this tests.
+        status = (await comm.get_response(timeout=30))["status"]
+        # The handler's request_finished (which closes) runs after the body.
+        await comm.wait(timeout=30)
         return status
 
     async def many() -> list[int]:
