@@ -38,6 +38,7 @@ from .hooks import SHOW_ONLINE_SCOPE_KEY
 from .hooks import presence as presence_hooks
 from .keys import device_group, presence_group, rate_key, session_group, user_group
 from .layers import LeanRedisChannelLayer
+from .opening import Opening
 from .ratelimit import allow_async
 from .schemas import ErrorFrame, Pong, PresenceStatus, Watch
 
@@ -118,16 +119,22 @@ async def dispatch_from(
                 await future
 
 
-async def presence_announce(user_id: int, *, online: bool) -> None:
+async def presence_announce(
+    user_id: int, *, online: bool, watchers: list[str] | None = None
+) -> None:
     """The user came online or went offline, to whoever watches them: through the watchers'
     process subscriptions (realtime.layers), one round trip that finds nobody watching in a
     reconnect storm, where channels_redis' group_send took two, then a script per server
-    (a storm's profile: 4 % of a server's CPU). Each PUBLISH of a process goes in order, so
-    a watcher sees a user's online and offline in the order they happened."""
+    (a storm's profile: 4 % of a server's CPU); none when the connect's own script read the
+    `watchers` (realtime.opening). Each PUBLISH of a process goes in order, so a watcher
+    sees a user's online and offline in the order they happened."""
     event = PresenceUpdate(user_id=user_id, online=online)
     layer = get_channel_layer()
     if isinstance(layer, LeanRedisChannelLayer):
-        await layer.group_send_direct(presence_group(user_id), event.model_dump(mode="json"))
+        if watchers is None:
+            await layer.group_send_direct(presence_group(user_id), event.model_dump(mode="json"))
+        elif watchers:
+            await layer.send_to_members(watchers, event.model_dump(mode="json"))
     else:  # another layer (tests may use the in-memory one)
         await send_now(presence_group(user_id), event)
 
@@ -197,35 +204,57 @@ class BaseConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        refusal = await services.connect_admit(user_id=identity[0].pk, ip=client_ip(self.scope))
-        if refusal is not None:
-            await self.accept()
-            await self.close(code=refusal)
-            return
         user, self.device, self.session_key = identity
         self.user = user
-        self.user_id = user.pk
         self.device_pk = self.device.pk
         self.device_id = self.device.device_id
         self._joined: set[str] = set()
-        metrics.socket_opened(self)
-        await self.join_many(self.connect_groups())
-        # Accepted only now: a logout racing this connect reaches the socket through these
-        # groups (handled right after this method), never a window before they are joined.
-        await self.accept()
         show_online = self.scope.get(SHOW_ONLINE_SCOPE_KEY)
         if show_online is None:
             show_online = await database_sync_to_async(presence_hooks.shows_online)(user)
         self.show_online = bool(show_online)
-        up, epoch = await presence.socket_up(
-            user.pk,
-            self.channel_name,
+        # connect_groups names them by the user; user_id stays None until admitted, so a
+        # refused socket's disconnect has nothing to undo.
+        self.user_id = user.pk
+        groups = self.connect_groups()
+        self.user_id = None
+        # Admission, groups and presence in one Redis round trip (realtime.opening).
+        opening = Opening(
+            socket=self.channel_name,
+            groups=groups,
             process_id=liveness.process_id(),
             entry=liveness.socket_entry(user.pk, self.show_online),
+            announce=self.show_online,
         )
+        refusal, opened = await services.connect_admit(
+            user_id=user.pk, ip=client_ip(self.scope), opening=opening
+        )
+        if refusal is not None:
+            await self.accept()
+            await self.close(code=refusal)
+            return
+        self.user_id = user.pk
+        metrics.socket_opened(self)
+        if opened.written:
+            self._joined.update(groups)
+        else:  # a layer the script cannot write to: the same steps, one by one
+            await self.join_many(groups)
+        # Accepted only now: a logout racing this connect reaches the socket through these
+        # groups (handled right after this method), never a window before they are joined.
+        await self.accept()
+        if opened.written:
+            up, epoch, watchers = opened.first, opened.epoch, opened.watchers
+        else:
+            up, epoch = await presence.socket_up(
+                user.pk,
+                self.channel_name,
+                process_id=liveness.process_id(),
+                entry=liveness.socket_entry(user.pk, self.show_online),
+            )
+            watchers = None
         liveness.local_add(self, epoch)
         if up and self.show_online:
-            await presence_announce(user.pk, online=True)
+            await presence_announce(user.pk, online=True, watchers=watchers)
         try:
             await self.on_connect()
         except ServiceError as exc:

@@ -175,6 +175,11 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
             pipe.zrange(key, 0, -1)
             _, members = await pipe.execute()
         channels = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        await self.send_to_members(channels, message)
+
+    async def send_to_members(self, channels: list[str], message: Message) -> None:
+        """`group_send_direct` to a group's members read already (realtime.opening reads a
+        presence group's in the connect's own script)."""
         local = [channel for channel in channels if "!" in channel]
         # Side by side: the PUBLISHes go in one batch, not a round trip each in turn.
         received = await asyncio.gather(*(self.send_direct(c, message) for c in local))

@@ -48,8 +48,9 @@ _BUCKET_SCRIPT = Script.of(_BUCKET_LUA)
 # callers write), user capacity, user rate, IP capacity, IP rate, socket cap, whether there is
 # an IP. Tokens are taken only when all three checks pass, so a refused flood never drains
 # anyone's bucket further. Returns 0 (admit), 1 (user rate),
-# 2 (IP rate) or 3 (too many sockets).
-_CONNECT_LUA = (
+# 2 (IP rate) or 3 (too many sockets). CONNECT_CHECK_LUA, everything but the admitting
+# reply, also opens realtime.opening's script (a connect's other writes follow it there).
+CONNECT_CHECK_LUA = (
     _NOW_LUA
     + """
 local function refill(key, capacity, rate)
@@ -74,9 +75,9 @@ end
 if redis.call('ZCOUNT', KEYS[3], ARGV[1], '+inf') >= tonumber(ARGV[6]) then return 3 end
 take(KEYS[1], user_tokens, ucap, urate)
 if ARGV[7] == '1' then take(KEYS[2], ip_tokens, icap, irate) end
-return 0
 """
 )
+_CONNECT_LUA = CONNECT_CHECK_LUA + "return 0\n"
 _CONNECT_SCRIPT = Script.of(_CONNECT_LUA)
 
 

@@ -15,6 +15,7 @@ from .keys import (
     session_group,
     user_group,
 )
+from .opening import Opened, Opening, open_socket, supported
 from .ratelimit import connect_check
 
 _REFUSALS = {1: "user_rate", 2: "ip_rate", 3: "too_many_sockets"}
@@ -46,20 +47,29 @@ def presence_hidden(*, user_id: int) -> None:
     send_on_commit(presence_group(user_id), PresenceUpdate(user_id=user_id, online=False))
 
 
-async def connect_admit(*, user_id: int, ip: str | None) -> int | None:
-    """None when a new socket of `user_id` from client address `ip` may open; else the close
-    code to refuse it with. Checked before the socket joins anything or writes a row, so a
-    flood of connects costs one Redis call each. All three refusals say "try later"
-    (reconnect with backoff): tokens refill, and the user's other sockets close."""
-    outcome = await connect_check(
-        user_key=connect_rate_key("user", user_id),
-        ip_key=connect_rate_key("ip", ip) if ip else None,
-        sockets_key=presence_key(user_id),
-        user_limit=(settings.WS_CONNECT_USER_BURST, settings.WS_CONNECT_USER_PER_SECOND),
-        ip_limit=(settings.WS_CONNECT_IP_BURST, settings.WS_CONNECT_IP_PER_SECOND),
-        max_sockets=settings.WS_MAX_SOCKETS_PER_USER,
-    )
-    if outcome == 0:
-        return None
-    metrics.CONNECTS_REFUSED.labels(reason=_REFUSALS[outcome]).inc()
-    return closecodes.TRY_LATER
+async def connect_admit(
+    *, user_id: int, ip: str | None, opening: Opening | None = None
+) -> tuple[int | None, Opened]:
+    """(None, ...) when a new socket of `user_id` from client address `ip` may open; else
+    (the close code to refuse it with, ...). Checked before the socket joins anything or
+    writes a row, so a flood of connects costs one Redis call each. All three refusals say
+    "try later" (reconnect with backoff): tokens refill, and the user's other sockets close.
+    With `opening`, an admitted socket's groups and presence are written in the same
+    round trip where the channel layer allows (realtime.opening): then `Opened.written`."""
+    if opening is not None and supported():
+        opened = await open_socket(user_id=user_id, ip=ip, opening=opening)
+    else:
+        opened = Opened(
+            refusal=await connect_check(
+                user_key=connect_rate_key("user", user_id),
+                ip_key=connect_rate_key("ip", ip) if ip else None,
+                sockets_key=presence_key(user_id),
+                user_limit=(settings.WS_CONNECT_USER_BURST, settings.WS_CONNECT_USER_PER_SECOND),
+                ip_limit=(settings.WS_CONNECT_IP_BURST, settings.WS_CONNECT_IP_PER_SECOND),
+                max_sockets=settings.WS_MAX_SOCKETS_PER_USER,
+            )
+        )
+    if opened.refusal == 0:
+        return None, opened
+    metrics.CONNECTS_REFUSED.labels(reason=_REFUSALS[opened.refusal]).inc()
+    return closecodes.TRY_LATER, opened
