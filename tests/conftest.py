@@ -188,58 +188,69 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}"
 
 
-def start_asgi_server(
-    extra_env: dict[str, str] | None = None, *, server: str = "daphne"
-) -> LiveServer:
-    """Start one ASGI server process on the current test database and this run's Redis."""
-    port = free_port()
-    env = {
-        **os.environ,
+def _server_command(server: str, port: int) -> list[str]:
+    if server == "daphne":
+        app = "config.asgi:application"
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ws",
+        "realtime.wsprotocol:LeanWebSocketProtocol",
+        "--ws-per-message-deflate",
+        "false",
+        "--ws-max-size",
+        "65536",
+        "--log-level",
+        "warning",
+        "config.asgi:application",
+    ]
+
+
+def _server_env(extra_env: dict[str, str] | None) -> dict[str, str]:
+    # pytest's PYTEST_CURRENT_TEST names the running test: left out, or no spare would match.
+    inherited = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    return {
+        **inherited,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DJANGO_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }
-    if server == "daphne":
-        cmd = [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "config.asgi:application",
-        ]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ws",
-            "realtime.wsprotocol:LeanWebSocketProtocol",
-            "--ws-per-message-deflate",
-            "false",
-            "--ws-max-size",
-            "65536",
-            "--log-level",
-            "warning",
-            "config.asgi:application",
-        ]
+
+
+@dataclass
+class _Launched:
+    """A server process started but not yet known to answer, and the environment it got."""
+
+    server: LiveServer
+    kind: str
+    env: dict[str, str]
+
+
+def _launch(env: dict[str, str], kind: str) -> _Launched:
+    port = free_port()
     (ROOT / "var").mkdir(exist_ok=True)
     SERVER_LOGS.append(ROOT / "var" / f"server-{port}.log")
     log = open(SERVER_LOGS[-1], "wb")  # noqa: SIM115
+    cmd = _server_command(kind, port)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return _Launched(LiveServer(port, proc), kind, env)
+
+
+def _wait_ready(server: LiveServer) -> LiveServer:
+    port, proc = server.port, server.process
     deadline = time.monotonic() + 30
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
                 if resp.status < 500:
-                    break
+                    return server
         except Exception:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
@@ -247,7 +258,40 @@ def start_asgi_server(
                     f"ASGI server did not start; see var/server-{port}.log"
                 ) from None
             time.sleep(0.1)
-    return LiveServer(port, proc)
+
+
+def start_asgi_server(
+    extra_env: dict[str, str] | None = None, *, server: str = "daphne"
+) -> LiveServer:
+    """Start one ASGI server process on the current test database and this run's Redis."""
+    return _wait_ready(_launch(_server_env(extra_env), server).server)
+
+
+class _Spares:
+    """One server process of each kind started ahead for the next test that asks for one.
+    Starting a process (Python importing Django and the whole app) was most of a live test's
+    set-up on a slow machine; a spare starts while the previous test runs. A spare is used
+    only if a fresh start now would get exactly the same command and environment, and it has
+    served nothing before, so each test still gets processes as fresh as before."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, _Launched] = {}
+
+    def take(self, extra_env: dict[str, str] | None, kind: str) -> LiveServer:
+        env = _server_env(extra_env)
+        spare = self.waiting.pop(kind, None) if not extra_env else None
+        if spare is not None and (spare.env != env or spare.server.process.poll() is not None):
+            stop_asgi_server(spare.server)
+            spare = None
+        launched = spare or _launch(env, kind)
+        if not extra_env:
+            self.waiting[kind] = _launch(env, kind)  # the next one starts while this runs
+        return _wait_ready(launched.server)
+
+    def stop(self) -> None:
+        for spare in self.waiting.values():
+            stop_asgi_server(spare.server)
+        self.waiting.clear()
 
 
 def stop_asgi_server(server: LiveServer) -> None:
@@ -258,13 +302,24 @@ def stop_asgi_server(server: LiveServer) -> None:
         server.process.kill()
 
 
+@pytest.fixture(scope="session")
+def _spare_servers(django_db_setup: None) -> Iterator[_Spares]:
+    # Depends on the test database's set-up, so it stops its spares before the database is
+    # dropped (a process still connected would keep it from being dropped).
+    spares = _Spares()
+    yield spares
+    spares.stop()
+
+
 @pytest.fixture
-def asgi_servers(transactional_db: None) -> Iterator[Callable[..., LiveServer]]:
+def asgi_servers(
+    transactional_db: None, _spare_servers: _Spares
+) -> Iterator[Callable[..., LiveServer]]:
     """Factory: `asgi_servers()` starts one more server process; all stop after the test."""
     started: list[LiveServer] = []
 
     def start(extra_env: dict[str, str] | None = None, *, server: str = "daphne") -> LiveServer:
-        s = start_asgi_server(extra_env, server=server)
+        s = _spare_servers.take(extra_env, server)
         started.append(s)
         return s
 
@@ -335,8 +390,18 @@ async def uvicorn_in_loop() -> AsyncIterator[Callable[..., Awaitable[str]]]:
 # thread for the rest of the session once it starts, and pytest-asyncio cannot run an async
 # test while one runs ("Runner.run() cannot be called from a running event loop"), so every
 # async test collected after tests/e2e (realtime, videochat, voice) would fail.
+# trylast: `-m` has deselected its items by then, so a shard splits what this run selected.
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)  # stable
+    # TEST_SHARD=i/n (tests/split_run.py): this run keeps every n-th test from the i-th, so
+    # a file's slow tests spread over the shards.
+    if shard := os.environ.get("TEST_SHARD"):
+        index, count = (int(part) for part in shard.split("/"))
+        config.hook.pytest_deselected(
+            items=[item for k, item in enumerate(items) if k % count != index]
+        )
+        items[:] = [item for k, item in enumerate(items) if k % count == index]
     # A socket opened in an async test starts its loop's liveness beat: stop it with the loop.
     for item in items:
         if inspect.iscoroutinefunction(getattr(item, "obj", None)):
