@@ -152,9 +152,9 @@ class VoiceConsumer(BaseConsumer):
         )
         me = next(m for m in members if m.user_id == uid)
         # Location is the user's (another tab may have shared it), not the socket's.
-        located, talker, recent = await selectors.join_snapshot(
-            channel.pk, viewer_id=uid, range_km=channel.range_km
-        )
+        snap = await selectors.join_snapshot(channel.pk, viewer_id=uid, range_km=channel.range_km)
+        # The channel's bans, read here once a process (until they change), not at a press.
+        await floor.bans_prepare(channel.pk, snap.sanctions_version)
         await self.send_model(
             ChannelJoined(
                 channel=ChannelInfo(
@@ -168,12 +168,12 @@ class VoiceConsumer(BaseConsumer):
                 member_count=len(countries),
                 me=Me(
                     user_id=uid,
-                    has_location=self.has_location or located,
+                    has_location=self.has_location or snap.located,
                     range_km=channel.range_km,
                     is_moderator=me.is_moderator,
                 ),
-                talker=talker,
-                recent=recent,
+                talker=snap.talker,
+                recent=snap.recent,
             )
         )
         if first and sockets <= MEMBER_EVENTS_LIMIT:

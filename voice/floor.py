@@ -29,6 +29,7 @@ from typing import Any, Literal
 from django.conf import settings
 
 from realtime import metrics
+from realtime.batching import PerLoop
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.fanout import RespConnection, Script, run_script
@@ -312,6 +313,43 @@ async def _read_bans(loop: asyncio.AbstractEventLoop) -> None:
             future.set_result(bans[channel_id])
 
 
+# Per event loop: channel id -> (version tag, its bans read under way for joins). A crowd
+# joining a channel shares one read; it is shared only by joins that read the same version,
+# which are stored with the same answer the first one is.
+_bans_joining: PerLoop[dict[int, tuple[str, asyncio.Future[dict[int, int | None]]]]] = PerLoop(dict)
+
+
+async def bans_prepare(channel_id: int, version: bytes | None) -> None:
+    """A join's part of the press: read the channel's bans now (once a process, until its
+    sanctions change: `version`, the channel's sanctions version, read before), so that no
+    press waits for the database before its grant. A read that fails is only logged: the
+    join goes on, and a press then reads them before its grant (refused if it cannot)."""
+    tag = version_tag(version)
+    seen = _bans_seen.get(channel_id)
+    if seen is not None and seen[0] == tag:
+        return
+    joining = _bans_joining.get()
+    reading = joining.get(channel_id)
+    if reading is None or reading[0] != tag:
+        reading = joining[channel_id] = (tag, asyncio.ensure_future(_channel_bans(channel_id)))
+        reading[1].add_done_callback(lambda _: _bans_read(joining, channel_id, reading))
+    try:
+        bans = await asyncio.shield(reading[1])
+    except Exception:
+        log.warning("could not read the bans of channel %s at a join", channel_id, exc_info=True)
+        return
+    _bans_seen[channel_id] = (tag, bans)
+
+
+def _bans_read(
+    joining: dict[int, tuple[str, asyncio.Future[dict[int, int | None]]]],
+    channel_id: int,
+    reading: tuple[str, asyncio.Future[dict[int, int | None]]],
+) -> None:
+    if joining.get(channel_id) is reading:
+        del joining[channel_id]
+
+
 async def press_recipients(*, channel_id: int, talker_id: int, range_km: int) -> Recipients:
     """Recipients of a press, in a cost that does not grow with the channel: one Redis read
     (the channel's sanctions version, plus the talker's location in a ranged channel) and a
@@ -529,7 +567,6 @@ async def _request(
         opened=loop.create_future(),
     )
     seat.talk = talk
-    talk.keeper = loop.create_task(hold(seat, talk))
     # 200 presses at once: the grant is the reply the talker waits for, so each press's
     # grant goes out first and its start (the stored transmission, floor.taken for the
     # channel) is written after the grants of the presses ready with it. Audio
@@ -559,6 +596,9 @@ class _Opening:
         if self.seat.talk is not talk:  # ended before its start: nothing was announced
             _opened(talk)
             return
+        # The lease's keeper too is made after the grants of this turn (its first renewal
+        # is a third of the lease away).
+        talk.keeper = asyncio.get_running_loop().create_task(hold(self.seat, talk))
         relay = get_relay()
         conn = relay.connection_now()
         if conn is None:

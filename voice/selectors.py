@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -333,24 +334,34 @@ async def recent_transmissions(channel_id: int, *, viewer_id: int) -> list[Recen
     return _recent_described(await transmissions.recent(channel_id, hearer=viewer_id))
 
 
-async def join_snapshot(
-    channel_id: int, *, viewer_id: int, range_km: int
-) -> tuple[bool, Talker | None, list[RecentTx]]:
-    """What a join tells the joiner of the channel's live state: (whether the user shares a
-    location, `talker_of`, `recent_transmissions`), read in one round trip: a reconnect
-    storm's every join asked them one at a time (three round trips, and redis-py's work for
-    each command, of the 2 % each a storm's profile showed)."""
+@dataclass(frozen=True)
+class JoinSnapshot:
+    """What a join reads of the channel's live state (`join_snapshot`)."""
+
+    located: bool  # the user shares a location
+    talker: Talker | None  # `talker_of`
+    recent: list[RecentTx]  # `recent_transmissions`
+    sanctions_version: bytes | None  # the channel's, for its bans (voice.floor.bans_prepare)
+
+
+async def join_snapshot(channel_id: int, *, viewer_id: int, range_km: int) -> JoinSnapshot:
+    """What a join tells the joiner of the channel's live state, and the channel's sanctions
+    version (its presses' bans are read at the join, not at a press), read in one round
+    trip: a reconnect storm's every join asked them one at a time (three round trips, and
+    redis-py's work for each command, of the 2 % each a storm's profile showed)."""
     async with get_async_redis().pipeline(transaction=False) as pipe:
         pipe.exists(keys.location_key(viewer_id))
         pipe.get(keys.floor_key(channel_id))
         pipe.zrange(keys.recent_key(channel_id), 0, -1)
-        located, floor_raw, tx_ids = await pipe.execute()
+        pipe.get(keys.channel_sanctions_version_key(channel_id))
+        located, floor_raw, tx_ids, version = await pipe.execute()
     talker = None
     holder = floor_decode(floor_raw)
     if holder is not None:
         talker = await _talker_named(holder, viewer_id=viewer_id, range_km=range_km)
     recent = _recent_described(await transmissions.recent_of(tx_ids, hearer=viewer_id))
-    return bool(located), talker, recent
+    version = version.encode() if isinstance(version, str) else version
+    return JoinSnapshot(bool(located), talker, recent, version)
 
 
 def _recent_described(metas: list[dict[str, Any]]) -> list[RecentTx]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
@@ -34,6 +35,7 @@ from realtime.consumers import CLOSE_RECONNECT
 from tests.conftest import LiveServer, free_port, session_cookie_for
 from tests.messaging.test_processes import Person, Receiver, post, put
 from tests.voice.helpers import packet
+from voice import keys as voice_keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -414,7 +416,7 @@ async def pg_proxy() -> AsyncIterator[CuttableProxy]:
 
 
 async def test_postgres_unreachable_for_seconds_keeps_sockets_and_audio(
-    drill, pg_proxy, amake_user
+    drill, pg_proxy, own_redis, amake_user
 ):
     db = settings.DATABASES["default"]
     url = f"postgres://{db['USER']}@127.0.0.1:{pg_proxy.port}/{db['NAME']}"
@@ -438,10 +440,17 @@ async def test_postgres_unreachable_for_seconds_keeps_sockets_and_audio(
     assert await cb.binaries() == sent
     await ca.send(type="floor.release", tx_id=tx)
     await cb.expect("floor.released", tx_id=tx)
-    # What needs the database (a join; a press, which checks bans) is refused with an error
-    # frame, never granted unchecked; the sockets stay up.
+    # What needs the database (a join) is refused with an error frame; the sockets stay up.
     await cb.send(type="channel.join", channel_id=other.pk)
     assert (await cb.expect("error", timeout=15))["code"] == "server_error"
+    # A press needs none while the channel's bans its process read at the join still hold.
+    tx = await take_floor(cb)
+    await ca.expect("floor.taken", tx_id=tx)
+    await cb.send(type="floor.release", tx_id=tx)
+    await cb.expect("floor.released", tx_id=tx)
+    # A sanction changed meanwhile (its bump reached Redis): a press must read the bans
+    # again, and is refused with an error frame, never granted on bans it could not read.
+    redis.Redis.from_url(own_redis.url).incr(voice_keys.channel_sanctions_version_key(channel.pk))
     await cb.send(type="floor.request", mode="webcodecs")
     assert (await cb.expect("error", timeout=15))["code"] == "server_error"
     for client in (ca, cb):

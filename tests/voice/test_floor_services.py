@@ -148,6 +148,9 @@ async def test_released_frees_the_lease_and_the_channel_hears_why(room) -> None:
     seat = floor.Seat(user_id=talker.pk)
     granted = await press(seat, channel)
     tx_id = granted.reply.tx_id  # type: ignore[union-attr]
+    # The lease's keeper is made with the start, after the grant (not in the grant's way).
+    assert granted.talk is not None and granted.talk.keeper is None
+    await granted.talk.opened
     keeper = seat.talk.keeper  # type: ignore[union-attr]
 
     wrong = await floor.release(seat, tx_id=tx_id + 1)
@@ -178,7 +181,9 @@ async def test_a_lost_lease_ends_the_transmission_at_once(room, settings) -> Non
     seat = floor.Seat(user_id=talker.pk)
     granted = await press(seat, channel)
     talk = seat.talk
-    assert talk is not None and talk.keeper is not None
+    assert talk is not None
+    await talk.opened  # the keeper is made with the start
+    assert talk.keeper is not None
     await get_async_redis().delete(keys.floor_key(channel.pk))  # as after a Redis restart
 
     ended = await asyncio.wait_for(talk.keeper, 10)
@@ -197,7 +202,9 @@ async def test_the_lease_is_renewed_while_talking_and_ends_at_the_maximum_length
     seat = floor.Seat(user_id=talker.pk)
     await press(seat, channel)
     talk = seat.talk
-    assert talk is not None and talk.keeper is not None
+    assert talk is not None
+    await talk.opened  # the keeper is made with the start
+    assert talk.keeper is not None
 
     # A second is three leases long: "timeout", not "lease_lost", says it was renewed.
     ended = await asyncio.wait_for(talk.keeper, 10)

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # A first join: the admission (channel, the user's ban and membership in one query), the
 # membership's insert (one statement, no savepoint), then the member list (profiles,
-# moderators and mutes in one statement). None of it grows with the members.
+# moderators and mutes in one statement). None of it grows with the members. The first join
+# of a channel in a process (or after its sanctions changed) also reads the channel's bans,
+# for its presses (voice.floor.bans_prepare): one statement more, whatever the members.
 JOIN_QUERIES = 3
 
 
@@ -48,6 +50,11 @@ async def test_join_costs_the_same_few_queries_in_a_small_and_a_crowded_channel(
     alone = await _join_statements(first, small, monkeypatch)
     second = await connect(await amake_user())
     among = await _join_statements(second, crowded, monkeypatch)
-    assert len(alone) == len(among) == JOIN_QUERIES, (alone, among)
-    for comm in (*crowd, first, second):
+    third = await connect(await amake_user())
+    again = await _join_statements(third, small, monkeypatch)
+    assert len(among) == len(again) == JOIN_QUERIES, (among, again)
+    # The process's first join of `small` read its bans once, for every press to come.
+    assert len(alone) == JOIN_QUERIES + 1, alone
+    assert "voice_channelsanction" in alone[-1], alone
+    for comm in (*crowd, first, second, third):
         await comm.disconnect()
