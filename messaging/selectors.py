@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Count, Q, Value
 
 from accounts.models import Device, Profile, User
+from realtime.errors import ServiceError
 from realtime.models import StreamItem
 
 from .errors import not_found
@@ -147,6 +148,54 @@ def send_targets(
         if pk is not None and not blocks and pk != exclude_device_pk
     ]
     return room, blocked, targets
+
+
+def send_targets_many(
+    sends: Sequence[tuple[str, int, int]],
+) -> list[tuple[Room, bool, list[tuple[int, int]]] | None]:
+    """`send_targets` of several sends `(room_id, sender_id, exclude_device_pk)` in one
+    query (a group commit's): per send, in order, the same answer, or None where the room
+    does not exist or the sender is not a member. A read per send was a third of a batch's
+    CPU."""
+    if not sends:
+        return []
+    if connection.vendor != "postgresql":  # no unnest: one read each
+        answers: list[tuple[Room, bool, list[tuple[int, int]]] | None] = []
+        for room_id, sender_id, exclude in sends:
+            try:
+                answers.append(
+                    send_targets(room_id=room_id, sender_id=sender_id, exclude_device_pk=exclude)
+                )
+            except ServiceError:
+                answers.append(None)
+        return answers
+    q = connection.ops.quote_name
+    room_t, member_t = q(Room._meta.db_table), q(Membership._meta.db_table)
+    keys_t, block_t = q(DeviceKeys._meta.db_table), q(Block._meta.db_table)
+    sql = (
+        f"SELECT s.i, r.id, r.is_direct, m.user_id, EXISTS (SELECT 1 FROM {block_t} b "  # noqa: S608
+        "WHERE b.blocker_id = m.user_id AND b.blocked_id = s.sender), k.device_id "
+        "FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS s(room_id, sender, i) "
+        f"JOIN {room_t} r ON r.room_id = s.room_id "
+        f"JOIN {member_t} me ON me.room_id = r.id AND me.user_id = s.sender "
+        f"JOIN {member_t} m ON m.room_id = r.id LEFT JOIN {keys_t} k ON k.user_id = m.user_id "
+        "ORDER BY s.i, k.device_id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [[room_id for room_id, _, _ in sends], [s for _, s, _ in sends]])
+        rows = cur.fetchall()
+    found: dict[int, tuple[Room, bool, list[tuple[int, int]]]] = {}
+    for i, room_pk, is_direct, uid, blocks, device_pk in rows:
+        index = int(i) - 1
+        room_id, _, exclude = sends[index]
+        if index not in found:
+            found[index] = (Room(pk=room_pk, room_id=room_id, is_direct=bool(is_direct)), False, [])
+        room, _, targets = found[index]
+        if blocks:
+            found[index] = (room, True, targets)
+        elif device_pk is not None and device_pk != exclude:
+            targets.append((int(uid), int(device_pk)))
+    return [found.get(i) for i in range(len(sends))]
 
 
 def key_counts(device_pk: int) -> dict[str, Any]:

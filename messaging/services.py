@@ -759,6 +759,18 @@ def _send_targets(device: Device, room_id: str) -> tuple[Room, list[tuple[int, i
     return room, targets
 
 
+def _checked_targets(
+    answer: tuple[Room, bool, list[tuple[int, int]]] | None,
+) -> tuple[Room, list[tuple[int, int]]]:
+    """`_send_targets`'s refusals, on an answer of `selectors.send_targets_many`."""
+    if answer is None:
+        raise not_found("no such room, or you are not a member")
+    room, blocked, targets = answer
+    if room.is_direct and blocked:
+        raise forbidden("this person does not accept your messages")
+    return room, targets
+
+
 def _room_event(
     device: Device, room_id: str, event_type: str, content: Json, *, event_id: str
 ) -> RoomEvent:
@@ -810,13 +822,18 @@ def room_events_send(*, sends: Sequence[SendRequest]) -> list[Json | ServiceErro
         )
         emits: list[tuple[RoomEvent, str, Sequence[tuple[int, int]]]] = []
         dropped: list[int] = []
+        new = [(once, i) for once, i in first.items() if once in claimed]
+        # Every room of the batch in one read.
+        found = selectors.send_targets_many(
+            [(sends[i].room_id, sends[i].device.user_id, sends[i].device.pk) for _, i in new]
+        )
         for (pk, key), i in first.items():
-            send = sends[i]
             if (pk, key) not in claimed:  # a resend: the stored answer
                 replies[i] = stream_answer(device_pk=pk, key=key)
-                continue
+        for ((pk, key), i), answer in zip(new, found, strict=True):
+            send = sends[i]
             try:
-                room, targets = _send_targets(send.device, send.room_id)
+                room, targets = _checked_targets(answer)
             except ServiceError as exc:
                 replies[i] = exc
                 dropped.append(claimed[(pk, key)])

@@ -12,7 +12,13 @@ from django.test.utils import CaptureQueriesContext
 
 from messaging.errors import ServiceError
 from messaging.models import RoomEvent
-from messaging.services import SendRequest, room_create, room_event_send, room_events_send
+from messaging.services import (
+    SendRequest,
+    ignored_users_set,
+    room_create,
+    room_event_send,
+    room_events_send,
+)
 from realtime.models import IdempotencyKey, StreamItem
 from realtime.stream import stream_last_seq
 from tests.messaging.conftest import hello, member, settle, sync_socket, timeline
@@ -99,7 +105,7 @@ async def test_a_refused_send_is_an_error_frame_carrying_the_txn_id(case):
 
 def test_sends_committed_together_cost_what_one_does_and_each_is_answered_as_alone():
     """A process's sockets' sends that wait together go in one transaction (group commit):
-    the same statements for three sends as for one, plus a read of each room; a resend in
+    the same statements for three sends as for one (every room in one read); a resend in
     the batch gets its stored answer, a refused send stores nothing (its txn_id can be sent
     again), and every stored event reaches its receiver's stream once."""
 
@@ -119,24 +125,31 @@ def test_sends_committed_together_cost_what_one_does_and_each_is_answered_as_alo
     pairs = [pair() for _ in range(3)]
     with CaptureQueriesContext(connection) as three:
         replies = room_events_send(sends=[request(s, room, "t1") for s, _, room in pairs])
-    # BEGIN, the claims, a read of each room, the events, the heads, the deliveries, COMMIT.
+    # BEGIN, the claims, a read of the rooms, the events, the heads, the deliveries, COMMIT.
     assert len(one.captured_queries) == 7
-    assert len(three.captured_queries) == 7 + 2
+    assert len(three.captured_queries) == 7
 
     stranger = member()
+    blocked, blocker, room_blocked = pair()
+    ignored_users_set(user=blocker.user, ignored=[blocked.mxid])
     before = stream_last_seq(device_pk=b.device.pk)
+    before_blocker = stream_last_seq(device_pk=blocker.device.pk)
     mixed = room_events_send(
         sends=[
             request(a, room_a, "t1"),  # a resend: the stored answer
             request(stranger, room_a, "t9"),  # not a member: refused, stores nothing
+            request(blocked, room_blocked, "t1"),  # blocked in a direct room: refused too
             request(a, room_a, "t2"),
         ]
     )
     assert mixed[0] == answer
-    assert isinstance(mixed[1], ServiceError)
-    assert set(mixed[2]) == {"event_id"} and mixed[2] != answer
+    assert isinstance(mixed[1], ServiceError) and mixed[1].code == "M_NOT_FOUND"
+    assert isinstance(mixed[2], ServiceError) and mixed[2].code == "M_FORBIDDEN"
+    assert set(mixed[3]) == {"event_id"} and mixed[3] != answer
     assert stream_last_seq(device_pk=b.device.pk) == before + 1  # t2 only
-    assert not IdempotencyKey.objects.filter(device_pk=stranger.device.pk).exists()
+    assert stream_last_seq(device_pk=blocker.device.pk) == before_blocker
+    for refused in (stranger, blocked):
+        assert not IdempotencyKey.objects.filter(device_pk=refused.device.pk).exists()
     for (_, receiver, _), reply in zip(pairs, replies, strict=True):
         event = RoomEvent.objects.get(event_id=reply["event_id"])
         assert StreamItem.objects.filter(device_pk=receiver.device.pk, ref=event.pk).count() == 1
