@@ -9,6 +9,7 @@ See docs/protocols/stream.md. Products register how their items look on the wire
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,19 +82,10 @@ def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
     counts = Counter((i.user_id, i.device_pk) for i in items)
     # No savepoint of its own: this is part of the caller's write, all or nothing.
     with transaction.atomic(savepoint=False):
-        last = _bump_heads(dict(counts))
-        next_seq = {pk: last[pk] - n + 1 for (_, pk), n in counts.items()}
-        rows: list[list[Any]] = []
-        given: dict[int, list[int]] = defaultdict(list)
-        body = StreamItem._meta.get_field("body")
-        now = StreamItem._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
-        for it in items:
-            seq = next_seq[it.device_pk]
-            next_seq[it.device_pk] = seq + 1
-            given[it.device_pk].append(seq)
-            body_value = body.get_db_prep_save(it.body, connection)
-            rows.append([it.device_pk, it.user_id, seq, it.kind, it.ref, body_value, now])
-        _insert_items(rows)
+        if connection.vendor == "postgresql":
+            given = _append_rows(items, counts)
+        else:
+            given = _append_rows_portable(items, counts)
         frames: dict[int, list[Json] | None] = {}
         for it in items:
             if it.frame is None:
@@ -108,6 +100,77 @@ def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
                 else StreamNudge()
             )
             send_on_commit(stream_group(device_pk), nudge, wait=False)
+    return dict(given)
+
+
+def _append_rows(
+    items: Sequence[NewItem], counts: Counter[tuple[int, int]]
+) -> dict[int, list[int]]:
+    """The heads' bump and the items' INSERT in one statement (every message appends twice:
+    its delivery, then its tick; a round trip each costs more CPU than the statements). The
+    items come as arrays, each with its distance back from its device's new last seq."""
+    ordered = sorted(counts.items(), key=lambda kv: kv[0][1])  # heads locked in pk order
+    back: dict[int, int] = {pk: n for (_, pk), n in counts.items()}
+    distances: list[int] = []
+    for it in items:
+        back[it.device_pk] -= 1
+        distances.append(back[it.device_pk])
+    encoder = StreamItem._meta.get_field("body").encoder  # type: ignore[attr-defined]
+    columns: list[list[Any]] = [
+        [it.device_pk for it in items],
+        [it.user_id for it in items],
+        distances,
+        [it.kind for it in items],
+        [it.ref for it in items],
+        [json.dumps(it.body, cls=encoder) for it in items],
+    ]
+    q = connection.ops.quote_name
+    heads, table = q(StreamHead._meta.db_table), q(StreamItem._meta.db_table)
+    sql = (
+        f"WITH h AS (INSERT INTO {heads} (device_pk, user_id, last_seq) "  # noqa: S608
+        "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
+        f"ON CONFLICT (device_pk) DO UPDATE SET last_seq = {heads}.last_seq + EXCLUDED.last_seq "
+        "RETURNING device_pk, last_seq), "
+        f"i AS (INSERT INTO {table} (device_pk, user_id, seq, kind, ref, body, created_at) "
+        "SELECT v.device_pk, v.user_id, h.last_seq - v.back, v.kind, v.ref, v.body::jsonb, %s "
+        "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[], "
+        "%s::text[]) AS v(device_pk, user_id, back, kind, ref, body) "
+        "JOIN h ON h.device_pk = v.device_pk) "
+        "SELECT device_pk, last_seq FROM h"
+    )
+    params: list[Any] = [
+        [pk for (_, pk), _ in ordered],
+        [user_id for (user_id, _), _ in ordered],
+        [n for _, n in ordered],
+        timezone.now(),
+        *columns,
+    ]
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        last = {int(pk): int(seq) for pk, seq in cur.fetchall()}
+    given: dict[int, list[int]] = defaultdict(list)
+    for it, distance in zip(items, distances, strict=True):
+        given[it.device_pk].append(last[it.device_pk] - distance)
+    return dict(given)
+
+
+def _append_rows_portable(
+    items: Sequence[NewItem], counts: Counter[tuple[int, int]]
+) -> dict[int, list[int]]:
+    """`_append_rows` without arrays (SQLite): the heads, then the items."""
+    last = _bump_heads(dict(counts))
+    next_seq = {pk: last[pk] - n + 1 for (_, pk), n in counts.items()}
+    rows: list[list[Any]] = []
+    given: dict[int, list[int]] = defaultdict(list)
+    body = StreamItem._meta.get_field("body")
+    now = StreamItem._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
+    for it in items:
+        seq = next_seq[it.device_pk]
+        next_seq[it.device_pk] = seq + 1
+        given[it.device_pk].append(seq)
+        body_value = body.get_db_prep_save(it.body, connection)
+        rows.append([it.device_pk, it.user_id, seq, it.kind, it.ref, body_value, now])
+    _insert_items(rows)
     return dict(given)
 
 

@@ -13,6 +13,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from pydantic import TypeAdapter
 
 from realtime.consumers import BaseConsumer
@@ -389,3 +390,38 @@ async def test_a_lost_nudge_costs_only_a_delay_until_the_next_ping(device):
     assert await comm.receive_json_from() == {"type": "pong"}
     assert await comm.receive_json_from() == {"type": "test.note", "t": "late", "seq": 1}
     await comm.disconnect()
+
+
+def test_an_append_of_several_devices_is_one_statement_in_item_order(device):
+    """Heads and items in one statement: interleaved items of two devices get each device's
+    next seqs in their order, bodies and refs as given."""
+    second = DeviceFactory(user=device.user)
+    notes(device, "before")
+    items = [
+        NewItem(user_id=d.user_id, device_pk=d.pk, kind="test.note", ref=ref, body={"t": t})
+        for d, ref, t in [
+            (device, 7, "a"),
+            (second, None, "b"),
+            (device, None, "c"),
+            (second, 8, "d"),
+            (device, 9, "é \" ' {}"),
+        ]
+    ]
+    with CaptureQueriesContext(connection) as ctx:
+        given = stream_append(items=items)
+    statements = [q["sql"] for q in ctx.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert len(statements) == 1
+    assert given == {device.pk: [2, 3, 4], second.pk: [1, 2]}
+    rows = StreamItem.objects.order_by("device_pk", "seq").values_list(
+        "device_pk", "seq", "ref", "body"
+    )
+    assert list(rows.filter(device_pk=device.pk)) == [
+        (device.pk, 1, None, {"t": "before"}),
+        (device.pk, 2, 7, {"t": "a"}),
+        (device.pk, 3, None, {"t": "c"}),
+        (device.pk, 4, 9, {"t": "é \" ' {}"}),
+    ]
+    assert list(rows.filter(device_pk=second.pk)) == [
+        (second.pk, 1, None, {"t": "b"}),
+        (second.pk, 2, 8, {"t": "d"}),
+    ]
