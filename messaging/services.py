@@ -904,15 +904,14 @@ def events_trimmed(refs: list[int], acked: bool) -> None:
     if not acked:
         return
     ticks: dict[tuple[int, str], list[str]] = defaultdict(list)
+    # The senders' devices came with the lock, and every tick goes in one append: an ack of
+    # several senders' messages (acks are batched per process) costs what an ack of one does.
+    devices: dict[int, list[tuple[int, int]]] = {}
     for pk in delivered:
-        sender_id, type_, event_id, room_id = events[pk]
+        sender_id, type_, event_id, room_id, sender_devices = events[pk]
         if type_ == "m.room.encrypted":
             ticks[(sender_id, room_id)].append(event_id)
-    # The senders' devices in one read and every tick in one append: an ack of several
-    # senders' messages (acks are batched per process) costs what an ack of one does.
-    devices: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for user_id, device_pk in selectors.key_devices_of({s for s, _ in ticks}):
-        devices[user_id].append((user_id, device_pk))
+            devices[sender_id] = [(sender_id, d) for d in sender_devices]
     items: list[NewItem] = []
     for (sender_id, room_id), event_ids in ticks.items():
         sync = {
@@ -935,22 +934,34 @@ def events_trimmed(refs: list[int], acked: bool) -> None:
     stream_append(items=items)
 
 
-def _lock_undelivered(refs: list[int]) -> dict[int, tuple[int, str, str, str]]:
+def _lock_undelivered(refs: list[int]) -> dict[int, tuple[int, str, str, str, list[int]]]:
     """Lock the events of `refs` still waiting for a device, in pk order (two acks lock in
-    the same order): pk -> (sender id, type, event id, room id). Raw SQL: every ack of a
-    message comes here, and building the queryset cost more CPU than the statement."""
+    the same order): pk -> (sender id, type, event id, room id, the sender's keyed devices:
+    where the "delivered" tick goes). Raw SQL: every ack of a message comes here, and
+    building the queryset cost more CPU than the statement."""
     q = connection.ops.quote_name
     event_table, room_table = q(RoomEvent._meta.db_table), q(Room._meta.db_table)
+    keys_table = q(DeviceKeys._meta.db_table)
     lock = " FOR UPDATE OF e" if connection.features.has_select_for_update_of else ""
+    # The devices as text ("1,5"): an array aggregate SQLite has not.
+    devices = (
+        "string_agg(k.device_id::text, ',' ORDER BY k.device_id)"
+        if connection.vendor == "postgresql"
+        else "group_concat(k.device_id, ',')"
+    )
     sql = (
-        f"SELECT e.id, e.sender_id, e.type, e.event_id, r.room_id FROM {event_table} e "  # noqa: S608
-        f"JOIN {room_table} r ON r.id = e.room_id "
+        f"SELECT e.id, e.sender_id, e.type, e.event_id, r.room_id, "  # noqa: S608
+        f"(SELECT {devices} FROM {keys_table} k WHERE k.user_id = e.sender_id) "
+        f"FROM {event_table} e JOIN {room_table} r ON r.id = e.room_id "
         f"WHERE e.id IN ({', '.join(['%s'] * len(refs))}) AND e.delivered_at IS NULL "
         f"ORDER BY e.id{lock}"
     )
     with connection.cursor() as cur:
         cur.execute(sql, refs)
-        return {int(pk): (int(sender), type_, eid, rid) for pk, sender, type_, eid, rid in cur}
+        return {
+            int(pk): (int(sender), type_, eid, rid, [int(d) for d in (ds or "").split(",") if d])
+            for pk, sender, type_, eid, rid, ds in cur
+        }
 
 
 def _mark_delivered(pks: list[int]) -> list[int]:

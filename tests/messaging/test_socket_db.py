@@ -109,10 +109,10 @@ def test_a_fetch_and_an_ack_cost_the_same_queries_whatever_the_group_size():
     fetch, ack = small
     # The items, the device's key counts, their events.
     assert fetch <= 3, fetch
-    # BEGIN, the delete (returning the refs), the events locked, those no device still waits
-    # for emptied (one statement), the sender's keyed devices, the tick with its stream head
-    # (one statement), COMMIT.
-    assert ack <= 7, ack
+    # BEGIN, the delete (returning the refs), the events locked with their senders' keyed
+    # devices, those no device still waits for emptied (one statement), the tick with its
+    # stream head (one statement), COMMIT.
+    assert ack <= 6, ack
 
 
 def test_acks_batched_together_cost_what_one_ack_does():
@@ -135,7 +135,7 @@ def test_acks_batched_together_cost_what_one_ack_does():
 
     one = ack_cost([sent_to_fresh_pair()])
     pairs = [sent_to_fresh_pair() for _ in range(3)]
-    assert ack_cost(pairs) == one <= 7
+    assert ack_cost(pairs) == one <= 6
     assert RoomEvent.objects.filter(type="m.room.encrypted", delivered_at__isnull=True).count() == 0
     for sender, _, before in pairs:  # each sender's "delivered" tick, after its own stream
         [tick] = stream_render(
