@@ -65,6 +65,26 @@ class _PublishBatcher(Batcher[tuple[str, bytes]]):
             return list(await pipe.execute())
 
 
+class _MembersBatcher(Batcher[str]):
+    """Group member reads (`group_send_direct`) on one Redis server, one pipeline in flight:
+    the groups asked meanwhile go together in the next (every CallsApp message nudges two
+    devices' groups, and a round trip each was a tenth of the server's CPU)."""
+
+    def __init__(self, client: Any, group_expiry: int) -> None:
+        super().__init__()
+        self._client = client
+        self._group_expiry = group_expiry
+
+    async def send_batch(self, items: list[str]) -> list[Any]:
+        expired = int(time.time()) - self._group_expiry
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in items:
+                pipe.zremrangebyscore(key, min=0, max=expired)
+                pipe.zrange(key, 0, -1)
+            replies = await pipe.execute()
+        return list(replies[1::2])
+
+
 class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,6 +100,9 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         # loop -> Redis server index -> its PUBLISH batcher (direct messages)
         self._batchers: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[int, _PublishBatcher]
+        ] = weakref.WeakKeyDictionary()
+        self._member_reads: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[int, _MembersBatcher]
         ] = weakref.WeakKeyDictionary()
 
     def create_pool(self, index: int) -> Any:
@@ -152,6 +175,13 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         index = self.consistent_hash(self.non_local_name(channel))
         return await self._publishes(index).publish(self.direct_topic(channel), body)
 
+    def _members(self, index: int) -> _MembersBatcher:
+        per_loop = self._member_reads.setdefault(asyncio.get_running_loop(), {})
+        batcher = per_loop.get(index)
+        if batcher is None:
+            batcher = per_loop[index] = _MembersBatcher(self.connection(index), self.group_expiry)
+        return batcher
+
     def _publishes(self, index: int) -> _PublishBatcher:
         loop = asyncio.get_running_loop()
         per_loop = self._batchers.get(loop)
@@ -164,16 +194,12 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
 
     async def group_send_direct(self, group: str, message: Message) -> None:
         """`group_send` through each member's process subscription: one round trip reads the
-        members, one PUBLISH each (channels_redis's takes three, then on the receiving side a
-        pop, a backup copy and its clean-up). A member no process received it for gets it
-        through the sorted set. Its order against other sends to the same sockets is not
-        kept: only for messages whose receiver does not depend on it (stream nudges)."""
-        key = self._group_key(group)
-        client = self.connection(self.consistent_hash(group))
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
-            pipe.zrange(key, 0, -1)
-            _, members = await pipe.execute()
+        members (shared with the group sends asked meanwhile), one PUBLISH each
+        (channels_redis's takes three, then on the receiving side a pop, a backup copy and
+        its clean-up). A member no process received it for gets it through the sorted set.
+        Its order against other sends to the same sockets is not kept: only for messages
+        whose receiver does not depend on it (stream nudges)."""
+        members = await self._members(self.consistent_hash(group)).call(self._group_key(group))
         channels = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         await self.send_to_members(channels, message)
 

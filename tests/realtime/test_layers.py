@@ -182,3 +182,40 @@ async def test_direct_messages_sent_together_go_in_one_pipeline() -> None:
     finally:
         await sender.close_pools()
         await owner.close_pools()
+
+
+async def test_direct_group_sends_asked_together_read_their_members_in_one_pipeline() -> None:
+    """group_send_direct batches its member reads: many groups nudged at once (a group
+    commit's devices) cost one pipeline for the reads and one for the PUBLISHes."""
+    sender, owner = layer_with(), layer_with()
+    try:
+        names = [await owner.new_channel() for _ in range(10)]
+        groups = [f"members-test-{i}" for i in range(10)]
+        for group, name in zip(groups, names, strict=True):
+            await sender.group_add(group, name)
+        waiters = [owner.receive(n) for n in names]
+        while not await sender.send_direct(names[0], {"type": "x.warm"}):
+            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        assert await waiters[0] == {"type": "x.warm"}
+        waiters[0] = owner.receive(names[0])
+        assert len({sender.consistent_hash(g) for g in groups}) == 1  # one server: one client
+        client = sender.connection(sender.consistent_hash(groups[0]))
+        pipelines = 0
+        pipeline = client.pipeline
+
+        def counted(*args: object, **kwargs: object) -> object:
+            nonlocal pipelines
+            pipelines += 1
+            return pipeline(*args, **kwargs)
+
+        client.pipeline = counted  # type: ignore[method-assign]
+        await asyncio.gather(
+            *(sender.group_send_direct(g, {"type": "x.n", "i": i}) for i, g in enumerate(groups))
+        )
+        assert [(await w)["i"] for w in waiters] == list(range(10))
+        assert pipelines == 2  # the members of all, then the PUBLISHes of all
+        for group, name in zip(groups, names, strict=True):
+            await sender.group_discard(group, name)
+    finally:
+        await sender.close_pools()
+        await owner.close_pools()
