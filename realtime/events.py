@@ -117,6 +117,8 @@ async def send_to(channel_name: str, event: Event) -> None:
     payload = _wire(event)
     layer = get_channel_layer()
     if isinstance(layer, LeanRedisChannelLayer) and "!" in channel_name:
+        if layer.deliver_local(channel_name, payload):
+            return  # a socket of this process: in memory
         if not await layer.send_direct(channel_name, payload):
             await _send_specific(layer, channel_name, payload)
     elif isinstance(layer, RedisChannelLayer) and "!" in channel_name:

@@ -19,7 +19,8 @@ Direct messages (`send_direct`, realtime.events.send_to): while any of its socke
 process also subscribes once to a pub/sub channel of its own, so a message to one socket
 costs one PUBLISH, against the sorted set's send plus, on the receiving side, a pop, a backup
 copy and its clean-up. A PUBLISH nobody received (the process is not subscribed yet, or its
-subscription dropped) returns False and the caller sends through the sorted set instead.
+subscription dropped) returns False and the caller sends through the sorted set instead. A
+message to a socket of the sending process itself skips Redis (`deliver_local`).
 """
 
 from __future__ import annotations
@@ -181,6 +182,18 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         if batcher is None:
             batcher = per_loop[index] = _MembersBatcher(self.connection(index), self.group_expiry)
         return batcher
+
+    def deliver_local(self, channel: str, message: Message) -> bool:
+        """Hand `message` over in memory when `channel` belongs to this process (two sockets
+        of one process: half of video chat's partners on two processes): no PUBLISH, no
+        read and decode on the way back. False for another process's channel."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or not self.non_local_name(channel).endswith(
+            self.client_prefix + "!"
+        ):
+            return False
+        self._deliver(channel, dict(message))  # a copy of its own, as Redis would give
+        return True
 
     def _publishes(self, index: int) -> _PublishBatcher:
         loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from django.conf import settings
 
 from realtime import events
 from realtime.redis import get_redis
@@ -23,7 +24,7 @@ def _scripts_loaded() -> None:
     get_redis().script_load(events._SPECIFIC_SEND_LUA)
 
 
-async def test_an_arrival_costs_one_round_trip_to_wait_and_three_to_match(amake_user, queries):
+async def test_an_arrival_costs_one_round_trip_to_wait_and_two_to_match(amake_user, queries):
     waiting, seeker = await amake_user(), await amake_user()
     a, _ = await ready(waiting)
     b, _ = await ready(seeker)
@@ -34,12 +35,13 @@ async def test_an_arrival_costs_one_round_trip_to_wait_and_three_to_match(amake_
         assert (await join(a))["type"] == "queue.waiting"
     assert len(sent) == 1, sent
 
-    # Matched: the seeker's step (the partner's card comes with it), the event to the
-    # partner's socket in one request, and the answer side's check that the pair is current.
+    # Matched: the seeker's step (the partner's card comes with it) and the answer side's
+    # check that the pair is current; the event to the partner's socket, on this process,
+    # goes in memory (test_an_event_to_a_partner_socket_skips_the_layers_queue).
     with redis_round_trips() as sent:
         assert (await join(b))["type"] == "match.found"
         assert (await a.receive_json_from(timeout=3))["type"] == "match.found"
-    assert len(sent) == 3, sent
+    assert len(sent) == 2, sent
     assert queries == []
     await close_all(a, b)
 
@@ -53,14 +55,14 @@ async def test_next_and_leave_cost_one_step_each(amake_user, queries):
     await a.receive_json_from(timeout=3)
     queries.clear()
 
-    # Next: one step ends the match (a skip) and queues b again, one request tells a, whose
-    # own single step puts it back in line.
+    # Next: one step ends the match (a skip) and queues b again; a, told in memory (same
+    # process), puts itself back in line with its own single step.
     with redis_round_trips() as sent:
         await b.send_json_to({"type": "next"})
         assert (await b.receive_json_from(timeout=3))["type"] == "queue.waiting"
         assert (await a.receive_json_from(timeout=3))["type"] == "match.ended"
         assert (await a.receive_json_from(timeout=3))["type"] == "queue.waiting"
-    assert len(sent) == 3, sent
+    assert len(sent) == 2, sent
 
     with redis_round_trips() as sent:
         await a.send_json_to({"type": "queue.leave"})
@@ -71,9 +73,9 @@ async def test_next_and_leave_cost_one_step_each(amake_user, queries):
 
 
 async def test_an_event_to_a_partner_socket_skips_the_layers_queue(amake_user):
-    """The partner's process subscribes once to its sockets' direct messages: "matched" and
-    "ended" reach it with one PUBLISH, not through the layer's sorted set, which costs the
-    receiving process a pop, a backup copy and its clean-up per message."""
+    """"matched" and "ended" to a partner on the same process are handed over in memory: no
+    PUBLISH and no read of it back, nothing through the layer's sorted set (a pop, a backup
+    copy and its clean-up per message). Half of the partners are such on two processes."""
     one, two = await amake_user(), await amake_user()
     a, _ = await ready(one)
     b, _ = await ready(two)
@@ -84,10 +86,33 @@ async def test_an_event_to_a_partner_socket_skips_the_layers_queue(amake_user):
         await b.send_json_to({"type": "queue.leave"})
         assert (await b.receive_json_from(timeout=3))["type"] == "queue.left"
         assert (await a.receive_json_from(timeout=3))["type"] == "match.ended"
-    backups = [p for p in sent if b"ZADD" in p and b"$inflight" in p]
-    assert backups == []
-    assert sum(b"PUBLISH" in p for p in sent) == 2
+    assert [p for p in sent if b"PUBLISH" in p or b"ZADD" in p] == []
     await close_all(a, b)
+
+
+async def test_an_event_to_a_socket_of_another_process_is_one_publish():
+    """A partner on another process gets the event through its process's subscription."""
+    from channels.layers import get_channel_layer
+
+    from realtime.layers import LeanRedisChannelLayer
+    from videochat import events as vc_events
+
+    layer = get_channel_layer()
+    other = LeanRedisChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    try:
+        name = await other.new_channel()
+        waiting = other.receive(name)  # the other process subscribes
+        event = vc_events.Ended(match_id="m", from_id=1, reason="left")
+        while not await layer.send_direct(name, {"type": "x.warm"}):
+            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        assert (await waiting)["type"] == "x.warm"
+        waiting = other.receive(name)
+        with redis_round_trips() as sent:
+            await events.send_to(name, event)
+        assert [b"PUBLISH" in p for p in sent] == [True]
+        assert await waiting == event.model_dump(mode="json")
+    finally:
+        await other.close_pools()
 
 
 async def test_steps_asked_together_go_in_one_request_on_one_connection():
