@@ -73,9 +73,10 @@ async def test_next_and_leave_cost_one_step_each(amake_user, queries):
 
 
 async def test_an_event_to_a_partner_socket_skips_the_layers_queue(amake_user):
-    """"matched" and "ended" to a partner on the same process are handed over in memory: no
-    PUBLISH and no read of it back, nothing through the layer's sorted set (a pop, a backup
-    copy and its clean-up per message). Half of the partners are such on two processes."""
+    """The events "matched" and "ended" to a partner on the same process are handed over in
+    memory: no PUBLISH and no read of it back, nothing through the layer's sorted set (a pop,
+    a backup copy and its clean-up per message). Half of the partners are such on two
+    processes."""
     one, two = await amake_user(), await amake_user()
     a, _ = await ready(one)
     b, _ = await ready(two)
