@@ -13,6 +13,7 @@ matchmaking holds for this user. Protocol: docs/protocols/videochat.md.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import json
 import logging
@@ -104,6 +105,9 @@ class Seat:
     filters_reads: int = 0  # bumped by each announcement: a read begun before it is stale
     filters_refresh: asyncio.Task[None] | None = None
     seeker: mm.Seeker | None = None  # what queue entries send, kept from the last one
+    # Recent pairs known to be over: ended by a step of this seat, or announced ended by the
+    # partner before its "matched" came. A "matched" for one of them is stale.
+    over: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=8))
 
 
 @dataclass
@@ -251,9 +255,16 @@ async def chat_send(seat: Seat, msg: Chat) -> Outcome:
 
 # --- events from the partner's socket (any process) or from staff
 async def partner_matched(seat: Seat, event: events.Matched) -> Outcome:
-    """The partner paired us while we waited: we answer its offer."""
-    current = await mm.partner_of(seat.user_id)
-    if current is None or current[0] != event.match_id or current[1] != event.from_id:
+    """The partner paired us while we waited: we answer its offer.
+
+    Trusted without asking Redis whether the pair still stands (a round trip per match, and
+    the answer side's match.found after it). Only a step of this seat or of the partner
+    ends the pair: this seat's steps report the pair they end (`Seat.over`), and they run one
+    at a time with this handler, so none is in flight now; the partner tells us after its
+    "matched", on the same way (in memory or its process's one PUBLISH pipeline), and an
+    "ended" that overtook it anyway is kept in `Seat.over`. A socket that gave up its place
+    (banned, replaced) takes no match: whoever did that ended the pair."""
+    if event.match_id in seat.over or not seat.claimed:
         return Outcome()  # a pairing that has already ended
     if not seat.waiting or seat.session is None:
         # We left the queue while the partner was pairing us: undo it on both sides.
@@ -271,6 +282,7 @@ async def partner_matched(seat: Seat, event: events.Matched) -> Outcome:
 async def partner_ended(seat: Seat, event: events.Ended) -> Outcome:
     """The partner ended the match; the one left behind goes straight back to the queue."""
     if not _from_partner(seat, event):
+        seat.over.append(event.match_id)  # its "matched" may still be on the way
         return Outcome()
     seat.match = None
     out = Outcome([MatchEnded(match_id=event.match_id, reason=event.reason)])  # type: ignore[arg-type]
@@ -528,6 +540,7 @@ async def _leave_all(seat: Seat, *, reason: str) -> None:
 
 async def _tell_ended(seat: Seat, ended: tuple[str, int, str], *, reason: str) -> None:
     match_id, _partner_id, partner_channel = ended
+    seat.over.append(match_id)  # its "matched" may still be on the way to us
     await send_to(
         partner_channel, events.Ended(match_id=match_id, from_id=seat.user_id, reason=reason)
     )

@@ -168,6 +168,47 @@ async def test_a_matched_event_for_a_pairing_already_over_is_ignored():
     assert (await matching.partner_matched(a, stale)).frames == [] and a.match is None
 
 
+async def test_a_matched_event_for_a_pair_this_seat_ended_meanwhile_is_ignored():
+    """a waits; b pairs with it; before a hears of it, a presses Next (its step ends that
+    pair, a skip, and queues a again): the "matched" that comes after is stale."""
+    a, b = await seat_for(gender="f"), await seat_for(gender="m")
+    await matching.queue_join(a)
+    await matching.queue_join(b)
+    matched = events.Matched.model_validate(await received(a))
+    out = await matching.next_partner(a)
+    assert [type(f) for f in out.frames] == [QueueWaiting]
+    assert (await matching.partner_matched(a, matched)).frames == []
+    assert a.match is None and a.waiting
+    assert await mm.partner_of(a.user_id) is None
+    ended = events.Ended.model_validate(await received(b))
+    assert (ended.match_id, ended.reason) == (matched.match_id, "next")
+    await matching.queue_leave(a)  # not left waiting for the next test
+
+
+async def test_a_matched_event_overtaken_by_its_ended_is_ignored():
+    """The partner's "ended" normally follows its "matched"; if it overtook it (a dropped
+    subscription sends one through the layer's sorted set), the late "matched" is stale."""
+    a, b = await seat_for(gender="f"), await seat_for(gender="m")
+    await matching.queue_join(a)
+    await matching.queue_join(b)
+    matched = events.Matched.model_validate(await received(a))
+    await matching.queue_leave(b)
+    ended = events.Ended.model_validate(await received(a))
+    assert (await matching.partner_ended(a, ended)).frames == []  # not a match a knows yet
+    assert (await matching.partner_matched(a, matched)).frames == []
+    assert a.match is None
+
+
+async def test_a_matched_event_to_a_socket_that_gave_up_its_place_is_ignored():
+    a, b = await seat_for(gender="f"), await seat_for(gender="m")
+    await matching.queue_join(a)
+    await matching.queue_join(b)
+    matched = events.Matched.model_validate(await received(a))
+    await matching.seat_replaced(a)  # a newer socket of a's user took over (and ended it)
+    assert (await matching.partner_matched(a, matched)).frames == [] and a.match is None
+    await matching.queue_leave(b)
+
+
 async def test_a_newer_socket_replaces_the_older_one():
     user = await sync_to_async(UserFactory)()
     old = await seat_for(user)
