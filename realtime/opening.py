@@ -12,6 +12,7 @@ other layer (`supported()` is False) the consumer takes the four steps one by on
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Sequence
@@ -19,13 +20,12 @@ from dataclasses import dataclass, field
 
 from channels.layers import get_channel_layer
 from django.conf import settings
-from redis.exceptions import NoScriptError
 
-from .fanout import Script
+from .batching import PerLoop
+from .fanout import RespConnection, Script, run_script
 from .keys import connect_rate_key, epoch_key, presence_group, presence_key, process_sockets_key
 from .layers import LeanRedisChannelLayer
 from .ratelimit import CONNECT_CHECK_LUA
-from .redis import get_async_redis
 
 # After the connect check (KEYS 1-3, ARGV 1-7, see realtime.ratelimit): KEYS[4] the
 # process's sockets hash, KEYS[5] the epoch key, KEYS[6] the layer's key of the user's
@@ -59,6 +59,30 @@ return {0, before, epoch, watchers}
 """
 )
 _OPEN_SCRIPT = Script.of(_OPEN_LUA)
+
+
+class _Connection:
+    """This event loop's connection for the scripts: realtime.fanout's lean one, not
+    redis-py's (whose command, pool and parser cost were most of a connect's Redis CPU in a
+    storm's profile); the scripts of one turn of the loop go out in one write. A dropped
+    connection fails its callers (ConnectionError: those sockets are told to reconnect)
+    and the next call opens another."""
+
+    def __init__(self) -> None:
+        self._conn: RespConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> RespConnection:
+        conn = self._conn
+        if conn is not None and conn.is_open:
+            return conn
+        async with self._lock:
+            if self._conn is None or not self._conn.is_open:
+                self._conn = await RespConnection.open(settings.REDIS_KEY_PREFIX + "connects")
+            return self._conn
+
+
+_connections = PerLoop(_Connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +157,7 @@ async def open_socket(*, user_id: int, ip: str | None, opening: Opening) -> Open
         layer.group_expiry,
         "1" if opening.announce else "0",
     )
-    r = get_async_redis()
-    try:
-        reply = await r.evalsha(_OPEN_SCRIPT.sha.decode(), *args)  # type: ignore[misc]
-    except NoScriptError:  # a new or flushed server
-        reply = await r.eval(_OPEN_LUA, *args)  # type: ignore[misc]
+    reply = await run_script(await _connections.get().get(), _OPEN_SCRIPT, *args)
     if not isinstance(reply, list):
         return Opened(refusal=int(reply))
     _, before, epoch, watchers = reply
