@@ -4,6 +4,7 @@ an idle channel costing its consumer one future: no queue, no task of its own.""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
@@ -17,6 +18,19 @@ CONFIG = settings.CHANNEL_LAYERS["default"]["CONFIG"]
 
 def layer_with(**config: object) -> LeanRedisChannelLayer:
     return LeanRedisChannelLayer(**{**CONFIG, **config})
+
+
+def count_pipelines(client: Any) -> list[object]:
+    """Each pipeline `client` makes from now on, appended to the list returned."""
+    made: list[object] = []
+    pipeline = client.pipeline
+
+    def counted(*args: object, **kwargs: object) -> object:
+        made.append(pipeline(*args, **kwargs))
+        return made[-1]
+
+    client.pipeline = counted
+    return made
 
 
 async def test_the_configured_layer_is_the_lean_one() -> None:
@@ -164,21 +178,13 @@ async def test_direct_messages_sent_together_go_in_one_pipeline() -> None:
         assert await waiters[0] == {"type": "x.warm"}
         waiters[0] = owner.receive(names[0])
         client = sender.connection(sender.consistent_hash(owner.non_local_name(names[0])))
-        pipelines = 0
-        pipeline = client.pipeline
-
-        def counted(*args: object, **kwargs: object) -> object:
-            nonlocal pipelines
-            pipelines += 1
-            return pipeline(*args, **kwargs)
-
-        client.pipeline = counted  # type: ignore[method-assign]
+        pipelines = count_pipelines(client)
         sent = await asyncio.gather(
             *(sender.send_direct(n, {"type": "x.n", "i": i}) for i, n in enumerate(names))
         )
         assert sent == [True] * 20
         assert [(await w)["i"] for w in waiters] == list(range(20))
-        assert pipelines == 1
+        assert len(pipelines) == 1
     finally:
         await sender.close_pools()
         await owner.close_pools()
@@ -200,20 +206,12 @@ async def test_direct_group_sends_asked_together_read_their_members_in_one_pipel
         waiters[0] = owner.receive(names[0])
         assert len({sender.consistent_hash(g) for g in groups}) == 1  # one server: one client
         client = sender.connection(sender.consistent_hash(groups[0]))
-        pipelines = 0
-        pipeline = client.pipeline
-
-        def counted(*args: object, **kwargs: object) -> object:
-            nonlocal pipelines
-            pipelines += 1
-            return pipeline(*args, **kwargs)
-
-        client.pipeline = counted  # type: ignore[method-assign]
+        pipelines = count_pipelines(client)
         await asyncio.gather(
             *(sender.group_send_direct(g, {"type": "x.n", "i": i}) for i, g in enumerate(groups))
         )
         assert [(await w)["i"] for w in waiters] == list(range(10))
-        assert pipelines == 2  # the members of all, then the PUBLISHes of all
+        assert len(pipelines) == 2  # the members of all, then the PUBLISHes of all
         for group, name in zip(groups, names, strict=True):
             await sender.group_discard(group, name)
     finally:
