@@ -166,7 +166,9 @@ def test_capture_sends_a_packet_of_opus_frames_every_packet_ms(  # type: ignore[
     n = len(rec["seqs"])
     fpp = packet_ms // 20
     assert rec["mode"] == "webcodecs" and rec["source"] == source
-    assert 2000 / packet_ms <= n <= 2400 / packet_ms + 2, n  # 2 s in packets of packet_ms
+    # 2 s in packets of packet_ms; on a busy machine the last few may still be in the
+    # encoder when the recording stops (the steps below check the cadence itself).
+    assert 2000 / packet_ms - 5 <= n <= 2400 / packet_ms + 2, n
     assert set(rec["kinds"]) == {1}
     assert rec["seqs"] == list(range(n))
     assert rec["last"] == [False] * (n - 1) + [True]

@@ -16,9 +16,11 @@ pytestmark = [
 
 
 def terminate(pids: set[int]) -> None:
+    # With a timeout, PostgreSQL returns once the backend has exited, so its goodbye is on
+    # the client's socket already; without one, the next call could race the exit.
     with connection.cursor() as cur:
         for pid in pids:
-            cur.execute("SELECT pg_terminate_backend(%s)", [pid])
+            cur.execute("SELECT pg_terminate_backend(%s, 10000)", [pid])
 
 
 def backend_pid() -> int:
