@@ -118,75 +118,35 @@ def target_devices(
     ]
 
 
-def send_targets(
-    *, room_id: str, sender_id: int, exclude_device_pk: int
-) -> tuple[Room, bool, list[tuple[int, int]]]:
-    """A room event's send in one query: the room (if `sender_id` is a member), whether a
-    member blocked the sender, and `target_devices` (one row per member and keyed device).
-    Raw SQL: every message comes here, and compiling the queryset (two joins of memberships,
-    the keys, the block subquery) cost more CPU than PostgreSQL spent on it."""
+SendTargets = tuple[Room, bool, list[tuple[int, int]]]
+
+
+def _send_targets_sql(sends: str) -> str:
+    """The read of `send_targets(_many)`: for each row of `sends` (room_id, sender, i), the
+    room if the sender is a member, one row per member and keyed device, whether that
+    member blocked the sender. Raw SQL: every message comes here, and compiling the
+    queryset (two joins of memberships, the keys, the block subquery) cost more CPU than
+    PostgreSQL spent on it."""
     q = connection.ops.quote_name
     room_t, member_t = q(Room._meta.db_table), q(Membership._meta.db_table)
     keys_t, block_t = q(DeviceKeys._meta.db_table), q(Block._meta.db_table)
-    sql = (
-        f"SELECT r.id, r.is_direct, m.user_id, EXISTS (SELECT 1 FROM {block_t} b "  # noqa: S608
-        "WHERE b.blocker_id = m.user_id AND b.blocked_id = %s), k.device_id "
-        f"FROM {room_t} r JOIN {member_t} me ON me.room_id = r.id AND me.user_id = %s "
-        f"JOIN {member_t} m ON m.room_id = r.id LEFT JOIN {keys_t} k ON k.user_id = m.user_id "
-        "WHERE r.room_id = %s ORDER BY k.device_id"
-    )
-    with connection.cursor() as cur:
-        cur.execute(sql, [sender_id, sender_id, room_id])
-        rows = cur.fetchall()
-    if not rows:
-        raise not_found("no such room, or you are not a member")
-    room = Room(pk=rows[0][0], room_id=room_id, is_direct=bool(rows[0][1]))
-    blocked = any(blocks for _, _, _, blocks, _ in rows)
-    targets = [
-        (int(uid), int(pk))
-        for _, _, uid, blocks, pk in rows
-        if pk is not None and not blocks and pk != exclude_device_pk
-    ]
-    return room, blocked, targets
-
-
-def send_targets_many(
-    sends: Sequence[tuple[str, int, int]],
-) -> list[tuple[Room, bool, list[tuple[int, int]]] | None]:
-    """`send_targets` of several sends `(room_id, sender_id, exclude_device_pk)` in one
-    query (a group commit's): per send, in order, the same answer, or None where the room
-    does not exist or the sender is not a member. A read per send was a third of a batch's
-    CPU."""
-    if not sends:
-        return []
-    if connection.vendor != "postgresql":  # no unnest: one read each
-        answers: list[tuple[Room, bool, list[tuple[int, int]]] | None] = []
-        for room_id, sender_id, exclude in sends:
-            try:
-                answers.append(
-                    send_targets(room_id=room_id, sender_id=sender_id, exclude_device_pk=exclude)
-                )
-            except ServiceError:
-                answers.append(None)
-        return answers
-    q = connection.ops.quote_name
-    room_t, member_t = q(Room._meta.db_table), q(Membership._meta.db_table)
-    keys_t, block_t = q(DeviceKeys._meta.db_table), q(Block._meta.db_table)
-    sql = (
+    return (
         f"SELECT s.i, r.id, r.is_direct, m.user_id, EXISTS (SELECT 1 FROM {block_t} b "  # noqa: S608
-        "WHERE b.blocker_id = m.user_id AND b.blocked_id = s.sender), k.device_id "
-        "FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS s(room_id, sender, i) "
+        f"WHERE b.blocker_id = m.user_id AND b.blocked_id = s.sender), k.device_id FROM {sends} "
         f"JOIN {room_t} r ON r.room_id = s.room_id "
         f"JOIN {member_t} me ON me.room_id = r.id AND me.user_id = s.sender "
         f"JOIN {member_t} m ON m.room_id = r.id LEFT JOIN {keys_t} k ON k.user_id = m.user_id "
         "ORDER BY s.i, k.device_id"
     )
-    with connection.cursor() as cur:
-        cur.execute(sql, [[room_id for room_id, _, _ in sends], [s for _, s, _ in sends]])
-        rows = cur.fetchall()
-    found: dict[int, tuple[Room, bool, list[tuple[int, int]]]] = {}
+
+
+def _send_targets_fold(
+    sends: Sequence[tuple[str, int, int]], rows: Iterable[Sequence[Any]], *, first: int
+) -> list[SendTargets | None]:
+    """The answers in `rows` of `_send_targets_sql`, per send (`s.i` counts from `first`)."""
+    found: dict[int, SendTargets] = {}
     for i, room_pk, is_direct, uid, blocks, device_pk in rows:
-        index = int(i) - 1
+        index = int(i) - first
         room_id, _, exclude = sends[index]
         if index not in found:
             found[index] = (Room(pk=room_pk, room_id=room_id, is_direct=bool(is_direct)), False, [])
@@ -196,6 +156,44 @@ def send_targets_many(
         elif device_pk is not None and device_pk != exclude:
             targets.append((int(uid), int(device_pk)))
     return [found.get(i) for i in range(len(sends))]
+
+
+def send_targets(*, room_id: str, sender_id: int, exclude_device_pk: int) -> SendTargets:
+    """A room event's send in one query: the room (if `sender_id` is a member), whether a
+    member blocked the sender, and `target_devices` (one row per member and keyed device)."""
+    send = (room_id, sender_id, exclude_device_pk)
+    sql = _send_targets_sql("(SELECT %s AS room_id, %s AS sender, 0 AS i) s")
+    with connection.cursor() as cur:
+        cur.execute(sql, [room_id, sender_id])
+        [answer] = _send_targets_fold([send], cur.fetchall(), first=0)
+    if answer is None:
+        raise not_found("no such room, or you are not a member")
+    return answer
+
+
+def send_targets_many(sends: Sequence[tuple[str, int, int]]) -> list[SendTargets | None]:
+    """`send_targets` of several sends `(room_id, sender_id, exclude_device_pk)` in one
+    query (a group commit's): per send, in order, the same answer, or None where the room
+    does not exist or the sender is not a member. A read per send was a third of a batch's
+    CPU."""
+    if not sends:
+        return []
+    if connection.vendor != "postgresql":  # no unnest: one read each
+        answers: list[SendTargets | None] = []
+        for room_id, sender_id, exclude in sends:
+            try:
+                answers.append(
+                    send_targets(room_id=room_id, sender_id=sender_id, exclude_device_pk=exclude)
+                )
+            except ServiceError:
+                answers.append(None)
+        return answers
+    sql = _send_targets_sql(
+        "unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS s(room_id, sender, i)"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [[room_id for room_id, _, _ in sends], [s for _, s, _ in sends]])
+        return _send_targets_fold(sends, cur.fetchall(), first=1)
 
 
 def key_counts(device_pk: int) -> dict[str, Any]:
