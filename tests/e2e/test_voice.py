@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.e2e.conftest import login
 from tests.factories import UserFactory
@@ -68,9 +69,23 @@ def open_cbline(
     return page
 
 
-def wait(page: Any, expression: str, timeout: float = 30_000) -> None:
-    # Poll on a timer: the default (animation frames) stalls in pages that are not in front.
-    page.wait_for_function(expression, polling=100, timeout=timeout)
+def wait(page: Any, expression: str, timeout: float = 30_000, *, also: Any = ()) -> None:
+    """Wait until the page's `expression` holds; on a timeout, fail with what the page (and
+    the pages in `also`) showed, so a failure on a busy machine says which side stalled."""
+    try:
+        # Poll on a timer: the default (animation frames) stalls in pages that are not in front.
+        page.wait_for_function(expression, polling=100, timeout=timeout)
+    except PlaywrightTimeout as exc:
+        seen = [snapshot(p) for p in (page, *also)]
+        raise AssertionError(
+            f"not true after {timeout / 1000:g} s: {expression}; pages: {seen}"
+        ) from exc
+
+
+def snapshot(page: Any) -> Any:
+    return page.evaluate(
+        "() => window.cbline ? { state: window.cbline.state, stats: window.cbline.stats } : null"
+    )
 
 
 def enter(page: Any, channel: Any) -> None:
@@ -133,7 +148,7 @@ def test_push_to_talk_heard_in_range_only(voice_server, new_context) -> None:  #
 
     pa.wait_for_timeout(2500)
     pa.mouse.up()
-    wait(pb, "() => window.cbline.state.talker === null", timeout=10_000)
+    wait(pb, "() => window.cbline.state.talker === null", timeout=10_000, also=[pa])
     assert stats(pa)["sent"] > 20  # ~2.5 s in 40 ms packets
 
     # B's page decoded and played non-silent audio.
@@ -141,6 +156,7 @@ def test_push_to_talk_heard_in_range_only(voice_server, new_context) -> None:  #
         pb,
         "() => window.cbline.stats.nonSilentSamples > 0 && window.cbline.stats.decodedFrames > 20",
         timeout=10_000,
+        also=[pa],
     )
     heard = stats(pb)
     assert heard["received"] > 20 and heard["decodeErrors"] == 0
@@ -241,4 +257,37 @@ def test_moderator_mutes_and_unmutes_a_member(live_asgi, new_context) -> None:  
     row.locator(".cb-tag.muted").wait_for(state="detached")
     assert row.get_by_role("button", name="Mute").is_visible()
     for page in (po, pm):
+        assert page.errors == []
+
+
+# The encoder's flush never settles (as on a machine too busy to run it, or a device gone).
+STALLED_ENCODER = """(() => {
+  if (self.AudioEncoder) AudioEncoder.prototype.flush = () => new Promise(() => {});
+  if (self.MediaRecorder) MediaRecorder.prototype.stop = function () {};
+})()"""
+
+
+def test_release_reaches_the_channel_when_the_capture_stalls(live_asgi, new_context) -> None:  # type: ignore[no-untyped-def]
+    talker, listener = UserFactory(), UserFactory()
+    channel = channel_create(creator=talker, name="Stalled")
+    pt = open_cbline(new_context, live_asgi, talker, init_script=STALLED_ENCODER)
+    pl = open_cbline(new_context, live_asgi, listener)
+    enter(pt, channel)
+    enter(pl, channel)
+    wait(pt, "() => window.cbline.state.members.length === 2")
+
+    pt.get_by_test_id("cb-ptt").hover()
+    pt.mouse.down()
+    wait(pt, "() => window.cbline.state.talking")
+    wait(pl, "() => window.cbline.state.talker !== null")
+    pt.mouse.up()
+    # The listener sees the floor free long before the talker's maximum length runs out,
+    # and the listener can talk.
+    wait(pl, "() => window.cbline.state.talker === null", timeout=5_000, also=[pt])
+    assert stats(pt)["slowStops"] == 1 and stats(pt)["releases"] == 1
+    pl.get_by_test_id("cb-ptt").hover()
+    pl.mouse.down()
+    wait(pl, "() => window.cbline.state.talking")
+    pl.mouse.up()
+    for page in (pt, pl):
         assert page.errors == []

@@ -16,6 +16,9 @@ import { ReplayStore } from "./media/replay-store.js";
 import { flag, icon } from "../../shared/js/icons.js";
 
 const REPLAY_LIMIT = 5;
+// Longest a release waits for the capture's last packet (its recorder path alone may take 1.25 s).
+const STOP_WAIT_MS = 1500;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const root = document.querySelector("[data-controller=cbline]");
 if (root) start(root);
@@ -59,7 +62,7 @@ function start(root) {
     everOpen: false, // the socket has been open once: a later close is a reconnect
     leaving: null, // why the channel view is about to close: {text}
   };
-  const counters = { sent: 0, received: 0, replayed: 0, busy: 0, errors: 0 };
+  const counters = { sent: 0, received: 0, replayed: 0, busy: 0, errors: 0, releases: 0, slowStops: 0 };
   const store = new ReplayStore({ limit: REPLAY_LIMIT });
   const player = new Player({ onLevel: (v) => showLevel(v) });
   let fetching = null; // tx id of a tx.fetch in progress
@@ -553,8 +556,11 @@ function start(root) {
       const capture = this.capture;
       this.capture = null;
       setStatus();
-      try { await capture?.stop(); } catch { /* the last packet is lost, the release is not */ }
-      if (txId !== null) socket.send({ type: "floor.release", tx_id: txId });
+      // The others wait for this release: an encoder or track reader that stalls (a busy
+      // machine, a device gone) may cost the last packet, never the release.
+      const stopped = capture?.stop().then(() => true, () => true) ?? Promise.resolve(true);
+      if (!(await Promise.race([stopped, sleep(STOP_WAIT_MS).then(() => false)]))) counters.slowStops++;
+      if (txId !== null) { socket.send({ type: "floor.release", tx_id: txId }); counters.releases++; }
       this.txId = null;
       showLevel(0);
     },
