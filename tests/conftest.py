@@ -28,6 +28,7 @@ from django.db import connection, connections
 
 from realtime.dbpool import release_connections
 from tests.factories import UserFactory
+from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_SKIPPED: list[str] = []
@@ -295,11 +296,7 @@ class _Spares:
 
 
 def stop_asgi_server(server: LiveServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+    stop_process(server.process)
 
 
 @pytest.fixture(scope="session")

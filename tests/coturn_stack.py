@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 TURNSERVER = shutil.which("turnserver") or "/usr/bin/turnserver"
 TEMPLATE = ROOT / "deploy" / "coturn" / "turnserver.conf"
@@ -58,12 +60,7 @@ class TurnServer:
         return f"turn:127.0.0.1:{self.port}?transport=udp"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
 
 
 def free_udp_port() -> int:

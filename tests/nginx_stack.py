@@ -21,6 +21,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from tests.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TEMPLATE = ROOT / "deploy" / "nginx" / "comms.conf"
@@ -88,12 +90,7 @@ class ProxiedServer:
         return f"ws://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
 
 
 def scrape(stack: ProxiedServer, process: int = 0) -> dict[str, float]:
