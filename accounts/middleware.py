@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 
+from realtime.batching import Batcher, PerLoop
 from realtime.dbpool import pooled
 from realtime.hooks import SHOW_ONLINE_SCOPE_KEY
 from realtime.hooks import presence as presence_hooks
@@ -70,14 +71,30 @@ class DeviceMiddleware:
         session_device_bind(request, device)
 
 
-def _identify(session_key: str | None) -> tuple[Any, Device | None, bool]:
-    """(user, device, whether the user shows their online status): the last rides on the
-    profile the session's read loaded, here on the same thread (not another hop per socket)."""
-    user, device = selectors.session_identity(session_key)
-    if device is None:
-        return user, None, False
-    services.device_seen(device=device)
-    return user, device, presence_hooks.shows_online(user)
+def _identify(session_keys: list[str | None]) -> list[tuple[Any, Device | None, bool]]:
+    """(user, device, whether the user shows their online status) of each key: the last
+    rides on the profile the session's read loaded, here on the same thread (not another
+    hop per socket)."""
+    found: list[tuple[Any, Device | None, bool]] = []
+    for user, device in selectors.session_identities(session_keys):
+        if device is None:
+            found.append((user, None, False))
+            continue
+        services.device_seen(device=device)
+        found.append((user, device, presence_hooks.shows_online(user)))
+    return found
+
+
+class _SessionReader(Batcher[str]):
+    """The session reads of the connects that arrive while one is on its way go together:
+    one statement and one database hop a batch (a reconnect storm's every socket reads its
+    session at once; each hop to the pool cost the event loop more than the read itself)."""
+
+    async def send_batch(self, items: list[str]) -> list[Any]:
+        return await pooled(_identify)(list(items))
+
+
+_session_reader = PerLoop(_SessionReader)
 
 
 class SessionDeviceAuthMiddleware:
@@ -91,8 +108,11 @@ class SessionDeviceAuthMiddleware:
         if scope["type"] != "websocket":
             return await self.inner(scope, receive, send)
         session_key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME) or None
-        # On the pool: every socket of a reconnect storm reads its session at once.
-        user, device, show_online = await pooled(_identify)(session_key)
+        user: Any = AnonymousUser()
+        device, show_online = None, False
+        if session_key is not None:
+            # On the pool, with the other connects' of the moment (a reconnect storm's).
+            user, device, show_online = await _session_reader.get().call(session_key)
         # In place: CookieMiddleware handed us its own copy for this socket, and another copy
         # would be held for the socket's life (benchmarks/idle_memory.py).
         scope["user"] = user if device is not None else AnonymousUser()

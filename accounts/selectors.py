@@ -133,13 +133,16 @@ def _columns(model: type[Any], alias: str) -> tuple[list[str], str]:
 
 @functools.cache
 def _session_identity_sql(vendor: str) -> tuple[str, list[str], list[str], list[str], Any]:
-    """The statement of session_identity, each model's attnames and the database's value
+    """The statement of session_identities, each model's attnames and the database's value
     converters, built once a process: as a queryset (select_related + a subquery) it was
     built and compiled per socket, which cost the servers more CPU than anything else of a
-    reconnect storm's connect (benchmarks/reconnect_storm.py's profile: 30 % of a server)."""
+    reconnect storm's connect (benchmarks/reconnect_storm.py's profile: 30 % of a server).
+    On PostgreSQL the keys are one array parameter (the same statement for any batch); the
+    other databases get `{keys}` to fill with a placeholder per key."""
     device_names, device_cols = _columns(Device, "d")
     user_names, user_cols = _columns(User, "u")
     profile_names, profile_cols = _columns(Profile, "p")
+    keys = "= ANY(%s)" if vendor == "postgresql" else "IN ({keys})"
     sql = f"""
         SELECT {device_cols}, {user_cols}, {profile_cols}, s.session_data
         FROM {Device._meta.db_table} d
@@ -147,7 +150,7 @@ def _session_identity_sql(vendor: str) -> tuple[str, list[str], list[str], list[
         LEFT JOIN {Profile._meta.db_table} p ON p.user_id = u.id
         LEFT JOIN {Session._meta.db_table} s
             ON s.session_key = d.session_key AND s.expire_date > %s
-        WHERE d.session_key = %s
+        WHERE d.session_key {keys}
     """  # noqa: S608 (table and column names from the models, values as parameters)
     # What the ORM would apply to each column (SQLite: aware datetimes, booleans).
     converters = []
@@ -164,23 +167,37 @@ def _session_identity_sql(vendor: str) -> tuple[str, list[str], list[str], list[
     return sql, device_names, user_names, profile_names, converters
 
 
-def _session_identity_row(session_key: str) -> tuple[Device, str | None] | None:
-    """The device bound to `session_key` with its user and profile (None if the user has
-    none) loaded, and the session's data if it has not expired."""
-    sql, device_names, user_names, profile_names, converters = _session_identity_sql(
-        connection.vendor
-    )
+def _session_identity_rows(session_keys: list[str]) -> dict[str, list[Any]]:
+    """Session key -> its row (device, user, profile columns and the session's data if it
+    has not expired), converted as the ORM would; keys bound to no device are missing. One
+    statement for all of them."""
+    sql, *_, converters = _session_identity_sql(connection.vendor)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    if connection.vendor == "postgresql":
+        params: list[Any] = [now, session_keys]
+    else:
+        sql = sql.replace("{keys}", ", ".join(["%s"] * len(session_keys)))
+        params = [now, *session_keys]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now, session_key])
-        found = cursor.fetchone()
-    if found is None:
-        return None
-    row = list(found)
-    for index, funcs, col in converters:
-        if row[index] is not None:
-            for func in funcs:
-                row[index] = func(row[index], col, connection)
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    found: dict[str, list[Any]] = {}
+    key_index = Device._meta.concrete_fields.index(Device._meta.get_field("session_key"))
+    for fetched in rows:
+        row = list(fetched)
+        for index, funcs, col in converters:
+            if row[index] is not None:
+                for func in funcs:
+                    row[index] = func(row[index], col, connection)
+        found[row[key_index]] = row
+    return found
+
+
+def _identity_models(row: list[Any]) -> tuple[Device, str | None]:
+    """The device of a session_identity row, with its user and profile (None if the user has
+    none) loaded, and the session's data (None: expired). Models of their own for each
+    socket, even when two sockets of one session connect together."""
+    _, device_names, user_names, profile_names, _ = _session_identity_sql(connection.vendor)
     db = connection.alias
     i, j, k = len(device_names), len(device_names) + len(user_names), len(row) - 1
     device = Device.from_db(db, device_names, row[:i])
@@ -195,17 +212,30 @@ def _session_identity_row(session_key: str) -> tuple[Device, str | None] | None:
     return device, row[k]
 
 
-def session_identity(session_key: str | None) -> tuple[User | AnonymousUser, Device | None]:
+Identity = tuple[User | AnonymousUser, Device | None]
+
+
+def session_identity(session_key: str | None) -> Identity:
     """Who a socket's session cookie is: the user and the device bound to that session, or
     (AnonymousUser, None). One fixed statement: the device bound to the session key, its
     user and profile (which answers whether the user shows their online status), and the
-    session's data if it has not expired; every socket of a reconnect storm asks it at once."""
-    if not session_key:
+    session's data if it has not expired."""
+    return session_identities([session_key])[0]
+
+
+def session_identities(session_keys: list[str | None]) -> list[Identity]:
+    """session_identity of each key, in one statement for them all: every socket of a
+    reconnect storm asks at once, and a process reads the sessions of the connects that
+    arrive together in one go (accounts.middleware)."""
+    asked = list({key for key in session_keys if key})
+    rows = _session_identity_rows(asked) if asked else {}
+    return [_identity(rows.get(key or "")) for key in session_keys]
+
+
+def _identity(row: list[Any] | None) -> Identity:
+    if row is None or not row[-1]:  # no device bound, or the session has expired
         return AnonymousUser(), None
-    found = _session_identity_row(session_key)
-    if found is None or not found[1]:
-        return AnonymousUser(), None
-    device, session_data = found
+    device, session_data = _identity_models(row)
     data = session_store().decode(session_data)
     user_id = data.get(SESSION_KEY)
     session_hash = data.get(HASH_SESSION_KEY)

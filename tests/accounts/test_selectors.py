@@ -90,3 +90,48 @@ def test_profile_ensure_makes_the_row_once():
     first = profile_ensure(user=user)
     assert first.pk is not None and profile_ensure(user=user).pk == first.pk
     assert profile_of(user).pk == first.pk
+
+
+def test_session_identities_answers_each_key_of_a_batch_in_one_query():
+    """The connects of a reconnect storm read their sessions together: each key gets its own
+    answer (unknown, expired and a deactivated user's refused) and models of its own, even
+    when one session's key is asked twice, in one statement."""
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from accounts.selectors import session_identities
+    from tests.conftest import login_session
+
+    alice, bob, carol, dave = (UserFactory() for _ in range(4))
+    a_key, a_device = login_session(alice)
+    b_key, b_device = login_session(bob)
+    c_key, _ = login_session(carol)
+    Session.objects.filter(session_key=c_key).update(expire_date=timezone.now())
+    d_key, _ = login_session(dave)
+    dave.is_active = False
+    dave.save()
+    keys = [a_key, "no-such-session", b_key, c_key, None, d_key, a_key]
+    with CaptureQueriesContext(connection) as ctx:
+        found = session_identities(keys)
+    assert len(ctx.captured_queries) == 1, ctx.captured_queries
+    assert [(u.pk, d.pk if d else None) for u, d in found] == [
+        (alice.pk, a_device.pk),
+        (None, None),
+        (bob.pk, b_device.pk),
+        (None, None),
+        (None, None),
+        (None, None),
+        (alice.pk, a_device.pk),
+    ]
+    first, again = found[0], found[6]
+    assert first[0] is not again[0] and first[1] is not again[1]
+    assert first[1].user is first[0] and first[0].profile.pk == alice.profile.pk
+
+
+def test_session_identities_of_no_key_asks_nothing():
+    from accounts.selectors import session_identities
+
+    with CaptureQueriesContext(connection) as ctx:
+        found = session_identities([None, ""])
+    assert [(user.is_authenticated, device) for user, device in found] == [(False, None)] * 2
+    assert ctx.captured_queries == []

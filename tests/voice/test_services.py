@@ -166,6 +166,33 @@ def test_connection_log_without_device_or_country():
     assert row.ip is None
 
 
+def test_connection_log_batch_writes_each_row_under_its_own_key():
+    """Several connects' rows in one statement: each entry gets the key of its own row
+    (the batch's rows come back in order), nulls and blanks included."""
+    users = [UserFactory() for _ in range(3)]
+    device = DeviceFactory(user=users[1], device_id="DEVBATCH01", platform="Linux")
+    entries = [
+        services._connection_log_entry(
+            user_id=users[0].pk, ip="8.8.8.8", device=None, nickname="a"
+        ),
+        services._connection_log_entry(user_id=users[1].pk, ip=None, device=device, nickname=""),
+        services._connection_log_entry(user_id=users[2].pk, ip="bogus", device=None, nickname="c"),
+    ]
+    services._connection_log_insert(entries)
+    rows = {r.pk: r for r in ConnectionLog.objects.all()}
+    assert len(rows) == 3
+    for entry in entries:
+        row = rows[entry.pk]
+        assert (row.user_id, row.ip, row.nickname) == (entry.user_id, entry.ip, entry.nickname)
+        assert (row.device_uid, row.platform, row.country) == (
+            entry.device_uid,
+            entry.platform,
+            entry.country,
+        )
+        assert row.created_at == entry.created_at
+    assert rows[entries[1].pk].device_uid == "DEVBATCH01" and rows[entries[1].pk].ip is None
+
+
 def test_purge_task_removes_old_rows_and_keeps_recent(settings):
     settings.VOICE_CONNECTION_LOG_RETENTION_DAYS = 90
     user = UserFactory()

@@ -325,3 +325,41 @@ async def test_connects_arriving_together_write_their_log_rows_together(amake_us
     for comm in comms:
         await comm.disconnect()
     assert sum(batches) == 6 and len(batches) <= 2, batches
+
+
+async def test_connects_arriving_together_read_their_sessions_together(amake_user, monkeypatch):
+    """The session reads of connects that come while one read is on its way go in one
+    statement and one database hop (a storm's 5,000 connects were 5,000 hops to the pool)."""
+    from accounts import middleware
+
+    identify, batches, release = middleware._identify, [], asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def held(keys):  # type: ignore[no-untyped-def]
+        batches.append(len(keys))
+        if len(batches) == 1:  # the first read is on its way until all have asked
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+        return identify(keys)
+
+    monkeypatch.setattr(middleware, "_identify", held)
+    asked, everyone_asked = [], asyncio.Event()
+    call = middleware._SessionReader.call
+
+    def counted(self, key):  # type: ignore[no-untyped-def]
+        asked.append(key)
+        if len(asked) == len(comms):
+            everyone_asked.set()
+        return call(self, key)
+
+    monkeypatch.setattr(middleware._SessionReader, "call", counted)
+    comms = [await acommunicator("/ws/cbline/", await amake_user()) for _ in range(6)]
+    connecting = [asyncio.ensure_future(comm.connect(timeout=5)) for comm in comms]
+    await asyncio.wait_for(everyone_asked.wait(), 5)  # the first read is still held
+    release.set()
+    for ok, _ in await asyncio.gather(*connecting):
+        assert ok
+    for comm in comms:
+        await assert_alive(comm)  # authenticated: an unknown session is closed at once
+    for comm in comms:
+        await comm.disconnect()
+    assert sum(batches) == 6 and len(batches) <= 2, batches
