@@ -43,6 +43,26 @@ return allowed
 )
 _BUCKET_SCRIPT = Script.of(_BUCKET_LUA)
 
+# For a script of the caller's that also takes a frame's rate tokens in its own step (a CBLINE
+# press: one round trip, not two): `lease(key, capacity, rate, size)` takes `size` tokens of
+# the bucket, else one (LeasedTokens' fallback), and returns how many it took (0: refused).
+LEASE_LUA = (
+    _NOW_LUA
+    + """
+local function lease(key, capacity, rate, size)
+  local state = redis.call('HMGET', key, 't', 'ts')
+  local tokens = tonumber(state[1]) or capacity
+  local ts = tonumber(state[2]) or now
+  tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+  local taken = 0
+  if tokens >= size then taken = size elseif tokens >= 1 then taken = 1 end
+  redis.call('HSET', key, 't', tokens - taken, 'ts', now)
+  redis.call('EXPIRE', key, math.ceil(capacity / rate) + 1)
+  return taken
+end
+"""
+)
+
 # One round trip for a connect: KEYS user bucket, IP bucket, the user's presence set (live
 # sockets scored by expiry). ARGV: the caller's now (for the presence scores, which the
 # callers write), user capacity, user rate, IP capacity, IP rate, socket cap, whether there is
@@ -157,6 +177,25 @@ class LeasedTokens:
             return True
         self.size = 1  # fewer left than that
         return size > 1 and await take(1)
+
+    def wanted(self) -> int:
+        """For a frame whose tokens are taken in a script of the caller's (LEASE_LUA): 0 when
+        one is in hand (spent now), else the lease to ask for; then `settle` what it took."""
+        if self.credit > 0:
+            self.credit -= 1
+            return 0
+        return self.size
+
+    def settle(self, asked: int, taken: int) -> bool:
+        """LEASE_LUA took `taken` tokens of the `asked` lease (0: refused). True: the frame
+        may go, as `allow` would have said."""
+        if taken >= asked:
+            self.credit = taken - 1
+            self.size = min(self.lease, asked * 2)
+            return True
+        self.size = 1
+        self.credit = max(0, taken - 1)
+        return taken > 0
 
 
 class LocalBucket:

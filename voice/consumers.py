@@ -11,10 +11,12 @@ handed to after a check that costs no I/O (the seat is the socket's own state).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
+from pydantic import ValidationError
 
 from accounts.countries import country_name, flag
 from realtime import admission, liveness
@@ -243,8 +245,51 @@ class VoiceConsumer(BaseConsumer):
         return await self.rate_tokens.allow(take)
 
     # --- floor (voice.floor decides; the socket sends what it returns)
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        press = None if text_data is None else self._lean_press(text_data)
+        if press is None:
+            await super().receive(text_data=text_data, bytes_data=bytes_data)
+        else:
+            await self.guard(self._press(press, lean=True), press.ref)
+
+    def _lean_press(self, text: str) -> FloorRequest | None:
+        """A valid floor.request that would go straight to the floor's take (voice.floor's
+        `press_ready`): its rate tokens are taken in that same step (`_press`), not in a
+        round trip before it. Anything else (None) takes BaseConsumer's way: size, rate,
+        parse, handler."""
+        channel = self.channel
+        if (
+            channel is None
+            or '"floor.request"' not in text
+            or len(text) * 4 > self.max_text_bytes  # surely under the size limit
+            or not floor.press_ready(self.seat, channel.pk)
+        ):
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("type") != "floor.request":
+            return None
+        try:
+            return FloorRequest.model_validate(data)
+        except ValidationError:
+            return None
+
     async def on_floor_request(self, msg: FloorRequest) -> None:
+        await self._press(msg, lean=False)
+
+    async def _press(self, msg: FloorRequest, *, lean: bool) -> None:
         channel = self._require_channel()
+        charge = None
+        if lean:  # BaseConsumer took no rate token for this frame: the take does
+            if self.rate_tokens is None:
+                self.rate_tokens = LeasedTokens(RATE_LEASE)
+            size = self.rate_tokens.wanted()
+            if size:
+                assert self.user_id is not None
+                key = rate_key(self.rate_scope, self.user_id)
+                charge = floor.RateCharge(key, self.rate_capacity, self.rate_per_second, size)
         outcome = await floor.request(
             self.seat,
             channel=channel,
@@ -252,7 +297,16 @@ class VoiceConsumer(BaseConsumer):
             mode=msg.mode,
             origin=self.channel_name,
             process_id=liveness.process_id(),
+            rate=charge,
         )
+        if charge is not None and self.rate_tokens is not None:
+            if charge.taken is None:  # refused before its take: charged the usual way
+                allowed = await self.rate_allow()
+            else:
+                allowed = self.rate_tokens.settle(charge.size, charge.taken)
+            if not allowed:
+                await self.send_error("rate_limited", "too many messages, slow down")
+                return
         # 200 presses at once: the grant goes out as the floor's announcements do, not
         # through the ASGI send's layers.
         granted = outcome.reply

@@ -33,6 +33,7 @@ from realtime.batching import PerLoop
 from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.fanout import RespConnection, Script, run_script
+from realtime.ratelimit import LEASE_LUA
 from realtime.redis import get_async_redis
 from realtime.schemas import Outbound
 
@@ -95,19 +96,28 @@ class Floor:
 # floor (KEYS[3]) so that its survivors can release it. A grant also returns what the
 # recipients need: the channel's sanctions version and, in a ranged channel (ARGV[7]),
 # whether the talker shares a location. Versions travel as 'v:<value>', '-' when unset.
+# With ARGV[8] not '0', the press's own rate tokens are taken first (LEASE_LUA: that lease of
+# the user's bucket KEYS[7], else one; none left: {3, 0}, nothing else done); every other
+# answer ends with the tokens taken.
 _TAKE = Script.of(
-    """
+    LEASE_LUA
+    + """
 local function ver(k)
   local v = redis.call('GET', k)
   if v then return 'v:' .. v end
   return '-'
 end
+local charged = 0
+if ARGV[8] ~= '0' then
+  charged = lease(KEYS[7], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[8]))
+  if charged == 0 then return {3, 0} end
+end
 if ARGV[6] ~= '*' then
   local mine = ver(KEYS[4])
-  if mine ~= ARGV[6] then return {2, mine} end
+  if mine ~= ARGV[6] then return {2, mine, charged} end
 end
 local holder = redis.call('GET', KEYS[2])
-if holder then return {0, holder} end
+if holder then return {0, holder, charged} end
 local id = (redis.call('INCR', KEYS[1]) - 1) % 4294967295 + 1
 local value = id .. '|{"tx_id": ' .. id .. ', ' .. string.sub(ARGV[1], 2)
 redis.call('SET', KEYS[2], value, 'PX', ARGV[2])
@@ -117,7 +127,7 @@ if ARGV[4] ~= '' then
 end
 local located = 0
 if ARGV[7] == '1' then located = redis.call('EXISTS', KEYS[6]) end
-return {1, id, ver(KEYS[5]), located}
+return {1, id, ver(KEYS[5]), located, charged}
 """
 )
 UNCHECKED = "*"  # take_lease's `sanctions_version`: no check of the talker's sanctions
@@ -144,6 +154,21 @@ class Taken:
     stale: str | None = None
     channel_version: str = "-"
     located: bool = False
+    rate_limited: bool = False  # the press's `RateCharge` found no token: nothing else done
+
+
+@dataclass
+class RateCharge:
+    """A press frame's rate tokens, taken in its take's own step (a round trip saved on a
+    socket's first press): `size` tokens of the user's bucket `key`, else one, as
+    realtime.ratelimit.LeasedTokens would have; `taken` is what the step took (0: none
+    left), None while no take ran."""
+
+    key: str
+    capacity: int
+    per_second: float
+    size: int
+    taken: int | None = None
 
 
 async def take(
@@ -155,23 +180,26 @@ async def take(
     process_id: str = "",
     sanctions_version: str = UNCHECKED,
     ranged: bool = False,
+    rate: RateCharge | None = None,
 ) -> Taken:
     """Take the channel's floor atomically (one Lua step, so two processes can never both
     win) on the relay's own Redis connection, unless the talker's sanctions version is no
-    longer `sanctions_version` (a tag of `version_tag`). The floor is a short lease
-    (`renew_lease`): a holder that vanishes frees it within VOICE_FLOOR_LEASE_SECONDS."""
+    longer `sanctions_version` (a tag of `version_tag`), or `rate` finds no token (it is
+    charged in the same step). The floor is a short lease (`renew_lease`): a holder that
+    vanishes frees it within VOICE_FLOOR_LEASE_SECONDS."""
     started_at = now_ms()
     about = {"user_id": user_id, "nickname": nickname, "started_at": started_at, "mode": mode}
     reply = await run_script(
         await get_relay().connection(),
         _TAKE,
-        6,
+        7,
         keys.tx_seq_key(),
         keys.floor_key(channel_id),
         keys.process_floors_key(process_id),
         keys.sanctions_version_key(user_id),
         keys.channel_sanctions_version_key(channel_id),
         keys.location_key(user_id),
+        keys.tx_seq_key() if rate is None else rate.key,
         json.dumps(about),
         _lease_ms(),
         channel_id,
@@ -179,7 +207,12 @@ async def take(
         settings.LIVENESS_SOCKETS_KEEP_SECONDS,
         sanctions_version,
         "1" if ranged else "0",
+        *((0, 0, 0) if rate is None else (rate.size, rate.capacity, rate.per_second)),
     )
+    if rate is not None:
+        rate.taken = int(reply[-1])
+    if reply[0] == 3:
+        return Taken(rate_limited=True)
     if reply[0] == 2:
         return Taken(stale=reply[1].decode())
     if reply[0] == 0:
@@ -435,6 +468,7 @@ Result = Literal[
     "moderated",
     "timeout",
     "lease_lost",
+    "rate_limited",
 ]
 
 
@@ -478,16 +512,43 @@ _NO_FLOOR = "you do not hold the floor for that transmission"
 _GRANTED = metrics.FLOOR_REQUESTS.labels("granted")  # looked up once, not per press
 
 
+def press_ready(seat: Seat, channel_id: int) -> bool:
+    """A press by `seat` now would go straight to its take (no refusal, no read before it):
+    its rate tokens may be charged there (`RateCharge`)."""
+    cached = seat.sanctions
+    return (
+        seat.talk is None
+        and cached is not None
+        and cached[0] == channel_id
+        and not _in_force(cached[2])
+    )
+
+
 async def request(
-    seat: Seat, *, channel: Channel, nickname: str, mode: str, origin: str, process_id: str = ""
+    seat: Seat,
+    *,
+    channel: Channel,
+    nickname: str,
+    mode: str,
+    origin: str,
+    process_id: str = "",
+    rate: RateCharge | None = None,
 ) -> FloorOutcome:
     """A press of the talk button by `seat`'s socket (`origin`: its channel name, which
     hears floor.granted instead of floor.taken). Granted: every other socket of the channel
     hears floor.taken before any audio, and the lease is held until the talker lets go, the
-    transmission reaches VOICE_MAX_TRANSMISSION_SECONDS or the lease is lost."""
+    transmission reaches VOICE_MAX_TRANSMISSION_SECONDS or the lease is lost. `rate` is
+    charged in the first take (refused: "rate_limited"); a press refused before any take
+    leaves it uncharged (`rate.taken` None)."""
     started = time.perf_counter()
     outcome = await _request(
-        seat, channel=channel, nickname=nickname, mode=mode, origin=origin, process_id=process_id
+        seat,
+        channel=channel,
+        nickname=nickname,
+        mode=mode,
+        origin=origin,
+        process_id=process_id,
+        rate=rate,
     )
     if outcome.result == "granted":
         _GRANTED.inc()
@@ -498,7 +559,14 @@ async def request(
 
 
 async def _request(
-    seat: Seat, *, channel: Channel, nickname: str, mode: str, origin: str, process_id: str
+    seat: Seat,
+    *,
+    channel: Channel,
+    nickname: str,
+    mode: str,
+    origin: str,
+    process_id: str,
+    rate: RateCharge | None,
 ) -> FloorOutcome:
     if seat.talk is not None:
         error = ServiceError("already_talking", "you hold the floor already")
@@ -523,7 +591,12 @@ async def _request(
             process_id=process_id,
             sanctions_version=version_tag(cached[1]),
             ranged=channel.range_km > 0,
+            rate=rate,
         )
+        rate = None  # charged once
+        if taken.rate_limited:
+            error = ServiceError("rate_limited", "too many messages, slow down")
+            return FloorOutcome("rate_limited", refusal=error)
         if taken.stale is None:
             break
         cached = None  # changed since read: read them again

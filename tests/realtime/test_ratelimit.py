@@ -67,3 +67,26 @@ async def test_leases_start_at_one_token_so_many_sockets_of_a_user_each_get_a_fr
     # 9 left: a lease of 8; then 8 refused and 1 taken; then 1 refused, at one try.
     assert [await busy.allow(take) for _ in range(10)] == [True] * 9 + [False]
     assert calls[6:] == [8, 8, 1, 1]
+
+
+async def test_a_lease_taken_in_a_callers_script_counts_as_allow_does():
+    """LEASE_LUA inside a script of the caller's (a CBLINE press takes its tokens with the
+    floor) and LeasedTokens' wanted/settle give the frames `allow` gives, lease by lease."""
+    from realtime.redis import get_async_redis
+
+    script = ratelimit.LEASE_LUA + "return lease(KEYS[1], 40, 0.001, tonumber(ARGV[1]))"
+    bucket, tokens, asked = key("test", "lease-in-script"), ratelimit.LeasedTokens(8), []
+
+    async def frame() -> bool:
+        size = tokens.wanted()
+        if not size:
+            return True
+        asked.append(size)
+        taken = await get_async_redis().eval(script, 1, bucket, size)  # type: ignore[misc]
+        return tokens.settle(size, int(taken))
+
+    assert [await frame() for _ in range(31)] == [True] * 31  # 1+2+4+8+8+8
+    assert asked == [1, 2, 4, 8, 8, 8]
+    # 9 left: a lease of 8; then 8 asked and 1 taken; then none left.
+    assert [await frame() for _ in range(10)] == [True] * 9 + [False]
+    assert asked[6:] == [8, 8, 1]

@@ -276,3 +276,51 @@ def test_a_crowd_joining_a_channel_reads_its_bans_once(transactional_db, make_us
     assert len(queries) == 1, queries
     async_to_sync(crowd)(b"8")
     assert len(queries) == 2, queries
+
+
+async def test_a_press_right_after_the_join_takes_its_rate_tokens_in_its_take(
+    amake_user, make_channel
+):
+    """The press is a socket's second frame and the join's lease was one token: the press's
+    lease (two: LeasedTokens' slow start) is taken in the same Lua step as the floor, not in
+    a round trip of its own before it."""
+    from django.conf import settings
+
+    from realtime.keys import rate_key
+
+    talker = await amake_user()
+    channel = await make_channel(talker)
+    comm = await joined(talker, channel)
+    await _press_round_trips(comm)  # the channel's bans are now known to this process
+    await comm.disconnect()
+    comm = await joined(talker, channel)  # a new socket: no tokens in hand
+    bucket = rate_key("voice", talker.pk)
+    before = float(await get_async_redis().hget(bucket, "t"))
+    # The first socket's leave still announces itself through the channel layer (redis-py).
+    sent = [s for s in await _press_round_trips(comm) if s.startswith(b"relay ")]
+    assert len(sent) == 2, sent
+    assert b"EVALSHA" in sent[0] and bucket.encode() in sent[0] and b"PUBLISH" in sent[1]
+    left = float(await get_async_redis().hget(bucket, "t"))
+    # Two taken by the press (its release spent the second), a refill meanwhile at most.
+    assert before - 2 <= left < before - 2 + settings.WS_RATE_REFILL_PER_SECOND
+    await comm.disconnect()
+
+
+async def test_a_press_over_the_rate_limit_is_refused_and_takes_no_floor(
+    amake_user, make_channel, monkeypatch
+):
+    """A press whose user's bucket is empty gets rate_limited, and the floor stays free."""
+    from realtime.consumers import BaseConsumer
+    from realtime.keys import rate_key
+
+    talker = await amake_user()
+    channel = await make_channel(talker)
+    comm = await joined(talker, channel)
+    monkeypatch.setattr(BaseConsumer, "rate_per_second", 0.001)  # no refill meanwhile
+    now = float((await get_async_redis().time())[0])
+    await get_async_redis().hset(rate_key("voice", talker.pk), mapping={"t": 0.5, "ts": now})
+    await comm.send_json_to({"type": "floor.request", "mode": "webcodecs"})
+    msg = await expect(comm, "error")
+    assert msg["code"] == "rate_limited", msg
+    assert await get_async_redis().exists(keys.floor_key(channel.pk)) == 0
+    await comm.disconnect()
