@@ -121,7 +121,7 @@ def target_devices(
 SendTargets = tuple[Room, bool, list[tuple[int, int]]]
 
 
-def _send_targets_sql(sends: str) -> str:
+def _send_targets_sql(sends: str, *, ordered: bool = True) -> str:
     """The read of `send_targets(_many)`: for each row of `sends` (room_id, sender, i), the
     room if the sender is a member, one row per member and keyed device, whether that
     member blocked the sender. Raw SQL: every message comes here, and compiling the
@@ -131,13 +131,20 @@ def _send_targets_sql(sends: str) -> str:
     room_t, member_t = q(Room._meta.db_table), q(Membership._meta.db_table)
     keys_t, block_t = q(DeviceKeys._meta.db_table), q(Block._meta.db_table)
     return (
-        f"SELECT s.i, r.id, r.is_direct, m.user_id, EXISTS (SELECT 1 FROM {block_t} b "  # noqa: S608
-        f"WHERE b.blocker_id = m.user_id AND b.blocked_id = s.sender), k.device_id FROM {sends} "
-        f"JOIN {room_t} r ON r.room_id = s.room_id "
+        f"SELECT s.i, r.id AS room_pk, r.is_direct, m.user_id, EXISTS (SELECT 1 FROM {block_t} b "  # noqa: S608
+        "WHERE b.blocker_id = m.user_id AND b.blocked_id = s.sender) AS blocks, k.device_id "
+        f"FROM {sends} JOIN {room_t} r ON r.room_id = s.room_id "
         f"JOIN {member_t} me ON me.room_id = r.id AND me.user_id = s.sender "
-        f"JOIN {member_t} m ON m.room_id = r.id LEFT JOIN {keys_t} k ON k.user_id = m.user_id "
-        "ORDER BY s.i, k.device_id"
+        f"JOIN {member_t} m ON m.room_id = r.id LEFT JOIN {keys_t} k ON k.user_id = m.user_id"
+        + (" ORDER BY s.i, k.device_id" if ordered else "")
     )
+
+
+def send_targets_cte(sends: str) -> str:
+    """`send_targets_many`'s read as a CTE body of a writer's statement (the group commit of
+    sends, messaging.services): `sends` a relation with (room_id, sender, i); rows (i,
+    room_pk, is_direct, user_id, blocks, device_id)."""
+    return _send_targets_sql(sends, ordered=False)
 
 
 def _send_targets_fold(

@@ -94,13 +94,40 @@ def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
                 frames[it.device_pk].append(it.frame)  # type: ignore[union-attr]
         for device_pk, seqs in given.items():
             pushed = frames.get(device_pk)
-            nudge = (
-                StreamNudge(frames=[{**f, "seq": q} for f, q in zip(pushed, seqs, strict=True)])
+            stream_nudge(
+                device_pk=device_pk,
+                frames=[{**f, "seq": q} for f, q in zip(pushed, seqs, strict=True)]
                 if pushed
-                else StreamNudge()
+                else [],
             )
-            send_on_commit(stream_group(device_pk), nudge, wait=False)
     return dict(given)
+
+
+def stream_nudge(*, device_pk: int, frames: list[Json]) -> None:
+    """After commit, tell the device's socket it has new items: `frames` (each with its
+    seq, all of the device's new items in order) or nothing, and the socket reads. For
+    writers that append by a statement of their own (`stream_append_ctes`)."""
+    send_on_commit(stream_group(device_pk), StreamNudge(frames=frames), wait=False)
+
+
+def stream_append_ctes(rows: str) -> str:
+    """PostgreSQL: the append as two CTEs of a caller's statement (`h`: the heads bumped,
+    `device_pk, last_seq`; `i`: the items inserted), so that a writer's whole transaction
+    can be one statement. `rows` names the items: (device_pk, user_id, back, kind, ref, body
+    jsonb, created_at), where `back` is how many of the device's items in `rows` come after
+    this one; its seq is then the head's new last_seq - back. Heads are bumped in device
+    order, so two writers to overlapping devices never wait on each other in a cycle."""
+    q = connection.ops.quote_name
+    heads, table = q(StreamHead._meta.db_table), q(StreamItem._meta.db_table)
+    return (
+        f"h AS (INSERT INTO {heads} (device_pk, user_id, last_seq) "  # noqa: S608
+        f"SELECT device_pk, min(user_id), count(*) FROM {rows} GROUP BY device_pk "
+        f"ORDER BY device_pk ON CONFLICT (device_pk) DO UPDATE "
+        f"SET last_seq = {heads}.last_seq + EXCLUDED.last_seq RETURNING device_pk, last_seq), "
+        f"i AS (INSERT INTO {table} (device_pk, user_id, seq, kind, ref, body, created_at) "
+        "SELECT v.device_pk, v.user_id, h.last_seq - v.back, v.kind, v.ref, v.body, "
+        f"v.created_at FROM {rows} v JOIN h ON h.device_pk = v.device_pk)"
+    )
 
 
 def _append_rows(
@@ -109,7 +136,6 @@ def _append_rows(
     """The heads' bump and the items' INSERT in one statement (every message appends twice:
     its delivery, then its tick; a round trip each costs more CPU than the statements). The
     items come as arrays, each with its distance back from its device's new last seq."""
-    ordered = sorted(counts.items(), key=lambda kv: kv[0][1])  # heads locked in pk order
     back: dict[int, int] = {pk: n for (_, pk), n in counts.items()}
     distances: list[int] = []
     for it in items:
@@ -124,29 +150,14 @@ def _append_rows(
         [it.ref for it in items],
         [json.dumps(it.body, cls=encoder) for it in items],
     ]
-    q = connection.ops.quote_name
-    heads, table = q(StreamHead._meta.db_table), q(StreamItem._meta.db_table)
     sql = (
-        f"WITH h AS (INSERT INTO {heads} (device_pk, user_id, last_seq) "  # noqa: S608
-        "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
-        f"ON CONFLICT (device_pk) DO UPDATE SET last_seq = {heads}.last_seq + EXCLUDED.last_seq "
-        "RETURNING device_pk, last_seq), "
-        f"i AS (INSERT INTO {table} (device_pk, user_id, seq, kind, ref, body, created_at) "
-        "SELECT v.device_pk, v.user_id, h.last_seq - v.back, v.kind, v.ref, v.body::jsonb, %s "
-        "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[], "
-        "%s::text[]) AS v(device_pk, user_id, back, kind, ref, body) "
-        "JOIN h ON h.device_pk = v.device_pk) "
-        "SELECT device_pk, last_seq FROM h"
+        "WITH v AS (SELECT device_pk, user_id, back, kind, ref, body::jsonb, "  # noqa: S608
+        "%s::timestamptz AS created_at FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], "
+        "%s::text[], %s::bigint[], %s::text[]) AS v(device_pk, user_id, back, kind, ref, body)), "
+        f"{stream_append_ctes('v')} SELECT device_pk, last_seq FROM h"
     )
-    params: list[Any] = [
-        [pk for (_, pk), _ in ordered],
-        [user_id for (user_id, _), _ in ordered],
-        [n for _, n in ordered],
-        timezone.now(),
-        *columns,
-    ]
     with connection.cursor() as cur:
-        cur.execute(sql, params)
+        cur.execute(sql, [timezone.now(), *columns])
         last = {int(pk): int(seq) for pk, seq in cur.fetchall()}
     given: dict[int, list[int]] = defaultdict(list)
     for it, distance in zip(items, distances, strict=True):
