@@ -901,9 +901,10 @@ def _sends_store_one_statement(
     q = connection.ops.quote_name
     keys_t, event_t = q(IdempotencyKey._meta.db_table), q(RoomEvent._meta.db_table)
     sql = (
-        "WITH s AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], "  # noqa: S608
-        "%s::text[], %s::text[], %s::text[]) "
-        "WITH ORDINALITY AS s(device, sender, room_id, key, event_id, type, content, i)), "
+        # The sends as one JSON document: one parameter to quote, where arrays were quoted
+        # element by element in Python (the ciphertexts: 4 % of a server's GIL time).
+        "WITH s AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS s(i bigint, device bigint, "  # noqa: S608
+        "sender bigint, room_id text, key text, event_id text, type text, content jsonb)), "
         f"t AS ({selectors.send_targets_cte('s')}), "
         # Refused: not a member (no rows), or a direct room where the other blocked the sender.
         "v AS (SELECT i, min(room_pk) AS room_pk, bool_and(is_direct) AND bool_or(blocks) "
@@ -914,7 +915,7 @@ def _sends_store_one_statement(
         f"ON CONFLICT (device_pk, {q('key')}) DO NOTHING RETURNING device_pk, {q('key')}), "
         f"e AS (INSERT INTO {event_t} (room_id, event_id, sender_id, sender_device_id, type, "
         "state_key, content, created_at, delivered_at) SELECT ok.room_pk, ok.event_id, "
-        "ok.sender, ok.device, ok.type, NULL, ok.content::jsonb, %s, NULL FROM ok "
+        "ok.sender, ok.device, ok.type, NULL, ok.content, %s, NULL FROM ok "
         f"JOIN c ON c.device_pk = ok.device AND c.{q('key')} = ok.key RETURNING id, event_id), "
         "d AS (SELECT t.device_id AS device_pk, t.user_id, row_number() OVER "
         "(PARTITION BY t.device_id ORDER BY ok.i DESC) - 1 AS back, %s::text AS kind, e.id AS ref, "
@@ -927,17 +928,21 @@ def _sends_store_one_statement(
         "LEFT JOIN d ON d.i = s.i LEFT JOIN h ON h.device_pk = d.device_pk "
         "ORDER BY s.i, 6"
     )
-    columns: list[list[Any]] = [
-        [pk for (pk, _), _ in order],
-        [sends[i].device.user_id for _, i in order],
-        [sends[i].room_id for _, i in order],
-        [key for (_, key), _ in order],
-        [e.event_id for e in events],
-        [e.type for e in events],
-        [json.dumps(e.content) for e in events],
+    batch = [
+        {
+            "i": index,
+            "device": pk,
+            "sender": sends[i].device.user_id,
+            "room_id": sends[i].room_id,
+            "key": key,
+            "event_id": event.event_id,
+            "type": event.type,
+            "content": event.content,
+        }
+        for index, (((pk, key), i), event) in enumerate(zip(order, events, strict=True), 1)
     ]
     with connection.cursor() as cur:
-        cur.execute(sql, [*columns, now, now, EVENT_KIND, now])
+        cur.execute(sql, [json.dumps(batch), now, now, EVENT_KIND, now])
         rows = cur.fetchall()
     nudges: dict[int, list[Json]] = defaultdict(list)
     frames: dict[tuple[int, int], Json] = {}  # rendered once per send and recipient user

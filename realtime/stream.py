@@ -134,30 +134,34 @@ def _append_rows(
     items: Sequence[NewItem], counts: Counter[tuple[int, int]]
 ) -> dict[int, list[int]]:
     """The heads' bump and the items' INSERT in one statement (every message appends twice:
-    its delivery, then its tick; a round trip each costs more CPU than the statements). The
-    items come as arrays, each with its distance back from its device's new last seq."""
+    its delivery, then its tick; a round trip each costs more CPU than the statements). Each
+    item comes with its distance back from its device's new last seq."""
     back: dict[int, int] = {pk: n for (_, pk), n in counts.items()}
     distances: list[int] = []
     for it in items:
         back[it.device_pk] -= 1
         distances.append(back[it.device_pk])
     encoder = StreamItem._meta.get_field("body").encoder  # type: ignore[attr-defined]
-    columns: list[list[Any]] = [
-        [it.device_pk for it in items],
-        [it.user_id for it in items],
-        distances,
-        [it.kind for it in items],
-        [it.ref for it in items],
-        [json.dumps(it.body, cls=encoder) for it in items],
+    # The items as one JSON document: one parameter to quote (arrays were quoted element
+    # by element in Python).
+    rows = [
+        {
+            "device_pk": it.device_pk,
+            "user_id": it.user_id,
+            "back": distance,
+            "kind": it.kind,
+            "ref": it.ref,
+            "body": it.body,
+        }
+        for it, distance in zip(items, distances, strict=True)
     ]
     sql = (
-        "WITH v AS (SELECT device_pk, user_id, back, kind, ref, body::jsonb, "  # noqa: S608
-        "%s::timestamptz AS created_at FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], "
-        "%s::text[], %s::bigint[], %s::text[]) AS v(device_pk, user_id, back, kind, ref, body)), "
+        "WITH v AS (SELECT *, %s::timestamptz AS created_at FROM jsonb_to_recordset(%s::jsonb) "  # noqa: S608
+        "AS v(device_pk bigint, user_id bigint, back bigint, kind text, ref bigint, body jsonb)), "
         f"{stream_append_ctes('v')} SELECT device_pk, last_seq FROM h"
     )
     with connection.cursor() as cur:
-        cur.execute(sql, [timezone.now(), *columns])
+        cur.execute(sql, [timezone.now(), json.dumps(rows, cls=encoder)])
         last = {int(pk): int(seq) for pk, seq in cur.fetchall()}
     given: dict[int, list[int]] = defaultdict(list)
     for it, distance in zip(items, distances, strict=True):
