@@ -1063,6 +1063,8 @@ def replay_e2e(events: list[list[Any]], skip_ttl: float, prebanned: set[int]) ->
             v["re-pair within skip TTL"] += 1
     both = 0
     told_after: list[float] = []
+    waited_for_partner: list[float] = []
+    after_partner: list[float] = []
     for sides in by_match.values():
         users = {e[1] for e in sides}
         if len(users) > 2 or any(e[4] not in users for e in sides if len(users) == 2):
@@ -1072,6 +1074,12 @@ def replay_e2e(events: list[list[Any]], skip_ttl: float, prebanned: set[int]) ->
         if offer and answer:
             both += 1
             told_after.append((answer[0][8] - offer[0][8]) * 1000)
+            if answer[0][5] == "A":
+                # The waiting side's time is its wait for a compatible arrival (the workload's:
+                # no server can match before the partner exists) plus the system's part, from
+                # the partner's entry to the waiting side's match.found.
+                waited_for_partner.append(max(0.0, offer[0][6] - answer[0][6]) * 1000)
+                after_partner.append((answer[0][8] - max(offer[0][6], answer[0][6])) * 1000)
     arrivals = [e for e in events if e[0] == "A"]
     timed = [e for e in finds if e[5] == "A"]
     seeker = sorted((e[8] - e[6]) * 1000 for e in timed if e[3] == "offer")
@@ -1087,6 +1095,9 @@ def replay_e2e(events: list[list[Any]], skip_ttl: float, prebanned: set[int]) ->
         "waiter_ms": waiter,
         "overall_ms": sorted(seeker + waiter),
         "told_after_ms": sorted(told_after),
+        "waited_for_partner_ms": sorted(waited_for_partner),
+        "after_partner_ms": sorted(after_partner),
+        "system_ms": sorted(seeker + after_partner),
         "send_lag_ms": lag,
         "violations": v,
         "doubles": [
@@ -1339,6 +1350,22 @@ def e2e_report(
         ["waiting side (role answer): arrival -> match.found p99 (ms)", percentile(waiter, 99)],
         ["both sides: p50 (ms)", percentile(overall, 50)],
         ["both sides: p99 (ms)", percentile(overall, 99)],
+        [
+            "waiting side: waited for a compatible arrival p50 (ms)",
+            percentile(res["waited_for_partner_ms"], 50),
+        ],
+        [
+            "waiting side: waited for a compatible arrival p99 (ms)",
+            percentile(res["waited_for_partner_ms"], 99),
+        ],
+        [
+            "waiting side: partner's arrival -> match.found p99 (ms)",
+            percentile(res["after_partner_ms"], 99),
+        ],
+        [
+            "both sides, the waiting side from its partner's arrival: p99 (ms)",
+            percentile(res["system_ms"], 99),
+        ],
         ["answer side told after the seeker: p50 (ms)", percentile(res["told_after_ms"], 50)],
         ["answer side told after the seeker: p99 (ms)", percentile(res["told_after_ms"], 99)],
         ["matches / told to both sides", f"{res['matches']:,} / {res['matches_both']:,}"],
@@ -1399,6 +1426,7 @@ def e2e_report(
         "seeker_p99": percentile(seeker, 99),
         "all_p50": percentile(overall, 50),
         "all_p99": percentile(overall, 99),
+        "system_p99": percentile(res["system_ms"], 99),
         "violations": sum(v.values()),
         "server_cpu": [100 * c / wall for c in server_cpu],
         "client_cpu": [100 * c / wall for c in client_cpu],

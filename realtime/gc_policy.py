@@ -9,19 +9,23 @@ benchmarks/ptt_fanout.py on 2 cores: 500 sockets a process, 40-50 ms pauses; 1,5
 pause delays every audio packet in flight: it was the whole p99.
 
 So: objects made while importing are frozen (never scanned again); young collections run as
-usual (they only look at young objects: a few ms); full collections run on a schedule
-instead of whenever the heuristic fires, one pause per `ASGI_GC_FULL_SECONDS` (default 60),
-which is what frees reference cycles (closed sockets' consumers, exceptions) in the oldest
-generation. A collection that falls due while a product is in the middle of something the
-pause would be heard in (CBLINE: a transmission on this process) waits for a quiet moment,
-at most `ASGI_GC_MAX_DEFER_SECONDS` (default 60).
+usual (they only look at young objects: a few ms); the oldest generation is left to a
+schedule, one run per `ASGI_GC_FULL_SECONDS` (default 60). A run that falls due while a
+product is in the middle of something the pause would be heard in (CBLINE: a transmission
+on this process) waits for a quiet moment, at most `ASGI_GC_MAX_DEFER_SECONDS` (default 60).
 
-What survives a scheduled collection is frozen too (mostly the open sockets), so the next
-one walks only what was promoted since, and only every `FULL_WALK_EVERY`-th unfreezes and
-walks everything (a cycle that died after it was frozen, a closed socket's, waits until
-then). Walking every open socket each minute was a 0.2-0.6 s pause at 1,000-2,000 video
-chat sockets a process: the p99 of a 500 arrivals/s matchmaking step whenever it fell in
-it (benchmarks/matchmaking.py, profiled). Video chat has no quiet moment to wait for.
+A scheduled run collects the young generations and freezes everything else unwalked (the
+open sockets, mostly): it walks the young objects only. Every `FULL_WALK_EVERY`-th unfreezes and
+walks everything, which frees the reference cycles that died in the oldest generation
+meanwhile (closed sockets' consumers, exceptions: they wait up to FULL_WALK_EVERY x the
+interval, 10 minutes by default), a 0.2-0.6 s pause at 1,000-2,000 sockets a process.
+Walking the oldest generation every minute cost that pause whenever much had come since the
+last walk: the first run after the sockets opened walked all of them (330-340 ms of CPU at
+2,000 video chat sockets, 2-3 s of wall time on a busy machine, in both processes within
+2 s), which fell at the start of the 500 arrivals/s step of benchmarks/matchmaking.py and
+was its stall. Video chat has no quiet moment to wait for. Processes started together (a
+deploy) would pause together, and a video chat match spans two of them: each process's
+schedule starts at a random point of its second interval (60-120 s after its first socket).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 import time
 import weakref
 from typing import Protocol
@@ -46,6 +51,7 @@ _interval = 0.0
 _max_defer = 0.0
 _loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 _tasks: set[asyncio.Task[None]] = set()
+scheduled_runs = 0  # scheduled collections done in this process (tests, operators)
 
 
 class Busy(Protocol):
@@ -87,9 +93,12 @@ def defer_while(owner: Busy) -> None:
 
 
 async def _full_collections(interval: float) -> None:
+    global scheduled_runs
     runs = 0
+    delay = interval * (1 + random.random())
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(delay)
+        delay = interval
         deadline = time.monotonic() + _max_defer
         # Polled: "busy" is computed from the owners' state, nobody signals its end.
         while time.monotonic() < deadline and any(b.gc_should_wait() for b in list(_busy)):  # noqa: ASYNC110
@@ -99,14 +108,17 @@ async def _full_collections(interval: float) -> None:
         started, cpu = time.perf_counter(), time.process_time()
         if walk_all:
             gc.unfreeze()
-        freed = gc.collect()
-        gc.freeze()  # the survivors are long-lived: not walked again until the next walk_all
+            freed = gc.collect()
+        else:
+            freed = gc.collect(1)  # the young only: what survives them is long-lived
+        gc.freeze()  # not walked again until the next walk_all
+        scheduled_runs += 1
         ms = (time.perf_counter() - started) * 1e3
         # Operators want to hear of pauses long enough to matter, not of every collection.
         # The CPU beside the wall time: on a busy machine the pause is mostly waiting.
         (log.info if ms > 50 else log.debug)(
             "scheduled %s gc: %d unreachable, %d frozen, %.1f ms (%.1f ms CPU)",
-            "full" if walk_all else "oldest-generation",
+            "full" if walk_all else "young-generation",
             freed,
             gc.get_freeze_count(),
             ms,

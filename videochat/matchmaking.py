@@ -36,6 +36,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.exceptions import NoScriptError
 
 from realtime.batching import Batcher
@@ -196,23 +198,70 @@ _steps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Steps] = weakref.W
 
 
 # --- Arguments and replies, shared by the async functions and their sync twins.
+@dataclass(frozen=True)
+class _Limits:
+    """The settings a step passes, in the script's units: read once, not per step (the
+    settings object's lookups were 3 % of a server's samples at 1,000 arrivals/s,
+    benchmarks/matchmaking.py). A changed setting (tests) is read again."""
+
+    wait_ttl: int
+    pair_ttl: int
+    last_ttl: int
+    skip_ttl: int
+    estimate_max_age: int
+    enqueue: tuple[Arg, ...]  # wait, pair and last-partner deadlines, scan bound, EWMA alpha
+
+    @classmethod
+    def read(cls) -> _Limits:
+        wait_ttl = _ms(settings.VIDEOCHAT_WAIT_TTL_SECONDS)
+        pair_ttl = _ms(settings.VIDEOCHAT_PAIR_TTL_SECONDS)
+        last_ttl = _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS)
+        return cls(
+            wait_ttl=wait_ttl,
+            pair_ttl=pair_ttl,
+            last_ttl=last_ttl,
+            skip_ttl=_ms(settings.VIDEOCHAT_SKIP_TTL_SECONDS),
+            estimate_max_age=_ms(settings.VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS),
+            enqueue=(
+                wait_ttl,
+                pair_ttl,
+                last_ttl,
+                int(settings.VIDEOCHAT_MATCH_MAX_SCAN),
+                settings.VIDEOCHAT_WAIT_EWMA_ALPHA,
+            ),
+        )
+
+
+_limits_read: _Limits | None = None
+
+
+def _limits() -> _Limits:
+    global _limits_read
+    if _limits_read is None:
+        _limits_read = _Limits.read()
+    return _limits_read
+
+
+@receiver(setting_changed)
+def _settings_changed(**kwargs: Any) -> None:
+    global _limits_read
+    _limits_read = None
+
+
 def _enqueue_args(seeker: Seeker, skip: bool, card: str) -> tuple[Arg, ...]:
+    limits = _limits()
     return (
         "enqueue",
         seeker.user_id,
         seeker.channel_name,
         *seeker.tokens,
         secrets.token_urlsafe(18),  # the match id if this step pairs; unguessable
-        _ms(settings.VIDEOCHAT_WAIT_TTL_SECONDS),
-        _ms(settings.VIDEOCHAT_PAIR_TTL_SECONDS),
-        _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS),
-        int(settings.VIDEOCHAT_MATCH_MAX_SCAN),
-        settings.VIDEOCHAT_WAIT_EWMA_ALPHA,
+        *limits.enqueue,
         "1" if skip else "0",
-        _ms(settings.VIDEOCHAT_SKIP_TTL_SECONDS),
+        limits.skip_ttl,
         card,
         seeker.filter_class,
-        _ms(settings.VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS),
+        limits.estimate_max_age,
     )
 
 
@@ -249,26 +298,17 @@ def _pair(reply: list[bytes] | None) -> tuple[str, int, str] | None:
 
 
 def _end_args(user_id: int, skip: bool) -> tuple[Arg, ...]:
-    return (
-        "end",
-        user_id,
-        "1" if skip else "0",
-        _ms(settings.VIDEOCHAT_SKIP_TTL_SECONDS),
-        _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS),
-    )
+    limits = _limits()
+    return ("end", user_id, "1" if skip else "0", limits.skip_ttl, limits.last_ttl)
 
 
 def _heartbeat_args(user_id: int) -> tuple[Arg, ...]:
-    return (
-        "heartbeat",
-        user_id,
-        _ms(settings.VIDEOCHAT_WAIT_TTL_SECONDS),
-        _ms(settings.VIDEOCHAT_PAIR_TTL_SECONDS),
-    )
+    limits = _limits()
+    return ("heartbeat", user_id, limits.wait_ttl, limits.pair_ttl)
 
 
 def _expected_args(seeker: Seeker) -> tuple[Arg, ...]:
-    return ("expected", seeker.filter_class, _ms(settings.VIDEOCHAT_WAIT_ESTIMATE_MAX_AGE_SECONDS))
+    return ("expected", seeker.filter_class, _limits().estimate_max_age)
 
 
 def _seconds(reply: bytes | None) -> float | None:
@@ -298,16 +338,13 @@ async def enqueue(seeker: Seeker) -> Match | None:
 
 async def dequeue(user_id: int) -> None:
     """Leave the queue (tab closed, "stop"). Idempotent; a current pair is left alone."""
-    await _run(
-        get_async_redis(), "dequeue", user_id, _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS)
-    )
+    await _run(get_async_redis(), "dequeue", user_id, _limits().last_ttl)
 
 
 async def leave(user_id: int) -> tuple[str, int, str] | None:
     """Leave the queue and end the pair (no skip) in one step; returns the ex-partner to
     notify, as `end_match` does."""
-    last_ttl = _ms(settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS)
-    return _pair(await _run(get_async_redis(), "leave", user_id, last_ttl))
+    return _pair(await _run(get_async_redis(), "leave", user_id, _limits().last_ttl))
 
 
 async def partner_of(user_id: int) -> tuple[str, int, str] | None:

@@ -104,3 +104,34 @@ def test_two_users_on_two_processes_match_signal_chat_and_report(asgi_servers, m
     report = Report.objects.get()
     assert report.reporter == alice and report.reported == bob
     assert report.frame.name.endswith(".webp")
+
+
+def test_on_uvicorn_frames_written_together_arrive_as_separate_frames_in_order(
+    asgi_servers, make_user
+):
+    """On uvicorn a socket's frames go out pre-framed in one write (realtime.rawsocket): the
+    one left behind by a Next gets match.ended and its queue.waiting as two messages, in
+    that order, and the socket goes on working after them."""
+    one, two = asgi_servers(server="uvicorn"), asgi_servers(server="uvicorn")
+    alice, bob = make_user(), make_user()
+    cookie_a, cookie_b = session_cookie_for(alice), session_cookie_for(bob)
+
+    async def scenario() -> None:
+        async with connect(one, cookie_a) as a, connect(two, cookie_b) as b:
+            for ws in (a, b):
+                await say(ws, type="hello", language="en")
+                assert (await recv(ws))["type"] == "ready"
+            await say(a, type="queue.join")
+            assert (await recv(a))["type"] == "queue.waiting"
+            await say(b, type="queue.join")
+            found_b, found_a = await recv(b), await recv(a)
+            assert (found_a["role"], found_b["role"]) == ("answer", "offer")
+            mid = found_a["match_id"]
+            await say(b, type="next", match_id=mid)
+            assert (await recv(b))["type"] == "queue.waiting"
+            assert await recv(a) == {"type": "match.ended", "match_id": mid, "reason": "next"}
+            assert (await recv(a))["type"] == "queue.waiting"
+            await say(a, type="queue.leave")
+            assert await recv(a) == {"type": "queue.left"}
+
+    asyncio.run(scenario())
