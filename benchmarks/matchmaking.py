@@ -804,8 +804,11 @@ class E2EClient:
             self.log.append(["refusal", job["uid"], f"open failed: {type(exc).__name__} {exc}"])
             return False
         codes = []
-        try:
+        # A refusal may be in before the hello goes out: the send then fails on the closed
+        # socket, and the error frame that came with the refusal is still there to read.
+        with contextlib.suppress(websockets.ConnectionClosed):
             await ws.send(json.dumps(job["hello"]))
+        try:
             async for raw in ws:
                 msg = json.loads(raw)
                 if msg["type"] == "error":

@@ -4,6 +4,7 @@ match decides what counts as a "double match", so that view must follow every fr
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from benchmarks.matchmaking import ClientConfig, E2EClient, Sock
 
@@ -48,3 +49,29 @@ def test_an_arrival_takes_an_idle_user_whose_socket_is_open() -> None:
     taken = [c.take_idle() for _ in range(6)]
     assert sorted(t for t in taken[:5] if t is not None) == [1, 3, 5, 7, 9]
     assert taken[5] is None and c.idle == []
+
+
+async def test_a_refusal_that_closes_before_the_hello_is_sent_is_still_a_refusal() -> None:
+    """A busy client sent its hello after the server had already refused the connect
+    (error "banned", close 4403): the send failed on the closed socket, and the client
+    counted a "banned user let in" without reading the error frame that had arrived."""
+    import json
+
+    import websockets
+
+    async def refuse(ws: Any) -> None:
+        await ws.send(json.dumps({"type": "error", "code": "banned", "detail": "banned"}))
+        await ws.close(4403)
+
+    c = client()
+    async with websockets.serve(refuse, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+
+        async def open_late(job: dict[str, Any], n: int) -> Any:
+            ws = await websockets.connect(f"ws://127.0.0.1:{port}", max_queue=None)
+            await ws.wait_closed()  # the refusal is in before the hello goes out
+            return ws
+
+        c.open = open_late  # type: ignore[method-assign]
+        assert await c.refused({"uid": 5, "hello": {"type": "hello"}}, 0)
+    assert [e for e in c.log if e[0] == "refusal"] == []
