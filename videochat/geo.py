@@ -31,7 +31,10 @@ class Country:
         return self.code
 
 
+@lru_cache(maxsize=512)
 def country_info(code: str | None) -> Country:
+    # Cached (a few hundred codes, an immutable answer): every match shows two of them, and
+    # building one was 2 % of a server's samples at 1,000 arrivals/s (benchmarks/matchmaking.py).
     code = (code or "").upper()
     return Country(code=code, name=COUNTRY_NAMES.get(code, code), flag=flag_emoji(code))
 
