@@ -1016,6 +1016,9 @@ def events_trimmed(refs: list[int], acked: bool) -> None:
     events = _lock_undelivered(refs)
     if not events:
         return
+    if acked and connection.vendor == "postgresql":
+        _deliver_and_tick(events)
+        return
     delivered = _mark_delivered(list(events))
     if not acked:
         return
@@ -1030,24 +1033,63 @@ def events_trimmed(refs: list[int], acked: bool) -> None:
             devices[sender_id] = [(sender_id, d) for d in sender_devices]
     items: list[NewItem] = []
     for (sender_id, room_id), event_ids in ticks.items():
-        sync = {
-            "rooms": {
-                "join": {
-                    room_id: {
-                        "ephemeral": {
-                            "events": [
-                                {
-                                    "type": "org.callsapp.delivered",
-                                    "content": {"event_ids": event_ids},
-                                }
-                            ]
-                        }
-                    }
-                }
-            }
-        }
-        items += _sync_items(devices[sender_id], sync)
+        items += _sync_items(devices[sender_id], delivered_sync(room_id, event_ids))
     stream_append(items=items)
+
+
+def delivered_sync(room_id: str, event_ids: list[str]) -> Json:
+    """The "delivered" tick of `event_ids` in `room_id`, as its sender's devices get it (the
+    one-statement path builds the same in SQL: `_deliver_and_tick`)."""
+    tick = {"type": "org.callsapp.delivered", "content": {"event_ids": event_ids}}
+    return {"rooms": {"join": {room_id: {"ephemeral": {"events": [tick]}}}}}
+
+
+def _deliver_and_tick(events: dict[int, tuple[int, str, str, str, list[int]]]) -> None:
+    """PostgreSQL, on acks: `_mark_delivered` and the append of the senders' "delivered"
+    ticks in one statement, a round trip fewer for every ack of a message. The ticks are
+    built from what the UPDATE returns, so an event another device still waits for gets
+    none; the statement's snapshot is taken after the lock, as `_mark_delivered`'s."""
+    update, params = _mark_delivered_sql(list(events))
+    ticked = [
+        {"id": pk, "sender": sender_id, "room_id": room_id, "event_id": event_id}
+        for pk, (sender_id, type_, event_id, room_id, _) in events.items()
+        if type_ == "m.room.encrypted"
+    ]
+    devices = {(sender_id, d) for sender_id, type_, _, _, ds in events.values() for d in ds}
+    body = (
+        "jsonb_build_object('rooms', jsonb_build_object('join', jsonb_build_object(t.room_id, "
+        "jsonb_build_object('ephemeral', jsonb_build_object('events', jsonb_build_array("
+        "jsonb_build_object('type', 'org.callsapp.delivered', 'content', "
+        "jsonb_build_object('event_ids', t.ids))))))))"
+    )
+    sql = (
+        f"WITH m AS ({update}), "  # noqa: S608
+        "t AS (SELECT x.sender, x.room_id, min(x.id) AS first, "
+        "jsonb_agg(x.event_id ORDER BY x.id) AS ids FROM jsonb_to_recordset(%s::jsonb) "
+        "AS x(id bigint, sender bigint, room_id text, event_id text) JOIN m ON m.id = x.id "
+        "GROUP BY x.sender, x.room_id), "
+        "v AS (SELECT d.device_pk, t.sender AS user_id, row_number() OVER (PARTITION BY "
+        "d.device_pk ORDER BY t.first DESC) - 1 AS back, %s::text AS kind, NULL::bigint AS ref, "
+        f"{body} AS body, %s::timestamptz AS created_at FROM t JOIN jsonb_to_recordset("
+        "%s::jsonb) AS d(sender bigint, device_pk bigint) ON d.sender = t.sender), "
+        f"{stream_append_ctes('v')} "
+        "SELECT v.device_pk, h.last_seq - v.back, v.body FROM v "
+        "JOIN h ON h.device_pk = v.device_pk ORDER BY 1, 2"
+    )
+    params += [
+        json.dumps(ticked),
+        SYNC_KIND,
+        timezone.now(),
+        json.dumps([{"sender": u, "device_pk": d} for u, d in sorted(devices)]),
+    ]
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    nudges: dict[int, list[Json]] = defaultdict(list)
+    for device_pk, seq, sync in rows:  # Django has psycopg hand jsonb over as text
+        nudges[device_pk].append({**selectors.sync_frame(json.loads(sync)), "seq": seq})
+    for device_pk, frames in nudges.items():
+        stream_nudge(device_pk=device_pk, frames=frames)
 
 
 def _lock_undelivered(refs: list[int]) -> dict[int, tuple[int, str, str, str, list[int]]]:
@@ -1084,6 +1126,13 @@ def _mark_delivered(pks: list[int]) -> list[int]:
     """Empty the events (rows already locked) that no device still waits for; returns their
     pks. One statement, run after the lock: its fresh snapshot counts another device's ack
     that committed while this one waited, so the last of two concurrent acks sees the end."""
+    sql, params = _mark_delivered_sql(pks)
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return sorted(int(row[0]) for row in cur.fetchall())
+
+
+def _mark_delivered_sql(pks: list[int]) -> tuple[str, list[Any]]:
     q = connection.ops.quote_name
     event_table, item_table = q(RoomEvent._meta.db_table), q(StreamItem._meta.db_table)
     fields = RoomEvent._meta
@@ -1099,9 +1148,7 @@ def _mark_delivered(pks: list[int]) -> list[int]:
         f"SELECT 1 FROM {item_table} WHERE {item_table}.kind = %s "
         f"AND {item_table}.ref = {event_table}.id) RETURNING id"
     )
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        return sorted(int(row[0]) for row in cur.fetchall())
+    return sql, params
 
 
 def receipt_send(*, device: Device, room_id: str, event_id: str) -> None:
