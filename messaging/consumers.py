@@ -82,16 +82,16 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
 
 class _SendBatcher(Batcher[SendRequest]):
     """The sends of a process's sockets, one transaction in flight: those that arrive while
-    one is on its way go together in the next (a group commit: room_events_send). Idle, a
-    send goes on the next turn of the loop, alone, as before."""
+    one is on its way go together in the next (a group commit: room_events_send, on
+    PostgreSQL one statement, so a batch of one too). Idle, a send goes on the next turn of
+    the loop, alone."""
 
     async def send_batch(self, items: list[SendRequest]) -> list[Any]:
-        if len(items) > 1:
-            try:
-                return await pooled(room_events_send)(sends=items)
-            except Exception:
-                # A deadlock with another process, say: each alone, as unbatched.
-                log.info("messaging: a batch of %d sends failed; sending each alone", len(items))
+        try:
+            return await pooled(room_events_send)(sends=items)
+        except Exception:
+            # A deadlock with another process, say: each alone, by the one-send path.
+            log.info("messaging: a batch of %d sends failed; sending each alone", len(items))
         replies: list[Any] = []
         for r in items:
             try:

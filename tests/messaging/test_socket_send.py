@@ -196,3 +196,23 @@ def test_a_resend_after_the_sender_left_the_room_gets_its_stored_answer():
     assert again == first
     assert isinstance(new, ServiceError) and new.code == "M_NOT_FOUND"
     assert RoomEvent.objects.filter(type="m.room.encrypted").count() == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement on PostgreSQL")
+async def test_a_send_alone_on_the_socket_is_one_statement(queries):
+    """An idle process's send goes alone, by the group commit's one statement too (not the
+    HTTP PUT's transaction of several)."""
+    alice, bob = await sync_to_async(member)(), await sync_to_async(member)()
+    room = await sync_to_async(room_create)(
+        creator=alice.user, name="", invite=[bob.mxid], is_direct=True
+    )
+    content = await sync_to_async(_request)(alice, room.room_id, "s1")
+    comm = await sync_socket(alice)
+    await hello(comm, 0)
+    queries.clear()
+    frame = {"type": "send", "room_id": room.room_id, "txn_id": "s1", "content": content.content}
+    await comm.send_json_to(frame)
+    sent = await comm.receive_json_from()
+    assert sent["type"] == "sent" and sent["txn_id"] == "s1"
+    assert len(queries) == 1, queries
+    await comm.disconnect()
