@@ -310,6 +310,11 @@ class BaseConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_add(group, self.channel_name)
         self._joined.update(groups)
 
+    def joined_by_script(self, group: str) -> None:
+        """A script joined this socket to `group` (as realtime.opening does the connect's):
+        recorded so that leaving and the disconnect leave it."""
+        self._joined.add(group)
+
     async def leave(self, group: str) -> None:
         if group in self._joined:
             self._joined.discard(group)

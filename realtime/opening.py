@@ -167,3 +167,26 @@ async def open_socket(*, user_id: int, ip: str | None, opening: Opening) -> Open
         epoch=epoch.decode() if isinstance(epoch, bytes) else str(epoch or ""),
         watchers=[w.decode() if isinstance(w, bytes) else str(w) for w in watchers],
     )
+
+
+async def script_connection() -> RespConnection:
+    """This event loop's lean connection for scripts (the connect's, here): other steps of a
+    storm's socket run their scripts on it too (voice.services' join). Only when
+    `supported()`."""
+    return await _connections.get().get()
+
+
+def group_key(group: str) -> bytes:
+    """The channel layer's key of `group`'s sorted set, for a script that joins it as
+    `group_add` would (ZADD the channel name at now, EXPIRE `group_expiry()`). Only when
+    `supported()`."""
+    layer = _layer()
+    assert layer is not None, "group_key needs the channel layer in REDIS_URL's Redis"
+    key = layer._group_key(group)
+    return key if isinstance(key, bytes) else str(key).encode()
+
+
+def group_expiry() -> int:
+    layer = _layer()
+    assert layer is not None, "group_expiry needs the channel layer in REDIS_URL's Redis"
+    return int(layer.group_expiry)

@@ -63,6 +63,7 @@ from .schemas import (
     TxReplayEnd,
     inbound_adapter,
 )
+from .selectors import JoinState
 
 log = logging.getLogger(__name__)
 db = database_sync_to_async
@@ -137,24 +138,16 @@ class VoiceConsumer(BaseConsumer):
         floor.sanctions_known(
             self.seat, channel_id=channel.pk, version=version, until=admitted.sanctions
         )
-        # Group and relay first, then the snapshot: nothing said meanwhile is missed.
-        await self.join(channel_group(channel.pk))
-        first, sockets, countries = await services.channel_socket_join(
-            channel_id=channel.pk,
-            socket=self.channel_name,
-            user_id=uid,
-            country=self.country,
-            process_id=liveness.process_id(),
-        )
-        countries.setdefault(uid, self.country)
-        self.channel = channel
-        await get_relay().join(channel.pk, self)
+        if services.channel_socket_enter_supported():
+            first, sockets, countries, state = await self._enter(channel)
+        else:
+            first, sockets, countries, state = await self._enter_step_by_step(channel)
         members = await pooled(selectors.members_describe)(
             channel, countries, limit=MEMBER_LIST_LIMIT, first=uid
         )
         me = next(m for m in members if m.user_id == uid)
         # Location is the user's (another tab may have shared it), not the socket's.
-        snap = await selectors.join_snapshot(channel.pk, viewer_id=uid, range_km=channel.range_km)
+        snap = await selectors.join_snapshot_of(state, viewer_id=uid, range_km=channel.range_km)
         # The channel's bans, read here once a process (until they change), not at a press.
         await floor.bans_prepare(channel.pk, snap.sanctions_version)
         await self.send_model(
@@ -180,6 +173,47 @@ class VoiceConsumer(BaseConsumer):
         )
         if first and sockets <= MEMBER_EVENTS_LIMIT:
             announce.current().joined(channel.pk, self.channel_name, me)
+
+    async def _enter(self, channel: Channel) -> tuple[bool, int, dict[int, str], JoinState]:
+        """Relay first, then group, socket and snapshot in one script: nothing said meanwhile
+        is missed. (whether the user's first socket there, its sockets, who is live with
+        their countries, the live state read)."""
+        relay = get_relay()
+        await relay.join(channel.pk, self)
+        try:
+            entered = await services.channel_socket_enter(
+                channel_id=channel.pk,
+                socket=self.channel_name,
+                user_id=self._uid,
+                country=self.country,
+                process_id=liveness.process_id(),
+            )
+        except BaseException:
+            await relay.leave(channel.pk, self)  # not in the channel: hear nothing of it
+            raise
+        self.joined_by_script(channel_group(channel.pk))
+        self.channel = channel
+        entered.live.setdefault(self._uid, self.country)
+        return entered.first, entered.sockets, entered.live, entered.snapshot
+
+    async def _enter_step_by_step(
+        self, channel: Channel
+    ) -> tuple[bool, int, dict[int, str], JoinState]:
+        """`_enter` where the channel layer is not in REDIS_URL's Redis: group and relay
+        first, then the snapshot."""
+        await self.join(channel_group(channel.pk))
+        first, sockets, countries = await services.channel_socket_join(
+            channel_id=channel.pk,
+            socket=self.channel_name,
+            user_id=self._uid,
+            country=self.country,
+            process_id=liveness.process_id(),
+        )
+        countries.setdefault(self._uid, self.country)
+        self.channel = channel
+        await get_relay().join(channel.pk, self)
+        state = await selectors.join_state(channel.pk, viewer_id=self._uid)
+        return first, sockets, countries, state
 
     async def on_channel_leave(self, msg: ChannelLeave) -> None:
         channel = self._require_channel()
@@ -377,7 +411,11 @@ class VoiceConsumer(BaseConsumer):
 
     async def voice_members_joined(self, event: dict[str, Any]) -> None:
         for joiner in event["joined"]:
-            if joiner["origin"] != self.channel_name:
+            if joiner["origin"] == self.channel_name:
+                continue
+            if frame := joiner.get("frame"):  # rendered once by the joiner's process
+                await self.send(text_data=frame)
+            else:
                 await self.send_model(MemberJoined(member=joiner["member"]))
 
     async def voice_member_updated(self, event: dict[str, Any]) -> None:

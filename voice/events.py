@@ -26,6 +26,9 @@ class MemberJoined(MemberAnnounced):
 class Joiner(BaseModel):
     origin: str  # the joining socket's channel name (it is not told of itself)
     member: Member
+    # The member.joined frame, rendered once by the joiner's process for every member's
+    # socket to send as is ("": render it from `member`, as a previous release's process).
+    frame: str = ""
 
 
 class MembersJoined(Event):

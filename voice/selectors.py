@@ -336,7 +336,7 @@ async def recent_transmissions(channel_id: int, *, viewer_id: int) -> list[Recen
 
 @dataclass(frozen=True)
 class JoinSnapshot:
-    """What a join reads of the channel's live state (`join_snapshot`)."""
+    """What a join tells the joiner of the channel's live state (`join_snapshot_of`)."""
 
     located: bool  # the user shares a location
     talker: Talker | None  # `talker_of`
@@ -344,24 +344,42 @@ class JoinSnapshot:
     sanctions_version: bytes | None  # the channel's, for its bans (voice.floor.bans_prepare)
 
 
-async def join_snapshot(channel_id: int, *, viewer_id: int, range_km: int) -> JoinSnapshot:
-    """What a join tells the joiner of the channel's live state, and the channel's sanctions
-    version (its presses' bans are read at the join, not at a press), read in one round
-    trip: a reconnect storm's every join asked them one at a time (three round trips, and
-    redis-py's work for each command, of the 2 % each a storm's profile showed)."""
+@dataclass(frozen=True)
+class JoinState:
+    """The live state a join reads (raw, as Redis answers): whether the user shares a
+    location, the floor's value, the channel's recent transmission ids, its sanctions
+    version. One round trip: `join_state`, or voice.services.channel_socket_enter."""
+
+    located: bool
+    floor_raw: str | bytes | None
+    tx_ids: list[Any]
+    sanctions_version: str | bytes | None
+
+
+async def join_state(channel_id: int, *, viewer_id: int) -> JoinState:
+    """The live state a join reads, in one round trip: a reconnect storm's every join asked
+    them one at a time (three round trips, and redis-py's work for each command, of the 2 %
+    each a storm's profile showed)."""
     async with get_async_redis().pipeline(transaction=False) as pipe:
         pipe.exists(keys.location_key(viewer_id))
         pipe.get(keys.floor_key(channel_id))
         pipe.zrange(keys.recent_key(channel_id), 0, -1)
         pipe.get(keys.channel_sanctions_version_key(channel_id))
         located, floor_raw, tx_ids, version = await pipe.execute()
+    return JoinState(bool(located), floor_raw, tx_ids, version)
+
+
+async def join_snapshot_of(state: JoinState, *, viewer_id: int, range_km: int) -> JoinSnapshot:
+    """What a join tells the joiner of the channel's live state (`state`), and the channel's
+    sanctions version (its presses' bans are read at the join, not at a press)."""
     talker = None
-    holder = floor_decode(floor_raw)
+    holder = floor_decode(state.floor_raw)
     if holder is not None:
         talker = await _talker_named(holder, viewer_id=viewer_id, range_km=range_km)
-    recent = _recent_described(await transmissions.recent_of(tx_ids, hearer=viewer_id))
+    recent = _recent_described(await transmissions.recent_of(state.tx_ids, hearer=viewer_id))
+    version = state.sanctions_version
     version = version.encode() if isinstance(version, str) else version
-    return JoinSnapshot(bool(located), talker, recent, version)
+    return JoinSnapshot(state.located, talker, recent, version)
 
 
 def _recent_described(metas: list[dict[str, Any]]) -> list[RecentTx]:

@@ -5,6 +5,7 @@ many sockets do not queue behind one database thread."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 
@@ -282,22 +283,30 @@ async def test_a_connect_reads_the_online_setting_with_its_session(amake_user, m
     assert hops == []
 
 
+# A join's Redis round trips: the frame's rate-limit script, the user's sanctions version
+# (read before the admission reads the sanctions), then one script: the channel's group,
+# the socket's record and the live state the joiner is sent (voice.services.
+# channel_socket_enter). Was 5: the group, the socket and the live state were one each.
+JOIN_REDIS_ROUND_TRIPS = 3
+
+
 async def test_a_join_reads_the_channels_live_state_in_one_round_trip(
     amake_user, make_channel, redis_round_trips
 ):
-    """The joiner's location flag, the talker and the recent transmissions are one pipeline,
-    not three round trips (every join of a reconnect storm reads them)."""
+    """The joiner's group, its socket's record, its location flag, the talker, the recent
+    transmissions and the channel's sanctions version are one script, not a round trip
+    each (every join of a reconnect storm does them)."""
     owner = await amake_user()
     channel = await make_channel(owner)
+    await (await joined(owner, channel)).disconnect()  # the process's once-only reads done
     comm = await connect(await amake_user())
     await assert_alive(comm)  # the connect's own work is done
     redis_round_trips.clear()
     await join(comm, channel)
     trips = [t for t in redis_round_trips if not _PLUMBING.intersection(t) and t != _BEAT]
     await comm.disconnect()
-    snapshot = [t for t in trips if {b"EXISTS", b"GET", b"ZRANGE"} <= set(t)]
-    assert len(snapshot) == 1, trips
-    assert [b"EXISTS"] not in trips and [b"ZRANGE"] not in trips, trips
+    assert len(trips) == JOIN_REDIS_ROUND_TRIPS, trips
+    assert trips[1:] == [[b"GET"], [b"EVALSHA"]], trips
 
 
 async def test_connects_arriving_together_write_their_log_rows_together(amake_user, monkeypatch):
@@ -363,3 +372,63 @@ async def test_connects_arriving_together_read_their_sessions_together(amake_use
     for comm in comms:
         await comm.disconnect()
     assert sum(batches) == 6 and len(batches) <= 2, batches
+
+
+async def test_a_join_is_rendered_once_for_all_the_members_it_is_announced_to(
+    amake_user, make_channel, monkeypatch
+):
+    """The member.joined frame is rendered once by the joiner's process, not by each member's
+    socket (a storm's channel of 50 rendered each joiner 49 times); the members receive
+    exactly the frame rendering it themselves gives, and an announcement without the
+    rendered frame (from a process of the previous release) is still rendered and sent."""
+    from voice.schemas import MemberJoined
+
+    owner = await amake_user()
+    channel = await make_channel(owner)
+    present = await joined(owner, channel)
+    layer = get_channel_layer()
+    group_send, sent = layer.group_send, []
+
+    async def seen(group: str, message: dict) -> None:  # type: ignore[type-arg]
+        if "joined" in message["type"] and message["joined"][0]["member"]["user_id"] != owner.pk:
+            sent.append(message)
+            if len(sent) == 2:  # as a previous release's process sends it
+                message = {**message, "joined": [{**j, "frame": ""} for j in message["joined"]]}
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", seen)
+    newcomers = [await joined(await amake_user(), channel) for _ in range(2)]
+    frames_heard = [await expect(present, "member.joined") for _ in newcomers]
+    for comm in [present, *newcomers]:
+        await comm.disconnect()
+    assert [len(m["joined"]) for m in sent] == [1, 1]
+    for message, heard in zip(sent, frames_heard, strict=True):
+        joiner = message["joined"][0]
+        assert json.loads(joiner["frame"]) == heard
+        assert heard == json.loads(MemberJoined(member=joiner["member"]).model_dump_json())
+
+
+async def test_a_join_whose_redis_step_fails_leaves_nothing_behind(amake_user, make_channel):
+    """The relay is joined before the join's script (so the snapshot misses no floor news):
+    when the script fails, the socket is taken off the relay again and told, not left
+    hearing a channel it is not in."""
+    from realtime.redis import get_async_redis
+    from voice import keys
+    from voice.relay import get_relay
+
+    owner = await amake_user()
+    channel = await make_channel(owner)
+    comm = await connect(await amake_user())
+    await assert_alive(comm)
+    redis = get_async_redis()
+    await redis.set(keys.sockets_key(channel.pk), "not a hash")  # the script's HGETALL fails
+    try:
+        await comm.send_json_to({"type": "channel.join", "channel_id": channel.pk})
+        reply = await expect(comm, "error", timeout=5)
+        assert reply["code"] == "server_error", reply
+        assert get_relay().local_listener_count(channel.pk) == 0
+    finally:
+        await redis.delete(keys.sockets_key(channel.pk))
+    await join(comm, channel)  # and the next join works
+    assert get_relay().local_listener_count(channel.pk) == 1
+    await comm.disconnect()
