@@ -26,6 +26,7 @@ from realtime.models import IdempotencyKey, StreamItem
 from realtime.ratelimit import allow
 from realtime.stream import (
     NewItem,
+    prepared_cursor,
     stream_answer,
     stream_append,
     stream_append_ctes,
@@ -941,7 +942,8 @@ def _sends_store_one_statement(
         }
         for index, (((pk, key), i), event) in enumerate(zip(order, events, strict=True), 1)
     ]
-    with connection.cursor() as cur:
+    # Prepared: its text is the same for every batch, and planning it cost 3-4x running it.
+    with prepared_cursor() as cur:
         cur.execute(sql, [json.dumps(batch), now, now, EVENT_KIND, now])
         rows = cur.fetchall()
     nudges: dict[int, list[Json]] = defaultdict(list)

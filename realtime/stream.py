@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from .errors import ServiceError
@@ -103,6 +105,36 @@ def stream_append(*, items: Sequence[NewItem]) -> dict[int, list[int]]:
     return dict(given)
 
 
+_ASKED_ONLY = 2**62
+
+
+class _PreparedCursor(psycopg.Cursor[Any]):
+    """Server-side binding, each statement prepared at its first run on its connection."""
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _PreparedCursor:
+        return super().execute(query, params, prepare=True)
+
+
+def prepared_cursor() -> CursorWrapper:
+    """`connection.cursor()` for a hot statement of fixed text: on PostgreSQL it is parsed
+    and planned once per connection, not at every run (Django binds client-side, so nothing
+    is ever prepared: a CallsApp send's one statement spent 0.56-0.66 ms planning against
+    0.15-0.19 ms executing). Parameters go typed: the SQL casts what it needs. Wrapped as
+    Django wraps its own, so queries are still logged and counted. A connection replaced
+    after a fault prepares afresh (psycopg keeps the prepared set per connection)."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django turns preparing off (None), which psycopg applies to prepare=True too: a
+        # threshold never reached prepares what asks only (Django's own cursors never do).
+        raw.prepare_threshold = _ASKED_ONLY
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(_PreparedCursor(raw))  # type: ignore[attr-defined]
+
+
 def stream_nudge(*, device_pk: int, frames: list[Json]) -> None:
     """After commit, tell the device's socket it has new items: `frames` (each with its
     seq, all of the device's new items in order) or nothing, and the socket reads. For
@@ -160,7 +192,7 @@ def _append_rows(
         "AS v(device_pk bigint, user_id bigint, back bigint, kind text, ref bigint, body jsonb)), "
         f"{stream_append_ctes('v')} SELECT device_pk, last_seq FROM h"
     )
-    with connection.cursor() as cur:
+    with prepared_cursor() as cur:
         cur.execute(sql, [timezone.now(), json.dumps(rows, cls=encoder)])
         last = {int(pk): int(seq) for pk, seq in cur.fetchall()}
     given: dict[int, list[int]] = defaultdict(list)

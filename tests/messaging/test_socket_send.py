@@ -216,3 +216,27 @@ async def test_a_send_alone_on_the_socket_is_one_statement(queries):
     assert sent["type"] == "sent" and sent["txn_id"] == "s1"
     assert len(queries) == 1, queries
     await comm.disconnect()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_the_send_statement_is_prepared_once_per_connection_whatever_the_batch_size():
+    """The send's one statement is planned once per connection, not at every batch (its
+    planning cost PostgreSQL 3-4x its run): one prepared statement serves batches of one and
+    of three, and a connection replaced (a fault, the pool) prepares it again and sends."""
+
+    def prepared() -> list[str]:
+        with connection.cursor() as cur:
+            cur.execute("SELECT statement FROM pg_prepared_statements")
+            return [s for (s,) in cur.fetchall() if s.startswith("WITH s AS")]
+
+    a, b = member(), member()
+    room = room_create(creator=a.user, name="", invite=[b.mxid], is_direct=True).room_id
+    room_events_send(sends=[_request(a, room, "p1")])
+    room_events_send(sends=[_request(a, room, f"p{n}") for n in (2, 3, 4)])
+    assert len(prepared()) == 1
+    connection.close()
+    assert prepared() == []
+    [reply] = room_events_send(sends=[_request(a, room, "p5")])
+    assert set(reply) == {"event_id"}
+    assert len(prepared()) == 1
+    assert StreamItem.objects.filter(device_pk=b.device.pk).count() >= 4
