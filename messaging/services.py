@@ -1084,7 +1084,7 @@ def _deliver_and_tick(events: dict[int, tuple[int, str, str, str, list[int]]]) -
         timezone.now(),
         json.dumps([{"sender": u, "device_pk": d} for u, d in sorted(devices)]),
     ]
-    with connection.cursor() as cur:
+    with prepared_cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
     nudges: dict[int, list[Json]] = defaultdict(list)
@@ -1113,11 +1113,10 @@ def _lock_undelivered(refs: list[int]) -> dict[int, tuple[int, str, str, str, li
         f"SELECT e.id, e.sender_id, e.type, e.event_id, r.room_id, "  # noqa: S608
         f"(SELECT {devices} FROM {keys_table} k WHERE k.user_id = e.sender_id) "
         f"FROM {event_table} e JOIN {room_table} r ON r.id = e.room_id "
-        f"WHERE e.id IN ({', '.join(['%s'] * len(refs))}) AND e.delivered_at IS NULL "
-        f"ORDER BY e.id{lock}"
+        f"WHERE e.id {_in_list(len(refs))} AND e.delivered_at IS NULL ORDER BY e.id{lock}"
     )
-    with connection.cursor() as cur:
-        cur.execute(sql, refs)
+    with prepared_cursor() as cur:
+        cur.execute(sql, _in_params(refs))
         return {
             int(pk): (int(sender), type_, eid, rid, [int(d) for d in (ds or "").split(",") if d])
             for pk, sender, type_, eid, rid, ds in cur
@@ -1129,9 +1128,21 @@ def _mark_delivered(pks: list[int]) -> list[int]:
     pks. One statement, run after the lock: its fresh snapshot counts another device's ack
     that committed while this one waited, so the last of two concurrent acks sees the end."""
     sql, params = _mark_delivered_sql(pks)
-    with connection.cursor() as cur:
+    with prepared_cursor() as cur:
         cur.execute(sql, params)
         return sorted(int(row[0]) for row in cur.fetchall())
+
+
+def _in_list(n: int) -> str:
+    """`IN (...)` of `n` parameters; on PostgreSQL one array parameter, so that the text is
+    the same for any `n` and prepared once (`prepared_cursor`)."""
+    if connection.vendor == "postgresql":
+        return "= ANY(%s::bigint[])"
+    return f"IN ({', '.join(['%s'] * n)})"
+
+
+def _in_params(values: list[int]) -> list[Any]:
+    return [values] if connection.vendor == "postgresql" else list(values)
 
 
 def _mark_delivered_sql(pks: list[int]) -> tuple[str, list[Any]]:
@@ -1141,12 +1152,12 @@ def _mark_delivered_sql(pks: list[int]) -> tuple[str, list[Any]]:
     params: list[Any] = [
         fields.get_field("content").get_db_prep_save({}, connection),
         fields.get_field("delivered_at").get_db_prep_save(timezone.now(), connection),
-        *pks,
+        *_in_params(pks),
         EVENT_KIND,
     ]
     sql = (
         f"UPDATE {event_table} SET content = %s, delivered_at = %s "  # noqa: S608
-        f"WHERE id IN ({', '.join(['%s'] * len(pks))}) AND NOT EXISTS ("
+        f"WHERE id {_in_list(len(pks))} AND NOT EXISTS ("
         f"SELECT 1 FROM {item_table} WHERE {item_table}.kind = %s "
         f"AND {item_table}.ref = {event_table}.id) RETURNING id"
     )

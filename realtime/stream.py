@@ -114,6 +114,11 @@ class _PreparedCursor(psycopg.Cursor[Any]):
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> _PreparedCursor:
         return super().execute(query, params, prepare=True)
 
+    def _send_query_prepared(self, name: bytes, pgq: Any, *, binary: bool | None = None) -> None:
+        # Kept as a plain execution keeps it: Django logs the statement from it.
+        self._query = pgq
+        super()._send_query_prepared(name, pgq, binary=binary)
+
 
 def prepared_cursor() -> CursorWrapper:
     """`connection.cursor()` for a hot statement of fixed text: on PostgreSQL it is parsed
@@ -303,11 +308,21 @@ def stream_ack_many(*, acks: Sequence[tuple[int, int]]) -> int:
     if not upto:
         return 0
     table = connection.ops.quote_name(StreamItem._meta.db_table)
-    where = " OR ".join(["(device_pk = %s AND seq <= %s)"] * len(upto))
-    params = [value for pair in sorted(upto.items()) for value in pair]
+    pairs = sorted(upto.items())
+    if connection.vendor == "postgresql":
+        # The same text for any number of acks, so that it is prepared once (prepared_cursor).
+        sql = (
+            f"DELETE FROM {table} t USING unnest(%s::bigint[], %s::bigint[]) AS a(d, s) "  # noqa: S608
+            "WHERE t.device_pk = a.d AND t.seq <= a.s RETURNING t.kind, t.ref"
+        )
+        params: list[Any] = [[d for d, _ in pairs], [q for _, q in pairs]]
+    else:
+        where = " OR ".join(["(device_pk = %s AND seq <= %s)"] * len(pairs))
+        sql = f"DELETE FROM {table} WHERE {where} RETURNING kind, ref"  # noqa: S608
+        params = [value for pair in pairs for value in pair]
     with transaction.atomic():
-        with connection.cursor() as cur:
-            cur.execute(f"DELETE FROM {table} WHERE {where} RETURNING kind, ref", params)  # noqa: S608
+        with prepared_cursor() as cur:
+            cur.execute(sql, params)
             trimmed = cur.fetchall()
         _after_trim(trimmed, acked=True)
     return len(trimmed)

@@ -130,15 +130,28 @@ def test_acks_batched_together_cost_what_one_ack_does():
         send_text(sender, room.room_id, sender.olm.megolm_session(), "x", "t1")
         return sender.device.pk, receiver.device.pk, stream_last_seq(device_pk=sender.device.pk)
 
+    texts: list[list[str]] = []
+
     def ack_cost(pairs: list[tuple[int, int, int]]) -> int:
         acks = [(r, stream_last_seq(device_pk=r)) for _, r, _ in pairs]
         with CaptureQueriesContext(connection) as ctx:
             assert stream_ack_many(acks=acks) == len(pairs)
+        texts.append([q["sql"] for q in ctx.captured_queries])
         return len(ctx.captured_queries)
 
     one = ack_cost([sent_to_fresh_pair()])
     pairs = [sent_to_fresh_pair() for _ in range(3)]
     assert ack_cost(pairs) == one <= (5 if connection.vendor == "postgresql" else 6)
+    if connection.vendor == "postgresql":
+        # The same text for one ack and three, each prepared once on the connection (its
+        # planning cost PostgreSQL more than its run).
+        assert texts[0] == texts[1]
+        with connection.cursor() as cur:
+            cur.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = {s for (s,) in cur.fetchall()}
+        statements = [t for t in texts[1] if t not in ("BEGIN", "COMMIT")]
+        assert len(statements) == 3
+        assert _numbered(set(statements)) <= _numbered(prepared)
     assert RoomEvent.objects.filter(type="m.room.encrypted", delivered_at__isnull=True).count() == 0
     for sender, _, before in pairs:  # each sender's "delivered" tick, after its own stream
         [tick] = stream_render(
@@ -179,3 +192,10 @@ def test_a_tick_per_sender_and_room_once_every_device_acked_nudged_as_read():
         stream_ack_many(acks=[(carol.device.pk, stream_last_seq(device_pk=carol.device.pk))])
     assert ticks_since(middle, seen) == [delivered_sync(group.room_id, [e1, e2])]
     assert not RoomEvent.objects.filter(type="m.room.encrypted", delivered_at=None).exists()
+
+
+def _numbered(statements: set[str]) -> set[str]:
+    """Prepared statements' text with their $1, $2... as "$" (Django logs "%s")."""
+    import re
+
+    return {re.sub(r"\$\d+", "$", s) for s in statements}

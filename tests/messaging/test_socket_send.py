@@ -232,7 +232,10 @@ def test_the_send_statement_is_prepared_once_per_connection_whatever_the_batch_s
     a, b = member(), member()
     room = room_create(creator=a.user, name="", invite=[b.mxid], is_direct=True).room_id
     room_events_send(sends=[_request(a, room, "p1")])
-    room_events_send(sends=[_request(a, room, f"p{n}") for n in (2, 3, 4)])
+    with CaptureQueriesContext(connection) as ctx:
+        room_events_send(sends=[_request(a, room, f"p{n}") for n in (2, 3, 4)])
+    [logged] = ctx.captured_queries  # still counted and logged, with its text
+    assert logged["sql"].startswith("WITH s AS")
     assert len(prepared()) == 1
     connection.close()
     assert prepared() == []
