@@ -591,9 +591,14 @@ async def channel_socket_join(
     if process_id:
         names.append(keys.process_sockets_key(process_id))
     first, count, flat = await get_async_redis().eval(
-        _SOCKET_JOIN,
-        len(names),
-        *names,
+        _SOCKET_JOIN, len(names), *names, *_join_args(channel_id, socket, user_id, country)
+    )
+    return bool(first), int(count), _live_countries(flat)
+
+
+def _join_args(channel_id: int, socket: str, user_id: int, country: str) -> list[Any]:
+    """_SOCKET_JOIN's arguments (ARGV[1..7]), for it alone and inside _SOCKET_ENTER."""
+    return [
         socket,
         user_id,
         time.time(),
@@ -601,12 +606,17 @@ async def channel_socket_join(
         json.dumps({"user_id": user_id, "country": country}),
         channel_id,
         settings.LIVENESS_SOCKETS_KEEP_SECONDS,
-    )
+    ]
+
+
+def _live_countries(flat: list[Any]) -> dict[int, str]:
+    """_SOCKET_JOIN's flat [user id, country, ...] as user id -> country (a user's first
+    non-empty country wins)."""
     live: dict[int, str] = {}
     for i in range(0, len(flat), 2):
         uid = int(flat[i])
         live[uid] = live.get(uid) or _text(flat[i + 1])
-    return bool(first), int(count), live
+    return live
 
 
 # A socket's join in one round trip, on the connect's lean connection (realtime.opening):
@@ -665,22 +675,12 @@ async def channel_socket_enter(
         _SOCKET_ENTER,
         len(names),
         *names,
-        socket,
-        user_id,
-        time.time(),
-        _PRESENCE_PREFIX,
-        json.dumps({"user_id": user_id, "country": country}),
-        channel_id,
-        settings.LIVENESS_SOCKETS_KEEP_SECONDS,
+        *_join_args(channel_id, socket, user_id, country),
         opening.group_expiry(),
     )
     first, count, flat, located, floor_raw, tx_ids, version = reply
-    live: dict[int, str] = {}
-    for i in range(0, len(flat), 2):
-        uid = int(flat[i])
-        live[uid] = live.get(uid) or _text(flat[i + 1])
     state = JoinState(bool(located), floor_raw, list(tx_ids), version)
-    return Entered(bool(first), int(count), live, state)
+    return Entered(bool(first), int(count), _live_countries(flat), state)
 
 
 async def channel_socket_add(
