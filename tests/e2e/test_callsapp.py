@@ -23,6 +23,10 @@ VAR = Path(__file__).resolve().parents[2] / "var"
 
 def open_callsapp(context, server, user) -> Page:  # type: ignore[no-untyped-def]
     page = login(context, server, user)
+    # What the page said, for a failure's message (a flaky step says which side stalled).
+    page.said = []  # type: ignore[attr-defined]
+    page.on("console", lambda m: page.said.append(f"{m.type}: {m.text}"))  # type: ignore[attr-defined]
+    page.on("pageerror", lambda e: page.said.append(f"pageerror: {e}"))  # type: ignore[attr-defined]
     page.goto(f"{server.url}/messaging/")
     expect(page.get_by_test_id("callsapp")).to_have_attribute("data-state", "ready", timeout=30000)
     return page
@@ -267,7 +271,13 @@ def test_attachment_delete_for_everyone_undelivered_and_block(live_asgi, new_con
     mine = i.locator(".ca-msg.mine", has_text="wrong chat")
     i.once("dialog", lambda d: d.accept())
     mine.get_by_test_id("redact").click()
-    expect(j.locator(".ca-msg.theirs", has_text="wrong chat")).to_have_count(0, timeout=20000)
+    try:
+        expect(j.locator(".ca-msg.theirs", has_text="wrong chat")).to_have_count(0, timeout=20000)
+    except AssertionError as exc:
+        said = (i.said, j.said)  # type: ignore[attr-defined]
+        raise AssertionError(
+            f"{exc}\nIvy's page said: {said[0]}\nJon's page said: {said[1]}"
+        ) from exc
     expect(j.get_by_test_id("deleted")).to_have_count(1)
 
     # Jon goes offline: Ivy sees her message waiting, and when it will expire.
