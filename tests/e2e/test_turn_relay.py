@@ -114,7 +114,8 @@ def test_expired_credentials_are_refused(live_asgi, new_context, turn, settings)
     page.evaluate("async () => pc.setLocalDescription(await pc.createOffer())")
     page.evaluate(GATHERED)
     assert page.evaluate("() => candidates") == []  # no relay allocated
-    assert 401 in page.evaluate("() => candidateErrors")  # coturn: unauthorized
+    errors = page.evaluate("() => candidateErrors")
+    assert 401 in errors, (errors, turn.log_tail())  # coturn: unauthorized
     # The same page with a fresh credential gets a relay: it was the expiry.
     page.evaluate(PEER, [ice_servers(user_id=1), True])
     page.evaluate("async () => pc.setLocalDescription(await pc.createOffer())")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.coturn_stack import TEMPLATE, render
+from tests.coturn_stack import TEMPLATE, refuses_expired_allocate, render, start_turnserver
 
 
 def test_production_file_denies_private_and_loopback_peers() -> None:
@@ -30,3 +30,13 @@ def test_the_test_rendering_changes_only_what_loopback_needs(tmp_path: Path) -> 
     assert "static-auth-secret=s3cret" in lines and "use-auth-secret" in lines
     assert "denied-peer-ip=10.0.0.0-10.255.255.255" in lines  # the rest still denied
     assert "allowed-peer-ip=127.0.0.1" in lines and "no-loopback-peers" not in lines
+
+
+def test_a_started_turnserver_answers_at_once(tmp_path: Path) -> None:
+    """start_turnserver returns only once coturn answers a signed Allocate: the browser
+    test's expired credential must meet a running server (it failed once in CI, error 701)."""
+    server = start_turnserver(tmp_path, "s3cret")
+    try:
+        assert refuses_expired_allocate(server.port, timeout=1.0)
+    finally:
+        server.stop()
