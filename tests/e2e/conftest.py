@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -87,6 +88,28 @@ def login(context, server, user, password: str = "correct-horse-battery"):  # ty
     page.click("button[type=submit]")
     page.wait_for_url(f"{server.url}/")
     return page
+
+
+def server_log(server, tail: int = 8000) -> str:  # type: ignore[no-untyped-def]
+    """The end of what a live server process wrote (tests/conftest.py sends its output to
+    var/server-<port>.log), for a failure's message beside what the pages said: without
+    daphne's own access lines and successful reads (a page polls presence several times a
+    second), so that writes, warnings and errors fit."""
+    from tests.conftest import ROOT
+
+    path = ROOT / "var" / f"server-{server.port}.log"
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"(no log: {exc})"
+    kept = [
+        line for line in lines if not _DAPHNE_ACCESS.match(line) and not _QUIET_READ.search(line)
+    ]
+    return "\n".join(kept)[-tail:]
+
+
+_DAPHNE_ACCESS = re.compile(r"^[0-9.]+:[0-9]+ - - \[")
+_QUIET_READ = re.compile(r"\[comms\.access\] method=GET .* status=[23]")
 
 
 def off_loop(fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]

@@ -160,16 +160,61 @@ async function drawMessage(record) {
   return li;
 }
 
+let timelineDraws = 0; // the latest drawTimeline call: only it may draw
+
 async function drawTimeline() {
   if (!current) return;
-  const list = $("[data-timeline]");
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  const events = (await client.history.timeline(current)).filter((r) => r.kind !== "hidden");
+  const draw = ++timelineDraws;
+  const roomId = current;
+  const events = (await client.history.timeline(roomId)).filter((r) => r.kind !== "hidden");
   const items = [];
   for (const record of events) items.push(await drawMessage(record));
-  list.replaceChildren(...items);
+  // Draws overlap (every event and tick starts one) and finish in any order: one that
+  // read the history before a later change (a redaction) must not draw over it.
+  if (draw !== timelineDraws || roomId !== current) return;
+  const list = $("[data-timeline]");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  patchChildren(list, items, (node) => node.dataset.eventId);
   if (atBottom || items.length < 30) list.scrollTop = list.scrollHeight;
   if (!document.hidden && client.caughtUp) client.markRead(current).catch(() => {});
+}
+
+/**
+ * Make `parent`'s children look like `fresh` while keeping every node that stays: a child
+ * with the same key is updated in place (a tick's change must not replace the message's
+ * "Delete for everyone" button: a button replaced between press and release gets no click).
+ */
+function patchChildren(parent, fresh, keyOf) {
+  const kept = new Map();
+  for (const child of parent.children) if (keyOf(child)) kept.set(keyOf(child), child);
+  const wanted = fresh.map((node) => {
+    const old = keyOf(node) && kept.get(keyOf(node));
+    if (!old || old.nodeName !== node.nodeName) return node;
+    kept.delete(keyOf(node));
+    patchNode(old, node);
+    return old;
+  });
+  wanted.forEach((node, k) => {
+    if (parent.children[k] !== node) parent.insertBefore(node, parent.children[k] || null);
+  });
+  while (parent.children.length > wanted.length) parent.lastElementChild.remove();
+}
+
+function patchNode(old, fresh) {
+  if (old.nodeType !== fresh.nodeType || old.nodeName !== fresh.nodeName) {
+    old.replaceWith(fresh);
+    return;
+  }
+  if (old.nodeType !== Node.ELEMENT_NODE) {
+    if (old.nodeValue !== fresh.nodeValue) old.nodeValue = fresh.nodeValue;
+    return;
+  }
+  for (const { name } of [...old.attributes]) if (!fresh.hasAttribute(name)) old.removeAttribute(name);
+  for (const { name, value } of fresh.attributes) if (old.getAttribute(name) !== value) old.setAttribute(name, value);
+  const olds = [...old.childNodes];
+  const news = [...fresh.childNodes];
+  news.forEach((node, k) => (k < olds.length ? patchNode(olds[k], node) : old.append(node)));
+  for (const node of olds.slice(news.length)) node.remove();
 }
 
 async function drawChatHead() {
