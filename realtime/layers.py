@@ -20,7 +20,10 @@ process also subscribes once to a pub/sub channel of its own, so a message to on
 costs one PUBLISH, against the sorted set's send plus, on the receiving side, a pop, a backup
 copy and its clean-up. A PUBLISH nobody received (the process is not subscribed yet, or its
 subscription dropped) returns False and the caller sends through the sorted set instead. A
-message to a socket of the sending process itself skips Redis (`deliver_local`).
+message to a socket of the sending process itself skips Redis (`deliver_local`). A direct
+message on the wire is its channel's name, a newline, then the serialized message. A group's
+direct send (`group_send_direct`) is one script on the Redis server: it reads the members and
+PUBLISHes to each, and returns those no process received.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ import collections
 import contextlib
 import contextvars
 import functools
+import hashlib
 import logging
 import time
 import weakref
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer
+from redis.exceptions import NoScriptError
 
 from .batching import Batcher
 from .redis import async_blocking_pool
@@ -45,45 +50,79 @@ log = logging.getLogger(__name__)
 Message = dict[str, Any]
 
 
-class _PublishBatcher(Batcher[tuple[str, bytes]]):
-    """PUBLISHes to one Redis server, one pipeline in flight: what is asked meanwhile goes in
-    the next one. A PUBLISH each on its own pooled connection took a connection per message
-    in flight: at 1,000 video chat matches a second, 700-1,150 new connections a step
-    (benchmarks/matchmaking.py, a fifth of a server's busy time spent opening them)."""
+# Direct messages in one script: ARGV[1] is the groups' expiry cutoff, ARGV[2] the topics'
+# prefix, then a (kind, target, body) triple per message, in the order asked. Kind "p": a
+# PUBLISH on the topic `target`, answered with its receiver count. Kind "g": `target` is a
+# group's key (also in KEYS), and each member of a process (a name with "!") gets one PUBLISH
+# on its process's topic, the body after its channel's name and a newline; answered with the
+# members nobody received it for, and those of no process, for the sorted set.
+_DIRECT_LUA = """
+local answers = {}
+for j = 3, #ARGV, 3 do
+  local kind, target, body = ARGV[j], ARGV[j + 1], ARGV[j + 2]
+  if kind == 'p' then
+    answers[#answers + 1] = redis.call('PUBLISH', target, body)
+  else
+    redis.call('ZREMRANGEBYSCORE', target, 0, ARGV[1])
+    local left = {}
+    for _, channel in ipairs(redis.call('ZRANGE', target, 0, -1)) do
+      local bang = string.find(channel, '!', 1, true)
+      if not bang or redis.call('PUBLISH', ARGV[2] .. string.sub(channel, 1, bang),
+          channel .. '\\n' .. body) == 0 then
+        left[#left + 1] = channel
+      end
+    end
+    answers[#answers + 1] = left
+  end
+end
+return answers
+"""
+_DIRECT_SHA = hashlib.sha1(_DIRECT_LUA.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
-    def __init__(self, client: Any) -> None:
-        super().__init__()
-        self._client = client
-
-    async def publish(self, topic: str, body: bytes) -> bool:
-        """True when some subscriber received it."""
-        return bool(await self.call((topic, body)))
-
-    async def send_batch(self, items: list[tuple[str, bytes]]) -> list[Any]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for topic, body in items:
-                pipe.publish(topic, body)
-            return list(await pipe.execute())
+_PUBLISH, _GROUP = b"p", b"g"
 
 
-class _MembersBatcher(Batcher[str]):
-    """Group member reads (`group_send_direct`) on one Redis server, one pipeline in flight:
-    the groups asked meanwhile go together in the next (every CallsApp message nudges two
-    devices' groups, and a round trip each was a tenth of the server's CPU)."""
+class _DirectBatcher(Batcher[tuple[bytes, bytes, bytes]]):
+    """Direct messages on one Redis server, one request in flight, in the order asked (a
+    watcher sees a user's online and offline in the order they happened): `(b"p", topic,
+    body)` a PUBLISH, `(b"g", group key, body)` one to each of the group's members. PUBLISHes
+    alone go as a pipeline; with any group in the batch, everything goes in one script
+    (`_DIRECT_LUA`). A PUBLISH each on its own pooled connection took a connection per
+    message in flight: at 1,000 video chat matches a second, 700-1,150 new connections a
+    step (benchmarks/matchmaking.py, a fifth of a server's busy time spent opening them).
+    Every CallsApp message nudges two devices' groups: a pipeline reading their members,
+    then one of PUBLISHes, were a seventh of a CallsApp server's CPU."""
 
-    def __init__(self, client: Any, group_expiry: int) -> None:
+    def __init__(self, client: Any, group_expiry: int, topic_prefix: str) -> None:
         super().__init__()
         self._client = client
         self._group_expiry = group_expiry
+        self._topic_prefix = topic_prefix
 
-    async def send_batch(self, items: list[str]) -> list[Any]:
-        expired = int(time.time()) - self._group_expiry
-        async with self._client.pipeline(transaction=False) as pipe:
-            for key in items:
-                pipe.zremrangebyscore(key, min=0, max=expired)
-                pipe.zrange(key, 0, -1)
-            replies = await pipe.execute()
-        return list(replies[1::2])
+    async def publish(self, topic: str, body: bytes) -> bool:
+        """True when some subscriber received it."""
+        return bool(await self.call((_PUBLISH, topic.encode(), body)))
+
+    async def group_publish(self, key: bytes, body: bytes) -> list[str]:
+        """The members no process received it for (and those of no process)."""
+        missed = await self.call((_GROUP, key, body))
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in missed]
+
+    async def send_batch(self, items: list[tuple[bytes, bytes, bytes]]) -> list[Any]:
+        if all(kind == _PUBLISH for kind, _, _ in items):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for _, topic, body in items:
+                    pipe.publish(topic, body)
+                return list(await pipe.execute())
+        keys = [target for kind, target, _ in items if kind == _GROUP]
+        args: list[Any] = [int(time.time()) - self._group_expiry, self._topic_prefix]
+        for item in items:
+            args += item
+        try:
+            return list(await self._client.evalsha(_DIRECT_SHA, len(keys), *keys, *args))
+        except NoScriptError:  # a fresh or restarted server: nothing ran
+            await self._client.script_load(_DIRECT_LUA)
+            return list(await self._client.evalsha(_DIRECT_SHA, len(keys), *keys, *args))
 
 
 class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
@@ -100,10 +139,7 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         self._direct: asyncio.Task[None] | None = None  # this process's pub/sub reader
         # loop -> Redis server index -> its PUBLISH batcher (direct messages)
         self._batchers: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[int, _PublishBatcher]
-        ] = weakref.WeakKeyDictionary()
-        self._member_reads: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[int, _MembersBatcher]
+            asyncio.AbstractEventLoop, dict[int, _DirectBatcher]
         ] = weakref.WeakKeyDictionary()
 
     def create_pool(self, index: int) -> Any:
@@ -171,17 +207,10 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
     async def send_direct(self, channel: str, message: Message) -> bool:
         """Hand `message` to the process that owns `channel` through its subscription; False
         when no process received it (then send it through the sorted set)."""
-        body = self.serialize({**message, "__asgi_channel__": channel})
+        body = channel.encode() + b"\n" + self.serialize(message)
         # The server the owner subscribes on: hashed by the process channel, as it does.
         index = self.consistent_hash(self.non_local_name(channel))
         return await self._publishes(index).publish(self.direct_topic(channel), body)
-
-    def _members(self, index: int) -> _MembersBatcher:
-        per_loop = self._member_reads.setdefault(asyncio.get_running_loop(), {})
-        batcher = per_loop.get(index)
-        if batcher is None:
-            batcher = per_loop[index] = _MembersBatcher(self.connection(index), self.group_expiry)
-        return batcher
 
     def deliver_local(self, channel: str, message: Message) -> bool:
         """Hand `message` over in memory when `channel` belongs to this process (two sockets
@@ -195,26 +224,40 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         self._deliver(channel, dict(message))  # a copy of its own, as Redis would give
         return True
 
-    def _publishes(self, index: int) -> _PublishBatcher:
+    def _publishes(self, index: int) -> _DirectBatcher:
         loop = asyncio.get_running_loop()
         per_loop = self._batchers.get(loop)
         if per_loop is None:
             per_loop = self._batchers[loop] = {}
         batcher = per_loop.get(index)
         if batcher is None:
-            batcher = per_loop[index] = _PublishBatcher(self.connection(index))
+            batcher = per_loop[index] = _DirectBatcher(
+                self.connection(index), self.group_expiry, self.prefix + "direct:"
+            )
         return batcher
 
     async def group_send_direct(self, group: str, message: Message) -> None:
-        """`group_send` through each member's process subscription: one round trip reads the
-        members (shared with the group sends asked meanwhile), one PUBLISH each
-        (channels_redis's takes three, then on the receiving side a pop, a backup copy and
-        its clean-up). A member no process received it for gets it through the sorted set.
-        Its order against other sends to the same sockets is not kept: only for messages
-        whose receiver does not depend on it (stream nudges)."""
-        members = await self._members(self.consistent_hash(group)).call(self._group_key(group))
-        channels = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-        await self.send_to_members(channels, message)
+        """`group_send` through each member's process subscription: one script reads the
+        members and PUBLISHes to each (batched with the group sends asked meanwhile), where
+        channels_redis's takes three round trips, then on the receiving side a pop, a backup
+        copy and its clean-up. A member no process received it for gets it through the
+        sorted set. In order with this process's other direct messages to the same server
+        (one batcher), not with what goes through the sorted set."""
+        index = self.consistent_hash(group)
+        if len(self.hosts) > 1:
+            # A PUBLISH reaches the subscribers of its own server only, and a process
+            # subscribes where its channel hashes: read the members, then send to each.
+            expired = int(time.time()) - self.group_expiry
+            key = self._group_key(group)
+            members = await self.connection(index).zrangebyscore(key, f"({expired}", "+inf")
+            channels = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+            await self.send_to_members(channels, message)
+            return
+        missed = await self._publishes(index).group_publish(
+            self._group_key(group), self.serialize(message)
+        )
+        for channel in missed:
+            await self.send(channel, message)
 
     async def send_to_members(self, channels: list[str], message: Message) -> None:
         """`group_send_direct` to a group's members read already (realtime.opening reads a
@@ -306,8 +349,8 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
             try:
                 await pubsub.subscribe(*(self.prefix + "direct:" + real for real in reals))
                 async for item in pubsub.listen():
-                    message = self.deserialize(item["data"])
-                    self._deliver(message.pop("__asgi_channel__"), message)
+                    channel, _, body = item["data"].partition(b"\n")
+                    self._deliver(channel.decode(), self.deserialize(body))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

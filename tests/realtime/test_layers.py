@@ -190,9 +190,10 @@ async def test_direct_messages_sent_together_go_in_one_pipeline() -> None:
         await owner.close_pools()
 
 
-async def test_direct_group_sends_asked_together_read_their_members_in_one_pipeline() -> None:
-    """group_send_direct batches its member reads: many groups nudged at once (a group
-    commit's devices) cost one pipeline for the reads and one for the PUBLISHes."""
+async def test_direct_group_sends_asked_together_are_one_round_trip() -> None:
+    """group_send_direct batches: many groups nudged at once (a group commit's devices) cost
+    one script on the Redis server, which reads their members and PUBLISHes to each; no
+    pipeline of member reads, then one of PUBLISHes."""
     sender, owner = layer_with(), layer_with()
     try:
         names = [await owner.new_channel() for _ in range(10)]
@@ -203,17 +204,53 @@ async def test_direct_group_sends_asked_together_read_their_members_in_one_pipel
         while not await sender.send_direct(names[0], {"type": "x.warm"}):
             await asyncio.sleep(0.01)  # until the subscription is confirmed
         assert await waiters[0] == {"type": "x.warm"}
+        # The script loaded on the server (a fresh one answers the first call NOSCRIPT).
+        await sender.group_send_direct(groups[0], {"type": "x.warm"})
+        assert await owner.receive(names[0]) == {"type": "x.warm"}
         waiters[0] = owner.receive(names[0])
         assert len({sender.consistent_hash(g) for g in groups}) == 1  # one server: one client
         client = sender.connection(sender.consistent_hash(groups[0]))
         pipelines = count_pipelines(client)
+        scripts: list[object] = []
+        evalsha = client.evalsha
+
+        async def counted(*args: object) -> object:
+            scripts.append(args[0])
+            return await evalsha(*args)
+
+        client.evalsha = counted
         await asyncio.gather(
             *(sender.group_send_direct(g, {"type": "x.n", "i": i}) for i, g in enumerate(groups))
         )
         assert [(await w)["i"] for w in waiters] == list(range(10))
-        assert len(pipelines) == 2  # the members of all, then the PUBLISHes of all
+        assert (len(scripts), len(pipelines)) == (1, 0)
         for group, name in zip(groups, names, strict=True):
             await sender.group_discard(group, name)
+    finally:
+        await sender.close_pools()
+        await owner.close_pools()
+
+
+async def test_direct_and_group_sends_asked_together_arrive_in_the_order_asked() -> None:
+    """A direct message and a group's go through one batcher: a watcher sees them in the
+    order they were asked (a user's online, then offline), even in one batch."""
+    sender, owner = layer_with(), layer_with()
+    try:
+        name = await owner.new_channel()
+        await sender.group_add("order-test", name)
+        waiting = owner.receive(name)
+        while not await sender.send_direct(name, {"type": "x.warm"}):
+            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        assert await waiting == {"type": "x.warm"}
+        await sender.group_send_direct("order-test", {"type": "x.warm"})  # the script loaded
+        assert await owner.receive(name) == {"type": "x.warm"}
+        await asyncio.gather(
+            sender.send_direct(name, {"type": "x.n", "i": 1}),
+            sender.group_send_direct("order-test", {"type": "x.n", "i": 2}),
+            sender.send_direct(name, {"type": "x.n", "i": 3}),
+        )
+        assert [(await owner.receive(name))["i"] for _ in range(3)] == [1, 2, 3]
+        await sender.group_discard("order-test", name)
     finally:
         await sender.close_pools()
         await owner.close_pools()
