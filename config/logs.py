@@ -114,6 +114,8 @@ def logging_config(*, json_logs: bool, level: str) -> dict[str, Any]:
             # Frame-level debug output of the socket libraries would contain message bodies.
             "websockets": {"level": "INFO"},
             "uvicorn.error": {"level": "INFO"},
+            # uvicorn's INFO lines for each socket's open and close: the access log has them.
+            "realtime.wsprotocol": {"level": "WARNING"},
             "uvicorn.access": {"level": "WARNING"},
         },
     }

@@ -10,7 +10,10 @@ benchmarks do). What it changes, measured by benchmarks/idle_memory.py:
 - reading pauses only while a received message waits for the app (uvicorn paused after each
   one, two system calls a frame, though the app was already waiting for it);
 - the handshake: the parsed request's headers and the prepared response (about 3 KiB) are
-  dropped once the socket is accepted; the scope keeps the raw headers the app reads.
+  dropped once the socket is accepted; the scope keeps the raw headers the app reads;
+- its logger: this module's (WARNING in config/logs.py), not `uvicorn.error`, so a socket's
+  open and close are not two or three unstructured INFO lines each (the access log has
+  them, with the connection id); its warnings and errors are logged as ours are.
 
 Behaviour is uvicorn's: frames in order, close codes, `--ws-max-size`, and back-pressure
 (reading pauses while a received message waits for the app, and resumes when the app asks
@@ -21,11 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 Event = dict[str, Any]
+# Not a child of uvicorn.error: uvicorn's logging setup resets its children's levels.
+SOCKET_LOGGER = logging.getLogger(__name__)
 
 
 class _Inbox:
@@ -98,6 +104,9 @@ class _Flag:
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # "[accepted]", "connection open", "connection closed" for every socket were 5 % of a
+        # reconnect storm's server time (benchmarks/reconnect_storm.py).
+        self.logger = self.conn.logger = SOCKET_LOGGER
         self.queue: Any = _Inbox()
         self.writable: Any = _Flag()
 
