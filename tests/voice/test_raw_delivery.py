@@ -4,6 +4,8 @@ and the listener reads the talker's bytes unchanged."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from config.asgi import application
@@ -81,4 +83,48 @@ async def test_the_grant_is_written_straight_to_the_talkers_socket(
     assert not [t for t in through_asgi if "floor.granted" in t], through_asgi
     assert [t for t in through_asgi if "channel.joined" in t]  # the rest still goes that way
     for c in (talker, listener):
+        await c.close()
+
+
+async def test_a_crowds_joins_reach_a_member_in_one_write_not_one_send_each(
+    uvicorn_in_loop, amake_user, make_channel, monkeypatch
+):
+    """A reconnect storm: the joins announced together (voice.announce) are written to each
+    member's socket at once, framed as before, not one ASGI send a joiner."""
+    from voice import announce
+    from voice.consumers import VoiceConsumer
+
+    through_asgi: list[str] = []
+    original = VoiceConsumer.send
+
+    async def send(self, text_data=None, bytes_data=None, close=False):  # type: ignore[no-untyped-def]
+        if text_data is not None:
+            through_asgi.append(text_data)
+        await original(self, text_data=text_data, bytes_data=bytes_data, close=close)
+
+    monkeypatch.setattr(VoiceConsumer, "send", send)
+    server = Server(await uvicorn_in_loop(application))
+    owner = await amake_user()
+    channel = await make_channel(owner)
+    member = await Client.open(server, owner)
+    await member.join(channel)
+    users = [await amake_user() for _ in range(4)]
+    crowd = [await Client.open(server, u) for u in users]
+    announcer = announce.current()
+    held = asyncio.Event()
+    original_send = announcer._send
+
+    async def after_all_joined(channel_id: int) -> None:  # the crowd's joins queue meanwhile
+        await held.wait()
+        await original_send(channel_id)
+
+    monkeypatch.setattr(announcer, "_send", after_all_joined)
+    for c in crowd:
+        await c.join(channel)
+    held.set()
+    heard = [(await member.expect("member.joined"))["member"]["user_id"] for _ in crowd]
+    assert sorted(heard) == sorted(u.pk for u in users)
+    assert not [t for t in through_asgi if "member.joined" in t], through_asgi
+    assert [t for t in through_asgi if "channel.joined" in t]  # the rest still goes that way
+    for c in (member, *crowd):
         await c.close()

@@ -432,3 +432,21 @@ async def test_a_join_whose_redis_step_fails_leaves_nothing_behind(amake_user, m
     await join(comm, channel)  # and the next join works
     assert get_relay().local_listener_count(channel.pk) == 1
     await comm.disconnect()
+
+
+async def test_a_members_join_sends_nothing_through_redis_py(
+    amake_user, make_channel, redis_commands
+):
+    """A storm's join reads the sanctions version on the relay's lean connection, as its
+    other steps go: a redis-py command costs the server more than its round trip."""
+    owner = await amake_user()
+    channel = await make_channel(owner)
+    comm = await acommunicator("/ws/cbline/", owner)
+    ok, _ = await comm.connect(timeout=5)
+    assert ok
+    await assert_alive(comm)
+    redis_commands.clear()
+    await join(comm, channel)
+    sent = list(redis_commands)
+    await comm.disconnect()
+    assert sent == [], sent
