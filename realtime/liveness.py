@@ -1,7 +1,11 @@
 """Each ASGI process proves it is alive, and the survivors clean up after one that is not.
 
 A process (one event loop) renews `process_key(pid)` every LIVENESS_BEAT_SECONDS with a TTL
-of LIVENESS_TTL_SECONDS, and lists its sockets in `process_sockets_key(pid)`. A process
+of LIVENESS_TTL_SECONDS, and lists its sockets in `process_sockets_key(pid)`. The renewal
+runs on a thread of its own, as long as the loop has made progress within
+LIVENESS_STALL_SECONDS: a loop merely busy for seconds (a reconnect storm on a loaded host)
+would otherwise be taken for dead, and the survivors would release its thousands of sockets,
+which reconnect and double the storm. A wedged loop is still found, after the stall bound. A process
 killed with SIGKILL says no goodbye: its key runs out, and the first survivor to notice
 claims the clean-up (SET NX, so exactly one does it; a claimer that dies too is replaced
 once its claim expires). It marks the dead sockets' users offline here, then runs the hooks
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 import weakref
@@ -38,7 +43,7 @@ from .keys import (
     process_sweep_key,
     processes_key,
 )
-from .redis import get_async_redis
+from .redis import get_async_redis, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +83,31 @@ class Liveness:
     # This process's open sockets (consumers with an async `state_lost()`) -> the epoch
     # their state was written in.
     local: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
+    loop_seen: float = 0.0  # monotonic time the loop last ran its beat
+    halt: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         if self.task is None:
+            self.loop_seen = time.monotonic()
             self.task = asyncio.get_running_loop().create_task(self._run())
+            threading.Thread(target=self._keep, name="liveness", daemon=True).start()
+
+    def _keep(self) -> None:
+        """Renew the key while the loop is making progress (see the module's docstring)."""
+        while not self.halt.wait(settings.LIVENESS_BEAT_SECONDS):
+            if time.monotonic() - self.loop_seen > settings.LIVENESS_STALL_SECONDS:
+                continue  # wedged: let the key run out
+            try:
+                with get_redis().pipeline(transaction=False) as p:
+                    p.set(process_key(self.pid), "1", px=int(settings.LIVENESS_TTL_SECONDS * 1000))
+                    p.zadd(processes_key(), {self.pid: time.time()})
+                    p.execute()
+            except Exception as exc:  # Redis down: the loop's beat logs and recovers
+                log.debug("liveness: renewal failed (%r)", exc)
 
     async def _run(self) -> None:
         while not self.stopping:
+            self.loop_seen = time.monotonic()
             try:
                 await self.beat()
                 await self.sweep()
@@ -162,6 +185,7 @@ class Liveness:
 
     async def stop(self) -> None:
         self.stopping = True
+        self.halt.set()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

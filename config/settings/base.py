@@ -364,6 +364,9 @@ LIVENESS_BEAT_SECONDS = env.float("LIVENESS_BEAT_SECONDS", default=1.0)
 # Longer than the worst full-GC pause measured (2 s at 10,000 sockets), so a busy process
 # is not taken for dead.
 LIVENESS_TTL_SECONDS = env.float("LIVENESS_TTL_SECONDS", default=4.0)
+# A thread renews the key while the loop has run within this long: a loop busy for seconds
+# is alive; one wedged past this is dead.
+LIVENESS_STALL_SECONDS = env.float("LIVENESS_STALL_SECONDS", default=30.0)
 LIVENESS_SOCKETS_KEEP_SECONDS = env.int("LIVENESS_SOCKETS_KEEP_SECONDS", default=3600)
 # Full garbage collections of an ASGI process run this often instead of when CPython's
 # heuristic fires (realtime/gc_policy.py); 0 leaves CPython's defaults.

@@ -1,0 +1,54 @@
+"""A process whose event loop is busy for seconds (a reconnect storm on a loaded host, a long
+collection) is not taken for dead: its liveness key is renewed by a thread of its own while
+the loop still makes progress now and then. One whose loop is wedged past
+LIVENESS_STALL_SECONDS, or that is gone, still is (realtime/liveness.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from realtime import liveness
+from realtime.keys import process_key, process_sweep_key
+from realtime.redis import get_async_redis
+
+
+async def beating(live: liveness.Liveness) -> None:
+    r = get_async_redis()
+    for _ in range(500):
+        if live.epoch and await r.exists(process_key(live.pid)):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the first beat never came")
+
+
+async def test_a_loop_busy_for_several_ttls_is_not_declared_dead(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.LIVENESS_BEAT_SECONDS = 0.1
+    settings.LIVENESS_TTL_SECONDS = 1.0
+    settings.LIVENESS_STALL_SECONDS = 30.0
+    live = liveness.current()
+    await beating(live)
+    pid = live.pid
+    time.sleep(3.0)  # the loop busy with other work for three TTLs: nothing on it runs
+    r = get_async_redis()
+    assert await r.exists(process_key(pid)), "the key ran out while the process was alive"
+    await liveness.Liveness().sweep()  # a survivor looks for the dead
+    assert not await r.exists(process_sweep_key(pid))
+    await live.beat()
+    assert live.pid == pid  # not declared dead: its sockets were kept
+
+
+async def test_a_wedged_loop_is_declared_dead_and_starts_afresh(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.LIVENESS_BEAT_SECONDS = 0.1
+    settings.LIVENESS_TTL_SECONDS = 0.5
+    settings.LIVENESS_STALL_SECONDS = 0.3
+    live = liveness.current()
+    await beating(live)
+    pid = live.pid
+    time.sleep(2.0)  # wedged past the stall bound: the thread stops vouching for it
+    r = get_async_redis()
+    assert not await r.exists(process_key(pid))
+    await liveness.Liveness().sweep()
+    assert await r.exists(process_sweep_key(pid))  # a survivor cleaned up after it
+    await live.beat()
+    assert live.pid != pid  # back under a new id, its sockets told to reconnect
