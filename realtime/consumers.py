@@ -139,6 +139,10 @@ async def presence_announce(
         await send_now(presence_group(user_id), event)
 
 
+async def _dropped(message: Any) -> None:
+    """A closed socket's send (BaseConsumer.close)."""
+
+
 def _unknown_type(data: dict[str, Any]) -> ServiceError:
     return ServiceError("unknown_type", f"unknown message type {data['type']!r}")
 
@@ -425,6 +429,13 @@ class BaseConsumer(AsyncWebsocketConsumer):
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(payload, separators=(",", ":")))
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        await super().close(code, reason)
+        # Events already on their way to this socket (a member.left, a tick) are still
+        # dispatched: dropped here, where the ASGI server raises for a send after close and
+        # each one ended the consumer with a logged traceback (thousands in a storm).
+        self.base_send = _dropped
 
     async def send_error(self, code: str, detail: str, ref: str | None = None) -> None:
         await self.send_model(ErrorFrame(code=code, detail=detail, ref=ref))

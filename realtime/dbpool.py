@@ -39,7 +39,7 @@ R = TypeVar("R")
 try:  # asgiref 3.10+: a Local's data is tagged with its thread
     from asgiref.local import _rehome, _Storage
 except ImportError:  # older: the copied context is enough
-    _Storage = None
+    _Storage = None  # type: ignore[misc,assignment]
 
 
 # A thread keeps its connection between calls (a pooled connection taken per call cost a
@@ -309,8 +309,8 @@ _wrappers: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 def pooled(func: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
     """`await pooled(f)(...)`: `database_sync_to_async(f)(...)` on the pool."""
-    wrapper = _wrappers.get(func)
-    if wrapper is None:
+    known = _wrappers.get(func)
+    if known is None:
 
         @functools.wraps(func)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -321,4 +321,5 @@ def pooled(func: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
 
         if len(_wrappers) < 1024:  # bound, should a caller pass partials or closures
             _wrappers[func] = wrapper
-    return wrapper  # type: ignore[return-value]
+        known = wrapper
+    return known  # type: ignore[return-value]
