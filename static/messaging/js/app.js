@@ -217,6 +217,23 @@ function patchNode(old, fresh) {
   for (const node of olds.slice(news.length)) node.remove();
 }
 
+// The open chat's contact: asked when the chat opens, then again at most every
+// PRESENCE_REFRESH_MS (the head is drawn at every event and tick).
+const PRESENCE_REFRESH_MS = 30000;
+let presence = { user: null, online: false, at: 0 };
+
+function askPresence(userId) {
+  presence = { user: userId, online: presence.user === userId && presence.online, at: Date.now() };
+  client
+    .presence(userId)
+    .then((p) => {
+      if (presence.user !== userId) return;
+      presence.online = p === "online";
+      if (current) drawChatHead();
+    })
+    .catch(() => {});
+}
+
 async function drawChatHead() {
   const room = await client.history.room(current);
   if (!room) return;
@@ -226,9 +243,8 @@ async function drawChatHead() {
   if (room.is_direct) {
     const other = room.members.find((u) => u !== client.userId);
     if (other) {
-      client.presence(other).then((p) => {
-        if (p === "online") sub.textContent = "· online";
-      }).catch(() => {});
+      if (presence.user !== other || Date.now() - presence.at > PRESENCE_REFRESH_MS) askPresence(other);
+      if (presence.user === other && presence.online) sub.textContent = "· online";
     }
   }
   $("[data-left]").hidden = !room.left;
@@ -690,6 +706,9 @@ async function main() {
     else if (ev.detail === "signed-out") setState("signed-out", "You were signed out. Log in again to continue.");
   });
   client.addEventListener("ready", () => setState("ready", ""));
+  setInterval(() => {
+    if (current && !document.hidden) drawChatHead(); // asks the presence again when due
+  }, PRESENCE_REFRESH_MS);
   setState("syncing", "Fetching new messages…");
   await drawRooms();
   if (client.needsVerification) {

@@ -90,6 +90,7 @@ export class CallsClient extends EventTarget {
     this.sendQueue = Promise.resolve();
     this.outgoing = null;
     this.outgoingAgain = false;
+    this.keyCounts = {}; // the server's one-time key counts, as last told
     this.openRoom = null;
     this.caughtUp = false;
     this.socketLive = false; // open and caught up since the last (re)connect
@@ -163,6 +164,7 @@ export class CallsClient extends EventTarget {
     switch (request.type) {
       case T.KeysUpload:
         answer = await api("POST", "keys/upload", request.body, { text: true });
+        this.keyCounts = JSON.parse(answer).one_time_key_counts || this.keyCounts;
         break;
       case T.KeysQuery:
         answer = await api("POST", "keys/query", request.body, { text: true });
@@ -271,6 +273,7 @@ export class CallsClient extends EventTarget {
     const toDevice = sync.to_device?.events || [];
     const lists = sync.device_lists || {};
     const counts = sync.device_one_time_keys_count;
+    if (counts) this.keyCounts = counts;
     // Unused fallback key types travel with the key counts; absent counts mean "no news".
     const fallback = counts ? new Set(sync.device_unused_fallback_key_types || []) : undefined;
     const processed = await this.machine.receiveSyncChanges(
@@ -279,7 +282,10 @@ export class CallsClient extends EventTarget {
         (lists.changed || []).map((u) => this.uid(u)),
         (lists.left || []).map((u) => this.uid(u)),
       ),
-      new Map(Object.entries(counts || {})),
+      // The server sends the counts when they change (on hello, after a claim, in the
+      // upload's answer), not in every frame; the machine reads a missing count as 0 and
+      // uploads another batch of keys: it gets the last counts known instead.
+      new Map(Object.entries(this.keyCounts)),
       fallback,
     );
     for (const event of processed || []) this.onToDevice(event);
