@@ -91,6 +91,7 @@ export class CallsClient extends EventTarget {
     this.outgoing = null;
     this.outgoingAgain = false;
     this.keyCounts = {}; // the server's one-time key counts, as last told
+    this.retryQueued = null; // a retry of undecrypted events waiting in the sync queue
     this.openRoom = null;
     this.caughtUp = false;
     this.socketLive = false; // open and caught up since the last (re)connect
@@ -524,7 +525,23 @@ export class CallsClient extends EventTarget {
     this.emit("rooms");
   }
 
-  async retryUndecrypted() {
+  /**
+   * Decrypt again what waited for a room key, in the sync queue: run beside it, a
+   * redaction processed meanwhile was overwritten and the message came back. The machine
+   * calls this from inside a frame's receiveSyncChanges, so it runs after that frame.
+   */
+  retryUndecrypted() {
+    if (this.retryQueued) return this.retryQueued;
+    const job = this.syncQueue.then(() => {
+      this.retryQueued = null;
+      return this.retryUndecryptedNow();
+    });
+    this.retryQueued = job;
+    this.syncQueue = job.catch((err) => console.error("CallsApp: retry of undecrypted events failed", err));
+    return job;
+  }
+
+  async retryUndecryptedNow() {
     for (const record of await this.history.undecrypted()) {
       if (!record.raw) continue;
       await this.history.deleteEvent(record.event_id);
