@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import Subquery, Sum
 from django.utils import timezone
 
 from accounts.models import Device, Profile, User
@@ -122,6 +122,8 @@ def keys_upload(
             OneTimeKey(device=device, algorithm=alg, key_id=kid, key=key) for alg, kid, key in otks
         ]
         OneTimeKey.objects.bulk_create(new, ignore_conflicts=True)
+        for alg in {alg for alg, _, _ in otks}:
+            _one_time_keys_prune(device, alg)
         for alg, kid, key in fallbacks:
             FallbackKey.objects.update_or_create(
                 device=device, algorithm=alg, defaults={"key_id": kid, "key": key, "used": False}
@@ -130,6 +132,20 @@ def keys_upload(
             _device_lists_changed(selectors.contact_ids(user_id), about=user_id)
         counts = selectors.key_counts(device.pk)["device_one_time_keys_count"]
     return {"one_time_key_counts": counts}
+
+
+# The SDK keeps 50 one-time keys on the server; a client that uploaded more (one that took
+# a missing count for 0 uploaded a batch at every sync frame) keeps its newest only.
+ONE_TIME_KEYS_KEPT = 100
+
+
+def _one_time_keys_prune(device: Device, alg: str) -> None:
+    """Claims hand out the oldest key first, and the oldest are those whose private halves
+    the client may have dropped (a session made with one could never be opened): the keys
+    beyond the newest ONE_TIME_KEYS_KEPT go (one statement)."""
+    keys = OneTimeKey.objects.filter(device=device, algorithm=alg)
+    oldest_kept = keys.order_by("-id").values("id")[ONE_TIME_KEYS_KEPT - 1 : ONE_TIME_KEYS_KEPT]
+    keys.filter(id__lt=Subquery(oldest_kept)).delete()
 
 
 def _split_key_ids(keys: dict[str, Any]) -> list[tuple[str, str, Any]]:

@@ -87,6 +87,20 @@ def test_upload_reports_counts_and_a_claimed_key_is_a_real_one():
     }
 
 
+def test_a_device_keeps_its_newest_one_time_keys_only():
+    """A page that uploaded a batch of keys at every sync frame grew its device's pool
+    without bound; claims take the oldest first, whose private halves it may have dropped."""
+    bob = member(otks=0)
+    batches = [bob.olm.one_time_keys(50) for _ in range(3)]
+    for batch in batches:
+        answer = keys_upload(
+            device=bob.device, device_keys=None, one_time_keys=batch, fallback_keys=None
+        )
+    assert answer == {"one_time_key_counts": {"signed_curve25519": 100}}
+    kept = set(OneTimeKey.objects.filter(device=bob.device).values_list("key_id", flat=True))
+    assert kept == {key_id.split(":", 1)[1] for batch in batches[1:] for key_id in batch}
+
+
 def test_concurrent_claims_hand_each_one_time_key_out_once_then_the_fallback():
     bob = member(otks=12)
     claimers = [member(otks=0) for _ in range(16)]
