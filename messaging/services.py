@@ -239,7 +239,7 @@ def keys_claim(*, user: User, wanted: dict[str, dict[str, str]]) -> Json:
             key = _claim_one(device, alg)
             if key is not None:
                 answer.setdefault(m, {})[device_id] = key
-                # Live only: the count also rides on the device's next sync frame.
+                # Live only: a device away gets its counts on its next hello.
                 send_on_commit(stream_group(device.pk), KeyCountsChanged())
     return {"one_time_keys": answer, "failures": dict(failures)}
 
