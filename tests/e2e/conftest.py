@@ -93,8 +93,8 @@ def login(context, server, user, password: str = "correct-horse-battery"):  # ty
 def server_log(server, tail: int = 8000) -> str:  # type: ignore[no-untyped-def]
     """The end of what a live server process wrote (tests/conftest.py sends its output to
     var/server-<port>.log), for a failure's message beside what the pages said: without
-    daphne's own access lines and successful reads (a page polls presence several times a
-    second), so that writes, warnings and errors fit."""
+    daphne's own access lines and successful reads (pages read media, history and presence
+    often), so that writes, warnings and errors fit."""
     from tests.conftest import ROOT
 
     path = ROOT / "var" / f"server-{server.port}.log"
