@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from realtime import liveness
 from realtime.keys import process_key, process_sweep_key
@@ -22,14 +23,24 @@ async def beating(live: liveness.Liveness) -> None:
     raise AssertionError("the first beat never came")
 
 
-async def test_a_loop_busy_for_several_ttls_is_not_declared_dead(settings) -> None:  # type: ignore[no-untyped-def]
+async def stalled(
+    settings: Any, *, ttl: float, stall: float, busy: float
+) -> tuple[liveness.Liveness, str]:
+    """This loop's liveness once beating, after its loop was busy for `busy` seconds (nothing
+    on it runs meanwhile); with the pid it had before."""
     settings.LIVENESS_BEAT_SECONDS = 0.1
-    settings.LIVENESS_TTL_SECONDS = 1.0
-    settings.LIVENESS_STALL_SECONDS = 30.0
+    settings.LIVENESS_TTL_SECONDS = ttl
+    settings.LIVENESS_STALL_SECONDS = stall
     live = liveness.current()
     await beating(live)
     pid = live.pid
-    time.sleep(3.0)  # the loop busy with other work for three TTLs: nothing on it runs
+    time.sleep(busy)
+    return live, pid
+
+
+async def test_a_loop_busy_for_several_ttls_is_not_declared_dead(settings) -> None:  # type: ignore[no-untyped-def]
+    # The loop busy with other work for three TTLs.
+    live, pid = await stalled(settings, ttl=1.0, stall=30.0, busy=3.0)
     r = get_async_redis()
     assert await r.exists(process_key(pid)), "the key ran out while the process was alive"
     await liveness.Liveness().sweep()  # a survivor looks for the dead
@@ -39,13 +50,8 @@ async def test_a_loop_busy_for_several_ttls_is_not_declared_dead(settings) -> No
 
 
 async def test_a_wedged_loop_is_declared_dead_and_starts_afresh(settings) -> None:  # type: ignore[no-untyped-def]
-    settings.LIVENESS_BEAT_SECONDS = 0.1
-    settings.LIVENESS_TTL_SECONDS = 0.5
-    settings.LIVENESS_STALL_SECONDS = 0.3
-    live = liveness.current()
-    await beating(live)
-    pid = live.pid
-    time.sleep(2.0)  # wedged past the stall bound: the thread stops vouching for it
+    # Wedged past the stall bound: the thread stops vouching for it.
+    live, pid = await stalled(settings, ttl=0.5, stall=0.3, busy=2.0)
     r = get_async_redis()
     assert not await r.exists(process_key(pid))
     await liveness.Liveness().sweep()
