@@ -66,6 +66,19 @@ def open_room(page: Page, name: str) -> None:
     page.get_by_test_id("room-list").locator("li", has_text=name).get_by_test_id("room").click()
 
 
+def chatting(server, new_context, first: str, second: str, greeting: str):  # type: ignore[no-untyped-def]
+    """Two people, each on a browser of their own: `first` starts a chat with `second` by
+    nickname and says `greeting`, which `second` reads in the chat. Returns both pages and
+    both users."""
+    users = [UserFactory(profile__nickname=name) for name in (first, second)]
+    pages = [open_callsapp(new_context(), server, user) for user in users]
+    start_chat(pages[0], second.lower())
+    send(pages[0], greeting)
+    open_room(pages[1], first)
+    expect(pages[1].locator(".ca-msg.theirs", has_text=greeting)).to_be_visible(timeout=20000)
+    return pages[0], pages[1], users[0], users[1]
+
+
 def wait_for(predicate: Callable[[], bool], page: Page, what: str, timeout_ms: int = 15000) -> None:
     """Poll a server-side condition while the page keeps running (no fixed sleeps)."""
     waited = 0
@@ -452,16 +465,7 @@ def test_sas_emoji_verification_between_two_devices(live_asgi, new_context):
 
 
 def test_a_new_device_decrypts_the_very_next_message_and_is_announced(live_asgi, new_context):
-    lea = UserFactory(profile__nickname="Lea")
-    max_ = UserFactory(profile__nickname="Max")
-    lea_page = open_callsapp(new_context(), live_asgi, lea)
-    max_page = open_callsapp(new_context(), live_asgi, max_)
-    start_chat(lea_page, "max")
-    send(lea_page, "before your new phone")
-    open_room(max_page, "Lea")
-    expect(max_page.locator(".ca-msg.theirs", has_text="before your new phone")).to_be_visible(
-        timeout=20000
-    )
+    lea_page, _, _, max_ = chatting(live_asgi, new_context, "Lea", "Max", "before your new phone")
     # Max signs in on a second browser: Lea is told, and her very next message reaches it.
     max2 = open_callsapp(new_context(), live_asgi, max_)
     expect(

@@ -7,8 +7,7 @@ import pytest
 from playwright.sync_api import Request, expect
 
 from messaging.models import OneTimeKey
-from tests.e2e.test_callsapp import device_of, open_callsapp, open_room, send, start_chat
-from tests.factories import UserFactory
+from tests.e2e.test_callsapp import chatting, device_of, send
 
 pytestmark = pytest.mark.e2e
 
@@ -16,14 +15,7 @@ MESSAGES = 8
 
 
 def test_an_open_chat_with_messages_arriving_asks_little_of_the_server(live_asgi, new_context):
-    pia = UserFactory(profile__nickname="Pia")
-    rex = UserFactory(profile__nickname="Rex")
-    p = open_callsapp(new_context(), live_asgi, pia)
-    r = open_callsapp(new_context(), live_asgi, rex)
-    start_chat(p, "rex")
-    send(p, "hello")
-    open_room(r, "Pia")
-    expect(r.locator(".ca-msg.theirs", has_text="hello")).to_be_visible(timeout=20000)
+    p, r, _, _ = chatting(live_asgi, new_context, "Pia", "Rex", "hello")
     # Rex's page settles first (its keys uploaded, the chat drawn); then count what it asks.
     expect(r.get_by_test_id("room-name")).to_have_text("Pia")
     rex_device = device_of(r)

@@ -8,8 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from messaging.models import CrossSigningKey
-from tests.e2e.test_callsapp import open_callsapp, open_room, send, start_chat
-from tests.factories import UserFactory
+from tests.e2e.test_callsapp import chatting, open_callsapp, open_room, send
 
 pytestmark = pytest.mark.e2e
 
@@ -44,15 +43,8 @@ def evict_and_sign_in_again(page: Page, server, user) -> Page:  # type: ignore[n
 
 
 def test_a_contacts_new_identity_is_flagged_in_the_chat_until_acknowledged(live_asgi, new_context):
-    ada = UserFactory(profile__nickname="Ada")
-    ned = UserFactory(profile__nickname="Ned")
-    a = open_callsapp(new_context(), live_asgi, ada)
-    n = open_callsapp(new_context(), live_asgi, ned)
+    a, n, _, ned = chatting(live_asgi, new_context, "Ada", "Ned", "hello Ned")
     ned_id = n.evaluate("window.callsapp.userId")
-    start_chat(a, "ned")
-    send(a, "hello Ned")
-    open_room(n, "Ada")
-    expect(n.locator(".ca-msg.theirs", has_text="hello Ned")).to_be_visible(timeout=20000)
     # Ada's device has seen (and pinned) Ned's identity; nothing to warn about.
     before = master_key_of(a, ned_id)
     assert before
@@ -82,15 +74,10 @@ def test_a_contacts_new_identity_is_flagged_in_the_chat_until_acknowledged(live_
 
 
 def test_two_people_verify_each_other_with_emoji_and_cross_signing(live_asgi, new_context):
-    ida = UserFactory(profile__nickname="Ida")
-    oz = UserFactory(profile__nickname="Oz")
-    i = open_callsapp(new_context(), live_asgi, ida)
-    o = open_callsapp(new_context(), live_asgi, oz)
+    i, o, ida, oz = chatting(
+        live_asgi, new_context, "Ida", "Oz", "shall we check our safety emoji?"
+    )
     ida_id, oz_id = (p.evaluate("window.callsapp.userId") for p in (i, o))
-    start_chat(i, "oz")
-    send(i, "shall we check our safety emoji?")
-    open_room(o, "Ida")
-    expect(o.locator(".ca-msg.theirs", has_text="safety emoji")).to_be_visible(timeout=20000)
 
     # Ida opens Oz's safety page (his devices), not verified yet, and asks his device.
     i.get_by_test_id("open-manage").click()
@@ -149,3 +136,30 @@ def test_two_people_verify_each_other_with_emoji_and_cross_signing(live_asgi, ne
     warning.locator("[data-action=ack-keychange]").click()
     expect(warning).to_be_hidden()
     assert i.evaluate("(u) => window.callsapp.identityVerified(u)", oz_id) is False
+
+
+def test_a_contacts_safety_page_shows_a_verification_that_lands_after_it_was_drawn(
+    live_asgi, new_context
+):
+    """The signature that makes a contact verified reaches this device's key store after the
+    emoji comparison ends (upload, then the server's "changed", then a key query): the open
+    safety page must redraw then, not keep saying "not verified" (it did when the query came
+    after the page's last draw: seen in CI)."""
+    i, o, _, _ = chatting(live_asgi, new_context, "Ida", "Oz", "hello Oz")
+    oz_id = o.evaluate("window.callsapp.userId")
+    i.get_by_test_id("open-manage").click()
+    i.get_by_test_id("members").locator("li", has_text="Oz").get_by_test_id("verify-user").click()
+    trust = i.get_by_test_id("identity-trust")
+    expect(trust).to_have_attribute("data-verified", "false", timeout=20000)
+
+    # Ida's user-signing key signs Oz's identity while his page is shown, and nothing else
+    # redraws it (no device of his changes).
+    i.evaluate(
+        """async (u) => {
+          const c = window.callsapp;
+          await c.sendRequest(await (await c.identity(u)).verify());
+        }""",
+        oz_id,
+    )
+    expect(trust).to_have_attribute("data-verified", "true", timeout=20000)
+    expect(trust).to_contain_text("You verified Oz")

@@ -910,11 +910,14 @@ export class CallsClient extends EventTarget {
 
   async onIdentityUpdated(userId) {
     const identity = await this.identity(userId);
-    if (!identity || userId === this.userId) return;
-    if (identity.identityNeedsUserApproval?.() || identity.hasVerificationViolation?.()) {
-      await this.history.setMeta(`keychange:${userId}`, true);
-      this.emit("identity", userId);
+    if (identity && userId !== this.userId) {
+      if (identity.identityNeedsUserApproval?.() || identity.hasVerificationViolation?.()) {
+        await this.history.setMeta(`keychange:${userId}`, true);
+      }
     }
+    // Told of every change, not only a warning: a verification signature reaches the store
+    // after the emoji comparison ended, and an open safety page must show it.
+    this.emit("identity", userId);
   }
 
   async keyChanged(userId) {
