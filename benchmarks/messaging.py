@@ -24,7 +24,10 @@ deduped by event id: at-least-once by design).
 
 Each step prints the CPU of every process group (servers, clients, the PostgreSQL server,
 Redis), in % and per message, so the limit of a step on this machine can be read off, and
-the PostgreSQL sessions opened per message.
+the PostgreSQL sessions opened per message. The PostgreSQL server's CPU is shared with
+other work on the machine: "own backends" counts only the backends of the run's database
+(the servers keep their connections), and "PG transactions/msg" counts its transactions
+(a statement in autocommit is one).
 
 `--idle` (10,000) then opens that many idle CallsApp sockets on a fresh uvicorn process
 and on the bare server (benchmarks/idle_memory.py) and prints KiB per socket and the ratio.
@@ -310,6 +313,12 @@ class Client:
         pairs = zip(self.world, readies, strict=True)
         self.receivers = [asyncio.create_task(self.receive(p, r)) for p, r in pairs]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 300)
+        if not self.http:
+            # The senders' sockets too, before the first step: a step measures the sends,
+            # not 200 hellos (each a key-count read, a stream read and a session read).
+            await asyncio.gather(
+                *(self.sockets[id(p)].open(self.ports[p.server]) for p in self.world)
+            )
 
     def other(self, server: int) -> int:
         return (server + 1) % len(self.ports)
@@ -522,11 +531,27 @@ def pg_sessions(db_name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def group_cpu(servers: list[Server], clients: list[Any]) -> dict[str, float]:
+def pg_xacts(db_name: str) -> int:
+    """Transactions committed or rolled back so far in this run's database (a statement in
+    autocommit is one)."""
+    import psycopg
+
+    with psycopg.connect(os.environ["BENCH_PG_SERVER"], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            [db_name],
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def group_cpu(servers: list[Server], clients: list[Any], db_name: str) -> dict[str, float]:
     """CPU seconds so far of: the servers, the clients, the PostgreSQL server (its processes
     and the backends it has reaped: shared with other work, and a backend per connection
-    comes and goes) and every redis-server (shared too)."""
-    out = {"servers": 0.0, "clients": 0.0, "postgres": 0.0, "redis": 0.0}
+    comes and goes), the live backends of this run's database alone (not shared: the
+    servers keep their connections, see "PG sessions opened/msg") and every redis-server
+    (shared too)."""
+    out = {"servers": 0.0, "clients": 0.0, "postgres": 0.0, "postgres_own": 0.0, "redis": 0.0}
+    own = f" {db_name} ".encode()
     for s in servers:
         if s.process.poll() is None:
             out["servers"] += cpu_seconds(s.process.pid)
@@ -543,6 +568,8 @@ def group_cpu(servers: list[Server], clients: list[Any]) -> dict[str, float]:
                 fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
                 # utime + stime, and cutime + cstime: the backends that already exited
                 out["postgres"] += sum(int(f) for f in fields[11:15]) / tick
+                if own in argv0:
+                    out["postgres_own"] += sum(int(f) for f in fields[11:13]) / tick
             elif b"redis-server" in argv0:
                 out["redis"] += cpu_seconds(int(proc.name))
         except (OSError, ValueError, IndexError):
@@ -573,6 +600,8 @@ HEADERS = [
     "server CPU ms/msg",
     "client CPU ms/msg",
     "postgres CPU ms/msg",
+    "postgres CPU ms/msg (own backends)",
+    "PG transactions/msg",
     "PG sessions opened/msg",
     "load 1/5/15",
 ]
@@ -600,8 +629,9 @@ def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[o
         for n, rate in enumerate(args.rates):
             kill = args.kill and n == len(args.rates) - 1
             start_at = time.time() + 1.0
-            before = group_cpu(servers, procs)
+            before = group_cpu(servers, procs, db_name)
             sessions0 = pg_sessions(db_name)
+            xacts0 = pg_xacts(db_name)
             t0 = time.monotonic()
             for c in conns:
                 step = ("step", f"s{n}-", rate / args.clients, args.seconds, start_at, args.drain)
@@ -614,9 +644,12 @@ def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[o
                 servers[1].process.wait()
             results = [c.recv() for c in conns]
             wall = time.monotonic() - t0
-            after = group_cpu(servers, procs)
+            if args.log_statements:
+                print(f"  step {rate:.0f}/s: {start_at:.3f} .. {time.time():.3f}", flush=True)
+            after = group_cpu(servers, procs, db_name)
             after["servers"] += dead_cpu
             after["pg_sessions"] = pg_sessions(db_name) - sessions0
+            after["pg_xacts"] = pg_xacts(db_name) - xacts0
             rows.append(step_row(rate, results, before, after, wall, kill))
             errors: dict[str, int] = {}
             for r in results:
@@ -679,6 +712,8 @@ def step_row(
         per_msg["servers"],
         per_msg["clients"],
         per_msg["postgres"],
+        per_msg["postgres_own"],
+        after["pg_xacts"] / max(1, sent),
         after["pg_sessions"] / max(1, sent),
         "/".join(f"{x:.2f}" for x in os.getloadavg()),
     ]
@@ -760,6 +795,12 @@ def main() -> None:
         default="",
         help="DJANGO_DB_POOL_MAX_SIZE for the servers (default: the settings' own)",
     )
+    parser.add_argument(
+        "--log-statements",
+        action="store_true",
+        help="log_statement = all for the run's database (to count statements per message "
+        "from the PostgreSQL server's log; the step's start and end times are printed)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.pairs, args.rates, args.seconds, args.idle = 20, "20", 6.0, 500
@@ -770,6 +811,11 @@ def main() -> None:
     load_before = os.getloadavg()
     db_url, drop = own_database(args.postgres)
     db_name = db_url.rsplit("/", 1)[1]
+    if args.log_statements:
+        import psycopg
+
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE \"{db_name}\" SET log_statement = 'all'")
     os.environ["BENCH_PG_SERVER"] = args.postgres
     bench = bench_env(db_url, args.redis_url)
     bench.env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"

@@ -9,13 +9,14 @@ class MessagingConfig(AppConfig):
         from django.db.models.signals import post_delete
 
         from accounts.models import Device
-        from realtime.stream import register_renderer, register_trim_hook
+        from realtime.stream import register_ack_statement, register_renderer, register_trim_hook
 
         from . import privacy, selectors, services
 
         register_renderer(selectors.EVENT_KIND, selectors.render_stream_items)
         register_renderer(selectors.SYNC_KIND, selectors.render_stream_items)
         register_trim_hook(selectors.EVENT_KIND, services.events_trimmed)
+        register_ack_statement(selectors.EVENT_KIND, services.acks_settle)
         privacy.register()
 
         # identity's services delete a Device when its session ends (logout, forget, sign out

@@ -1074,12 +1074,7 @@ def _deliver_and_tick(events: dict[int, tuple[int, str, str, str, list[int]]]) -
         if type_ == "m.room.encrypted"
     ]
     devices = {(sender_id, d) for sender_id, type_, _, _, ds in events.values() for d in ds}
-    body = (
-        "jsonb_build_object('rooms', jsonb_build_object('join', jsonb_build_object(t.room_id, "
-        "jsonb_build_object('ephemeral', jsonb_build_object('events', jsonb_build_array("
-        "jsonb_build_object('type', 'org.callsapp.delivered', 'content', "
-        "jsonb_build_object('event_ids', t.ids))))))))"
-    )
+    body = _TICK_BODY
     sql = (
         f"WITH m AS ({update}), "  # noqa: S608
         "t AS (SELECT x.sender, x.room_id, min(x.id) AS first, "
@@ -1103,11 +1098,89 @@ def _deliver_and_tick(events: dict[int, tuple[int, str, str, str, list[int]]]) -
     with prepared_cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
+    _tick_nudges(rows)
+
+
+# The "delivered" tick of a row `t` (room_id, ids: the event ids), as `delivered_sync`.
+_TICK_BODY = (
+    "jsonb_build_object('rooms', jsonb_build_object('join', jsonb_build_object(t.room_id, "
+    "jsonb_build_object('ephemeral', jsonb_build_object('events', jsonb_build_array("
+    "jsonb_build_object('type', 'org.callsapp.delivered', 'content', "
+    "jsonb_build_object('event_ids', t.ids))))))))"
+)
+
+
+def _tick_nudges(rows: Iterable[tuple[int, int, str]]) -> None:
+    """Nudge the ticks appended, rows (device_pk, seq, body) in seq order per device."""
     nudges: dict[int, list[Json]] = defaultdict(list)
     for device_pk, seq, sync in rows:  # Django has psycopg hand jsonb over as text
         nudges[device_pk].append({**selectors.sync_frame(json.loads(sync)), "seq": seq})
     for device_pk, frames in nudges.items():
         stream_nudge(device_pk=device_pk, frames=frames)
+
+
+def acks_settle(devices: list[int], seqs: list[int], leave: list[str]) -> tuple[int, int]:
+    """PostgreSQL, the stream's ack statement (realtime.stream.register_ack_statement): the
+    acks of a batch `(devices[i], seqs[i])` as ONE statement in autocommit. It deletes every
+    acked item but those of the kinds in `leave`, and those of an event another device's
+    item still waits for in its snapshot (that device's ack may be under way: those go the
+    general way, whose lock and fresh snapshot settle who is last). An event whose acked
+    items were its last visible ones is its last delivery: no other can come (deliveries
+    are made with the event) and none can be deleted by anyone else (its item of this
+    statement is its own), so it is emptied and its sender's devices get the "delivered"
+    tick here, as `events_trimmed` would (the events locked in pk order, as there; one
+    emptied already, by a concurrent general way, is skipped). Returns (deleted, left)."""
+    q = connection.ops.quote_name
+    item_t, event_t = q(StreamItem._meta.db_table), q(RoomEvent._meta.db_table)
+    room_t, keys_t = q(Room._meta.db_table), q(DeviceKeys._meta.db_table)
+    fields = RoomEvent._meta
+    now = timezone.now()
+    sql = (
+        "WITH a AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS a(d, s)), "  # noqa: S608
+        f"x AS (SELECT t.device_pk, t.seq, t.kind, t.ref FROM {item_t} t "
+        "JOIN a ON t.device_pk = a.d AND t.seq <= a.s), "
+        f"busy AS (SELECT DISTINCT x.ref FROM x JOIN {item_t} o ON o.kind = x.kind "
+        "AND o.ref = x.ref WHERE x.kind = %s AND NOT EXISTS (SELECT 1 FROM a "
+        "WHERE a.d = o.device_pk AND o.seq <= a.s)), "
+        f"d AS (DELETE FROM {item_t} t USING x WHERE t.device_pk = x.device_pk "
+        "AND t.seq = x.seq AND x.kind <> ALL(%s::text[]) AND NOT coalesce(x.kind = %s "
+        "AND x.ref IN (SELECT ref FROM busy), false) RETURNING t.kind, t.ref), "
+        f"l AS (SELECT e.id FROM {event_t} e WHERE e.id IN (SELECT ref FROM d WHERE "
+        "kind = %s) AND e.delivered_at IS NULL ORDER BY e.id FOR UPDATE), "
+        f"m AS (UPDATE {event_t} e SET content = %s, delivered_at = %s FROM l "
+        "WHERE e.id = l.id AND e.delivered_at IS NULL "
+        "RETURNING e.id, e.sender_id, e.type, e.event_id, e.room_id), "
+        "t AS (SELECT m.sender_id AS sender, r.room_id, min(m.id) AS first, "
+        f"jsonb_agg(m.event_id ORDER BY m.id) AS ids FROM m JOIN {room_t} r "
+        "ON r.id = m.room_id WHERE m.type = 'm.room.encrypted' GROUP BY m.sender_id, r.room_id), "
+        "v AS (SELECT k.device_id AS device_pk, t.sender AS user_id, row_number() OVER "
+        "(PARTITION BY k.device_id ORDER BY t.first DESC) - 1 AS back, %s::text AS kind, "
+        f"NULL::bigint AS ref, {_TICK_BODY} AS body, %s::timestamptz AS created_at "
+        f"FROM t JOIN {keys_t} k ON k.user_id = t.sender), "
+        f"{stream_append_ctes('v')} "
+        "SELECT v.device_pk, h.last_seq - v.back, v.body::text FROM v "
+        "JOIN h ON h.device_pk = v.device_pk "
+        "UNION ALL SELECT -1, (SELECT count(*) FROM d), (SELECT count(*) FROM x)::text "
+        "ORDER BY 1, 2"
+    )
+    params: list[Any] = [
+        devices,
+        seqs,
+        EVENT_KIND,
+        leave,
+        EVENT_KIND,
+        EVENT_KIND,
+        fields.get_field("content").get_db_prep_save({}, connection),
+        fields.get_field("delivered_at").get_db_prep_save(now, connection),
+        SYNC_KIND,
+        now,
+    ]
+    with prepared_cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    _, deleted, seen = rows[0]
+    _tick_nudges(rows[1:])
+    return int(deleted), int(seen) - int(deleted)
 
 
 def _lock_undelivered(refs: list[int]) -> dict[int, tuple[int, str, str, str, list[int]]]:

@@ -31,8 +31,13 @@ Renderer = Callable[[int, Sequence[StreamItem]], list[Json]]
 # (refs of the trimmed items of one kind, acked?): acked is False when retention purged them.
 TrimHook = Callable[[list[int], bool], None]
 
+# PostgreSQL: (devices, seqs, kinds it must leave) -> (items trimmed, items left). See
+# register_ack_statement.
+AckStatement = Callable[[list[int], list[int], list[str]], tuple[int, int]]
+
 _renderers: dict[str, Renderer] = {}
 _trim_hooks: dict[str, list[TrimHook]] = defaultdict(list)
+_ack_statements: dict[str, AckStatement] = {}
 
 
 def register_renderer(kind: str, renderer: Renderer) -> None:
@@ -42,6 +47,18 @@ def register_renderer(kind: str, renderer: Renderer) -> None:
 def register_trim_hook(kind: str, hook: TrimHook) -> None:
     if hook not in _trim_hooks[kind]:
         _trim_hooks[kind].append(hook)
+
+
+def register_ack_statement(kind: str, statement: AckStatement) -> None:
+    """On PostgreSQL, `stream_ack_many` first runs `statement(devices, seqs, leave)`: ONE
+    statement, in autocommit (atomic by itself), that deletes the acked items (each device's
+    items up to its seq) it can settle there, its kind's trim hook's work done in the same
+    statement, and every acked item of a kind without a trim hook; it leaves the items of
+    the kinds in `leave` (other kinds' hooks) and those of its own it cannot settle alone
+    (another device's ack of the same thing may be under way). It returns (items deleted,
+    items left); what is left goes the general way (a transaction, the trim hooks). One per
+    kind; the kind's trim hook stays registered for that general way."""
+    _ack_statements[kind] = statement
 
 
 @dataclass(frozen=True)
@@ -301,7 +318,9 @@ def stream_ack_many(*, acks: Sequence[tuple[int, int]]) -> int:
     """Several devices' acks `(device_pk, seq)` in one transaction: one DELETE for all, the
     trim hooks once over everything it trimmed (one "delivered" tick per sender and room, not
     per ack). Each seq must be one its socket was sent (the caller checked): no ceiling read
-    here. Returns the count trimmed."""
+    here. On PostgreSQL the registered ack statement (`register_ack_statement`, when exactly
+    one product registered one) goes first, and the transaction only for what it left.
+    Returns the count trimmed."""
     upto: dict[int, int] = {}
     for device_pk, seq in acks:
         upto[device_pk] = max(seq, upto.get(device_pk, 0))
@@ -309,6 +328,15 @@ def stream_ack_many(*, acks: Sequence[tuple[int, int]]) -> int:
         return 0
     table = connection.ops.quote_name(StreamItem._meta.db_table)
     pairs = sorted(upto.items())
+    trimmed_first = 0
+    if connection.vendor == "postgresql" and len(_ack_statements) == 1:
+        # The common case in one round trip (not BEGIN, DELETE, the hook's statements,
+        # COMMIT); only what it leaves takes the general way below.
+        [(kind, statement)] = _ack_statements.items()
+        leave = [k for k, hooks in _trim_hooks.items() if hooks and k != kind]
+        trimmed_first, left = statement([d for d, _ in pairs], [q for _, q in pairs], leave)
+        if not left:
+            return trimmed_first
     if connection.vendor == "postgresql":
         # The same text for any number of acks, so that it is prepared once (prepared_cursor).
         sql = (
@@ -325,7 +353,7 @@ def stream_ack_many(*, acks: Sequence[tuple[int, int]]) -> int:
             cur.execute(sql, params)
             trimmed = cur.fetchall()
         _after_trim(trimmed, acked=True)
-    return len(trimmed)
+    return trimmed_first + len(trimmed)
 
 
 def _after_trim(trimmed: Sequence[tuple[str, int | None]], *, acked: bool) -> None:

@@ -132,13 +132,16 @@ class _AckBatcher(Batcher[tuple[int, int]]):
     `(device_pk, seq)`, the seq checked by the socket against what it sent."""
 
     async def send_batch(self, items: list[tuple[int, int]]) -> list[Any]:
-        if len(items) > 1:
-            try:
-                await pooled(stream_ack_many)(acks=items)
-                return [None] * len(items)
-            except Exception:
-                # A deadlock with another process, say: each alone, as unbatched.
-                log.info("stream: a batch of %d acks failed; acking each alone", len(items))
+        try:
+            # One ack too: on PostgreSQL its statement is then the batch's (one round trip,
+            # prepared), not stream_ack's transaction.
+            await pooled(stream_ack_many)(acks=items)
+            return [None] * len(items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+            # A deadlock with another process, say: each alone, as unbatched.
+            log.info("stream: a batch of %d acks failed; acking each alone", len(items))
         replies: list[Any] = []
         for device_pk, seq in items:
             try:

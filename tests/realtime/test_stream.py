@@ -205,7 +205,8 @@ async def test_a_pushed_item_costs_one_read_and_its_ack_only_the_delete(device, 
     await comm.send_json_to({"type": "ack", "seq": 1})
     await barrier(comm)
     # The window had room: nothing waits to be sent, and what is appended next is nudged.
-    assert len(queries) == 1 and queries[0].startswith("DELETE"), queries
+    # (On PostgreSQL with the CallsApp's ack statement, that delete is one of its CTEs.)
+    assert len(queries) == 1 and "DELETE FROM" in queries[0], queries
     assert not await StreamItem.objects.filter(device_pk=device.pk).aexists()
     await comm.disconnect()
 
