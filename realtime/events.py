@@ -105,10 +105,17 @@ def _unsent(group: str, payload: Payload, sent: concurrent.futures.Future[None])
 
 
 async def send_now(group: str, event: Event) -> None:
-    """For async code outside any transaction (consumers relaying live state)."""
+    """For async code outside any transaction (consumers relaying live state). Through the
+    members' process subscriptions (realtime.layers' `group_send_direct`: one script, one
+    PUBLISH a process): channels_redis' group_send took a pipeline and a script to send,
+    then on each receiving process a pop, a backup copy and its clean-up, round trips each
+    (a reconnect storm's member.joined announcements: 8-9 % of a server's profile, 3-4 %
+    this way; benchmarks/reconnect_storm.py)."""
     payload = _wire(event)
     layer = get_channel_layer()
-    if layer is not None:
+    if isinstance(layer, LeanRedisChannelLayer):
+        await layer.group_send_direct(group, payload)
+    elif layer is not None:
         await layer.group_send(group, payload)
 
 

@@ -23,7 +23,9 @@ subscription dropped) returns False and the caller sends through the sorted set 
 message to a socket of the sending process itself skips Redis (`deliver_local`). A direct
 message on the wire is its channel's name, a newline, then the serialized message. A group's
 direct send (`group_send_direct`) is one script on the Redis server: it reads the members and
-PUBLISHes to each, and returns those no process received.
+PUBLISHes once to each of their processes (the names of its members there, space-separated,
+then a newline and the message: read and decoded once for all of them, as channels_redis'
+group_send does), and returns those no process received.
 """
 
 from __future__ import annotations
@@ -51,25 +53,45 @@ Message = dict[str, Any]
 
 
 # Direct messages in one script: ARGV[1] is the groups' expiry cutoff, ARGV[2] the topics'
-# prefix, then a (kind, target, body) triple per message, in the order asked. Kind "p": a
-# PUBLISH on the topic `target`, answered with its receiver count. Kind "g": `target` is a
-# group's key (also in KEYS), and each member of a process (a name with "!") gets one PUBLISH
-# on its process's topic, the body after its channel's name and a newline; answered with the
-# members nobody received it for, and those of no process, for the sorted set.
+# prefix, ARGV[3] the prefix of the topics that take one message for many channels, then a
+# (kind, target, body) triple per message, in the order asked. Kind "p": a PUBLISH on the
+# topic `target`, answered with its receiver count. Kind "g": `target` is a group's key (also
+# in KEYS), and each process with members (names with "!") gets one PUBLISH on its topic
+# for many, its members' names (space-separated), a newline, then the body; a process that
+# does not listen there (of an earlier release) gets one PUBLISH a member on its topic, the
+# body after its channel's name and a newline. Answered with the members nobody received it
+# for, and those of no process, for the sorted set.
 _DIRECT_LUA = """
 local answers = {}
-for j = 3, #ARGV, 3 do
+for j = 4, #ARGV, 3 do
   local kind, target, body = ARGV[j], ARGV[j + 1], ARGV[j + 2]
   if kind == 'p' then
     answers[#answers + 1] = redis.call('PUBLISH', target, body)
   else
     redis.call('ZREMRANGEBYSCORE', target, 0, ARGV[1])
-    local left = {}
+    local left, members, processes = {}, {}, {}
     for _, channel in ipairs(redis.call('ZRANGE', target, 0, -1)) do
       local bang = string.find(channel, '!', 1, true)
-      if not bang or redis.call('PUBLISH', ARGV[2] .. string.sub(channel, 1, bang),
-          channel .. '\\n' .. body) == 0 then
+      if not bang then
         left[#left + 1] = channel
+      else
+        local process = string.sub(channel, 1, bang)
+        if not members[process] then
+          members[process] = {}
+          processes[#processes + 1] = process
+        end
+        table.insert(members[process], channel)
+      end
+    end
+    for _, process in ipairs(processes) do
+      local names = members[process]
+      if redis.call('PUBLISH', ARGV[3] .. process,
+          table.concat(names, ' ') .. '\\n' .. body) == 0 then
+        for _, channel in ipairs(names) do
+          if redis.call('PUBLISH', ARGV[2] .. process, channel .. '\\n' .. body) == 0 then
+            left[#left + 1] = channel
+          end
+        end
       end
     end
     answers[#answers + 1] = left
@@ -80,6 +102,25 @@ return answers
 _DIRECT_SHA = hashlib.sha1(_DIRECT_LUA.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 _PUBLISH, _GROUP = b"p", b"g"
+
+# channels_redis' group_send to the members a direct send missed, in one round trip a Redis
+# server (its own trims the expired messages in a pipeline first): KEYS the process keys,
+# ARGV a message for each (its channels in `__asgi_channel__`), then each key's capacity,
+# then now, the messages' expiry and its cutoff. Returns how many keys were over capacity.
+_SETS_LUA = """
+local over = 0
+local now, expiry, cutoff = ARGV[#ARGV - 2], ARGV[#ARGV - 1], ARGV[#ARGV]
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, cutoff)
+  if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
+    redis.call('ZADD', KEYS[i], now, ARGV[i])
+    redis.call('EXPIRE', KEYS[i], expiry)
+  else
+    over = over + 1
+  end
+end
+return over
+"""
 
 
 class _DirectBatcher(Batcher[tuple[bytes, bytes, bytes]]):
@@ -93,11 +134,12 @@ class _DirectBatcher(Batcher[tuple[bytes, bytes, bytes]]):
     Every CallsApp message nudges two devices' groups: a pipeline reading their members,
     then one of PUBLISHes, were a seventh of a CallsApp server's CPU."""
 
-    def __init__(self, client: Any, group_expiry: int, topic_prefix: str) -> None:
+    def __init__(self, client: Any, group_expiry: int, topic_prefix: str, many_prefix: str) -> None:
         super().__init__()
         self._client = client
         self._group_expiry = group_expiry
         self._topic_prefix = topic_prefix
+        self._many_prefix = many_prefix
 
     async def publish(self, topic: str, body: bytes) -> bool:
         """True when some subscriber received it."""
@@ -115,7 +157,11 @@ class _DirectBatcher(Batcher[tuple[bytes, bytes, bytes]]):
                     pipe.publish(topic, body)
                 return list(await pipe.execute())
         keys = [target for kind, target, _ in items if kind == _GROUP]
-        args: list[Any] = [int(time.time()) - self._group_expiry, self._topic_prefix]
+        args: list[Any] = [
+            int(time.time()) - self._group_expiry,
+            self._topic_prefix,
+            self._many_prefix,
+        ]
         for item in items:
             args += item
         try:
@@ -232,7 +278,10 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         batcher = per_loop.get(index)
         if batcher is None:
             batcher = per_loop[index] = _DirectBatcher(
-                self.connection(index), self.group_expiry, self.prefix + "direct:"
+                self.connection(index),
+                self.group_expiry,
+                self.prefix + "direct:",
+                self.prefix + "directs:",
             )
         return batcher
 
@@ -256,8 +305,23 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
         missed = await self._publishes(index).group_publish(
             self._group_key(group), self.serialize(message)
         )
-        for channel in missed:
-            await self.send(channel, message)
+        if missed:
+            await self._send_to_sets(group, missed, message)
+
+    async def _send_to_sets(self, group: str, channels: list[str], message: Message) -> None:
+        """channels_redis' group_send to `channels` (members a direct send missed): one
+        message a process key, one script a Redis server. A send each took four round trips
+        a member: after a crash, every announcement to a channel paid them for each of the
+        dead process's members still in its group, until the group's expiry."""
+        by_server, messages, capacities = self._map_channel_keys_to_connection(channels, message)
+        now = time.time()
+        for index, keys in by_server.items():
+            args = [messages[k] for k in keys] + [capacities[k] for k in keys]
+            over = await self.connection(index).eval(
+                _SETS_LUA, len(keys), *keys, *args, now, self.expiry, int(now) - int(self.expiry)
+            )
+            if over:
+                log.info("%s of %s channels over capacity in group %s", over, len(keys), group)
 
     async def send_to_members(self, channels: list[str], message: Message) -> None:
         """`group_send_direct` to a group's members read already (realtime.opening reads a
@@ -347,10 +411,18 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
                 ignore_subscribe_messages=True
             )
             try:
-                await pubsub.subscribe(*(self.prefix + "direct:" + real for real in reals))
+                # Two topics a process: one message for one channel, and one for many (a
+                # group's members on this process: `group_send_direct`), read and decoded
+                # once and handed to each, as channels_redis' group_send does.
+                await pubsub.subscribe(
+                    *(self.prefix + "direct:" + real for real in reals),
+                    *(self.prefix + "directs:" + real for real in reals),
+                )
                 async for item in pubsub.listen():
-                    channel, _, body = item["data"].partition(b"\n")
-                    self._deliver(channel.decode(), self.deserialize(body))
+                    channels, _, body = item["data"].partition(b"\n")
+                    message = self.deserialize(body)
+                    for channel in channels.split(b" "):
+                        self._deliver(channel.decode(), message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -4,11 +4,13 @@ an idle channel costing its consumer one future: no queue, no task of its own.""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.asyncio.connection import AbstractConnection
 
 from realtime.layers import LeanRedisChannelLayer
 from tests.conftest import aconnected
@@ -148,13 +150,13 @@ async def test_a_direct_group_send_publishes_to_subscribed_members_and_queues_fo
         later = await owner.new_channel("other")  # opened after the process subscribed
         await sender.group_add("direct-test", later)
         queued: list[str] = []
-        send = sender.send
+        send = sender._send_to_sets
 
-        async def counted(channel: str, message: dict[str, object]) -> None:
-            queued.append(channel)
-            await send(channel, message)
+        async def counted(group: str, channels: list[str], message: dict[str, Any]) -> None:
+            queued.extend(channels)
+            await send(group, channels, message)
 
-        sender.send = counted  # type: ignore[method-assign]
+        sender._send_to_sets = counted  # type: ignore[method-assign]
         await sender.group_send_direct("direct-test", {"type": "x.nudge"})
         assert await owner.receive(live) == {"type": "x.nudge"}
         assert await owner.receive(later) == {"type": "x.nudge"}
@@ -251,6 +253,115 @@ async def test_direct_and_group_sends_asked_together_arrive_in_the_order_asked()
         )
         assert [(await owner.receive(name))["i"] for _ in range(3)] == [1, 2, 3]
         await sender.group_discard("order-test", name)
+    finally:
+        await sender.close_pools()
+        await owner.close_pools()
+
+
+async def test_a_direct_group_send_is_one_message_for_each_process() -> None:
+    """group_send_direct: a group's members on one process get one PUBLISH between them, read
+    and decoded once by that process (a reconnect storm's member.joined announcements in
+    channels of 50: one PUBLISH, read and decode a member cost more than channels_redis'
+    group_send, which sends one message a process)."""
+    sender, owner = layer_with(), layer_with()
+    try:
+        names = [await owner.new_channel() for _ in range(5)]
+        for name in names:
+            await sender.group_add("many-test", name)
+        waiters = [owner.receive(n) for n in names]
+        while not await sender.send_direct(names[0], {"type": "x.warm"}):
+            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        assert await waiters[0] == {"type": "x.warm"}
+        waiters[0] = owner.receive(names[0])
+        decoded: list[bytes] = []
+        deserialize = owner.deserialize
+
+        def counted(body: bytes) -> object:
+            decoded.append(body)
+            return deserialize(body)
+
+        owner.deserialize = counted  # type: ignore[method-assign]
+        await sender.group_send_direct("many-test", {"type": "x.nudge"})
+        assert [await w for w in waiters] == [{"type": "x.nudge"}] * 5
+        assert len(decoded) == 1
+        for name in names:
+            await sender.group_discard("many-test", name)
+    finally:
+        await sender.close_pools()
+        await owner.close_pools()
+
+
+async def test_a_direct_group_send_reaches_a_process_of_the_earlier_release() -> None:
+    """A process that listens on its one-channel topic only (the release before, during a
+    rolling deploy) still gets a group's direct send: one PUBLISH a member there."""
+    sender, owner = layer_with(), layer_with()
+    try:
+        names = [await owner.new_channel() for _ in range(2)]
+        for name in names:
+            await sender.group_add("earlier-test", name)
+        real = owner.non_local_name(names[0])
+        pubsub = owner.connection(owner.consistent_hash(real)).pubsub(
+            ignore_subscribe_messages=True
+        )
+        await pubsub.subscribe(owner.prefix + "direct:" + real)  # as the earlier release
+        try:
+            received: list[bytes] = []
+            while len(received) < 2:
+                await sender.group_send_direct("earlier-test", {"type": "x.n"})
+                item = await pubsub.get_message(timeout=1)
+                while item is not None:
+                    received.append(item["data"])
+                    item = await pubsub.get_message(timeout=0.2)
+            assert sorted(d.partition(b"\n")[0] for d in received[:2]) == sorted(
+                n.encode() for n in names
+            )
+        finally:
+            await pubsub.aclose()
+        for name in names:
+            await sender.group_discard("earlier-test", name)
+    finally:
+        await sender.close_pools()
+        await owner.close_pools()
+
+
+async def test_the_members_a_direct_group_send_misses_cost_one_round_trip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Members whose process does not listen (a crashed process's, still in the group until
+    its expiry) get the message through their sorted set as channels_redis' group_send puts
+    it there: one script a Redis server, not four round trips a member."""
+    sender, owner = layer_with(), layer_with()
+    try:
+        live = await owner.new_channel()
+        waiting = owner.receive(live)
+        while not await sender.send_direct(live, {"type": "x.warm"}):
+            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        assert await waiting == {"type": "x.warm"}
+        # Opened after the process subscribed: not subscribed, as a crashed process's.
+        names = [await owner.new_channel("other") for _ in range(5)]
+        for name in names:
+            await sender.group_add("missed-test", name)
+        await sender.group_send_direct("missed-test", {"type": "x.warm"})  # scripts loaded
+        assert [await owner.receive(n) for n in names] == [{"type": "x.warm"}] * 5
+        sent: list[list[bytes]] = []
+        send = AbstractConnection.send_packed_command
+        senders = sender.connection(0).connection_pool  # not the owner's reader's commands
+
+        async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+            if self in senders._in_use_connections:
+                chunks = [command] if isinstance(command, bytes | str | memoryview) else command
+                sent.append(
+                    re.findall(rb"\*\d+\r\n\$\d+\r\n([A-Z]+)\r\n", b"".join(map(bytes, chunks)))
+                )
+            await send(self, command, check_health)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+        await sender.group_send_direct("missed-test", {"type": "x.n"})
+        monkeypatch.undo()
+        assert [await owner.receive(n) for n in names] == [{"type": "x.n"}] * 5
+        assert sent == [[b"EVALSHA"], [b"EVAL"]], sent
+        for name in names:
+            await sender.group_discard("missed-test", name)
     finally:
         await sender.close_pools()
         await owner.close_pools()
