@@ -417,23 +417,23 @@ class Client:
         body = json.dumps({"txn": txn, "due": due, "sent": sent})
         # Inside the Megolm ciphertext (megolm_encrypt wraps it as the m.text body); a
         # resend carries the same request, as a client's retry does.
-        content = json.dumps(pair.sender.olm.megolm_encrypt(pair.group, pair.room_id, body))
+        content = pair.sender.olm.megolm_encrypt(pair.group, pair.room_id, body)
+        http_body = json.dumps(content).encode() if self.http else b""
         tries = 0
         while True:
             server = self.sender_server[id(pair)]
             try:
                 async with self.gate:
                     if self.http:
-                        status, answer = await self.put(pair, path, content.encode())
+                        status, answer = await self.put(pair, path, http_body)
                         if status != 200:
                             raise RuntimeError(f"{status} {answer[:120]!r}")
                     else:
-                        await asyncio.wait_for(
-                            self.sockets[id(pair)].send(
-                                self.ports[server], pair.room_id, txn, json.loads(content)
-                            ),
-                            120,
-                        )
+                        # asyncio.timeout, not wait_for: no task of its own per send.
+                        async with asyncio.timeout(120):
+                            await self.sockets[id(pair)].send(
+                                self.ports[server], pair.room_id, txn, content
+                            )
                 stats.sent += 1
                 stats.sent_txns.add(txn)
                 return
