@@ -712,7 +712,8 @@ def step_row(
         per_msg["servers"],
         per_msg["clients"],
         per_msg["postgres"],
-        per_msg["postgres_own"],
+        # The killed process's backends exit with it, and their CPU with them.
+        "n/a (killed)" if kill else per_msg["postgres_own"],
         after["pg_xacts"] / max(1, sent),
         after["pg_sessions"] / max(1, sent),
         "/".join(f"{x:.2f}" for x in os.getloadavg()),
