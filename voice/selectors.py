@@ -41,36 +41,59 @@ def channel_get(channel_id: int) -> Channel:
 
 def channel_admission(channel_id: int, user_id: int) -> tuple[Channel, dict[str, int | None], bool]:
     """(the channel, the user's sanctions in it now as `sanctions_until` gives them, are they
-    a member) in one statement: a join's admission in a reconnect storm, where every socket
-    asks it at once (a queryset with its five subqueries cost more CPU to build and compile
-    than PostgreSQL spent on it); the sanctions also spare the socket's first press its own
-    read. One row per sanction in force (a kind at most once), or one without."""
+    a member) in one statement: `channel_admissions` of one."""
+    found = channel_admissions([(channel_id, user_id)])[0]
+    if isinstance(found, ServiceError):
+        raise found
+    return found
+
+
+Admitted = tuple[Channel, dict[str, int | None], bool]
+
+
+def channel_admissions(asks: list[tuple[int, int]]) -> list[Admitted | ServiceError]:
+    """`channel_admission` of each (channel id, user id), in one statement for them all (or
+    a ServiceError for a channel that does not exist): a join's admission in a reconnect
+    storm, where every socket asks it at once (a queryset with its five subqueries cost more
+    CPU to build and compile than PostgreSQL spent on it, and a database hop each cost the
+    event loop more than the read). The sanctions also spare the socket's first press its
+    own read. One row per ask and sanction in force (a kind at most once), or one without."""
+    values = ", ".join(["(%s, %s, %s)"] * len(asks))
     sql = f"""
-        SELECT c.*,
+        WITH asked (i, channel_id, user_id) AS (VALUES {values})
+        SELECT asked.i AS _asked, c.*,
             EXISTS (
                 SELECT 1 FROM {ChannelMembership._meta.db_table} m
-                WHERE m.channel_id = c.id AND m.user_id = %s
+                WHERE m.channel_id = c.id AND m.user_id = asked.user_id
             ) AS _member,
             s.kind AS _kind, s.until AS _until
-        FROM {Channel._meta.db_table} c
-        LEFT JOIN {ChannelSanction._meta.db_table} s ON s.channel_id = c.id AND s.user_id = %s
+        FROM asked
+        JOIN {Channel._meta.db_table} c ON c.id = asked.channel_id
+        LEFT JOIN {ChannelSanction._meta.db_table} s
+            ON s.channel_id = c.id AND s.user_id = asked.user_id
             AND (s.until IS NULL OR s.until > %s)
-        WHERE c.id = %s
     """  # noqa: S608 (table names from the models, values as parameters)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    rows = list(Channel.objects.raw(sql, [user_id, user_id, now, channel_id]))
-    if not rows:
-        raise ServiceError("not_found", "no such channel", status=404)
-    sanctions: dict[str, int | None] = {}
-    for row in rows:
+    params: list[Any] = []
+    for i, (channel_id, user_id) in enumerate(asks):
+        params += [i, channel_id, user_id]
+    found: list[Admitted | None] = [None] * len(asks)
+    for row in Channel.objects.raw(sql, [*params, now]):
+        i = int(row._asked)  # type: ignore[attr-defined]
+        sanctions: dict[str, int | None] = {}
+        known = found[i]
+        if known is None:
+            known = found[i] = (row, sanctions, bool(row._member))  # type: ignore[attr-defined]
         kind, until = row._kind, row._until  # type: ignore[attr-defined]
         if kind:
             if isinstance(until, str):  # SQLite: the text Django stores
                 until = parse_datetime(until)
             if until is not None and timezone.is_naive(until):
                 until = timezone.make_aware(until, dt.UTC)
-            sanctions[kind] = None if until is None else int(until.timestamp() * 1000)
-    return rows[0], sanctions, bool(rows[0]._member)  # type: ignore[attr-defined]
+            known[1][kind] = None if until is None else int(until.timestamp() * 1000)
+    return [
+        ServiceError("not_found", "no such channel", status=404) if f is None else f for f in found
+    ]
 
 
 def channels_search(query: str = "", *, limit: int = SEARCH_LIMIT) -> list[Channel]:

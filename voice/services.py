@@ -47,7 +47,14 @@ from . import events, keys
 from .floor import Floor, end_transmission
 from .keys import channel_group
 from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
-from .selectors import JoinState, channel_admission, channel_get, floor_decode, is_moderator
+from .selectors import (
+    JoinState,
+    channel_admission,
+    channel_admissions,
+    channel_get,
+    floor_decode,
+    is_moderator,
+)
 
 # iptocc >= 3 names it country_code; older releases get_country_code.
 _IPTOCC_NAMES = ("country_code", "get_country_code")
@@ -235,7 +242,28 @@ def _membership_add(channel: Channel, user: User) -> None:
 def _channel_join_or_hash(*, channel_id: int, user: User) -> Admission:
     """Admit the user if no password is needed. When the user must give the protected
     channel's password first, the Admission carries its stored hash: not admitted yet."""
-    channel, sanctions, member = channel_admission(channel_id, user.pk)
+    return _admitted(*channel_admission(channel_id, user.pk), user=user)
+
+
+def _channels_join_or_hash(asks: list[tuple[int, User]]) -> list[Admission | Exception]:
+    """`_channel_join_or_hash` of each (channel id, user), their reads in one statement; an
+    ask that is refused or fails gets its exception."""
+    found = channel_admissions([(channel_id, user.pk) for channel_id, user in asks])
+    admitted: list[Admission | Exception] = []
+    for read, (_, user) in zip(found, asks, strict=True):
+        if isinstance(read, Exception):
+            admitted.append(read)
+            continue
+        try:
+            admitted.append(_admitted(*read, user=user))
+        except Exception as exc:  # the ask's own failure, not the batch's
+            admitted.append(exc)
+    return admitted
+
+
+def _admitted(
+    channel: Channel, sanctions: dict[str, int | None], member: bool, *, user: User
+) -> Admission:
     if SanctionKind.BAN in sanctions:
         raise NotAllowed("you are banned from this channel", code="banned")
     if member:
@@ -246,11 +274,24 @@ def _channel_join_or_hash(*, channel_id: int, user: User) -> Admission:
     return Admission(channel, sanctions)
 
 
+class _Admitter(Batcher[tuple[int, User]]):
+    """The admissions asked while one batch is on its way go together: one statement and one
+    database hop a batch (a reconnect storm's every socket rejoins at once; a hop each cost
+    the event loop more than the read itself)."""
+
+    async def send_batch(self, items: list[tuple[int, User]]) -> list[Any]:
+        return await pooled(_channels_join_or_hash)(items)
+
+
+_admitter = PerLoop(_Admitter)
+
+
 async def channel_admit(*, channel_id: int, user: User, password: str | None) -> Admission:
     """channel_join for a socket: one database call for a member or an open channel (on the
-    pool of realtime.dbpool, not the one database thread); a password is checked after the
-    attempt limit and outside the database threads."""
-    admitted = await pooled(_channel_join_or_hash)(channel_id=channel_id, user=user)
+    pool of realtime.dbpool, not the one database thread, with the other sockets' asked
+    meanwhile); a password is checked after the attempt limit and outside the database
+    threads."""
+    admitted: Admission = await _admitter.get().call((channel_id, user))
     stored = admitted.password_hash
     if not stored:
         return admitted

@@ -10,6 +10,7 @@ import re
 import threading
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler, SQLUpdateCompiler
 from redis.asyncio.connection import AbstractConnection
@@ -240,6 +241,33 @@ async def test_a_joins_announcement_and_a_leave_go_through_the_process_subscript
     await expect(present, "member.left")
     await present.disconnect()
     assert through_sorted_sets == [], through_sorted_sets
+
+
+async def test_admissions_asked_together_are_one_statement(amake_user, make_channel, queries):
+    """The joins of a reconnect storm ask their admissions at once: those asked while one
+    batch is on its way are read together, one statement and one database hop a batch (a
+    hop each cost the event loop more than the read). Each still gets its own answer: the
+    banned one its refusal, the unknown channel its not_found, a newcomer its membership."""
+    from voice.services import channel_admit, channel_member_moderate
+
+    owner = await amake_user()
+    channel, other = await make_channel(owner), await make_channel(owner)
+    users = [await amake_user() for _ in range(4)]
+    banned = users[3]
+    await database_sync_to_async(channel_member_moderate)(
+        channel_id=channel.pk, moderator=owner, target_id=banned.pk, action="ban", minutes=5
+    )
+    asks = [(channel.pk, users[0]), (other.pk, users[1]), (channel.pk, users[2])]
+    asks += [(channel.pk, banned), (channel.pk + other.pk + 1000, users[0])]
+    queries.clear()
+    found = await asyncio.gather(
+        *(channel_admit(channel_id=c, user=u, password=None) for c, u in asks),
+        return_exceptions=True,
+    )
+    admissions = [q for q in queries if "AS _member" in q]
+    assert [a.channel.pk for a in found[:3]] == [channel.pk, other.pk, channel.pk]
+    assert [getattr(e, "code", None) for e in found[3:]] == ["banned", "not_found"]
+    assert len(admissions) == 1, admissions
 
 
 async def test_a_members_join_builds_no_queryset(amake_user, make_channel, monkeypatch):
