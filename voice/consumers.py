@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from accounts.countries import country_name, flag
 from realtime import admission, liveness
 from realtime.consumers import BaseConsumer
-from realtime.dbpool import pooled
 from realtime.errors import NotAllowed, ServiceError
 from realtime.events import send_now
 from realtime.fanout import resp_command
@@ -143,7 +142,7 @@ class VoiceConsumer(BaseConsumer):
             first, sockets, countries, state = await self._enter(channel)
         else:
             first, sockets, countries, state = await self._enter_step_by_step(channel)
-        members = await pooled(selectors.members_describe)(
+        members = await services.members_describe(
             channel, countries, limit=MEMBER_LIST_LIMIT, first=uid
         )
         me = next(m for m in members if m.user_id == uid)

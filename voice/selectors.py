@@ -199,10 +199,31 @@ def members_describe(
     connection; a member without one falls back to the country on their profile. With a
     `limit`, a big channel is described in part: `first` (the asking user), the moderators,
     then the others by id, so that a join costs the same in a crowd as in a small channel."""
-    ids = list(countries)
-    if limit is not None and len(ids) > limit:
-        ids = _members_to_show(channel, ids, limit, first)
-    rows = {row[0]: row for row in _member_rows(channel, ids)}
+    return members_describe_many([(channel, countries, limit, first)])[0]
+
+
+MembersAsk = tuple[Channel, dict[int, str], int | None, int]
+
+
+def members_describe_many(asks: list[MembersAsk]) -> list[list[Member]]:
+    """`members_describe` of each (channel, countries, limit, first), their rows read in one
+    statement: the joins of a reconnect storm each read their channel's list at once."""
+    shown = []
+    for channel, countries, limit, first in asks:
+        ids = list(countries)
+        if limit is not None and len(ids) > limit:
+            ids = _members_to_show(channel, ids, limit, first)
+        shown.append(ids)
+    rows = _member_rows([(channel.pk, ids) for (channel, *_), ids in zip(asks, shown, strict=True)])
+    return [
+        _described(channel, countries, ids, rows[i])
+        for i, ((channel, countries, *_), ids) in enumerate(zip(asks, shown, strict=True))
+    ]
+
+
+def _described(
+    channel: Channel, countries: dict[int, str], ids: list[int], rows: dict[int, tuple[Any, ...]]
+) -> list[Member]:
     members = []
     for uid in ids:
         # A user deleted meanwhile is still described, as before, by id.
@@ -225,30 +246,42 @@ def members_describe(
     return sorted(members, key=lambda m: m.nickname.lower())
 
 
-def _member_rows(channel: Channel, ids: list[int]) -> list[tuple[Any, ...]]:
-    """(user id, nickname, description, country, moderator?, muted now?) of each of `ids`, in
-    one statement: every join of a reconnect storm reads its channel's list, and three
-    querysets (profiles, moderators, mutes) cost more to build and compile than PostgreSQL
-    spent running them (benchmarks/reconnect_storm.py's profile)."""
-    if not ids:
-        return []
+def _member_rows(asks: list[tuple[int, list[int]]]) -> list[dict[int, tuple[Any, ...]]]:
+    """For each (channel id, user ids): user id -> (user id, nickname, description, country,
+    moderator?, muted now?), all in one statement: every join of a reconnect storm reads its
+    channel's list, and three querysets (profiles, moderators, mutes) cost more to build and
+    compile than PostgreSQL spent running them (benchmarks/reconnect_storm.py's profile)."""
+    found: list[dict[int, tuple[Any, ...]]] = [{} for _ in asks]
+    params: list[Any] = []
+    for i, (channel_id, ids) in enumerate(asks):
+        for uid in ids:
+            params += [i, channel_id, uid]
+    if not params:
+        return found
     moderators = Channel.moderators.through._meta.db_table
+    values = ", ".join(["(%s, %s, %s)"] * (len(params) // 3))
     sql = f"""
-        SELECT u.id, p.nickname, p.description, p.country,
-            EXISTS (SELECT 1 FROM {moderators} m WHERE m.channel_id = %s AND m.user_id = u.id),
+        WITH asked (i, channel_id, user_id) AS (VALUES {values})
+        SELECT asked.i, u.id, p.nickname, p.description, p.country,
+            EXISTS (
+                SELECT 1 FROM {moderators} m
+                WHERE m.channel_id = asked.channel_id AND m.user_id = u.id
+            ),
             EXISTS (
                 SELECT 1 FROM {ChannelSanction._meta.db_table} s
-                WHERE s.channel_id = %s AND s.user_id = u.id AND s.kind = %s
+                WHERE s.channel_id = asked.channel_id AND s.user_id = u.id AND s.kind = %s
                 AND (s.until IS NULL OR s.until > %s)
             )
-        FROM {User._meta.db_table} u
+        FROM asked
+        JOIN {User._meta.db_table} u ON u.id = asked.user_id
         LEFT JOIN {Profile._meta.db_table} p ON p.user_id = u.id
-        WHERE u.id IN ({", ".join(["%s"] * len(ids))})
     """  # noqa: S608 (table names from the models, values as parameters)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(sql, [channel.pk, channel.pk, SanctionKind.MUTE.value, now, *ids])
-        return list(cursor.fetchall())
+        cursor.execute(sql, [*params, SanctionKind.MUTE.value, now])
+        for i, *row in cursor.fetchall():
+            found[int(i)][row[0]] = tuple(row)
+    return found
 
 
 def _members_to_show(channel: Channel, ids: list[int], limit: int, first: int) -> list[int]:

@@ -43,10 +43,11 @@ from realtime.keys import presence_key
 from realtime.ratelimit import allow_async
 from realtime.redis import get_async_redis, get_redis
 
-from . import events, keys
+from . import events, keys, selectors
 from .floor import Floor, end_transmission
 from .keys import channel_group
 from .models import Channel, ChannelMembership, ChannelSanction, ConnectionLog, SanctionKind
+from .schemas import Member
 from .selectors import (
     JoinState,
     channel_admission,
@@ -284,6 +285,25 @@ class _Admitter(Batcher[tuple[int, User]]):
 
 
 _admitter = PerLoop(_Admitter)
+
+
+class _MembersReader(Batcher[selectors.MembersAsk]):
+    """The member lists asked while one batch is on its way are read together: one statement
+    and one database hop a batch (every join of a reconnect storm reads its channel's)."""
+
+    async def send_batch(self, items: list[selectors.MembersAsk]) -> list[Any]:
+        return await pooled(selectors.members_describe_many)(items)
+
+
+_members_reader = PerLoop(_MembersReader)
+
+
+async def members_describe(
+    channel: Channel, countries: dict[int, str], *, limit: int | None = None, first: int = 0
+) -> list[Member]:
+    """selectors.members_describe for a socket, with the other sockets' asked meanwhile."""
+    members: list[Member] = await _members_reader.get().call((channel, countries, limit, first))
+    return members
 
 
 async def channel_admit(*, channel_id: int, user: User, password: str | None) -> Admission:

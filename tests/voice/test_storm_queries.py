@@ -270,6 +270,38 @@ async def test_admissions_asked_together_are_one_statement(amake_user, make_chan
     assert len(admissions) == 1, admissions
 
 
+async def test_member_lists_asked_together_are_one_statement(amake_user, make_channel, queries):
+    """The joins of a reconnect storm each read their channel's member list at once: those
+    asked while one batch is on its way are read together, one statement and one database
+    hop a batch; each join gets its own channel's list, its mutes and moderators."""
+    from voice import services
+
+    owner, muted, other = await amake_user(), await amake_user(), await amake_user()
+    channel, second = await make_channel(owner), await make_channel(other)
+    await database_sync_to_async(services.channel_member_moderate)(
+        channel_id=channel.pk, moderator=owner, target_id=muted.pk, action="mute", minutes=5
+    )
+    asks = [
+        (channel, {owner.pk: "FR", muted.pk: ""}),
+        (second, {other.pk: "", muted.pk: "DE"}),
+        (channel, {}),
+    ]
+    queries.clear()
+    lists = await asyncio.gather(
+        *(services.members_describe(c, countries, first=0) for c, countries in asks)
+    )
+    described = [q for q in queries if "p.nickname" in q]
+    assert len(described) == 1, described
+    first, in_second, empty = ({m.user_id: m for m in found} for found in lists)
+    assert (first[owner.pk].is_moderator, first[owner.pk].country) == (True, "FR")
+    assert (first[muted.pk].muted, in_second[muted.pk].muted) == (True, False)
+    assert (in_second[other.pk].is_moderator, in_second[muted.pk].country, empty) == (
+        True,
+        "DE",
+        {},
+    )
+
+
 async def test_a_members_join_builds_no_queryset(amake_user, make_channel, monkeypatch):
     """A member's rejoin (a storm is mostly these) runs fixed statements: building and
     compiling querysets cost the servers more CPU than PostgreSQL spent running them."""
