@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import random
 import shutil
 import socket
 import string
@@ -129,10 +130,28 @@ class TurnServer:
         return log.read_text(errors="replace")[-size:] if log.exists() else "(no log)"
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port() -> int:
+    """A port free on 127.0.0.1 for UDP and TCP both (coturn listens on both), below the
+    system's range of ephemeral ports: a port picked inside it can be taken by any outgoing
+    connection before coturn binds it (CI saw coturn retry "errno=98" on its TCP listener
+    for good)."""
+    low = _ephemeral_low()
+    while True:
+        port = random.randrange(10_000, min(20_000, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            try:
+                udp.bind(("127.0.0.1", port))
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def render(*, secret: str, port: int, workdir: Path, relay_ports: tuple[int, int]) -> str:
@@ -145,10 +164,21 @@ def render(*, secret: str, port: int, workdir: Path, relay_ports: tuple[int, int
     )
 
 
-def start_turnserver(workdir: Path, secret: str) -> TurnServer:
+def start_turnserver(workdir: Path, secret: str, attempts: int = 3) -> TurnServer:
+    """A coturn of the test's own, ready; a start that does not come up (its port taken
+    meanwhile) is stopped and made again on another port."""
+    for attempt in range(1, attempts + 1):
+        server = _start_once(workdir / str(attempt), secret)
+        if server is not None:
+            return server
+    raise RuntimeError(f"turnserver did not start in {attempts} attempts")
+
+
+def _start_once(workdir: Path, secret: str) -> TurnServer | None:
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_udp_port()
-    base = 20000 + (port % 20000)  # a relay range of our own, away from the others
+    port = free_port()
+    # A relay range of our own, away from the others and below the ephemeral ports.
+    base = 20_000 + (port % 120) * 100
     conf = workdir / "turnserver.conf"
     conf.write_text(
         render(secret=secret, port=port, workdir=workdir, relay_ports=(base, base + 99))
@@ -165,7 +195,8 @@ def start_turnserver(workdir: Path, secret: str) -> TurnServer:
     deadline = time.monotonic() + 15
     while not refuses_expired_allocate(port, timeout=0.5):
         if proc.poll() is not None or time.monotonic() > deadline:
+            print(f"turnserver did not start on port {port}:\n{server.log_tail()}")
             server.stop()
-            raise RuntimeError(f"turnserver did not start:\n{server.log_tail()}")
+            return None
         time.sleep(0.05)  # startup poll: nothing to wait on but its port
     return server

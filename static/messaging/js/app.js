@@ -479,7 +479,16 @@ function watchVerification(request) {
     if (request.isDone() && verification && !verification.finished) {
       verification.finished = true;
       await client.afterVerification();
-      await drawDevices(request.otherUserId.toString()); // their devices, now trusted
+      const other = request.otherUserId.toString();
+      await drawDevices(other); // their devices, now trusted
+      // The SDK says "done" before it has stored the new trust (seen: the draw above still
+      // read "not verified"): draw again once the store shows it.
+      const deviceId = request.otherDeviceId?.toString();
+      if (deviceId) {
+        client.untilDeviceVerified(other, deviceId).then(() => {
+          if (devicesPanelOpen()) drawDevices(devicesOwner);
+        });
+      }
     }
     await drawVerification();
   });

@@ -903,6 +903,16 @@ export class CallsClient extends EventTarget {
     return this.machine.getIdentity(this.uid(userId));
   }
 
+  /** Resolves once this device trusts that one (checked every 250 ms, for 10 s at most). */
+  async untilDeviceVerified(userId, deviceId) {
+    for (let tries = 0; tries < 40; tries++) {
+      const device = await this.machine.getDevice(this.uid(userId), new this.sdk.DeviceId(deviceId));
+      if (device?.isVerified()) return true;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    return false;
+  }
+
   /** Did we verify this user (our user-signing key signed their master key)? */
   async identityVerified(userId) {
     return Boolean((await this.identity(userId))?.isVerified());
