@@ -28,19 +28,12 @@ class PerLoop(Generic[T]):
         self._made: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
             weakref.WeakKeyDictionary()
         )
-        # The last loop asked for and its object: a server asks from one loop, several times
-        # a socket (a weak dictionary's lookup makes a weak reference each time).
-        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], T] | None = None
 
     def get(self) -> T:
         loop = asyncio.get_running_loop()
-        last = self._last
-        if last is not None and last[0]() is loop:
-            return last[1]
         found = self._made.get(loop)
         if found is None:
             found = self._made[loop] = self._factory()
-        self._last = (weakref.ref(loop), found)
         return found
 
 

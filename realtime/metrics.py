@@ -164,30 +164,14 @@ def _product(consumer: object) -> str:
     return type(consumer).__module__.partition(".")[0]
 
 
-# Each consumer class's labelled gauge and counter, looked up once (a socket's open and
-# close took three label lookups, each under the metric's lock).
-_socket_metrics: dict[type, tuple[Any, Any]] = {}
-
-
-def _socket_metrics_of(consumer: object) -> tuple[Any, Any]:
-    found = _socket_metrics.get(type(consumer))
-    if found is None:
-        product = _product(consumer)
-        found = _socket_metrics[type(consumer)] = (
-            WEBSOCKETS_OPEN.labels(product),
-            WEBSOCKETS_OPENED.labels(product),
-        )
-    return found
-
-
 def socket_opened(consumer: object) -> None:
-    open_now, opened = _socket_metrics_of(consumer)
-    open_now.inc()
-    opened.inc()
+    product = _product(consumer)
+    WEBSOCKETS_OPEN.labels(product).inc()
+    WEBSOCKETS_OPENED.labels(product).inc()
 
 
 def socket_closed(consumer: object) -> None:
-    _socket_metrics_of(consumer)[0].dec()
+    WEBSOCKETS_OPEN.labels(_product(consumer)).dec()
 
 
 class RelayCounts:
@@ -220,7 +204,6 @@ def videochat_matched(queued_at: float, *, pairs: int) -> None:
 
 
 _gc_started: dict[int, float] = {}
-_gc_pauses: dict[int, Any] = {}  # generation -> its labelled histogram, looked up once
 
 
 def _gc_callback(phase: str, info: dict[str, int]) -> None:
@@ -228,10 +211,7 @@ def _gc_callback(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         _gc_started[gen] = time.perf_counter()
     elif gen in _gc_started:
-        pauses = _gc_pauses.get(gen)
-        if pauses is None:
-            pauses = _gc_pauses[gen] = GC_PAUSE_SECONDS.labels(str(gen))
-        pauses.observe(time.perf_counter() - _gc_started.pop(gen))
+        GC_PAUSE_SECONDS.labels(str(gen)).observe(time.perf_counter() - _gc_started.pop(gen))
 
 
 def watch_gc() -> None:
