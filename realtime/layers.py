@@ -422,7 +422,8 @@ class LeanRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
                     channels, _, body = item["data"].partition(b"\n")
                     message = self.deserialize(body)
                     for channel in channels.split(b" "):
-                        self._deliver(channel.decode(), message)
+                        # A dict of its own each, as Redis would give (and deliver_local).
+                        self._deliver(channel.decode(), dict(message))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

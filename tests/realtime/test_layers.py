@@ -282,8 +282,12 @@ async def test_a_direct_group_send_is_one_message_for_each_process() -> None:
 
         owner.deserialize = counted  # type: ignore[method-assign]
         await sender.group_send_direct("many-test", {"type": "x.nudge"})
-        assert [await w for w in waiters] == [{"type": "x.nudge"}] * 5
+        got = [await w for w in waiters]
+        assert got == [{"type": "x.nudge"}] * 5
         assert len(decoded) == 1
+        # Decoded once, but each consumer gets a dict of its own, as Redis would give it: one
+        # handler changing its event must not change its neighbours'.
+        assert len({id(message) for message in got}) == 5
         for name in names:
             await sender.group_discard("many-test", name)
     finally:
