@@ -8,6 +8,7 @@ never touched.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import string
@@ -142,7 +143,9 @@ def start_nginx_stack(
         # Both processes write their figures here; either one's /metrics reports the sum.
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
     }
-    backends = [start_backend(env, server="uvicorn") for _ in range(processes)]
+    # Started side by side: each start is mostly waiting on the other's imports.
+    with concurrent.futures.ThreadPoolExecutor(processes) as pool:
+        backends = list(pool.map(lambda _: start_backend(env, server="uvicorn"), range(processes)))
     port = free_port()
     (workdir / "comms.conf").write_text(
         render_site(

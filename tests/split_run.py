@@ -1,11 +1,12 @@
-"""`make test`: the browser tests, in shards, and the rest as pytest runs side by side.
+"""`make test`: the browser tests and the rest, each in shards, as pytest runs side by side.
 
-Most of a browser test's time is spent waiting (on Chromium, on real-time audio, on a server
-process starting), so the runs overlap well even on two cores. Each run is isolated as any two
-runs are: its own database, Redis key prefix, media folder and server processes (see
-config/settings/test.py). The rest streams to the terminal; the browser shards' output
-follows it. With arguments (`make test PYTEST_ARGS="tests/voice -x"`), one plain pytest run.
-E2E_SHARDS sets the number of browser shards (2 by default).
+Most of a test's time is spent waiting (on Chromium, on real-time audio, on a server process
+starting, on a fault drill's reconnect), so the runs overlap well even on two cores: one run
+of the rest took 17 min alone on a slow machine with the cores mostly idle. Each run is
+isolated as any two runs are: its own database, Redis key prefix, media folder and server
+processes (see config/settings/test.py). The first shard of the rest streams to the terminal;
+the other shards' output follows it. With arguments (`make test PYTEST_ARGS="tests/voice
+-x"`), one plain pytest run. E2E_SHARDS and REST_SHARDS set the number of shards (2 each).
 
     python tests/split_run.py [pytest arguments]
 """
@@ -24,40 +25,49 @@ def main(argv: list[str]) -> int:
     pytest = [sys.executable, "-m", "pytest"]
     if argv and any(not a.startswith("-") for a in argv):
         return subprocess.call([*pytest, *argv])  # a targeted run: no split
-    shards = max(1, int(os.environ.get("E2E_SHARDS", "2")))
+    runs = [
+        (f"rest, shard {i + 1} of {n}", ["-m", "not e2e", "--durations=10"], f"{i}/{n}")
+        for n in [max(1, int(os.environ.get("REST_SHARDS", "2")))]
+        for i in range(n)
+    ] + [
+        (f"browser tests, shard {i + 1} of {n}", ["-m", "e2e"], f"{i}/{n}")
+        for n in [max(1, int(os.environ.get("E2E_SHARDS", "2")))]
+        for i in range(n)
+    ]
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(shards)]
-        browsers = [
+        logs = [None] + [stack.enter_context(tempfile.TemporaryFile()) for _ in runs[1:]]
+        procs = [
             subprocess.Popen(
-                [*pytest, "-m", "e2e", *argv],
+                [*pytest, *marks, *argv],
                 stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "TEST_SHARD": f"{i}/{shards}"},
+                stderr=None if log is None else subprocess.STDOUT,
+                env={**os.environ, "TEST_SHARD": shard},
             )
-            for i, log in enumerate(logs)
+            for (_, marks, shard), log in zip(runs, logs, strict=True)
         ]
         try:
-            rest_rc = subprocess.call([*pytest, "-m", "not e2e", *argv])
-            browser_rcs = [b.wait() for b in browsers]
+            rcs = [p.wait() for p in procs]
         except BaseException:
-            for b in browsers:
-                b.terminate()
-                b.wait()
+            for p in procs:
+                p.terminate()
+                p.wait()
             raise
-        for i, log in enumerate(logs):
+        for (name, _, _), log in zip(runs[1:], logs[1:], strict=True):
+            assert log is not None
             log.seek(0)
-            print(f"\n=== browser tests, shard {i + 1} of {shards} (ran alongside the rest) ===")
+            print(f"\n=== {name} (ran alongside the first) ===")
             sys.stdout.flush()
             sys.stdout.buffer.write(log.read())
     minutes = (time.monotonic() - started) / 60
+    exits = ", ".join(f"{name}: {rc}" for (name, _, _), rc in zip(runs, rcs, strict=True))
     print(
-        f"\n=== rest: exit {rest_rc}; browser shards: exit {browser_rcs}; "
-        f"wall clock {minutes:.1f} min (load {os.getloadavg()[0]:.1f}) ===",
+        f"\n=== exit codes: {exits}; wall clock {minutes:.1f} min "
+        f"(load {os.getloadavg()[0]:.1f}) ===",
         flush=True,
     )
     # pytest's 5 ("no tests collected") is a failure here too: a run that ran nothing is wrong.
-    return 0 if rest_rc == 0 and all(rc == 0 for rc in browser_rcs) else 1
+    return 0 if all(rc == 0 for rc in rcs) else 1
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         "REDIS_KEY_PREFIX",
         "TEST_RUN_ID",
         "DJANGO_TEST_DB_NAME",
+        "TEST_SHARD",  # tests/split_run.py's: the child run would deselect its own test
     }
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
