@@ -246,7 +246,8 @@ def _launch(env: dict[str, str], kind: str) -> _Launched:
 
 def _wait_ready(server: LiveServer) -> LiveServer:
     port, proc = server.port, server.process
-    deadline = time.monotonic() + 30
+    # Generous: four test runs side by side on two slow cores took 30 s to start one.
+    deadline = time.monotonic() + 90
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:

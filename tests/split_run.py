@@ -7,7 +7,6 @@ isolated as any two runs are: its own database, Redis key prefix, media folder a
 processes (see config/settings/test.py). The first shard of the rest streams to the terminal;
 the other shards' output follows it. With arguments (`make test PYTEST_ARGS="tests/voice
 -x"`), one plain pytest run. E2E_SHARDS and REST_SHARDS set the number of shards (2 each).
-The rest runs niced: the browser tests come first when both want the CPU.
 
     python tests/split_run.py [pytest arguments]
 """
@@ -20,9 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
-REST_NICENESS = 10
-
 
 def main(argv: list[str]) -> int:
     pytest = [sys.executable, "-m", "pytest"]
@@ -46,9 +42,6 @@ def main(argv: list[str]) -> int:
                 stdout=log,
                 stderr=None if log is None else subprocess.STDOUT,
                 env={**os.environ, "TEST_SHARD": shard},
-                # The rest yields the CPU to the browser tests, whose real-time audio and
-                # video starve on a busy machine (a fake microphone sent silence at load 10).
-                preexec_fn=(lambda: os.nice(REST_NICENESS)) if "not e2e" in marks else None,
             )
             for (_, marks, shard), log in zip(runs, logs, strict=True)
         ]
