@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+
 def main(argv: list[str]) -> int:
     pytest = [sys.executable, "-m", "pytest"]
     if argv and any(not a.startswith("-") for a in argv):
