@@ -635,6 +635,7 @@ def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[o
             sessions0 = pg_sessions(db_name)
             xacts0 = pg_xacts(db_name)
             t0 = time.monotonic()
+            print(f"  {rate:.0f}/s: starts in 1 s ({args.seconds:.0f} s)", flush=True)
             for c in conns:
                 step = ("step", f"s{n}-", rate / args.clients, args.seconds, start_at, args.drain)
                 c.send(step)
