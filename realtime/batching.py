@@ -38,6 +38,10 @@ class PerLoop(Generic[T]):
 
 
 class Batcher(Generic[Item]):
+    # Seconds a batch waits for company before it goes (0: the next turn of the loop). Only
+    # for callers that do not wait on the reply to go on (stream acks): the others would wait.
+    gather: float = 0.0
+
     def __init__(self) -> None:
         self._waiting: list[tuple[Item, asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
@@ -46,17 +50,23 @@ class Batcher(Generic[Item]):
         raise NotImplementedError
 
     async def call(self, item: Item) -> Any:
+        return await self.submit(item)
+
+    def submit(self, item: Item) -> asyncio.Future[Any]:
+        """Queue `item`; the future gets its reply (or its exception)."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((item, reply))
         if self._sender is None:
             # Its own context: not the log context of the socket that happened to ask first.
             self._sender = loop.create_task(self._send(), context=contextvars.Context())
-        return await reply
+        return reply
 
     async def _send(self) -> None:
         try:
             while self._waiting:
+                if self.gather:
+                    await asyncio.sleep(self.gather)
                 batch, self._waiting = self._waiting, []
                 try:
                     replies = await self.send_batch([item for item, _ in batch])

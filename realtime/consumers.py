@@ -297,6 +297,10 @@ class BaseConsumer(AsyncWebsocketConsumer):
     async def on_disconnect(self, code: int) -> None:
         """Subclasses: release what the socket held (floor, queue place, location)."""
 
+    async def before_pong(self) -> None:
+        """Subclasses: finish what the frames before a ping started (a pong says they were
+        handled: the durable stream's acks are applied before it)."""
+
     async def on_ping(self) -> None:
         """Subclasses: a keep-alive came (the durable stream re-reads itself here)."""
 
@@ -373,6 +377,7 @@ class BaseConsumer(AsyncWebsocketConsumer):
         ref = data.get("ref") if isinstance(data.get("ref"), str) else None
         if data["type"] == "ping":
             await presence.heartbeat(self.user_id, self.channel_name)
+            await self.before_pong()
             await self.send_model(Pong())
             await self.on_ping()
             return

@@ -8,6 +8,7 @@ consumer, so the counters below need no lock.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ class StreamConsumerMixin(_Base):
     # A pump stopped by a full window: the next ack must pump again. Otherwise everything
     # up to the last read was sent, and what is appended later comes with its own nudge.
     _stream_blocked = False
+    # The last ack's trim, on its way (see on_ack).
+    _stream_ack_pending: asyncio.Future[Any] | None = None
 
     async def stream_start(self, device_pk: int) -> None:
         self.stream_device_pk = device_pk
@@ -62,14 +65,29 @@ class StreamConsumerMixin(_Base):
         if not self._stream_said_hello:
             raise ServiceError("hello_first", "say hello{last_seq} before acking")
         if msg.seq > self._stream_sent:
+            await self.before_pong()  # a refusal, too, comes after what came before it
             raise ServiceError(
                 "ack_ahead", f"seq {msg.seq} was not sent on this socket ({self._stream_sent})"
             )
         if msg.seq > self._stream_acked:
-            await _acks.get().call((device_pk, msg.seq))
+            # Not awaited: the socket goes on to its next frame and its deliveries while the
+            # trim is on its way (in a batch that gathers the process's acks for a few ms),
+            # so a delivery never waits behind the ack of the one before. The window counts
+            # the ack now: what it lets through is read after what was sent, never below.
+            # Acks are cumulative, so a trim that fails is made good by the next ack, or by
+            # the next hello{last_seq}.
             self._stream_acked = msg.seq
+            self._stream_ack_pending = _acks.get().submit((device_pk, msg.seq))
+            self._stream_ack_pending.add_done_callback(_ack_failed)
         if self._stream_blocked:
             await self.stream_pump()
+
+    async def before_pong(self) -> None:
+        """A pong (and an ack refused) comes once this socket's acks are applied: tests and
+        clients may take it as the barrier it was when an ack was awaited in turn."""
+        pending, self._stream_ack_pending = self._stream_ack_pending, None
+        if pending is not None:
+            await asyncio.wait([pending])
 
     async def stream_nudge(self, event: dict[str, Any]) -> None:
         if not self._stream_said_hello:
@@ -125,11 +143,19 @@ def _fetch(device_pk: int, after_seq: int, limit: int) -> list[dict[str, Any]]:
     return stream_render(device_pk=device_pk, items=items)
 
 
+def _ack_failed(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("stream: an ack's trim failed: %r", done.exception())
+
+
 class _AckBatcher(Batcher[tuple[int, int]]):
     """The acks of a process's sockets, one transaction in flight: those that come while one
-    is on its way go together in the next (one DELETE, one "delivered" tick per sender and
-    room, one BEGIN/COMMIT). Idle, an ack goes on the next turn of the loop, alone. Items are
-    `(device_pk, seq)`, the seq checked by the socket against what it sent."""
+    is on its way, or within `gather` of the first, go together in the next (one DELETE, one
+    "delivered" tick per sender and room, one BEGIN/COMMIT). Items are `(device_pk, seq)`,
+    the seq checked by the socket against what it sent. No socket waits on the reply (see
+    StreamConsumerMixin.on_ack), so the window costs only the trim's and the tick's delay."""
+
+    gather = settings.STREAM_ACK_GATHER_MS / 1000
 
     async def send_batch(self, items: list[tuple[int, int]]) -> list[Any]:
         try:

@@ -359,6 +359,9 @@ WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=30)
 WS_ADMISSION_CONCURRENCY = env.int("WS_ADMISSION_CONCURRENCY", default=64)
 # Durable stream (docs/protocols/stream.md): items a socket may have in flight unacked.
 STREAM_WINDOW = env.int("STREAM_WINDOW", default=200)
+# How long a process's first ack waits for others to share its statement. No socket waits on
+# it (a delivery does not queue behind the ack before it); the "delivered" tick is this late.
+STREAM_ACK_GATHER_MS = env.float("STREAM_ACK_GATHER_MS", default=10.0)
 # Each ASGI process renews a liveness key this often, with this TTL; survivors clean up
 # after a process whose key ran out (realtime/liveness.py), so within TTL + one beat.
 LIVENESS_BEAT_SECONDS = env.float("LIVENESS_BEAT_SECONDS", default=1.0)

@@ -78,6 +78,44 @@ async def test_a_socket_waiting_on_the_database_does_not_hold_up_another():
         await c.disconnect()
 
 
+async def test_a_delivery_does_not_wait_behind_the_ack_before_it_on_the_same_socket():
+    """An ack's trim is on its way while its socket goes on: a message pushed after the ack
+    reaches the device though the trim waits on a lock; a ping answers once it is done."""
+    alice, bob = await sync_to_async(member)(), await sync_to_async(member)()
+    room = await sync_to_async(room_create)(
+        creator=alice.user, name="", invite=[bob.mxid], is_direct=True
+    )
+    group = alice.olm.megolm_session()
+    await sync_to_async(share_room_key)(alice, room.room_id, group, bob)
+    bob_ws = await sync_socket(bob)
+    bob_frames = await hello(bob_ws, 0)
+
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_stream_rows, args=(bob.device.pk, locked, release))
+    holder.start()
+    try:
+        await sync_to_async(locked.wait, thread_sensitive=False)(30)
+        await bob_ws.send_json_to({"type": "ack", "seq": bob_frames[-1]["seq"]})
+        event_id = await sync_to_async(send_text, thread_sensitive=False)(
+            alice, room.room_id, group, "after the ack", "t1"
+        )
+        frames: list = []
+        while event_id not in [e["event_id"] for e in timeline(frames, room.room_id)]:
+            frames.append(await bob_ws.receive_json_from(timeout=20))
+        # The trim is still held up: what was acked is there.
+        assert await StreamItem.objects.filter(
+            device_pk=bob.device.pk, seq__lte=bob_frames[-1]["seq"]
+        ).aexists()
+    finally:
+        release.set()
+        await sync_to_async(holder.join, thread_sensitive=False)(30)
+    await settle(bob_ws)  # the pong comes after the trim
+    assert not await StreamItem.objects.filter(
+        device_pk=bob.device.pk, seq__lte=bob_frames[-1]["seq"]
+    ).aexists()
+    await bob_ws.disconnect()
+
+
 def test_a_fetch_and_an_ack_cost_the_same_queries_whatever_the_group_size():
     def cost(n_members: int) -> tuple[int, int]:
         sender = member()
