@@ -32,8 +32,9 @@ from voice.models import Channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# A witness's join takes ~20 ms here when nobody misbehaves; the review saw 1.7-3.8 s.
-JOIN_BOUND_S = 0.5
+# A witness's join takes ~20 ms here when nobody misbehaves; the review saw 1.7-3.8 s. Four
+# test runs side by side on a slow machine took up to 0.8 s without any stall.
+JOIN_BOUND_S = 1.5
 LEGACY_HASHER = "django.contrib.auth.hashers.PBKDF2PasswordHasher"
 
 
