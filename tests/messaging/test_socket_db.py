@@ -4,7 +4,9 @@ single database thread), and what a fetch and an ack cost the database."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -41,6 +43,27 @@ def hold_stream_rows(device_pk: int, locked: threading.Event, release: threading
         connection.close()
 
 
+@contextlib.asynccontextmanager
+async def stream_rows_held(device_pk: int) -> AsyncIterator[None]:
+    """Inside, another transaction holds the device's stream rows (`hold_stream_rows`)."""
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_stream_rows, args=(device_pk, locked, release))
+    holder.start()
+    try:
+        await sync_to_async(locked.wait, thread_sensitive=False)(30)
+        yield
+    finally:
+        release.set()
+        await sync_to_async(holder.join, thread_sensitive=False)(30)
+
+
+async def receive_until(ws: Any, event_id: str, room_id: str) -> None:
+    """Read `ws` until the timeline event `event_id` of `room_id` has come."""
+    frames: list = []
+    while event_id not in [e["event_id"] for e in timeline(frames, room_id)]:
+        frames.append(await ws.receive_json_from(timeout=20))
+
+
 async def test_a_socket_waiting_on_the_database_does_not_hold_up_another():
     alice, bob, carol = [await sync_to_async(member)() for _ in range(3)]
     await sync_to_async(room_create)(  # Bob has a stream to ack
@@ -55,23 +78,14 @@ async def test_a_socket_waiting_on_the_database_does_not_hold_up_another():
     bob_frames = await hello(bob_ws, 0)
     await hello(carol_ws, 0)
 
-    locked, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_stream_rows, args=(bob.device.pk, locked, release))
-    holder.start()
-    try:
-        await sync_to_async(locked.wait, thread_sensitive=False)(30)
+    async with stream_rows_held(bob.device.pk):
         # Bob's ack now waits on the lock, inside his socket's database call...
         await bob_ws.send_json_to({"type": "ack", "seq": bob_frames[-1]["seq"]})
         # ...while Carol's socket still gets a message pushed and answers a ping.
         event_id = await sync_to_async(send_text, thread_sensitive=False)(
             alice, with_carol.room_id, group, "not stuck", "t1"
         )
-        frames: list = []
-        while event_id not in [e["event_id"] for e in timeline(frames, with_carol.room_id)]:
-            frames.append(await carol_ws.receive_json_from(timeout=20))
-    finally:
-        release.set()
-        await sync_to_async(holder.join, thread_sensitive=False)(30)
+        await receive_until(carol_ws, event_id, with_carol.room_id)
     assert await settle(bob_ws) == []  # the ack went through once the lock was gone
     assert not await StreamItem.objects.filter(device_pk=bob.device.pk).aexists()
     for c in (bob_ws, carol_ws):
@@ -90,25 +104,16 @@ async def test_a_delivery_does_not_wait_behind_the_ack_before_it_on_the_same_soc
     bob_ws = await sync_socket(bob)
     bob_frames = await hello(bob_ws, 0)
 
-    locked, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_stream_rows, args=(bob.device.pk, locked, release))
-    holder.start()
-    try:
-        await sync_to_async(locked.wait, thread_sensitive=False)(30)
+    async with stream_rows_held(bob.device.pk):
         await bob_ws.send_json_to({"type": "ack", "seq": bob_frames[-1]["seq"]})
         event_id = await sync_to_async(send_text, thread_sensitive=False)(
             alice, room.room_id, group, "after the ack", "t1"
         )
-        frames: list = []
-        while event_id not in [e["event_id"] for e in timeline(frames, room.room_id)]:
-            frames.append(await bob_ws.receive_json_from(timeout=20))
+        await receive_until(bob_ws, event_id, room.room_id)
         # The trim is still held up: what was acked is there.
         assert await StreamItem.objects.filter(
             device_pk=bob.device.pk, seq__lte=bob_frames[-1]["seq"]
         ).aexists()
-    finally:
-        release.set()
-        await sync_to_async(holder.join, thread_sensitive=False)(30)
     await settle(bob_ws)  # the pong comes after the trim
     assert not await StreamItem.objects.filter(
         device_pk=bob.device.pk, seq__lte=bob_frames[-1]["seq"]
