@@ -12,6 +12,7 @@ urlpatterns = [
     path("", views.app, name="app"),
     path(C + "account/whoami", views.whoami, name="whoami"),
     path(C + "devices", views.devices, name="devices"),
+    path(C + "voip/turnServer", views.turn_server, name="turn_server"),
     path(C + "keys/upload", views.keys_upload, name="keys_upload"),
     path(C + "keys/query", views.keys_query, name="keys_query"),
     path(C + "keys/claim", views.keys_claim, name="keys_claim"),

@@ -17,6 +17,7 @@ from django.shortcuts import render
 from pydantic import BaseModel, ValidationError
 
 from accounts.selectors import hidden_presence_ids, meets_age_rule
+from realtime import turn
 from realtime.errors import ServiceError
 from realtime.presence import online_ids_sync
 
@@ -122,6 +123,12 @@ def _parse(request: HttpRequest, schema: type[BaseModel] | None) -> Any:
 @endpoint("GET")
 def whoami(request: HttpRequest, body: None) -> Any:
     return {"user_id": mxid(_uid(request)), "device_id": request.device.device_id}  # type: ignore[attr-defined]
+
+
+@endpoint("GET")
+def turn_server(request: HttpRequest, body: None) -> Any:
+    """ICE servers for a call (Matrix's voip/turnServer): the relay video chat uses too."""
+    return turn.turn_server(user_id=_uid(request))
 
 
 @endpoint("GET")

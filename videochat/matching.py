@@ -31,14 +31,14 @@ from pydantic import BaseModel
 
 from accounts.models import User
 from accounts.selectors import profile_of
-from realtime import closecodes, metrics
+from realtime import closecodes, metrics, turn
 from realtime.batching import Batcher, PerLoop
 from realtime.dbpool import pooled
 from realtime.errors import ServiceError
 from realtime.events import send_to
 from realtime.schemas import ErrorFrame
 
-from . import events, geo, live, selectors, services, translation, turn
+from . import events, geo, live, selectors, services, translation
 from . import matchmaking as mm
 from .models import Report
 from .schemas import (

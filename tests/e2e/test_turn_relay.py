@@ -1,6 +1,6 @@
 """A video call that may only go through TURN (iceTransportPolicy "relay") between two
 Chromium pages, through Debian's coturn configured with deploy/coturn/turnserver.conf and
-the credentials the app issues (videochat.turn.ice_servers, the `ready` frame's ICE
+the credentials the app issues (realtime.turn.ice_servers, the `ready` frame's ICE
 servers); expired credentials are refused by coturn."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from realtime.turn import ice_servers
 from tests.coturn_stack import TurnServer, start_turnserver
-from videochat.turn import ice_servers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

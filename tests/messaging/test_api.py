@@ -4,6 +4,9 @@ keys and ciphertexts."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 from typing import Any
@@ -77,6 +80,33 @@ def test_whoami_names_the_sessions_own_device():
         "user_id": alice.mxid,
         "device_id": alice.device.device_id,
     }
+
+
+def test_a_call_gets_the_relays_ice_servers_with_a_credential_coturn_accepts():
+    """voip/turnServer, in Matrix's shape: the STUN and TURN URIs and a credential in
+    coturn's use-auth-secret form (HMAC-SHA1 of "<expiry>:<user id>"), for the caller only."""
+    alice = Browser()
+    with override_settings(
+        VIDEOCHAT_STUN_URLS=["stun:turn.example.test:3478"],
+        VIDEOCHAT_TURN_URLS=["turn:turn.example.test:3478?transport=udp"],
+        VIDEOCHAT_TURN_SECRET="s3cret",
+        VIDEOCHAT_TURN_TTL_SECONDS=600,
+    ):
+        before = int(time.time())
+        answer = alice.ok("GET", "voip/turnServer")
+    assert answer["uris"] == [
+        "stun:turn.example.test:3478",
+        "turn:turn.example.test:3478?transport=udp",
+    ]
+    assert answer["ttl"] == 600
+    expiry, user = answer["username"].split(":")
+    assert int(user) == alice.user.pk and before + 600 <= int(expiry) <= int(time.time()) + 600
+    digest = hmac.new(b"s3cret", answer["username"].encode(), hashlib.sha1).digest()
+    assert answer["password"] == base64.b64encode(digest).decode()
+    # No relay configured: STUN only, and no credential to hand out.
+    with override_settings(VIDEOCHAT_TURN_URLS=[], VIDEOCHAT_STUN_URLS=[]):
+        assert alice.ok("GET", "voip/turnServer") == {"uris": [], "ttl": 3600}
+    assert Client().get(C + "voip/turnServer").status_code == 401
 
 
 def test_without_a_session_the_api_answers_401_in_the_specs_shape():

@@ -1,4 +1,6 @@
-"""ICE servers handed to a signed-in client in `ready`.
+"""ICE servers for a signed-in client's WebRTC calls: video chat hands them out in `ready`,
+CallsApp at `voip/turnServer` (Matrix's shape). One relay serves both products, so its
+settings keep the name of the first (VIDEOCHAT_*).
 
 TURN relays media for peers that cannot reach each other directly, so it is worth abusing;
 coturn's `use-auth-secret` mode lets us mint credentials that expire without coturn having
@@ -41,3 +43,15 @@ def ice_servers(*, user_id: int | None, now: float | None = None) -> list[dict[s
             }
         )
     return servers
+
+
+def turn_server(*, user_id: int, now: float | None = None) -> dict[str, object]:
+    """Matrix's `GET voip/turnServer` answer: every STUN and TURN URI, and the TURN
+    credential when a secret is set (else none: STUN needs none)."""
+    uris = list(settings.VIDEOCHAT_STUN_URLS)
+    answer: dict[str, object] = {"uris": uris, "ttl": settings.VIDEOCHAT_TURN_TTL_SECONDS}
+    if settings.VIDEOCHAT_TURN_URLS and settings.VIDEOCHAT_TURN_SECRET:
+        username, credential = turn_credential(user_id=user_id, now=now)
+        uris += list(settings.VIDEOCHAT_TURN_URLS)
+        answer.update(username=username, password=credential)
+    return answer
