@@ -1,5 +1,7 @@
 // CallsApp page: conversation list, chat view, composer, group management, devices and
-// verification. The cryptography and the sync stream are in client.js; this file only draws.
+// verification, calls. The cryptography and the sync stream are in client.js, the calls'
+// WebRTC in calls.js; this file only draws.
+import { CallManager } from "./calls.js";
 import { CallsClient, undecryptableReason } from "./client.js";
 
 const root = document.querySelector("[data-callsapp]");
@@ -7,6 +9,7 @@ const $ = (sel, el = root) => el.querySelector(sel);
 const $$ = (sel, el = root) => [...el.querySelectorAll(sel)];
 
 let client = null;
+let calls = null;
 let current = null; // open room id
 let verification = null; // { request, sas }
 
@@ -37,6 +40,33 @@ function time(ts) {
   const d = new Date(ts);
   const today = new Date().toDateString() === d.toDateString();
   return today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : d.toLocaleDateString();
+}
+
+function duration(ms) {
+  const total = Math.max(0, Math.round(ms / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const sec = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
+}
+
+/** One call's line in the chat: who called, whether it was answered, and for how long. */
+function callLogText(record) {
+  const c = record.content || {};
+  const kind = c.video ? "video call" : "voice call";
+  const answered = c.answered_ts != null;
+  const length = answered && c.ended_ts != null ? ` · ${duration(c.ended_ts - c.answered_ts)}` : "";
+  if (record.mine) {
+    if (answered) return { text: `Outgoing ${kind}${length}`, icon: "phone-outgoing" };
+    const why = { user_busy: "busy on another call", declined: "declined", invite_timeout: "no answer" }[c.reason];
+    return { text: `Outgoing ${kind}${why ? ` · ${why}` : c.ended_ts != null ? " · cancelled" : ""}`, icon: "phone-outgoing" };
+  }
+  if (answered) return { text: `Incoming ${kind}${length}`, icon: "phone-incoming" };
+  if (c.reason === "declined") return { text: `Declined ${kind}`, icon: "phone-missed", missed: true };
+  if (c.ended_ts == null && calls?.call?.id === record.event_id.slice("call:".length)) {
+    return { text: `Incoming ${kind}`, icon: "phone-incoming" };
+  }
+  return { text: `Missed ${kind}`, icon: "phone-missed", missed: true };
 }
 
 function showError(form, err) {
@@ -124,6 +154,13 @@ async function drawMessage(record) {
     dataset: { eventId: record.event_id, kind: record.kind },
     "data-testid": "message",
   });
+  if (record.kind === "call") {
+    const log = callLogText(record);
+    li.className = `ca-calllog${log.missed ? " missed" : ""}`;
+    li.setAttribute("data-testid", "call-log");
+    li.append(icon(log.icon), el("span", { text: `${log.text} · ${time(record.ts)}` }));
+    return li;
+  }
   if (record.kind === "notice") {
     li.className = "ca-notice";
     li.setAttribute("data-testid", "notice");
@@ -249,6 +286,7 @@ async function drawChatHead() {
   }
   $("[data-left]").hidden = !room.left;
   $("[data-form=composer]").hidden = Boolean(room.left);
+  for (const button of $$("[data-direct-only]")) button.hidden = !room.is_direct || Boolean(room.left);
   await drawKeyChange(room);
 }
 
@@ -497,6 +535,72 @@ function watchVerification(request) {
 
 // --- actions
 
+const CALL_ENDED = {
+  user_busy: "Busy: on another call",
+  declined: "Declined",
+  invite_timeout: "No answer",
+  missed: "Missed call",
+  answered_elsewhere: "Answered on another device",
+  ice_failed: "The connection failed",
+};
+let callTicker = null;
+let shownCall = null;
+
+/** The call overlay: ringing, connecting, the running length, or why it ended. */
+function drawCall(call) {
+  const box = $("[data-call]");
+  clearInterval(callTicker);
+  callTicker = null;
+  if (!call) {
+    box.hidden = true;
+    box.classList.remove("mini"); // the next call opens full size
+    $("[data-action=call-minimize]").setAttribute("aria-pressed", "false");
+    $("[data-minimize-label]").textContent = "Chats";
+    return;
+  }
+  shownCall = call;
+  box.hidden = false;
+  box.dataset.state = call.state;
+  box.dataset.direction = call.direction;
+  box.toggleAttribute("data-video", call.video);
+  $("[data-call-peer]").textContent = client.displayName(call.peer);
+  const status = $("[data-call-status]");
+  const ringingIn = call.direction === "in" && call.state === "ringing";
+  const live = call.state === "connecting" || call.state === "connected";
+  if (call.state === "connected") {
+    const tick = () => (status.textContent = duration(Date.now() - call.connectedAt));
+    tick();
+    callTicker = setInterval(tick, 1000);
+  } else if (call.state === "ended") {
+    status.textContent =
+      call.reason === "media_failed"
+        ? `No camera or microphone: ${call.detail}`
+        : CALL_ENDED[call.reason] || "Call ended";
+    // The reason stays in view for a moment, unless another call has begun.
+    setTimeout(() => {
+      if (shownCall === call) drawCall(null);
+    }, 2500);
+  } else {
+    status.textContent = {
+      starting: "Starting…",
+      ringing: ringingIn ? `Incoming ${call.video ? "video" : "voice"} call` : "Ringing…",
+      connecting: "Connecting…",
+    }[call.state];
+  }
+  $("[data-action=call-accept]").hidden = !ringingIn;
+  $("[data-action=call-mute]").hidden = !live;
+  $("[data-action=call-mute]").setAttribute("aria-pressed", String(call.muted));
+  $("[data-action=call-camera]").hidden = !live || !call.video;
+  $("[data-action=call-camera]").setAttribute("aria-pressed", String(call.cameraOff));
+  $("[data-action=call-hangup]").hidden = call.state === "ended";
+  $("[data-action=call-minimize]").hidden = !live;
+  $("[data-hangup-label]").textContent = ringingIn ? "Decline" : "Hang up";
+  const remote = $("[data-remote-video]");
+  if (remote.srcObject !== call.remoteStream) remote.srcObject = call.remoteStream;
+  const local = $("[data-local-video]");
+  if (local.srcObject !== call.localStream) local.srcObject = call.localStream;
+}
+
 async function act(action, target) {
   const userId = target.closest("[data-user-id]")?.dataset.userId;
   switch (action) {
@@ -576,6 +680,31 @@ async function act(action, target) {
       verification = null;
       await drawVerification();
       break;
+    case "call-audio":
+    case "call-video": {
+      const room = await client.history.room(current);
+      const peer = room?.members.find((u) => u !== client.userId);
+      if (peer) await calls.place(current, peer, { video: action === "call-video" });
+      break;
+    }
+    case "call-accept":
+      await calls.accept();
+      break;
+    case "call-hangup":
+      calls.hangup();
+      break;
+    case "call-mute":
+      calls.toggleMute();
+      break;
+    case "call-camera":
+      calls.toggleCamera();
+      break;
+    case "call-minimize": {
+      const mini = $("[data-call]").classList.toggle("mini");
+      target.setAttribute("aria-pressed", String(mini));
+      $("[data-minimize-label]").textContent = mini ? "Back to call" : "Chats";
+      break;
+    }
     case "ack-keychange":
       for (const u of $("[data-keychange]").dataset.users.split(" ").filter(Boolean)) await client.acknowledgeKeyChange(u);
       await drawChatHead();
@@ -683,6 +812,13 @@ async function main() {
     return;
   }
   window.callsapp = client; // for the browser tests and the curious
+  calls = new CallManager(client);
+  client.calls = calls;
+  client.addEventListener("call", (ev) => calls.onEvent(ev.detail));
+  calls.addEventListener("state", (ev) => {
+    drawCall(ev.detail);
+    if (current && ev.detail?.roomId === current) drawTimeline(); // the call log's line
+  });
   if (client.evicted) {
     setState(
       "evicted",

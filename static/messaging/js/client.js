@@ -506,6 +506,12 @@ export class CallsClient extends EventTarget {
   }
 
   async storeDecrypted(base, clear, shield) {
+    if (typeof clear.type === "string" && clear.type.startsWith("m.call.")) {
+      // Kept as seen (not shown), so a redelivery after a reconnect does not ring again.
+      await this.history.putEvent({ ...base, kind: "hidden" }, null);
+      await this.onCallEvent(base.room_id, base.sender, clear.type, clear.content || {}, base.ts);
+      return;
+    }
     if (clear.type !== "m.room.message") {
       await this.history.putEvent({ ...base, kind: "hidden" }, null);
       return;
@@ -685,6 +691,51 @@ export class CallsClient extends EventTarget {
     for (const txn of [...this.socketSends.keys()]) {
       this.settleSocketSend(txn, new SocketSendLost("socket closed"));
     }
+  }
+
+  /** Encrypt and send one m.call.* event (calls.js); it goes in the call log here too. */
+  async sendCallEvent(roomId, type, content) {
+    await this.shareRoomKey(roomId);
+    const encrypted = await this.machine.encryptRoomEvent(new this.sdk.RoomId(roomId), type, JSON.stringify(content));
+    const { event_id: eventId } = await this.sendRoomEvent(roomId, txnId(), encrypted);
+    const fingerprint = await sha256b64(new TextEncoder().encode(JSON.parse(encrypted).ciphertext || ""));
+    await this.history.setMeta(`ct:${fingerprint}`, eventId);
+    await this.logCall(roomId, this.userId, type, content, Date.now());
+    return eventId;
+  }
+
+  /** A decrypted call event: into the call log, then to the call manager (calls.js). */
+  async onCallEvent(roomId, sender, type, content, ts) {
+    if (typeof content.call_id !== "string" || !content.call_id) return;
+    if (!(await this.history.room(roomId))?.is_direct) return; // calls are 1:1 only
+    await this.logCall(roomId, sender, type, content, ts);
+    this.emit("call", { roomId, sender, type, content, ts });
+  }
+
+  /**
+   * The call log: one timeline entry a call (invite, answer, end), kept as this device's
+   * record of it like a message, and never offered for deletion. Only answered calls get a
+   * length; an incoming call nobody answered is a missed call.
+   */
+  async logCall(roomId, sender, type, content, ts) {
+    const id = `call:${content.call_id}`;
+    const existing = (await this.history.event(id)) || null;
+    const log = existing ? (await this.history.unseal(existing.sealed)) || {} : {};
+    const record = existing || { event_id: id, room_id: roomId, ts, kind: "call", sender, mine: sender === this.userId };
+    if (type === "m.call.invite") {
+      Object.assign(record, { ts, sender, mine: sender === this.userId });
+      log.video = /\nm=video /.test(content.offer?.sdp || "");
+    } else if (type === "m.call.answer") {
+      log.answered_ts ??= ts;
+    } else if (type === "m.call.hangup" || type === "m.call.reject") {
+      log.ended_ts ??= ts;
+      log.reason ??= type === "m.call.reject" ? "declined" : content.reason || "user_hangup";
+    } else {
+      return;
+    }
+    await this.history.putEvent(record, log);
+    if (type === "m.call.invite" && !record.mine) await this.bumpUnread(roomId, ts);
+    this.emit("timeline", roomId);
   }
 
   sendText(roomId, body) {

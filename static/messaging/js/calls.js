@@ -1,0 +1,249 @@
+// 1:1 calls. Media goes browser to browser over WebRTC (DTLS-SRTP; through the TURN relay when
+// the two cannot reach each other, which then forwards packets it cannot read). Signalling is
+// Matrix's VoIP events (m.call.invite, answer, candidates, hangup, reject), each sent as a
+// Megolm-encrypted room event like a message: the server relays ciphertext and never sees an
+// SDP or an address candidate. DOM-free: the page draws from the "state" events.
+//
+// Every device of the callee rings; the first to answer takes the call and the others stop
+// when they see that answer (it reaches the callee's own devices as a room event). A device
+// already in a call answers a new invite with hangup(user_busy). An invite older than its
+// lifetime is never rung: a device that comes online late shows it as missed.
+import { api } from "./api.js";
+
+export const INVITE_LIFETIME_MS = 60000;
+const CANDIDATE_BATCH_MS = 100; // candidates trickle in: a few events, not one each
+
+function newCallId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function iceServers(answer) {
+  const uris = answer?.uris || [];
+  if (!uris.length) return [];
+  const server = { urls: uris };
+  if (answer.username) Object.assign(server, { username: answer.username, credential: answer.password });
+  return [server];
+}
+
+export class CallManager extends EventTarget {
+  constructor(client, { getUserMedia = (c) => navigator.mediaDevices.getUserMedia(c) } = {}) {
+    super();
+    this.client = client;
+    this.getUserMedia = getUserMedia;
+    this.call = null;
+    this.sending = Promise.resolve(); // this device's call events, sent in order
+  }
+
+  get partyId() {
+    return this.client.deviceId;
+  }
+
+  emit() {
+    this.dispatchEvent(new CustomEvent("state", { detail: this.call }));
+  }
+
+  /** Call `peer` in the direct room `roomId`. */
+  async place(roomId, peer, { video = false } = {}) {
+    if (this.call) throw new Error("you are already in a call");
+    const call = this.newCall({ id: newCallId(), roomId, peer, direction: "out", video, state: "starting" });
+    try {
+      await this.startMedia(call);
+      const offer = await call.pc.createOffer();
+      await call.pc.setLocalDescription(offer);
+      if (call.state === "ended") return;
+      call.state = "ringing";
+      this.emit();
+      this.send(call, "m.call.invite", {
+        lifetime: INVITE_LIFETIME_MS,
+        offer: { type: "offer", sdp: call.pc.localDescription.sdp },
+      });
+      call.timer = setTimeout(() => this.hangup("invite_timeout"), INVITE_LIFETIME_MS);
+    } catch (err) {
+      this.end(call, "media_failed", err.message);
+      throw err;
+    }
+  }
+
+  /** Take the ringing call on this device. */
+  async accept() {
+    const call = this.call;
+    if (!call || call.direction !== "in" || call.state !== "ringing") return;
+    call.state = "connecting";
+    clearTimeout(call.timer);
+    this.emit();
+    try {
+      await this.startMedia(call);
+      await call.pc.setRemoteDescription(call.offer);
+      await this.flushRemoteCandidates(call);
+      const answer = await call.pc.createAnswer();
+      await call.pc.setLocalDescription(answer);
+      if (call.state === "ended") return;
+      this.send(call, "m.call.answer", { answer: { type: "answer", sdp: call.pc.localDescription.sdp } });
+    } catch (err) {
+      this.hangup("media_failed", err.message);
+    }
+  }
+
+  decline() {
+    const call = this.call;
+    if (!call || call.direction !== "in" || call.state !== "ringing") return;
+    this.send(call, "m.call.reject", {});
+    this.end(call, "declined");
+  }
+
+  /** End the call from this side: the other side is told why. */
+  hangup(reason = "user_hangup", detail = "") {
+    const call = this.call;
+    if (!call) return;
+    if (call.direction === "in" && call.state === "ringing") return this.decline();
+    this.send(call, "m.call.hangup", { reason });
+    this.end(call, reason, detail);
+  }
+
+  toggleMute() {
+    const call = this.call;
+    if (!call?.localStream) return;
+    call.muted = !call.muted;
+    for (const track of call.localStream.getAudioTracks()) track.enabled = !call.muted;
+    this.emit();
+  }
+
+  toggleCamera() {
+    const call = this.call;
+    if (!call?.localStream) return;
+    call.cameraOff = !call.cameraOff;
+    for (const track of call.localStream.getVideoTracks()) track.enabled = !call.cameraOff;
+    this.emit();
+  }
+
+  /** A decrypted m.call.* room event (client.js), from anyone in any room. */
+  onEvent({ roomId, sender, type, content, ts }) {
+    const mine = sender === this.client.userId;
+    const call = this.call;
+    const current = call && call.id === content.call_id ? call : null;
+    if (type === "m.call.invite") {
+      if (mine || Date.now() - ts > (content.lifetime || INVITE_LIFETIME_MS)) return;
+      if (call) {
+        if (!current) this.sendFor(roomId, content.call_id, "m.call.hangup", { reason: "user_busy" });
+        return;
+      }
+      const video = /\nm=video /.test(content.offer?.sdp || "");
+      const incoming = this.newCall({ id: content.call_id, roomId, peer: sender, direction: "in", video, state: "ringing" });
+      incoming.offer = content.offer;
+      incoming.remoteParty = content.party_id;
+      incoming.timer = setTimeout(() => this.end(incoming, "missed"), content.lifetime || INVITE_LIFETIME_MS);
+      this.emit();
+      return;
+    }
+    if (!current) return;
+    if (mine) {
+      // Another device of mine took or refused this call: this one stops ringing.
+      if (current.direction === "in" && current.state === "ringing" && content.party_id !== this.partyId) {
+        this.end(current, type === "m.call.answer" ? "answered_elsewhere" : "declined");
+      }
+      return;
+    }
+    if (current.remoteParty && content.party_id && content.party_id !== current.remoteParty) return;
+    if (type === "m.call.answer" && current.direction === "out" && current.state === "ringing") {
+      current.remoteParty = content.party_id;
+      clearTimeout(current.timer);
+      current.state = "connecting";
+      this.emit();
+      current.pc
+        .setRemoteDescription(content.answer)
+        .then(() => this.flushRemoteCandidates(current))
+        .catch((err) => this.hangup("ice_failed", err.message));
+    } else if (type === "m.call.candidates") {
+      current.remoteCandidates.push(...(content.candidates || []));
+      if (current.pc?.remoteDescription) this.flushRemoteCandidates(current);
+    } else if (type === "m.call.hangup" || type === "m.call.reject") {
+      this.end(current, type === "m.call.reject" ? "declined" : content.reason || "user_hangup");
+    }
+  }
+
+  // --- inside
+  newCall(fields) {
+    this.call = {
+      ...fields,
+      pc: null,
+      localStream: null,
+      remoteStream: null,
+      remoteCandidates: [],
+      outCandidates: [],
+      candidateTimer: null,
+      timer: null,
+      muted: false,
+      cameraOff: false,
+      connectedAt: null,
+      reason: null,
+      detail: "",
+    };
+    return this.call;
+  }
+
+  async startMedia(call) {
+    const servers = await api("GET", "voip/turnServer").catch(() => ({}));
+    call.localStream = await this.getUserMedia({ audio: true, video: call.video });
+    if (call.state === "ended") {
+      for (const track of call.localStream.getTracks()) track.stop();
+      return;
+    }
+    const pc = new RTCPeerConnection({ iceServers: iceServers(servers) });
+    call.pc = pc;
+    for (const track of call.localStream.getTracks()) pc.addTrack(track, call.localStream);
+    pc.onicecandidate = ({ candidate }) => {
+      if (!candidate || !candidate.candidate) return;
+      call.outCandidates.push(candidate.toJSON());
+      call.candidateTimer ??= setTimeout(() => {
+        call.candidateTimer = null;
+        const candidates = call.outCandidates.splice(0);
+        if (candidates.length && call.state !== "ended") this.send(call, "m.call.candidates", { candidates });
+      }, CANDIDATE_BATCH_MS);
+    };
+    pc.ontrack = (ev) => {
+      call.remoteStream = ev.streams[0] || new MediaStream([ev.track]);
+      this.emit();
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected" && call.state !== "connected") {
+        call.state = "connected";
+        call.connectedAt = Date.now();
+        this.emit();
+      } else if (pc.connectionState === "failed" && call.state !== "ended") {
+        this.hangup("ice_failed", "the connection failed");
+      }
+    };
+    this.emit();
+  }
+
+  async flushRemoteCandidates(call) {
+    for (const candidate of call.remoteCandidates.splice(0)) {
+      await call.pc.addIceCandidate(candidate).catch(() => {}); // a stale one is harmless
+    }
+  }
+
+  send(call, type, content) {
+    this.sendFor(call.roomId, call.id, type, content);
+  }
+
+  sendFor(roomId, callId, type, content) {
+    const full = { call_id: callId, party_id: this.partyId, version: "1", ...content };
+    this.sending = this.sending
+      .then(() => this.client.sendCallEvent(roomId, type, full))
+      .catch((err) => console.warn("call event not sent", type, err));
+  }
+
+  end(call, reason, detail = "") {
+    if (call.state === "ended") return;
+    call.state = "ended";
+    call.reason = reason;
+    call.detail = detail;
+    clearTimeout(call.timer);
+    clearTimeout(call.candidateTimer);
+    call.pc?.close();
+    for (const track of call.localStream?.getTracks() || []) track.stop();
+    this.emit();
+    if (this.call === call) this.call = null;
+  }
+}
