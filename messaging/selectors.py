@@ -33,7 +33,13 @@ SYNC_KIND = "messaging.sync"
 OTK_ALGORITHM = "signed_curve25519"
 
 
+DELETED_ACCOUNT_NAME = "Deleted account"
+
+
 def display_name(user: User) -> str:
+    # A deleted account is inaccessible at once, its name too, not only after the purge.
+    if user.deletion_requested_at is not None:
+        return DELETED_ACCOUNT_NAME
     profile = getattr(user, "profile", None)
     return (profile.nickname if profile else "") or f"user {user.pk}"
 

@@ -1,8 +1,10 @@
 """Who may see whom online: only contacts (people who share a room), never across a block in
-either direction, never a deleted account. On the live presence socket and over HTTP."""
+either direction, never a deleted account. On the live presence socket and over HTTP. And a
+deleted account's name is gone from its rooms at once."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -143,3 +145,20 @@ async def test_a_deleted_account_is_offline_on_the_socket(amake_user):
     w, online = await watching(watcher, target)
     assert online is False
     await w.disconnect()
+
+
+def test_a_deleted_member_shows_as_deleted_account_at_once():
+    alice, bob = Browser(), Browser(nickname="bobby")
+    room_id = alice.ok("POST", "createRoom", {"invite": [bob.mxid], "name": "g"})["room_id"]
+    members = alice.ok("GET", f"rooms/{room_id}/joined_members")["joined"]
+    assert members[bob.mxid] == {"display_name": "bobby"}
+
+    account_delete_request(user=bob.user)  # purged only after the grace period
+    members = alice.ok("GET", f"rooms/{room_id}/joined_members")["joined"]
+    assert members[bob.mxid] == {"display_name": "Deleted account"}
+    state = alice.ok("GET", f"rooms/{room_id}/state")
+    names = {
+        e["state_key"]: e["content"]["displayname"] for e in state if e["type"] == "m.room.member"
+    }
+    assert names == {alice.mxid: alice.user.profile.nickname, bob.mxid: "Deleted account"}
+    assert "bobby" not in json.dumps(state)
