@@ -9,6 +9,7 @@ class MessagingConfig(AppConfig):
         from django.db.models.signals import post_delete
 
         from accounts.models import Device
+        from realtime import hooks
         from realtime.stream import register_ack_statement, register_renderer, register_trim_hook
 
         from . import privacy, selectors, services
@@ -18,6 +19,8 @@ class MessagingConfig(AppConfig):
         register_trim_hook(selectors.EVENT_KIND, services.events_trimmed)
         register_ack_statement(selectors.EVENT_KIND, services.acks_settle)
         privacy.register()
+        # Presence is for contacts nobody blocked; realtime/ asks through its hook.
+        hooks.register_presence_audience(may_see=selectors.presence_audience)
 
         # identity's services delete a Device when its session ends (logout, forget, sign out
         # everywhere): its stream goes, and contacts re-read the user's devices.

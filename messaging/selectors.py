@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q, Value
+from django.db.models import Count, Exists, OuterRef, Q, Value
 
 from accounts.models import Device, Profile, User
 from realtime.errors import ServiceError
@@ -33,7 +33,13 @@ SYNC_KIND = "messaging.sync"
 OTK_ALGORITHM = "signed_curve25519"
 
 
+DELETED_ACCOUNT_NAME = "Deleted account"
+
+
 def display_name(user: User) -> str:
+    # A deleted account is inaccessible at once, its name too, not only after the purge.
+    if user.deletion_requested_at is not None:
+        return DELETED_ACCOUNT_NAME
     profile = getattr(user, "profile", None)
     return (profile.nickname if profile else "") or f"user {user.pk}"
 
@@ -86,6 +92,31 @@ def contact_ids(user_id: int) -> set[int]:
     ids = set(Membership.objects.filter(room_id__in=rooms).values_list("user_id", flat=True))
     ids.add(user_id)
     return ids
+
+
+def presence_audience(watcher_id: int, user_ids: Iterable[int]) -> set[int]:
+    """Of `user_ids`, those `watcher_id` may see online at all (realtime.hooks): contacts
+    (a shared room) where neither blocked the other, whose account is not deleted or
+    deactivated. Their own choice to hide their status is applied on top."""
+    ids = set(user_ids)
+    if not ids:
+        return set()
+    blocks = Block.objects.filter(
+        Q(blocker_id=watcher_id, blocked_id=OuterRef("pk"))
+        | Q(blocked_id=watcher_id, blocker_id=OuterRef("pk"))
+    )
+    found = (
+        User.objects.filter(
+            pk__in=ids,
+            is_active=True,
+            deletion_requested_at=None,
+            room_memberships__room__memberships__user_id=watcher_id,
+        )
+        .exclude(Exists(blocks))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    return set(found) | (ids & {watcher_id})
 
 
 def key_devices_of(user_ids: Iterable[int]) -> list[tuple[int, int]]:

@@ -24,6 +24,7 @@ from realtime.events import send_on_commit
 from realtime.keys import stream_group
 from realtime.models import IdempotencyKey, StreamItem
 from realtime.ratelimit import allow
+from realtime.services import presence_revoked
 from realtime.stream import (
     NewItem,
     prepared_cursor,
@@ -566,6 +567,8 @@ def _member_event(room: Room, actor_id: int, user: User, membership: str) -> Non
     else:
         still = selectors.contact_ids(user.pk)
         gone = [m for m in members if m not in still]
+        # No longer contacts: they stop seeing each other online.
+        presence_revoked(user_id=user.pk, others=gone)
         if gone:
             stream_append(
                 items=_sync_items(
@@ -1290,6 +1293,8 @@ def ignored_users_set(*, user: User, ignored: Iterable[str]) -> None:
         existing = set(Block.objects.filter(blocker=user).values_list("blocked_id", flat=True))
         real = set(User.objects.filter(pk__in=pks - existing).values_list("pk", flat=True))
         Block.objects.bulk_create([Block(blocker=user, blocked_id=pk) for pk in real])
+        # A block ends presence both ways, including watches already open.
+        presence_revoked(user_id=user.pk, others=real)
 
 
 def privacy_settings_set(

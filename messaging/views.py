@@ -295,7 +295,8 @@ def ignored_users(request: HttpRequest, body: IgnoredUsers | None, user_id: str)
 @endpoint("GET")
 def presence_status(request: HttpRequest, body: None, user_id: str) -> Any:
     pk = user_pk(user_id)
-    if pk is None or pk not in selectors.contact_ids(_uid(request)):
+    # Not a contact, blocked either way, or deleted: the same answer as a missing user.
+    if pk is None or pk not in selectors.presence_audience(_uid(request), [pk]):
         raise not_found("no such user among your contacts")
     visible = pk not in hidden_presence_ids([pk]) and pk in online_ids_sync([pk])
     return {"presence": "online" if visible else "offline"}

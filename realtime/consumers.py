@@ -34,7 +34,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from . import admission, closecodes, liveness, metrics, presence, services
 from .errors import ServiceError
 from .events import PresenceUpdate, send_now
-from .hooks import SHOW_ONLINE_SCOPE_KEY
+from .hooks import SHOW_ONLINE_SCOPE_KEY, shown_to
 from .hooks import presence as presence_hooks
 from .keys import device_group, presence_group, rate_key, session_group, user_group
 from .layers import LeanRedisChannelLayer
@@ -451,6 +451,10 @@ class BaseConsumer(AsyncWebsocketConsumer):
         or changed; the code tells the client whether to come back."""
         await self.close(code=int(event.get("code", CLOSE_LOGGED_OUT)))
 
+    async def presence_revoke(self, event: dict[str, Any]) -> None:
+        """realtime.services.presence_revoked: sent to all the user's sockets; only the
+        presence socket watches anyone (PresenceConsumer)."""
+
     async def state_lost(self) -> None:
         """realtime.liveness: Redis lost this process's live state; come back."""
         await self.close(code=CLOSE_RECONNECT)
@@ -465,11 +469,21 @@ class PresenceConsumer(BaseConsumer):
         for group in [g for g in self._joined if g.startswith("presence.")]:
             await self.leave(group)
         ids = list(dict.fromkeys(msg.user_ids))
-        hidden = await database_sync_to_async(presence_hooks.hidden_among)(ids)
+        assert self.user_id is not None
+        # Joined only to the groups of users this watcher may see: their updates never
+        # reach anyone else (a stranger, someone blocked either way).
+        shown = await database_sync_to_async(shown_to)(self.user_id, ids)
         for uid in ids:
-            if uid not in hidden:
+            if uid in shown:
                 await self.join(presence_group(uid))
-        await self.send_model(PresenceStatus(statuses=await presence.visible_online(ids, hidden)))
+        await self.send_model(PresenceStatus(statuses=await presence.visible_online(ids, shown)))
 
     async def presence_update(self, event: dict[str, Any]) -> None:
         await self.send_model(PresenceStatus(statuses={event["user_id"]: event["online"]}))
+
+    async def presence_revoke(self, event: dict[str, Any]) -> None:
+        watched = [uid for uid in event["user_ids"] if presence_group(uid) in self._joined]
+        for uid in watched:
+            await self.leave(presence_group(uid))
+        if watched:
+            await self.send_model(PresenceStatus(statuses=dict.fromkeys(watched, False)))

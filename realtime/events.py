@@ -203,3 +203,11 @@ class PresenceUpdate(Event):
     type: Literal["presence.update"] = "presence.update"
     user_id: int
     online: bool
+
+
+class PresenceRevoke(Event):
+    """To a user's sockets: you may no longer see these users online (a block, no shared
+    room left); stop watching them."""
+
+    type: Literal["presence.revoke"] = "presence.revoke"
+    user_ids: list[int]

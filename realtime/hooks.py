@@ -1,6 +1,7 @@
 """Questions realtime/ asks the layers above it, answered by functions they register in
 their AppConfig.ready (realtime imports no product and not accounts/). Until something
-registers, everyone shows their online status."""
+registers, everyone shows their online status, but nobody may see anyone else's: who is
+online is never told to an audience nobody vouched for."""
 
 from __future__ import annotations
 
@@ -17,11 +18,16 @@ def _none_hidden(user_ids: Iterable[int]) -> set[int]:
     return set()
 
 
+def _only_self(watcher_id: int, user_ids: Iterable[int]) -> set[int]:
+    return {uid for uid in user_ids if uid == watcher_id}
+
+
 @dataclass
 class _Presence:
     # Called in the database thread (database_sync_to_async): both may query.
     shows_online: Callable[[Any], bool] = _always_shown
     hidden_among: Callable[[Iterable[int]], set[int]] = _none_hidden
+    audience: Callable[[int, Iterable[int]], set[int]] = _only_self
 
 
 presence = _Presence()
@@ -38,3 +44,16 @@ def register_presence(
     these users hide their online status."""
     presence.shows_online = shows_online
     presence.hidden_among = hidden_among
+
+
+def register_presence_audience(*, may_see: Callable[[int, Iterable[int]], set[int]]) -> None:
+    """may_see(watcher_id, ids): which of these users the watcher may see online at all
+    (e.g. contacts nobody blocked), whether or not they hide their status."""
+    presence.audience = may_see
+
+
+def shown_to(watcher_id: int, user_ids: Iterable[int]) -> set[int]:
+    """Of `user_ids`, those whose online status `watcher_id` may see: in the watcher's
+    audience and not hidden by their own choice. Queries: call it in the database thread."""
+    allowed = presence.audience(watcher_id, list(user_ids))
+    return allowed - presence.hidden_among(allowed) if allowed else set()

@@ -2,7 +2,8 @@
 
 A socket refreshes its entry on every heartbeat, so a process that dies without saying
 goodbye stops counting after PRESENCE_TTL_SECONDS. Whether others may *see* the status is
-the user's privacy setting, applied by `visible_online`.
+the user's privacy setting and the watcher's relation to them (realtime.hooks.shown_to),
+applied by `visible_online`.
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ async def online_ids(user_ids: Iterable[int]) -> set[int]:
     return {uid for uid, n in zip(ids, counts, strict=True) if n}
 
 
-async def visible_online(user_ids: Iterable[int], hidden: set[int]) -> dict[int, bool]:
-    """Status as others may see it: a user who hides their status always reads offline."""
+async def visible_online(user_ids: Iterable[int], shown: set[int]) -> dict[int, bool]:
+    """Status as a watcher may see it: a user not `shown` to them (hidden by choice, or not
+    the watcher's to see) always reads offline."""
     ids = list(user_ids)
-    online = await online_ids(uid for uid in ids if uid not in hidden)
+    online = await online_ids(uid for uid in ids if uid in shown)
     return {uid: uid in online for uid in ids}
 
 

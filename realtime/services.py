@@ -3,10 +3,12 @@ transaction that decided it commits; and the admission of a new socket."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.conf import settings
 
 from . import closecodes, metrics
-from .events import PresenceUpdate, SocketClose, send_on_commit
+from .events import PresenceRevoke, PresenceUpdate, SocketClose, send_on_commit
 from .keys import (
     connect_rate_key,
     device_group,
@@ -45,6 +47,17 @@ def presence_hidden(*, user_id: int) -> None:
     """The user stopped showing their online status: whoever watches them sees them go
     offline now, after the transaction that hid it commits."""
     send_on_commit(presence_group(user_id), PresenceUpdate(user_id=user_id, online=False))
+
+
+def presence_revoked(*, user_id: int, others: Iterable[int]) -> None:
+    """`user_id` and each of `others` may no longer see each other online (a block, their
+    last shared room gone): their sockets stop watching each other, after the commit."""
+    others = [o for o in others if o != user_id]
+    if not others:
+        return
+    send_on_commit(user_group(user_id), PresenceRevoke(user_ids=others))
+    for other in others:
+        send_on_commit(user_group(other), PresenceRevoke(user_ids=[user_id]))
 
 
 async def connect_admit(

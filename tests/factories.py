@@ -81,3 +81,19 @@ def grant_premium(user, **kwargs):  # type: ignore[no-untyped-def]
     from payments.models import Entitlement
 
     return Entitlement.objects.create(user=user, product=ProductFactory(), **kwargs)
+
+
+class RoomFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "messaging.Room"
+
+    room_id = factory.Sequence(lambda n: f"!room{n:08d}:testserver")
+
+
+def make_contacts(*users):  # type: ignore[no-untyped-def]
+    """A CallsApp room the users share: they are contacts (who may see each other online)."""
+    from messaging.models import Membership
+
+    room = RoomFactory()
+    Membership.objects.bulk_create([Membership(room=room, user=u) for u in users])
+    return room

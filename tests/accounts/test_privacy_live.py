@@ -7,6 +7,7 @@ from asgiref.sync import sync_to_async
 
 from accounts import services
 from tests.conftest import acommunicator, aconnected
+from tests.factories import make_contacts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,6 +18,7 @@ async def connected(user):  # type: ignore[no-untyped-def]
 
 async def test_hiding_online_status_shows_the_user_offline_at_once(amake_user):
     watcher, user = await amake_user(), await amake_user()
+    await sync_to_async(make_contacts)(watcher, user)
     w, u = await connected(watcher), await connected(user)
     await w.send_json_to({"type": "presence.watch", "user_ids": [user.pk]})
     assert (await w.receive_json_from())["statuses"] == {str(user.pk): True}

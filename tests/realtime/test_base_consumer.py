@@ -11,6 +11,7 @@ from django.conf import settings
 from django.test import Client
 
 from tests.conftest import acommunicator, aconnected
+from tests.factories import make_contacts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -144,6 +145,7 @@ async def test_presence_reports_online_and_respects_privacy(amake_user):
     from asgiref.sync import sync_to_async
 
     watcher, visible, hidden = await amake_user(), await amake_user(), await amake_user()
+    await sync_to_async(make_contacts)(watcher, visible, hidden)
 
     def hide() -> None:
         hidden.profile.show_online_status = False

@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from messaging.services import room_create
 from realtime.consumers import CLOSE_RECONNECT
 from tests.conftest import LiveServer, free_port, session_cookie_for
+from tests.factories import make_contacts
 from tests.messaging.test_processes import Person, Receiver, post, put
 from tests.voice.helpers import packet
 from voice import keys as voice_keys
@@ -272,6 +273,7 @@ async def test_kill_9_of_one_process_releases_what_it_held(drill, amake_user):
     tx = await take_floor(ca)
     await cb.expect("floor.taken", tx_id=tx)
     va, vb, match_id = await videochat_pair(one, a, two, b)
+    await sync_to_async(make_contacts)(a, c)  # c may see a online
     watcher = await Client.open(two, c, "/ws/presence/")
     await watcher.send(type="presence.watch", user_ids=[a.pk])
     assert (await watcher.expect("presence"))["statuses"] == {str(a.pk): True}
@@ -322,9 +324,10 @@ async def test_redis_restart_closes_sockets_with_a_reconnect_code_and_all_recove
     cb, _ = await cbline(two, b, channel)
     tx = await take_floor(ca)
     await cb.expect("floor.taken", tx_id=tx)
+    await sync_to_async(make_contacts)(a, b)  # b's socket joins a's presence group
     watcher = await Client.open(two, b, "/ws/presence/")
     await watcher.send(type="presence.watch", user_ids=[a.pk])
-    await watcher.expect("presence")
+    assert (await watcher.expect("presence"))["statuses"] == {str(a.pk): True}
 
     await sync_to_async(own_redis.stop)()
     await sync_to_async(own_redis.start)()

@@ -12,6 +12,7 @@ import websockets
 from django.conf import settings
 
 from tests.conftest import session_cookie_for
+from tests.factories import make_contacts
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,6 +59,7 @@ def test_logout_on_one_process_closes_the_socket_on_the_other(asgi_servers, make
 def test_presence_crosses_processes(asgi_servers, make_user):
     one, two = asgi_servers(), asgi_servers()
     watcher, friend = make_user(), make_user()
+    make_contacts(watcher, friend)
     w_cookie, f_cookie = session_cookie_for(watcher), session_cookie_for(friend)
 
     async def scenario() -> list[dict]:
