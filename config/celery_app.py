@@ -30,6 +30,10 @@ app.conf.beat_schedule = {
         "task": "videochat.tasks.ban_images_purge",
         "schedule": 300.0,
     },
+    "videochat-report-evidence-purge": {
+        "task": "videochat.tasks.report_evidence_purge",
+        "schedule": crontab(minute=47),
+    },
     "messaging-undelivered-purge": {
         "task": "messaging.tasks.undelivered_purge",
         "schedule": crontab(minute=23),
