@@ -30,6 +30,15 @@ app.conf.beat_schedule = {
         "task": "videochat.tasks.ban_images_purge",
         "schedule": 300.0,
     },
+    "videochat-report-evidence-purge": {
+        "task": "videochat.tasks.report_evidence_purge",
+        "schedule": crontab(minute=47),
+    },
+    # Who chatted with whom must not outlive its deadline in Redis when the queue is quiet.
+    "videochat-matchmaking-sweep": {
+        "task": "videochat.tasks.matchmaking_sweep",
+        "schedule": 60.0,
+    },
     "messaging-undelivered-purge": {
         "task": "messaging.tasks.undelivered_purge",
         "schedule": crontab(minute=23),

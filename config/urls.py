@@ -23,6 +23,13 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("accounts/", include("allauth.urls")),
     path("", include("accounts.urls")),
     path("privacy/", include("accounts.privacy.urls")),
+    # The address the Video Chat Alternative policy gives for the deletion request form.
+    path(
+        "account-deletion/",
+        RedirectView.as_view(
+            pattern_name="privacy:deletion_request", permanent=True, query_string=True
+        ),
+    ),
     path("privacy/", privacy_pages.privacy_index, name="privacy_index"),
     path("privacy/cookies/", privacy_pages.cookies, name="privacy_cookies"),
     path("privacy/<slug:product>/", privacy_pages.policy, name="privacy_policy"),

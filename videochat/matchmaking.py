@@ -14,7 +14,9 @@ Liveness: a waiting entry or a pair carries a deadline (`VIDEOCHAT_WAIT_TTL_SECO
 within it; if its process dies, the deadline passes and the entry is swept by the next steps
 and never offered as a partner. We chose deadlines checked inside the step over a separate
 sweeper process because correctness then needs no extra moving part: an expired waiting user
-is skipped even if nothing has swept it yet.
+is skipped even if nothing has swept it yet. Forgetting on time is another matter: a quiet
+queue runs no steps, so a beat task (videochat.tasks.matchmaking_sweep) sweeps every minute
+and a last partner or a skip does not outlive its deadline by more than that.
 
 Re-enqueueing: a user already waiting keeps their arrival time (their place in line) under
 the new filters; a user still paired has that pair dissolved first, in the same step, and

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
 
@@ -119,18 +119,68 @@ def _file_delete_on_commit(storage: Any, name: str | None) -> None:
     transaction.on_commit(lambda: storage.delete(name))
 
 
-@transaction.atomic
-def report_dismiss(*, report: Report, by: User | None) -> Report:
-    """Close a report without a ban; its still is deleted, nobody needs it any more."""
-    report = Report.objects.select_for_update().get(pk=report.pk)
+def _evidence_clear(report: Report) -> None:
+    """Forget what the reporter sent (chat lines, still); the row and its reason stay."""
     if report.frame:
         _file_delete_on_commit(report.frame.storage, report.frame.name)
         report.frame = ""  # type: ignore[assignment]
+    report.chat_lines = []
+
+
+@transaction.atomic
+def report_dismiss(*, report: Report, by: User | None) -> Report:
+    """Close a report without a ban; its lines and still are deleted: chat messages are
+    kept only where a ban rests on them."""
+    report = Report.objects.select_for_update().get(pk=report.pk)
+    _evidence_clear(report)
     report.status = ReportStatus.DISMISSED
     report.reviewed_at = timezone.now()
     report.reviewed_by = by
-    report.save(update_fields=["frame", "status", "reviewed_at", "reviewed_by"])
+    report.save(update_fields=["frame", "chat_lines", "status", "reviewed_at", "reviewed_by"])
     return report
+
+
+def _evidence_due(now: dt.datetime) -> QuerySet[Report]:
+    """Reports filed before the retention period that still hold evidence and that no
+    active ban rests on (open ones nobody acted on, dismissed ones, those whose ban ended)."""
+    cutoff = now - dt.timedelta(days=settings.VIDEOCHAT_REPORT_RETENTION_DAYS)
+    active_ban = Ban.objects.filter(report=OuterRef("pk"), expires_at__gt=now)
+    return (
+        Report.objects.filter(created_at__lte=cutoff)
+        .exclude(chat_lines=[], frame="")
+        .exclude(Exists(active_ban))
+    )
+
+
+@transaction.atomic
+def report_evidence_purge(*, report_id: int, now: dt.datetime | None = None) -> bool:
+    """Delete one report's chat lines and still if they are due (see _evidence_due)."""
+    now = now or timezone.now()
+    report = _evidence_due(now).select_for_update().filter(pk=report_id).first()
+    if report is None:
+        return False
+    _evidence_clear(report)
+    report.save(update_fields=["frame", "chat_lines"])
+    return True
+
+
+def reports_evidence_purge(*, now: dt.datetime | None = None) -> int:
+    """Purge the evidence of every report that is due, in batches; returns how many."""
+    now = now or timezone.now()
+    count = 0
+    last_id = 0
+    while True:
+        ids = list(
+            _evidence_due(now)
+            .filter(pk__gt=last_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:PURGE_BATCH]
+        )
+        if not ids:
+            return count
+        for report_id in ids:
+            count += report_evidence_purge(report_id=report_id, now=now)
+        last_id = ids[-1]
 
 
 @transaction.atomic

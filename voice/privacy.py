@@ -60,6 +60,7 @@ def user_data_export(*, user_id: int) -> registry.ExportPart:
             "at": row.created_at,
             "ip": row.ip,
             "nickname": row.nickname,
+            "device_uid": row.device_uid,
             "device_make": row.device_make,
             "device_model": row.device_model,
             "platform": row.platform,

@@ -441,6 +441,9 @@ VIDEOCHAT_REPORT_MAX_CHAT_LINES = 50
 VIDEOCHAT_REPORT_MAX_LINE_CHARS = 500
 VIDEOCHAT_REPORT_MAX_FRAME_BYTES = 2 * 1024 * 1024
 VIDEOCHAT_REPORTS_PER_HOUR = 10
+# Moderators' time to act on a report: after it, a report that no active ban rests on loses
+# its chat lines and still (chat messages are kept only where a ban needs them).
+VIDEOCHAT_REPORT_RETENTION_DAYS = env.int("VIDEOCHAT_REPORT_RETENTION_DAYS", default=30)
 # A queue entry trusts the paid filters read at hello (or at the last re-read) until the
 # paid time ends or payments announces a change; after this long, the next entry has them
 # read again beside it (a staff edit of an entitlement in the admin announces nothing).

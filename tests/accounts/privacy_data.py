@@ -71,7 +71,12 @@ def user_with_data_everywhere(email: str, *, other: User) -> Holdings:
     ChannelSanction.objects.create(channel=theirs, user=user, kind="mute", created_by=other)
     ChannelSanction.objects.create(channel=own, user=other, kind="ban", created_by=user)
     ConnectionLog.objects.create(
-        user=user, ip="203.0.113.9", nickname="gone", device_make="Firefox", platform="Linux"
+        user=user,
+        ip="203.0.113.9",
+        nickname="gone",
+        device_uid="d3v1ce0f7he0wner",
+        device_make="Firefox",
+        platform="Linux",
     )
     ConnectionLog.objects.create(user=other, ip="198.51.100.1", nickname="stays")
 

@@ -44,6 +44,12 @@ pytestmark = pytest.mark.django_db
             33,
             "After 33 days everything is removed",
         ),
+        (
+            "/privacy/videochat/",
+            "VIDEOCHAT_REPORT_RETENTION_DAYS",
+            12,
+            '<strong data-period="report-evidence">12 days</strong>',
+        ),
         ("/privacy/", "CONTACT_RETENTION_DAYS", 111, "for 111 days"),
         ("/privacy/", "PRIVACY_EXPORT_LINK_HOURS", 5, "expires 5 hours after"),
     ],

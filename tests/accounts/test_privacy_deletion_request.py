@@ -128,3 +128,13 @@ def test_one_network_address_cannot_flood_the_form(settings):
     assert response.status_code == 200
     assert b"Please wait a little" in response.content
     assert DeletionRequest.objects.count() == 2 and mail.outbox == []
+
+
+def test_the_address_the_policy_names_leads_to_the_form():
+    # The Video Chat Alternative policy sends people to /account-deletion/.
+    response = Client().get("/account-deletion/")
+    assert response.status_code == 301
+    assert response["Location"] == "/privacy/delete-request/"
+    page = Client().get("/account-deletion/", follow=True)
+    assert page.status_code == 200
+    assert b'data-testid="deletion-request-form"' in page.content

@@ -60,6 +60,8 @@ def test_the_export_holds_every_apps_data(django_capture_on_commit_callbacks):
     assert c["accounts"]["devices"][0]["make"] == "Firefox 140"
     assert c["accounts"]["linked_logins"][0]["data"] == {"sex": 2, "city": "Kazan"}
     assert c["voice"]["connection_log"][0]["ip"] == "203.0.113.9"
+    # The policy's "unique user identifier" is collected, so it is theirs to take too.
+    assert c["voice"]["connection_log"][0]["device_uid"] == "d3v1ce0f7he0wner"
     assert {m["channel"] for m in c["voice"]["memberships"]} == {f"theirs-{held.user.pk}"}
     assert c["voice"]["sanctions_given"][0]["kind"] == "ban"
     assert c["videochat"]["reports_filed"][0]["reason"] == "spam"

@@ -152,14 +152,75 @@ def test_expired_ban_loses_its_image_and_keeps_its_row():
     assert tasks.ban_images_purge.delay().get() == 0  # idempotent
 
 
-def test_dismissed_report_loses_its_still():
+def test_dismissed_report_loses_its_still_and_chat_lines():
     report = make_report(UserFactory())
     name = report.frame.name
     report_dismiss(report=report, by=None)
     report.refresh_from_db()
     assert report.status == "dismissed" and not report.frame
     assert not default_storage.exists(name)
-    assert report.chat_lines == [{"from": "partner", "text": "look"}]
+    # No ban came of it: the lines are not kept either (messages are stored only for bans).
+    assert report.chat_lines == []
+
+
+def test_report_evidence_goes_after_the_retention_unless_an_active_ban_rests_on_it(settings):
+    settings.VIDEOCHAT_REPORT_RETENTION_DAYS = 30
+    never_acted_on = make_report(UserFactory())
+    ban_over = make_report(UserFactory())
+    ban_create(
+        user=ban_over.reported,
+        reason="x",
+        duration=dt.timedelta(days=1),
+        created_by=None,
+        report=ban_over,
+    )
+    ban_running = make_report(UserFactory())
+    running = ban_create(
+        user=ban_running.reported,
+        reason="x",
+        duration=dt.timedelta(days=60),
+        created_by=None,
+        report=ban_running,
+    )
+    fresh = make_report(UserFactory())
+    frames = {r.pk: r.frame.name for r in (never_acted_on, ban_over, ban_running, fresh)}
+
+    assert tasks.report_evidence_purge.delay().get() == 0  # all filed just now
+
+    # Move time: all but the fresh report were filed 31 days ago; the day-long ban is over.
+    now = timezone.now()
+    month_ago = now - dt.timedelta(days=31)
+    Report.objects.exclude(pk=fresh.pk).update(created_at=month_ago)
+    Ban.objects.update(starts_at=month_ago)
+    Ban.objects.filter(report=ban_over).update(expires_at=month_ago + dt.timedelta(days=1))
+    assert tasks.report_evidence_purge.delay().get() == 2
+
+    for gone in (never_acted_on, ban_over):
+        gone.refresh_from_db()
+        assert gone.chat_lines == [] and not gone.frame
+        assert not default_storage.exists(frames[gone.pk])
+        assert gone.reason == "nudity"  # the row stays, without the evidence
+    for kept in (ban_running, fresh):
+        kept.refresh_from_db()
+        assert kept.chat_lines == [{"from": "partner", "text": "look"}]
+        assert default_storage.exists(frames[kept.pk])
+    assert tasks.report_evidence_purge.delay().get() == 0  # idempotent
+
+    # Once the long ban is over too, its report's evidence goes.
+    Ban.objects.filter(pk=running.pk).update(expires_at=now - dt.timedelta(seconds=1))
+    assert tasks.report_evidence_purge.delay().get() == 1
+    ban_running.refresh_from_db()
+    assert ban_running.chat_lines == [] and not ban_running.frame
+
+
+def test_the_evidence_purges_are_on_the_beat():
+    from config.celery_app import app
+
+    tasks_on_beat = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert {
+        "videochat.tasks.ban_images_purge",
+        "videochat.tasks.report_evidence_purge",
+    } <= tasks_on_beat
 
 
 def test_one_open_appeal_per_ban_is_enforced_by_the_database():

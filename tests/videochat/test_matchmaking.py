@@ -306,6 +306,42 @@ def test_sync_twins_share_the_queue_with_async() -> None:
     assert mm.sweep_sync() == 0
 
 
+def test_the_beat_task_forgets_who_chatted_with_whom_once_the_deadline_passes(
+    settings: Any,
+) -> None:
+    # Imported here: this module must import without Django set up (the spawned workers
+    # below unpickle _worker from it before django.setup()), and tasks loads models.
+    from videochat import tasks
+
+    settings.VIDEOCHAT_SKIP_TTL_SECONDS = settings.VIDEOCHAT_LAST_PARTNER_TTL_SECONDS = 600
+    for a, b in ((1, 2), (3, 4)):
+        assert mm.enqueue_sync(seeker(a)) is None
+        assert mm.enqueue_sync(seeker(b)) is not None
+        assert mm.end_match_sync(a, skip=True) is not None  # "next": last partner and a skip
+    # Move time for 1 and 2: their last-partner notes and their skip ran out a second ago.
+    r = get_redis()
+    seconds, micros = r.time()
+    past = seconds * 1000 + micros // 1000 - 1000
+    r.zadd(mm.state_keys()[4], {"l:1": past, "l:2": past, "s:1:2": past})
+    # Nobody else queues, so no step sweeps on the way: only the beat task can forget them.
+    assert redis_mentions(1) and redis_mentions(2)
+
+    assert tasks.matchmaking_sweep.delay().get() == 3
+
+    assert redis_mentions(1) == [] and redis_mentions(2) == []
+    # 3 and 4's notes are within their deadline and stay.
+    assert mm.last_partner_sync(4) == 3 and mm.last_partner_sync(3) == 4
+    assert any(":3:4" in m for m in redis_mentions(3))
+    assert tasks.matchmaking_sweep.delay().get() == 0
+
+
+def test_the_sweep_runs_every_minute() -> None:
+    from config.celery_app import app
+
+    schedules = {e["task"]: e["schedule"] for e in app.conf.beat_schedule.values()}
+    assert schedules["videochat.tasks.matchmaking_sweep"] == 60.0
+
+
 @pytest.mark.parametrize(
     "bad",
     [
