@@ -410,6 +410,10 @@ def test_report_sends_chat_lines_and_a_still_of_the_partner(  # type: ignore[no-
     bob.click("[data-testid=report]")
     bob.wait_for_selector("[data-testid=report-dialog]", state="visible")
     bob.select_option("[data-testid=report-reason]", "spam")
+    # Bob chooses what moderators see: the still, and not his own line.
+    lines = bob.locator("[data-testid=report-line]")
+    assert lines.all_inner_texts() == ["Them: buy cheap followers at example.test", "You: no thanks"]
+    lines.nth(1).locator("input").uncheck()
     bob.click("[data-testid=report-send]")
 
     report = wait_until(
@@ -417,10 +421,7 @@ def test_report_sends_chat_lines_and_a_still_of_the_partner(  # type: ignore[no-
     )
     assert report.reported_id == alice_user.pk
     assert report.reason == "spam"
-    assert report.chat_lines == [
-        {"from": "partner", "text": "buy cheap followers at example.test"},
-        {"from": "me", "text": "no thanks"},
-    ]
+    assert report.chat_lines == [{"from": "partner", "text": "buy cheap followers at example.test"}]
     assert report.frame
     with Image.open(report.frame.path) as img:
         img.verify()
@@ -440,6 +441,32 @@ def test_report_sends_chat_lines_and_a_still_of_the_partner(  # type: ignore[no-
     alice.screenshot(path=str(SHOTS / "videochat-banned-live.png"))
     alice.reload()
     alice.wait_for_selector("[data-testid=videochat-banned]")
+
+
+def test_a_report_sent_without_the_still_or_a_line_keeps_neither(  # type: ignore[no-untyped-def]
+    server, make_user, new_context
+) -> None:
+    from videochat.models import Report
+
+    alice_user, bob_user = make_user(), make_user()
+    alice = open_videochat(new_context, server, alice_user)
+    bob = open_videochat(new_context, server, bob_user)
+    meet(alice, bob)
+    alice.fill("[data-testid=chat-input]", "hello there")
+    alice.click("[data-testid=chat-send]")
+    bob.locator("[data-testid=chat-line]").first.wait_for(timeout=10000)
+
+    bob.click("[data-testid=report]")
+    bob.wait_for_selector("[data-testid=report-dialog]", state="visible")
+    bob.locator("[data-testid=report-still]").uncheck()
+    bob.locator("[data-testid=report-line] input").uncheck()
+    bob.click("[data-testid=report-send]")
+    report = wait_until(
+        lambda: Report.objects.filter(reporter=bob_user).first(), timeout=15, what="the report row"
+    )
+    assert report.reported_id == alice_user.pk
+    assert report.chat_lines == []
+    assert not report.frame
 
 
 def ban_in_another_thread(report) -> None:  # type: ignore[no-untyped-def]

@@ -37,6 +37,7 @@ function init(root) {
     wait: el("wait"), notice: el("notice"), mediaError: el("media-error"), settings: el("settings"),
     premiumHint: el("premium-hint"), chatLog: el("chat-log"), chatForm: el("chat-form"),
     chatHint: el("chat-hint"), reportDialog: el("report-dialog"), reportForm: el("report-form"),
+    reportLines: el("report-lines"), reportLineList: el("report-line-list"),
     meFlag: el("me-flag"),
   };
   const chatInput = ui.chatForm.elements.text;
@@ -175,9 +176,22 @@ function init(root) {
   action("toggle-cam").addEventListener("click", (ev) => toggleTracks(ev.currentTarget, "video"));
 
   let reportMatchId = null; // the match the open report dialog is about
+  let reportLines = []; // the chat as it was when the dialog opened
   action("report").addEventListener("click", () => {
     if (session.state === "matched") keepLastFrame();
     reportMatchId = session.lastMatchId;
+    reportLines = session.reportableChat().slice(-MAX_REPORT_LINES);
+    ui.reportLineList.replaceChildren(...reportLines.map((line, i) => {
+      const box = Object.assign(document.createElement("input"), { type: "checkbox", name: "line", value: String(i), checked: true });
+      const label = document.createElement("label");
+      label.append(box, `${line.from === "me" ? "You" : "Them"}: ${line.text}`);
+      const li = document.createElement("li");
+      li.dataset.testid = "report-line";
+      li.append(label);
+      return li;
+    }));
+    ui.reportLines.hidden = !reportLines.length;
+    ui.reportForm.elements.attach_still.checked = true;
     ui.reportDialog.showModal();
   });
   action("report-cancel").addEventListener("click", () => ui.reportDialog.close());
@@ -187,7 +201,8 @@ function init(root) {
     // The server reports the current partner, else the last one: if someone new came along
     // while the dialog was open, this report would land on the wrong person.
     if (session.lastMatchId !== reportMatchId) { notice("That chat is over, so the report was not sent."); return; }
-    sendReport(ui.reportForm.elements.reason.value);
+    const chosen = [...ui.reportLineList.querySelectorAll("input[name=line]:checked")].map((box) => reportLines[Number(box.value)]);
+    sendReport(ui.reportForm.elements.reason.value, chosen, ui.reportForm.elements.attach_still.checked);
   });
 
   // The test hook (and a handy console probe): state and what the call is receiving.
@@ -295,9 +310,8 @@ function init(root) {
     lastFrame = pending;
   }
 
-  async function sendReport(reason) {
-    const frame = lastFrame ? await lastFrame : null;
-    const lines = session.reportableChat().slice(-MAX_REPORT_LINES);
+  async function sendReport(reason, lines, withStill) {
+    const frame = withStill && lastFrame ? await lastFrame : null;
     const body = new FormData();
     body.append("reason", reason);
     body.append("chat_lines", JSON.stringify(lines));
