@@ -55,10 +55,24 @@ def age_on(birth_date: dt.date, today: dt.date) -> int:
 def meets_age_rule(user: User, product: str, *, today: dt.date | None = None) -> bool:
     """Whether the user is old enough for `product` (settings.AGE_RULES); an unknown birth
     date passes only products without an age rule."""
+    if settings.AGE_RULES.get(product, 0) <= 0:
+        return True
+    return _old_enough(profile_of(user).birth_date, product, today)
+
+
+def meets_age_rule_loaded(user: User, product: str) -> bool | None:
+    """meets_age_rule on the profile that came with the user (select_related, a socket's
+    session_identity), without a query; None when it came without one (ask meets_age_rule)."""
+    if not User.profile.is_cached(user):  # type: ignore[attr-defined]
+        return None
+    profile = User.profile.related.get_cached_value(user)  # type: ignore[attr-defined]
+    return _old_enough(profile.birth_date if isinstance(profile, Profile) else None, product, None)
+
+
+def _old_enough(birth_date: dt.date | None, product: str, today: dt.date | None) -> bool:
     minimum = settings.AGE_RULES.get(product, 0)
     if minimum <= 0:
         return True
-    birth_date = profile_of(user).birth_date
     if birth_date is None:
         return False
     return age_on(birth_date, today or timezone.localdate()) >= minimum

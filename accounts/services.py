@@ -93,14 +93,51 @@ def profile_update(*, user: User, data: Mapping[str, Any]) -> Profile:
     _privacy_defaults_apply(profile)
     profile.full_clean()
     profile.save()
-    if was_visible and not profile.show_online_status:
-        # Hiding takes effect now: whoever watches this user sees them go offline.
-        presence_hidden(user_id=user.pk)
+    _presence_follow(profile, was_visible=was_visible)
     if old_photo and old_photo != (profile.photo.name or ""):
         # The replaced (or cleared) photo is personal data too: remove the file.
         name = old_photo
         transaction.on_commit(lambda: profile.photo.storage.delete(name))
     return profile
+
+
+PRIVACY_LOCKED_REASON = (
+    "In the EEA, people under 16 keep these settings off. A legal guardian can ask us in "
+    "writing to change them."
+)
+
+
+@transaction.atomic
+def privacy_settings_set(
+    *, user: User, show_online_status: bool | None = None, send_read_receipts: bool | None = None
+) -> Profile:
+    """The user's own choice of whether others see them online and get their read receipts
+    (None: unchanged), from any product's settings. Switching one on is refused while the
+    protective defaults are locked (privacy_defaults_locked); the profile page's form holds
+    the same fields disabled, and profile_update keeps them off."""
+    profile = Profile.objects.select_for_update().get(pk=profile_ensure(user=user).pk)
+    wanted = {
+        field: value
+        for field, value in (
+            ("show_online_status", show_online_status),
+            ("send_read_receipts", send_read_receipts),
+        )
+        if value is not None
+    }
+    if any(wanted.values()) and privacy_defaults_locked(profile):
+        raise ServiceError("privacy_locked", PRIVACY_LOCKED_REASON, status=403)
+    was_visible = profile.show_online_status
+    for field, value in wanted.items():
+        setattr(profile, field, value)
+    profile.save(update_fields=[*wanted, "updated_at"])
+    _presence_follow(profile, was_visible=was_visible)
+    return profile
+
+
+def _presence_follow(profile: Profile, *, was_visible: bool) -> None:
+    if was_visible and not profile.show_online_status:
+        # Hiding takes effect now: whoever watches this user sees them go offline.
+        presence_hidden(user_id=profile.user_id)
 
 
 def _privacy_defaults_apply(profile: Profile) -> list[str]:

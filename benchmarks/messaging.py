@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -128,7 +129,7 @@ def build_world(pairs: int, offset: int = 0) -> list[Pair]:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
 
-    from accounts.models import User
+    from accounts.models import Profile, User
     from accounts.selectors import DEVICE_SESSION_KEY
     from accounts.services import device_issue
     from messaging.ids import mxid
@@ -138,6 +139,8 @@ def build_world(pairs: int, offset: int = 0) -> list[Pair]:
 
     def person(n: int) -> tuple[Person, Any]:
         user = User.objects.create_user(email=f"bench{offset}-{n}-{time.time_ns()}@example.com")
+        # Old enough for CallsApp (10): the API and the socket refuse anyone else.
+        Profile.objects.create(user=user, nickname=f"m{user.pk}", birth_date=dt.date(1990, 1, 1))
         store = SessionStore()
         store[SESSION_KEY] = str(user.pk)
         store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"

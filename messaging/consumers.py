@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from accounts.selectors import meets_age_rule, meets_age_rule_loaded
 from realtime.batching import Batcher, PerLoop
 from realtime.consumers import BaseConsumer
 from realtime.dbpool import pooled
@@ -18,8 +19,9 @@ from realtime.ratelimit import LeasedTokens, allow_async
 from realtime.schemas import Hello
 from realtime.stream_socket import StreamConsumerMixin
 
+from .errors import under_age
 from .schemas import MessagingInbound, Sent, SocketSend, SyncFrame
-from .selectors import key_counts
+from .selectors import AGE_RULE, key_counts
 from .services import SendRequest, room_event_send, room_events_send
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,12 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         # BaseConsumer has closed any socket without a valid (user, device, session).
         if self.device_pk is None:
             raise ServiceError("no_device", "this session has no device: sign in again")
+        # The profile came with the session's read: no query, unless it did not.
+        allowed = meets_age_rule_loaded(self.user, AGE_RULE)
+        if allowed is None:
+            allowed = await pooled(meets_age_rule)(self.user, AGE_RULE)
+        if not allowed:
+            raise under_age()  # closed with FORBIDDEN: the client does not come back
         await self.stream_start(self.device_pk)
 
     async def on_hello(self, msg: Hello) -> None:

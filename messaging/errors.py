@@ -3,6 +3,8 @@ status (docs/protocols/callsapp.md, "Authentication and errors")."""
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from realtime.errors import ServiceError
 
 
@@ -12,6 +14,11 @@ def not_found(detail: str) -> ServiceError:
 
 def forbidden(detail: str) -> ServiceError:
     return ServiceError("M_FORBIDDEN", detail, status=403)
+
+
+def under_age() -> ServiceError:
+    """CallsApp's age rule (settings.AGE_RULES): the API and the socket refuse the account."""
+    return forbidden(f"CallsApp is for ages {settings.AGE_RULES['messaging']} and up")
 
 
 def invalid(detail: str) -> ServiceError:

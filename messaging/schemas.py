@@ -86,6 +86,9 @@ class PowerLevels(Body):
 
 class Redact(Body):
     reason: Annotated[str, Field(max_length=500)] | None = None
+    # Our addition: the message's attachments (mxc URIs). The server cannot read the
+    # ciphertext, so the client names them; its own uploads to the room are deleted.
+    media: Annotated[list[Id], Field(max_length=20)] = []
 
 
 class DirectorySearch(Body):

@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q, Value
 
 from accounts.models import Device, Profile, User
+from accounts.selectors import meets_age_rule_loaded, privacy_defaults_locked, profile_of
 from realtime.errors import ServiceError
 from realtime.models import StreamItem
 
@@ -44,15 +45,22 @@ def display_name(user: User) -> str:
     return (profile.nickname if profile else "") or f"user {user.pk}"
 
 
+# The product's key in settings.AGE_RULES.
+AGE_RULE = "messaging"
+
+
 def user_for_mxid(user_mxid: str) -> User | None:
+    """The user an id names, if they may use CallsApp (active, old enough): anyone else is
+    nobody to invite or find."""
     pk = user_pk(user_mxid)
     if pk is None:
         return None
-    return (
+    user = (
         User.objects.select_related("profile")
         .filter(pk=pk, is_active=True, deletion_requested_at=None)
         .first()
     )
+    return user if user is not None and meets_age_rule_loaded(user, AGE_RULE) else None
 
 
 def room_of_member(*, room_id: str, user_id: int) -> Room:
@@ -428,6 +436,8 @@ def directory_search(*, user: User, term: str) -> list[dict[str, Any]]:
     )
     if len(found) != 1 or blocker_ids(of_user_id=user.pk, among=[found[0].pk]):
         return []
+    if not meets_age_rule_loaded(found[0], AGE_RULE):
+        return []
     return [{"user_id": mxid(found[0].pk), "display_name": display_name(found[0])}]
 
 
@@ -483,8 +493,14 @@ def timeline_sync(event: RoomEvent, room_id: str, user_id: int) -> dict[str, Any
 
 
 def privacy_settings(user: User) -> dict[str, bool]:
-    profile = Profile.objects.filter(user=user).first()
+    """The settings as the API shows them; `locked`: held at the protective defaults
+    (accounts' EEA under-16 rule), so the page shows them as such."""
+    return privacy_settings_of(profile_of(user))
+
+
+def privacy_settings_of(profile: Profile) -> dict[str, bool]:
     return {
-        "read_receipts": profile.send_read_receipts if profile else True,
-        "online_status": profile.show_online_status if profile else True,
+        "read_receipts": profile.send_read_receipts,
+        "online_status": profile.show_online_status,
+        "locked": privacy_defaults_locked(profile),
     }

@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Subquery, Sum
 from django.utils import timezone
 
+from accounts import services as account_services
 from accounts.models import Device, Profile, User
 from realtime.errors import ServiceError
 from realtime.events import send_on_commit
@@ -996,10 +997,18 @@ def _refused(device_pk: int, key: str, *, blocked: bool) -> Json | ServiceError:
 
 
 def room_event_redact(
-    *, device: Device, room_id: str, event_id: str, txn_id: str, reason: str | None
+    *,
+    device: Device,
+    room_id: str,
+    event_id: str,
+    txn_id: str,
+    reason: str | None,
+    media: Sequence[str] = (),
 ) -> Json:
     """Delete for everyone: the sender or an admin. Pending deliveries and the ciphertext go
-    at once; every member's devices get the m.room.redaction."""
+    at once; every member's devices get the m.room.redaction. `media`: the message's
+    attachments (mxc URIs, which only the client can read from the ciphertext); those the
+    redacting user uploaded to this room go too, file and all. Anyone else's are left."""
 
     def apply() -> Json:
         user_id = device.user_id
@@ -1013,6 +1022,7 @@ def room_event_redact(
         target.content = {}
         target.delivered_at = target.delivered_at or timezone.now()
         target.save(update_fields=["content", "delivered_at"])
+        _blobs_delete(_own_blobs(media, uploader_id=user_id, room=room))
         content: Json = {"redacts": event_id}
         if reason:
             content["reason"] = reason
@@ -1300,16 +1310,17 @@ def ignored_users_set(*, user: User, ignored: Iterable[str]) -> None:
 def privacy_settings_set(
     *, user: User, read_receipts: bool | None, online_status: bool | None
 ) -> Json:
-    profile, _ = Profile.objects.get_or_create(user=user)
-    if read_receipts is not None:
-        profile.send_read_receipts = read_receipts
-    if online_status is not None:
-        profile.show_online_status = online_status
-    profile.save(update_fields=["send_read_receipts", "show_online_status", "updated_at"])
-    return {
-        "read_receipts": profile.send_read_receipts,
-        "online_status": profile.show_online_status,
-    }
+    """The profile's settings, through accounts' service: its rules (the EEA under-16 lock)
+    and what hiding does to live presence are the same from here as from the profile page."""
+    try:
+        profile = account_services.privacy_settings_set(
+            user=user, show_online_status=online_status, send_read_receipts=read_receipts
+        )
+    except ServiceError as exc:
+        if exc.code == "privacy_locked":
+            raise forbidden(exc.detail) from exc
+        raise
+    return selectors.privacy_settings_of(profile)
 
 
 # --- media -------------------------------------------------------------------------------
@@ -1355,6 +1366,19 @@ def media_fetch(*, device: Device, server_name: str, media_id: str) -> bytes:
         if not MediaFetch.objects.filter(blob=blob).exists():
             _blobs_delete([blob])
     return data
+
+
+def _own_blobs(uris: Sequence[str], *, uploader_id: int, room: Room) -> list[MediaBlob]:
+    """The blobs of `uris` (this server's mxc URIs) that `uploader_id` uploaded to `room`."""
+    prefix = content_uri("")
+    ids = [uri.removeprefix(prefix) for uri in uris if uri.startswith(prefix)]
+    if not ids:
+        return []
+    return list(
+        MediaBlob.objects.select_for_update().filter(
+            media_id__in=ids, uploader_id=uploader_id, room=room
+        )
+    )
 
 
 def _blobs_delete(blobs: Sequence[MediaBlob]) -> None:

@@ -17,12 +17,13 @@ from django.shortcuts import render
 from pydantic import BaseModel, ValidationError
 
 from accounts.selectors import hidden_presence_ids, meets_age_rule
+from accounts.services import PRIVACY_LOCKED_REASON
 from realtime import turn
 from realtime.errors import ServiceError
 from realtime.presence import online_ids_sync
 
 from . import selectors, services
-from .errors import not_found
+from .errors import not_found, under_age
 from .ids import mxid, user_pk
 from .schemas import (
     CreateRoom,
@@ -49,9 +50,14 @@ def app(request: HttpRequest) -> HttpResponse:
     user = request.user
     if not user.is_authenticated:
         return render(request, "messaging/login.html", {"next": request.get_full_path()})
-    if not meets_age_rule(user, "messaging"):  # type: ignore[arg-type]
+    if not meets_age_rule(user, selectors.AGE_RULE):  # type: ignore[arg-type]
         return render(request, "messaging/age_restricted.html", status=403)
-    return render(request, "messaging/app.html")
+    context = {
+        # The EEA under-16 lock: the settings panel shows them off, disabled, and why.
+        "privacy_locked": selectors.privacy_settings(user)["locked"],  # type: ignore[arg-type]
+        "privacy_locked_reason": PRIVACY_LOCKED_REASON,
+    }
+    return render(request, "messaging/app.html", context)
 
 
 def _uid(request: HttpRequest) -> int:
@@ -76,6 +82,9 @@ def endpoint(
             device = getattr(request, "device", None)
             if not request.user.is_authenticated or device is None:
                 return error(401, "M_UNKNOWN_TOKEN", "sign in (this session has no device)")
+            if not meets_age_rule(request.user, selectors.AGE_RULE):  # type: ignore[arg-type]
+                refusal = under_age()
+                return error(refusal.status, refusal.code, refusal.detail)
             body: Any = None
             if not raw and request.method in ("POST", "PUT"):
                 parsed = _parse(request, schema)
@@ -260,6 +269,7 @@ def redact(request: HttpRequest, body: Redact, room_id: str, event_id: str, txn_
         event_id=event_id,
         txn_id=txn_id,
         reason=body.reason,
+        media=body.media,
     )
 
 

@@ -6,8 +6,14 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from accounts.models import Profile
-from accounts.selectors import age_on, meets_age_rule, profile_of, user_by_email
+from accounts.models import Profile, User
+from accounts.selectors import (
+    age_on,
+    meets_age_rule,
+    meets_age_rule_loaded,
+    profile_of,
+    user_by_email,
+)
 from accounts.services import age_require, profile_ensure
 from realtime.errors import ServiceError
 from tests.factories import UserFactory
@@ -135,3 +141,17 @@ def test_session_identities_of_no_key_asks_nothing():
         found = session_identities([None, ""])
     assert [(user.is_authenticated, device) for user, device in found] == [(False, None)] * 2
     assert ctx.captured_queries == []
+
+
+def test_the_age_rule_on_a_profile_loaded_with_the_user_costs_no_query():
+    kid = user_born(dt.date.today() - dt.timedelta(days=365 * 8))
+    adult = user_born(dt.date(1990, 1, 1))
+    bare = UserFactory(profile=None)
+    assert meets_age_rule_loaded(User.objects.get(pk=kid.pk), "messaging") is None  # ask
+    loaded = {u.pk: u for u in User.objects.select_related("profile")}
+    with CaptureQueriesContext(connection) as queries:
+        assert meets_age_rule_loaded(loaded[kid.pk], "messaging") is False
+        assert meets_age_rule_loaded(loaded[adult.pk], "messaging") is True
+        assert meets_age_rule_loaded(loaded[bare.pk], "messaging") is False  # no birth date
+        assert meets_age_rule_loaded(loaded[kid.pk], "voice") is True  # no age rule
+    assert len(queries) == 0

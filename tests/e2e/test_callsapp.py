@@ -3,6 +3,7 @@ the browsers (matrix-sdk-crypto-wasm), the server relays ciphertext only."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from accounts.models import Device
+from messaging.models import MediaBlob
 from realtime.models import StreamItem
 from tests.e2e.conftest import login, server_log
 from tests.factories import UserFactory
@@ -292,8 +294,23 @@ def test_attachment_delete_for_everyone_undelivered_and_block(live_asgi, new_con
         raise AssertionError(f"{exc}\n{redaction_report(live_asgi, i, j, target)}") from exc
     expect(j.get_by_test_id("deleted")).to_have_count(1)
 
-    # Jon goes offline: Ivy sees her message waiting, and when it will expire.
+    # Jon goes offline. A file Ivy sends and then deletes for everyone before his device
+    # fetched it leaves nothing behind: the redaction names it, and the server deletes it.
     j.close()
+    i.get_by_test_id("attach").set_input_files(
+        {"name": "draft.txt", "mimeType": "text/plain", "buffer": b"not this draft"}
+    )
+    draft = i.locator(".ca-msg.mine", has_text="draft.txt")
+    expect(draft.get_by_test_id("tick")).to_have_attribute("data-status", "sent", timeout=20000)
+    (stored,) = {f for f in media.rglob("*") if f.is_file()} - before
+    assert MediaBlob.objects.filter(media_id=stored.name).exists()
+    i.once("dialog", lambda d: d.accept())
+    draft.get_by_test_id("redact").click()
+    expect(i.locator(".ca-msg.mine", has_text="draft.txt")).to_have_count(0, timeout=20000)
+    wait_for(lambda: not stored.exists(), i, "the deleted message's file")
+    assert not MediaBlob.objects.filter(media_id=stored.name).exists()  # download: 404
+
+    # Ivy sees her message waiting, and when it will expire.
     send(i, "are you there?")
     i.get_by_test_id("open-undelivered").click()
     row = i.get_by_test_id("undelivered").filter(has_text="are you there?")
@@ -512,6 +529,36 @@ def test_seen_tick_only_while_the_reader_allows_read_receipts(live_asgi, new_con
     send(o, "yes")
     expect(n.locator(".ca-msg.theirs", has_text="yes")).to_be_visible(timeout=20000)
     expect(second).to_have_attribute("data-status", "delivered")
+
+
+def test_an_eea_user_under_16_sees_the_privacy_settings_locked_and_why(live_asgi, new_context):
+    today = dt.date.today()
+    kid = UserFactory(
+        profile__nickname="Uli",
+        profile__birth_date=today.replace(year=today.year - 14, day=1),
+        profile__country="AT",
+        profile__show_online_status=False,
+        profile__send_read_receipts=False,
+    )
+    u = open_callsapp(new_context(), live_asgi, kid)
+    u.get_by_test_id("open-devices").click()
+    form = u.get_by_test_id("settings-form")
+    expect(form.get_by_test_id("privacy-locked")).to_be_visible()
+    expect(form.get_by_test_id("privacy-locked")).to_contain_text("legal guardian")
+    for name in ("read_receipts", "online_status"):
+        box = form.locator(f"input[name={name}]")
+        expect(box).to_be_disabled()
+        expect(box).not_to_be_checked()
+    # Enabled by hand (devtools), the box is refused by the server and put back.
+    box = form.locator("input[name=online_status]")
+    box.evaluate("el => { el.disabled = false; }")
+    with u.expect_response(
+        lambda r: r.url.endswith("/messaging/api/settings") and r.request.method == "PUT"
+    ) as answer:
+        box.click(force=True)
+    assert answer.value.status == 403
+    expect(box).not_to_be_checked()
+    expect(u.get_by_test_id("ca-status")).to_contain_text("legal guardian")
 
 
 def test_group_admin_renames_and_shares_admin_rights(live_asgi, new_context):

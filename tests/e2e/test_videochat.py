@@ -412,7 +412,10 @@ def test_report_sends_chat_lines_and_a_still_of_the_partner(  # type: ignore[no-
     bob.select_option("[data-testid=report-reason]", "spam")
     # Bob chooses what moderators see: the still, and not his own line.
     lines = bob.locator("[data-testid=report-line]")
-    assert lines.all_inner_texts() == ["Them: buy cheap followers at example.test", "You: no thanks"]
+    assert lines.all_inner_texts() == [
+        "Them: buy cheap followers at example.test",
+        "You: no thanks",
+    ]
     lines.nth(1).locator("input").uncheck()
     bob.click("[data-testid=report-send]")
 

@@ -5,31 +5,52 @@ keys and ciphertexts."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from accounts.models import Profile
 from messaging.ids import mxid
-from messaging.models import RoomEvent
+from messaging.models import MediaBlob, RoomEvent
 from realtime.keys import presence_key
 from realtime.models import StreamItem
 from realtime.presence import online_ids_sync
 from realtime.redis import get_redis
-from tests.conftest import communicator, login_session
+from tests.conftest import acommunicator, aconnected, communicator, login_session
 from tests.factories import UserFactory
 from tests.messaging.olm import OlmDevice
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 C = "/messaging/_matrix/client/v3/"
+SETTINGS = "/messaging/api/settings"
+UPLOAD = "/messaging/_matrix/media/v3/upload"
+DOWNLOAD = "/messaging/_matrix/client/v1/media/download/"
+
+
+def years_ago(years: int) -> dt.date:
+    """A birth date `years` (and a half) ago: that age whatever the day."""
+    return timezone.localdate() - dt.timedelta(days=int(365.25 * years) + 180)
+
+
+# An EEA user under 16, with the protective defaults sign-up gave them.
+EEA_UNDER_16 = {
+    "birth_date": years_ago(14),
+    "country": "DE",
+    "show_online_status": False,
+    "send_read_receipts": False,
+}
+UNDER_10 = {"birth_date": years_ago(8)}
 
 
 class Browser:
@@ -261,9 +282,10 @@ def test_online_status_is_shown_only_if_the_user_allows_it():
     get_redis().zadd(presence_key(bob.user.pk), {"sock": time.time() + 60})
     assert online_ids_sync([bob.user.pk]) == {bob.user.pk}
     assert alice.ok("GET", f"presence/{bob.mxid}/status") == {"presence": "online"}
-    assert bob.ok("PUT", "/messaging/api/settings", {"online_status": False}) == {
+    assert bob.ok("PUT", SETTINGS, {"online_status": False}) == {
         "read_receipts": True,
         "online_status": False,
+        "locked": False,
     }
     assert alice.ok("GET", f"presence/{bob.mxid}/status") == {"presence": "offline"}
     assert not Profile.objects.get(user=bob.user).show_online_status
@@ -278,3 +300,136 @@ def test_start_a_chat_by_exact_nickname():
     found = alice.ok("POST", "user_directory/search", {"search_term": "zed42"})
     assert found == {"results": [{"user_id": bob.mxid, "display_name": "Zed42"}], "limited": False}
     assert alice.ok("POST", "user_directory/search", {"search_term": "Zed"})["results"] == []
+
+
+# --- the EEA under-16 privacy lock: CallsApp's settings are the profile's, under one rule
+
+
+def test_an_eea_under_16_cannot_switch_the_privacy_defaults_on_from_callsapp():
+    kid = Browser(**EEA_UNDER_16)
+    assert kid.ok("GET", SETTINGS) == {
+        "read_receipts": False,
+        "online_status": False,
+        "locked": True,
+    }
+    resp = kid.call("PUT", SETTINGS, {"read_receipts": True, "online_status": True})
+    assert resp.status_code == 403 and resp.json()["errcode"] == "M_FORBIDDEN"
+    assert "guardian" in resp.json()["error"]
+    profile = Profile.objects.get(user=kid.user)
+    assert (profile.send_read_receipts, profile.show_online_status) == (False, False)
+    # Keeping them off changes nothing and is no error.
+    assert kid.ok("PUT", SETTINGS, {"online_status": False})["online_status"] is False
+    # Staff record a guardian's written instruction: now the user chooses, here too.
+    Profile.objects.filter(user=kid.user).update(guardian_allows_privacy_changes=True)
+    assert kid.ok("PUT", SETTINGS, {"read_receipts": True}) == {
+        "read_receipts": True,
+        "online_status": False,
+        "locked": False,
+    }
+
+
+def test_the_callsapp_page_tells_a_locked_user_why():
+    kid = Browser(**EEA_UNDER_16)
+    page = kid.client.get("/messaging/").content.decode()
+    assert 'data-testid="privacy-locked"' in page and "guardian" in page
+
+
+async def test_hiding_online_status_from_callsapp_shows_the_user_offline_at_once(amake_user):
+    watcher, bob = await amake_user(), await sync_to_async(Browser)()
+    w = await aconnected("/ws/presence/", watcher)
+    b = await aconnected("/ws/presence/", session_key=bob.session_key)
+    await w.send_json_to({"type": "presence.watch", "user_ids": [bob.user.pk]})
+    assert (await w.receive_json_from())["statuses"] == {str(bob.user.pk): True}
+
+    await sync_to_async(bob.ok)("PUT", SETTINGS, {"online_status": False})
+
+    assert (await w.receive_json_from())["statuses"] == {str(bob.user.pk): False}
+    await b.disconnect()
+    await w.disconnect()
+
+
+# --- CallsApp is not for children under 10: not the page only, the API and socket too
+
+
+def test_an_account_under_10_gets_403_from_the_api():
+    kid = Browser(**UNDER_10)
+    for method, path, body in (
+        ("GET", "account/whoami", None),
+        ("POST", "keys/upload", {}),
+        ("GET", "joined_rooms", None),
+        ("PUT", SETTINGS, {"online_status": False}),
+        ("POST", f"{UPLOAD}?room_id=!x:y", b"x"),
+    ):
+        resp = kid.call(method, path, body)
+        assert resp.status_code == 403, (path, resp.content)
+        assert resp.json()["errcode"] == "M_FORBIDDEN", path
+
+
+async def test_an_account_under_10_cannot_open_the_sync_socket():
+    kid = await sync_to_async(Browser)(**UNDER_10)
+    comm = await acommunicator("/ws/messaging/", session_key=kid.session_key)
+    ok, _ = await comm.connect()
+    assert ok  # accepted, to say why, then closed for good
+    assert (await comm.receive_json_from())["type"] == "error"
+    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
+
+
+def test_an_account_under_10_is_refused_as_an_unknown_user():
+    alice, bob = Browser(), Browser()
+    kid = Browser(nickname="Kiddo", **UNDER_10)
+    unknown = mxid(10**9)
+    for who in (kid.mxid, unknown):
+        resp = alice.call("POST", "createRoom", {"invite": [who], "is_direct": True})
+        assert resp.status_code == 404 and resp.json()["errcode"] == "M_NOT_FOUND"
+    room_id = alice.ok("POST", "createRoom", {"name": "club", "invite": [bob.mxid]})["room_id"]
+    resp = alice.call("POST", f"rooms/{room_id}/invite", {"user_id": kid.mxid})
+    assert resp.status_code == 404 and resp.json()["errcode"] == "M_NOT_FOUND"
+    assert alice.ok("POST", "user_directory/search", {"search_term": "kiddo"})["results"] == []
+    assert not kid.user.room_memberships.exists()
+
+
+# --- delete for everyone takes the message's attachment with it
+
+
+def sent_with_a_file(alice: Browser, bob: Browser) -> tuple[str, str, str]:
+    """Alice uploads an attachment to a chat with Bob and sends its message:
+    (room id, event id, content uri)."""
+    bob.upload_keys()  # a CallsApp device: a target of the room's attachments
+    room_id = alice.ok("POST", "createRoom", {"invite": [bob.mxid], "is_direct": True})["room_id"]
+    uri = alice.ok("POST", f"{UPLOAD}?room_id={room_id}", b"\x8f" * 100)["content_uri"]
+    content = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "QUJD", "session_id": "s"}
+    event_id = alice.ok("PUT", f"rooms/{room_id}/send/m.room.encrypted/t1", content)["event_id"]
+    return room_id, event_id, uri
+
+
+def download(browser: Browser, uri: str) -> Any:
+    return browser.client.get(DOWNLOAD + uri.removeprefix("mxc://"))
+
+
+def test_delete_for_everyone_deletes_the_messages_attachment():
+    alice, bob = Browser(), Browser()
+    room_id, event_id, uri = sent_with_a_file(alice, bob)
+    blob = MediaBlob.objects.get(media_id=uri.rsplit("/", 1)[1])
+    path = Path(settings.MEDIA_ROOT) / blob.file.name
+    assert path.exists()
+
+    alice.ok("PUT", f"rooms/{room_id}/redact/{event_id}/r1", {"media": [uri]})
+
+    assert download(bob, uri).status_code == 404
+    assert not MediaBlob.objects.filter(pk=blob.pk).exists()
+    assert not path.exists()
+
+
+def test_a_redaction_never_deletes_someone_elses_attachment():
+    alice, bob = Browser(), Browser()
+    room_id, event_id, _ = sent_with_a_file(alice, bob)
+    alice.upload_keys()
+    bobs = bob.ok("POST", f"{UPLOAD}?room_id={room_id}", b"bob's")["content_uri"]
+    # Alice's own upload to another room is not this message's either.
+    other = alice.ok("POST", "createRoom", {"name": "g", "invite": [bob.mxid]})["room_id"]
+    elsewhere = alice.ok("POST", f"{UPLOAD}?room_id={other}", b"elsewhere")["content_uri"]
+
+    alice.ok("PUT", f"rooms/{room_id}/redact/{event_id}/r1", {"media": [bobs, elsewhere]})
+
+    assert download(alice, bobs).content == b"bob's"
+    assert download(bob, elsewhere).content == b"elsewhere"

@@ -447,6 +447,9 @@ async function drawDevicesNow(userId) {
     const form = $("[data-form=settings]");
     form.read_receipts.checked = settings.read_receipts;
     form.online_status.checked = settings.online_status;
+    // Held off for an EEA user under 16 (the server refuses a change): say why.
+    form.read_receipts.disabled = form.online_status.disabled = settings.locked;
+    form.querySelector("[data-privacy-locked]").hidden = !settings.locked;
   }
   const blocked = await client.blocked().catch(() => []);
   $("[data-blocked]").replaceChildren(
@@ -795,7 +798,16 @@ root.addEventListener("change", async (ev) => {
     }
   }
   const settings = ev.target.closest("[data-form=settings]");
-  if (settings) await client.saveSettings({ [ev.target.name]: ev.target.checked });
+  if (settings) {
+    const wanted = ev.target.checked;
+    try {
+      await client.saveSettings({ [ev.target.name]: wanted });
+    } catch (err) {
+      // Refused (the EEA under-16 lock, say): what is stored is still the other value.
+      ev.target.checked = !wanted;
+      setState("ready", `Not saved: ${err.message}`);
+    }
+  }
 });
 
 document.addEventListener("visibilitychange", () => {

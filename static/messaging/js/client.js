@@ -800,8 +800,15 @@ export class CallsClient extends EventTarget {
     this.emit("timeline", (await this.history.event(eventId))?.room_id);
   }
 
+  /**
+   * Delete for everyone. The server cannot read which attachments the message carries, so
+   * the redaction names them: it deletes those this user uploaded, not only the text.
+   */
   async redact(roomId, eventId) {
-    await api("PUT", `rooms/${enc(roomId)}/redact/${enc(eventId)}/${enc(txnId())}`, {});
+    const record = await this.history.event(eventId);
+    const content = await this.history.unseal(record?.sealed);
+    const media = [content?.file?.url, content?.info?.thumbnail_file?.url].filter((u) => typeof u === "string");
+    await api("PUT", `rooms/${enc(roomId)}/redact/${enc(eventId)}/${enc(txnId())}`, media.length ? { media } : {});
     await this.history.updateEvent(eventId, (r) => {
       r.redacted = true;
       r.sealed = null;
