@@ -22,6 +22,11 @@ app.conf.beat_schedule = {
         "task": "payments.tasks.entitlements_expire",
         "schedule": 60.0,
     },
+    # An erased account's sales, kept for accounting only as long as the law requires.
+    "payments-records-purge": {
+        "task": "payments.tasks.records_purge",
+        "schedule": crontab(minute=11, hour=4),
+    },
     "voice-connection-log-purge": {
         "task": "voice.tasks.connection_log_purge",
         "schedule": crontab(minute=17, hour=3),

@@ -3,7 +3,8 @@
 Entitlements go with the account. Orders are kept, unlinked from the account: they are the
 accounting record of a sale (tax law keeps invoices and payment records for years, and a
 refund or chargeback may come after the account is gone), with the payer details the
-provider reported, as the Video Chat policy allows for legal obligations."""
+provider reported, as the Video Chat policy allows for legal obligations, until
+PAYMENTS_RECORD_RETENTION_YEARS after the sale (services.records_purge, a beat task)."""
 
 from __future__ import annotations
 

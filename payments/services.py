@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -388,6 +389,17 @@ def renewal_cancel(*, user: User, order_id: int) -> Order:
     except ProviderError as exc:
         raise ServiceError("provider_unavailable", str(exc)) from exc
     return order_refresh(order_id=order.pk)
+
+
+def records_purge(*, now: dt.datetime | None = None) -> int:
+    """Beat: the sales of erased accounts (orders the deletion unlinked, kept as the
+    accounting record the law requires) are deleted once PAYMENTS_RECORD_RETENTION_YEARS
+    have passed since the order, with the payer details they hold. A live account's orders
+    are its own data and go with it. Returns how many went."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(days=365.25 * settings.PAYMENTS_RECORD_RETENTION_YEARS)
+    deleted, _ = Order.objects.filter(user__isnull=True, ordered_at__lt=cutoff).delete()
+    return int(deleted)
 
 
 def entitlements_expire(*, now: dt.datetime | None = None, batch_size: int = 500) -> int:

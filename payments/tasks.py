@@ -22,3 +22,8 @@ def provider_event_process(event_pk: int) -> None:
 @shared_task(name="payments.tasks.entitlements_expire")
 def entitlements_expire() -> int:
     return services.entitlements_expire()
+
+
+@shared_task(name="payments.tasks.records_purge")
+def records_purge() -> int:
+    return services.records_purge()

@@ -32,6 +32,7 @@ def _periods() -> dict[str, object]:
         "connection_log_days": settings.VOICE_CONNECTION_LOG_RETENTION_DAYS,
         "skip_minutes": settings.VIDEOCHAT_SKIP_TTL_SECONDS // 60,
         "report_days": settings.VIDEOCHAT_REPORT_RETENTION_DAYS,
+        "payment_records_years": settings.PAYMENTS_RECORD_RETENTION_YEARS,
         "videochat_age": settings.AGE_RULES.get("videochat", 0),
         "callsapp_age": settings.AGE_RULES.get("messaging", 0),
         # CallsApp's own setting; the page says "undelivered messages are deleted" with it.

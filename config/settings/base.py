@@ -552,6 +552,9 @@ PAYMENT_PROVIDERS = env.list("PAYMENT_PROVIDERS", default=[])
 # A verified webhook older (or newer) than this is refused: a captured delivery cannot be
 # replayed later.
 PAYMENTS_EVENT_TOLERANCE_SECONDS = env.int("PAYMENTS_EVENT_TOLERANCE_SECONDS", default=300)
+# How long an erased account's sales stay as the accounting record (commercial and tax law
+# keep invoices and payment records for up to ten years in much of the EU).
+PAYMENTS_RECORD_RETENTION_YEARS = env.int("PAYMENTS_RECORD_RETENTION_YEARS", default=10)
 STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 # Empty: Stripe's own API. Tests point it at a local stand-in that speaks Stripe's HTTP API.

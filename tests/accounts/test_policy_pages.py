@@ -50,6 +50,12 @@ pytestmark = pytest.mark.django_db
             12,
             '<strong data-period="report-evidence">12 days</strong>',
         ),
+        (
+            "/privacy/callsapp/",
+            "PAYMENTS_RECORD_RETENTION_YEARS",
+            7,
+            '<strong data-period="payment-records">7 years</strong>',
+        ),
         ("/privacy/", "CONTACT_RETENTION_DAYS", 111, "for 111 days"),
         ("/privacy/", "PRIVACY_EXPORT_LINK_HOURS", 5, "expires 5 hours after"),
     ],
