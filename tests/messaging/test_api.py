@@ -27,7 +27,7 @@ from realtime.models import StreamItem
 from realtime.presence import online_ids_sync
 from realtime.redis import get_redis
 from tests.conftest import acommunicator, aconnected, communicator, login_session
-from tests.factories import UserFactory
+from tests.factories import UserFactory, make_contacts
 from tests.messaging.olm import OlmDevice
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -336,6 +336,7 @@ def test_the_callsapp_page_tells_a_locked_user_why():
 
 async def test_hiding_online_status_from_callsapp_shows_the_user_offline_at_once(amake_user):
     watcher, bob = await amake_user(), await sync_to_async(Browser)()
+    await sync_to_async(make_contacts)(watcher, bob.user)  # only a contact may watch
     w = await aconnected("/ws/presence/", watcher)
     b = await aconnected("/ws/presence/", session_key=bob.session_key)
     await w.send_json_to({"type": "presence.watch", "user_ids": [bob.user.pk]})
