@@ -27,6 +27,12 @@ app.conf.beat_schedule = {
         "task": "payments.tasks.records_purge",
         "schedule": crontab(minute=11, hour=4),
     },
+    # The CBLINE policy page says an unrefreshed location is deleted within half a minute
+    # of its expiry: keep the two together.
+    "voice-location-expire": {
+        "task": "voice.tasks.location_expire",
+        "schedule": 30.0,
+    },
     "voice-connection-log-purge": {
         "task": "voice.tasks.connection_log_purge",
         "schedule": crontab(minute=17, hour=3),

@@ -100,6 +100,8 @@ class VoiceConsumer(BaseConsumer):
         # and uvicorn both), which puts the forwarded client address here instead.
         client = self.scope.get("client") or [None]
         logged, self.nickname = selectors.profile_nickname(self.user)
+        # The log keeps the address's country for its aggregates; others see it only while
+        # the user shares a location (`_shown_country`).
         self.country = await services.connection_log_add(
             user_id=self.user_id, ip=client[0], device=self.device, nickname=logged
         )
@@ -114,7 +116,11 @@ class VoiceConsumer(BaseConsumer):
                 await self._leave_channel("disconnected")
         finally:
             if self.has_location:
-                await services.location_clear(user_id=self.user_id or 0)
+                await services.location_clear(
+                    user_id=self.user_id or 0,
+                    socket=self.channel_name,
+                    process_id=liveness.process_id(),
+                )
                 self.has_location = False
 
     # --- channels
@@ -181,7 +187,7 @@ class VoiceConsumer(BaseConsumer):
         (version,) = await conn.call(resp_command(b"GET", sanctions_version_key(self._uid)), 1)
         return version  # type: ignore[no-any-return]
 
-    async def _enter(self, channel: Channel) -> tuple[bool, int, dict[int, str], JoinState]:
+    async def _enter(self, channel: Channel) -> tuple[bool, int, dict[int, str | None], JoinState]:
         """Relay first, then group, socket and snapshot in one script: nothing said meanwhile
         is missed. (whether the user's first socket there, its sockets, who is live with
         their countries, the live state read)."""
@@ -200,12 +206,12 @@ class VoiceConsumer(BaseConsumer):
             raise
         self.joined_by_script(channel_group(channel.pk))
         self.channel = channel
-        entered.live.setdefault(self._uid, self.country)
+        entered.live.setdefault(self._uid, self._shown_country(entered.snapshot.located))
         return entered.first, entered.sockets, entered.live, entered.snapshot
 
     async def _enter_step_by_step(
         self, channel: Channel
-    ) -> tuple[bool, int, dict[int, str], JoinState]:
+    ) -> tuple[bool, int, dict[int, str | None], JoinState]:
         """`_enter` where the channel layer is not in REDIS_URL's Redis: group and relay
         first, then the snapshot."""
         await self.join(channel_group(channel.pk))
@@ -216,10 +222,10 @@ class VoiceConsumer(BaseConsumer):
             country=self.country,
             process_id=liveness.process_id(),
         )
-        countries.setdefault(self._uid, self.country)
         self.channel = channel
         await get_relay().join(channel.pk, self)
         state = await selectors.join_state(channel.pk, viewer_id=self._uid)
+        countries.setdefault(self._uid, self._shown_country(state.located))
         return first, sockets, countries, state
 
     async def on_channel_leave(self, msg: ChannelLeave) -> None:
@@ -247,19 +253,32 @@ class VoiceConsumer(BaseConsumer):
 
     # --- location
     async def on_location_set(self, msg: LocationSet) -> None:
-        await services.location_set(user_id=self._uid, lat=msg.lat, lon=msg.lon)
+        await services.location_set(
+            user_id=self._uid,
+            lat=msg.lat,
+            lon=msg.lon,
+            socket=self.channel_name,
+            process_id=liveness.process_id(),
+        )
         self.has_location = True
         await self._send_location_ok()
 
     async def on_location_clear(self, msg: LocationClear) -> None:
-        await services.location_clear(user_id=self._uid)
+        await services.location_clear(
+            user_id=self._uid, socket=self.channel_name, process_id=liveness.process_id()
+        )
         self.has_location = False
         await self._send_location_ok()
 
+    def _shown_country(self, located: bool) -> str | None:
+        """The country others may see of this user: only while they share a location (the
+        user's, perhaps from another tab), else None."""
+        return self.country if located or self.has_location else None
+
     async def _send_location_ok(self) -> None:
-        # The country comes from the connection, never from the coordinates, and the
+        # The country others see: the connection's, never from the coordinates, and the
         # coordinates never leave the server.
-        cc = self.country
+        cc = self.country if self.has_location else ""
         await self.send_model(
             LocationOk(
                 has_location=self.has_location,
@@ -437,6 +456,12 @@ class VoiceConsumer(BaseConsumer):
     async def voice_member_updated(self, event: dict[str, Any]) -> None:
         await self.send_model(MemberUpdated(member=event["member"]))
 
+    async def voice_location_changed(self, event: dict[str, Any]) -> None:
+        """The user started or stopped sharing a location: the channel sees the country
+        shown or gone."""
+        if self.channel is not None:
+            await self._announce(events.MemberUpdated, await self._describe_me(self.channel))
+
     async def voice_member_left(self, event: dict[str, Any]) -> None:
         if event["user_id"] != self.user_id:
             await self.send_model(MemberLeft(user_id=event["user_id"]))
@@ -480,7 +505,9 @@ class VoiceConsumer(BaseConsumer):
         return self.channel
 
     async def _describe_me(self, channel: Channel) -> Member:
-        return await db(selectors.member_describe)(channel, self._uid, self.country)
+        # The user's location, not this socket's: expired or cleared from another tab.
+        shown = self.country if await selectors.has_location(self._uid) else None
+        return await db(selectors.member_describe)(channel, self._uid, shown)
 
     async def _announce(
         self, kind: type[events.MemberJoined | events.MemberUpdated], member: Member

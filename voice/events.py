@@ -64,6 +64,13 @@ class IdentityChanged(Event):
     type: Literal["voice.identity.changed"] = "voice.identity.changed"
 
 
+class LocationChanged(Event):
+    """The user started or stopped sharing a location: each socket re-announces itself (its
+    country is shown only while they share one)."""
+
+    type: Literal["voice.location.changed"] = "voice.location.changed"
+
+
 class ChannelClosed(Event):
     """Staff deleted the channel: every socket in it leaves (its talker loses the floor)."""
 

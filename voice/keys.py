@@ -51,9 +51,26 @@ def geo_key() -> str:
     return key("voice", "geo")
 
 
+def geo_deadlines_key() -> str:
+    """Sorted set: user id -> when their GEO entry expires (epoch seconds), as their
+    location_key does: what is past is pruned from the GEO set (services.locations_expire)."""
+    return key("voice", "geo", "until")
+
+
 def location_key(user_id: int) -> str:
     """Marks a user's GEO entry as live; expires unless the client refreshes it."""
     return key("voice", "loc", user_id)
+
+
+def location_moves_key(user_id: int) -> str:
+    """Token bucket of the user's location moves (services.location_set). No coordinates."""
+    return key("voice", "locmoves", user_id)
+
+
+def process_located_key(process_id: str) -> str:
+    """Hash: channel name -> user id, of the process's sockets that shared a location (a
+    survivor clears those locations if the process dies)."""
+    return key("voice", "proc", process_id, "located")
 
 
 def sanctions_version_key(user_id: int) -> str:

@@ -193,16 +193,22 @@ def profile_nickname(user: Any) -> tuple[str, str]:
 
 
 def members_describe(
-    channel: Channel, countries: dict[int, str], *, limit: int | None = None, first: int = 0
+    channel: Channel,
+    countries: dict[int, str | None],
+    *,
+    limit: int | None = None,
+    first: int = 0,
 ) -> list[Member]:
     """Members as others see them. `countries` maps each live member to the country of their
-    connection; a member without one falls back to the country on their profile. With a
+    connection, or None while they share no location: the policy shows a country only to
+    those who shared one. A sharing member whose connection has none falls back to the
+    country on their profile. With a
     `limit`, a big channel is described in part: `first` (the asking user), the moderators,
     then the others by id, so that a join costs the same in a crowd as in a small channel."""
     return members_describe_many([(channel, countries, limit, first)])[0]
 
 
-MembersAsk = tuple[Channel, dict[int, str], int | None, int]
+MembersAsk = tuple[Channel, dict[int, str | None], int | None, int]
 
 
 def members_describe_many(asks: list[MembersAsk]) -> list[list[Member]]:
@@ -222,7 +228,10 @@ def members_describe_many(asks: list[MembersAsk]) -> list[list[Member]]:
 
 
 def _described(
-    channel: Channel, countries: dict[int, str], ids: list[int], rows: dict[int, tuple[Any, ...]]
+    channel: Channel,
+    countries: dict[int, str | None],
+    ids: list[int],
+    rows: dict[int, tuple[Any, ...]],
 ) -> list[Member]:
     members = []
     for uid in ids:
@@ -230,7 +239,8 @@ def _described(
         _, nickname, description, country, is_moderator, muted = rows.get(
             uid, (uid, "", "", "", False, False)
         )
-        cc = countries[uid] or (country or "").upper()
+        shown = countries[uid]
+        cc = "" if shown is None else shown or (country or "").upper()
         members.append(
             Member(
                 user_id=uid,
@@ -292,7 +302,7 @@ def _members_to_show(channel: Channel, ids: list[int], limit: int, first: int) -
     return ordered[:limit]
 
 
-def member_describe(channel: Channel, user_id: int, country: str) -> Member:
+def member_describe(channel: Channel, user_id: int, country: str | None) -> Member:
     return members_describe(channel, {user_id: country})[0]
 
 

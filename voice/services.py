@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -64,6 +65,11 @@ _ip_country: Callable[[str], str | None] = next(
 )
 
 MAX_RANGE_KM = 20_000  # half the Earth's circumference: anything larger means "everywhere"
+# A ranged channel tells each member whether a talker is within its range (floor.taken's
+# in_range, and the audio itself). A narrow range lets a few accounts at chosen points box a
+# talker in to a km or two; the product promises to use only a coarse location. 25 km (a
+# town and its surroundings) keeps that answer coarse, and still narrows a channel to a region.
+MIN_RANGE_KM = 25
 
 
 # --- channels (SQL)
@@ -71,13 +77,17 @@ def channel_fields_clean(
     *, name: str, range_km: int, description: str = "", channel_id: int | None = None
 ) -> tuple[str, str]:
     """(name, description) as a channel keeps them, or ServiceError: a name of 1 to 64
-    characters (spaces tidied) that no other channel has in any case, a range within
-    MAX_RANGE_KM. The admin's form runs this too, so staff see the same refusals."""
+    characters (spaces tidied) that no other channel has in any case, a range of 0 or
+    MIN_RANGE_KM to MAX_RANGE_KM. The admin's form runs this too, so staff see the same refusals."""
     name = " ".join(name.split())
     if not 1 <= len(name) <= 64:
         raise ServiceError("invalid", "a channel name has 1 to 64 characters")
     if not 0 <= range_km <= MAX_RANGE_KM:
         raise ServiceError("invalid", f"range is 0 (unlimited) to {MAX_RANGE_KM} km")
+    if 0 < range_km < MIN_RANGE_KM:
+        raise ServiceError(
+            "invalid", f"a channel's range is 0 (unlimited) or at least {MIN_RANGE_KM} km"
+        )
     others = Channel.objects.filter(name__iexact=name)
     if channel_id is not None:
         others = others.exclude(pk=channel_id)
@@ -299,7 +309,11 @@ _members_reader = PerLoop(_MembersReader)
 
 
 async def members_describe(
-    channel: Channel, countries: dict[int, str], *, limit: int | None = None, first: int = 0
+    channel: Channel,
+    countries: dict[int, str | None],
+    *,
+    limit: int | None = None,
+    first: int = 0,
 ) -> list[Member]:
     """selectors.members_describe for a socket, with the other sockets' asked meanwhile."""
     members: list[Member] = await _members_reader.get().call((channel, countries, limit, first))
@@ -609,8 +623,8 @@ def connection_log_purge(*, older_than_days: int, batch_size: int = 1000) -> int
 # selectors.live_members reads it) and whether this is the user's first socket there, read
 # and the socket added in one step inside Redis. Read from Python this was a command per
 # socket already in the channel for every join: O(members²) a channel in a reconnect storm.
-# The presence keys are the members' own (realtime.keys.presence_key), not declared: one
-# Redis, as the floor's and matchmaking's steps assume.
+# The presence and location keys are the members' own (realtime.keys.presence_key,
+# keys.location_key), not declared: one Redis, as the floor's and matchmaking's steps assume.
 _SOCKET_JOIN = """
 local socket, uid, now, presence = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local first, count, live = 1, 1, {}
@@ -624,7 +638,12 @@ for i = 1, #all, 2 do
     local expiry = redis.call('ZSCORE', presence .. id, all[i])
     if expiry and tonumber(expiry) >= now then
       live[#live + 1] = id
-      live[#live + 1] = entry.country
+      -- The country is shown only while the member shares a location (false: not shown).
+      if redis.call('EXISTS', ARGV[8] .. id) == 1 then
+        live[#live + 1] = entry.country
+      else
+        live[#live + 1] = false
+      end
     end
   end
 end
@@ -636,6 +655,7 @@ end
 return {first, count, live}
 """
 _PRESENCE_PREFIX = presence_key(0).removesuffix("0")  # + a user id: that user's key
+_LOCATION_PREFIX = keys.location_key(0).removesuffix("0")  # the same for locations
 
 
 def _text(value: bytes | str) -> str:
@@ -644,10 +664,11 @@ def _text(value: bytes | str) -> str:
 
 async def channel_socket_join(
     *, channel_id: int, socket: str, user_id: int, country: str, process_id: str = ""
-) -> tuple[bool, int, dict[int, str]]:
+) -> tuple[bool, int, dict[int, str | None]]:
     """Record a socket as joined (listed under its process for realtime.liveness). Returns
     (whether it is the user's first socket in the channel, how many sockets it has now, user
-    id -> connection country of everyone else live in it before this socket came)."""
+    id -> the country others may see of everyone else live in it before this socket came:
+    their connection's, or None for a member who shares no location)."""
     names = [keys.sockets_key(channel_id)]
     if process_id:
         names.append(keys.process_sockets_key(process_id))
@@ -658,7 +679,7 @@ async def channel_socket_join(
 
 
 def _join_args(channel_id: int, socket: str, user_id: int, country: str) -> list[Any]:
-    """_SOCKET_JOIN's arguments (ARGV[1..7]), for it alone and inside _SOCKET_ENTER."""
+    """_SOCKET_JOIN's arguments (ARGV[1..8]), for it alone and inside _SOCKET_ENTER."""
     return [
         socket,
         user_id,
@@ -667,21 +688,23 @@ def _join_args(channel_id: int, socket: str, user_id: int, country: str) -> list
         json.dumps({"user_id": user_id, "country": country}),
         channel_id,
         settings.LIVENESS_SOCKETS_KEEP_SECONDS,
+        _LOCATION_PREFIX,
     ]
 
 
-def _live_countries(flat: list[Any]) -> dict[int, str]:
-    """_SOCKET_JOIN's flat [user id, country, ...] as user id -> country (a user's first
-    non-empty country wins)."""
-    live: dict[int, str] = {}
+def _live_countries(flat: list[Any]) -> dict[int, str | None]:
+    """_SOCKET_JOIN's flat [user id, country or nil, ...] as user id -> country (a user's
+    first non-empty country wins; None: they share no location)."""
+    live: dict[int, str | None] = {}
     for i in range(0, len(flat), 2):
         uid = int(flat[i])
-        live[uid] = live.get(uid) or _text(flat[i + 1])
+        country = None if flat[i + 1] is None else _text(flat[i + 1])
+        live[uid] = live.get(uid) or country
     return live
 
 
 # A socket's join in one round trip, on the connect's lean connection (realtime.opening):
-# the channel's group (as the layer's group_add: KEYS[3], ARGV[8] its expiry), the socket
+# the channel's group (as the layer's group_add: KEYS[3], ARGV[9] its expiry), the socket
 # (_SOCKET_JOIN, its process's hash always given), then the snapshot the joiner is sent (the
 # user's location flag KEYS[4], the floor KEYS[5], recent transmissions KEYS[6], the
 # channel's sanctions version KEYS[7]). One script: nothing said after the group is joined
@@ -690,7 +713,7 @@ def _live_countries(flat: list[Any]) -> dict[int, str]:
 _SOCKET_ENTER = Script.of(
     """
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('EXPIRE', KEYS[3], ARGV[8])
+redis.call('EXPIRE', KEYS[3], ARGV[9])
 local joined = (function()
 """
     + _SOCKET_JOIN
@@ -708,7 +731,7 @@ class Entered:
 
     first: bool
     sockets: int
-    live: dict[int, str]
+    live: dict[int, str | None]
     snapshot: JoinState
 
 
@@ -777,7 +800,8 @@ async def channel_socket_remove(
 async def process_dead_release(process_id: str, sockets: Mapping[str, object]) -> None:
     """realtime.liveness hook: a process died holding CBLINE state. Its floors are released
     and announced (floor.released, reason "disconnected"), its sockets leave their
-    channels, and members whose last socket it was are announced gone."""
+    channels, members whose last socket it was are announced gone, and the locations its
+    sockets shared are cleared."""
     r = get_async_redis()
     async with r.pipeline(transaction=False) as p:
         p.hgetall(keys.process_floors_key(process_id))
@@ -811,7 +835,15 @@ async def process_dead_release(process_id: str, sockets: Mapping[str, object]) -
         gone = {json.loads(v)["user_id"] for v in dead if v is not None} - remaining
         for user_id in sorted(gone):
             await send_now(keys.channel_group(channel_id), events.MemberLeft(user_id=user_id))
-    await r.delete(keys.process_floors_key(process_id), keys.process_sockets_key(process_id))
+    # Locations its sockets shared go as their disconnects would have taken them.
+    located = await r.hvals(keys.process_located_key(process_id))
+    for user_id in sorted({int(v) for v in located}):
+        await location_clear(user_id=user_id)
+    await r.delete(
+        keys.process_floors_key(process_id),
+        keys.process_sockets_key(process_id),
+        keys.process_located_key(process_id),
+    )
 
 
 def location_round(value: float) -> float:
@@ -819,21 +851,112 @@ def location_round(value: float) -> float:
     return round(value, 2)
 
 
-async def location_set(*, user_id: int, lat: float, lon: float) -> None:
-    """Keep the user's coarse position in Redis GEO while they refresh it, never in SQL."""
+# Each move of a location is a probe of who is in range (floor.taken's in_range, the audio):
+# a socket may move its user's location once a minute. A refresh within LOCATION_REFRESH_KM
+# of the stored place (GPS drift, the 0.01° rounding) always passes, and keeps the stored
+# place: many small steps cannot walk it anywhere.
+LOCATION_MOVES_PER_MINUTE = 1
+LOCATION_REFRESH_KM = 2.0
+_EARTH_RADIUS_KM = 6372.797560856  # Redis GEO's own
+
+
+def _distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance of two (lon, lat) points, as Redis GEODIST measures it."""
+    lon1, lat1, lon2, lat2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2
+    h += math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * _EARTH_RADIUS_KM * math.asin(math.sqrt(h))
+
+
+# The GEO set is shared by everyone, so it cannot expire per member: each member's deadline
+# (their marker's expiry) is kept beside it, and what is past goes from both, with its marker.
+# KEYS: the GEO set, the deadlines; ARGV: now, the location keys' prefix. Returns who went.
+_LOCATIONS_EXPIRE = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, uid in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], uid)
+  redis.call('ZREM', KEYS[2], uid)
+  redis.call('DEL', ARGV[2] .. uid)
+end
+return gone
+"""
+
+
+def _expire_args(now: float) -> list[Any]:
+    return [2, keys.geo_key(), keys.geo_deadlines_key(), now, _LOCATION_PREFIX]
+
+
+def locations_expire() -> int:
+    """Remove the coordinates of everyone whose location was not refreshed in time (the beat
+    runs it, so it happens when nobody sets a location too). Their channels see their
+    country go. Returns how many went; running it again removes nothing."""
+    gone = get_redis().eval(_LOCATIONS_EXPIRE, *_expire_args(time.time()))  # type: ignore[no-untyped-call]
+    for uid in gone:
+        send_on_commit(keys.voice_user_group(int(uid)), events.LocationChanged())
+    return len(gone)
+
+
+async def _locations_expire_async(now: float) -> None:
+    gone = await get_async_redis().eval(_LOCATIONS_EXPIRE, *_expire_args(now))  # type: ignore[misc]
+    for uid in gone:
+        await send_now(keys.voice_user_group(int(uid)), events.LocationChanged())
+
+
+async def location_set(
+    *, user_id: int, lat: float, lon: float, socket: str = "", process_id: str = ""
+) -> None:
+    """Keep the user's coarse position in Redis GEO while they refresh it, never in SQL; the
+    coordinates of everyone who stopped refreshing go first. A move (not a refresh of the
+    same place) beyond LOCATION_MOVES_PER_MINUTE is refused and the stored place kept. The
+    user's sockets in channels re-announce themselves when the location starts being shared
+    (their country shows). `socket` of `process_id`: cleared if that process dies."""
     r = get_async_redis()
+    now = time.time()
+    await _locations_expire_async(now)
+    place = (location_round(lon), location_round(lat))
+    async with r.pipeline(transaction=False) as p:
+        p.exists(keys.location_key(user_id))
+        p.geopos(keys.geo_key(), str(user_id))
+        located, (stored,) = await p.execute()
+    refresh = (
+        bool(located) and stored is not None and _distance_km(stored, place) <= LOCATION_REFRESH_KM
+    )
+    if not refresh and not await allow_async(
+        keys.location_moves_key(user_id),
+        capacity=LOCATION_MOVES_PER_MINUTE,
+        per_second=LOCATION_MOVES_PER_MINUTE / 60,
+    ):
+        raise ServiceError(
+            "location_too_frequent",
+            "your location can change once a minute; try again shortly",
+            status=429,
+        )
     ttl = settings.VOICE_LOCATION_TTL_SECONDS
     async with r.pipeline(transaction=True) as p:
-        p.geoadd(keys.geo_key(), [location_round(lon), location_round(lat), str(user_id)])
+        if not refresh:
+            p.geoadd(keys.geo_key(), [*place, str(user_id)])
+        p.zadd(keys.geo_deadlines_key(), {str(user_id): now + ttl})
         p.set(keys.location_key(user_id), "1", ex=ttl)
         # If every process dies, the whole set still goes once no one refreshes it.
         p.expire(keys.geo_key(), ttl)
+        p.expire(keys.geo_deadlines_key(), ttl)
+        if process_id:
+            p.hset(keys.process_located_key(process_id), socket, user_id)
+            p.expire(keys.process_located_key(process_id), settings.LIVENESS_SOCKETS_KEEP_SECONDS)
         await p.execute()
+    if not located:
+        await send_now(keys.voice_user_group(user_id), events.LocationChanged())
 
 
-async def location_clear(*, user_id: int) -> None:
+async def location_clear(*, user_id: int, socket: str = "", process_id: str = "") -> None:
+    """Forget the user's position; their sockets in channels stop showing their country."""
     r = get_async_redis()
     async with r.pipeline(transaction=True) as p:
         p.zrem(keys.geo_key(), str(user_id))
+        p.zrem(keys.geo_deadlines_key(), str(user_id))
         p.delete(keys.location_key(user_id))
-        await p.execute()
+        if process_id:
+            p.hdel(keys.process_located_key(process_id), socket)
+        removed, _, marked, *_ = await p.execute()
+    if removed or marked:
+        await send_now(keys.voice_user_group(user_id), events.LocationChanged())

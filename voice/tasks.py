@@ -15,3 +15,10 @@ def connection_log_purge() -> int:
     return services.connection_log_purge(
         older_than_days=settings.VOICE_CONNECTION_LOG_RETENTION_DAYS
     )
+
+
+@shared_task(name="voice.tasks.location_expire")
+def location_expire() -> int:
+    """Keep the location promise when nobody moves: coordinates not refreshed within
+    VOICE_LOCATION_TTL_SECONDS go from the shared GEO set. Idempotent."""
+    return services.locations_expire()

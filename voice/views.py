@@ -50,6 +50,7 @@ def page(request: HttpRequest) -> HttpResponse:
             "audio_ttl": settings.VOICE_AUDIO_TTL_SECONDS,
             "max_seconds": settings.VOICE_MAX_TRANSMISSION_SECONDS,
             "location_ttl": settings.VOICE_LOCATION_TTL_SECONDS,
+            "min_range_km": services.MIN_RANGE_KM,
         },
     )
 

@@ -215,10 +215,10 @@ def test_a_channel_edited_in_the_admin_keeps_the_services_rules(make_user, clien
     channel.refresh_from_db()
     assert (channel.name, channel.range_km) == ("Mine", 0)
 
-    resp = client.post(url, _channel_form(name="  Mine,   renamed ", range_km=5, **base))
+    resp = client.post(url, _channel_form(name="  Mine,   renamed ", range_km=30, **base))
     assert resp.status_code == 302, resp.content.decode()[:3000]
     channel.refresh_from_db()
-    assert (channel.name, channel.range_km) == ("Mine, renamed", 5)
+    assert (channel.name, channel.range_km) == ("Mine, renamed", 30)
     assert services.channel_password_verify("old-pass", channel.password_hash)  # kept
     resp = client.post(url, _channel_form(name="Mine", make_public="on", **base))
     assert resp.status_code == 302

@@ -62,11 +62,16 @@ async def test_join_shows_members_with_country_and_never_coordinates(amake_user,
     }
     by_id = {m["user_id"]: m for m in snapshot["members"]}
     assert set(by_id) == {a.pk, b.pk}
-    # A's connection has no country (loopback): their profile's country stands in.
+    # A shares a location; A's connection has no country (loopback): their profile's
+    # country stands in.
     assert by_id[a.pk]["country"] == "DE" and by_id[a.pk]["flag"] == "🇩🇪"
     assert by_id[a.pk]["is_moderator"] is True
-    # B's comes from the connection's address.
-    assert by_id[b.pk]["country"] == "US" and by_id[b.pk]["country_name"] == "United States"
+    # B shares no location: no country at all, neither the address's nor the profile's.
+    assert (by_id[b.pk]["country"], by_id[b.pk]["country_name"], by_id[b.pk]["flag"]) == (
+        "",
+        "",
+        "",
+    )
 
     joined_event = await expect(ca, "member.joined")
     assert joined_event["member"]["user_id"] == b.pk
@@ -76,6 +81,42 @@ async def test_join_shows_members_with_country_and_never_coordinates(amake_user,
     await cb.disconnect()
     assert (await expect(ca, "member.left"))["user_id"] == b.pk
     await ca.disconnect()
+
+
+async def test_country_shown_only_while_the_member_shares_location(amake_user, make_channel):
+    """The policy: others see a member's country only if that member shared a location."""
+    a, b = await amake_user(), await amake_user()
+    channel = await make_channel(a)
+    ca = await joined(a, channel)
+    cb = await joined(b, channel, client=("8.8.8.8", 5000))
+    assert (await expect(ca, "member.joined"))["member"]["country"] == ""
+    assert {m["user_id"]: m["country"] for m in cb.joined["members"]} == {a.pk: "", b.pk: ""}
+
+    await cb.send_json_to({"type": "location.set", "lat": 40.7128, "lon": -74.0060})
+    ok = await expect(cb, "location.ok")
+    assert (ok["has_location"], ok["country"]) == (True, "US")
+    shown = (await expect(ca, "member.updated"))["member"]
+    assert (shown["user_id"], shown["country"], shown["country_name"]) == (
+        b.pk,
+        "US",
+        "United States",
+    )
+    # A refresh at the same place changes nothing others see: no event.
+    await cb.send_json_to({"type": "location.set", "lat": 40.7128, "lon": -74.0060})
+    await expect(cb, "location.ok")
+    assert [f for f in await frames(ca) if f.get("type") == "member.updated"] == []
+    # A later joiner sees the country while B shares.
+    cc = await joined(await amake_user(), channel)
+    assert {m["user_id"]: m["country"] for m in cc.joined["members"]}[b.pk] == "US"
+
+    await cb.send_json_to({"type": "location.clear"})
+    ok = await expect(cb, "location.ok")
+    assert (ok["has_location"], ok["country"]) == (False, "")
+    for comm in (ca, cc):
+        hidden = (await expect(comm, "member.updated"))["member"]
+        assert (hidden["user_id"], hidden["country"], hidden["flag"]) == (b.pk, "", "")
+    for comm in (ca, cb, cc):
+        await comm.disconnect()
 
 
 async def test_talk_reaches_listener_and_floor_events(amake_user, make_channel):

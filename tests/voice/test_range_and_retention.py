@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -47,7 +48,7 @@ async def locate(comm, where) -> None:  # type: ignore[no-untyped-def]
 
 async def test_range_narrows_who_hears(amake_user, make_channel):
     talker, near, far, nowhere = [await amake_user() for _ in range(4)]
-    channel = await make_channel(talker, range_km=10)
+    channel = await make_channel(talker, range_km=25)
     ct, cn, cf, cx = [await joined(u, channel) for u in (talker, near, far, nowhere)]
     await locate(ct, BERLIN)
     await locate(cn, BERLIN_EAST)
@@ -78,7 +79,7 @@ async def test_range_narrows_who_hears(amake_user, make_channel):
 
 async def test_talker_without_location_reaches_everyone(amake_user, make_channel):
     talker, far = await amake_user(), await amake_user()
-    channel = await make_channel(talker, range_km=5)
+    channel = await make_channel(talker, range_km=25)
     ct, cf = await joined(talker, channel), await joined(far, channel)
     await locate(cf, PARIS)
     tx_id = await take_floor(ct)
@@ -114,7 +115,9 @@ async def test_location_is_coarse_redis_only_and_gone_after_disconnect(amake_use
     assert await r.geopos(geo_key(), str(user.pk)) == [None]
     assert not await r.exists(location_key(user.pk))
 
-    # And after location.clear on a live socket.
+    # And after location.clear on a live socket (another user: a new place within the
+    # minute would be a second move, refused).
+    user = await amake_user()
     comm = await connect(user)
     await locate(comm, BERLIN)
     await comm.send_json_to({"type": "location.clear"})
@@ -134,7 +137,7 @@ async def test_location_is_coarse_redis_only_and_gone_after_disconnect(amake_use
 async def _missed_transmission(amake_user, make_channel):  # type: ignore[no-untyped-def]
     """Talker T sends while listener L (in range) is away; returns what was sent."""
     talker, listener, far = [await amake_user() for _ in range(3)]
-    channel = await make_channel(talker, range_km=10)
+    channel = await make_channel(talker, range_km=25)
     ct, cl, cf = [await joined(u, channel) for u in (talker, listener, far)]
     await locate(ct, BERLIN)
     await locate(cl, BERLIN_EAST)
@@ -313,7 +316,7 @@ async def test_out_of_range_members_learn_no_talker_and_get_nothing_to_fetch(
     amake_user, make_channel
 ):
     talker, near, far = [await amake_user() for _ in range(3)]
-    channel = await make_channel(talker, range_km=10)
+    channel = await make_channel(talker, range_km=25)
     ct, cn, cf = [await joined(u, channel) for u in (talker, near, far)]
     await locate(ct, BERLIN)
     await locate(cn, BERLIN_EAST)
@@ -367,3 +370,122 @@ async def test_late_joiners_are_not_offered_what_they_may_not_fetch(amake_user, 
     assert [r["tx_id"] for r in ce2.joined["recent"]] == [tx_id]
     for comm in (ct, ce, cl, ce2):
         await comm.disconnect()
+
+
+# --- location kept only while it is refreshed, and never after its process is gone
+class Clock:
+    """Moves voice.services' clock forward (the location deadlines it writes and prunes by)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import time
+
+        from voice import services
+
+        self.ahead = 0.0
+        monkeypatch.setattr(
+            services,
+            "time",
+            SimpleNamespace(time=lambda: time.time() + self.ahead, monotonic=time.monotonic),
+        )
+
+    def move(self, seconds: float) -> None:
+        self.ahead += seconds
+
+
+async def _stored(user) -> bool:  # type: ignore[no-untyped-def]
+    r = get_async_redis()
+    located = await r.exists(location_key(user.pk))
+    return (await r.geopos(geo_key(), str(user.pk)))[0] is not None or bool(located)
+
+
+async def r_geopos(user):  # type: ignore[no-untyped-def]
+    return await get_async_redis().geopos(geo_key(), str(user.pk))
+
+
+async def test_coordinates_of_a_client_that_stops_refreshing_are_removed(
+    amake_user, settings, monkeypatch
+):
+    settings.VOICE_LOCATION_TTL_SECONDS = 5
+    clock = Clock(monkeypatch)
+    quiet, busy = await amake_user(), await amake_user()
+    cq, cb = await connect(quiet), await connect(busy)
+    await locate(cq, BERLIN)
+    await locate(cb, PARIS)
+    clock.move(3)
+    await locate(cb, PARIS)  # `busy` refreshes; `quiet` is still connected but sends nothing
+    clock.move(3)  # 6 s: `quiet`'s 5 s ran out, `busy`'s runs until 8 s
+    await locate(cb, PARIS)
+    assert not await _stored(quiet)
+    assert await _stored(busy)
+    await cq.disconnect()
+    await cb.disconnect()
+
+
+async def test_the_beat_removes_expired_coordinates_when_nobody_moves(
+    amake_user, make_channel, settings, monkeypatch
+):
+    from config.celery_app import app
+    from voice.tasks import location_expire
+
+    assert "voice.tasks.location_expire" in {e["task"] for e in app.conf.beat_schedule.values()}
+    settings.VOICE_LOCATION_TTL_SECONDS = 5
+    clock = Clock(monkeypatch)
+    quiet, watcher = await amake_user(), await amake_user()
+    channel = await make_channel(watcher)
+    cw, cq = await joined(watcher, channel), await joined(quiet, channel, client=("8.8.8.8", 1))
+    await locate(cq, BERLIN)
+    assert (await expect(cw, "member.updated"))["member"]["country"] == "US"
+    clock.move(4)
+    assert (await sync_to_async(location_expire.delay)()).get() == 0  # not yet
+    assert await _stored(quiet)
+    clock.move(2)
+    assert (await sync_to_async(location_expire.delay)()).get() == 1  # eager, as the beat would
+    assert not await _stored(quiet)
+    # What others see follows: the country goes with the location.
+    hidden = (await expect(cw, "member.updated"))["member"]
+    assert (hidden["user_id"], hidden["country"]) == (quiet.pk, "")
+    assert await sync_to_async(location_expire)() == 0  # idempotent
+    await cq.disconnect()
+    await cw.disconnect()
+
+
+async def test_a_dead_process_sockets_locations_are_removed_by_the_release(amake_user):
+    """A process killed with SIGKILL runs no disconnect: the survivor's release clears the
+    locations its sockets shared (and only theirs)."""
+    from realtime import liveness
+    from voice import services
+    from voice.keys import process_located_key
+
+    dead, elsewhere = await amake_user(), await amake_user()
+    cd = await connect(dead)
+    await locate(cd, BERLIN)
+    pid = liveness.process_id()  # the test's process stands in for the one that died
+    # A user whose socket is on another, live process.
+    await services.location_set(user_id=elsewhere.pk, lat=PARIS[0], lon=PARIS[1])
+    await services.process_dead_release(pid, {})
+    assert not await _stored(dead)
+    assert await _stored(elsewhere)
+    assert not await get_async_redis().exists(process_located_key(pid))
+    await cd.disconnect()
+    await services.location_clear(user_id=elsewhere.pk)
+
+
+# --- the range cannot be used to place someone
+async def test_rapid_relocation_is_refused_and_the_stored_place_kept(amake_user):
+    user = await amake_user()
+    comm = await connect(user)
+    await locate(comm, BERLIN)
+    before = await r_geopos(user)
+    await locate(comm, (52.5210, 13.4060))  # about the same place: a refresh always passes
+    await comm.send_json_to({"type": "location.set", "lat": PARIS[0], "lon": PARIS[1]})
+    err = await expect_error(comm, "location_too_frequent")
+    assert "once a minute" in err["detail"]
+    assert await r_geopos(user) == before
+    # Clearing and setting again is a move too: no way around the limit.
+    await comm.send_json_to({"type": "location.clear"})
+    await expect(comm, "location.ok")
+    await comm.send_json_to({"type": "location.set", "lat": PARIS[0], "lon": PARIS[1]})
+    await expect_error(comm, "location_too_frequent")
+    assert not await _stored(user)
+    await assert_alive(comm)
+    await comm.disconnect()

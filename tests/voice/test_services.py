@@ -35,6 +35,31 @@ def test_channel_password_is_stored_hashed():
     assert ChannelMembership.objects.filter(channel=channel, user=creator).exists()
 
 
+def test_a_ranged_channel_is_never_narrower_than_the_minimum_range():
+    """A narrow range would tell members whether a talker is within a few km of them: a few
+    accounts at chosen points could place the talker. Ranged channels stay coarse."""
+    creator = UserFactory()
+    for narrow in (1, 10, services.MIN_RANGE_KM - 1):
+        with pytest.raises(ServiceError) as refused:
+            services.channel_create(creator=creator, name=f"Narrow {narrow}", range_km=narrow)
+        assert refused.value.code == "invalid"
+        assert f"at least {services.MIN_RANGE_KM} km" in refused.value.detail
+    assert not Channel.objects.filter(name__startswith="Narrow").exists()
+    assert services.MIN_RANGE_KM >= 25
+    wide = services.channel_create(creator=creator, name="Wide", range_km=services.MIN_RANGE_KM)
+    unlimited = services.channel_create(creator=creator, name="Everywhere", range_km=0)
+    assert (wide.range_km, unlimited.range_km) == (services.MIN_RANGE_KM, 0)
+    with pytest.raises(ServiceError):
+        services.channel_update(
+            channel_id=wide.pk,
+            name="Wide",
+            description="",
+            range_km=2,
+            creator=creator,
+            moderators=[creator],
+        )
+
+
 def test_public_channel_has_no_hash():
     channel = services.channel_create(creator=UserFactory(), name="Open", range_km=50)
     assert channel.password_hash == "" and not channel.is_protected and channel.range_km == 50

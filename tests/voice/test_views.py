@@ -26,6 +26,12 @@ def test_page_needs_login_and_renders(client):
     assert 'data-controller="cbline"' in html
     assert "voice/js/app.js" in html
     assert user.profile.nickname in html
+    assert f"else at least {services.MIN_RANGE_KM})" in html
+
+
+def test_the_policy_page_states_the_minimum_range(client):
+    html = client.get("/privacy/cbline/").content.decode()
+    assert f"A channel's range is never under {services.MIN_RANGE_KM} km" in html
 
 
 def test_the_page_takes_its_timings_from_settings_alone(client, settings):

@@ -148,6 +148,12 @@ function start(root) {
       return;
     }
     if (m.code === "no_floor" && !talk.active) return; // stragglers after a timeout
+    if (m.code === "location_too_frequent") {
+      // A refresh after a move: the server keeps the last place and the next refresh
+      // tries again. Said only when no place is in effect yet (switched off and on).
+      if (!state.me?.has_location) toast(m.detail || m.code);
+      return;
+    }
     if (talk.requesting) talk.abort();
     state.pendingJoin = null;
     toast(m.detail || m.code);
@@ -691,7 +697,7 @@ function start(root) {
     if (!km) text = "Unlimited channel: everyone in it hears you, wherever they are.";
     else if (has) text = `Your range: ${km} km. You hear and reach members within ${km} km (and those who share no location).`;
     else text = `This channel has a ${km} km range. Without sharing your location you hear and reach the whole channel.`;
-    ui.range.textContent = text + (has ? country : "");
+    ui.range.textContent = text + (has ? country : " Others do not see your country unless you share your location.");
     ui.range.dataset.range = has && km ? String(km) : "all";
   }
 
