@@ -45,6 +45,31 @@ def display_name(user: User) -> str:
     return (profile.nickname if profile else "") or f"user {user.pk}"
 
 
+def avatar_url(user: User) -> str | None:
+    """The profile photo's address (served to signed-in users only), none for a deleted
+    account: its photo is inaccessible at once, as its name."""
+    if user.deletion_requested_at is not None:
+        return None
+    profile = getattr(user, "profile", None)
+    return f"{settings.MEDIA_URL}{profile.photo.name}" if profile and profile.photo else None
+
+
+def member_content(user: User, membership: str = "join") -> dict[str, Any]:
+    """An m.room.member event's content: name and photo as the room's members see them."""
+    content: dict[str, Any] = {"membership": membership, "displayname": display_name(user)}
+    if membership == "join" and (url := avatar_url(user)):
+        content["avatar_url"] = url
+    return content
+
+
+def member_info(user: User) -> dict[str, Any]:
+    """A joined_members entry (the spec's `display_name`, `avatar_url`)."""
+    info: dict[str, Any] = {"display_name": display_name(user)}
+    if url := avatar_url(user):
+        info["avatar_url"] = url
+    return info
+
+
 # The product's key in settings.AGE_RULES.
 AGE_RULE = "messaging"
 
@@ -335,7 +360,7 @@ def room_state(room: Room) -> list[dict[str, Any]]:
                 m.user_id,
                 "m.room.member",
                 mxid(m.user_id),
-                {"membership": "join", "displayname": display_name(m.user)},
+                member_content(m.user),
             )
         )
     return state
@@ -374,7 +399,7 @@ def state_event(room: Room, sender_id: int, type_: str, state_key: str, content:
 def joined_members(room: Room) -> dict[str, Any]:
     return {
         "joined": {
-            mxid(m.user_id): {"display_name": display_name(m.user)}
+            mxid(m.user_id): member_info(m.user)
             for m in room.memberships.select_related("user__profile").order_by("joined_at")
         }
     }

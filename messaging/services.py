@@ -553,7 +553,7 @@ def _member_event(room: Room, actor_id: int, user: User, membership: str) -> Non
     targets = _all_member_devices(room)
     if membership == "leave":
         targets += selectors.key_devices_of([user.pk])
-    content = {"membership": membership, "displayname": selectors.display_name(user)}
+    content = selectors.member_content(user, membership)
     _emit(room, actor_id, "m.room.member", content, state_key=mxid(user.pk), targets=targets)
     # Track each other's devices from now on (or stop: device_lists.left).
     members = selectors.member_ids(room)
@@ -635,7 +635,7 @@ def room_create(*, creator: User, name: str, invite: Sequence[str], is_direct: b
         for u in people:
             emit(
                 "m.room.member",
-                {"membership": "join", "displayname": selectors.display_name(u)},
+                selectors.member_content(u),
                 mxid(u.pk),
             )
         emit("m.room.power_levels", selectors.power_levels(room.memberships.all()))

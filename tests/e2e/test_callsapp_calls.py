@@ -7,8 +7,11 @@ and logged as such."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+from django.conf import settings
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 from messaging.models import RoomEvent
@@ -83,7 +86,14 @@ def test_a_video_call_connects_browser_to_browser_through_ciphertext_and_is_logg
 
 def test_a_declined_call_and_a_busy_callee_are_said_and_logged(live_asgi, new_context):
     i, o, _, _ = chatting(live_asgi, new_context, "Ida", "Oz", "are you free?")
-    pia = open_callsapp(new_context(), live_asgi, UserFactory(profile__nickname="Pia"))
+    pia_user = UserFactory(profile__nickname="Pia")
+    # Pia has a profile photo: the people she talks with see it (the policy's "name and photo").
+    photo = Path(settings.MEDIA_ROOT) / "profiles" / "2026" / "12" / "pia.png"
+    photo.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 64), (200, 60, 120)).save(photo)
+    pia_user.profile.photo = "profiles/2026/12/pia.png"
+    pia_user.profile.save(update_fields=["photo"])
+    pia = open_callsapp(new_context(), live_asgi, pia_user)
     start_chat(pia, "oz")
     send(pia, "me too")
 
@@ -104,6 +114,11 @@ def test_a_declined_call_and_a_busy_callee_are_said_and_logged(live_asgi, new_co
     ringing(o, "Ida", "voice")
     o.get_by_test_id("call-accept").click()
     connected(i, o)
+    pia_face = o.get_by_test_id("room-list").locator("li", has_text="Pia").get_by_test_id("avatar")
+    expect(pia_face).to_have_attribute("src", f"{settings.MEDIA_URL}profiles/2026/12/pia.png")
+    o.wait_for_function(
+        "(img) => img.complete && img.naturalWidth === 64", arg=pia_face.element_handle()
+    )
     pia.get_by_test_id("call-audio").click()
     expect(pia.get_by_test_id("call-status")).to_have_text("Busy: on another call", timeout=20000)
     expect(pia.get_by_test_id("call-log")).to_have_text(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from accounts.services import account_delete_request
 from messaging.ids import mxid
@@ -162,3 +163,29 @@ def test_a_deleted_member_shows_as_deleted_account_at_once():
     }
     assert names == {alice.mxid: alice.user.profile.nickname, bob.mxid: "Deleted account"}
     assert "bobby" not in json.dumps(state)
+
+
+def test_a_members_photo_is_shown_to_the_room_until_the_account_is_deleted():
+    """The policy: "your name and photo are visible to people you talk with". The member
+    state and the member list carry the profile photo's address (readable by signed-in
+    users only); a deleted account's photo goes at once with its name."""
+    alice, bob = Browser(), Browser(nickname="bobby")
+    bob.user.profile.photo = "profiles/2026/12/bobby.jpg"
+    bob.user.profile.save(update_fields=["photo"])
+    room_id = alice.ok("POST", "createRoom", {"invite": [bob.mxid], "name": "g"})["room_id"]
+    photo = f"{settings.MEDIA_URL}profiles/2026/12/bobby.jpg"
+    members = alice.ok("GET", f"rooms/{room_id}/joined_members")["joined"]
+    assert members[bob.mxid] == {"display_name": "bobby", "avatar_url": photo}
+    assert members[alice.mxid] == {"display_name": alice.user.profile.nickname}  # no photo
+    state = alice.ok("GET", f"rooms/{room_id}/state")
+    avatars = {
+        e["state_key"]: e["content"].get("avatar_url")
+        for e in state
+        if e["type"] == "m.room.member"
+    }
+    assert avatars == {alice.mxid: None, bob.mxid: photo}
+
+    account_delete_request(user=bob.user)
+    members = alice.ok("GET", f"rooms/{room_id}/joined_members")["joined"]
+    assert members[bob.mxid] == {"display_name": "Deleted account"}
+    assert "bobby.jpg" not in json.dumps(alice.ok("GET", f"rooms/{room_id}/state"))

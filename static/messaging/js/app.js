@@ -85,6 +85,14 @@ async function roomTitle(room) {
 
 // --- conversation list
 
+/** A 1:1 chat shows the other's profile photo; a group, or someone without one, a letter. */
+async function avatar(room) {
+  const other = room.is_direct ? room.members.find((u) => u !== client.userId) : null;
+  const photo = other ? client.avatar(other) : null;
+  if (photo) return el("img", { class: "ca-avatar", src: photo, alt: "", "data-testid": "avatar", loading: "lazy" });
+  return el("span", { class: "ca-avatar", "aria-hidden": "true", text: (await roomTitle(room)).slice(0, 1).toUpperCase() });
+}
+
 async function drawRooms() {
   const rooms = (await client.history.rooms()).sort((a, b) => (b.last_ts || 0) - (a.last_ts || 0));
   const list = $("[data-room-list]");
@@ -97,7 +105,7 @@ async function drawRooms() {
       el(
         "button",
         { type: "button", class: "ca-room", "data-testid": "room" },
-        el("span", { class: "ca-avatar", "aria-hidden": "true", text: (await roomTitle(room)).slice(0, 1).toUpperCase() }),
+        await avatar(room),
         el(
           "span",
           { class: "ca-room-main" },
@@ -567,6 +575,10 @@ function drawCall(call) {
   box.dataset.direction = call.direction;
   box.toggleAttribute("data-video", call.video);
   $("[data-call-peer]").textContent = client.displayName(call.peer);
+  const photo = client.avatar(call.peer);
+  const face = $("[data-call-avatar]");
+  face.hidden = !photo || (call.video && call.state === "connected");
+  if (photo && face.getAttribute("src") !== photo) face.src = photo;
   const status = $("[data-call-status]");
   const ringingIn = call.direction === "in" && call.state === "ringing";
   const live = call.state === "connecting" || call.state === "connected";

@@ -86,6 +86,7 @@ export class CallsClient extends EventTarget {
     this.deviceId = deviceId;
     this.evicted = false;
     this.names = new Map();
+    this.avatars = new Map(); // user id -> profile photo address (null: none)
     this.syncQueue = Promise.resolve();
     this.sendQueue = Promise.resolve();
     this.outgoing = null;
@@ -332,7 +333,10 @@ export class CallsClient extends EventTarget {
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
     }
-    for (const [user, info] of Object.entries(joined)) this.names.set(user, info.display_name || user);
+    for (const [user, info] of Object.entries(joined)) {
+      this.names.set(user, info.display_name || user);
+      this.avatars.set(user, info.avatar_url || null);
+    }
     await this.saveNames();
     await this.trackUsers(Object.keys(joined));
     const room = await this.history.updateRoom(roomId, (r) => {
@@ -379,6 +383,7 @@ export class CallsClient extends EventTarget {
     if (ev.type === "m.room.member") {
       const user = ev.state_key;
       if (c.displayname) this.names.set(user, c.displayname);
+      if (c.membership === "join") this.avatars.set(user, c.avatar_url || null);
       if (c.membership === "join" && !room.members.includes(user)) room.members.push(user);
       if (c.membership === "leave") {
         room.members = room.members.filter((u) => u !== user);
@@ -390,10 +395,16 @@ export class CallsClient extends EventTarget {
 
   async saveNames() {
     await this.history.setMeta("names", Object.fromEntries(this.names));
+    await this.history.setMeta("avatars", Object.fromEntries(this.avatars));
   }
 
   displayName(userId) {
     return this.names.get(userId) || userId;
+  }
+
+  /** The user's profile photo address, or null. */
+  avatar(userId) {
+    return this.avatars.get(userId) || null;
   }
 
   async onRoomEvent(roomId, ev) {
@@ -831,6 +842,7 @@ export class CallsClient extends EventTarget {
 
   async refreshRooms() {
     this.names = new Map(Object.entries((await this.history.getMeta("names")) || {}));
+    this.avatars = new Map(Object.entries((await this.history.getMeta("avatars")) || {}));
     const { joined_rooms: joined } = await api("GET", "joined_rooms");
     for (const roomId of joined) await this.ensureRoom(roomId);
     for (const room of await this.history.rooms()) {
