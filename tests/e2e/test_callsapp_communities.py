@@ -71,3 +71,42 @@ def test_a_post_liked_live_and_deleted_by_its_author(live_asgi, new_context):
     expect(oz_post).to_have_count(0)
     expect(ida_post).to_have_count(0, timeout=15000)
     assert not CommunityPost.objects.exists()
+
+
+def test_an_approval_community_admits_whom_its_admin_approves(live_asgi, new_context):
+    ida = UserFactory(profile__nickname="Ida")
+    oz = UserFactory(profile__nickname="Oz")
+    i = open_callsapp(new_context(), live_asgi, ida)
+    o = open_callsapp(new_context(), live_asgi, oz)
+    open_communities(i)
+    i.get_by_test_id("new-community").click()
+    form = i.get_by_test_id("new-community-form")
+    form.locator("[name=name]").fill("Quiet room")
+    form.locator("[name=access]").select_option("approval")
+    form.locator("button[type=submit]").click()
+    view = i.get_by_test_id("community-view")
+    view.get_by_test_id("post-input").fill("For members only")
+    view.get_by_test_id("post-send").click()
+    expect(view.get_by_test_id("post")).to_have_count(1)
+
+    # Not listed; Oz asks by its exact name and waits, reading nothing.
+    open_communities(o)
+    expect(o.get_by_test_id("open-communities-list")).not_to_contain_text("Quiet room")
+    o.fill("#ca-join-community", "quiet room")
+    o.get_by_test_id("join-community-form").locator("button[type=submit]").click()
+    oz_view = o.get_by_test_id("community-view")
+    expect(oz_view.get_by_test_id("community-pending")).to_be_visible()
+    expect(oz_view.get_by_test_id("post")).to_have_count(0)
+
+    # Ida approves him in the admin panel, then makes him an admin.
+    view.get_by_test_id("community-admin").click()
+    request = view.get_by_test_id("community-requests").locator("li", has_text="Oz")
+    request.get_by_test_id("member-approve").click()
+    member = view.get_by_test_id("community-members").locator("li", has_text="Oz")
+    member.get_by_test_id("member-make_admin").click()
+    expect(member).to_contain_text("admin")
+
+    open_communities(o)
+    o.get_by_test_id("my-communities").get_by_test_id("community-open").click()
+    expect(oz_view.get_by_test_id("post").filter(has_text="For members only")).to_be_visible()
+    expect(oz_view.get_by_test_id("community-admin")).to_be_visible()

@@ -61,14 +61,16 @@ export class Communities {
 
   // --- one community
 
-  async open(communityId) {
+  /** `known`: what a join answered (a pending request cannot read the community). */
+  async open(communityId, known = null) {
     let view;
     try {
       view = await api("GET", `${BASE}/${enc(communityId)}`);
     } catch (err) {
       if (err.status !== 404) throw err;
       // By approval and not (yet) a member: nothing to read; a link still lets one ask.
-      view = { community_id: communityId, name: "Members only", description: "This community admits members by approval.", kind: "community", access: "approval", members: 0, role: null, muted: false, can_post: false, posts: null };
+      const unknown = { name: "Members only", description: "This community admits members by approval.", kind: "community", access: "approval", members: 0, role: null, muted: false };
+      view = { ...unknown, ...(known || {}), community_id: communityId, can_post: false, posts: null };
     }
     this.openId = communityId;
     this.view = view;
@@ -216,8 +218,7 @@ export class Communities {
         await this.open(communityId);
         return true;
       case "community-join":
-        await api("POST", `${BASE}/${enc(communityId)}/join`);
-        await this.open(communityId);
+        await this.open(communityId, await api("POST", `${BASE}/${enc(communityId)}/join`));
         return true;
       case "community-leave":
         if (!window.confirm(this.view.role === "pending" ? "Withdraw your request?" : `Leave ${this.view.name}?`)) return true;
@@ -273,7 +274,7 @@ export class Communities {
     } else if (name === "join-community") {
       const joined = await api("POST", `${BASE}/join`, { name: form.name.value.trim() });
       form.reset();
-      await this.open(joined.community_id);
+      await this.open(joined.community_id, joined);
     } else if (name === "community-post") {
       const text = form.text.value;
       if (!text.trim()) return true;
