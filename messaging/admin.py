@@ -1,5 +1,7 @@
 """What staff see of CallsApp: routing data and public keys, never content (there is none
-readable: events are ciphertext). Read-only: every change goes through the services."""
+readable: events are ciphertext). Read-only: every change goes through the services.
+Communities are plain text and moderated: staff read them and may delete a community or a
+post (a real delete, likes with it)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import Block, DeviceKeys, MediaBlob, Room
+from .models import Block, Community, CommunityPost, DeviceKeys, MediaBlob, Room
 
 
 class ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -40,3 +42,17 @@ class BlockAdmin(ReadOnly):
 class MediaBlobAdmin(ReadOnly):
     list_display = ("media_id", "uploader", "size", "created_at")
     exclude = ("file",)
+
+
+@admin.register(Community)
+class CommunityAdmin(ReadOnly):
+    list_display = ("name", "kind", "access", "created_at")
+    list_filter = ("kind", "access")
+    search_fields = ("name",)
+
+
+@admin.register(CommunityPost)
+class CommunityPostAdmin(ReadOnly):
+    list_display = ("community", "author", "text", "created_at")
+    list_select_related = ("community", "author")
+    search_fields = ("text", "community__name")

@@ -20,6 +20,7 @@ from realtime.schemas import Hello
 from realtime.stream_socket import StreamConsumerMixin
 
 from .errors import under_age
+from .keys import callsapp_user_group
 from .schemas import MessagingInbound, Sent, SocketSend, SyncFrame
 from .selectors import AGE_RULE, key_counts
 from .services import SendRequest, room_event_send, room_events_send
@@ -77,6 +78,15 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         )
         answer = await _sends.get().call(request)
         await self.send_model(Sent(txn_id=msg.txn_id, event_id=answer["event_id"]))
+
+    def connect_groups(self) -> list[str]:
+        assert self.user_id is not None
+        return [*super().connect_groups(), callsapp_user_group(self.user_id)]
+
+    async def messaging_community(self, event: dict[str, Any]) -> None:
+        """messaging.communities: a post, a deletion or a like count in one of the user's
+        communities; the frame was built (from its schema) by the service."""
+        await self.send_json(event["frame"])
 
     async def messaging_counts(self, event: dict[str, Any]) -> None:
         """Someone claimed one of this device's keys."""

@@ -3,7 +3,7 @@ these are live hints only."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from realtime.events import Event
 
@@ -13,3 +13,12 @@ class KeyCountsChanged(Event):
     (they also ride on the device's next sync frame). Handled as `messaging_counts`."""
 
     type: Literal["messaging.counts"] = "messaging.counts"
+
+
+class CommunityPush(Event):
+    """A community changed (a post, a deletion, a like count): the member's CallsApp sockets
+    forward `frame` (a schemas.Community* frame) as it is. Live and lossy: opening the
+    community reads everything again. Handled as `messaging_community`."""
+
+    type: Literal["messaging.community"] = "messaging.community"
+    frame: dict[str, Any]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.models import Device
@@ -196,3 +197,84 @@ class MediaFetch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.blob_id} for device {self.device_id}"
+
+
+# --- Communities and public accounts: plain text, NOT end-to-end encrypted (the policy's
+# "Bots, public accounts and communities"); a post stays until its author or an admin
+# deletes it.
+class Community(models.Model):
+    class Kind(models.TextChoices):
+        COMMUNITY = "community"  # members post
+        PUBLIC = "public"  # a public account: only admins post, the others read
+
+    class Access(models.TextChoices):
+        OPEN = "open"  # listed; anyone signed in joins at once
+        APPROVAL = "approval"  # unlisted; found by exact name or link, an admin approves
+
+    community_id = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=80)
+    description = models.CharField(max_length=500, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.COMMUNITY)
+    access = models.CharField(max_length=16, choices=Access.choices, default=Access.OPEN)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "communities"
+        constraints = [
+            # Joined by its exact name, any case: a name names one community.
+            models.UniqueConstraint(Lower("name"), name="community_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CommunityMember(models.Model):
+    """A member (or subscriber, of a public account), or a join request while `pending`."""
+
+    community = models.ForeignKey(Community, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="community_memberships"
+    )
+    is_admin = models.BooleanField(default=False)
+    pending = models.BooleanField(default=False)
+    muted = models.BooleanField(default=False)
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["community", "user"], name="community_member_unique"),
+        ]
+        indexes = [models.Index(fields=["community", "joined_at"], name="community_seniority")]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} in {self.community_id}"
+
+
+class CommunityPost(models.Model):
+    community = models.ForeignKey(Community, on_delete=models.CASCADE, related_name="posts")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="community_posts"
+    )
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["community", "created_at"], name="community_timeline")]
+
+    def __str__(self) -> str:
+        return f"post {self.pk} in {self.community_id}"
+
+
+class PostLike(models.Model):
+    post = models.ForeignKey(CommunityPost, on_delete=models.CASCADE, related_name="likes")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="post_likes"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["post", "user"], name="post_like_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} likes {self.post_id}"

@@ -2,7 +2,8 @@
 
 Messages are end-to-end encrypted: the server holds ciphertext until delivery, which is no
 one's readable data and is not exported; the export lists what the server can read
-(rooms, memberships, blocks, public keys, counts of what waits)."""
+(rooms, memberships, blocks, public keys, counts of what waits). Communities are plain
+text: their memberships, posts and likes are exported in full."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from accounts.privacy import registry
 from realtime.models import StreamItem
 from realtime.stream import stream_drop_devices
 
+from .communities import user_communities_delete
 from .ids import mxid
 from .models import (
     Block,
+    CommunityMember,
+    CommunityPost,
     CrossSigningKey,
     DeviceKeys,
     FallbackKey,
@@ -24,6 +28,7 @@ from .models import (
     MediaFetch,
     Membership,
     OneTimeKey,
+    PostLike,
     RoomEvent,
 )
 from .selectors import expiry_of
@@ -33,6 +38,9 @@ def user_data_delete(*, user_id: int) -> list[FieldFile]:
     device_pks = list(Device.objects.filter(user_id=user_id).values_list("pk", flat=True))
     stream_drop_devices(device_pks=device_pks)
     StreamItem.objects.filter(user_id=user_id).delete()
+    # Their posts (with others' likes on them), likes and memberships; a community they were
+    # the last admin of passes to its longest-standing member, or goes if nobody is left.
+    user_communities_delete(user_id=user_id)
     RoomEvent.objects.filter(sender_id=user_id).delete()
     RoomEvent.objects.filter(sender_device_id__in=device_pks).update(sender_device=None)
     files = [b.file for b in MediaBlob.objects.filter(uploader_id=user_id) if b.file]
@@ -112,7 +120,41 @@ def user_data_export(*, user_id: int) -> registry.ExportPart:
             user_id=user_id, kind__startswith="messaging."
         ).order_by("device_pk", "seq")
     ]
+    _export_communities(part, user_id)
     return part
+
+
+def _export_communities(part: registry.ExportPart, user_id: int) -> None:
+    part.collections["callsapp_community_memberships"] = [
+        {
+            "community": m.community.name,
+            "community_id": m.community.community_id,
+            "kind": m.community.kind,
+            "role": "pending" if m.pending else "admin" if m.is_admin else "member",
+            "muted": m.muted,
+            "since": m.joined_at,
+        }
+        for m in CommunityMember.objects.filter(user_id=user_id)
+        .select_related("community")
+        .order_by("pk")
+    ]
+    part.collections["callsapp_community_posts"] = [
+        {
+            "community": p.community.name,
+            "text": p.text,
+            "posted_at": p.created_at,
+            "likes": p.likes.count(),
+        }
+        for p in CommunityPost.objects.filter(author_id=user_id)
+        .select_related("community")
+        .order_by("pk")
+    ]
+    part.collections["callsapp_community_likes"] = [
+        {"community": x.post.community.name, "post_text": x.post.text, "liked_at": x.created_at}
+        for x in PostLike.objects.filter(user_id=user_id)
+        .select_related("post__community")
+        .order_by("pk")
+    ]
 
 
 def register() -> None:
@@ -127,6 +169,9 @@ def register() -> None:
         "messaging.Block.blocker",
         "messaging.MediaBlob.uploader",
         "messaging.MediaFetch.device",
+        "messaging.CommunityMember.user",
+        "messaging.CommunityPost.author",
+        "messaging.PostLike.user",
     )
     registry.register(
         app="messaging",
@@ -138,6 +183,7 @@ def register() -> None:
             "messaging.RoomEvent.sender_device",
             "messaging.Block.blocked",
             "messaging.MediaFetch.blob",
+            "messaging.PostLike.post",
         ),
         exports=labels,
         reasons={
@@ -147,5 +193,6 @@ def register() -> None:
             "messaging.FallbackKey.device": "a public key the device replaces itself",
             "messaging.MediaFetch.device": "routing rows of attachments sent to them",
             "messaging.MediaFetch.blob": "exported as their attachments awaiting fetch",
+            "messaging.PostLike.post": "others' likes on their posts: counted per post",
         },
     )

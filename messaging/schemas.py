@@ -134,3 +134,68 @@ class SyncFrame(Outbound):
     type: Literal["sync"] = "sync"
     seq: int | None = None
     sync: Json
+
+
+# --- Communities and public accounts (HTTP bodies and the sync socket's pushes).
+POST_MAX_CHARS = 4000
+CommunityKind = Literal["community", "public"]
+CommunityAccess = Literal["open", "approval"]
+CommunityName = Annotated[str, Field(min_length=1, max_length=80)]
+
+
+class CommunityCreate(Body):
+    name: CommunityName
+    description: Annotated[str, Field(max_length=500)] = ""
+    kind: CommunityKind = "community"
+    access: CommunityAccess = "open"
+
+
+class CommunityJoinByName(Body):
+    name: CommunityName
+
+
+class CommunityPostCreate(Body):
+    text: Annotated[str, Field(min_length=1, max_length=POST_MAX_CHARS)]
+
+
+class CommunityMute(Body):
+    muted: bool
+
+
+class CommunityAccessSet(Body):
+    access: CommunityAccess
+
+
+class CommunityMemberAction(Body):
+    action: Literal["approve", "refuse", "remove", "make_admin"]
+
+
+class PostJson(Outbound):
+    post_id: int
+    author: str
+    author_name: str
+    text: str
+    created_at: str
+    likes: int
+    liked: bool
+
+
+class CommunityPosted(Outbound):
+    """A new post, to members who have not muted the community."""
+
+    type: Literal["community.post"] = "community.post"
+    community_id: str
+    post: PostJson
+
+
+class CommunityPostDeleted(Outbound):
+    type: Literal["community.post_deleted"] = "community.post_deleted"
+    community_id: str
+    post_id: int
+
+
+class CommunityLikes(Outbound):
+    type: Literal["community.likes"] = "community.likes"
+    community_id: str
+    post_id: int
+    likes: int

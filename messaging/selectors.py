@@ -20,11 +20,15 @@ from .errors import not_found
 from .ids import mxid, user_pk
 from .models import (
     Block,
+    Community,
+    CommunityMember,
+    CommunityPost,
     CrossSigningKey,
     DeviceKeys,
     FallbackKey,
     Membership,
     OneTimeKey,
+    PostLike,
     Room,
     RoomEvent,
 )
@@ -529,3 +533,139 @@ def privacy_settings_of(profile: Profile) -> dict[str, bool]:
         "online_status": profile.show_online_status,
         "locked": privacy_defaults_locked(profile),
     }
+
+
+# --- Communities and public accounts
+OPEN_LISTED = 100  # the open communities listed at once, the biggest first
+
+
+def community_json(c: Community, m: CommunityMember | None, members: int) -> dict[str, Any]:
+    role = None if m is None else "pending" if m.pending else "admin" if m.is_admin else "member"
+    return {
+        "community_id": c.community_id,
+        "name": c.name,
+        "description": c.description,
+        "kind": c.kind,
+        "access": c.access,
+        "members": members,
+        "role": role,
+        "muted": bool(m and m.muted),
+    }
+
+
+def _joined_count() -> Count:
+    return Count("members", filter=Q(members__pending=False))
+
+
+def community_of_viewer(c: Community, user_id: int) -> dict[str, Any]:
+    m = c.members.filter(user_id=user_id).first()
+    return community_json(c, m, c.members.filter(pending=False).count())
+
+
+def communities_of(user_id: int) -> dict[str, Any]:
+    """Mine (joined or asked for), and the open ones I am not in."""
+    mine = list(
+        CommunityMember.objects.filter(user_id=user_id)
+        .select_related("community")
+        .order_by("community__name")
+    )
+    counts = dict(
+        Community.objects.filter(members__user_id=user_id)
+        .annotate(n=_joined_count())
+        .values_list("pk", "n")
+    )
+    open_ones = (
+        Community.objects.filter(access=Community.Access.OPEN)
+        .exclude(members__user_id=user_id)
+        .annotate(n=_joined_count())
+        .order_by("-n", "name")[:OPEN_LISTED]
+    )
+    return {
+        "mine": [community_json(m.community, m, counts.get(m.community_id, 0)) for m in mine],
+        "open": [community_json(c, None, c.n) for c in open_ones],  # type: ignore[attr-defined]
+    }
+
+
+def community_membership(community_id: str, user_id: int) -> CommunityMember | None:
+    """The user's joined (not pending) membership, if any."""
+    return (
+        CommunityMember.objects.select_related("community")
+        .filter(community__community_id=community_id, user_id=user_id, pending=False)
+        .first()
+    )
+
+
+def community_readable(*, community_id: str, user_id: int) -> Community:
+    """An open community is read by anyone signed in; one by approval by its members only,
+    and a non-member cannot tell it from a missing one."""
+    c = Community.objects.filter(community_id=community_id).first()
+    if c is None or (
+        c.access != Community.Access.OPEN and community_membership(community_id, user_id) is None
+    ):
+        raise not_found("no such community, or it admits members only and you are not one")
+    return c
+
+
+def community_of_admin(*, community_id: str, user_id: int) -> Community:
+    m = community_membership(community_id, user_id)
+    if m is None or not m.is_admin:
+        raise not_found("no such community among those you administer")
+    return m.community
+
+
+def post_json(post: CommunityPost, *, likes: int, liked: bool) -> dict[str, Any]:
+    return {
+        "post_id": post.pk,
+        "author": mxid(post.author_id),
+        "author_name": display_name(post.author),
+        "text": post.text,
+        "created_at": post.created_at.isoformat(),
+        "likes": likes,
+        "liked": liked,
+    }
+
+
+def community_posts(c: Community, viewer_id: int) -> list[dict[str, Any]]:
+    """Every post, oldest first, with its like count and whether the viewer liked it. A
+    deleted account's posts are hidden at once (erased with the account later)."""
+    posts = (
+        c.posts.filter(author__deletion_requested_at=None)
+        .select_related("author__profile")
+        .annotate(
+            n=Count("likes"),
+            mine=Exists(PostLike.objects.filter(post=OuterRef("pk"), user_id=viewer_id)),
+        )
+        .order_by("created_at", "pk")
+    )
+    return [post_json(p, likes=p.n, liked=p.mine) for p in posts]  # type: ignore[attr-defined]
+
+
+def community_view(c: Community, viewer_id: int) -> dict[str, Any]:
+    data = community_of_viewer(c, viewer_id)
+    joined = data["role"] in ("admin", "member")
+    data["can_post"] = data["role"] == "admin" or (joined and c.kind == Community.Kind.COMMUNITY)
+    data["posts"] = community_posts(c, viewer_id)
+    return data
+
+
+def community_people(c: Community) -> dict[str, Any]:
+    """For its admins: the members, by seniority, and the requests waiting."""
+    rows = c.members.select_related("user__profile").order_by("joined_at", "pk")
+
+    def person(m: CommunityMember) -> dict[str, Any]:
+        return {
+            "user_id": mxid(m.user_id),
+            "display_name": display_name(m.user),
+            "role": "admin" if m.is_admin else "member",
+            "since": m.joined_at.isoformat(),
+        }
+
+    return {
+        "members": [person(m) for m in rows if not m.pending],
+        "requests": [person(m) for m in rows if m.pending],
+    }
+
+
+def community_push_targets(c: Community) -> list[int]:
+    """Who gets a live push: joined members who have not muted it."""
+    return list(c.members.filter(pending=False, muted=False).values_list("user_id", flat=True))

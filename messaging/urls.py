@@ -59,6 +59,38 @@ urlpatterns = [
     ),
     path(C + "presence/<str:user_id>/status", views.presence_status, name="presence"),
     path("api/settings", views.privacy_settings, name="settings"),
+    path("api/communities", views.communities, name="communities"),
+    path("api/communities/join", views.community_join_by_name, name="community_join_by_name"),
+    path("api/communities/<str:community_id>", views.community, name="community"),
+    path("api/communities/<str:community_id>/join", views.community_join, name="community_join"),
+    path("api/communities/<str:community_id>/leave", views.community_leave, name="community_leave"),
+    path("api/communities/<str:community_id>/posts", views.community_posts, name="community_posts"),
+    path(
+        "api/communities/<str:community_id>/posts/<int:post_id>",
+        views.community_post,
+        name="community_post",
+    ),
+    path(
+        "api/communities/<str:community_id>/posts/<int:post_id>/like",
+        views.community_like,
+        name="community_like",
+    ),
+    path("api/communities/<str:community_id>/mute", views.community_mute, name="community_mute"),
+    path(
+        "api/communities/<str:community_id>/access",
+        views.community_access,
+        name="community_access",
+    ),
+    path(
+        "api/communities/<str:community_id>/members",
+        views.community_members,
+        name="community_members",
+    ),
+    path(
+        "api/communities/<str:community_id>/members/<str:user_id>",
+        views.community_member,
+        name="community_member",
+    ),
     path("api/rooms/<str:room_id>/undelivered", views.undelivered, name="undelivered"),
     path("_matrix/media/v3/upload", views.media_upload, name="media_upload"),
     path(

@@ -22,10 +22,17 @@ from realtime import turn
 from realtime.errors import ServiceError
 from realtime.presence import online_ids_sync
 
+from . import communities as communities_services
 from . import selectors, services
 from .errors import not_found, under_age
 from .ids import mxid, user_pk
 from .schemas import (
+    CommunityAccessSet,
+    CommunityCreate,
+    CommunityJoinByName,
+    CommunityMemberAction,
+    CommunityMute,
+    CommunityPostCreate,
     CreateRoom,
     DirectorySearch,
     IgnoredUsers,
@@ -342,3 +349,110 @@ def media_upload(request: HttpRequest, body: None) -> Any:
 def media_download(request: HttpRequest, body: None, server_name: str, media_id: str) -> Any:
     data = services.media_fetch(device=request.device, server_name=server_name, media_id=media_id)  # type: ignore[attr-defined]
     return HttpResponse(data, content_type="application/octet-stream")
+
+
+# --- communities and public accounts (plain, not E2E: messaging.communities)
+@endpoint("GET", "POST", schema=CommunityCreate)
+def communities(request: HttpRequest, body: CommunityCreate | None) -> Any:
+    if body is None:
+        return selectors.communities_of(_uid(request))
+    c = communities_services.community_create(
+        creator=request.user,  # type: ignore[arg-type]
+        name=body.name,
+        description=body.description,
+        kind=body.kind,
+        access=body.access,
+    )
+    return selectors.community_of_viewer(c, _uid(request))
+
+
+@endpoint("POST", schema=CommunityJoinByName)
+def community_join_by_name(request: HttpRequest, body: CommunityJoinByName) -> Any:
+    c = communities_services.community_join_by_name(user=request.user, name=body.name)  # type: ignore[arg-type]
+    return selectors.community_of_viewer(c, _uid(request))
+
+
+@endpoint("GET")
+def community(request: HttpRequest, body: None, community_id: str) -> Any:
+    c = selectors.community_readable(community_id=community_id, user_id=_uid(request))
+    return selectors.community_view(c, _uid(request))
+
+
+@endpoint("POST")
+def community_join(request: HttpRequest, body: Any, community_id: str) -> Any:
+    c = communities_services.community_join(user=request.user, community_id=community_id)  # type: ignore[arg-type]
+    return selectors.community_of_viewer(c, _uid(request))
+
+
+@endpoint("POST")
+def community_leave(request: HttpRequest, body: Any, community_id: str) -> Any:
+    communities_services.community_leave(user=request.user, community_id=community_id)  # type: ignore[arg-type]
+    return {}
+
+
+@endpoint("POST", schema=CommunityPostCreate)
+def community_posts(request: HttpRequest, body: CommunityPostCreate, community_id: str) -> Any:
+    return communities_services.post_create(
+        author=request.user,  # type: ignore[arg-type]
+        community_id=community_id,
+        text=body.text,
+    )
+
+
+@endpoint("DELETE")
+def community_post(request: HttpRequest, body: None, community_id: str, post_id: int) -> Any:
+    communities_services.post_delete(
+        actor=request.user,  # type: ignore[arg-type]
+        community_id=community_id,
+        post_id=post_id,
+    )
+    return {}
+
+
+@endpoint("PUT", "DELETE")
+def community_like(request: HttpRequest, body: Any, community_id: str, post_id: int) -> Any:
+    return communities_services.post_like_set(
+        user=request.user,  # type: ignore[arg-type]
+        community_id=community_id,
+        post_id=post_id,
+        liked=request.method == "PUT",
+    )
+
+
+@endpoint("PUT", schema=CommunityMute)
+def community_mute(request: HttpRequest, body: CommunityMute, community_id: str) -> Any:
+    c = communities_services.community_mute_set(
+        user=request.user,  # type: ignore[arg-type]
+        community_id=community_id,
+        muted=body.muted,
+    )
+    return selectors.community_of_viewer(c, _uid(request))
+
+
+@endpoint("PUT", schema=CommunityAccessSet)
+def community_access(request: HttpRequest, body: CommunityAccessSet, community_id: str) -> Any:
+    c = communities_services.community_access_set(
+        actor=request.user,  # type: ignore[arg-type]
+        community_id=community_id,
+        access=body.access,
+    )
+    return selectors.community_of_viewer(c, _uid(request))
+
+
+@endpoint("GET")
+def community_members(request: HttpRequest, body: None, community_id: str) -> Any:
+    c = selectors.community_of_admin(community_id=community_id, user_id=_uid(request))
+    return selectors.community_people(c)
+
+
+@endpoint("POST", schema=CommunityMemberAction)
+def community_member(
+    request: HttpRequest, body: CommunityMemberAction, community_id: str, user_id: str
+) -> Any:
+    communities_services.community_member_act(
+        actor=request.user,  # type: ignore[arg-type]
+        community_id=community_id,
+        user_mxid=user_id,
+        action=body.action,
+    )
+    return {}

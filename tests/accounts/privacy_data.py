@@ -16,12 +16,16 @@ from PIL import Image
 from accounts.models import BirthDateChange, ContactAttachment, ContactMessage, Profile, User
 from messaging.models import (
     Block,
+    Community,
+    CommunityMember,
+    CommunityPost,
     CrossSigningKey,
     DeviceKeys,
     MediaBlob,
     MediaFetch,
     Membership,
     OneTimeKey,
+    PostLike,
     Room,
     RoomEvent,
 )
@@ -144,6 +148,21 @@ def user_with_data_everywhere(email: str, *, other: User) -> Holdings:
         device_pk=other_device.pk, user_id=other.pk, seq=1, kind="messaging.event", ref=sent.pk
     )
     Block.objects.create(blocker=user, blocked=other)
+
+    # CallsApp communities (plain, not E2E): one they alone administer, with the other as a
+    # member (who takes over), a post each, likes both ways; a public account of the other's.
+    club = Community.objects.create(community_id=f"club{user.pk}", name=f"Club {user.pk}")
+    CommunityMember.objects.create(community=club, user=user, is_admin=True)
+    CommunityMember.objects.create(community=club, user=other)
+    mine = CommunityPost.objects.create(community=club, author=user, text="My post")
+    theirs = CommunityPost.objects.create(community=club, author=other, text="Their post")
+    PostLike.objects.create(post=theirs, user=user)
+    PostLike.objects.create(post=mine, user=other)
+    news = Community.objects.create(
+        community_id=f"news{user.pk}", name=f"News {user.pk}", kind="public"
+    )
+    CommunityMember.objects.create(community=news, user=other, is_admin=True)
+    CommunityMember.objects.create(community=news, user=user, muted=True)
 
     # Correspondence: a message sent signed in, with a screenshot.
     letter = ContactMessage.objects.create(

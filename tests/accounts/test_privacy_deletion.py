@@ -15,7 +15,15 @@ from accounts.models import Device, Profile, User
 from accounts.privacy import registry
 from accounts.privacy import services as privacy_services
 from accounts.tasks import deleted_accounts_purge as purge_task
-from messaging.models import MediaBlob, Membership, RoomEvent
+from messaging.models import (
+    Community,
+    CommunityMember,
+    CommunityPost,
+    MediaBlob,
+    Membership,
+    PostLike,
+    RoomEvent,
+)
 from payments.models import Order
 from tests.accounts.privacy_data import user_with_data_everywhere
 from tests.factories import UserFactory
@@ -128,6 +136,14 @@ def test_deletion_end_to_end_with_time_moved_30_days(settings, django_capture_on
     # CallsApp: the other member keeps the room; nothing of the user's stays in it.
     assert Membership.objects.filter(user=other).count() == 1
     assert not RoomEvent.objects.exists() and not MediaBlob.objects.exists()
+    # Communities: their posts and likes are gone (the like on theirs with it); the other
+    # member took over the community the user alone administered.
+    assert list(CommunityPost.objects.values_list("text", flat=True)) == ["Their post"]
+    assert not PostLike.objects.exists()
+    club = Community.objects.get(name=f"Club {user.pk}")
+    assert list(CommunityMember.objects.filter(community=club).values_list("user", "is_admin")) == [
+        (other.pk, True)
+    ]
     # The sale stays as the accounting record, unlinked from the account.
     sale = Order.objects.get(transaction_id="pi_kept_for_accounting")
     assert sale.user_id is None and sale.payer_email == "leaving@example.com"

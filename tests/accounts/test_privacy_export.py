@@ -69,6 +69,12 @@ def test_the_export_holds_every_apps_data(django_capture_on_commit_callbacks):
     assert c["payments"]["entitlements"][0]["product"] == "Premium"
     assert c["payments"]["orders"][0]["transaction_id"] == "pi_kept_for_accounting"
     assert c["accounts"]["contact_messages"][0]["message"] == "What do you keep?"
+    # CallsApp communities: memberships with role and mute, their posts, their likes.
+    memberships = {m["community"]: m for m in c["messaging"]["callsapp_community_memberships"]}
+    assert memberships[f"Club {held.user.pk}"]["role"] == "admin"
+    assert memberships[f"News {held.user.pk}"]["muted"] is True
+    assert [p["text"] for p in c["messaging"]["callsapp_community_posts"]] == ["My post"]
+    assert [x["post_text"] for x in c["messaging"]["callsapp_community_likes"]] == ["Their post"]
     # Nothing of the other user's: their log row, their IP.
     assert b"198.51.100.1" not in b"".join(archive.read(n) for n in archive.namelist())
     # The photo and the images are in the archive, byte for byte.

@@ -3,6 +3,7 @@
 // WebRTC in calls.js; this file only draws.
 import { CallManager } from "./calls.js";
 import { CallsClient, undecryptableReason } from "./client.js";
+import { Communities } from "./communities.js";
 
 const root = document.querySelector("[data-callsapp]");
 const $ = (sel, el = root) => el.querySelector(sel);
@@ -10,6 +11,7 @@ const $$ = (sel, el = root) => [...el.querySelectorAll(sel)];
 
 let client = null;
 let calls = null;
+let communities = null; // communities and public accounts (plain, not E2E)
 let current = null; // open room id
 let verification = null; // { request, sas }
 
@@ -617,6 +619,7 @@ function drawCall(call) {
 }
 
 async function act(action, target) {
+  if (communities && (await communities.act(action, target))) return;
   const userId = target.closest("[data-user-id]")?.dataset.userId;
   switch (action) {
     case "new-chat":
@@ -743,6 +746,7 @@ async function submit(form) {
   const name = form.dataset.form;
   showError(form, null);
   try {
+    if (communities && (await communities.submit(form))) return;
     if (name === "new-chat") {
       const roomId = await client.startDirect(form.term.value);
       if (!roomId) throw new Error("Nobody has exactly that nickname or email.");
@@ -782,6 +786,7 @@ async function submit(form) {
   } catch (err) {
     showError(form, err);
     if (name === "composer") setState("ready", `Not sent: ${err.message}`);
+    if (name === "community-post") setState("ready", `Not posted: ${err.message}`);
   }
 }
 
@@ -793,7 +798,8 @@ root.addEventListener("submit", (ev) => {
 });
 
 root.addEventListener("keydown", (ev) => {
-  if (ev.target.name === "body" && ev.key === "Enter" && !ev.shiftKey) {
+  const composing = ev.target.name === "body" || (ev.target.name === "text" && ev.target.form?.dataset.form === "community-post");
+  if (composing && ev.key === "Enter" && !ev.shiftKey) {
     ev.preventDefault();
     ev.target.form.requestSubmit();
   }
@@ -808,6 +814,10 @@ root.addEventListener("change", async (ev) => {
     } catch (err) {
       setState("ready", `Not sent: ${err.message}`);
     }
+  }
+  if (ev.target.closest("[data-form=community-access]")) {
+    communities.setAccess(ev.target.value).catch((err) => setState("ready", `Not saved: ${err.message}`));
+    return;
   }
   const settings = ev.target.closest("[data-form=settings]");
   if (settings) {
@@ -850,6 +860,8 @@ async function main() {
     );
     return;
   }
+  communities = new Communities({ root, el, icon, time, openPanel, userId: () => client.userId });
+  client.addEventListener("community", (ev) => communities.onFrame(ev.detail));
   client.addEventListener("rooms", () => {
     drawRooms();
     if (current) drawChatHead(); // membership, name or admins of the open room may have changed
@@ -880,6 +892,9 @@ async function main() {
   }, PRESENCE_REFRESH_MS);
   setState("syncing", "Fetching new messages…");
   await drawRooms();
+  // A community's link: /messaging/?community=<id> (one by approval: ask to join from there).
+  const shared = new URLSearchParams(location.search).get("community");
+  if (shared) communities.open(shared).catch((err) => setState("ready", err.message));
   if (client.needsVerification) {
     setState("syncing", "");
   }

@@ -238,6 +238,10 @@ export class CallsClient extends EventTarget {
     });
     this.socket.on("sync", (msg) => this.enqueueSync(msg));
     this.socket.on("sent", (msg) => this.settleSocketSend(msg.txn_id, null, msg));
+    // Communities (plain, not E2E): live and lossy, no seq; the page re-reads on opening.
+    for (const type of ["community.post", "community.post_deleted", "community.likes"]) {
+      this.socket.on(type, (msg) => this.emit("community", msg));
+    }
     this.socket.on("error", (msg) => {
       if (msg.ref && this.socketSends.has(msg.ref)) {
         this.settleSocketSend(msg.ref, new ApiError(400, msg.code, msg.detail, msg));
