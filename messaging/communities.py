@@ -13,17 +13,19 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
 from realtime.events import send_on_commit
+from realtime.ratelimit import allow
 
 from . import selectors
-from .errors import forbidden, invalid, not_found
+from .errors import forbidden, invalid, not_found, rate_limited
 from .events import CommunityPush
 from .ids import user_pk
-from .keys import callsapp_user_group
+from .keys import callsapp_user_group, post_rate_key
 from .models import Community, CommunityMember, CommunityPost, PostLike
 from .schemas import CommunityLikes, CommunityPostDeleted, CommunityPosted, PostJson
 
@@ -120,6 +122,13 @@ def admins_ensure(community_pks: Iterable[int]) -> None:
 
 
 def post_create(*, author: User, community_id: str, text: str) -> Json:
+    # Posts are pushed to every member: a flood would reach them all.
+    if not allow(
+        post_rate_key(author.pk),
+        capacity=settings.MESSAGING_POST_CAPACITY,
+        per_second=settings.MESSAGING_POST_PER_SECOND,
+    ):
+        raise rate_limited("too many posts, slow down", retry_after_ms=5000)
     with transaction.atomic():
         m = _joined(community_id, author.pk)
         c = m.community

@@ -10,6 +10,11 @@ def claim_rate_key(user_id: int) -> str:
     return key("messaging", "claim", user_id)
 
 
+def post_rate_key(user_id: int) -> str:
+    """Token bucket of one user's community posts."""
+    return key("messaging", "post", user_id)
+
+
 def callsapp_user_group(user_id: int) -> str:
     """Every CallsApp socket of one user (community pushes). Not realtime's user_group: other
     products' sockets are in that one and have no handler for these."""

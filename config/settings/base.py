@@ -416,6 +416,9 @@ MESSAGING_MAX_GROUP_MEMBERS = env.int("MESSAGING_MAX_GROUP_MEMBERS", default=256
 # Claims per user: a burst, then a refill rate. Keeps one user from draining others' keys.
 MESSAGING_CLAIM_CAPACITY = env.int("MESSAGING_CLAIM_CAPACITY", default=60)
 MESSAGING_CLAIM_PER_SECOND = env.float("MESSAGING_CLAIM_PER_SECOND", default=1.0)
+# Community posts one user may make: a burst of 20, then one every 3 s.
+MESSAGING_POST_CAPACITY = env.int("MESSAGING_POST_CAPACITY", default=20)
+MESSAGING_POST_PER_SECOND = env.float("MESSAGING_POST_PER_SECOND", default=1 / 3)
 MESSAGING_MEDIA_MAX_BYTES = env.int("MESSAGING_MEDIA_MAX_BYTES", default=25 * 1024 * 1024)
 MESSAGING_MEDIA_QUOTA_BYTES = env.int("MESSAGING_MEDIA_QUOTA_BYTES", default=200 * 1024 * 1024)
 

@@ -269,3 +269,18 @@ def test_staff_list_communities_and_posts_and_delete_a_post(client):
     # Read and delete only: a change goes through the services.
     resp = client.post(f"/admin/messaging/community/{Community.objects.get().pk}/change/", {})
     assert resp.status_code == 403
+
+
+def test_a_post_flood_is_refused_and_the_community_stays_usable(settings):
+    """Posting is rate-limited per author: past the bucket a post is refused (429, nothing
+    stored), the others still post."""
+    settings.MESSAGING_POST_CAPACITY = 3
+    settings.MESSAGING_POST_PER_SECOND = 0.001
+    ida, oz = Browser(), Browser()
+    cid = create(ida, "Busy")
+    oz.ok("POST", f"{API}/{cid}/join")
+    for i in range(3):
+        post(oz, cid, f"spam {i}")
+    refused(oz, "POST", f"{API}/{cid}/posts", {"text": "spam 3"}, status=429)
+    post(ida, cid, "still here")
+    assert texts(ida, cid) == ["spam 0", "spam 1", "spam 2", "still here"]
