@@ -106,3 +106,37 @@ test("events of another call, or from a party other than the caller's, change no
   assert.equal(calls.call.state, "ringing");
   end(calls.call);
 });
+
+test("two people calling each other at once end up in one call: the lower id's", async () => {
+  // Ours ("b") loses to theirs ("a"): ours is dropped (they are told), theirs is taken.
+  const { calls, sent, settled } = manager();
+  const ours = calls.newCall({ id: "b", roomId: "!r:test", peer: IDA, direction: "out", video: false, state: "ringing" });
+  let accepted = null;
+  calls.accept = async () => { accepted = calls.call; };
+  calls.onEvent(invite("a"));
+  await settled();
+  assert.equal(ours.state, "ended");
+  assert.equal(ours.reason, "replaced");
+  assert.equal(calls.call.id, "a");
+  assert.equal(accepted, calls.call);
+  assert.deepEqual(sent.map((e) => [e.type, e.content.call_id, e.content.reason]), [["m.call.hangup", "b", "replaced"]]);
+  end(calls.call);
+
+  // Ours ("a") wins over theirs ("b"): theirs is ignored, not answered busy; they take ours.
+  const other = manager();
+  const mine = other.calls.newCall({ id: "a", roomId: "!r:test", peer: IDA, direction: "out", video: false, state: "ringing" });
+  other.calls.onEvent(invite("b"));
+  await other.settled();
+  assert.equal(other.calls.call, mine);
+  assert.equal(mine.state, "ringing");
+  assert.deepEqual(other.sent, []);
+});
+
+test("someone else calling while my call rings elsewhere gets busy, not glare", async () => {
+  const { calls, sent, settled } = manager();
+  calls.newCall({ id: "z", roomId: "!r:test", peer: IDA, direction: "out", video: false, state: "ringing" });
+  calls.onEvent(invite("a", { sender: PIA, roomId: "!pia:test" }));
+  await settled();
+  assert.equal(calls.call.id, "z");
+  assert.deepEqual(sent.map((e) => [e.type, e.content.call_id, e.content.reason]), [["m.call.hangup", "a", "user_busy"]]);
+});

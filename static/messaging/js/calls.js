@@ -124,7 +124,13 @@ export class CallManager extends EventTarget {
     const current = call && call.id === content.call_id ? call : null;
     if (type === "m.call.invite") {
       if (mine || Date.now() - ts > (content.lifetime || INVITE_LIFETIME_MS)) return;
-      if (call) {
+      if (call && !current && this.crossed(call, roomId, sender)) {
+        // Both called each other at once ("glare"): each side keeps the call with the lower
+        // id, so both end up in the same one. Ours loses: dropped, and theirs taken.
+        if (call.id < content.call_id) return; // ours wins: they will take it
+        this.send(call, "m.call.hangup", { reason: "replaced" });
+        this.end(call, "replaced");
+      } else if (call) {
         if (!current) this.sendFor(roomId, content.call_id, "m.call.hangup", { reason: "user_busy" });
         return;
       }
@@ -134,6 +140,7 @@ export class CallManager extends EventTarget {
       incoming.remoteParty = content.party_id;
       incoming.timer = setTimeout(() => this.end(incoming, "missed"), content.lifetime || INVITE_LIFETIME_MS);
       this.emit();
+      if (call?.reason === "replaced") this.accept(); // we were calling them: no need to ring
       return;
     }
     if (!current) return;
@@ -163,6 +170,11 @@ export class CallManager extends EventTarget {
   }
 
   // --- inside
+  /** Is `call` our own, still unanswered call to the one who now calls us, in that room? */
+  crossed(call, roomId, sender) {
+    return call.direction === "out" && ["starting", "ringing"].includes(call.state) && call.peer === sender && call.roomId === roomId;
+  }
+
   newCall(fields) {
     this.call = {
       ...fields,

@@ -742,6 +742,11 @@ export class CallsClient extends EventTarget {
       log.video = /\nm=video /.test(content.offer?.sdp || "");
     } else if (type === "m.call.answer") {
       log.answered_ts ??= ts;
+    } else if (content.reason === "replaced") {
+      // One of two calls crossed in the air: the other is the call; this one leaves no line.
+      await this.history.deleteEvent(id);
+      this.emit("timeline", roomId);
+      return;
     } else if (type === "m.call.hangup" || type === "m.call.reject") {
       log.ended_ts ??= ts;
       log.reason ??= type === "m.call.reject" ? "declined" : content.reason || "user_hangup";
