@@ -222,10 +222,54 @@ class Http:
         self.reader = self.writer = None
 
 
+# The browser's delayed ack (static/messaging/js/acks.js): a live frame's ack waits this
+# long, or rides on the next send; the backlog after a hello, or this many held, at once.
+ACK_DELAY_S = 0.25
+ACK_MAX_HELD = 16
+
+
+class DelayedAck:
+    """A socket's acks, delayed as the browser delays them."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.seq: int | None = None
+        self.held = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.sending: set[asyncio.Task[None]] = set()
+
+    def stored(self, seq: int, *, now: bool) -> None:
+        self.seq = seq if self.seq is None else max(seq, self.seq)
+        self.held += 1
+        if now or self.held >= ACK_MAX_HELD:
+            self.flush()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(ACK_DELAY_S, self.flush)
+
+    def take(self) -> int | None:
+        seq, self.seq, self.held = self.seq, None, 0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return seq
+
+    def flush(self) -> None:
+        seq = self.take()
+        if seq is not None:
+            task = asyncio.ensure_future(self._send(seq))
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
+
+    async def _send(self, seq: int) -> None:
+        with contextlib.suppress(Exception):  # closed: the next hello says where we are
+            await self.ws.send(json.dumps({"type": "ack", "seq": seq}))
+
+
 class SenderSocket:
     """The sender's own `/ws/messaging/` socket: `send{room_id, txn_id, content}` answered by
     `sent{txn_id, event_id}` (or an error frame whose ref is the txn_id); it acks the
-    delivered ticks that come back on it, as the browser does."""
+    delivered ticks that come back on it as the browser does: delayed, and carried by the
+    next send when one goes first."""
 
     def __init__(self, person: Person) -> None:
         self.person = person
@@ -235,12 +279,16 @@ class SenderSocket:
         self.pending: dict[str, asyncio.Future[str]] = {}
         self.opening: asyncio.Lock = asyncio.Lock()
         self.reader: asyncio.Task[None] | None = None
+        self.acks: DelayedAck | None = None
 
     async def send(self, port: int, room_id: str, txn: str, content: Any) -> str:
         await self.open(port)
         answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.pending[txn] = answer
         frame = {"type": "send", "room_id": room_id, "txn_id": txn, "content": content}
+        ack = self.acks.take() if self.acks is not None else None
+        if ack is not None:
+            frame["ack"] = ack
         try:
             await self.ws.send(json.dumps(frame))
             return await answer
@@ -254,10 +302,12 @@ class SenderSocket:
             await self.close()
             self.ws = await sync_socket(port, self.person.session_key)
             self.port = port
+            self.acks = DelayedAck(self.ws)
             await self.ws.send(json.dumps({"type": "hello", "last_seq": self.acked}))
-            self.reader = asyncio.create_task(self.read(self.ws))
+            self.reader = asyncio.create_task(self.read(self.ws, self.acks))
 
-    async def read(self, ws: Any) -> None:
+    async def read(self, ws: Any, acks: DelayedAck) -> None:
+        live = False
         try:
             async for raw in ws:
                 frame = json.loads(raw)
@@ -266,12 +316,15 @@ class SenderSocket:
                     self._settle(frame["txn_id"], frame["event_id"])
                 elif kind == "error" and frame.get("ref") in self.pending:
                     self._settle(frame["ref"], RuntimeError(f"{frame['code']} {frame['detail']}"))
+                elif kind == "caught_up":
+                    live = True
                 elif kind == "sync" and frame.get("seq"):
                     self.acked = frame["seq"]
-                    await ws.send(json.dumps({"type": "ack", "seq": self.acked}))
+                    acks.stored(self.acked, now=not live)
         except Exception:  # closed: every pending send fails below, and is resent
             pass
         finally:
+            acks.take()
             if self.ws is ws:
                 self.ws = None
             for txn in list(self.pending):
@@ -337,19 +390,22 @@ class Client:
             port = self.ports[server]
             try:
                 async with sync_socket(port, b.session_key) as ws:
+                    acks, live = DelayedAck(ws), False
                     await ws.send(json.dumps({"type": "hello", "last_seq": acked}))
                     async for raw in ws:
                         frame = json.loads(raw)
                         kind = frame.get("type")
                         if kind == "caught_up":
                             ready.set()
+                            live = True
                             continue
                         if kind != "sync":
                             continue
                         self.apply(b, frame["sync"], seen)
                         if frame.get("seq"):
                             acked = frame["seq"]
-                            await ws.send(json.dumps({"type": "ack", "seq": acked}))
+                            acks.stored(acked, now=not live)
+                    acks.take()
                 # Closed cleanly by the server (a reconnect code): come back to it.
                 if not self.done.is_set():
                     self.stats.reconnects += 1

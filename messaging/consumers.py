@@ -16,7 +16,7 @@ from realtime.dbpool import pooled
 from realtime.errors import ServiceError
 from realtime.keys import rate_key
 from realtime.ratelimit import LeasedTokens, allow_async
-from realtime.schemas import Hello
+from realtime.schemas import Ack, Hello
 from realtime.stream_socket import StreamConsumerMixin
 
 from .errors import under_age
@@ -68,6 +68,9 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         await super().on_hello(msg)
 
     async def on_send(self, msg: SocketSend) -> None:
+        if msg.ack is not None:
+            # Its own refusal (no ref): the send does not depend on it.
+            await self.guard(self.on_ack(Ack(type="ack", seq=msg.ack)), None)
         # Refusals carry the txn_id as their ref, so the client can match them.
         await self.guard(self._send(msg), msg.txn_id)
 

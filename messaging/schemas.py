@@ -114,6 +114,8 @@ class SocketSend(Inbound):
     room_id: Id
     txn_id: Id
     content: Json
+    # `ack{seq}` riding on the send (the client's delayed ack): one frame, not two.
+    ack: Annotated[int, Field(ge=0)] | None = None
 
 
 MessagingInbound = Hello | Ack | SocketSend

@@ -3,6 +3,7 @@ the same idempotency by txn_id, refusals as error frames that carry the txn_id."
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -243,3 +244,84 @@ def test_the_send_statement_is_prepared_once_per_connection_whatever_the_batch_s
     assert set(reply) == {"event_id"}
     assert len(prepared()) == 1
     assert StreamItem.objects.filter(device_pk=b.device.pk).count() >= 4
+
+
+async def _tick_for_alice() -> tuple[Any, Any, Any, Any, Any, dict[str, Any]]:
+    """Alice sends one message over her socket, Bob acks it: Alice's socket gets the
+    "delivered" tick, a durable frame of her stream. Returns the people, the room, the
+    Megolm session, Alice's socket and the tick frame."""
+    alice, bob = await sync_to_async(member)(), await sync_to_async(member)()
+    room = await sync_to_async(room_create)(
+        creator=alice.user, name="", invite=[bob.mxid], is_direct=True
+    )
+    group = alice.olm.megolm_session()
+    await sync_to_async(share_room_key)(alice, room.room_id, group, bob)
+    sender, receiver = await sync_socket(alice), await sync_socket(bob)
+    await hello(sender, 0)
+    frames = await hello(receiver, 0)
+    content = alice.olm.megolm_encrypt(group, room.room_id, "first")
+    await sender.send_json_to(
+        {"type": "send", "room_id": room.room_id, "txn_id": "m1", "content": content}
+    )
+    sent = await sender.receive_json_from()
+    while sent["event_id"] not in [e["event_id"] for e in timeline(frames, room.room_id)]:
+        frames.append(await receiver.receive_json_from())
+    await receiver.send_json_to({"type": "ack", "seq": frames[-1]["seq"]})
+    tick = await sender.receive_json_from()
+    assert tick["seq"] and "delivered" in json.dumps(tick), tick
+    await receiver.disconnect()
+    return alice, bob, room, group, sender, tick
+
+
+async def test_a_send_carries_the_ack_of_what_its_socket_received_and_trims_it():
+    # The sender's ack of its "delivered" tick rides on its next send: one frame, not two.
+    alice, _bob, room, group, sender, tick = await _tick_for_alice()
+    content = alice.olm.megolm_encrypt(group, room.room_id, "second")
+    await sender.send_json_to(
+        {
+            "type": "send",
+            "room_id": room.room_id,
+            "txn_id": "m2",
+            "content": content,
+            "ack": tick["seq"],
+        }
+    )
+    sent = await sender.receive_json_from()
+    assert sent["type"] == "sent" and sent["txn_id"] == "m2"
+    await settle(sender)  # the pong comes once this socket's acks are applied
+    left = [
+        s
+        async for s in StreamItem.objects.filter(device_pk=alice.device.pk).values_list(
+            "seq", flat=True
+        )
+    ]
+    assert tick["seq"] not in left
+    await sender.disconnect()
+
+
+async def test_a_send_whose_ack_is_ahead_is_still_stored_and_the_ack_refused_apart():
+    alice, _bob, room, group, sender, tick = await _tick_for_alice()
+    content = alice.olm.megolm_encrypt(group, room.room_id, "second")
+    await sender.send_json_to(
+        {
+            "type": "send",
+            "room_id": room.room_id,
+            "txn_id": "m2",
+            "content": content,
+            "ack": tick["seq"] + 50,
+        }
+    )
+    refused = await sender.receive_json_from()
+    assert refused["type"] == "error" and refused["code"] == "ack_ahead"
+    assert refused.get("ref") is None  # not the send's txn_id: the send itself went through
+    sent = await sender.receive_json_from()
+    assert sent["type"] == "sent" and sent["txn_id"] == "m2"
+    await settle(sender)
+    left = [
+        s
+        async for s in StreamItem.objects.filter(device_pk=alice.device.pk).values_list(
+            "seq", flat=True
+        )
+    ]
+    assert tick["seq"] in left  # nothing trimmed by the refused ack
+    await sender.disconnect()

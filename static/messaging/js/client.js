@@ -8,6 +8,7 @@
 // "signed-out".
 import { LiveSocket } from "/static/shared/js/socket.js";
 
+import { DelayedAck } from "./acks.js";
 import { ApiError, api, enc } from "./api.js";
 import { History } from "./history.js";
 import * as keystore from "./keystore.js";
@@ -97,6 +98,8 @@ export class CallsClient extends EventTarget {
     this.caughtUp = false;
     this.socketLive = false; // open and caught up since the last (re)connect
     this.socketSends = new Map(); // txn id -> {resolve, reject, timer}
+    // Acks wait a little: they coalesce, and ride on the next send (acks.js).
+    this.acks = new DelayedAck((seq) => this.socket.send({ type: "ack", seq }));
   }
 
   uid(id = this.userId) {
@@ -232,6 +235,7 @@ export class CallsClient extends EventTarget {
     });
     this.socket.addEventListener("close", (ev) => {
       this.socketLive = false;
+      this.acks.reset();
       this.dropSocketSends();
       this.emit("status", ev.detail.final ? "signed-out" : "reconnecting");
       if (ev.detail.final) this.emit("signed-out");
@@ -266,7 +270,8 @@ export class CallsClient extends EventTarget {
         if (msg.seq === null || msg.seq === undefined) return;
         // Everything in the frame is stored: only now may the server forget it.
         await this.history.setMeta("last_seq", msg.seq);
-        this.socket.send({ type: "ack", seq: msg.seq });
+        // The backlog after a hello at once; live frames after a short wait (acks.js).
+        this.acks.stored(msg.seq, { now: !this.socketLive });
       })
       .catch((err) => {
         // Not acked: the frame comes again after the next hello.
@@ -689,6 +694,8 @@ export class CallsClient extends EventTarget {
       );
       this.socketSends.set(txn, { resolve, reject, timer });
       const frame = { type: "send", room_id: roomId, txn_id: txn, content: JSON.parse(encrypted) };
+      const ack = this.acks.take();
+      if (ack !== undefined) frame.ack = ack;
       if (this.socket.send(frame) !== true) this.settleSocketSend(txn, new SocketSendLost("not sent"));
     });
   }
