@@ -31,7 +31,10 @@ from tests.messaging.test_delivery import read_everything, share_room_key
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def test_a_message_sent_over_the_socket_reaches_the_other_socket():
+async def _direct_chat() -> tuple[Any, Any, Any, Any, Any, Any, list[dict[str, Any]]]:
+    """Alice and Bob in a direct room, Alice's Megolm session shared with Bob, both sockets
+    said hello. Returns the people, the room, the session, both sockets and Bob's frames so
+    far (the room key, over Olm)."""
     alice, bob = await sync_to_async(member)(), await sync_to_async(member)()
     room = await sync_to_async(room_create)(
         creator=alice.user, name="", invite=[bob.mxid], is_direct=True
@@ -40,7 +43,12 @@ async def test_a_message_sent_over_the_socket_reaches_the_other_socket():
     await sync_to_async(share_room_key)(alice, room.room_id, group, bob)
     sender, receiver = await sync_socket(alice), await sync_socket(bob)
     await hello(sender, 0)
-    frames = await hello(receiver, 0)  # the room key, over Olm
+    frames = await hello(receiver, 0)
+    return alice, bob, room, group, sender, receiver, frames
+
+
+async def test_a_message_sent_over_the_socket_reaches_the_other_socket():
+    alice, bob, room, group, sender, receiver, frames = await _direct_chat()
     content = alice.olm.megolm_encrypt(group, room.room_id, "over the socket")
 
     await sender.send_json_to(
@@ -250,15 +258,7 @@ async def _tick_for_alice() -> tuple[Any, Any, Any, Any, Any, dict[str, Any]]:
     """Alice sends one message over her socket, Bob acks it: Alice's socket gets the
     "delivered" tick, a durable frame of her stream. Returns the people, the room, the
     Megolm session, Alice's socket and the tick frame."""
-    alice, bob = await sync_to_async(member)(), await sync_to_async(member)()
-    room = await sync_to_async(room_create)(
-        creator=alice.user, name="", invite=[bob.mxid], is_direct=True
-    )
-    group = alice.olm.megolm_session()
-    await sync_to_async(share_room_key)(alice, room.room_id, group, bob)
-    sender, receiver = await sync_socket(alice), await sync_socket(bob)
-    await hello(sender, 0)
-    frames = await hello(receiver, 0)
+    alice, bob, room, group, sender, receiver, frames = await _direct_chat()
     content = alice.olm.megolm_encrypt(group, room.room_id, "first")
     await sender.send_json_to(
         {"type": "send", "room_id": room.room_id, "txn_id": "m1", "content": content}
@@ -273,55 +273,36 @@ async def _tick_for_alice() -> tuple[Any, Any, Any, Any, Any, dict[str, Any]]:
     return alice, bob, room, group, sender, tick
 
 
+async def _send_second(alice: Any, room: Any, group: Any, sender: Any, ack: int) -> None:
+    content = alice.olm.megolm_encrypt(group, room.room_id, "second")
+    frame = {"type": "send", "room_id": room.room_id, "txn_id": "m2", "content": content}
+    await sender.send_json_to({**frame, "ack": ack})
+
+
+async def _stream_seqs(device_pk: int) -> list[int]:
+    items = StreamItem.objects.filter(device_pk=device_pk).values_list("seq", flat=True)
+    return [seq async for seq in items]
+
+
 async def test_a_send_carries_the_ack_of_what_its_socket_received_and_trims_it():
     # The sender's ack of its "delivered" tick rides on its next send: one frame, not two.
     alice, _bob, room, group, sender, tick = await _tick_for_alice()
-    content = alice.olm.megolm_encrypt(group, room.room_id, "second")
-    await sender.send_json_to(
-        {
-            "type": "send",
-            "room_id": room.room_id,
-            "txn_id": "m2",
-            "content": content,
-            "ack": tick["seq"],
-        }
-    )
+    await _send_second(alice, room, group, sender, tick["seq"])
     sent = await sender.receive_json_from()
     assert sent["type"] == "sent" and sent["txn_id"] == "m2"
     await settle(sender)  # the pong comes once this socket's acks are applied
-    left = [
-        s
-        async for s in StreamItem.objects.filter(device_pk=alice.device.pk).values_list(
-            "seq", flat=True
-        )
-    ]
-    assert tick["seq"] not in left
+    assert tick["seq"] not in await _stream_seqs(alice.device.pk)
     await sender.disconnect()
 
 
 async def test_a_send_whose_ack_is_ahead_is_still_stored_and_the_ack_refused_apart():
     alice, _bob, room, group, sender, tick = await _tick_for_alice()
-    content = alice.olm.megolm_encrypt(group, room.room_id, "second")
-    await sender.send_json_to(
-        {
-            "type": "send",
-            "room_id": room.room_id,
-            "txn_id": "m2",
-            "content": content,
-            "ack": tick["seq"] + 50,
-        }
-    )
+    await _send_second(alice, room, group, sender, tick["seq"] + 50)
     refused = await sender.receive_json_from()
     assert refused["type"] == "error" and refused["code"] == "ack_ahead"
     assert refused.get("ref") is None  # not the send's txn_id: the send itself went through
     sent = await sender.receive_json_from()
     assert sent["type"] == "sent" and sent["txn_id"] == "m2"
     await settle(sender)
-    left = [
-        s
-        async for s in StreamItem.objects.filter(device_pk=alice.device.pk).values_list(
-            "seq", flat=True
-        )
-    ]
-    assert tick["seq"] in left  # nothing trimmed by the refused ack
+    assert tick["seq"] in await _stream_seqs(alice.device.pk)  # the refused ack trimmed nothing
     await sender.disconnect()
