@@ -4,6 +4,7 @@
 import { CallManager } from "./calls.js";
 import { CallsClient, undecryptableReason } from "./client.js";
 import { Communities } from "./communities.js";
+import { LEVELS, Notifier, shouldNotify, unreadTitle } from "./notify.js";
 
 const root = document.querySelector("[data-callsapp]");
 const $ = (sel, el = root) => el.querySelector(sel);
@@ -14,6 +15,14 @@ let calls = null;
 let communities = null; // communities and public accounts (plain, not E2E)
 let current = null; // open room id
 let verification = null; // { request, sas }
+const baseTitle = document.title;
+let notifiedCall = null; // the incoming call a notification was shown for (once per call)
+const notifier = new Notifier({
+  onOpen: (roomId) => {
+    window.focus();
+    openRoom(roomId);
+  },
+});
 
 function setState(state, text) {
   root.dataset.state = state;
@@ -120,6 +129,39 @@ async function drawRooms() {
     list.append(item);
   }
   $("[data-rooms-empty]").hidden = rooms.length > 0;
+  document.title = unreadTitle(baseTitle, rooms.reduce((n, r) => n + (r.unread || 0), 0));
+}
+
+// --- desktop notifications (notify.js): what they say is this device's choice
+
+function pageInFront() {
+  return { hidden: document.hidden, focused: document.hasFocus() };
+}
+
+async function notifyMessage({ roomId, sender, text, attachment }) {
+  if (!shouldNotify({ mine: sender === client.userId, ...pageInFront() })) return;
+  const room = await client.history.room(roomId);
+  const direct = !room || room.is_direct;
+  notifier.message({ roomId, sender: client.displayName(sender), room: room && !direct ? await roomTitle(room) : null, direct, text, attachment });
+}
+
+function drawNotificationSetting() {
+  const form = $("[data-form=notifications]");
+  const select = $("select[name=level]", form);
+  if (!select.options.length) {
+    for (const [value, label] of Object.entries(LEVELS)) select.append(el("option", { value, text: label }));
+  }
+  select.value = notifier.level;
+  const hint = $("[data-notifications-hint]", form);
+  const permission = notifier.permission;
+  const why = {
+    unsupported: "This browser cannot show notifications.",
+    denied: "Notifications are blocked for this site in your browser's settings: allow them there.",
+    default: notifier.level === "off" ? "" : "Your browser will ask whether this site may show notifications.",
+  }[permission];
+  hint.textContent = why || "";
+  hint.hidden = !why;
+  form.dataset.permission = permission;
 }
 
 // --- chat view
@@ -452,6 +494,7 @@ async function drawDevicesNow(userId) {
       }),
     );
   }
+  drawNotificationSetting();
   const settings = await client.settings().catch(() => null);
   if (settings) {
     const form = $("[data-form=settings]");
@@ -819,6 +862,13 @@ root.addEventListener("change", async (ev) => {
     communities.setAccess(ev.target.value).catch((err) => setState("ready", `Not saved: ${err.message}`));
     return;
   }
+  if (ev.target.closest("[data-form=notifications]")) {
+    notifier
+      .setLevel(ev.target.value)
+      .then(drawNotificationSetting)
+      .catch((err) => setState("ready", `Not saved: ${err.message}`));
+    return;
+  }
   const settings = ev.target.closest("[data-form=settings]");
   if (settings) {
     const wanted = ev.target.checked;
@@ -832,9 +882,11 @@ root.addEventListener("change", async (ev) => {
   }
 });
 
-document.addEventListener("visibilitychange", () => {
+function readOpenChat() {
   if (!document.hidden && current && client) client.markRead(current).catch(() => {});
-});
+}
+document.addEventListener("visibilitychange", readOpenChat);
+window.addEventListener("focus", readOpenChat); // back from another window
 
 async function main() {
   try {
@@ -850,6 +902,11 @@ async function main() {
   client.calls = calls;
   client.addEventListener("call", (ev) => calls.onEvent(ev.detail));
   calls.addEventListener("state", (ev) => {
+    const call = ev.detail;
+    if (call?.direction === "in" && call.state === "ringing" && call.id !== notifiedCall && shouldNotify({ mine: false, ...pageInFront() })) {
+      notifiedCall = call.id;
+      notifier.call({ roomId: call.roomId, sender: client.displayName(call.peer), video: call.video });
+    }
     drawCall(ev.detail);
     if (current && ev.detail?.roomId === current) drawTimeline(); // the call log's line
   });
@@ -869,6 +926,7 @@ async function main() {
   client.addEventListener("timeline", (ev) => {
     if (ev.detail === current) drawTimeline();
   });
+  client.addEventListener("message", (ev) => notifyMessage(ev.detail).catch(() => {}));
   client.addEventListener("identity", (ev) => {
     if (current) drawChatHead();
     // A verification or a new signature changes trust after the panel was drawn.

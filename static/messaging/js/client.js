@@ -4,6 +4,7 @@
 // DOM-free: the page (app.js) listens to its events.
 //
 // Events: "ready", "status" {detail: text}, "rooms", "timeline" {detail: roomId},
+// "message" {detail: {roomId, sender, text, attachment}} (someone else's, just stored),
 // "devices" {detail: userIds}, "identity" {detail: userId}, "verification" {detail: request},
 // "signed-out".
 import { LiveSocket } from "/static/shared/js/socket.js";
@@ -538,7 +539,11 @@ export class CallsClient extends EventTarget {
     }
     const content = clear.content || {};
     await this.history.putEvent({ ...base, kind: "message", shield, error: null, raw: null }, content);
-    if (!base.mine) await this.bumpUnread(base.room_id, base.ts);
+    if (!base.mine) {
+      await this.bumpUnread(base.room_id, base.ts);
+      const file = content.file ? content.body || "file" : null;
+      this.emit("message", { roomId: base.room_id, sender: base.sender, text: file ? "" : content.body, attachment: file });
+    }
     else await this.history.updateRoom(base.room_id, (r) => (r.last_ts = Math.max(r.last_ts, base.ts)));
     if (content.file?.url) this.fetchAttachment(base.event_id, content).catch(() => {});
   }
@@ -546,7 +551,9 @@ export class CallsClient extends EventTarget {
   async bumpUnread(roomId, ts = Date.now()) {
     await this.history.updateRoom(roomId, (r) => {
       r.last_ts = Math.max(r.last_ts || 0, ts);
-      if (this.openRoom !== roomId || globalThis.document?.hidden) r.unread = (r.unread || 0) + 1;
+      // Unread unless its chat is open in front of the user (a window behind another's too).
+      const doc = globalThis.document;
+      if (this.openRoom !== roomId || doc?.hidden || (doc && !doc.hasFocus())) r.unread = (r.unread || 0) + 1;
     });
     this.emit("rooms");
   }
