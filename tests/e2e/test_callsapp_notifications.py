@@ -35,6 +35,7 @@ def go_away(page: Page) -> None:
     page.context.new_cdp_session(page).send(
         "Emulation.setFocusEmulationEnabled", {"enabled": False}
     )
+    page.bring_to_front()  # then away from it: a click of the test's may have focused it
     other = page.context.new_page()
     other.goto("about:blank")
     other.bring_to_front()
@@ -82,3 +83,14 @@ def test_a_message_for_a_page_not_in_front_notifies_at_the_devices_level(live_as
     o.evaluate("window.__last.onclick()")
     expect(o.get_by_test_id("room-name")).to_have_text("Ida")
     expect(o.locator(".ca-msg.theirs", has_text="the secret plans")).to_be_visible()
+
+    # Muted for an hour: the chat list says so, and a message in it notifies no more.
+    o.get_by_test_id("open-manage").click()
+    o.get_by_test_id("mute").select_option(str(3600 * 1000))
+    expect(o.get_by_test_id("mute-state")).to_contain_text("Muted until")
+    o.get_by_test_id("manage-panel").locator("[data-action=close-panel]").click()
+    expect(o.get_by_test_id("room-list").get_by_test_id("muted")).to_be_visible()
+    go_away(o)
+    send(i, "quiet please")
+    expect(o.locator(".ca-msg.theirs", has_text="quiet please")).to_be_visible(timeout=20000)
+    assert len(o.evaluate("window.__shown")) == 2

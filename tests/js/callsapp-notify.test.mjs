@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { Notifier, notificationFor, shouldNotify, unreadTitle } from "../../static/messaging/js/notify.js";
+import { Notifier, isMuted, muteLabel, muteUntil, notificationFor, shouldNotify, unreadTitle } from "../../static/messaging/js/notify.js";
 
 class FakeStorage {
   constructor() {
@@ -121,4 +121,19 @@ test("an incoming call notifies at every level but off", () => {
 test("the tab's title counts the unread messages", () => {
   assert.equal(unreadTitle("CallsApp", 0), "CallsApp");
   assert.equal(unreadTitle("CallsApp", 3), "(3) CallsApp");
+});
+
+test("a muted chat does not notify until its mute ends; 'always' never ends", () => {
+  const now = Date.parse("2026-12-01T10:00:00Z");
+  assert.equal(isMuted({}, now), false);
+  const hour = muteUntil("3600000", now);
+  assert.equal(isMuted({ muted_until: hour }, now), true);
+  assert.equal(isMuted({ muted_until: hour }, now + 3600000), false);
+  assert.equal(isMuted({ muted_until: muteUntil("always", now) }, now + 100 * 365 * 86400000), true);
+  assert.equal(muteUntil("0", now), 0);
+  const utc = (d) => d.toISOString().slice(11, 16);
+  assert.equal(muteLabel({ muted_until: hour }, now, utc), "Muted until 11:00");
+  assert.equal(muteLabel({ muted_until: hour + 86400000 }, now, utc, (d) => d.toISOString().slice(0, 10)), "Muted until 2026-12-02");
+  assert.equal(muteLabel({ muted_until: muteUntil("always", now) }, now, utc), "Muted");
+  assert.equal(muteLabel({}, now, utc), "");
 });

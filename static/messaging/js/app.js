@@ -4,7 +4,7 @@
 import { CallManager } from "./calls.js";
 import { CallsClient, undecryptableReason } from "./client.js";
 import { Communities } from "./communities.js";
-import { LEVELS, Notifier, shouldNotify, unreadTitle } from "./notify.js";
+import { LEVELS, MUTE_CHOICES, Notifier, isMuted, muteLabel, muteUntil, shouldNotify, unreadTitle } from "./notify.js";
 
 const root = document.querySelector("[data-callsapp]");
 const $ = (sel, el = root) => el.querySelector(sel);
@@ -123,6 +123,7 @@ async function drawRooms() {
           el("strong", { class: "ca-room-name", text: await roomTitle(room) }),
           el("small", { class: "ca-room-sub", text: room.left ? "Left" : room.is_direct ? "Direct" : `${room.members.length} members` }),
         ),
+        isMuted(room) ? el("span", { class: "icon icon-bell-off ca-muted", role: "img", "aria-label": "Muted", "data-testid": "muted" }) : null,
         unread ? el("span", { class: "ca-unread", "data-testid": "unread", "aria-label": `${unread} unread`, text: String(unread) }) : null,
       ),
     );
@@ -141,6 +142,7 @@ function pageInFront() {
 async function notifyMessage({ roomId, sender, text, attachment }) {
   if (!shouldNotify({ mine: sender === client.userId, ...pageInFront() })) return;
   const room = await client.history.room(roomId);
+  if (isMuted(room)) return;
   const direct = !room || room.is_direct;
   notifier.message({ roomId, sender: client.displayName(sender), room: room && !direct ? await roomTitle(room) : null, direct, text, attachment });
 }
@@ -414,6 +416,7 @@ async function drawManage({ fresh = false } = {}) {
     rename.value = room.name || "";
     delete rename.dataset.edited;
   }
+  drawMute(room);
   const blocked = new Set(await client.blocked().catch(() => []));
   const list = $("[data-members]");
   list.replaceChildren();
@@ -437,6 +440,17 @@ async function drawManage({ fresh = false } = {}) {
     }
     list.append(row);
   }
+}
+
+function drawMute(room) {
+  const select = $("[data-form=mute] select");
+  if (!select.options.length) {
+    for (const [value, label] of Object.entries(MUTE_CHOICES)) select.append(el("option", { value, text: label }));
+  }
+  select.value = "0"; // a choice is a new mute from now; the line below says the current one
+  const state = $("[data-mute-state]");
+  state.textContent = muteLabel(room);
+  state.hidden = !state.textContent;
 }
 
 // Whose devices the devices panel shows (it is redrawn when their trust changes).
@@ -860,6 +874,13 @@ root.addEventListener("change", async (ev) => {
   }
   if (ev.target.closest("[data-form=community-access]")) {
     communities.setAccess(ev.target.value).catch((err) => setState("ready", `Not saved: ${err.message}`));
+    return;
+  }
+  if (ev.target.closest("[data-form=mute]") && current) {
+    const until = muteUntil(ev.target.value);
+    const room = await client.history.updateRoom(current, (r) => (r.muted_until = until));
+    drawMute(room || (await client.history.room(current)));
+    drawRooms();
     return;
   }
   if (ev.target.closest("[data-form=notifications]")) {

@@ -37,6 +37,41 @@ export function notificationFor({ level, sender, room, direct, text, attachment 
   return { title, body };
 }
 
+// A chat's mute, Signal's choices: kept on this device with the chat (history.js).
+export const MUTE_CHOICES = {
+  0: "Not muted",
+  3600000: "For 1 hour",
+  28800000: "For 8 hours",
+  604800000: "For 1 week",
+  always: "Always",
+};
+const ALWAYS = Number.MAX_SAFE_INTEGER;
+
+/** The end of a mute chosen now (a MUTE_CHOICES key); 0: not muted. */
+export function muteUntil(choice, now = Date.now()) {
+  if (choice === "always") return ALWAYS;
+  const ms = Number(choice);
+  return ms > 0 ? now + ms : 0;
+}
+
+export function isMuted(room, now = Date.now()) {
+  return Boolean(room?.muted_until && room.muted_until > now);
+}
+
+/** What the chat's details say of its mute ("" when not muted). */
+export function muteLabel(
+  room,
+  now = Date.now(),
+  clock = (d) => d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
+  day = (d) => d.toLocaleDateString(),
+) {
+  if (!isMuted(room, now)) return "";
+  if (room.muted_until === ALWAYS) return "Muted";
+  const end = new Date(room.muted_until);
+  const sameDay = new Date(now).toDateString() === end.toDateString();
+  return `Muted until ${sameDay ? clock(end) : day(end)}`;
+}
+
 /** The page title with the unread count first, as mail and chat tabs show it. */
 export function unreadTitle(base, count) {
   return count ? `(${count}) ${base}` : base;
