@@ -143,7 +143,7 @@ async def dispatch(request: HttpRequest, method: str) -> HttpResponse:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _error(401, "Unauthorized: send the token as Authorization: Bearer <token>")
-    if int(request.headers.get("Content-Length") or 0) > settings.MESSAGING_MAX_REQUEST_BYTES:
+    if len(request.body) > settings.MESSAGING_MAX_REQUEST_BYTES:
         return _error(413, "Request Entity Too Large")
     params = _params(request)
     if params is None:

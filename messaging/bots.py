@@ -239,11 +239,12 @@ def bot_webhook_delete(*, bot: Bot) -> None:
 
 def bot_webhook_deliver(*, bot_id: int) -> bool:
     """The bot's pending updates to its webhook, oldest first, each deleted once its server
-    took it. True: nothing left to do (or no webhook); False: one failed, try again later
-    (the rest wait behind it, in order)."""
+    took it. True: nothing left to do (or no webhook); False: try again later (one failed,
+    the rest wait behind it in order; or another worker is delivering, and may have read the
+    queue before this update was in it)."""
     lock = get_redis().lock(bot_webhook_lock_key(bot_id), timeout=120, blocking=False)
     if not lock.acquire():
-        return True  # another worker delivers them, in order
+        return False
     try:
         while True:
             bot = Bot.objects.filter(pk=bot_id).first()

@@ -21,10 +21,11 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 
 from accounts.privacy import registry
 from messaging import bot_webhook, bots
-from messaging.keys import callsapp_user_group
+from messaging.keys import bot_webhook_lock_key, callsapp_user_group
 from messaging.models import Bot, BotChat, BotMessage, BotUpdate
 from messaging.tasks import bot_updates_purge
 from realtime.events import capture_events
+from realtime.redis import get_redis
 from tests.factories import UserFactory
 from tests.messaging.conftest import amember, sync_socket
 from tests.messaging.test_api import UNDER_10, Browser
@@ -491,6 +492,21 @@ def test_delivery_rechecks_the_address_and_refuses_a_private_one(
         say(oz, "echo_bot", "hi")
     assert bot_server.seen == []
     assert BotUpdate.objects.count() == 1
+
+
+def test_one_worker_at_a_time_delivers_a_bots_updates_and_the_other_tries_later(bot_server):
+    ida, oz = Browser(), Browser()
+    make_bot(ida)
+    bot = Bot.objects.get()
+    Bot.objects.update(webhook_url=PUBLIC_HOOK)
+    say(oz, "echo_bot", "in order")  # not committed here: no task ran
+    busy = get_redis().lock(bot_webhook_lock_key(bot.pk), timeout=30)
+    assert busy.acquire()
+    assert bots.bot_webhook_deliver(bot_id=bot.pk) is False  # its task retries later
+    assert bot_server.seen == []
+    busy.release()
+    assert bots.bot_webhook_deliver(bot_id=bot.pk) is True
+    assert len(bot_server.seen) == 1 and not BotUpdate.objects.exists()
 
 
 # --- retention, privacy, staff
