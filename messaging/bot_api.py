@@ -26,7 +26,7 @@ from realtime import wakeup
 from realtime.errors import ServiceError
 
 from . import bots, selectors
-from .errors import conflict
+from .errors import conflict, unauthorized
 from .keys import bot_wake_topic
 from .models import Bot, BotUpdate
 from .schemas import BotApiParams, GetUpdates, SendMessage, SetWebhook
@@ -93,6 +93,9 @@ async def get_updates(bot: Bot, params: Params) -> Any:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), remaining)
             woken.clear()
+            # A new token (or a closed account) while it waited: nothing for the old one.
+            if not await sync_to_async(selectors.bot_token_current)(bot):
+                raise unauthorized("Unauthorized")
 
 
 async def send_message(bot: Bot, params: Params) -> Any:

@@ -711,6 +711,12 @@ def bot_by_token(token: str) -> Bot:
     return bot
 
 
+def bot_token_current(bot: Bot) -> bool:
+    """Whether the token `bot` was authenticated with still holds (no new token since, the
+    owner's account still open): a long poll asks again before it answers."""
+    return Bot.objects.filter(_bot_live(), pk=bot.pk, token_hash=bot.token_hash).exists()
+
+
 def bot_json(bot: Bot, *, chats: int) -> dict[str, Any]:
     """For its owner (never the token or its hash)."""
     return {

@@ -379,6 +379,47 @@ def test_a_long_poll_returns_as_soon_as_a_message_arrives():
     assert time.monotonic() - started < 15  # well before its 20 s
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_poll_waiting_with_a_token_revoked_meanwhile_gets_nothing():
+    """A stolen token's poll that was already waiting when the owner made a new token gets
+    a 401, not the next message."""
+    ida, oz = Browser(), Browser()
+    made, old = make_bot(ida)
+    answers: list[Any] = []
+
+    def poll() -> None:
+        try:
+            answers.append(bot_call(old, "getUpdates", {"timeout": 20}))
+        finally:
+            connection.close()
+
+    waiting = threading.Thread(target=poll)
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while not bots.poll_waiting(made["bot_id"]):
+        assert time.monotonic() < deadline, "the poll never started waiting"
+        time.sleep(0.01)
+    new = ida.ok("POST", f"{MINE}/{made['bot_id']}/token")["token"]
+    say(oz, "echo_bot", "for the owner's eyes")
+    waiting.join(timeout=15)
+    assert not waiting.is_alive()
+    assert answers[0].status_code == 401 and answers[0].json()["ok"] is False
+    assert [u["message"]["text"] for u in bot_ok(new, "getUpdates")] == ["for the owner's eyes"]
+
+
+def test_a_users_flood_of_messages_to_bots_is_refused(settings):
+    settings.MESSAGING_BOT_SEND_CAPACITY = 2
+    settings.MESSAGING_BOT_SEND_PER_SECOND = 0.001
+    ida, oz, eve = Browser(), Browser(), Browser()
+    _, token = make_bot(ida)
+    say(oz, "echo_bot", "one")
+    say(oz, "echo_bot", "two")
+    refused(oz, "POST", f"{CHATS}/echo_bot/messages", {"text": "three"}, status=429)
+    say(eve, "echo_bot", "eve's turn")  # others still write
+    texts_seen = [u["message"]["text"] for u in bot_ok(token, "getUpdates")]
+    assert texts_seen == ["one", "two", "eve's turn"]
+
+
 # --- webhooks
 
 
