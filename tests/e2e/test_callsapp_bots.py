@@ -12,7 +12,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from messaging.models import BotMessage
+from messaging.models import BotChat, BotMessage
 from tests.e2e.test_callsapp import VAR, open_callsapp
 from tests.factories import UserFactory
 
@@ -91,6 +91,7 @@ def test_a_bot_made_in_the_page_answers_a_user_live(live_asgi, new_context):
     try:
         # Oz, on a phone, finds it by its exact username (any case) and writes to it.
         open_bots(o)
+        o.screenshot(path=str(VAR / "e2e-callsapp-bots-phone.png"))
         o.fill("#ca-find-bot", "echo_E2E_bot")
         o.get_by_test_id("find-bot-form").locator("button[type=submit]").click()
         chat = o.get_by_test_id("bot-chat")
@@ -126,3 +127,17 @@ def test_a_bot_made_in_the_page_answers_a_user_live(live_asgi, new_context):
         (False, "hello"),
         (True, "echo: hello"),
     ]
+
+    # Oz stops the bot (it can no longer write to him), restarts it, then deletes the chat:
+    # gone from his list and from the server.
+    chat.get_by_test_id("bot-block").click()
+    expect(chat.get_by_test_id("bot-blocked")).to_be_visible()
+    expect(chat.get_by_test_id("bot-composer")).to_be_hidden()
+    assert BotChat.objects.get().blocked
+    chat.get_by_test_id("bot-block").click()
+    expect(chat.get_by_test_id("bot-composer")).to_be_visible()
+    o.once("dialog", lambda dialog: dialog.accept())
+    chat.get_by_test_id("bot-chat-delete").click()
+    expect(o.get_by_test_id("bots-panel")).to_be_visible()
+    expect(o.get_by_test_id("bot-chat-list").get_by_test_id("bot-chat-item")).to_have_count(0)
+    assert not BotChat.objects.exists() and not BotMessage.objects.exists()

@@ -46,6 +46,15 @@ test("the chat list moves a chat with a new message to the top", () => {
   assert.equal(named[0].bot.name, "Cee");
 });
 
+test("an older message arriving late does not replace the chat's last one", () => {
+  // The user's own send: its answer may come after the bot's reply was pushed.
+  const reply = { type: "bot.message", bot: "a_bot", message: msg(2, "echo: hello", { fromBot: true }) };
+  const mine = { type: "bot.message", bot: "a_bot", message: msg(1, "hello") };
+  const chats = chatsWithFrame(chatsWithFrame([], reply), mine);
+  assert.equal(chats.length, 1);
+  assert.equal(chats[0].last_text, "echo: hello");
+});
+
 test("the notice says who can read a bot chat", () => {
   assert.match(NOT_E2E, /not end-to-end encrypted/i);
   assert.match(NOT_E2E, /bot and its owner/);

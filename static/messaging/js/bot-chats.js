@@ -28,6 +28,11 @@ export function withMessage(messages, message) {
 export function chatsWithFrame(chats, frame, profile = null) {
   const known = chats.find((c) => c.bot.username === frame.bot);
   const bot = profile || known?.bot || { username: frame.bot, name: frame.bot, description: "" };
+  // A message older than the chat's last (our own send's answer, after the bot's reply
+  // was pushed) changes nothing but the name.
+  if (known && Date.parse(frame.message.created_at) < Date.parse(known.last_at)) {
+    return chats.map((c) => (c === known ? { ...c, bot } : c));
+  }
   const updated = { ...(known || { blocked: false }), bot, last_text: frame.message.text, last_at: frame.message.created_at };
   return [updated, ...chats.filter((c) => c !== known)];
 }
