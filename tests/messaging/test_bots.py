@@ -558,10 +558,16 @@ def test_pending_updates_are_deleted_after_14_days_and_the_history_stays(setting
     ida, oz = Browser(), Browser()
     make_bot(ida)
     say(oz, "echo_bot", "old")
-    BotUpdate.objects.update(created_at=timezone.now() - dt.timedelta(days=14, minutes=1))
+    now = timezone.now()
+    # Time moves on: at 13 days the update waits still; past 14 it is deleted.
+    assert bots.bot_updates_purge(now=now + dt.timedelta(days=13)) == {"deleted": 0}
+    assert bots.bot_updates_purge(now=now + dt.timedelta(days=14, minutes=1)) == {"deleted": 1}
+    assert not BotUpdate.objects.exists()
+    # The beat's task, today: a fresh update stays.
     say(oz, "echo_bot", "new")
-    assert bot_updates_purge() == {"deleted": 1}
+    assert bot_updates_purge() == {"deleted": 0}
     assert [u.message.text for u in BotUpdate.objects.all()] == ["new"]
+    # The history is the user's to delete, not the purge's.
     assert [t for _, t in texts(oz, "echo_bot")] == ["old", "new"]
 
 
