@@ -152,7 +152,7 @@ async def dispatch(request: HttpRequest, method: str) -> HttpResponse:
     if params is None:
         return _error(400, "Bad Request: the body is not a JSON object")
     try:
-        bot = await sync_to_async(bots.bot_authenticate)(token.strip())
+        bot = await sync_to_async(selectors.bot_by_token)(token.strip())
         result = await handler(bot, params)
     except ServiceError as exc:
         extra = {}

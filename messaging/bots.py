@@ -22,7 +22,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -151,8 +150,8 @@ def user_message_send(*, user: User, username: str, text: str) -> Json:
             raise forbidden(f"you stopped {bot.username}: restart it to write to it")
         message = BotMessage.objects.create(chat=chat, from_bot=False, text=text)
         BotChat.objects.filter(pk=chat.pk).update(last_at=message.created_at)
-        Bot.objects.filter(pk=bot.pk).update(last_update_id=F("last_update_id") + 1)
-        bot.refresh_from_db(fields=["last_update_id"])
+        bot.last_update_id += 1  # under the row's lock
+        bot.save(update_fields=["last_update_id"])
         BotUpdate.objects.create(bot=bot, update_id=bot.last_update_id, message=message)
         _push(chat, bot, message)  # to the user's other pages
         topic = bot_wake_topic(bot.pk)
@@ -180,10 +179,6 @@ def bot_chat_delete(*, user: User, username: str) -> None:
 
 
 # --- the bot's side (the Bot API)
-
-
-def bot_authenticate(token: str) -> Bot:
-    return selectors.bot_by_token(token)
 
 
 def bot_message_send(*, bot: Bot, chat_id: int, text: str) -> Json:
