@@ -54,6 +54,12 @@ app.conf.beat_schedule = {
         "task": "messaging.tasks.undelivered_purge",
         "schedule": crontab(minute=23),
     },
+    # Bot updates no bot fetched: deleted after MESSAGING_RETENTION_DAYS (the 14 days of the
+    # policy's undelivered messages; the chat's history is the user's to delete).
+    "messaging-bot-updates-purge": {
+        "task": "messaging.tasks.bot_updates_purge",
+        "schedule": crontab(minute=29),
+    },
     "accounts-deleted-purge": {
         "task": "accounts.tasks.deleted_accounts_purge",
         "schedule": crontab(minute=41, hour=3),

@@ -1,7 +1,8 @@
 """What staff see of CallsApp: routing data and public keys, never content (there is none
 readable: events are ciphertext). Read-only: every change goes through the services.
 Communities are plain text and moderated: staff read them and may delete a community or a
-post (a real delete, likes with it)."""
+post (a real delete, likes with it). Bots are listed for staff; a token's hash is never
+shown, and a bot is deleted (with its chats) as moderation, never changed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import Block, Community, CommunityPost, DeviceKeys, MediaBlob, Room
+from .models import Block, Bot, Community, CommunityPost, DeviceKeys, MediaBlob, Room
 
 
 class ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -56,3 +57,12 @@ class CommunityPostAdmin(ReadOnly):
     list_display = ("community", "author", "text", "created_at")
     list_select_related = ("community", "author")
     search_fields = ("text", "community__name")
+
+
+@admin.register(Bot)
+class BotAdmin(ReadOnly):
+    list_display = ("username", "name", "owner", "created_at")
+    list_select_related = ("owner",)
+    search_fields = ("username", "name")
+    # The token's hash and the webhook's secret are credentials, not for anyone's eyes.
+    exclude = ("token_hash", "webhook_secret")

@@ -91,6 +91,11 @@ class MessagingConsumer(StreamConsumerMixin, BaseConsumer):
         communities; the frame was built (from its schema) by the service."""
         await self.send_json(event["frame"])
 
+    async def messaging_bot(self, event: dict[str, Any]) -> None:
+        """messaging.bots: a message in one of the user's bot chats; the frame was built
+        (from its schema) by the service."""
+        await self.send_json(event["frame"])
+
     async def messaging_counts(self, event: dict[str, Any]) -> None:
         """Someone claimed one of this device's keys."""
         if self._stream_said_hello:

@@ -41,3 +41,11 @@ def rate_limited(detail: str, retry_after_ms: int) -> ServiceError:
 
 def invalid_signature(detail: str) -> ServiceError:
     return ServiceError("M_INVALID_SIGNATURE", detail, status=400)
+
+
+def unauthorized(detail: str) -> ServiceError:
+    return ServiceError("M_UNKNOWN_TOKEN", detail, status=401)
+
+
+def conflict(detail: str) -> ServiceError:
+    return ServiceError("M_CONFLICT", detail, status=409)

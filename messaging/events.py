@@ -22,3 +22,12 @@ class CommunityPush(Event):
 
     type: Literal["messaging.community"] = "messaging.community"
     frame: dict[str, Any]
+
+
+class BotPush(Event):
+    """A message in one of the user's bot chats (the bot's, or their own from another page):
+    their CallsApp sockets forward `frame` (a schemas.BotMessaged) as it is. Live and lossy:
+    opening the chat reads it again. Handled as `messaging_bot`."""
+
+    type: Literal["messaging.bot"] = "messaging.bot"
+    frame: dict[str, Any]

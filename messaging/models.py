@@ -278,3 +278,86 @@ class PostLike(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} likes {self.post_id}"
+
+
+# --- Bots: plain text, NOT end-to-end encrypted (the policy's "Bots, public accounts and
+# communities"). The bot and its owner read what users write to it; a chat stays until the
+# user deletes it, or the user or the bot is deleted. Updates the bot has not fetched go
+# after MESSAGING_RETENTION_DAYS.
+class Bot(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bots"
+    )
+    username = models.CharField(max_length=32)
+    name = models.CharField(max_length=64)
+    description = models.CharField(max_length=512, blank=True)
+    # SHA-256 of the token's secret part (high-entropy, so a fast hash is enough): the
+    # token itself is shown once and never stored.
+    token_hash = models.CharField(max_length=64)
+    # The last update_id given out. Taken under the row's lock, so one bot's updates commit
+    # in update_id order and an offset never confirms one that was not yet visible.
+    last_update_id = models.BigIntegerField(default=0)
+    webhook_url = models.CharField(max_length=2048, blank=True)
+    webhook_secret = models.CharField(max_length=256, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Found by its exact username, any case: a username names one bot.
+            models.UniqueConstraint(Lower("username"), name="bot_username_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class BotChat(models.Model):
+    """A user's chat with a bot: made by the user's first message (a bot never writes
+    first). Its pk is the `chat_id` the bot sees."""
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="chats")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bot_chats"
+    )
+    blocked = models.BooleanField(default=False)  # the user stopped the bot
+    created_at = models.DateTimeField(default=timezone.now)
+    last_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["bot", "user"], name="bot_chat_unique")]
+        indexes = [models.Index(fields=["user", "-last_at"], name="bot_chats_recent")]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} with bot {self.bot_id}"
+
+
+class BotMessage(models.Model):
+    chat = models.ForeignKey(BotChat, on_delete=models.CASCADE, related_name="messages")
+    from_bot = models.BooleanField()
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["chat", "created_at"], name="bot_chat_timeline")]
+
+    def __str__(self) -> str:
+        return f"message {self.pk} in bot chat {self.chat_id}"
+
+
+class BotUpdate(models.Model):
+    """A user's message waiting for the bot (getUpdates or its webhook); deleted once
+    confirmed or delivered, or after MESSAGING_RETENTION_DAYS."""
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="updates")
+    update_id = models.BigIntegerField()
+    message = models.ForeignKey(BotMessage, on_delete=models.CASCADE, related_name="updates")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["bot", "update_id"], name="bot_update_unique"),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="bot_update_age")]
+
+    def __str__(self) -> str:
+        return f"update {self.update_id} of bot {self.bot_id}"

@@ -3,7 +3,8 @@
 Messages are end-to-end encrypted: the server holds ciphertext until delivery, which is no
 one's readable data and is not exported; the export lists what the server can read
 (rooms, memberships, blocks, public keys, counts of what waits). Communities are plain
-text: their memberships, posts and likes are exported in full."""
+text: their memberships, posts and likes are exported in full. So are bot chats (every
+message, theirs and the bot's) and the bots they own (never a token or its hash)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from accounts.privacy import registry
 from realtime.models import StreamItem
 from realtime.stream import stream_drop_devices
 
+from .bots import user_bots_delete
 from .communities import user_communities_delete
 from .ids import mxid
 from .models import (
     Block,
+    Bot,
+    BotChat,
     CommunityMember,
     CommunityPost,
     CrossSigningKey,
@@ -41,6 +45,8 @@ def user_data_delete(*, user_id: int) -> list[FieldFile]:
     # Their posts (with others' likes on them), likes and memberships; a community they were
     # the last admin of passes to its longest-standing member, or goes if nobody is left.
     user_communities_delete(user_id=user_id)
+    # The bots they own (with every chat of them) and their chats with others' bots.
+    user_bots_delete(user_id=user_id)
     RoomEvent.objects.filter(sender_id=user_id).delete()
     RoomEvent.objects.filter(sender_device_id__in=device_pks).update(sender_device=None)
     files = [b.file for b in MediaBlob.objects.filter(uploader_id=user_id) if b.file]
@@ -121,7 +127,36 @@ def user_data_export(*, user_id: int) -> registry.ExportPart:
         ).order_by("device_pk", "seq")
     ]
     _export_communities(part, user_id)
+    _export_bots(part, user_id)
     return part
+
+
+def _export_bots(part: registry.ExportPart, user_id: int) -> None:
+    part.collections["callsapp_bot_chats"] = [
+        {
+            "bot": c.bot.username,
+            "bot_name": c.bot.name,
+            "blocked": c.blocked,
+            "started_at": c.created_at,
+            "messages": [
+                {"from": "bot" if m.from_bot else "you", "text": m.text, "at": m.created_at}
+                for m in c.messages.order_by("created_at", "pk")
+            ],
+        }
+        for c in BotChat.objects.filter(user_id=user_id).select_related("bot").order_by("pk")
+    ]
+    part.collections["callsapp_bots"] = [
+        {
+            "username": b.username,
+            "name": b.name,
+            "description": b.description,
+            "webhook_url": b.webhook_url,
+            "created_at": b.created_at,
+            "chats": b.chats.count(),
+            "updates_waiting": b.updates.count(),
+        }
+        for b in Bot.objects.filter(owner_id=user_id).order_by("pk")
+    ]
 
 
 def _export_communities(part: registry.ExportPart, user_id: int) -> None:
@@ -172,6 +207,9 @@ def register() -> None:
         "messaging.CommunityMember.user",
         "messaging.CommunityPost.author",
         "messaging.PostLike.user",
+        "messaging.Bot.owner",
+        "messaging.BotChat.user",
+        "messaging.BotMessage.chat",
     )
     registry.register(
         app="messaging",
@@ -184,6 +222,9 @@ def register() -> None:
             "messaging.Block.blocked",
             "messaging.MediaFetch.blob",
             "messaging.PostLike.post",
+            "messaging.BotChat.bot",
+            "messaging.BotUpdate.bot",
+            "messaging.BotUpdate.message",
         ),
         exports=labels,
         reasons={
@@ -194,5 +235,11 @@ def register() -> None:
             "messaging.MediaFetch.device": "routing rows of attachments sent to them",
             "messaging.MediaFetch.blob": "exported as their attachments awaiting fetch",
             "messaging.PostLike.post": "others' likes on their posts: counted per post",
+            "messaging.BotChat.bot": "others' chats with their bot are those users' data: "
+            "counted per bot in callsapp_bots",
+            "messaging.BotUpdate.bot": "queue entries of messages exported in their chats; "
+            "counted per bot in callsapp_bots",
+            "messaging.BotUpdate.message": "queue entries of messages exported in "
+            "callsapp_bot_chats",
         },
     )

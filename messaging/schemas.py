@@ -201,3 +201,68 @@ class CommunityLikes(Outbound):
     community_id: str
     post_id: int
     likes: int
+
+
+# --- Bots (HTTP bodies of the page's API, the Bot API's parameters, the socket's push).
+BOT_TEXT_MAX_CHARS = 4096
+BotName = Annotated[str, Field(min_length=1, max_length=64)]
+BotDescription = Annotated[str, Field(max_length=512)]
+
+
+class BotCreate(Body):
+    # The username's rules are the service's (its error says which one failed).
+    username: Annotated[str, Field(max_length=100)]
+    name: BotName
+    description: BotDescription = ""
+
+
+class BotEdit(Body):
+    name: BotName
+    description: BotDescription = ""
+
+
+class BotChatSend(Body):
+    text: Annotated[str, Field(min_length=1, max_length=BOT_TEXT_MAX_CHARS)]
+
+
+class BotChatBlock(Body):
+    blocked: bool
+
+
+class BotMessageJson(Outbound):
+    message_id: int
+    from_bot: bool
+    text: str
+    created_at: str
+
+
+class BotMessaged(Outbound):
+    """A message in a bot chat, to the user's CallsApp sockets."""
+
+    type: Literal["bot.message"] = "bot.message"
+    bot: str  # its username
+    message: BotMessageJson
+
+
+class BotApiParams(BaseModel):
+    """Bot API parameters: JSON body or query string, unknown ones ignored (Telegram's
+    clients send many). Each method's own model says what it needs."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class GetUpdates(BotApiParams):
+    offset: Annotated[int, Field(ge=0)] | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 100
+    timeout: Annotated[int, Field(ge=0)] = 0
+
+
+class SendMessage(BotApiParams):
+    chat_id: int
+    text: str
+
+
+class SetWebhook(BotApiParams):
+    url: Annotated[str, Field(max_length=2048)]
+    # Telegram's alphabet: it travels in a header.
+    secret_token: Annotated[str, Field(max_length=256, pattern=r"^[A-Za-z0-9_-]*$")] = ""

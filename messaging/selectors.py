@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, Value
+from django.db.models import Count, Exists, OuterRef, Q, Subquery, Value
 
 from accounts.models import Device, Profile, User
 from accounts.selectors import meets_age_rule_loaded, privacy_defaults_locked, profile_of
 from realtime.errors import ServiceError
 from realtime.models import StreamItem
 
-from .errors import not_found
+from .errors import not_found, unauthorized
 from .ids import mxid, user_pk
 from .models import (
     Block,
+    Bot,
+    BotChat,
+    BotMessage,
+    BotUpdate,
     Community,
     CommunityMember,
     CommunityPost,
@@ -669,3 +675,139 @@ def community_people(c: Community) -> dict[str, Any]:
 def community_push_targets(c: Community) -> list[int]:
     """Who gets a live push: joined members who have not muted it."""
     return list(c.members.filter(pending=False, muted=False).values_list("user_id", flat=True))
+
+
+# --- Bots (plain, not E2E: messaging.bots)
+def _bot_live(owner_field: str = "owner") -> Q:
+    """A bot whose owner's account is open (a closed account's bots stop at once)."""
+    return Q(**{f"{owner_field}__is_active": True, f"{owner_field}__deletion_requested_at": None})
+
+
+def bot_of_owner(*, owner_id: int, bot_id: int) -> Bot:
+    bot = Bot.objects.filter(pk=bot_id, owner_id=owner_id).first()
+    if bot is None:
+        raise not_found("no such bot among yours")
+    return bot
+
+
+def bot_by_username(username: str) -> Bot:
+    """By its exact username, any case: there is no directory."""
+    bot = Bot.objects.filter(_bot_live(), username__iexact=username.strip()).first()
+    if bot is None:
+        raise not_found(f'no bot is named exactly "{username.strip()}"')
+    return bot
+
+
+def bot_by_token(token: str) -> Bot:
+    """The Bot API's authentication: `<bot id>:<secret>`, the secret's hash compared in
+    constant time."""
+    bot_id, _, secret = token.partition(":")
+    bot = None
+    if bot_id.isdigit() and len(bot_id) < 19 and secret:
+        bot = Bot.objects.filter(_bot_live(), pk=int(bot_id)).first()
+    given = hashlib.sha256(secret.encode()).hexdigest()
+    if bot is None or not hmac.compare_digest(given, bot.token_hash):
+        raise unauthorized("Unauthorized")
+    return bot
+
+
+def bot_token_current(bot: Bot) -> bool:
+    """Whether the token `bot` was authenticated with still holds (no new token since, the
+    owner's account still open): a long poll asks again before it answers."""
+    return Bot.objects.filter(_bot_live(), pk=bot.pk, token_hash=bot.token_hash).exists()
+
+
+def bot_json(bot: Bot, *, chats: int) -> dict[str, Any]:
+    """For its owner (never the token or its hash)."""
+    return {
+        "bot_id": bot.pk,
+        "username": bot.username,
+        "name": bot.name,
+        "description": bot.description,
+        "webhook_url": bot.webhook_url or None,
+        "chats": chats,
+        "created_at": bot.created_at.isoformat(),
+    }
+
+
+def bots_of(owner_id: int) -> dict[str, Any]:
+    rows = Bot.objects.filter(owner_id=owner_id).annotate(n=Count("chats")).order_by("username")
+    return {"bots": [bot_json(b, chats=b.n) for b in rows]}  # type: ignore[attr-defined]
+
+
+def bot_profile(bot: Bot) -> dict[str, Any]:
+    """What a user sees of a bot."""
+    return {"username": bot.username, "name": bot.name, "description": bot.description}
+
+
+def bot_message_json(m: BotMessage) -> dict[str, Any]:
+    return {
+        "message_id": m.pk,
+        "from_bot": m.from_bot,
+        "text": m.text,
+        "created_at": m.created_at.isoformat(),
+    }
+
+
+def bot_chat_view(bot: Bot, user_id: int) -> dict[str, Any]:
+    """A user's chat with a bot, the whole history oldest first (empty if not started)."""
+    chat = BotChat.objects.filter(bot=bot, user_id=user_id).first()
+    messages = chat.messages.order_by("created_at", "pk") if chat else []
+    return {
+        "bot": bot_profile(bot),
+        "blocked": bool(chat and chat.blocked),
+        "messages": [bot_message_json(m) for m in messages],
+    }
+
+
+def bot_chats_of(user_id: int) -> dict[str, Any]:
+    """The user's bot chats, the latest first, with their last message."""
+    latest = BotMessage.objects.filter(chat=OuterRef("pk")).order_by("-created_at", "-pk")
+    chats = (
+        BotChat.objects.filter(_bot_live("bot__owner"), user_id=user_id)
+        .annotate(last_text=Subquery(latest.values("text")[:1]))
+        .select_related("bot")
+        .order_by("-last_at", "-pk")
+    )
+    return {
+        "chats": [
+            {
+                "bot": bot_profile(c.bot),
+                "blocked": c.blocked,
+                "last_text": c.last_text or "",  # type: ignore[attr-defined]
+                "last_at": c.last_at.isoformat(),
+            }
+            for c in chats
+        ]
+    }
+
+
+def _bot_api_user(chat: BotChat) -> dict[str, Any]:
+    # The bot knows a user by the chat's id (not their account's), and by their name.
+    return {"id": chat.pk, "is_bot": False, "first_name": display_name(chat.user)}
+
+
+def bot_api_message(m: BotMessage, chat: BotChat) -> dict[str, Any]:
+    """A message in the Bot API's shape (Telegram's Message, the fields we have)."""
+    data: dict[str, Any] = {
+        "message_id": m.pk,
+        "date": int(m.created_at.timestamp()),
+        "chat": {"id": chat.pk, "type": "private", "first_name": display_name(chat.user)},
+        "text": m.text,
+    }
+    if not m.from_bot:
+        data["from"] = _bot_api_user(chat)
+    return data
+
+
+def bot_update_json(u: BotUpdate) -> dict[str, Any]:
+    return {"update_id": u.update_id, "message": bot_api_message(u.message, u.message.chat)}
+
+
+def bot_updates_pending(bot: Bot, *, limit: int) -> list[dict[str, Any]]:
+    rows = (
+        BotUpdate.objects.filter(bot=bot)
+        .select_related("message__chat__user__profile")
+        .order_by("update_id")[:limit]
+    )
+    return [bot_update_json(u) for u in rows]

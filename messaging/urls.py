@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import bot_api, views
 
 app_name = "messaging"
 
@@ -91,6 +91,19 @@ urlpatterns = [
         views.community_member,
         name="community_member",
     ),
+    path("api/bots", views.bots, name="bots"),
+    path("api/bots/<int:bot_id>", views.bot, name="bot"),
+    path("api/bots/<int:bot_id>/token", views.bot_token, name="bot_token"),
+    path("api/bot-chats", views.bot_chats, name="bot_chats"),
+    path("api/bot-chats/<str:username>", views.bot_chat, name="bot_chat"),
+    path(
+        "api/bot-chats/<str:username>/messages",
+        views.bot_chat_messages,
+        name="bot_chat_messages",
+    ),
+    path("api/bot-chats/<str:username>/block", views.bot_chat_block, name="bot_chat_block"),
+    # The bots' own API (token in the Authorization header; Telegram's shapes).
+    path("bot-api/<str:method>", bot_api.dispatch, name="bot_api"),
     path("api/rooms/<str:room_id>/undelivered", views.undelivered, name="undelivered"),
     path("_matrix/media/v3/upload", views.media_upload, name="media_upload"),
     path(

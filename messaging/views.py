@@ -22,11 +22,16 @@ from realtime import turn
 from realtime.errors import ServiceError
 from realtime.presence import online_ids_sync
 
+from . import bots as bots_services
 from . import communities as communities_services
 from . import selectors, services
 from .errors import not_found, under_age
 from .ids import mxid, user_pk
 from .schemas import (
+    BotChatBlock,
+    BotChatSend,
+    BotCreate,
+    BotEdit,
     CommunityAccessSet,
     CommunityCreate,
     CommunityJoinByName,
@@ -456,3 +461,68 @@ def community_member(
         action=body.action,
     )
     return {}
+
+
+# --- bots, the owner's and the user's side (plain, not E2E: messaging.bots); the bots' own
+# HTTP API is messaging.bot_api
+@endpoint("GET", "POST", schema=BotCreate)
+def bots(request: HttpRequest, body: BotCreate | None) -> Any:
+    if body is None:
+        return selectors.bots_of(_uid(request))
+    bot, token = bots_services.bot_create(
+        owner=request.user,  # type: ignore[arg-type]
+        username=body.username,
+        name=body.name,
+        description=body.description,
+    )
+    return {**selectors.bot_json(bot, chats=0), "token": token}  # shown this once
+
+
+@endpoint("PUT", "DELETE", schema=BotEdit)
+def bot(request: HttpRequest, body: BotEdit | None, bot_id: int) -> Any:
+    if body is None:
+        bots_services.bot_delete(owner=request.user, bot_id=bot_id)  # type: ignore[arg-type]
+        return {}
+    b = bots_services.bot_edit(
+        owner=request.user,  # type: ignore[arg-type]
+        bot_id=bot_id,
+        name=body.name,
+        description=body.description,
+    )
+    return selectors.bot_json(b, chats=b.chats.count())
+
+
+@endpoint("POST")
+def bot_token(request: HttpRequest, body: Any, bot_id: int) -> Any:
+    return {"token": bots_services.bot_token_regenerate(owner=request.user, bot_id=bot_id)}  # type: ignore[arg-type]
+
+
+@endpoint("GET")
+def bot_chats(request: HttpRequest, body: None) -> Any:
+    return selectors.bot_chats_of(_uid(request))
+
+
+@endpoint("GET", "DELETE")
+def bot_chat(request: HttpRequest, body: None, username: str) -> Any:
+    if request.method == "DELETE":
+        bots_services.bot_chat_delete(user=request.user, username=username)  # type: ignore[arg-type]
+        return {}
+    return selectors.bot_chat_view(selectors.bot_by_username(username), _uid(request))
+
+
+@endpoint("POST", schema=BotChatSend)
+def bot_chat_messages(request: HttpRequest, body: BotChatSend, username: str) -> Any:
+    return bots_services.user_message_send(
+        user=request.user,  # type: ignore[arg-type]
+        username=username,
+        text=body.text,
+    )
+
+
+@endpoint("PUT", schema=BotChatBlock)
+def bot_chat_block(request: HttpRequest, body: BotChatBlock, username: str) -> Any:
+    return bots_services.bot_chat_block_set(
+        user=request.user,  # type: ignore[arg-type]
+        username=username,
+        blocked=body.blocked,
+    )

@@ -419,6 +419,17 @@ MESSAGING_CLAIM_PER_SECOND = env.float("MESSAGING_CLAIM_PER_SECOND", default=1.0
 # Community posts one user may make: a burst of 20, then one every 3 s.
 MESSAGING_POST_CAPACITY = env.int("MESSAGING_POST_CAPACITY", default=20)
 MESSAGING_POST_PER_SECOND = env.float("MESSAGING_POST_PER_SECOND", default=1 / 3)
+# Bots (plain text, not E2E; docs/protocols/callsapp.md "Bots"). Bots one user may own.
+MESSAGING_BOTS_PER_USER = env.int("MESSAGING_BOTS_PER_USER", default=20)
+# Messages one bot may send (sendMessage), and one user may send to bots: a burst of 30,
+# then one a second.
+MESSAGING_BOT_SEND_CAPACITY = env.int("MESSAGING_BOT_SEND_CAPACITY", default=30)
+MESSAGING_BOT_SEND_PER_SECOND = env.float("MESSAGING_BOT_SEND_PER_SECOND", default=1.0)
+# getUpdates' long poll waits at most this long, whatever `timeout` asks.
+MESSAGING_BOT_POLL_MAX_SECONDS = env.int("MESSAGING_BOT_POLL_MAX_SECONDS", default=25)
+# Webhooks go to https URLs of public addresses only (no request to the host's own network).
+# True only for developing a bot on one's own machine: http, and loopback/private addresses.
+MESSAGING_BOT_WEBHOOK_ALLOW_PRIVATE = env.bool("MESSAGING_BOT_WEBHOOK_ALLOW_PRIVATE", default=False)
 MESSAGING_MEDIA_MAX_BYTES = env.int("MESSAGING_MEDIA_MAX_BYTES", default=25 * 1024 * 1024)
 MESSAGING_MEDIA_QUOTA_BYTES = env.int("MESSAGING_MEDIA_QUOTA_BYTES", default=200 * 1024 * 1024)
 

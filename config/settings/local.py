@@ -9,3 +9,5 @@ SECRET_KEY = env("DJANGO_SECRET_KEY", default="local-development-only-not-secret
 SERVE_STATIC = True
 # Servers here run on any loopback port (the nginx test stack too): the page's own origin.
 WS_ALLOW_SERVED_ORIGIN = True
+# A bot under development runs on this machine: its webhook may be http://127.0.0.1:...
+MESSAGING_BOT_WEBHOOK_ALLOW_PRIVATE = env.bool("MESSAGING_BOT_WEBHOOK_ALLOW_PRIVATE", default=True)

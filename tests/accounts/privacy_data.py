@@ -16,6 +16,10 @@ from PIL import Image
 from accounts.models import BirthDateChange, ContactAttachment, ContactMessage, Profile, User
 from messaging.models import (
     Block,
+    Bot,
+    BotChat,
+    BotMessage,
+    BotUpdate,
     Community,
     CommunityMember,
     CommunityPost,
@@ -163,6 +167,16 @@ def user_with_data_everywhere(email: str, *, other: User) -> Holdings:
     )
     CommunityMember.objects.create(community=news, user=other, is_admin=True)
     CommunityMember.objects.create(community=news, user=user, muted=True)
+
+    # CallsApp bots (plain, not E2E): a bot of theirs the other wrote to, and their chat
+    # with the other's bot, an update of it waiting.
+    mine_bot = Bot.objects.create(owner=user, username=f"mine{user.pk}_bot", name="Mine")
+    to_mine = BotChat.objects.create(bot=mine_bot, user=other)
+    BotMessage.objects.create(chat=to_mine, from_bot=False, text="Hello your bot")
+    theirs_bot = Bot.objects.create(owner=other, username=f"theirs{user.pk}_bot", name="Theirs")
+    with_theirs = BotChat.objects.create(bot=theirs_bot, user=user)
+    said = BotMessage.objects.create(chat=with_theirs, from_bot=False, text="Hello their bot")
+    BotUpdate.objects.create(bot=theirs_bot, update_id=1, message=said)
 
     # Correspondence: a message sent signed in, with a screenshot.
     letter = ContactMessage.objects.create(

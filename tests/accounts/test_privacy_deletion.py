@@ -16,6 +16,9 @@ from accounts.privacy import registry
 from accounts.privacy import services as privacy_services
 from accounts.tasks import deleted_accounts_purge as purge_task
 from messaging.models import (
+    Bot,
+    BotChat,
+    BotUpdate,
     Community,
     CommunityMember,
     CommunityPost,
@@ -123,6 +126,10 @@ def test_deletion_end_to_end_with_time_moved_30_days(settings, django_capture_on
     # What belonged to others stays: their log rows, their membership, the ban record.
     assert ConnectionLog.objects.filter(user=other).count() == 1
     assert ChannelMembership.objects.filter(user=other).count() == 1
+    # Their bot went with the other's chat with it; the other's bot stays, without their
+    # chat and its waiting update.
+    assert list(Bot.objects.values_list("name", flat=True)) == ["Theirs"]
+    assert not BotChat.objects.exists() and not BotUpdate.objects.exists()
     assert Channel.objects.filter(creator=None).count() == 1  # theirs stays, without creator
     # Sanctions they gave and received are gone.
     assert not ChannelSanction.objects.exists()

@@ -75,6 +75,12 @@ def test_the_export_holds_every_apps_data(django_capture_on_commit_callbacks):
     assert memberships[f"News {held.user.pk}"]["muted"] is True
     assert [p["text"] for p in c["messaging"]["callsapp_community_posts"]] == ["My post"]
     assert [x["post_text"] for x in c["messaging"]["callsapp_community_likes"]] == ["Their post"]
+    # CallsApp bots: their chat with the other's bot, and their own bot (no token hash).
+    (bot_chat,) = c["messaging"]["callsapp_bot_chats"]
+    assert [m["text"] for m in bot_chat["messages"]] == ["Hello their bot"]
+    (own_bot,) = c["messaging"]["callsapp_bots"]
+    assert (own_bot["name"], own_bot["chats"]) == ("Mine", 1)
+    assert "token_hash" not in own_bot
     # Nothing of the other user's: their log row, their IP.
     assert b"198.51.100.1" not in b"".join(archive.read(n) for n in archive.namelist())
     # The photo and the images are in the archive, byte for byte.

@@ -3,6 +3,7 @@
 // WebRTC in calls.js; this file only draws.
 import { CallManager } from "./calls.js";
 import { CallsClient, undecryptableReason } from "./client.js";
+import { Bots } from "./bots.js";
 import { Communities } from "./communities.js";
 import { LEVELS, MUTE_CHOICES, Notifier, isMuted, muteLabel, muteUntil, shouldNotify, unreadTitle } from "./notify.js";
 
@@ -13,6 +14,7 @@ const $$ = (sel, el = root) => [...el.querySelectorAll(sel)];
 let client = null;
 let calls = null;
 let communities = null; // communities and public accounts (plain, not E2E)
+let bots = null; // bots and bot chats (plain, not E2E)
 let current = null; // open room id
 let verification = null; // { request, sas }
 const baseTitle = document.title;
@@ -677,6 +679,7 @@ function drawCall(call) {
 
 async function act(action, target) {
   if (communities && (await communities.act(action, target))) return;
+  if (bots && (await bots.act(action, target))) return;
   const userId = target.closest("[data-user-id]")?.dataset.userId;
   switch (action) {
     case "new-chat":
@@ -804,6 +807,7 @@ async function submit(form) {
   showError(form, null);
   try {
     if (communities && (await communities.submit(form))) return;
+    if (bots && (await bots.submit(form))) return;
     if (name === "new-chat") {
       const roomId = await client.startDirect(form.term.value);
       if (!roomId) throw new Error("Nobody has exactly that nickname or email.");
@@ -844,6 +848,7 @@ async function submit(form) {
     showError(form, err);
     if (name === "composer") setState("ready", `Not sent: ${err.message}`);
     if (name === "community-post") setState("ready", `Not posted: ${err.message}`);
+    if (name === "bot-message") setState("ready", `Not sent: ${err.message}`);
   }
 }
 
@@ -855,7 +860,7 @@ root.addEventListener("submit", (ev) => {
 });
 
 root.addEventListener("keydown", (ev) => {
-  const composing = ev.target.name === "body" || (ev.target.name === "text" && ev.target.form?.dataset.form === "community-post");
+  const composing = ev.target.name === "body" || (ev.target.name === "text" && ["community-post", "bot-message"].includes(ev.target.form?.dataset.form));
   if (composing && ev.key === "Enter" && !ev.shiftKey) {
     ev.preventDefault();
     ev.target.form.requestSubmit();
@@ -940,6 +945,8 @@ async function main() {
   }
   communities = new Communities({ root, el, icon, time, openPanel, userId: () => client.userId });
   client.addEventListener("community", (ev) => communities.onFrame(ev.detail));
+  bots = new Bots({ root, el, icon, time, openPanel });
+  client.addEventListener("bot", (ev) => bots.onFrame(ev.detail));
   client.addEventListener("rooms", () => {
     drawRooms();
     if (current) drawChatHead(); // membership, name or admins of the open room may have changed
@@ -971,6 +978,7 @@ async function main() {
   }, PRESENCE_REFRESH_MS);
   setState("syncing", "Fetching new messages…");
   await drawRooms();
+  bots.loadChats().catch((err) => setState("ready", `Bot chats not loaded: ${err.message}`));
   // A community's link: /messaging/?community=<id> (one by approval: ask to join from there).
   const shared = new URLSearchParams(location.search).get("community");
   if (shared) communities.open(shared).catch((err) => setState("ready", err.message));

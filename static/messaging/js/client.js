@@ -247,6 +247,8 @@ export class CallsClient extends EventTarget {
     for (const type of ["community.post", "community.post_deleted", "community.likes"]) {
       this.socket.on(type, (msg) => this.emit("community", msg));
     }
+    // Bot chats (plain, not E2E): live and lossy too; opening a chat reads it again.
+    this.socket.on("bot.message", (msg) => this.emit("bot", msg));
     this.socket.on("error", (msg) => {
       if (msg.ref && this.socketSends.has(msg.ref)) {
         this.settleSocketSend(msg.ref, new ApiError(400, msg.code, msg.detail, msg));
