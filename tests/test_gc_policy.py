@@ -99,7 +99,7 @@ def test_zero_keeps_cpythons_schedule() -> None:
 
 FROZEN_SCRIPT = textwrap.dedent(
     """
-    import asyncio, gc, weakref
+    import asyncio, gc, time, weakref
     from realtime import gc_policy
 
     class Node:
@@ -114,7 +114,10 @@ FROZEN_SCRIPT = textwrap.dedent(
         ref = weakref.ref(a)
         alive_after = []  # per scheduled collection: is the cycle still there?
         gc_policy.start_in_loop()
+        deadline = time.monotonic() + 30
         while gc_policy.scheduled_runs < 1:  # the first: still in use, survives, frozen
+            if time.monotonic() > deadline:
+                raise SystemExit("no scheduled collection ran")
             await asyncio.sleep(0.005)
         alive_after.append(ref() is not None)
         del a, b  # dies now, frozen: the second does not walk it, the third (a full walk) does
