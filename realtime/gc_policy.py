@@ -96,12 +96,13 @@ async def _full_collections(interval: float) -> None:
     global scheduled_runs
     runs = 0
     delay = interval * (1 + random.random())
+    loop = asyncio.get_running_loop()  # its clock, as asyncio.sleep's (tests move it)
     while True:
         await asyncio.sleep(delay)
         delay = interval
-        deadline = time.monotonic() + _max_defer
+        deadline = loop.time() + _max_defer
         # Polled: "busy" is computed from the owners' state, nobody signals its end.
-        while time.monotonic() < deadline and any(b.gc_should_wait() for b in list(_busy)):  # noqa: ASYNC110
+        while loop.time() < deadline and any(b.gc_should_wait() for b in list(_busy)):  # noqa: ASYNC110
             await asyncio.sleep(QUIET_POLL_SECONDS)
         runs += 1
         walk_all = runs % FULL_WALK_EVERY == 0

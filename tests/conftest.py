@@ -29,6 +29,7 @@ from django.db import connection, connections
 from realtime.dbpool import release_connections
 from tests.factories import UserFactory
 from tests.processes import stop_process
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_SKIPPED: list[str] = []
@@ -374,8 +375,7 @@ async def uvicorn_in_loop() -> AsyncIterator[Callable[..., Awaitable[str]]]:
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         task = asyncio.get_running_loop().create_task(server.serve())
         servers.append((server, task))
-        while not server.started:
-            await asyncio.sleep(0.01)
+        await until(lambda: server.started, timeout=30, what="the in-loop server started")
         return f"ws://127.0.0.1:{port}/"
 
     yield start

@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(
     """
-    import asyncio, gc, sys, time, weakref
+    import asyncio, gc, sys, weakref
     from realtime import gc_policy
+    from tests import virtual_time
 
     class Node:
         pass
@@ -31,7 +32,7 @@ SCRIPT = textwrap.dedent(
             self.until = until
 
         def gc_should_wait(self):
-            return time.monotonic() < self.until
+            return asyncio.get_running_loop().time() < self.until
 
     gc_policy.FULL_WALK_EVERY = 1  # every run walks the oldest generation, where the cycle is
     gc_policy.install(0.3, max_defer_seconds=float(sys.argv[1]))
@@ -44,7 +45,8 @@ SCRIPT = textwrap.dedent(
         junk = [[i] for i in range(200_000)]
         del junk
         assert ref() is not None, "collected before the schedule"
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         busy = Talking(started + 1.0)
         gc_policy.defer_while(busy)
         gc_policy.start_in_loop()
@@ -53,11 +55,11 @@ SCRIPT = textwrap.dedent(
         for _ in range(100):
             await asyncio.sleep(0.02)
             if ref() is None:
-                print(f"freed by the scheduled collection after {time.monotonic() - started:.2f}")
+                print(f"freed by the scheduled collection after {loop.time() - started:.2f}")
                 return
         raise SystemExit("the scheduled collection did not free the cycle")
 
-    asyncio.run(main())
+    virtual_time.run(main())
     """
 )
 
@@ -77,13 +79,14 @@ def run(max_defer: float) -> float:
 
 
 def test_full_collections_run_on_schedule_free_old_cycles_and_wait_for_quiet() -> None:
-    # Due at 0.3 s, busy until 1.0 s: the collection waits for the quiet.
-    assert 1.0 <= run(max_defer=10) < 1.5
+    # Due at 0.3-0.6 s, busy until 1.0 s: the collection waits for the quiet (polled every
+    # 0.05 s), the script looks every 0.02 s. Times are the loop's virtual clock: exact.
+    assert 1.0 <= run(max_defer=10) < 1.1
 
 
 def test_a_busy_spell_defers_a_collection_no_longer_than_the_limit() -> None:
-    # Due at 0.3 s, may wait 0.2 s more: runs at about 0.5 s although still busy.
-    assert 0.45 <= run(max_defer=0.2) < 1.0
+    # Due at 0.3-0.6 s, may wait 0.2 s more: runs at 0.5-0.8 s although still busy.
+    assert 0.5 <= run(max_defer=0.2) < 0.9
 
 
 def test_zero_keeps_cpythons_schedule() -> None:
@@ -99,8 +102,9 @@ def test_zero_keeps_cpythons_schedule() -> None:
 
 FROZEN_SCRIPT = textwrap.dedent(
     """
-    import asyncio, gc, weakref
+    import asyncio, gc, time, weakref
     from realtime import gc_policy
+    from tests import virtual_time
 
     class Node:
         pass
@@ -114,7 +118,10 @@ FROZEN_SCRIPT = textwrap.dedent(
         ref = weakref.ref(a)
         alive_after = []  # per scheduled collection: is the cycle still there?
         gc_policy.start_in_loop()
+        deadline = time.monotonic() + 30
         while gc_policy.scheduled_runs < 1:  # the first: still in use, survives, frozen
+            if time.monotonic() > deadline:
+                raise SystemExit("no scheduled collection ran")
             await asyncio.sleep(0.005)
         alive_after.append(ref() is not None)
         del a, b  # dies now, frozen: the second does not walk it, the third (a full walk) does
@@ -127,7 +134,7 @@ FROZEN_SCRIPT = textwrap.dedent(
                 return
         raise SystemExit(f"collections seen: {alive_after}")
 
-    asyncio.run(main())
+    virtual_time.run(main())
     """
 )
 
@@ -145,8 +152,9 @@ def test_survivors_are_frozen_and_only_every_nth_collection_walks_them() -> None
 
 CHEAP_SCRIPT = textwrap.dedent(
     """
-    import asyncio, gc, weakref
+    import asyncio, gc, time, weakref
     from realtime import gc_policy
+    from tests import virtual_time
 
     class Node:
         pass
@@ -168,13 +176,16 @@ CHEAP_SCRIPT = textwrap.dedent(
         )
         gc_policy.start_in_loop()
         seen = []  # (scheduled runs done, cycle alive) after each run
-        while len(seen) < 3:
+        deadline = time.monotonic() + 30
+        while len(seen) < 3:  # polled: the runs are on the policy's real-time schedule
+            if time.monotonic() > deadline:
+                raise SystemExit(f"scheduled runs seen: {seen}")
             await asyncio.sleep(0.005)
             if gc_policy.scheduled_runs > len(seen):
                 seen.append((gc_policy.scheduled_runs, ref() is not None))
         print(seen, walks)
 
-    asyncio.run(main())
+    virtual_time.run(main())
     """
 )
 

@@ -128,7 +128,7 @@ def test_stopping_make_run_leaves_no_redis(probe_name, tmp_path):
             except OSError:
                 assert proc.poll() is None, "make run exited early"
                 assert time.monotonic() < deadline, "make run did not start"
-                time.sleep(0.2)
+                time.sleep(0.2)  # startup poll: nothing to wait on but the port
         assert redis_pids(probe_name), "make run did not start its Redis"
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=60)

@@ -399,6 +399,11 @@ async def _partner_channel(seat: Seat, match_id: str) -> str:
     return current[2]
 
 
+def wall_clock() -> float:
+    """The time the paid filters are checked against (one place, so tests can move it)."""
+    return time.time()
+
+
 async def _filters(seat: Seat, out: Outcome) -> tuple[str | None, str | None]:
     assert seat.session is not None
     s = seat.session
@@ -409,7 +414,7 @@ async def _filters(seat: Seat, out: Outcome) -> tuple[str | None, str | None]:
     # (a staff edit announces nothing), the entry goes on with what is known and the read runs
     # beside it, for the next entry: a read on the way in made every arrival of a filtering
     # user wait its turn on the database once a minute (benchmarks/matchmaking.py).
-    now = time.time()
+    now = wall_clock()
     if now >= seat.filters_known_until:
         await _filters_read(seat)
     elif now >= seat.filters_recheck_at and seat.filters_refresh is None:
@@ -451,7 +456,7 @@ async def _filters_read(seat: Seat) -> None:
             break  # else payments announced a change meanwhile: this answer may predate it
     seat.filters_allowed = allowed
     seat.filters_known_until = math.inf if until is None else until.timestamp()
-    seat.filters_recheck_at = time.time() + settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS
+    seat.filters_recheck_at = wall_clock() + settings.VIDEOCHAT_FILTERS_RECHECK_SECONDS
 
 
 async def _filters_recheck(seat: Seat) -> None:

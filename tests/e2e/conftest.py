@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -127,3 +129,15 @@ def off_loop(fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(call).result()
+
+
+def wait_for(
+    predicate: Callable[[], object], page: Any, what: str, timeout_ms: int = 15000
+) -> None:
+    """Poll a server-side condition (the database, Redis) with a deadline. Between polls the
+    page keeps running: Playwright's sync API only serves it while we are in one of its
+    calls, hence its wait rather than a sleep."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.wait_for_timeout(100)

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from accounts.models import Device, User
 from realtime import closecodes
 from realtime.services import user_sockets_close
-from tests.e2e.conftest import login, off_loop
+from tests.e2e.conftest import login, off_loop, wait_for
 from tests.e2e.test_voice import open_cbline, wait
 from voice.models import ConnectionLog
 
@@ -172,17 +172,12 @@ def test_a_dropped_socket_reconnects_by_itself(live_asgi, new_context, make_user
     user = make_user(email="bounce@example.com")
     page = open_cbline(new_context, live_asgi, user, init_script=CLOSE_CODES_SPY)
     # The connect has finished (groups joined) once its connection is logged.
-    for _ in range(100):
-        if ConnectionLog.objects.filter(user=user).exists():
-            break
-        page.wait_for_timeout(100)
-    logs = ConnectionLog.objects.filter(user=user).count()
+    logged = ConnectionLog.objects.filter(user=user)
+    wait_for(logged.exists, page, "the connection logged")
+    logs = logged.count()
     assert logs == 1
     off_loop(user_sockets_close, user_id=user.pk, code=closecodes.SERVICE_RESTART)
-    for _ in range(100):
-        if ConnectionLog.objects.filter(user=user).count() > logs:
-            break
-        page.wait_for_timeout(100)
+    wait_for(lambda: logged.count() > logs, page, "the reconnection logged")
     wait(page, "() => window.cbline.state.open")
     assert page.evaluate("window.__closeCodes") == [closecodes.SERVICE_RESTART]
     assert ConnectionLog.objects.filter(user=user).count() == logs + 1

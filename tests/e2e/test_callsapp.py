@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from playwright.sync_api import Page, expect
 from accounts.models import Device
 from messaging.models import MediaBlob
 from realtime.models import StreamItem
-from tests.e2e.conftest import login, server_log
+from tests.e2e.conftest import login, server_log, wait_for
 from tests.factories import UserFactory
 from tests.messaging.scan import plaintext_found
 
@@ -79,15 +78,6 @@ def chatting(server, new_context, first: str, second: str, greeting: str):  # ty
     open_room(pages[1], first)
     expect(pages[1].locator(".ca-msg.theirs", has_text=greeting)).to_be_visible(timeout=20000)
     return pages[0], pages[1], users[0], users[1]
-
-
-def wait_for(predicate: Callable[[], bool], page: Page, what: str, timeout_ms: int = 15000) -> None:
-    """Poll a server-side condition while the page keeps running (no fixed sleeps)."""
-    waited = 0
-    while not predicate():
-        assert waited < timeout_ms, f"timed out waiting for {what}"
-        page.wait_for_timeout(100)
-        waited += 100
 
 
 def test_two_devices_and_a_contact_offline_then_online(live_asgi, new_context):

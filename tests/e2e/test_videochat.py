@@ -246,8 +246,9 @@ def test_premium_gender_filter_decides_who_is_met(server, make_user, new_context
     press_start(premium)
     wait_queued(premium)
     press_start(mike)
+    # The barrier: mike is told he waits only after the step that would have paired him with
+    # premium found no match, so neither side has a match on its way.
     wait_queued(mike)
-    premium.wait_for_timeout(500)
     assert state(premium) == "waiting" and state(mike) == "waiting"  # a man is not a match
 
     press_start(fiona)
@@ -308,7 +309,10 @@ def test_two_strangers_see_each_other_and_chat_is_translated(  # type: ignore[no
     bob.fill("[data-testid=chat-input]", "Hi Alice! Nice to meet you.")
     bob.press("[data-testid=chat-input]", "Enter")
     alice.locator("[data-testid=chat-line]").nth(1).wait_for(timeout=10000)
-    bob.wait_for_timeout(600)  # let a few more frames arrive for the picture
+    # A few more frames for the picture.
+    frames = "() => document.querySelector('[data-testid=remote-video]')"
+    frames += ".getVideoPlaybackQuality().totalVideoFrames"
+    bob.wait_for_function(f"n => ({frames})() >= n", arg=bob.evaluate(frames) + 5)
     bob.screenshot(path=str(SHOTS / "videochat-match.png"))
 
     # The page on a phone: the two videos stacked.

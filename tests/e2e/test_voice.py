@@ -146,18 +146,17 @@ def test_push_to_talk_heard_in_range_only(voice_server, new_context) -> None:  #
     wait(pb, "() => window.cbline.stats.busy >= 1")
     assert pb.get_by_test_id("cb-ptt").get_attribute("data-state") in ("busy", "listening")
 
-    pa.wait_for_timeout(2500)
-    pa.mouse.up()
-    wait(pb, "() => window.cbline.state.talker === null", timeout=10_000, also=[pa])
-    assert stats(pa)["sent"] > 20  # ~2.5 s in 40 ms packets
-
-    # B's page decoded and played non-silent audio.
+    # Held until B's page has decoded and played non-silent audio (the fake microphone
+    # beeps now and then: a fixed hold may hold only silence).
     wait(
         pb,
         "() => window.cbline.stats.nonSilentSamples > 0 && window.cbline.stats.decodedFrames > 20",
         timeout=30_000,  # a loaded machine's audio thread plays it late
         also=[pa],
     )
+    pa.mouse.up()
+    wait(pb, "() => window.cbline.state.talker === null", timeout=10_000, also=[pa])
+    assert stats(pa)["sent"] > 20
     heard = stats(pb)
     assert heard["received"] > 20 and heard["decodeErrors"] == 0
     assert heard["replayStored"] == 1

@@ -22,6 +22,8 @@ async () => {
   const { Capture } = await import(`${M}/capture.js`);
   const { Player } = await import(`${M}/player.js`);
   const { ReplayStore } = await import(`${M}/replay-store.js`);
+  // Only to pace input (a live capture of `ms`, packets at the cadence they were made) and
+  // as the far side of a race that bounds a wait: waits on outcomes use waitFor.
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const mic = () => navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
@@ -65,10 +67,11 @@ async () => {
     await player.resume();
     return player;
   }
-  async function waitFor(fn, ms = 5000) {
+  /** Poll `fn` until true; throw after `ms` (a poll with a deadline, never a fixed wait). */
+  async function waitFor(fn, ms = 5000, what = String(fn)) {
     const end = performance.now() + ms;
     while (performance.now() < end) { if (await fn()) return true; await sleep(20); }
-    return false;
+    throw new Error(`not true within ${ms} ms: ${what}`);
   }
   window.H = { protocol, Capture, Player, ReplayStore, record, play, newPlayer, sleep, waitFor };
   return true;
@@ -261,9 +264,10 @@ def test_jitter_buffer_grows_after_underrun_and_resets_per_transmission(media_pa
         const player = await H.newPlayer();
         const targets = [];
         const ps = rec.packets.map((p) => H.protocol.unpackPacket(p.buf));
-        // Deliver the first 200 ms, stall well past the buffer, then the rest at once.
+        // Deliver the first 200 ms at their cadence, stall until the buffer runs dry, then
+        // the rest at once.
         for (const p of ps.slice(0, 10)) { player.push(p); await H.sleep(20); }
-        await H.sleep(250);
+        await H.waitFor(async () => (await player.getStats()).underruns >= 1);
         targets.push((await player.getStats()).targetMs);
         const under = (await player.getStats()).underruns;
         for (const p of ps.slice(10)) player.push(p);
@@ -399,17 +403,16 @@ DRIVE_WORKLET = """async ([seconds, pattern]) => {
     numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
   });
   node.connect(ctx.destination);
-  const replies = [];
-  node.port.onmessage = (e) => { if (e.data.type === "stats" && e.data.id) replies.push(e.data); };
+  // Each question's answer resolves its promise as it arrives (no polling for it).
+  const answers = new Map();
+  node.port.onmessage = (e) => {
+    if (e.data.type === "stats" && e.data.id) answers.get(e.data.id)?.(e.data.stats);
+  };
   let asked = 0;
   const ask = () => new Promise((resolve) => {
     const id = ++asked;
-    const poll = () => {
-      const r = replies.find((m) => m.id === id);
-      if (r) resolve(r.stats); else setTimeout(poll, 1);
-    };
+    answers.set(id, resolve);
     node.port.postMessage({ type: "stats", id });
-    poll();
   });
   // Packet k of 20 ms lands `delay(k)` ms after its time (never before the one ahead of it).
   const delay = {

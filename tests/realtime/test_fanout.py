@@ -5,10 +5,8 @@ and the subscription restored after Redis drops the connection."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from realtime.fanout import Fanout, RespConnection, resp_command
 from realtime.keys import key
 from realtime.redis import get_async_redis
+from tests.waiting import until
 
 
 class Socket:
@@ -31,14 +30,6 @@ class Socket:
         else:
             assert bytes_data is not None
             self.frames.append(bytes_data)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def topic_name(topic: object) -> str:
@@ -111,10 +102,7 @@ async def test_the_last_leave_unsubscribes(board: Board) -> None:
         [(_, n)] = await redis.pubsub_numsub(topic_name("c"))
         return int(n) == 0
 
-    deadline = time.monotonic() + 5
-    while not await unsubscribed():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await until(unsubscribed, what="unsubscribed after the last leave")
     assert board.fanout.local_listener_count("c") == 0
 
 
@@ -124,11 +112,12 @@ async def test_a_dropped_subscriber_reconnects_and_tells_the_product(board: Boar
     redis = get_async_redis()
     [conn] = [c for c in await redis.client_list() if c["name"] == board.fanout.client_name]
     assert await redis.client_kill_filter(_id=conn["id"]) == 1
-    deadline = time.monotonic() + 10
-    while not listener.frames:
+
+    async def heard_again() -> bool:
         await redis.publish(topic_name("d"), b"\x01again")
-        assert time.monotonic() < deadline, "fan-out did not resubscribe"
-        await asyncio.sleep(0.05)
+        return bool(listener.frames)
+
+    await until(heard_again, timeout=10, what="the fan-out resubscribed")
     assert board.reconnects >= 1
 
 

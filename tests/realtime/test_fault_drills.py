@@ -83,7 +83,7 @@ class OwnRedis:
             except redis.ConnectionError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.05)
+                time.sleep(0.05)  # startup poll: nothing to wait on but the port
 
     def stop(self) -> None:
         if self.process is not None:

@@ -14,8 +14,14 @@ from redis.asyncio.connection import AbstractConnection
 
 from realtime.layers import LeanRedisChannelLayer
 from tests.conftest import aconnected
+from tests.waiting import until
 
 CONFIG = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+
+
+async def refused(sender: LeanRedisChannelLayer, name: str, message: dict[str, Any]) -> bool:
+    """send_direct said no: the owner's process is not subscribed (any more)."""
+    return not await sender.send_direct(name, message)
 
 
 def layer_with(**config: object) -> LeanRedisChannelLayer:
@@ -124,12 +130,12 @@ async def test_a_direct_message_reaches_a_subscribed_process_and_is_refused_othe
         name = await owner.new_channel()
         assert not await sender.send_direct(name, {"type": "x.early"})
         waiting = owner.receive(name)  # the owner's first receiver subscribes it
-        while not await sender.send_direct(name, {"type": "x.direct", "n": 1}):
-            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        await until(
+            lambda: sender.send_direct(name, {"type": "x.direct", "n": 1}), what="subscribed"
+        )
         assert await waiting == {"type": "x.direct", "n": 1}
         owner.close_channel(name)
-        while await sender.send_direct(name, {"type": "x.late"}):
-            await asyncio.sleep(0.01)  # until the unsubscription is through
+        await until(lambda: refused(sender, name, {"type": "x.late"}), what="unsubscribed")
         assert not owner._pending  # nothing kept for a channel that is gone
     finally:
         await sender.close_pools()
@@ -144,8 +150,7 @@ async def test_a_direct_group_send_publishes_to_subscribed_members_and_queues_fo
         live = await owner.new_channel()
         await sender.group_add("direct-test", live)
         waiting = owner.receive(live)
-        while not await sender.send_direct(live, {"type": "x.warm"}):
-            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        await until(lambda: sender.send_direct(live, {"type": "x.warm"}), what="subscribed")
         assert await waiting == {"type": "x.warm"}
         later = await owner.new_channel("other")  # opened after the process subscribed
         await sender.group_add("direct-test", later)
@@ -175,8 +180,7 @@ async def test_direct_messages_sent_together_go_in_one_pipeline() -> None:
     try:
         names = [await owner.new_channel() for _ in range(20)]
         waiters = [owner.receive(n) for n in names]
-        while not await sender.send_direct(names[0], {"type": "x.warm"}):
-            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        await until(lambda: sender.send_direct(names[0], {"type": "x.warm"}), what="subscribed")
         assert await waiters[0] == {"type": "x.warm"}
         waiters[0] = owner.receive(names[0])
         client = sender.connection(sender.consistent_hash(owner.non_local_name(names[0])))
@@ -203,8 +207,7 @@ async def test_direct_group_sends_asked_together_are_one_round_trip() -> None:
         for group, name in zip(groups, names, strict=True):
             await sender.group_add(group, name)
         waiters = [owner.receive(n) for n in names]
-        while not await sender.send_direct(names[0], {"type": "x.warm"}):
-            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        await until(lambda: sender.send_direct(names[0], {"type": "x.warm"}), what="subscribed")
         assert await waiters[0] == {"type": "x.warm"}
         # The script loaded on the server (a fresh one answers the first call NOSCRIPT).
         await sender.group_send_direct(groups[0], {"type": "x.warm"})
@@ -241,8 +244,7 @@ async def test_direct_and_group_sends_asked_together_arrive_in_the_order_asked()
         name = await owner.new_channel()
         await sender.group_add("order-test", name)
         waiting = owner.receive(name)
-        while not await sender.send_direct(name, {"type": "x.warm"}):
-            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        await until(lambda: sender.send_direct(name, {"type": "x.warm"}), what="subscribed")
         assert await waiting == {"type": "x.warm"}
         await sender.group_send_direct("order-test", {"type": "x.warm"})  # the script loaded
         assert await owner.receive(name) == {"type": "x.warm"}
@@ -269,8 +271,7 @@ async def test_a_direct_group_send_is_one_message_for_each_process() -> None:
         for name in names:
             await sender.group_add("many-test", name)
         waiters = [owner.receive(n) for n in names]
-        while not await sender.send_direct(names[0], {"type": "x.warm"}):
-            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        await until(lambda: sender.send_direct(names[0], {"type": "x.warm"}), what="subscribed")
         assert await waiters[0] == {"type": "x.warm"}
         waiters[0] = owner.receive(names[0])
         decoded: list[bytes] = []
@@ -338,8 +339,7 @@ async def test_the_members_a_direct_group_send_misses_cost_one_round_trip(
     try:
         live = await owner.new_channel()
         waiting = owner.receive(live)
-        while not await sender.send_direct(live, {"type": "x.warm"}):
-            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        await until(lambda: sender.send_direct(live, {"type": "x.warm"}), what="subscribed")
         assert await waiting == {"type": "x.warm"}
         # Opened after the process subscribed: not subscribed, as a crashed process's.
         names = [await owner.new_channel("other") for _ in range(5)]

@@ -5,22 +5,22 @@ LIVENESS_STALL_SECONDS, or that is gone, still is (realtime/liveness.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from realtime import liveness
 from realtime.keys import process_key, process_sweep_key
 from realtime.redis import get_async_redis
+from tests.waiting import until
 
 
 async def beating(live: liveness.Liveness) -> None:
     r = get_async_redis()
-    for _ in range(500):
-        if live.epoch and await r.exists(process_key(live.pid)):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the first beat never came")
+
+    async def first_beat() -> bool:
+        return bool(live.epoch and await r.exists(process_key(live.pid)))
+
+    await until(first_beat, what="the first beat")
 
 
 async def stalled(
@@ -34,6 +34,8 @@ async def stalled(
     live = liveness.current()
     await beating(live)
     pid = live.pid
+    # Not a wait: the loop must really be blocked (nothing on it runs) while the liveness
+    # thread and Redis's TTL go on in real time; that is the situation under test.
     time.sleep(busy)
     return live, pid
 

@@ -22,6 +22,7 @@ from realtime.rawsocket import (
     binary_frame,
     raw_socket_for,
 )
+from tests.waiting import until
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -108,10 +109,8 @@ async def test_a_reader_that_stops_reading_loses_frames_not_memory(uvicorn_in_lo
     sock.connect((url.split("/")[2].split(":")[0], int(url.split(":")[2].rstrip("/"))))
     sock.setblocking(False)
     ws = await connect(url, sock=sock, compression=None)
-    for _ in range(500):  # the client reads nothing: its recv() is never called
-        if "again" in outcome:
-            break
-        await asyncio.sleep(0.01)
+    # The client reads nothing (its recv() is never called) until the server's buffer fills.
+    await until(lambda: "again" in outcome, what="the server's writes fell behind")
     ws.transport.abort()  # a closing handshake would wait behind the full buffers
     assert outcome["result"] is Write.BEHIND and outcome["again"] is Write.BEHIND
     assert outcome["sent"] > 0

@@ -1,7 +1,8 @@
 """A local HTTP server speaking LibreTranslate's /translate API, for translation tests.
 
 It "translates" by tagging the text with the target language, records what it was asked,
-and can be told to fail or to answer slowly.
+and can be told to fail, or to hold its answers (a translator too slow to wait for) until
+the test lets them go.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +22,11 @@ class FakeLibreTranslate:
     url: str = ""
     requests: list[dict[str, Any]] = field(default_factory=list)
     fail: bool = False
-    delay: float = 0.0
+    # Cleared: requests wait for it (set again when the server stops).
+    answering: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.answering.set()
 
 
 @contextmanager
@@ -38,8 +42,7 @@ def libretranslate_server() -> Iterator[FakeLibreTranslate]:
                 return
             payload = json.loads(body)
             state.requests.append(payload)
-            if state.delay:
-                time.sleep(state.delay)
+            state.answering.wait(timeout=30)
             if state.fail:
                 out, status = {"error": "Internal error"}, 500
             else:
@@ -63,5 +66,6 @@ def libretranslate_server() -> Iterator[FakeLibreTranslate]:
     try:
         yield state
     finally:
+        state.answering.set()
         server.shutdown()
         server.server_close()

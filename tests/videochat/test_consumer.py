@@ -4,7 +4,6 @@ who is refused at the door."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -19,8 +18,17 @@ from django.utils import timezone
 from realtime.redis import get_redis
 from tests.conftest import acommunicator
 from tests.factories import grant_premium
-from tests.videochat.helpers import WS, close_all, connect, join, pair, ready
+from tests.videochat.clock import advance_matchmaking_clock, waiting_deadline_ahead
+from tests.videochat.helpers import (
+    WS,
+    close_all,
+    connect,
+    join,
+    pair,
+    ready,
+)
 from tests.videochat.libretranslate import libretranslate_server
+from tests.waiting import until
 from videochat import matchmaking as mm
 from videochat.models import Ban
 
@@ -440,7 +448,8 @@ async def test_chat_delivered_untranslated_when_translator_fails_or_is_slow(amak
         assert (await a.receive_json_from(timeout=3))["translation"] is None
         got = await b.receive_json_from(timeout=3)
         assert got["text"] == "one" and got["translation"] is None
-        lt.fail, lt.delay = False, 2.0
+        lt.fail = False
+        lt.answering.clear()  # the translator takes longer than the timeout: no answer yet
         started = time.monotonic()
         await a.send_json_to({"type": "chat", "match_id": fa["match_id"], "text": "two"})
         await a.receive_json_from(timeout=3)
@@ -631,12 +640,18 @@ async def test_who_presses_next_meets_the_one_already_waiting(amake_user):
 
 
 async def test_heartbeat_keeps_a_long_wait_in_the_queue(amake_user, settings):
-    settings.VIDEOCHAT_WAIT_TTL_SECONDS = 1
-    settings.VIDEOCHAT_HEARTBEAT_SECONDS = 0.2
+    settings.VIDEOCHAT_WAIT_TTL_SECONDS = 10
+    settings.VIDEOCHAT_HEARTBEAT_SECONDS = 0.05
     patient_user = await amake_user()
     patient, _ = await ready(patient_user)
     assert (await join(patient))["type"] == "queue.waiting"
-    await asyncio.sleep(2.0)  # twice the deadline: only the heartbeat keeps the entry alive
+    # Twice the deadline in all, in steps a heartbeat apart: each step leaves 4 s of the
+    # 10, and only the socket's heartbeat puts the deadline back at 10 s ahead.
+    for _ in range(4):
+        await advance_matchmaking_clock(6)
+        await until(
+            lambda: waiting_deadline_ahead(patient_user.pk, 5), what="a heartbeat renewed it"
+        )
     late, _ = await ready(await amake_user())
     assert (await join(late))["type"] == "match.found"
     assert (await patient.receive_json_from(timeout=3))["type"] == "match.found"

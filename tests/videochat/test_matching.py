@@ -319,17 +319,26 @@ async def test_queue_entries_read_the_paid_filters_only_when_they_may_have_chang
     assert seat.session is not None and seat.session.want_gender is None
 
 
-async def test_filters_end_with_the_paid_time_without_an_announcement(queries, settings):
+async def test_filters_end_with_the_paid_time_without_an_announcement(
+    queries, settings, monkeypatch
+):
+    from payments.models import Entitlement
     from tests.factories import grant_premium
 
     user = await sync_to_async(UserFactory)()
-    # Paid until a moment from now: the beat that expires it has not run yet.
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
-    await sync_to_async(grant_premium)(user, valid_until=until)
+    # Paid for an hour more: the beat that expires it will not have run when the hour is up.
+    hour = dt.timedelta(hours=1)
+    ent = await sync_to_async(grant_premium)(user, valid_until=dt.datetime.now(dt.UTC) + hour)
     seat = await seat_for(user, want_country="DE")
     assert seat.filters_allowed
-    while dt.datetime.now(dt.UTC) <= until:  # the test's one wait: for the paid time to end
-        await asyncio.sleep(0.05)
+    # The hour passes, for both clocks the check reads: the process's (the seat's knowledge
+    # runs out) and the database's (the paid time has ended: here, by moving its end back).
+    later = hour.total_seconds() + 1
+    real_clock = matching.wall_clock
+    monkeypatch.setattr(matching, "wall_clock", lambda: real_clock() + later)
+    await sync_to_async(Entitlement.objects.filter(pk=ent.pk).update)(
+        valid_until=ent.valid_until - dt.timedelta(seconds=later)
+    )
     out = await matching.queue_join(seat)
     assert [type(f) for f in out.frames] == [ErrorFrame, QueueWaiting]
     assert seat.session is not None and seat.session.want_country is None

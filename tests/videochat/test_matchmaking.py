@@ -17,12 +17,14 @@ from django.conf import settings
 from redis.crc import key_slot
 
 from realtime.redis import get_redis
+from tests.videochat.clock import advance_matchmaking_clock
 from videochat import matchmaking as mm
 from videochat.matchmaking import Match, Seeker
 
-# Deadlines in the tests that wait for one to pass: long enough that a busy machine does not
-# run past one by accident, short enough to keep the tests quick.
-SHORT_TTL = 2.0
+# Deadlines in the tests about one passing. The tests move matchmaking's clock rather than
+# wait (advance_matchmaking_clock), so this only needs to be long enough that a busy machine
+# does not run past one by accident, and shorter than the other deadlines left at defaults.
+SHORT_TTL = 10.0
 
 
 def seeker(
@@ -192,7 +194,9 @@ async def test_skip_prevents_repairing_for_the_skip_ttl_then_expires(settings: A
     assert (await mm.enqueue(seeker(3, "x", "BR"))).partner_id == 2  # type: ignore[union-attr]
     assert await mm.end_match(3, skip=False)
     assert await mm.enqueue(seeker(2, "m", "US", want_gender="f")) is None  # waits behind 1
-    await asyncio.sleep(SHORT_TTL + 0.1)
+    await advance_matchmaking_clock(SHORT_TTL - 1)
+    assert await mm.enqueue(seeker(2, "m", "US", want_gender="f")) is None  # not yet
+    await advance_matchmaking_clock(1.1)
     # After the TTL, 2 (re-enqueueing, same filters) finds 1 waiting.
     assert (await mm.enqueue(seeker(2, "m", "US", want_gender="f"))).partner_id == 1  # type: ignore[union-attr]
 
@@ -213,7 +217,9 @@ async def test_last_partner_is_forgotten_after_its_ttl(settings: Any) -> None:
     assert await mm.last_partner(1) is None  # current partner: partner_of, not last_partner
     await mm.end_match(1, skip=False)
     assert await mm.last_partner(2) == 1
-    await asyncio.sleep(SHORT_TTL + 0.1)
+    await advance_matchmaking_clock(SHORT_TTL - 1)
+    assert await mm.last_partner(1) == 2 and await mm.last_partner(2) == 1  # not yet
+    await advance_matchmaking_clock(1.1)
     assert await mm.last_partner(1) is None and await mm.last_partner(2) is None
     await mm.sweep()
     assert redis_mentions(1) == [] and redis_mentions(2) == []
@@ -259,7 +265,7 @@ async def test_waiting_entry_of_a_dead_process_expires_unless_heartbeating(setti
     await mm.enqueue(seeker(2, want_gender="f"))  # alive, heartbeating
     assert not await mm.heartbeat(3)  # nobody
     for _ in range(4):  # 1.4 x the TTL in all
-        await asyncio.sleep(SHORT_TTL * 0.35)
+        await advance_matchmaking_clock(SHORT_TTL * 0.35)
         assert await mm.heartbeat(2)
     # 1 is past its deadline: skipped even before a sweep, and removed on the way.
     assert await mm.enqueue(seeker(4)) is None
@@ -270,12 +276,12 @@ async def test_waiting_entry_of_a_dead_process_expires_unless_heartbeating(setti
 async def test_pair_nobody_ends_expires(settings: Any) -> None:
     settings.VIDEOCHAT_PAIR_TTL_SECONDS = SHORT_TTL
     await pair_up(seeker(1), seeker(2))
-    await asyncio.sleep(SHORT_TTL * 0.6)
+    await advance_matchmaking_clock(SHORT_TTL * 0.6)
     assert await mm.heartbeat(1) and await mm.heartbeat(2)
-    await asyncio.sleep(SHORT_TTL * 0.6)
+    await advance_matchmaking_clock(SHORT_TTL * 0.6)
     assert await mm.partner_of(1) is not None  # kept alive by the heartbeats
     assert await mm.heartbeat(1)  # ... but 2's process has died
-    await asyncio.sleep(SHORT_TTL * 0.6)
+    await advance_matchmaking_clock(SHORT_TTL * 0.6)
     # A pair is over when either side's deadline passes.
     assert await mm.partner_of(1) is None and await mm.partner_of(2) is None
     await mm.sweep()
@@ -287,10 +293,10 @@ async def test_expected_wait_comes_from_recent_matches() -> None:
     alice = seeker(1, "f", "US", want_gender="m")
     assert await mm.expected_wait(alice) is None
     await mm.enqueue(alice)
-    await asyncio.sleep(0.2)
+    await advance_matchmaking_clock(0.2)  # alice waits 0.2 s
     await mm.enqueue(seeker(2, "m", "DE"))
     wait = await mm.expected_wait(alice)
-    assert wait is not None and 0.15 <= wait < 5
+    assert wait is not None and 0.2 <= wait < 5
     assert await mm.expected_wait(seeker(3, "f", "US", want_gender="f")) is None  # other class
 
 

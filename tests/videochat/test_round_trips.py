@@ -11,6 +11,7 @@ from django.conf import settings
 from realtime import events
 from realtime.redis import get_redis
 from tests.videochat.helpers import close_all, join, ready, redis_round_trips
+from tests.waiting import until
 from videochat import matchmaking as mm
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -105,8 +106,7 @@ async def test_an_event_to_a_socket_of_another_process_is_one_publish():
         name = await other.new_channel()
         waiting = other.receive(name)  # the other process subscribes
         event = vc_events.Ended(match_id="m", from_id=1, reason="left")
-        while not await layer.send_direct(name, {"type": "x.warm"}):
-            await asyncio.sleep(0.01)  # until the subscription is confirmed
+        await until(lambda: layer.send_direct(name, {"type": "x.warm"}), what="subscribed")
         assert (await waiting)["type"] == "x.warm"
         waiting = other.receive(name)
         with redis_round_trips() as sent:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ from asgiref.sync import sync_to_async
 from realtime.errors import ServiceError
 from realtime.redis import get_async_redis
 from tests.voice.helpers import packet
+from tests.waiting import until
 from voice import floor, keys, services
 from voice.relay import get_relay
 from voice.schemas import FloorGranted
@@ -46,14 +45,6 @@ class Socket:
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [t for t in self.texts if t["type"] == type_]
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def press(seat: floor.Seat, channel: Any, nickname: str = "talker") -> floor.FloorOutcome:
@@ -326,7 +317,6 @@ async def test_a_failed_bans_read_reaches_the_presses_and_is_not_logged_again(
     monkeypatch.setattr(floor.selectors, "channels_bans_until", down)
     with pytest.raises(OSError, match="unreachable"):
         await floor._channel_bans(987_654)
-    while floor._reading:
-        await asyncio.sleep(0)  # until the read's task has finished
+    await until(lambda: not floor._reading, what="the read's task finished")
     gc.collect()
     assert "never retrieved" not in caplog.text

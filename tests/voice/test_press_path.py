@@ -19,6 +19,7 @@ from tests.voice.helpers import (
     redis_round_trips,
     take_floor,
 )
+from tests.waiting import until
 from voice import floor, keys
 from voice.keys import tx_recipients_key
 from voice.models import ChannelSanction, SanctionKind
@@ -257,8 +258,10 @@ def test_a_crowd_joining_a_channel_reads_its_bans_once(transactional_db, make_us
         first = asyncio.ensure_future(floor.bans_prepare(channel.pk, version))
         tag = floor.version_tag(version)
         # The others come while the first one's read is under way (or once it is known).
-        while not floor._reading and floor._bans_seen.get(channel.pk, ("",))[0] != tag:
-            await asyncio.sleep(0)
+        await until(
+            lambda: floor._reading or floor._bans_seen.get(channel.pk, ("",))[0] == tag,
+            what="the first read under way or done",
+        )
         await asyncio.gather(first, *(floor.bans_prepare(channel.pk, version) for _ in range(19)))
 
     queries.clear()

@@ -19,6 +19,7 @@ import pytest
 
 from realtime.fanout import RespError
 from realtime.redis import get_async_redis
+from tests.waiting import until
 from voice import services, transmissions
 from voice.keys import pubsub_channel, tx_audio_key, tx_key
 from voice.relay import Relay, close_relay, get_relay
@@ -72,12 +73,19 @@ class StalledSocket(Socket):
         await super().send(text_data, bytes_data)
 
 
-async def until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
+async def barrier(relay: Relay, channel_id: int, tx_id: int, *sockets: Socket) -> bytes:
+    """A transmission to everyone on the channel, after what the test sent: once each of
+    `sockets` has its packet, Redis has delivered everything published on the channel before
+    it (one subscription, in order), so what a socket has not got by then it never will."""
+    await relay.transmission_start(channel_id, tx_id, talker_id=99, recipients=None)
+    mark = packet(tx_id, 0, b"barrier")
+    await relay.audio(channel_id, tx_id, mark)
+    await until(lambda: all(s.frames[-1:] == [mark] for s in sockets), what="the barrier")
+    return mark
+
+
+async def gone(redis: Any, *keys: str) -> bool:
+    return await redis.exists(*keys) == 0
 
 
 @pytest.fixture
@@ -154,8 +162,7 @@ async def test_listeners_get_the_bytes_unchanged_and_the_talker_gets_nothing(rel
     await until(lambda: len(alice.frames) == len(sent) and len(bob.frames) == len(sent))
     assert alice.frames == sent
     assert bob.frames == sent
-    await asyncio.sleep(0.1)
-    assert talker.frames == []
+    assert talker.frames == [await barrier(relay, 10, 901, talker)]
 
 
 async def test_only_recipients_hear_a_narrowed_transmission(relay: Relay) -> None:
@@ -167,9 +174,9 @@ async def test_only_recipients_hear_a_narrowed_transmission(relay: Relay) -> Non
         await relay.audio(11, 502, packet(502, seq))
 
     await until(lambda: len(near.frames) == 5)
-    await asyncio.sleep(0.1)
-    assert far.frames == []
-    assert talker.frames == []
+    mark = await barrier(relay, 11, 902, far, talker)
+    assert far.frames == [mark]
+    assert talker.frames == [mark]
 
 
 async def test_other_channels_hear_nothing(relay: Relay) -> None:
@@ -180,8 +187,7 @@ async def test_other_channels_hear_nothing(relay: Relay) -> None:
     await relay.audio(12, 503, packet(503, 0))
 
     await until(lambda: len(here.frames) == 1)
-    await asyncio.sleep(0.1)
-    assert elsewhere.frames == []
+    assert elsewhere.frames == [await barrier(relay, 13, 903, elsewhere)]
 
 
 async def test_leave_stops_delivery_and_unsubscribes_the_last_listener(relay: Relay) -> None:
@@ -195,7 +201,7 @@ async def test_leave_stops_delivery_and_unsubscribes_the_last_listener(relay: Re
     await relay.leave(14, leaving)
     await relay.audio(14, 504, packet(504, 1))
     await until(lambda: len(staying.frames) == 2)
-    await asyncio.sleep(0.1)
+    await barrier(relay, 14, 904, staying)
     assert len(leaving.frames) == 1
 
     redis = get_async_redis()
@@ -204,14 +210,11 @@ async def test_leave_stops_delivery_and_unsubscribes_the_last_listener(relay: Re
     await relay.leave(14, staying)
     await until(lambda: relay.local_listener_count(14) == 0)
 
-    async def numsub() -> int:
+    async def numsub_is(count: int) -> bool:
         [(_, n)] = await redis.pubsub_numsub(pubsub_channel(14))
-        return int(n)
+        return int(n) == count
 
-    deadline = time.monotonic() + 5
-    while await numsub() != 0:
-        assert time.monotonic() < deadline, "channel still subscribed after the last leave"
-        await asyncio.sleep(0.02)
+    await until(lambda: numsub_is(0), what="the channel unsubscribed after the last leave")
 
 
 async def test_audio_is_stored_briefly_then_expires(relay: Relay, settings) -> None:  # type: ignore[no-untyped-def]
@@ -223,8 +226,10 @@ async def test_audio_is_stored_briefly_then_expires(relay: Relay, settings) -> N
     assert 0 < await redis.pttl(tx_audio_key(505)) <= 1000
     assert 0 < await redis.pttl(tx_key(505)) <= 1000
 
-    await asyncio.sleep(1.3)
-    assert await redis.exists(tx_audio_key(505), tx_key(505)) == 0
+    # Time passes beyond the TTL: the keys expire as Redis would expire them.
+    for k in (tx_audio_key(505), tx_key(505)):
+        assert await redis.pexpire(k, 1)
+    await until(lambda: gone(redis, tx_audio_key(505), tx_key(505)), what="the keys expired")
     assert await transmissions.replay(505) is None
     assert await transmissions.may_hear(505, 1) is False
 
@@ -307,8 +312,7 @@ async def test_a_late_subscriber_learns_the_recipients_from_redis(relay: Relay) 
     await relay.audio(21, 513, packet(513, 0))
 
     await until(lambda: len(allowed.frames) == 1)
-    await asyncio.sleep(0.1)
-    assert other.frames == []
+    assert other.frames == [await barrier(relay, 21, 913, other)]
 
 
 async def test_delivery_resumes_after_the_pubsub_connection_drops(relay: Relay) -> None:
@@ -326,15 +330,13 @@ async def test_delivery_resumes_after_the_pubsub_connection_drops(relay: Relay) 
         [(_, n)] = await redis.pubsub_numsub(pubsub_channel(22))
         return int(n) == 1
 
-    deadline = time.monotonic() + 10
-    while True:
+    async def heard_again() -> bool:
         # Keep talking until the relay is back: packets sent while it was away are lost,
         # which is why stored audio exists for replay.
         await relay.audio(22, 514, packet(514, 1))
-        if await resubscribed() and len(listener.frames) > 1:
-            break
-        assert time.monotonic() < deadline, "relay did not reconnect"
-        await asyncio.sleep(0.05)
+        return await resubscribed() and len(listener.frames) > 1
+
+    await until(heard_again, timeout=10, what="the relay reconnected")
     assert listener.frames[-1][2:4] == (1).to_bytes(2, "big")
 
 
