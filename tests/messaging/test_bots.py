@@ -29,6 +29,7 @@ from realtime.redis import get_redis
 from tests.factories import UserFactory
 from tests.messaging.conftest import amember, sync_socket
 from tests.messaging.test_api import UNDER_10, Browser
+from tests.waiting import until_sync
 
 pytestmark = pytest.mark.django_db
 
@@ -368,10 +369,7 @@ def test_a_long_poll_returns_as_soon_as_a_message_arrives():
     waiting.start()
     # The poll is waiting (it has subscribed) before the message is sent: a wake-up sent
     # before the wait began would prove nothing.
-    deadline = time.monotonic() + 10
-    while not bots.poll_waiting(Bot.objects.get().pk):
-        assert time.monotonic() < deadline, "the poll never started waiting"
-        time.sleep(0.01)
+    until_sync(lambda: bots.poll_waiting(Bot.objects.get().pk), 10, "the poll waiting")
     say(oz, "echo_bot", "wake up")
     waiting.join(timeout=15)
     assert not waiting.is_alive()
@@ -395,10 +393,7 @@ def test_a_poll_waiting_with_a_token_revoked_meanwhile_gets_nothing():
 
     waiting = threading.Thread(target=poll)
     waiting.start()
-    deadline = time.monotonic() + 10
-    while not bots.poll_waiting(made["bot_id"]):
-        assert time.monotonic() < deadline, "the poll never started waiting"
-        time.sleep(0.01)
+    until_sync(lambda: bots.poll_waiting(made["bot_id"]), 10, "the poll waiting")
     new = ida.ok("POST", f"{MINE}/{made['bot_id']}/token")["token"]
     say(oz, "echo_bot", "for the owner's eyes")
     waiting.join(timeout=15)
