@@ -1,4 +1,5 @@
-"""ASGI entry point for daphne or uvicorn: HTTP to Django, WebSockets to the products'
+"""ASGI entry point for daphne or uvicorn: HTTP to Django (the Bot API, /messaging/bot-api/,
+to a lean async stack of its own: config/token_asgi.py), WebSockets to the products'
 consumers behind the origin check and (user, device, session) authentication."""
 
 import atexit
@@ -14,6 +15,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.urls import reverse  # noqa: E402
 
 import messaging.routing  # noqa: E402
 import payments.routing  # noqa: E402
@@ -22,6 +24,7 @@ import videochat.routing  # noqa: E402
 import voice.routing  # noqa: E402
 from accounts.middleware import SessionDeviceAuthMiddlewareStack  # noqa: E402
 from config.logs import log_context  # noqa: E402
+from config.token_asgi import TokenApiHandler  # noqa: E402
 from realtime import gc_policy, metrics  # noqa: E402
 from realtime.admission import AdmissionMiddleware  # noqa: E402
 from realtime.origin import OriginValidator  # noqa: E402
@@ -33,6 +36,16 @@ if settings.SERVE_STATIC:
 
     http_app = ASGIStaticFilesHandler(django_asgi_app)
 
+# Same URLs, same views: only the middleware around them differs.
+BOT_API_PREFIX = reverse("messaging:bot_api", kwargs={"method": "m"}).removesuffix("m")
+token_api_app = TokenApiHandler()
+
+
+async def http_router(scope, receive, send):  # type: ignore[no-untyped-def]
+    app = token_api_app if scope["path"].startswith(BOT_API_PREFIX) else http_app
+    return await app(scope, receive, send)
+
+
 websocket_urlpatterns = [
     *realtime.routing.websocket_urlpatterns,
     *voice.routing.websocket_urlpatterns,
@@ -43,7 +56,7 @@ websocket_urlpatterns = [
 
 router = ProtocolTypeRouter(
     {
-        "http": http_app,
+        "http": http_router,
         "websocket": OriginValidator(
             AdmissionMiddleware(SessionDeviceAuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),

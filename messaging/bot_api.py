@@ -4,8 +4,9 @@
 `{"ok": true, "result": ...}` or `{"ok": false, "error_code": <HTTP status>, "description"}`.
 
 Async: getUpdates' long poll waits on a realtime.wakeup subscription, holding no thread, no
-database connection and no pooled Redis connection while it waits. Thin: the services and
-selectors do the work, on Django's thread for sync code."""
+database connection and no pooled Redis connection while it waits; served outside the
+site's sync middleware for that (config/token_asgi.py). Thin: the services and selectors do
+the work, on the process's shared sync thread."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from pydantic import ValidationError
 
-from realtime import wakeup
+from realtime import metrics, wakeup
 from realtime.errors import ServiceError
 
 from . import bots, selectors
@@ -84,18 +85,19 @@ async def get_updates(bot: Bot, params: Params) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     # Watching before reading: an update committed after the read wakes us.
-    async with wakeup.watching(bot_wake_topic(bot.pk)) as woken:
-        while True:
-            updates = await read(bot, limit=p.limit)
-            remaining = deadline - loop.time()
-            if updates or remaining <= 0:
-                return updates
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), remaining)
-            woken.clear()
-            # A new token (or a closed account) while it waited: nothing for the old one.
-            if not await sync_to_async(selectors.bot_token_current)(bot):
-                raise unauthorized("Unauthorized")
+    with metrics.BOT_POLLS_WAITING.track_inprogress():
+        async with wakeup.watching(bot_wake_topic(bot.pk)) as woken:
+            while True:
+                updates = await read(bot, limit=p.limit)
+                remaining = deadline - loop.time()
+                if updates or remaining <= 0:
+                    return updates
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), remaining)
+                woken.clear()
+                # A new token (or a closed account) while it waited: nothing for the old one.
+                if not await sync_to_async(selectors.bot_token_current)(bot):
+                    raise unauthorized("Unauthorized")
 
 
 async def send_message(bot: Bot, params: Params) -> Any:

@@ -89,6 +89,12 @@ RELAY_LAG_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+BOT_POLLS_WAITING = Gauge(
+    "callsapp_bot_polls_waiting",
+    "Bot API getUpdates long polls waiting for an update (each costs no thread).",
+    multiprocess_mode="livesum",
+)
+
 VIDEOCHAT_MATCHES = Counter("videochat_matches_total", "Pairs made by matchmaking.")
 VIDEOCHAT_TIME_TO_MATCH = Histogram(
     "videochat_time_to_match_seconds",

@@ -70,6 +70,22 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# The Bot API's own stack (config/token_asgi.py): its requests carry a bearer token, so
+# none of the session, CSRF, device or cookie middleware; the same response headers and
+# host check as the site's. Async-capable only: a waiting long poll costs no thread.
+TOKEN_API_MIDDLEWARE = [
+    m
+    for m in MIDDLEWARE
+    if m
+    in {
+        "django.middleware.security.SecurityMiddleware",
+        "csp.middleware.CSPMiddleware",
+        "config.security.PermissionsPolicyMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    }
+]
+
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
 WSGI_APPLICATION = None
