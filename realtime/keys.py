@@ -79,3 +79,8 @@ def epoch_key() -> str:
     """A random value set once per Redis lifetime (SET NX): when it changes, Redis restarted
     or was flushed, and every socket whose state was written before is stale."""
     return key("epoch")
+
+
+def wake_channel(topic: str) -> str:
+    """The pub/sub channel of realtime.wakeup's `topic` (a long poll's wake-ups)."""
+    return key("wake", topic)

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from .keys import key
+from .keys import wake_channel
 from .redis import get_async_redis, get_redis
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,10 @@ log = logging.getLogger(__name__)
 RECONNECT_DELAY_SECONDS = 0.5
 
 
-def _channel(topic: str) -> str:
-    return key("wake", topic)
-
-
 def signal(topic: str) -> None:
     """Wake whoever waits on `topic`, in every process (sync: call it on commit)."""
     try:
-        get_redis().publish(_channel(topic), b"1")
+        get_redis().publish(wake_channel(topic), b"1")
     except RedisError as exc:  # a hint: the waiter's timeout covers it
         log.warning("wake-up %s not sent: %r", topic, exc)
 
@@ -73,8 +69,8 @@ class _Hub:
             await task
 
     async def _listen(self) -> None:
-        pattern = _channel("*")
-        prefix = len(_channel(""))
+        pattern = wake_channel("*")
+        prefix = len(wake_channel(""))
         while True:
             pubsub: PubSub = get_async_redis().pubsub(ignore_subscribe_messages=True)
             try:
