@@ -42,11 +42,13 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import signal
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ from benchmarks._common import (
     stop_server,
     table,
 )
+from realtime import gc_policy
 
 CSRF = "b" * 32  # a CSRF secret of our own: cookie and header must agree
 
@@ -112,6 +115,7 @@ class Stats:
     sent: int = 0  # PUTs answered 200
     sent_txns: set[str] = field(default_factory=set)
     delivered: dict[str, tuple[float, float]] = field(default_factory=dict)  # txn -> (ms, ms)
+    sent_at: dict[str, float] = field(default_factory=dict)  # txn -> send start (epoch s)
     redelivered: int = 0
     applied_twice: int = 0  # one txn stored as two events: the idempotency key failed
     event_of: dict[str, str] = field(default_factory=dict)  # txn -> event id
@@ -444,6 +448,7 @@ class Client:
                     stats.applied_twice += 1
                     continue
                 stats.delivered[txn] = ((now - body["sent"]) * 1000, (now - body["due"]) * 1000)
+                stats.sent_at[txn] = body["sent"]
 
     async def put(self, pair: Pair, path: str, body: bytes) -> tuple[int, bytes]:
         pool = self.pools[id(pair)]
@@ -540,6 +545,7 @@ class Client:
             "lost": len(stats.sent_txns - stats.delivered.keys()),
             "latency_sent": [v[0] for v in stats.delivered.values()],
             "latency_due": [v[1] for v in stats.delivered.values()],
+            "latency_at": [(stats.sent_at[t], v[0]) for t, v in stats.delivered.items()],
             "applied_twice": stats.applied_twice,
             "redelivered": stats.redelivered,
             "resent": stats.resent,
@@ -564,6 +570,15 @@ class Client:
 def client_main(index: int, pairs: int, env: dict[str, str], conn: Any) -> None:
     os.environ.update(env)
     world = build_world(pairs, offset=index * pairs)
+    # The clients stand in for phones and browsers, one each: a full collection of a client
+    # process (90-130 ms, both processes at once: they allocate alike) held up the frames
+    # of 100 receivers, and was counted as the server's latency. So, as the servers do
+    # (realtime/gc_policy.py): the world is frozen, the oldest generation is collected
+    # between steps only, and young collections run as usual.
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, gc_policy.NEVER)
     asyncio.run(_client(world, conn))
 
 
@@ -577,6 +592,7 @@ async def _client(world: list[Pair], conn: Any) -> None:
         if cmd[0] != "step":
             break
         conn.send(await client.step(*cmd[1:]))
+        gc.collect()  # between steps: see client_main
     await client.stop()
 
 
@@ -720,6 +736,8 @@ def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[o
             if errors:
                 print(f"  {rate:.0f}/s send errors and reconnects: {errors}", flush=True)
             print(f"  {rate:.0f}/s: p99 {rows[-1][12]:.1f} ms, lost {rows[-1][4]}", flush=True)
+            if args.spikes:
+                print_spikes(rate, results)
         for c in conns:
             c.send(("stop",))
         for p in procs:
@@ -732,6 +750,29 @@ def run_steps(args: argparse.Namespace, bench: Any, db_name: str) -> list[list[o
         for s in servers:
             if s.process.poll() is None:
                 stop_server(s)
+
+
+def print_spikes(rate: float, results: list[dict[str, Any]], bucket: float = 0.1) -> None:
+    """Where the step's tail is: the messages over the p99, by the 100 ms of their send. A
+    tail in a few buckets is stalls (a pause of some process); spread thin, it is queueing."""
+    at = sorted(x for r in results for x in r["latency_at"])
+    if not at:
+        return
+    p99 = percentile(sorted(lat for _, lat in at), 99)
+    start = at[0][0]
+    over: dict[int, list[float]] = defaultdict(list)
+    for sent, lat in at:
+        if lat > p99:
+            over[int((sent - start) / bucket)].append(lat)
+    print(
+        f"  {rate:.0f}/s: {sum(map(len, over.values()))} messages over p99 {p99:.1f} ms, in "
+        f"{len(over)} of {int((at[-1][0] - start) / bucket) + 1} buckets of {bucket * 1000:.0f} ms",
+        flush=True,
+    )
+    for b, lats in sorted(over.items(), key=lambda kv: -len(kv[1]))[:8]:
+        print(
+            f"    t={b * bucket:5.1f} s: {len(lats):4d} over, max {max(lats):6.1f} ms", flush=True
+        )
 
 
 def step_row(
@@ -831,6 +872,9 @@ def main() -> None:
     )
     parser.add_argument("--idle", type=int, default=10_000, help="idle sockets (0: skip)")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--spikes", action="store_true", help="where each step's tail is, by 100 ms of sending"
+    )
     parser.add_argument(
         "--inflight", type=int, default=8, help="PUTs in flight per client process (cap, --http)"
     )
