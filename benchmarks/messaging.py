@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -503,7 +503,13 @@ class Client:
                 stats.sent += 1
                 stats.sent_txns.add(txn)
                 return
-            except (OSError, ConnectionError, asyncio.IncompleteReadError, ConnectionClosed):
+            except (
+                OSError,
+                ConnectionError,
+                asyncio.IncompleteReadError,
+                ConnectionClosed,
+                InvalidHandshake,  # the killed process's backlog took the connection
+            ):
                 # A fresh connection failed too: the process died under us. Resend to the
                 # other one with the same txnId (unless a sibling request moved already).
                 if self.sender_server[id(pair)] == server:
