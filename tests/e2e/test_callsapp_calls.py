@@ -56,7 +56,7 @@ def test_a_video_call_connects_browser_to_browser_through_ciphertext_and_is_logg
     # no SDP or candidate anywhere it keeps anything, nor in its log.
     types = set(RoomEvent.objects.filter(state_key__isnull=True).values_list("type", flat=True))
     assert types == {"m.room.encrypted"}, types
-    sdp = i.evaluate("() => window.callsapp.calls.call.pc.localDescription.sdp")
+    sdp = i.evaluate("() => window.callsapp.calls.call.connection.pc.localDescription.sdp")
     ufrag = re.search(r"a=ice-ufrag:(\S+)", sdp).group(1)  # type: ignore[union-attr]
     needles = [f"a=ice-ufrag:{ufrag}", "m.call.invite", "m.call.candidates"]
     assert plaintext_found(needles) == []

@@ -8,6 +8,7 @@
 // when they see that answer (it reaches the callee's own devices as a room event). A device
 // already in a call answers a new invite with hangup(user_busy). An invite older than its
 // lifetime is never rung: a device that comes online late shows it as missed.
+import { PeerConnection } from "../../shared/js/peer.js";
 import { api } from "./api.js";
 
 export const INVITE_LIFETIME_MS = 60000;
@@ -49,14 +50,13 @@ export class CallManager extends EventTarget {
     const call = this.newCall({ id: newCallId(), roomId, peer, direction: "out", video, state: "starting" });
     try {
       await this.startMedia(call);
-      const offer = await call.pc.createOffer();
-      await call.pc.setLocalDescription(offer);
+      const offer = await call.connection.describeLocal();
       if (call.state === "ended") return;
       call.state = "ringing";
       this.emit();
       this.send(call, "m.call.invite", {
         lifetime: INVITE_LIFETIME_MS,
-        offer: { type: "offer", sdp: call.pc.localDescription.sdp },
+        offer: { type: "offer", sdp: offer.sdp },
       });
       call.timer = setTimeout(() => this.hangup("invite_timeout"), INVITE_LIFETIME_MS);
     } catch (err) {
@@ -74,12 +74,10 @@ export class CallManager extends EventTarget {
     this.emit();
     try {
       await this.startMedia(call);
-      await call.pc.setRemoteDescription(call.offer);
-      await this.flushRemoteCandidates(call);
-      const answer = await call.pc.createAnswer();
-      await call.pc.setLocalDescription(answer);
+      await call.connection.acceptRemote(call.offer);
+      const answer = await call.connection.describeLocal();
       if (call.state === "ended") return;
-      this.send(call, "m.call.answer", { answer: { type: "answer", sdp: call.pc.localDescription.sdp } });
+      this.send(call, "m.call.answer", { answer: { type: "answer", sdp: answer.sdp } });
     } catch (err) {
       this.hangup("media_failed", err.message);
     }
@@ -157,13 +155,11 @@ export class CallManager extends EventTarget {
       clearTimeout(current.timer);
       current.state = "connecting";
       this.emit();
-      current.pc
-        .setRemoteDescription(content.answer)
-        .then(() => this.flushRemoteCandidates(current))
-        .catch((err) => this.hangup("ice_failed", err.message));
+      current.connection.acceptRemote(content.answer).catch((err) => this.hangup("ice_failed", err.message));
     } else if (type === "m.call.candidates") {
-      current.remoteCandidates.push(...(content.candidates || []));
-      if (current.pc?.remoteDescription) this.flushRemoteCandidates(current);
+      // Before this device takes the call there is no connection yet: they wait in the call.
+      if (current.connection) for (const candidate of content.candidates || []) current.connection.addRemoteCandidate(candidate);
+      else current.remoteCandidates.push(...(content.candidates || []));
     } else if (type === "m.call.hangup" || type === "m.call.reject") {
       this.end(current, type === "m.call.reject" ? "declined" : content.reason || "user_hangup");
     }
@@ -178,7 +174,7 @@ export class CallManager extends EventTarget {
   newCall(fields) {
     this.call = {
       ...fields,
-      pc: null,
+      connection: null, // the PeerConnection, once this device takes part
       localStream: null,
       remoteStream: null,
       remoteCandidates: [],
@@ -201,38 +197,33 @@ export class CallManager extends EventTarget {
       for (const track of call.localStream.getTracks()) track.stop();
       return;
     }
-    const pc = new RTCPeerConnection({ iceServers: iceServers(servers) });
-    call.pc = pc;
-    for (const track of call.localStream.getTracks()) pc.addTrack(track, call.localStream);
-    pc.onicecandidate = ({ candidate }) => {
-      if (!candidate || !candidate.candidate) return;
-      call.outCandidates.push(candidate.toJSON());
+    // A stale remote candidate is harmless: the call goes on with the others.
+    const connection = new PeerConnection({ iceServers: iceServers(servers), localStream: call.localStream, ignoreCandidateErrors: true });
+    call.connection = connection;
+    for (const candidate of call.remoteCandidates.splice(0)) connection.addRemoteCandidate(candidate);
+    connection.addEventListener("candidate", ({ detail: candidate }) => {
+      if (!candidate.candidate) return;
+      call.outCandidates.push(candidate);
       call.candidateTimer ??= setTimeout(() => {
         call.candidateTimer = null;
         const candidates = call.outCandidates.splice(0);
         if (candidates.length && call.state !== "ended") this.send(call, "m.call.candidates", { candidates });
       }, CANDIDATE_BATCH_MS);
-    };
-    pc.ontrack = (ev) => {
-      call.remoteStream = ev.streams[0] || new MediaStream([ev.track]);
+    });
+    connection.addEventListener("remotestream", ({ detail: stream }) => {
+      call.remoteStream = stream;
       this.emit();
-    };
-    pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "connected" && call.state !== "connected") {
+    });
+    connection.addEventListener("state", ({ detail: state }) => {
+      if (state === "connected" && call.state !== "connected") {
         call.state = "connected";
         call.connectedAt = Date.now();
         this.emit();
-      } else if (pc.connectionState === "failed" && call.state !== "ended") {
+      } else if (state === "failed" && call.state !== "ended") {
         this.hangup("ice_failed", "the connection failed");
       }
-    };
+    });
     this.emit();
-  }
-
-  async flushRemoteCandidates(call) {
-    for (const candidate of call.remoteCandidates.splice(0)) {
-      await call.pc.addIceCandidate(candidate).catch(() => {}); // a stale one is harmless
-    }
   }
 
   send(call, type, content) {
@@ -253,7 +244,7 @@ export class CallManager extends EventTarget {
     call.detail = detail;
     clearTimeout(call.timer);
     clearTimeout(call.candidateTimer);
-    call.pc?.close();
+    call.connection?.close();
     for (const track of call.localStream?.getTracks() || []) track.stop();
     this.emit();
     if (this.call === call) this.call = null;

@@ -1,5 +1,7 @@
 // One peer-to-peer call with the current partner. DOM-free: it takes a local MediaStream and a
-// function that sends signals, and emits what the page needs to show.
+// function that sends signals, and emits what the page needs to show. The connection itself
+// (tracks, candidates held for the remote description, remote stream) is the shared
+// PeerConnection; this adds the video chat's signals and negotiation rules.
 //
 // Negotiation follows the "perfect negotiation" pattern so a renegotiation racing the other
 // side's cannot wedge the call: the "answer" role is the polite peer (it rolls back its own
@@ -8,54 +10,30 @@
 //
 // Events: "remotestream" (detail: MediaStream), "state" (detail: connectionState),
 // "error" (detail: Error).
+import { PeerConnection } from "../../shared/js/peer.js";
 
-export class PeerSession extends EventTarget {
-  constructor({ role, iceServers = [], localStream = null, sendSignal,
-    RTCPeerConnectionImpl = globalThis.RTCPeerConnection, MediaStreamImpl = globalThis.MediaStream } = {}) {
-    super();
+export class PeerSession extends PeerConnection {
+  constructor({ role, sendSignal, ...options } = {}) {
     if (role !== "offer" && role !== "answer") throw new Error(`unknown role ${role}`);
+    super(options);
     this.role = role;
     this.polite = role === "answer";
     this.sendSignal = sendSignal;
-    this.MediaStreamImpl = MediaStreamImpl;
-    this.pc = new RTCPeerConnectionImpl({ iceServers });
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.remoteSeen = false;       // the first remote description arrived
-    this.pendingCandidates = [];   // remote ICE that came before a remote description
-    this.remoteStream = null;
-    this.closed = false;
     this.queue = Promise.resolve(); // remote signals are handled one at a time, in order
-    this.bind();
-    for (const track of localStream?.getTracks() ?? []) this.pc.addTrack(track, localStream);
+    this.pc.onnegotiationneeded = () => this.negotiate();
+    this.addEventListener("candidate", (e) => this.sendSignal({ kind: "ice", data: e.detail }));
   }
-
-  bind() {
-    const pc = this.pc;
-    pc.onnegotiationneeded = () => this.negotiate();
-    pc.onicecandidate = ({ candidate }) => {
-      if (candidate && !this.closed) this.sendSignal({ kind: "ice", data: toJSON(candidate) });
-    };
-    pc.ontrack = (ev) => {
-      const stream = ev.streams?.[0] ?? this.remoteStream ?? new this.MediaStreamImpl();
-      if (!ev.streams?.[0]) stream.addTrack(ev.track);
-      if (stream !== this.remoteStream) {
-        this.remoteStream = stream;
-        this.emit("remotestream", stream);
-      }
-    };
-    pc.onconnectionstatechange = () => this.emit("state", pc.connectionState);
-  }
-
-  get connectionState() { return this.pc.connectionState; }
 
   async negotiate() {
     if (this.closed) return;
     if (this.polite && !this.remoteSeen) return; // the offerer starts; we answer first
     try {
       this.makingOffer = true;
-      await this.pc.setLocalDescription();
-      if (!this.closed) this.sendSignal({ kind: "offer", data: toJSON(this.pc.localDescription) });
+      const offer = await this.describeLocal();
+      if (!this.closed) this.sendSignal({ kind: "offer", data: offer });
     } catch (err) {
       this.fail(err);
     } finally {
@@ -71,39 +49,27 @@ export class PeerSession extends EventTarget {
 
   async applySignal(kind, data) {
     if (this.closed || !data) return;
-    const pc = this.pc;
     if (kind === "ice") {
-      if (!pc.remoteDescription) { this.pendingCandidates.push(data); return; }
-      await this.addCandidate(data);
+      await this.addRemoteCandidate(data);
       return;
     }
     if (kind !== "offer" && kind !== "answer") return;
     const description = { type: data.type || kind, sdp: data.sdp };
-    const collision = description.type === "offer" && (this.makingOffer || pc.signalingState !== "stable");
+    const collision = description.type === "offer" && (this.makingOffer || this.pc.signalingState !== "stable");
     this.ignoreOffer = !this.polite && collision;
     if (this.ignoreOffer) return;
     // A polite peer's own pending offer is rolled back implicitly by setRemoteDescription.
-    await pc.setRemoteDescription(description);
+    await this.pc.setRemoteDescription(description);
     this.remoteSeen = true;
     await this.flushCandidates();
     if (description.type === "offer") {
-      await pc.setLocalDescription();
-      if (!this.closed) this.sendSignal({ kind: "answer", data: toJSON(pc.localDescription) });
+      const answer = await this.describeLocal();
+      if (!this.closed) this.sendSignal({ kind: "answer", data: answer });
     }
   }
 
-  async flushCandidates() {
-    const pending = this.pendingCandidates;
-    this.pendingCandidates = [];
-    for (const candidate of pending) await this.addCandidate(candidate);
-  }
-
-  async addCandidate(candidate) {
-    try {
-      await this.pc.addIceCandidate(candidate);
-    } catch (err) {
-      if (!this.ignoreOffer) throw err; // candidates of an offer we ignored may fail; that's fine
-    }
+  candidateFailed(err) {
+    if (!this.ignoreOffer) throw err; // candidates of an offer we ignored may fail; that's fine
   }
 
   // Bytes of partner video received so far (inbound-rtp, kind video), 0 before any.
@@ -117,23 +83,7 @@ export class PeerSession extends EventTarget {
     return bytes;
   }
 
-  close() {
-    if (this.closed) return;
-    this.closed = true;
-    const pc = this.pc;
-    pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = null;
-    pc.close();
-    this.pendingCandidates = [];
-    this.emit("state", "closed");
-  }
-
   fail(err) {
     if (!this.closed) this.emit("error", err);
   }
-
-  emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
-}
-
-function toJSON(x) {
-  return typeof x?.toJSON === "function" ? x.toJSON() : { ...x };
 }
