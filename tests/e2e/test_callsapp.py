@@ -539,7 +539,9 @@ def test_an_eea_user_under_16_sees_the_privacy_settings_locked_and_why(live_asgi
         box = form.locator(f"input[name={name}]")
         expect(box).to_be_disabled()
         expect(box).not_to_be_checked()
-    # Enabled by hand (devtools), the box is refused by the server and put back.
+    # Enabled by hand (devtools), the box is refused by the server and put back. Once the
+    # panel has drawn what the server holds: a draw after the tampering disabled it again.
+    expect(form).to_have_attribute("data-state", "loaded")
     box = form.locator("input[name=online_status]")
     box.evaluate("el => { el.disabled = false; }")
     with u.expect_response(
