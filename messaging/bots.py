@@ -28,11 +28,10 @@ from redis.exceptions import RedisError
 from accounts.models import User
 from realtime import wakeup
 from realtime.events import send_on_commit
-from realtime.ratelimit import allow
 from realtime.redis import get_redis
 
 from . import bot_webhook, selectors
-from .errors import forbidden, invalid, quota, rate_limited
+from .errors import forbidden, invalid, quota
 from .events import BotPush
 from .keys import (
     bot_send_rate_key,
@@ -42,6 +41,7 @@ from .keys import (
     callsapp_user_group,
 )
 from .models import Bot, BotChat, BotMessage, BotUpdate
+from .ratelimits import rate_checked
 from .schemas import BOT_TEXT_MAX_CHARS, BotMessaged, BotMessageJson
 
 Json = dict[str, Any]
@@ -135,12 +135,12 @@ def _text_checked(text: str) -> str:
 def user_message_send(*, user: User, username: str, text: str) -> Json:
     """The user writes to a bot (starting the chat if new): an update for the bot."""
     text = _text_checked(text)
-    if not allow(
+    rate_checked(
         bot_user_rate_key(user.pk),
         capacity=settings.MESSAGING_BOT_SEND_CAPACITY,
         per_second=settings.MESSAGING_BOT_SEND_PER_SECOND,
-    ):
-        raise rate_limited("too many messages, slow down", retry_after_ms=5000)
+        detail="too many messages, slow down",
+    )
     with transaction.atomic():
         found = selectors.bot_by_username(username)
         # The bot's row, locked until commit: its updates commit in update_id order.
@@ -184,12 +184,12 @@ def bot_chat_delete(*, user: User, username: str) -> None:
 def bot_message_send(*, bot: Bot, chat_id: int, text: str) -> Json:
     """sendMessage: only in a chat the user started, not while they block the bot."""
     text = _text_checked(text)
-    if not allow(
+    rate_checked(
         bot_send_rate_key(bot.pk),
         capacity=settings.MESSAGING_BOT_SEND_CAPACITY,
         per_second=settings.MESSAGING_BOT_SEND_PER_SECOND,
-    ):
-        raise rate_limited("Too Many Requests: retry later", retry_after_ms=5000)
+        detail="Too Many Requests: retry later",
+    )
     with transaction.atomic():
         chat = (
             BotChat.objects.select_for_update()

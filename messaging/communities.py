@@ -19,14 +19,14 @@ from django.utils import timezone
 
 from accounts.models import User
 from realtime.events import send_on_commit
-from realtime.ratelimit import allow
 
 from . import selectors
-from .errors import forbidden, invalid, not_found, rate_limited
+from .errors import forbidden, invalid, not_found
 from .events import CommunityPush
 from .ids import user_pk
 from .keys import callsapp_user_group, post_rate_key
 from .models import Community, CommunityMember, CommunityPost, PostLike
+from .ratelimits import rate_checked
 from .schemas import CommunityLikes, CommunityPostDeleted, CommunityPosted, PostJson
 
 Json = dict[str, Any]
@@ -123,12 +123,12 @@ def admins_ensure(community_pks: Iterable[int]) -> None:
 
 def post_create(*, author: User, community_id: str, text: str) -> Json:
     # Posts are pushed to every member: a flood would reach them all.
-    if not allow(
+    rate_checked(
         post_rate_key(author.pk),
         capacity=settings.MESSAGING_POST_CAPACITY,
         per_second=settings.MESSAGING_POST_PER_SECOND,
-    ):
-        raise rate_limited("too many posts, slow down", retry_after_ms=5000)
+        detail="too many posts, slow down",
+    )
     with transaction.atomic():
         m = _joined(community_id, author.pk)
         c = m.community

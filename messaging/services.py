@@ -24,7 +24,6 @@ from realtime.errors import ServiceError
 from realtime.events import send_on_commit
 from realtime.keys import stream_group
 from realtime.models import IdempotencyKey, StreamItem
-from realtime.ratelimit import allow
 from realtime.services import presence_revoked
 from realtime.stream import (
     NewItem,
@@ -48,7 +47,6 @@ from .errors import (
     invalid_signature,
     not_found,
     quota,
-    rate_limited,
     too_large,
 )
 from .events import KeyCountsChanged
@@ -66,6 +64,7 @@ from .models import (
     Room,
     RoomEvent,
 )
+from .ratelimits import rate_checked
 from .schemas import DeviceKeysBody, SigningKeysUpload
 from .selectors import EVENT_KIND, OTK_ALGORITHM, SYNC_KIND
 from .signing import (
@@ -211,13 +210,15 @@ def keys_claim(*, user: User, wanted: dict[str, dict[str, str]]) -> Json:
     pairs = [(m, d, alg) for m, devices in wanted.items() for d, alg in devices.items()]
     if len(pairs) > settings.MESSAGING_MAX_CLAIM_DEVICES:
         raise invalid(f"at most {settings.MESSAGING_MAX_CLAIM_DEVICES} devices per claim")
-    if pairs and not allow(
-        claim_rate_key(user.pk),
-        capacity=settings.MESSAGING_CLAIM_CAPACITY,
-        per_second=settings.MESSAGING_CLAIM_PER_SECOND,
-        cost=len(pairs),
-    ):
-        raise rate_limited("too many key claims, slow down", retry_after_ms=2000)
+    if pairs:
+        rate_checked(
+            claim_rate_key(user.pk),
+            capacity=settings.MESSAGING_CLAIM_CAPACITY,
+            per_second=settings.MESSAGING_CLAIM_PER_SECOND,
+            cost=len(pairs),
+            detail="too many key claims, slow down",
+            retry_after_ms=2000,
+        )
     contacts = selectors.contact_ids(user.pk)
     blockers = selectors.blocker_ids(
         of_user_id=user.pk, among=[pk for m, _, _ in pairs if (pk := user_pk(m)) is not None]
