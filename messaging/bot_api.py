@@ -27,9 +27,9 @@ from realtime import metrics, wakeup
 from realtime.errors import ServiceError
 
 from . import bots, selectors
-from .errors import conflict, unauthorized
+from .errors import unauthorized
 from .keys import bot_wake_topic
-from .models import Bot, BotUpdate
+from .models import Bot
 from .schemas import BotApiParams, GetUpdates, SendMessage, SetWebhook
 
 Params = dict[str, Any]
@@ -72,11 +72,6 @@ async def get_me(bot: Bot, params: Params) -> Any:
 
 async def get_updates(bot: Bot, params: Params) -> Any:
     p = _valid(GetUpdates, params)
-    if bot.webhook_url:
-        raise conflict(
-            "Conflict: can't use getUpdates method while webhook is active; "
-            "use deleteWebhook to delete the webhook first"
-        )
     await sync_to_async(bots.bot_updates_confirm)(bot=bot, offset=p.offset)
     read = sync_to_async(selectors.bot_updates_pending)
     wait = min(p.timeout, settings.MESSAGING_BOT_POLL_MAX_SECONDS)
@@ -119,13 +114,9 @@ async def delete_webhook(bot: Bot, params: Params) -> Any:
     return True
 
 
-@sync_to_async
-def _pending_count(bot: Bot) -> int:
-    return BotUpdate.objects.filter(bot=bot).count()
-
-
 async def get_webhook_info(bot: Bot, params: Params) -> Any:
-    return {"url": bot.webhook_url, "pending_update_count": await _pending_count(bot)}
+    pending = await sync_to_async(selectors.bot_updates_pending_count)(bot)
+    return {"url": bot.webhook_url, "pending_update_count": pending}
 
 
 METHODS: dict[str, Method] = {

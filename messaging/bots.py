@@ -31,7 +31,7 @@ from realtime.events import send_on_commit
 from realtime.redis import get_redis
 
 from . import bot_webhook, selectors
-from .errors import forbidden, invalid, quota
+from .errors import conflict, forbidden, invalid, quota
 from .events import BotPush
 from .keys import (
     bot_send_rate_key,
@@ -211,7 +211,13 @@ def bot_message_send(*, bot: Bot, chat_id: int, text: str) -> Json:
 
 
 def bot_updates_confirm(*, bot: Bot, offset: int | None) -> None:
-    """getUpdates' offset: every update below it is confirmed, so deleted."""
+    """getUpdates' offset: every update below it is confirmed, so deleted. Refused while a
+    webhook is set: its deliveries confirm the updates (as Telegram)."""
+    if bot.webhook_url:
+        raise conflict(
+            "Conflict: can't use getUpdates method while webhook is active; "
+            "use deleteWebhook to delete the webhook first"
+        )
     if offset is not None:
         BotUpdate.objects.filter(bot=bot, update_id__lt=offset).delete()
 

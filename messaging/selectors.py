@@ -804,6 +804,10 @@ def bot_update_json(u: BotUpdate) -> dict[str, Any]:
     return {"update_id": u.update_id, "message": bot_api_message(u.message, u.message.chat)}
 
 
+def bot_updates_pending_count(bot: Bot) -> int:
+    return BotUpdate.objects.filter(bot=bot).count()
+
+
 def bot_updates_pending(bot: Bot, *, limit: int) -> list[dict[str, Any]]:
     rows = (
         BotUpdate.objects.filter(bot=bot)
